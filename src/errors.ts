@@ -1,0 +1,75 @@
+// The error catalogue: every error a user can meet has a class here, a stable `code`, and a message
+// that says what to do. Callers branch on `code`, never on message text. docs/errors.md lists them
+// all; test/errors.test.ts fails when one is undocumented.
+
+export const ERROR_CODES = {
+  GK_ERR_INVALID_TARGET: 'A dial target could not be parsed (kubernetes:, dns-poll:).',
+  GK_ERR_INVALID_OPTION: 'An option, a channel argument or a config field has a bad value.',
+  GK_ERR_KUBE_CONFIG: 'No usable Kubernetes configuration (no in-cluster token, no kubeconfig).',
+  GK_ERR_KUBE_UNAUTHORIZED: 'The Kubernetes API rejected the credentials (HTTP 401).',
+  GK_ERR_KUBE_FORBIDDEN: 'The identity lacks an RBAC permission (HTTP 403); the message names the verb.',
+  GK_ERR_KUBE_NOT_FOUND: 'The Kubernetes API has no such resource (HTTP 404).',
+  GK_ERR_KUBE_UNREACHABLE: 'The Kubernetes API could not be reached or answered with a server error.',
+  GK_ERR_KUBE_PROTOCOL: 'The Kubernetes API sent something that is not a valid list or watch event.',
+  GK_ERR_PORT_NOT_FOUND: 'The Service has endpoints, but none on the port named in the target.',
+  GK_ERR_NO_ENDPOINTS: 'The Service has no EndpointSlices (wrong name or namespace, or no pods).',
+  GK_ERR_DNS: 'A DNS lookup for a dns-poll: target failed.',
+  GK_ERR_INVALID_SCENARIO: 'A lab scenario file does not match the scenario schema.',
+  GK_ERR_LAB: 'The lab could not start or run a part of its cluster.',
+  GK_ERR_DESTROYED: 'An object was used after destroy() or close().',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class GrpcKubeError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = 'GrpcKubeError';
+  }
+}
+
+export class InvalidTargetError extends GrpcKubeError {
+  constructor(target: string, why: string) {
+    super(
+      'GK_ERR_INVALID_TARGET',
+      `invalid target "${target}": ${why}. Use kubernetes:///service.namespace:port, ` +
+        `kubernetes:///service.namespace:portname or kubernetes://namespace/service:port`,
+    );
+    this.name = 'InvalidTargetError';
+  }
+}
+
+export class InvalidOptionError extends GrpcKubeError {
+  readonly field: string;
+  constructor(field: string, why: string) {
+    super('GK_ERR_INVALID_OPTION', `option "${field}" ${why}`);
+    this.field = field;
+    this.name = 'InvalidOptionError';
+  }
+}
+
+/** An error answered by the Kubernetes API, or the lack of an answer. */
+export class KubeApiError extends GrpcKubeError {
+  /** HTTP status, or 0 when no answer came (connection refused, reset, timeout). */
+  readonly status: number;
+  /** Kubernetes Status.reason when the server sent one (Forbidden, NotFound, Expired…). */
+  readonly reason: string | undefined;
+  constructor(
+    code: ErrorCode,
+    message: string,
+    status: number,
+    reason: string | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+    this.status = status;
+    this.reason = reason;
+    this.name = 'KubeApiError';
+  }
+}
+
+export function isGrpcKubeError(err: unknown): err is GrpcKubeError {
+  return err instanceof GrpcKubeError;
+}
