@@ -58,7 +58,8 @@ export interface KubeStatus {
     name?: string;
     group?: string;
     kind?: string;
-    causes?: Array<{ message?: string; field?: string }>;
+    causes?: Array<{ reason?: string; message?: string; field?: string }>;
+    retryAfterSeconds?: number;
   };
   code: number;
 }
