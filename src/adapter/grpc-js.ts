@@ -58,3 +58,7 @@ export function endpointInfoFrom(options: ChannelOptions): EndpointInfoMap | und
   const value = (options as Record<string, unknown>)[ENDPOINT_INFO_ATTRIBUTE];
   return value instanceof Map ? (value as EndpointInfoMap) : undefined;
 }
+
+/** The service config shape a resolver listener accepts (grpc-js does not export the type itself). */
+export type ResolvedServiceConfig =
+  NonNullable<Parameters<ResolverListener>[2]> extends StatusOr<infer C> ? C : never;

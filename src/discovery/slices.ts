@@ -1,0 +1,73 @@
+// EndpointSlice → Endpoint conversion for one Service port, following the API's rules:
+// `ready: null` means ready; `serving && terminating` is draining (no new RPCs, streams finish);
+// anything else not ready is unready. Ports match by number (the endpoint's port) or by name.
+
+import type { EndpointSlice, SliceEndpoint } from '../kube/types.js';
+import type { Endpoint, EndpointState } from './endpoint.js';
+
+export type PortSelector =
+  { readonly kind: 'number'; readonly port: number } | { readonly kind: 'name'; readonly name: string };
+
+export function portSelectorKey(p: PortSelector): string {
+  return p.kind === 'number' ? `#${p.port}` : `@${p.name}`;
+}
+
+export function portSelectorText(p: PortSelector): string {
+  return p.kind === 'number' ? String(p.port) : `"${p.name}"`;
+}
+
+export function endpointState(ep: SliceEndpoint): EndpointState {
+  const c = ep.conditions ?? {};
+  if (c.serving === true && c.terminating === true) return 'draining';
+  if (c.ready === false) return 'unready';
+  if (c.terminating === true) return 'unready';
+  return 'ready';
+}
+
+/**
+ * The port number this slice serves for the selector, or undefined when the slice has no such port.
+ * A slice without ports (a headless Service with no ports) serves any numbered port.
+ */
+export function slicePort(slice: EndpointSlice, sel: PortSelector): number | undefined {
+  const ports = slice.ports ?? [];
+  if (ports.length === 0) return sel.kind === 'number' ? sel.port : undefined;
+  for (const p of ports) {
+    if (p.port === null || p.port === undefined) continue;
+    if (sel.kind === 'number' ? p.port === sel.port : (p.name ?? '') === sel.name) return p.port;
+  }
+  return undefined;
+}
+
+/** Ports a slice offers, for error messages ("has 8080 (http), 9090 (grpc)"). */
+export function slicePortsText(slices: Iterable<EndpointSlice>): string {
+  const seen = new Set<string>();
+  for (const s of slices) {
+    for (const p of s.ports ?? []) seen.add(p.name ? `${p.port} (${p.name})` : String(p.port));
+  }
+  return seen.size === 0 ? 'no ports' : [...seen].sort().join(', ');
+}
+
+/** Endpoints of one slice on the selected port; FQDN slices carry no IPs and give none. */
+export function sliceEndpoints(slice: EndpointSlice, sel: PortSelector): Endpoint[] {
+  if (slice.addressType === 'FQDN') return [];
+  const port = slicePort(slice, sel);
+  if (port === undefined) return [];
+  const out: Endpoint[] = [];
+  for (const ep of slice.endpoints ?? []) {
+    const state = endpointState(ep);
+    const hints = ep.hints?.forZones?.map((z) => z.name);
+    for (const address of ep.addresses ?? []) {
+      out.push({
+        address,
+        port,
+        state,
+        pod: ep.targetRef?.kind === 'Pod' ? ep.targetRef.name : undefined,
+        node: ep.nodeName,
+        zone: ep.zone,
+        hostname: ep.hostname,
+        zoneHints: hints,
+      });
+    }
+  }
+  return out;
+}

@@ -1,0 +1,171 @@
+// setup(): registers the `kubernetes:` and `dns-poll:` schemes with grpc-js. After it, a channel to
+// `kubernetes:///hello.default:50051` follows the Service's EndpointSlices through one shared watch
+// per Service, and `dns-poll:///hello.default.svc.cluster.local:50051` re-resolves a headless
+// Service on an interval.
+
+import type { KubeConfig } from '@kubernetes/client-node';
+import {
+  registerResolver,
+  splitHostPort,
+  uriToString,
+  type ChannelOptions,
+  type GrpcUri,
+  type ResolverListener,
+} from '../adapter/grpc-js.js';
+import { DnsPollFeed } from '../discovery/dns-source.js';
+import type { KubeSourceOptions } from '../discovery/kube-source.js';
+import { SourceRegistry } from '../discovery/registry.js';
+import { portSelectorText } from '../discovery/slices.js';
+import { GrpcKubeError, InvalidOptionError, InvalidTargetError } from '../errors.js';
+import { KubeClient } from '../kube/client.js';
+import { EndpointResolver, serviceConfigFor, type ResolverSettings } from './endpoint-resolver.js';
+import { parseKubernetesTarget } from './target.js';
+
+export interface SetupOptions {
+  /** Where the Kubernetes API is: a KubeConfig, kubeconfig YAML, or a KubeClient. Default: in-cluster, then KUBECONFIG. */
+  kubeConfig?: KubeConfig | string | KubeClient;
+  /** LB policy of the default service config (overridden per channel by `grpc-kube.lb_policy` or `grpc.service_config`). */
+  defaultLbPolicy?: string;
+  /** Default interval of `dns-poll:` targets (channel option `grpc-kube.dns_poll_interval_ms` overrides). */
+  dnsPollIntervalMs?: number;
+  /** Watch tuning: backoff, watch timeouts, page size. */
+  source?: KubeSourceOptions;
+}
+
+export const DNS_POLL_INTERVAL_OPTION = 'grpc-kube.dns_poll_interval_ms';
+
+export interface GrpcKube {
+  /** The shared watches (created on the first `kubernetes:` channel). */
+  readonly registry: SourceRegistry | undefined;
+  /** Stops every watch. Channels still open see no further updates. */
+  close(): Promise<void>;
+}
+
+interface State {
+  readonly opts: SetupOptions;
+  registry: SourceRegistry | undefined;
+  configError: GrpcKubeError | undefined;
+}
+
+let state: State | undefined;
+
+function registryOf(s: State): SourceRegistry | GrpcKubeError {
+  if (s.registry !== undefined) return s.registry;
+  if (s.configError !== undefined) return s.configError;
+  try {
+    const kc = s.opts.kubeConfig;
+    const client =
+      kc instanceof KubeClient
+        ? kc
+        : typeof kc === 'string'
+          ? KubeClient.fromKubeConfigString(kc)
+          : kc !== undefined
+            ? new KubeClient(kc)
+            : KubeClient.fromDefault();
+    s.registry = new SourceRegistry(client, s.opts.source);
+    return s.registry;
+  } catch (err) {
+    s.configError =
+      err instanceof GrpcKubeError
+        ? err
+        : new GrpcKubeError('GK_ERR_KUBE_CONFIG', String(err), { cause: err });
+    return s.configError;
+  }
+}
+
+class KubernetesResolver extends EndpointResolver {
+  constructor(target: GrpcUri, listener: ResolverListener, options: ChannelOptions) {
+    super(listener, kubernetesSettings(target, options));
+  }
+
+  static getDefaultAuthority(target: GrpcUri): string {
+    // Validate here: grpc-js calls this when the channel is built, so a bad target fails `new Client()`.
+    parseKubernetesTarget(target.authority, target.path, uriToString(target));
+    return target.path.replace(/^\/+/, '');
+  }
+}
+
+function kubernetesSettings(target: GrpcUri, options: ChannelOptions): ResolverSettings {
+  const s = current();
+  const serviceConfig = serviceConfigFor(options, s.opts.defaultLbPolicy ?? 'round_robin');
+  let t;
+  try {
+    t = parseKubernetesTarget(target.authority, target.path, uriToString(target));
+  } catch (err) {
+    return { describe: uriToString(target), open: err as GrpcKubeError, serviceConfig };
+  }
+  const reg = registryOf(s);
+  const ns = t.namespace ?? (reg instanceof SourceRegistry ? reg.kubeClient.defaultNamespace : 'default');
+  const describe = `Service ${ns}/${t.service} port ${portSelectorText(t.port)}`;
+  if (!(reg instanceof SourceRegistry)) return { describe, open: reg, serviceConfig };
+  return { describe, open: (l) => reg.subscribe(ns, t.service, t.port, l), serviceConfig };
+}
+
+class DnsPollResolver extends EndpointResolver {
+  constructor(target: GrpcUri, listener: ResolverListener, options: ChannelOptions) {
+    super(listener, dnsPollSettings(target, options));
+  }
+
+  static getDefaultAuthority(target: GrpcUri): string {
+    parseDnsTarget(target);
+    return target.path.replace(/^\/+/, '');
+  }
+}
+
+function parseDnsTarget(target: GrpcUri): { host: string; port: number } {
+  const raw = uriToString(target);
+  const hp = splitHostPort(target.path.replace(/^\/+/, ''));
+  if (hp === null || !hp.host) throw new InvalidTargetError(raw, 'expected dns-poll:///host:port');
+  if (hp.port === undefined) throw new InvalidTargetError(raw, 'the port is missing');
+  return { host: hp.host, port: hp.port };
+}
+
+function dnsPollSettings(target: GrpcUri, options: ChannelOptions): ResolverSettings {
+  const s = current();
+  const serviceConfig = serviceConfigFor(options, s.opts.defaultLbPolicy ?? 'round_robin');
+  try {
+    const { host, port } = parseDnsTarget(target);
+    const opt = options[DNS_POLL_INTERVAL_OPTION];
+    if (opt !== undefined && typeof opt !== 'number') {
+      throw new InvalidOptionError(DNS_POLL_INTERVAL_OPTION, `must be a number of ms, got ${typeof opt}`);
+    }
+    const feed = new DnsPollFeed(host, port, {
+      intervalMs: opt ?? s.opts.dnsPollIntervalMs,
+      server: target.authority || undefined,
+    });
+    return { describe: `DNS name ${host} port ${port}`, open: (l) => feed.subscribe(l), serviceConfig };
+  } catch (err) {
+    return { describe: uriToString(target), open: err as GrpcKubeError, serviceConfig };
+  }
+}
+
+function current(): State {
+  state ??= { opts: {}, registry: undefined, configError: undefined };
+  return state;
+}
+
+/**
+ * Register the `kubernetes:` and `dns-poll:` resolvers. Calling it again replaces the configuration
+ * (channels created afterwards use the new one); close() the previous handle to stop its watches.
+ */
+export function setup(opts: SetupOptions = {}): GrpcKube {
+  if (opts.dnsPollIntervalMs !== undefined && !(opts.dnsPollIntervalMs >= 50)) {
+    throw new InvalidOptionError(
+      'dnsPollIntervalMs',
+      `must be a number of ms >= 50, got ${opts.dnsPollIntervalMs}`,
+    );
+  }
+  const s: State = { opts: Object.freeze({ ...opts }), registry: undefined, configError: undefined };
+  state = s;
+  registerResolver('kubernetes', KubernetesResolver);
+  registerResolver('dns-poll', DnsPollResolver);
+  return {
+    get registry() {
+      return s.registry;
+    },
+    close: async () => {
+      await s.registry?.close();
+      s.registry = undefined;
+    },
+  };
+}
