@@ -1,0 +1,234 @@
+// The real control plane: starts etcd + kube-apiserver + kube-controller-manager built from the pinned
+// Go modules and checks the facts the lab rests on (version stamp, controllers running, EndpointSlice
+// address validation per CVE-2021-25737), then that stop() leaves nothing behind.
+// Skips only when the binaries are absent and GRPC_KUBE_REAL is unset; with GRPC_KUBE_REAL=1 a missing
+// binary fails.
+
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+
+import { ApiException, CoreV1Api, DiscoveryV1Api, KubeConfig, VersionApi } from '@kubernetes/client-node';
+import type { V1EndpointSlice } from '@kubernetes/client-node';
+
+import { GrpcKubeError } from '../../src/errors.js';
+import {
+  ETCD_VERSION,
+  KUBE_VERSION,
+  controlPlaneBinDir,
+  controlPlaneBinariesPresent,
+  findControlPlaneBinaries,
+} from '../../src/cluster/real/binaries.js';
+import { startRealControlPlane, type RealControlPlane } from '../../src/cluster/real/control-plane.js';
+
+const repoRoot = join(import.meta.dirname, '..', '..', '..');
+const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
+const skipReal =
+  !realRequired && !controlPlaneBinariesPresent()
+    ? `real control plane not built (${controlPlaneBinDir()}); run scripts/build-control-plane.sh ` +
+      'or set GRPC_KUBE_REAL=1 to make this a failure'
+    : false;
+
+describe('control plane binaries', () => {
+  it('pins the same versions as the wrapper go.mod files', () => {
+    const kubeMod = readFileSync(join(repoRoot, 'go', 'kube', 'go.mod'), 'utf8');
+    const etcdMod = readFileSync(join(repoRoot, 'go', 'etcd', 'go.mod'), 'utf8');
+    assert.match(
+      kubeMod,
+      new RegExp(`^\\s*k8s\\.io/kubernetes ${KUBE_VERSION.replace(/\./g, '\\.')}\\b`, 'm'),
+    );
+    assert.match(
+      etcdMod,
+      new RegExp(`^\\s*go\\.etcd\\.io/etcd/server/v3 ${ETCD_VERSION.replace(/\./g, '\\.')}\\b`, 'm'),
+    );
+    // Every staging module must be replaced by its published tag, or `go build` resolves a local path.
+    const staging = `v0.${KUBE_VERSION.slice(3)}`;
+    const replaces = kubeMod.match(/^\s*k8s\.io\/[\w-]+ => k8s\.io\/[\w-]+ (v\S+)$/gm) ?? [];
+    assert.ok(replaces.length >= 33, `expected >= 33 staging replaces, got ${replaces.length}`);
+    for (const line of replaces) assert.ok(line.endsWith(staging), line);
+  });
+
+  it('names the build script when binaries are missing', () => {
+    const empty = mkdtempSync(join(tmpdir(), 'grpc-kube-nobin-'));
+    try {
+      assert.throws(
+        () => findControlPlaneBinaries(empty),
+        (err: unknown) =>
+          err instanceof GrpcKubeError &&
+          err.code === 'GK_ERR_LAB' &&
+          err.message.includes('scripts/build-control-plane.sh') &&
+          err.message.includes(join(empty, 'kube-apiserver')),
+      );
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
+  it('resolves the bin dir from GRPC_KUBE_BIN_DIR, then GRPC_KUBE_CACHE', () => {
+    assert.equal(controlPlaneBinDir({ GRPC_KUBE_BIN_DIR: '/opt/k' }), '/opt/k');
+    assert.equal(
+      controlPlaneBinDir({ GRPC_KUBE_CACHE: '/c' }),
+      `/c/bin/kube-${KUBE_VERSION}-etcd-${ETCD_VERSION}`,
+    );
+  });
+
+  it('rejects bad options before starting anything', async () => {
+    await assert.rejects(
+      startRealControlPlane({ serviceClusterIpRange: '10.96.0.0' }),
+      (err: unknown) => err instanceof GrpcKubeError && err.code === 'GK_ERR_INVALID_OPTION',
+    );
+    await assert.rejects(
+      startRealControlPlane({ startTimeoutMs: -1 }),
+      (err: unknown) => err instanceof GrpcKubeError && err.code === 'GK_ERR_INVALID_OPTION',
+    );
+  });
+});
+
+function apiCode(err: unknown): number | undefined {
+  return err instanceof ApiException ? (err as ApiException<unknown>).code : undefined;
+}
+
+function slice(name: string, service: string, address: string): V1EndpointSlice {
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      name,
+      labels: {
+        'kubernetes.io/service-name': service,
+        // Not the endpointslice controller's value, so the controller leaves this slice alone.
+        'endpointslice.kubernetes.io/managed-by': 'grpc-kube-test',
+      },
+    },
+    addressType: 'IPv4',
+    endpoints: [{ addresses: [address], conditions: { ready: true } }],
+    ports: [{ name: 'grpc', port: 50051, protocol: 'TCP' }],
+  };
+}
+
+describe('real control plane', { skip: skipReal }, () => {
+  let cp: RealControlPlane;
+  let core: CoreV1Api;
+  let discovery: DiscoveryV1Api;
+  const ns = 'gk-cp-test';
+
+  before(async () => {
+    const t0 = Date.now();
+    cp = await startRealControlPlane();
+    console.log(`# control plane up in ${Date.now() - t0} ms at ${cp.url}`);
+    const kc = new KubeConfig();
+    kc.loadFromString(cp.adminKubeConfig);
+    core = kc.makeApiClient(CoreV1Api);
+    discovery = kc.makeApiClient(DiscoveryV1Api);
+  });
+  after(async () => {
+    await cp?.stop();
+  });
+
+  it('reports the pinned version (the -ldflags stamp took)', async () => {
+    const kc = new KubeConfig();
+    kc.loadFromFile(cp.adminKubeConfigPath);
+    const v = await kc.makeApiClient(VersionApi).getCode();
+    assert.equal(v.gitVersion, KUBE_VERSION);
+    assert.equal(v.major, '1');
+    assert.equal(v.minor, KUBE_VERSION.split('.')[1]);
+  });
+
+  it('runs the controllers: a new namespace gets its default ServiceAccount', async () => {
+    await core.createNamespace({ body: { metadata: { name: ns } } });
+    // The serviceaccount controller is asynchronous; poll with a deadline (there is no clock to inject
+    // into a real controller).
+    const deadline = Date.now() + 30_000;
+    for (let wait = 50; ; wait = Math.min(wait * 2, 500)) {
+      try {
+        const sa = await core.readNamespacedServiceAccount({ name: 'default', namespace: ns });
+        assert.equal(sa.metadata?.namespace, ns);
+        break;
+      } catch (err) {
+        if (apiCode(err) !== 404 || Date.now() > deadline) throw err;
+      }
+      await delay(wait);
+    }
+    // The root-ca publisher puts our CA into every namespace: in-cluster clients trust the apiserver.
+    const deadline2 = Date.now() + 30_000;
+    for (let wait = 50; ; wait = Math.min(wait * 2, 500)) {
+      try {
+        const cm = await core.readNamespacedConfigMap({ name: 'kube-root-ca.crt', namespace: ns });
+        assert.equal(cm.data?.['ca.crt']?.trim(), cp.caPem.trim());
+        break;
+      } catch (err) {
+        if (apiCode(err) !== 404 || Date.now() > deadline2) throw err;
+      }
+      await delay(wait);
+    }
+  });
+
+  it('stores an EndpointSlice with a lab-CIDR address and lists it back', async () => {
+    await core.createNamespacedService({
+      namespace: ns,
+      body: {
+        metadata: { name: 'echo' },
+        // No selector: the endpointslice controller publishes nothing for it, the test's slice is the only one.
+        spec: { ports: [{ name: 'grpc', port: 50051, protocol: 'TCP' }] },
+      },
+    });
+    await discovery.createNamespacedEndpointSlice({
+      namespace: ns,
+      body: slice('echo-lab', 'echo', '10.244.0.5'),
+    });
+    const list = await discovery.listNamespacedEndpointSlice({
+      namespace: ns,
+      labelSelector: 'kubernetes.io/service-name=echo',
+    });
+    assert.deepEqual(
+      list.items.map((s) => [s.metadata?.name, s.endpoints.flatMap((e) => e.addresses)]),
+      [['echo-lab', ['10.244.0.5']]],
+    );
+  });
+
+  for (const [what, address] of [
+    ['loopback', '127.0.0.1'],
+    ['loopback (not .1)', '127.0.0.5'],
+    ['link-local', '169.254.10.10'],
+  ] as const) {
+    it(`rejects a ${what} address in an EndpointSlice with 422 (CVE-2021-25737)`, async () => {
+      await assert.rejects(
+        discovery.createNamespacedEndpointSlice({
+          namespace: ns,
+          body: slice(`bad-${address}`, 'echo', address),
+        }),
+        (err: unknown) => {
+          assert.equal(apiCode(err), 422, String(err));
+          return true;
+        },
+      );
+    });
+  }
+
+  it('stop() kills every component and removes the temp dir and run record', async () => {
+    assert.ok(existsSync(join(cp.dir, 'etcd')));
+    const runDir = join(
+      process.env['GRPC_KUBE_CACHE'] || join(process.env['HOME'] ?? '', '.cache', 'grpc-kube'),
+      'run',
+    );
+    const mine = (): string[] =>
+      readdirSync(runDir).filter((f) => f.startsWith(`control-plane-${process.pid}-`));
+    assert.equal(mine().length, 1);
+    const children = (
+      JSON.parse(readFileSync(join(runDir, mine()[0] ?? ''), 'utf8')) as {
+        children: { pid: number }[];
+      }
+    ).children.map((c) => c.pid);
+    assert.equal(children.length, 3);
+    await cp.stop();
+    await cp.stop(); // idempotent
+    assert.equal(existsSync(cp.dir), false);
+    assert.deepEqual(mine(), []);
+    for (const pid of children) {
+      assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `pid ${pid} still alive`);
+    }
+  });
+});
