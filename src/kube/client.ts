@@ -339,7 +339,7 @@ export function errorFromStatus(
       message = `the Kubernetes API has no ${describe(rp)}${server}; ${rp.group === 'discovery.k8s.io' ? 'EndpointSlices (discovery.k8s.io/v1) need Kubernetes >= 1.21' : 'check the resource name'}`;
       break;
     case 410:
-      code = 'GK_ERR_KUBE_PROTOCOL';
+      code = 'GK_ERR_KUBE_EXPIRED';
       message = `the watch resourceVersion of ${describe(rp)} expired${server}; the list must be re-read`;
       break;
     default:
