@@ -1,0 +1,147 @@
+// The lab's Hello service (proto/hello.proto): loads the proto once with @grpc/proto-loader and gives
+// typed server and client helpers, so the pod process, the workload and tests speak the same contract.
+// The proto is found from the package root, so this works from src/ under a TS runner and from dist/.
+
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { GrpcKubeError } from '../errors.js';
+
+export interface HelloRequest {
+  client: string;
+  counter: number;
+}
+
+export interface HelloReply {
+  message: string;
+  pod: string;
+}
+
+/** Full method path, as it appears on the wire. */
+export const SAY_HELLO_PATH = '/hello.Greeter/SayHello';
+
+function findPackageRoot(): string {
+  // Walk up from this module until the directory that holds proto/hello.proto: one level deeper
+  // when running from dist/src/lab than from src/lab.
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'proto', 'hello.proto'))) return dir;
+    const parent = dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  throw new GrpcKubeError(
+    'GK_ERR_LAB',
+    'proto/hello.proto not found above ' + import.meta.url + '; reinstall',
+  );
+}
+
+export const HELLO_PROTO_PATH: string = join(findPackageRoot(), 'proto', 'hello.proto');
+
+interface HelloDefinitions {
+  service: grpc.ServiceDefinition;
+  method: grpc.MethodDefinition<HelloRequest, HelloReply>;
+}
+
+let cached: HelloDefinitions | undefined;
+
+function definitions(): HelloDefinitions {
+  if (cached) return cached;
+  // longs: Number — counters stay far below 2^53 in any bounded run, and numbers are cheaper than strings.
+  const pkg = protoLoader.loadSync(HELLO_PROTO_PATH, { keepCase: true, longs: Number, defaults: true });
+  const service = pkg['hello.Greeter'] as grpc.ServiceDefinition | undefined;
+  const method = service?.['SayHello'] as grpc.MethodDefinition<HelloRequest, HelloReply> | undefined;
+  if (!service || !method) {
+    throw new GrpcKubeError('GK_ERR_LAB', `${HELLO_PROTO_PATH} lacks hello.Greeter/SayHello`);
+  }
+  cached = { service, method };
+  return cached;
+}
+
+/** The Greeter service definition for `server.addService`. */
+export function greeterService(): grpc.ServiceDefinition {
+  return definitions().service;
+}
+
+/** Serializer/deserializer pair of SayHello, for callers that use `Client.makeUnaryRequest` directly. */
+export function sayHelloMethod(): grpc.MethodDefinition<HelloRequest, HelloReply> {
+  return definitions().method;
+}
+
+export type SayHelloHandler = (request: HelloRequest) => HelloReply | Promise<HelloReply>;
+
+/** Register a Greeter implementation; a rejected promise becomes an INTERNAL status. */
+export function addGreeter(server: grpc.Server, handler: SayHelloHandler): void {
+  server.addService(greeterService(), {
+    SayHello: (
+      call: grpc.ServerUnaryCall<HelloRequest, HelloReply>,
+      callback: grpc.sendUnaryData<HelloReply>,
+    ) => {
+      let result: HelloReply | Promise<HelloReply>;
+      try {
+        result = handler(call.request);
+      } catch (err) {
+        callback({ code: grpc.status.INTERNAL, details: String(err) });
+        return;
+      }
+      if (result instanceof Promise) {
+        result.then(
+          (reply) => callback(null, reply),
+          (err: unknown) => callback({ code: grpc.status.INTERNAL, details: String(err) }),
+        );
+      } else {
+        callback(null, result);
+      }
+    },
+  });
+}
+
+/** A plain grpc-js client for the Hello service. */
+export class GreeterClient {
+  readonly client: grpc.Client;
+  private readonly method = sayHelloMethod();
+
+  constructor(
+    target: string,
+    credentials = grpc.credentials.createInsecure(),
+    options: grpc.ChannelOptions = {},
+  ) {
+    this.client = new grpc.Client(target, credentials, options);
+  }
+
+  /** One SayHello with a deadline; the callback gets the grpc status code (0 = OK) and the reply. */
+  sayHelloCb(
+    request: HelloRequest,
+    deadlineMs: number,
+    callback: (err: grpc.ServiceError | null, reply: HelloReply | undefined) => void,
+  ): void {
+    this.client.makeUnaryRequest(
+      this.method.path,
+      this.method.requestSerialize,
+      this.method.responseDeserialize,
+      request,
+      { deadline: Date.now() + deadlineMs },
+      (err, reply) => callback(err, reply),
+    );
+  }
+
+  sayHello(request: HelloRequest, deadlineMs = 1000): Promise<HelloReply> {
+    return new Promise((resolve, reject) => {
+      this.sayHelloCb(request, deadlineMs, (err, reply) => {
+        if (err || !reply) reject(err ?? new Error('empty reply'));
+        else resolve(reply);
+      });
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** The greeting the seeds' server sends back (seed 004): `<pod>: hello <client> #<counter>`. */
+export function greeting(pod: string, request: HelloRequest): string {
+  return `${pod}: hello ${request.client} #${request.counter}`;
+}

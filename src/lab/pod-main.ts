@@ -1,0 +1,355 @@
+// The lab's pod: one Hello server process (seed 004's server) on its own loopback address. It answers
+// SayHello with its pod name, serves grpc.health.v1 (SERVING once its readiness delay has passed),
+// and on SIGTERM behaves either like the seeds' naive server (dies at once) or like a well-behaved one
+// (NOT_SERVING, wait for endpoint propagation, GOAWAY so in-flight RPCs finish, force after the grace).
+// Run as `node dist/src/lab/pod-main.js '<PodConfig JSON>'` (or with GRPC_KUBE_POD_CONFIG set); with an
+// IPC channel it reports `listening`, `ready` and `terminating` to its parent. `spawnPod` does that.
+
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { addGreeter, greeting, type HelloReply, type HelloRequest } from './hello.js';
+
+export type ShutdownMode = 'immediate' | 'graceful';
+
+export interface PodConfig {
+  /** Pod name, returned in every reply. */
+  name: string;
+  /** Loopback address the pod owns, e.g. 127.0.2.7. */
+  host: string;
+  /** 0 picks a free port (reported in the `listening` message). */
+  port: number;
+  /** Added to every SayHello; the slow-pod scenario gives one pod 10× the others. */
+  responseDelayMs: number;
+  /** Time from listening to health SERVING (warm-up). */
+  readinessDelayMs: number;
+  /** What SIGTERM does: `immediate` = process exits at once (a plain server); `graceful` = drain. */
+  shutdown: ShutdownMode;
+  /** graceful: time between NOT_SERVING and GOAWAY, for endpoint removal to reach clients. */
+  drainDelayMs: number;
+  /** graceful: from SIGTERM to force-closing what is still open. */
+  graceMs: number;
+  /** grpc.max_connection_age_ms; 0 = unlimited. */
+  maxConnectionAgeMs: number;
+  /** grpc.max_connection_age_grace_ms; 0 = unlimited. */
+  maxConnectionAgeGraceMs: number;
+  /** The process exits by itself after this long, so a crashed lab never leaves pods behind. */
+  maxLifetimeMs: number;
+}
+
+export const POD_CONFIG_ENV = 'GRPC_KUBE_POD_CONFIG';
+
+const DEFAULTS: Omit<PodConfig, 'name' | 'host'> = {
+  port: 50051,
+  responseDelayMs: 0,
+  readinessDelayMs: 0,
+  shutdown: 'immediate',
+  drainDelayMs: 0,
+  graceMs: 30_000,
+  maxConnectionAgeMs: 0,
+  maxConnectionAgeGraceMs: 0,
+  maxLifetimeMs: 15 * 60_000,
+};
+
+const NUMBER_FIELDS = [
+  'port',
+  'responseDelayMs',
+  'readinessDelayMs',
+  'drainDelayMs',
+  'graceMs',
+  'maxConnectionAgeMs',
+  'maxConnectionAgeGraceMs',
+  'maxLifetimeMs',
+] as const;
+
+/** Validate a pod config field by field (unknown fields are errors), fill defaults, freeze. */
+export function parsePodConfig(input: unknown): Readonly<PodConfig> {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new InvalidOptionError('pod config', 'must be an object');
+  }
+  const raw = input as Record<string, unknown>;
+  const known = new Set<string>(['name', 'host', 'shutdown', ...NUMBER_FIELDS]);
+  for (const key of Object.keys(raw)) {
+    if (!known.has(key)) throw new InvalidOptionError(`pod config.${key}`, 'is not a known field');
+  }
+  const out: PodConfig = { ...DEFAULTS, name: '', host: '' };
+  for (const key of ['name', 'host'] as const) {
+    const v = raw[key];
+    if (typeof v !== 'string' || v === '')
+      throw new InvalidOptionError(`pod config.${key}`, 'must be a non-empty string');
+    out[key] = v;
+  }
+  for (const key of NUMBER_FIELDS) {
+    const v = raw[key];
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
+      throw new InvalidOptionError(`pod config.${key}`, 'must be a non-negative integer');
+    }
+    out[key] = v;
+  }
+  if (out.port > 65535) throw new InvalidOptionError('pod config.port', 'must be <= 65535');
+  if (raw['shutdown'] !== undefined) {
+    if (raw['shutdown'] !== 'immediate' && raw['shutdown'] !== 'graceful') {
+      throw new InvalidOptionError('pod config.shutdown', 'must be "immediate" or "graceful"');
+    }
+    out.shutdown = raw['shutdown'];
+  }
+  return Object.freeze(out);
+}
+
+/** Messages a pod process sends its parent over IPC. */
+export type PodMessage =
+  | { type: 'listening'; host: string; port: number }
+  | { type: 'ready' }
+  | { type: 'terminating' }
+  | { type: 'error'; message: string };
+
+export interface RunningPod {
+  readonly config: Readonly<PodConfig>;
+  readonly port: number;
+  readonly server: grpc.Server;
+  readonly health: HealthImplementation;
+  /** Resolves when health turns SERVING. */
+  readonly ready: Promise<void>;
+  /** The graceful sequence (NOT_SERVING, drainDelayMs, GOAWAY, force at graceMs); resolves when closed. */
+  drain(): Promise<void>;
+  /** Close at once, cancelling in-flight RPCs and pending timers. */
+  close(): void;
+}
+
+export interface PodHooks {
+  onReady?: () => void;
+  onTerminating?: () => void;
+}
+
+const HEALTH_SERVICES = ['', 'hello.Greeter'];
+
+/** Start the pod's server in this process (the pod process uses this; so can tests). */
+export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}): Promise<RunningPod> {
+  const options: grpc.ServerOptions = {};
+  if (config.maxConnectionAgeMs > 0) options['grpc.max_connection_age_ms'] = config.maxConnectionAgeMs;
+  if (config.maxConnectionAgeGraceMs > 0)
+    options['grpc.max_connection_age_grace_ms'] = config.maxConnectionAgeGraceMs;
+  const server = new grpc.Server(options);
+  const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
+  health.addToServer(server);
+
+  const timers = new Set<NodeJS.Timeout>();
+  let closed = false;
+  const later = (ms: number, fn: () => void): void => {
+    const t = setTimeout(() => {
+      timers.delete(t);
+      fn();
+    }, ms);
+    timers.add(t);
+  };
+
+  addGreeter(server, (request: HelloRequest): HelloReply | Promise<HelloReply> => {
+    const reply = { message: greeting(config.name, request), pod: config.name };
+    if (config.responseDelayMs === 0) return reply;
+    return new Promise((resolve) => later(config.responseDelayMs, () => resolve(reply)));
+  });
+
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(
+      `${config.host}:${config.port}`,
+      grpc.ServerCredentials.createInsecure(),
+      (err, bound) => {
+        if (err)
+          reject(
+            new GrpcKubeError(
+              'GK_ERR_LAB',
+              `pod ${config.name}: cannot listen on ${config.host}:${config.port}: ${err.message}`,
+              { cause: err },
+            ),
+          );
+        else resolve(bound);
+      },
+    );
+  });
+
+  let markReady: () => void = () => {};
+  const ready = new Promise<void>((resolve) => (markReady = resolve));
+  const setHealth = (status: 'SERVING' | 'NOT_SERVING'): void => {
+    for (const s of HEALTH_SERVICES) health.setStatus(s, status);
+  };
+  let terminating = false;
+  later(config.readinessDelayMs, () => {
+    if (terminating || closed) return;
+    setHealth('SERVING');
+    markReady();
+    hooks.onReady?.();
+  });
+
+  const close = (): void => {
+    if (closed) return;
+    closed = true;
+    for (const t of timers) clearTimeout(t);
+    timers.clear();
+    server.forceShutdown();
+  };
+
+  let draining: Promise<void> | undefined;
+  const drain = (): Promise<void> => {
+    draining ??= new Promise<void>((resolve) => {
+      terminating = true;
+      setHealth('NOT_SERVING');
+      hooks.onTerminating?.();
+      const force = setTimeout(() => {
+        close();
+        resolve();
+      }, config.graceMs);
+      timers.add(force);
+      later(config.drainDelayMs, () => {
+        // tryShutdown sends GOAWAY and waits for the streams in flight; the force timer bounds it.
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          timers.delete(force);
+          close();
+          resolve();
+        });
+      });
+    });
+    return draining;
+  };
+
+  return { config, port, server, health, ready, drain, close };
+}
+
+function send(message: PodMessage): void {
+  if (process.send && process.connected) process.send(message);
+}
+
+function readConfigFromProcess(): Readonly<PodConfig> {
+  const text = process.argv[2] ?? process.env[POD_CONFIG_ENV];
+  if (text === undefined) {
+    throw new InvalidOptionError('pod config', `missing: pass it as JSON in argv[2] or in ${POD_CONFIG_ENV}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new InvalidOptionError('pod config', `is not JSON: ${String(err)}`);
+  }
+  return parsePodConfig(parsed);
+}
+
+async function main(): Promise<void> {
+  const config = readConfigFromProcess();
+  // An orphaned pod (lab crashed, IPC gone) must not outlive the lab.
+  setTimeout(() => process.exit(0), config.maxLifetimeMs).unref();
+  process.on('disconnect', () => process.exit(0));
+
+  const pod = await startPod(config, {
+    onReady: () => send({ type: 'ready' }),
+    onTerminating: () => send({ type: 'terminating' }),
+  });
+  if (config.shutdown === 'graceful') {
+    process.on('SIGTERM', () => {
+      void pod.drain().then(() => process.exit(0));
+    });
+  }
+  // shutdown 'immediate': no SIGTERM handler, so Node's default applies — the process dies at once and
+  // the kernel closes its connections, exactly like the seeds' server without a shutdown hook.
+  send({ type: 'listening', host: config.host, port: pod.port });
+}
+
+export interface PodExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface PodProcess {
+  readonly pid: number;
+  readonly config: Readonly<PodConfig>;
+  /** Resolves with the bound address once the server listens; rejects if the process exits first. */
+  readonly listening: Promise<{ host: string; port: number }>;
+  /** Resolves when the pod reports Ready; rejects if the process exits first. */
+  readonly ready: Promise<void>;
+  /** Resolves when the pod reports it started its graceful shutdown (never for `immediate`). */
+  readonly terminating: Promise<void>;
+  readonly exited: Promise<PodExit>;
+  kill(signal?: NodeJS.Signals): boolean;
+  /** The last few KB of the pod's stderr, for error messages. */
+  stderrTail(): string;
+}
+
+const POD_MAIN_PATH = fileURLToPath(import.meta.url);
+
+/** Fork a pod process and follow it over IPC. Kill it in `t.after` / on lab teardown. */
+export function spawnPod(input: Partial<PodConfig> & Pick<PodConfig, 'name' | 'host'>): PodProcess {
+  const config = parsePodConfig(input);
+  const env = { ...process.env };
+  delete env[POD_CONFIG_ENV];
+  const child: ChildProcess = fork(POD_MAIN_PATH, [JSON.stringify(config)], {
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    env,
+  });
+  let tail = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    tail = (tail + chunk).slice(-4096);
+  });
+
+  let onListening!: (a: { host: string; port: number }) => void;
+  let onReady!: () => void;
+  let onTerminating!: () => void;
+  let fail!: (err: Error) => void;
+  const listening = new Promise<{ host: string; port: number }>((resolve, reject) => {
+    onListening = resolve;
+    fail = reject;
+  });
+  let failReady!: (err: Error) => void;
+  const ready = new Promise<void>((resolve, reject) => {
+    onReady = resolve;
+    failReady = reject;
+  });
+  const terminating = new Promise<void>((resolve) => (onTerminating = resolve));
+  // A pod that dies before Ready is a normal lab event; callers that care await these.
+  listening.catch(() => {});
+  ready.catch(() => {});
+
+  child.on('message', (m: PodMessage) => {
+    if (m.type === 'listening') onListening({ host: m.host, port: m.port });
+    else if (m.type === 'ready') onReady();
+    else if (m.type === 'terminating') onTerminating();
+  });
+  const exited = new Promise<PodExit>((resolve) => {
+    child.once('exit', (code, signal) => {
+      const err = new GrpcKubeError(
+        'GK_ERR_LAB',
+        `pod ${config.name} exited (code ${code}, signal ${signal}) before it was ready` +
+          (tail ? `; stderr: ${tail.trim()}` : ''),
+      );
+      fail(err);
+      failReady(err);
+      resolve({ code, signal });
+    });
+  });
+  child.once('error', (err) => {
+    fail(err);
+    failReady(err);
+  });
+
+  return {
+    pid: child.pid ?? -1,
+    config,
+    listening,
+    ready,
+    terminating,
+    exited,
+    kill: (signal = 'SIGTERM') => child.exitCode === null && child.signalCode === null && child.kill(signal),
+    stderrTail: () => tail,
+  };
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err: unknown) => {
+    const message = err instanceof Error ? err.message : String(err);
+    send({ type: 'error', message });
+    process.stderr.write(`pod: ${message}\n`);
+    process.exit(1);
+  });
+}

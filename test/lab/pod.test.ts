@@ -1,0 +1,207 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
+import { GrpcKubeError } from '../../src/errors.js';
+import { GreeterClient } from '../../src/lab/hello.js';
+import { parsePodConfig, spawnPod, startPod, type PodProcess } from '../../src/lab/pod-main.js';
+
+const HealthClient = grpc.makeGenericClientConstructor(healthService, 'Health');
+
+function checkHealth(target: string, service = ''): Promise<string> {
+  const client = new HealthClient(target, grpc.credentials.createInsecure());
+  return new Promise((resolve, reject) => {
+    client.makeUnaryRequest(
+      '/grpc.health.v1.Health/Check',
+      (m: { service: string }) => healthService['Check']!.requestSerialize(m),
+      (b: Buffer) => healthService['Check']!.responseDeserialize(b) as { status: string },
+      { service },
+      { deadline: Date.now() + 2000 },
+      (err, res) => {
+        client.close();
+        if (err || !res) reject(err);
+        else resolve(res.status);
+      },
+    );
+  });
+}
+
+function rpcResult(
+  client: GreeterClient,
+  counter: number,
+  deadlineMs = 3000,
+): Promise<{ code: number; pod: string }> {
+  return new Promise((resolve) => {
+    client.sayHelloCb({ client: 'c', counter }, deadlineMs, (err, reply) =>
+      resolve({ code: err ? err.code : 0, pod: reply?.pod ?? '' }),
+    );
+  });
+}
+
+function spawn(t: { after: (fn: () => void) => void }, opts: Parameters<typeof spawnPod>[0]): PodProcess {
+  const pod = spawnPod(opts);
+  t.after(() => pod.kill('SIGKILL'));
+  return pod;
+}
+
+test('parsePodConfig fills defaults, freezes, and names the bad field', () => {
+  const c = parsePodConfig({ name: 'p', host: '127.0.2.1' });
+  assert.equal(c.port, 50051);
+  assert.equal(c.shutdown, 'immediate');
+  assert.ok(Object.isFrozen(c));
+  const bad: [unknown, string][] = [
+    [null, 'pod config'],
+    [{ host: '127.0.0.1' }, 'pod config.name'],
+    [{ name: 'p', host: 'h', port: 70000 }, 'pod config.port'],
+    [{ name: 'p', host: 'h', responseDelayMs: -1 }, 'pod config.responseDelayMs'],
+    [{ name: 'p', host: 'h', shutdown: 'soon' }, 'pod config.shutdown'],
+    [{ name: 'p', host: 'h', colour: 'red' }, 'pod config.colour'],
+  ];
+  for (const [input, field] of bad) {
+    assert.throws(
+      () => parsePodConfig(input),
+      (e: unknown) => {
+        assert.ok(e instanceof GrpcKubeError);
+        assert.equal(e.code, 'GK_ERR_INVALID_OPTION');
+        assert.equal((e as GrpcKubeError & { field: string }).field, field);
+        return true;
+      },
+    );
+  }
+});
+
+test('pod process: listens on its own address, turns SERVING after the readiness delay, echoes its name', async (t) => {
+  const pod = spawn(t, { name: 'hello-abc', host: '127.0.2.7', port: 0, readinessDelayMs: 400 });
+  const { host, port } = await pod.listening;
+  assert.equal(host, '127.0.2.7');
+  const target = `127.0.2.7:${port}`;
+  assert.equal(await checkHealth(target), 'NOT_SERVING');
+  await pod.ready;
+  assert.equal(await checkHealth(target), 'SERVING');
+  assert.equal(await checkHealth(target, 'hello.Greeter'), 'SERVING');
+  const client = new GreeterClient(target);
+  t.after(() => client.close());
+  const reply = await client.sayHello({ client: 'client-1', counter: 42 });
+  assert.deepEqual(reply, { message: 'hello-abc: hello client-1 #42', pod: 'hello-abc' });
+  pod.kill('SIGTERM');
+  assert.deepEqual(await pod.exited, { code: null, signal: 'SIGTERM' });
+});
+
+test('immediate shutdown: SIGTERM kills the process at once, the RPC in flight fails UNAVAILABLE', async (t) => {
+  const pod = spawn(t, { name: 'naive', host: '127.0.2.8', port: 0, responseDelayMs: 2000 });
+  const { port } = await pod.listening;
+  await pod.ready;
+  const client = new GreeterClient(`127.0.2.8:${port}`);
+  t.after(() => client.close());
+  assert.equal((await rpcResult(client, 0, 100)).code, grpc.status.DEADLINE_EXCEEDED); // connects first
+  const inFlight = rpcResult(client, 1);
+  await new Promise((r) => setTimeout(r, 100));
+  const t0 = Date.now();
+  pod.kill('SIGTERM');
+  assert.equal((await inFlight).code, grpc.status.UNAVAILABLE);
+  assert.ok(Date.now() - t0 < 1000, 'failed at once, not at the deadline');
+  assert.equal((await pod.exited).signal, 'SIGTERM');
+});
+
+test('graceful shutdown: NOT_SERVING, keeps serving through drainDelayMs, finishes in-flight RPCs, exits 0', async (t) => {
+  const pod = spawn(t, {
+    name: 'polite',
+    host: '127.0.2.9',
+    port: 0,
+    responseDelayMs: 600,
+    shutdown: 'graceful',
+    drainDelayMs: 300,
+    graceMs: 5000,
+  });
+  const { port } = await pod.listening;
+  await pod.ready;
+  const target = `127.0.2.9:${port}`;
+  const client = new GreeterClient(target);
+  t.after(() => client.close());
+  const first = rpcResult(client, 1);
+  await new Promise((r) => setTimeout(r, 50));
+  pod.kill('SIGTERM');
+  await pod.terminating;
+  assert.equal(await checkHealth(target), 'NOT_SERVING');
+  // Within drainDelayMs new RPCs are still served (endpoint removal has not reached every client yet).
+  const second = rpcResult(client, 2);
+  assert.deepEqual(await first, { code: 0, pod: 'polite' });
+  assert.deepEqual(await second, { code: 0, pod: 'polite' });
+  assert.deepEqual(await pod.exited, { code: 0, signal: null });
+});
+
+test('graceful shutdown is bounded by graceMs', async (t) => {
+  const pod = spawn(t, {
+    name: 'stuck',
+    host: '127.0.2.10',
+    port: 0,
+    responseDelayMs: 10_000,
+    shutdown: 'graceful',
+    graceMs: 300,
+  });
+  const { port } = await pod.listening;
+  await pod.ready;
+  const client = new GreeterClient(`127.0.2.10:${port}`);
+  t.after(() => client.close());
+  const inFlight = rpcResult(client, 1, 5000);
+  await new Promise((r) => setTimeout(r, 100));
+  const t0 = Date.now();
+  pod.kill('SIGTERM');
+  assert.deepEqual(await pod.exited, { code: 0, signal: null });
+  const elapsed = Date.now() - t0;
+  assert.ok(elapsed >= 250 && elapsed < 2000, `exited after ${elapsed} ms`);
+  assert.notEqual((await inFlight).code, 0);
+});
+
+test('spawnPod: ready rejects with the pod stderr when it cannot listen', async (t) => {
+  const first = spawn(t, { name: 'a', host: '127.0.2.11', port: 0 });
+  const { port } = await first.listening;
+  const second = spawn(t, { name: 'b', host: '127.0.2.11', port });
+  await assert.rejects(second.ready, (e: unknown) => {
+    assert.ok(e instanceof GrpcKubeError);
+    assert.equal(e.code, 'GK_ERR_LAB');
+    assert.match(e.message, /pod b exited .*cannot listen on 127\.0\.2\.11/s);
+    return true;
+  });
+  assert.equal((await second.exited).code, 1);
+});
+
+test('max connection age: the server sends GOAWAY after maxConnectionAgeMs, the client reconnects', async (t) => {
+  const pod = await startPod(
+    parsePodConfig({
+      name: 'aged',
+      host: '127.0.2.12',
+      port: 0,
+      maxConnectionAgeMs: 300,
+      maxConnectionAgeGraceMs: 200,
+    }),
+  );
+  t.after(() => pod.close());
+  await pod.ready;
+  const client = new GreeterClient(`127.0.2.12:${pod.port}`);
+  t.after(() => client.close());
+  const channel = client.client.getChannel();
+  assert.equal((await rpcResult(client, 0)).code, 0);
+  assert.equal(channel.getConnectivityState(false), grpc.connectivityState.READY);
+  const left = await new Promise<grpc.connectivityState>((resolve) =>
+    channel.watchConnectivityState(grpc.connectivityState.READY, Date.now() + 3000, () =>
+      resolve(channel.getConnectivityState(false)),
+    ),
+  );
+  assert.notEqual(left, grpc.connectivityState.READY, 'GOAWAY moved the channel out of READY');
+  assert.equal((await rpcResult(client, 1)).code, 0);
+});
+
+test('response delay: every reply waits responseDelayMs', async (t) => {
+  const pod = await startPod(
+    parsePodConfig({ name: 'slow', host: '127.0.2.13', port: 0, responseDelayMs: 150 }),
+  );
+  t.after(() => pod.close());
+  const client = new GreeterClient(`127.0.2.13:${pod.port}`);
+  t.after(() => client.close());
+  await client.sayHello({ client: 'warm', counter: 0 });
+  const t0 = performance.now();
+  await Promise.all([1, 2, 3].map((i) => client.sayHello({ client: 'c', counter: i })));
+  const elapsed = performance.now() - t0;
+  assert.ok(elapsed >= 145 && elapsed < 600, `took ${elapsed} ms`);
+});
