@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+// The grpc-kube command: `resolve` (watch a target's endpoints) and `lab` (the scenario lab).
+// Each subcommand lives in its own module; this file parses arguments and maps errors to exit codes.
+
+import { parseArgs } from 'node:util';
+import { GrpcKubeError } from '../errors.js';
+import { resolveCommand } from './resolve.js';
+
+const USAGE = `usage:
+  grpc-kube resolve <target> [--kubeconfig FILE] [--context NAME] [--once]
+      print the live endpoint set of kubernetes:///svc.ns:port or dns-poll:///host:port and every change
+  grpc-kube lab [--scenario NAME,...] [--strategy NAME,...] [--quick] [--json FILE] [--report FILE.html] [--seed N]
+      run the lab's scenarios against each strategy on an embedded cluster and report
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === 'resolve') {
+    const { values, positionals } = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      options: { kubeconfig: { type: 'string' }, context: { type: 'string' }, once: { type: 'boolean' } },
+    });
+    const target = positionals[0];
+    if (target === undefined) {
+      process.stderr.write(USAGE);
+      return 2;
+    }
+    const ac = new AbortController();
+    process.once('SIGINT', () => ac.abort());
+    return resolveCommand({ target, kubeconfig: values.kubeconfig, context: values.context, once: values.once ?? false, signal: ac.signal });
+  }
+  if (cmd === 'lab') {
+    const { labCommand } = await import('./lab.js');
+    return labCommand(rest);
+  }
+  process.stderr.write(USAGE);
+  return cmd === undefined || cmd === 'help' || cmd === '--help' ? 0 : 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof GrpcKubeError) process.stderr.write(`grpc-kube: ${err.code}: ${err.message}\n`);
+    else process.stderr.write(`grpc-kube: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
