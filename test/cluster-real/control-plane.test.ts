@@ -189,10 +189,10 @@ describe('real control plane', { skip: skipReal }, () => {
     );
   });
 
-  for (const [what, address] of [
-    ['loopback', '127.0.0.1'],
-    ['loopback (not .1)', '127.0.0.5'],
-    ['link-local', '169.254.10.10'],
+  for (const [what, address, range] of [
+    ['loopback', '127.0.0.1', 'loopback range'],
+    ['loopback (not .1)', '127.0.0.5', 'loopback range'],
+    ['link-local', '169.254.10.10', 'link-local range'],
   ] as const) {
     it(`rejects a ${what} address in an EndpointSlice with 422 (CVE-2021-25737)`, async () => {
       await assert.rejects(
@@ -202,6 +202,10 @@ describe('real control plane', { skip: skipReal }, () => {
         }),
         (err: unknown) => {
           assert.equal(apiCode(err), 422, String(err));
+          // The right reason, on the right field: not some other validation failure.
+          const body = String((err as ApiException<unknown>).body);
+          assert.ok(body.includes('endpoints[0].addresses[0]'), body);
+          assert.ok(body.includes(`Invalid value: \\"${address}\\": may not be in the ${range}`), body);
           return true;
         },
       );

@@ -1,0 +1,200 @@
+// The lab network: real network namespaces and veth pairs (needs root and iproute2, skipped
+// otherwise). A grpc-js server inside a pod namespace answers a client on the host at its pod IP, an
+// address of the CIDR without a pod fails locally (EHOSTUNREACH, the unreachable route), the pod has
+// no way out but the gateway, and teardown removes everything, twice without error.
+
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pathToFileURL } from 'node:url';
+
+import * as grpc from '@grpc/grpc-js';
+
+import { GrpcKubeError } from '../../src/errors.js';
+import { createLabNetwork, type LabNetwork } from '../../src/cluster/real/netns.js';
+
+function canRun(): string | false {
+  if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
+  try {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+  } catch {
+    return 'needs iproute2 (`ip`)';
+  }
+  return false;
+}
+
+function ipOut(args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8' });
+}
+
+const whoAmI = {
+  whoAmI: {
+    path: '/grpckube.lab.Echo/WhoAmI',
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (b: Buffer) => b,
+    requestDeserialize: (b: Buffer) => b,
+    responseSerialize: (b: Buffer) => b,
+    responseDeserialize: (b: Buffer) => b,
+  },
+} as const;
+
+// The pod: a grpc-js server that answers WhoAmI with the address it was started for.
+const serverSource = (grpcUrl: string): string => `
+import grpc from ${JSON.stringify(grpcUrl)};
+const [ip, port] = process.argv.slice(2);
+const id = (b) => b;
+const server = new grpc.Server();
+server.addService(
+  { whoAmI: { path: '/grpckube.lab.Echo/WhoAmI', requestStream: false, responseStream: false,
+    requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id } },
+  { whoAmI: (_call, cb) => cb(null, Buffer.from(ip)) },
+);
+server.bindAsync(ip + ':' + port, grpc.ServerCredentials.createInsecure(), (err, p) => {
+  if (err) { console.error(String(err)); process.exit(1); }
+  console.log('listening ' + p);
+});
+process.on('SIGTERM', () => server.tryShutdown(() => process.exit(0)));
+`;
+
+function waitForLine(child: ChildProcess, re: RegExp, ms: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`no ${re} within ${ms} ms: ${out}`)), ms);
+    timer.unref();
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (re.test(out)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited (${code}): ${out}`));
+    });
+  });
+}
+
+describe('lab network (netns + veth)', { skip: canRun() }, () => {
+  // A /24 of its own, so this test never collides with a lab on the default 10.244.0.0/16.
+  const third = 100 + Math.floor(Math.random() * 100);
+  const cidr = `10.244.${third}.0/24`;
+  const podA = `10.244.${third}.5`;
+  const podB = `10.244.${third}.6`;
+  const noPod = `10.244.${third}.77`;
+  const work = mkdtempSync(join(tmpdir(), 'grpc-kube-netns-test-'));
+  const serverFile = join(work, 'server.mjs');
+  const servers: ChildProcess[] = [];
+  let lab: LabNetwork;
+
+  before(async () => {
+    const grpcMain = createRequire(import.meta.url).resolve('@grpc/grpc-js');
+    writeFileSync(serverFile, serverSource(pathToFileURL(grpcMain).href));
+    lab = await createLabNetwork({ cidr, runDir: join(work, 'run') });
+  });
+  after(async () => {
+    for (const s of servers) s.kill('SIGKILL');
+    await lab?.teardown();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('installs the unreachable route for the CIDR before any pod', () => {
+    assert.match(
+      ipOut(['route', 'show', cidr]),
+      new RegExp(`^unreachable ${cidr.replace(/\./g, '\\.')}`, 'm'),
+    );
+    assert.equal(lab.pods().length, 0);
+  });
+
+  it('refuses a second lab on the same CIDR and addresses outside it', async () => {
+    await assert.rejects(
+      createLabNetwork({ cidr, runDir: join(work, 'run') }),
+      (err: unknown) =>
+        err instanceof GrpcKubeError && err.code === 'GK_ERR_LAB' && /already exists/.test(err.message),
+    );
+    await assert.rejects(createLabNetwork({ cidr: '8.8.0.0/16' }), { code: 'GK_ERR_INVALID_OPTION' });
+    await assert.rejects(lab.addPod('10.9.0.5'), { code: 'GK_ERR_INVALID_OPTION' });
+    await assert.rejects(lab.addPod(lab.gateway), { code: 'GK_ERR_INVALID_OPTION' });
+  });
+
+  it('a grpc-js server in each pod netns answers a host client at its pod IP', async () => {
+    for (const ip of [podA, podB]) {
+      const pod = await lab.addPod(ip);
+      const [file, args] = pod.command(process.execPath, [serverFile, ip, '50051']);
+      const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      servers.push(child);
+      await waitForLine(child, /listening 50051/, 10_000);
+    }
+    const Client = grpc.makeGenericClientConstructor(whoAmI, 'Echo');
+    for (const ip of [podA, podB]) {
+      const client = new Client(`${ip}:50051`, grpc.credentials.createInsecure());
+      try {
+        const reply = await new Promise<Buffer>((resolve, reject) => {
+          (
+            client as unknown as {
+              whoAmI(
+                req: Buffer,
+                md: grpc.Metadata,
+                o: grpc.CallOptions,
+                cb: (e: Error | null, r?: Buffer) => void,
+              ): void;
+            }
+          ).whoAmI(Buffer.alloc(0), new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (e, r) =>
+            e ? reject(e) : resolve(r ?? Buffer.alloc(0)),
+          );
+        });
+        assert.equal(reply.toString(), ip);
+      } finally {
+        client.close();
+      }
+    }
+  });
+
+  it('the pod netns routes only to the gateway', () => {
+    const pod = lab.pods()[0];
+    assert.ok(pod);
+    assert.equal(ipOut(['-n', pod.netns, 'route', 'show']).trim(), `${lab.gateway} dev eth0 scope link`);
+  });
+
+  it('an address of the CIDR without a pod fails locally with EHOSTUNREACH', async () => {
+    const code = await new Promise<string>((resolve) => {
+      const sock = net.connect({ host: noPod, port: 50051, timeout: 5_000 });
+      sock.once('connect', () => {
+        sock.destroy();
+        resolve('connected');
+      });
+      sock.once('timeout', () => {
+        sock.destroy();
+        resolve('timeout');
+      });
+      sock.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+    });
+    assert.equal(code, 'EHOSTUNREACH');
+  });
+
+  it('teardown kills pod processes and removes namespaces, links, routes; twice is fine', async () => {
+    const names = lab.pods().map((p) => [p.netns, p.hostVeth] as const);
+    assert.equal(names.length, 2);
+    await lab.teardown();
+    await lab.teardown();
+    for (const s of servers) {
+      if (s.exitCode === null && s.signalCode === null) await new Promise((r) => s.once('exit', r));
+    }
+    const netnsList = ipOut(['netns', 'list']);
+    const links = ipOut(['-o', 'link', 'show']);
+    for (const [ns, veth] of names) {
+      assert.ok(!netnsList.includes(ns), `${ns} left behind`);
+      assert.ok(!links.includes(veth), `${veth} left behind`);
+    }
+    assert.equal(ipOut(['route', 'show', cidr]).trim(), '');
+    assert.ok(!ipOut(['addr', 'show', 'dev', 'lo']).includes(`${lab.gateway}/32`));
+    await assert.rejects(lab.addPod(podA), { code: 'GK_ERR_DESTROYED' });
+  });
+});
