@@ -1,0 +1,19 @@
+// Where the package's own files (proto/, scenarios/) are, from src/ or dist/src/ alike.
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+let root: string | undefined;
+
+export function packageRoot(): string {
+  if (root !== undefined) return root;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir)
+      throw new Error('grpc-kube: package.json not found above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+  root = dir;
+  return dir;
+}
