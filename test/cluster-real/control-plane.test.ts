@@ -5,13 +5,22 @@
 // binary fails.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 
-import { ApiException, CoreV1Api, DiscoveryV1Api, KubeConfig, VersionApi } from '@kubernetes/client-node';
+import {
+  ApiException,
+  CoreV1Api,
+  DiscoveryV1Api,
+  KubeConfig,
+  RbacAuthorizationV1Api,
+  VersionApi,
+} from '@kubernetes/client-node';
 import type { V1EndpointSlice } from '@kubernetes/client-node';
 
 import { GrpcKubeError } from '../../src/errors.js';
@@ -23,6 +32,7 @@ import {
   findControlPlaneBinaries,
 } from '../../src/cluster/real/binaries.js';
 import { startRealControlPlane, type RealControlPlane } from '../../src/cluster/real/control-plane.js';
+import { reapLeftovers } from '../../src/cluster/real/processes.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
 const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
@@ -212,6 +222,70 @@ describe('real control plane', { skip: skipReal }, () => {
     });
   }
 
+  it('issues ServiceAccount tokens (TokenRequest) that RBAC authorizes per namespace', async () => {
+    await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'reader' } } });
+    const tr = await core.createNamespacedServiceAccountToken({
+      name: 'reader',
+      namespace: ns,
+      body: { spec: { audiences: [], expirationSeconds: 600 } },
+    });
+    const token = tr.status?.token ?? '';
+    assert.ok(token.split('.').length === 3, 'a JWT');
+    const asReader = new KubeConfig();
+    asReader.loadFromString(cp.kubeConfigFor({ token }, 'reader'));
+    const readerDiscovery = asReader.makeApiClient(DiscoveryV1Api);
+    const list = (): Promise<unknown> => readerDiscovery.listNamespacedEndpointSlice({ namespace: ns });
+    await assert.rejects(list(), (err: unknown) => {
+      assert.equal(apiCode(err), 403, String(err));
+      assert.match(String((err as ApiException<unknown>).body), /system:serviceaccount:gk-cp-test:reader/);
+      return true;
+    });
+
+    const rbac = new KubeConfig();
+    rbac.loadFromString(cp.adminKubeConfig);
+    const rbacApi = rbac.makeApiClient(RbacAuthorizationV1Api);
+    await rbacApi.createNamespacedRole({
+      namespace: ns,
+      body: {
+        metadata: { name: 'endpointslice-reader' },
+        rules: [
+          { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
+        ],
+      },
+    });
+    await rbacApi.createNamespacedRoleBinding({
+      namespace: ns,
+      body: {
+        metadata: { name: 'reader' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'endpointslice-reader' },
+        subjects: [{ kind: 'ServiceAccount', name: 'reader', namespace: ns }],
+      },
+    });
+    // The RBAC authorizer reads through an informer: the binding takes effect shortly, not at once.
+    const deadline = Date.now() + 10_000;
+    for (let wait = 20; ; wait = Math.min(wait * 2, 250)) {
+      try {
+        const slices = (await list()) as { items: V1EndpointSlice[] };
+        assert.deepEqual(
+          slices.items.map((x) => x.metadata?.name),
+          ['echo-lab'],
+        );
+        break;
+      } catch (err) {
+        if (apiCode(err) !== 403 || Date.now() > deadline) throw err;
+      }
+      await delay(wait);
+    }
+    // Still nothing outside its namespace.
+    await assert.rejects(
+      readerDiscovery.listNamespacedEndpointSlice({ namespace: 'default' }),
+      (err: unknown) => {
+        assert.equal(apiCode(err), 403);
+        return true;
+      },
+    );
+  });
+
   it('stop() kills every component and removes the temp dir and run record', async () => {
     assert.ok(existsSync(join(cp.dir, 'etcd')));
     const runDir = join(
@@ -236,3 +310,73 @@ describe('real control plane', { skip: skipReal }, () => {
     }
   });
 });
+
+describe('real control plane after a crash of its owner', { skip: skipReal }, () => {
+  it("the next start reaps the SIGKILLed owner's etcd, apiserver and controller-manager", async () => {
+    const runDir = mkdtempSync(join(tmpdir(), 'grpc-kube-crash-run-'));
+    const mod = fileURLToPath(new URL('../../src/cluster/real/control-plane.js', import.meta.url));
+    const script = `
+      import { startRealControlPlane } from ${JSON.stringify(mod)};
+      const cp = await startRealControlPlane({ runDir: ${JSON.stringify(runDir)} });
+      console.log(JSON.stringify({ dir: cp.dir }));
+      setInterval(() => {}, 1000);
+    `;
+    const owner = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        const timer = setTimeout(() => reject(new Error(`owner did not start: ${out}`)), 120_000);
+        timer.unref();
+        owner.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('\n')) {
+            clearTimeout(timer);
+            resolve(out.trim());
+          }
+        });
+        owner.once('exit', (code) => {
+          clearTimeout(timer);
+          reject(new Error(`owner exited (${code}): ${out}`));
+        });
+      });
+      const { dir } = JSON.parse(line) as { dir: string };
+      const [record] = readdirSync(runDir);
+      assert.ok(record);
+      const pids = (
+        JSON.parse(readFileSync(join(runDir, record), 'utf8')) as { children: { pid: number }[] }
+      ).children.map((c) => c.pid);
+      assert.equal(pids.length, 3);
+
+      owner.kill('SIGKILL'); // no exit hook can run: only the run record is left to go on
+      await new Promise((r) => owner.once('exit', r));
+      for (const pid of pids) assert.doesNotThrow(() => process.kill(pid, 0), `${pid} died with its owner`);
+
+      assert.equal(reapLeftovers(runDir), 3);
+      assert.deepEqual(readdirSync(runDir), []);
+      assert.equal(existsSync(dir), false);
+      for (const pid of pids) assert.equal(await goneWithin(pid, 5_000), true, `${pid} survived the reaper`);
+    } finally {
+      owner.kill('SIGKILL');
+      reapLeftovers(runDir);
+      rmSync(runDir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** A SIGKILLed orphan lingers as a zombie until init reaps it: count that as gone. */
+async function goneWithin(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    let state: string | undefined;
+    try {
+      state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
+    } catch {
+      return true;
+    }
+    if (state === 'Z') return true;
+    if (Date.now() > deadline) return false;
+    await delay(20);
+  }
+}

@@ -69,6 +69,8 @@ export interface RealControlPlane {
   readonly versions: { readonly kubernetes: string; readonly etcd: string };
   /** Paths of the PKI files, for components that need them (e.g. signing extra client certs). */
   readonly pki: LabPki;
+  /** A kubeconfig (YAML) for this cluster with other credentials, e.g. a ServiceAccount token. */
+  kubeConfigFor(credentials: LabCredentials, userName?: string): string;
   /** Stops all three (controller-manager first, etcd last) and removes `dir`. Idempotent. */
   stop(): Promise<void>;
 }
@@ -155,31 +157,45 @@ function b64(s: string): string {
   return Buffer.from(s, 'utf8').toString('base64');
 }
 
+/** Credentials of one kubeconfig user: a client certificate, or a bearer token (e.g. from TokenRequest). */
+export type LabCredentials =
+  { readonly certPem: string; readonly keyPem: string } | { readonly token: string };
+
+/**
+ * A one-context kubeconfig for the lab cluster with everything inline, for
+ * `new KubeConfig().loadFromString(yaml)`. JSON-quoted scalars keep any token or name YAML-safe.
+ */
 export function kubeConfigYaml(
   url: string,
   caPem: string,
-  certPem: string,
-  keyPem: string,
-  user: string,
+  credentials: LabCredentials,
+  userName = 'lab-user',
 ): string {
+  const q = (v: string): string => JSON.stringify(v);
+  const user =
+    'token' in credentials
+      ? [`    token: ${q(credentials.token)}`]
+      : [
+          `    client-certificate-data: ${b64(credentials.certPem)}`,
+          `    client-key-data: ${b64(credentials.keyPem)}`,
+        ];
   return [
     'apiVersion: v1',
     'kind: Config',
     'clusters:',
     '- name: grpc-kube-lab',
     '  cluster:',
-    `    server: ${url}`,
+    `    server: ${q(url)}`,
     `    certificate-authority-data: ${b64(caPem)}`,
     'users:',
-    `- name: ${user}`,
+    `- name: ${q(userName)}`,
     '  user:',
-    `    client-certificate-data: ${b64(certPem)}`,
-    `    client-key-data: ${b64(keyPem)}`,
+    ...user,
     'contexts:',
     '- name: grpc-kube-lab',
     '  context:',
     '    cluster: grpc-kube-lab',
-    `    user: ${user}`,
+    `    user: ${q(userName)}`,
     'current-context: grpc-kube-lab',
     '',
   ].join('\n');
@@ -250,7 +266,12 @@ export async function startRealControlPlane(opts: RealControlPlaneOptions = {}):
     await waitHealthy(etcd, { url: `${etcdUrl}/health` }, s.startTimeoutMs);
 
     const url = `https://127.0.0.1:${apiPort}`;
-    const adminKubeConfig = kubeConfigYaml(url, pki.caPem, pki.adminCertPem, pki.adminKeyPem, 'lab-admin');
+    const adminKubeConfig = kubeConfigYaml(
+      url,
+      pki.caPem,
+      { certPem: pki.adminCertPem, keyPem: pki.adminKeyPem },
+      'lab-admin',
+    );
     const adminKubeConfigPath = join(dir, 'admin.kubeconfig');
     await writeFile(adminKubeConfigPath, adminKubeConfig, { mode: 0o600 });
 
@@ -319,6 +340,8 @@ export async function startRealControlPlane(opts: RealControlPlaneOptions = {}):
       }),
       versions: Object.freeze({ kubernetes: KUBE_VERSION, etcd: ETCD_VERSION }),
       pki,
+      kubeConfigFor: (credentials: LabCredentials, userName?: string) =>
+        kubeConfigYaml(url, pki.caPem, credentials, userName),
       stop,
     });
   } catch (err) {
