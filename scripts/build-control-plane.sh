@@ -30,8 +30,13 @@ module_version() { # <go.mod> <module path>
   awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$1"
 }
 
+need_go() {
+  command -v go >/dev/null || die "Go is not installed; install Go >= 1.26 (https://go.dev/dl/)"
+}
+
 regen_kube() { # <k8s version, e.g. v1.37.2>
   local v="$1" staging gomod
+  need_go
   [[ "$v" =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] || die "--regen-kube wants a version like v1.36.3, got '$v'"
   staging="v0.${BASH_REMATCH[1]}.${BASH_REMATCH[2]}"
   gomod="$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
@@ -60,8 +65,6 @@ regen_kube() { # <k8s version, e.g. v1.37.2>
   (cd "$repo/go/kube" && go mod tidy)
   echo "go/kube now pins k8s.io/kubernetes $v with staging modules at $staging"
 }
-
-command -v go >/dev/null || die "Go is not installed; install Go >= 1.26 (https://go.dev/dl/)"
 
 case "${1:-}" in
   --regen-kube)
@@ -98,6 +101,7 @@ if [[ "${1:-}" == "--check" ]]; then
   exit 1
 fi
 
+need_go
 mkdir -p "$bin"
 t0=$SECONDS
 now() { date +%s.%N; }
