@@ -50,6 +50,14 @@ async function goneWithin(pid: number, ms: number): Promise<boolean> {
 }
 
 describe('startProcess / waitHealthy', () => {
+  it('a binary that cannot be spawned is a typed error, not an unhandled error event', async () => {
+    assert.throws(() => startProcess('ghost', join(work, 'no-such-binary'), [], join(work, 'g.log')), {
+      code: 'GK_ERR_LAB',
+      message: /could not start ghost/,
+    });
+    await new Promise((r) => setImmediate(r)); // the 'error' event fires here; it must not crash the run
+  });
+
   it('fails fast with the log tail when the process exits before it is healthy', async () => {
     const [port] = await freePorts(1);
     const p = startProcess(

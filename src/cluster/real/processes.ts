@@ -42,11 +42,9 @@ export function startProcess(
   } finally {
     closeSync(fd); // the child holds its own copy
   }
-  const pid = child.pid;
-  if (pid === undefined) {
-    throw new GrpcKubeError('GK_ERR_LAB', `could not start ${name} (${exe}): spawn gave no pid`);
-  }
   let exitedFlag = false;
+  // Listen before anything can throw: a failed spawn (ENOENT, EACCES) reports through 'error', which
+  // would crash the process if nobody listened.
   const exited = new Promise<number | string>((resolve) => {
     child.once('exit', (code, signal) => {
       exitedFlag = true;
@@ -57,6 +55,10 @@ export function startProcess(
       resolve('spawn-error');
     });
   });
+  const pid = child.pid;
+  if (pid === undefined) {
+    throw new GrpcKubeError('GK_ERR_LAB', `could not start ${name} (${exe}): not executable or not found`);
+  }
   let stopping: Promise<void> | undefined;
   return {
     name,
