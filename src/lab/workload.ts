@@ -145,7 +145,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   const clientCount = positiveInt('clients', options.clients, 1);
   if (clientCount > 65535) throw new InvalidOptionError('clients', 'must be <= 65535');
   const concurrency = positiveInt('concurrency', options.concurrency, 10);
-  const durationMs = positiveInt('durationMs', options.durationMs, 0);
+  const durationMs = positiveInt('durationMs', options.durationMs ?? 0, 0);
   const maxRpcs = positiveInt('maxRpcs', options.maxRpcs, 2_000_000);
   const deadlineMs = positiveInt('deadlineMs', options.deadlineMs, 1000);
   const failurePauseMs = positiveInt('failurePauseMs', options.failurePauseMs, 0, 0);
@@ -154,7 +154,8 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     throw new InvalidOptionError('mode', 'must be "rounds" or "loops"');
   const clientName = options.clientName ?? 'client';
   const clock = options.clock ?? (() => performance.now());
-  const origin = options.originMs ?? clock();
+  const startClock = clock();
+  const origin = options.originMs ?? startClock;
   const channelOptions = { ...WORKLOAD_CHANNEL_DEFAULTS, ...options.channelOptions };
 
   const log = new RpcLog();
@@ -197,6 +198,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   /** Start one RPC of client `ci`; `next(ok)` runs when it has ended. Returns false if the budget is spent. */
   const fire = (ci: number, next: (ok: boolean) => void): boolean => {
     if (!running) return false;
+    const t0 = clock();
     if (started >= maxRpcs) {
       void stop();
       return false;
@@ -205,7 +207,6 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     inFlight++;
     const client = clients[ci] as GreeterClient;
     const counter = ++(counters[ci] as number);
-    const t0 = clock();
     client.sayHelloCb({ client: `${clientName}-${ci}`, counter }, deadlineMs, (err, reply) => {
       const latency = clock() - t0;
       inFlight--;
@@ -217,7 +218,14 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     return true;
   };
 
+  /** The duration timer may fire late on a busy machine; checking the clock keeps the bound exact. */
+  const timeLeft = (): boolean => {
+    if (clock() - startClock < durationMs) return true;
+    void stop();
+    return false;
+  };
   const startRound = (ci: number): void => {
+    if (!timeLeft()) return;
     let pending = 0;
     let anyFailed = false;
     const onEnd = (ok: boolean): void => {
@@ -230,6 +238,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     }
   };
   const startLoop = (ci: number): void => {
+    if (!timeLeft()) return;
     const onEnd = (ok: boolean): void => {
       if (running) after(ok ? 0 : failurePauseMs, () => startLoop(ci));
     };

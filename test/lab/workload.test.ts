@@ -1,0 +1,187 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { ClusterIpForwarder } from '../../src/lab/clusterip.js';
+import { computeRunRecord, distinctPodsPerClient, rpcsPerPod } from '../../src/lab/metrics.js';
+import { parsePodConfig, startPod, type RunningPod } from '../../src/lab/pod-main.js';
+import { RpcLog, runWorkload, startWorkload } from '../../src/lab/workload.js';
+
+type T = { after: (fn: () => unknown) => void };
+
+async function pods(t: T, base: string, delays: number[]): Promise<RunningPod[]> {
+  const out: RunningPod[] = [];
+  let port = 0;
+  for (const [i, responseDelayMs] of delays.entries()) {
+    const pod = await startPod(
+      parsePodConfig({ name: `pod-${i + 1}`, host: `${base}.${i + 1}`, port, responseDelayMs }),
+    );
+    t.after(() => pod.close());
+    port = pod.port;
+    out.push(pod);
+  }
+  return out;
+}
+
+const ROUND_ROBIN = { 'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }) };
+
+function staticTarget(list: RunningPod[]): string {
+  return 'ipv4:' + list.map((p) => `${p.config.host}:${p.port}`).join(',');
+}
+
+async function freePort(host: string): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, host, r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+test('RpcLog grows, interns pod names, stores failures as pod -1', () => {
+  const log = new RpcLog();
+  for (let i = 0; i < 5000; i++)
+    log.push(i * 0.5, i % 7, i % 3 === 0 ? 14 : 0, i % 3 === 0 ? '' : `p${i % 2}`, i % 4);
+  assert.equal(log.length, 5000);
+  assert.deepEqual(log.podNames, ['p1', 'p0']);
+  assert.equal(log.tMs[4999], 2499.5);
+  assert.equal(log.latencyMs[4999], 4999 % 7);
+  assert.equal(log.code[3], 14);
+  assert.equal(log.pod[3], -1);
+  assert.equal(log.pod[1], 0);
+  assert.equal(log.pod[2], 1);
+  assert.equal(log.client[4999], 3);
+  assert.equal(log.tMs.length, 5000);
+});
+
+test('rounds (seed 004): ten concurrent RPCs, wait for all, loop; round_robin spreads them evenly', async (t) => {
+  const list = await pods(t, '127.0.9', [0, 0, 0]);
+  const log = await runWorkload({ target: staticTarget(list), channelOptions: ROUND_ROBIN, durationMs: 400 });
+  assert.ok(log.length >= 30, `${log.length} RPCs`);
+  assert.equal(log.length % 10, 0, 'only whole rounds');
+  const rec = computeRunRecord({
+    scenario: 's',
+    strategy: 'x',
+    records: log,
+    timeline: [],
+    steadyWindowMs: [0, 1],
+  });
+  assert.equal(rec.failed, 0);
+  assert.equal(rec.successRate, 1);
+  const per = rpcsPerPod(log, 100, 400); // after the three connections are up
+  assert.deepEqual([...per.keys()].sort(), ['pod-1', 'pod-2', 'pod-3']);
+  const counts = [...per.values()];
+  assert.ok(Math.max(...counts) - Math.min(...counts) <= 10, `round_robin even: ${counts}`);
+  for (let i = 0; i < log.length; i++) assert.ok((log.tMs[i] as number) >= 0 && (log.tMs[i] as number) < 400);
+});
+
+test('maxRpcs bounds the run exactly', async (t) => {
+  const list = await pods(t, '127.0.10', [0]);
+  const log = await runWorkload({ target: staticTarget(list), durationMs: 10_000, maxRpcs: 95 });
+  assert.equal(log.length, 95);
+});
+
+test('a slow pod holds every round back (rounds), not the independent loops', async (t) => {
+  const list = await pods(t, '127.0.11', [100, 0, 0]);
+  const opts = { target: staticTarget(list), channelOptions: ROUND_ROBIN, durationMs: 600 };
+  const starts = (log: RpcLog): number[] => Array.from(log.tMs).sort((a, b) => a - b);
+  const rounds = starts(await runWorkload({ ...opts, mode: 'rounds' }));
+  assert.equal(rounds.length % 10, 0);
+  // Ten RPCs start together; the next ten only once the slowest (a 100 ms pod is in every round of
+  // ten over three pods) has answered. Round 0 may run before the slow pod's connection is up.
+  for (let k = 0; k + 9 < rounds.length; k += 10) {
+    assert.ok((rounds[k + 9] as number) - (rounds[k] as number) < 20, `round ${k / 10} starts together`);
+    if (k >= 20)
+      assert.ok((rounds[k] as number) - (rounds[k - 10] as number) >= 95, `round ${k / 10} waited`);
+  }
+  // Independent loops: a loop on a fast pod goes on at once, so some 100 ms window holds > 10 starts.
+  const loops = starts(await runWorkload({ ...opts, mode: 'loops' }));
+  let busiest = 0;
+  for (let i = 0, j = 0; i < loops.length; i++) {
+    while ((loops[i] as number) - (loops[j] as number) >= 95) j++;
+    busiest = Math.max(busiest, i - j + 1);
+  }
+  assert.ok(busiest > 10, `loops: at most ${busiest} starts in 95 ms`);
+});
+
+test('several clients behind a ClusterIP: each client channel reaches one pod', async (t) => {
+  const list = await pods(t, '127.0.12', [0, 0, 0]);
+  const values = [0.1, 0.5, 0.9, 0.2];
+  let k = 0;
+  const fwd = new ClusterIpForwarder({
+    host: '127.0.1.10',
+    port: 0,
+    random: () => values[k++ % values.length] as number,
+    backends: list.map((p) => ({ host: p.config.host, port: p.port })),
+  });
+  t.after(() => fwd.close());
+  await fwd.listen();
+  const log = await runWorkload({ target: `ipv4:${fwd.address}`, clients: 4, durationMs: 300 });
+  assert.deepEqual(distinctPodsPerClient(log, 4), [1, 1, 1, 1]);
+  assert.deepEqual(
+    [0, 1, 2, 3].map((c) => {
+      for (let i = 0; i < log.length; i++) if (log.client[i] === c) return log.podNames[log.pod[i] as number];
+      return undefined;
+    }),
+    ['pod-1', 'pod-2', 'pod-3', 'pod-1'],
+  );
+  assert.equal(fwd.picks.size, 3, 'four separate connections, not one shared subchannel');
+});
+
+test('failures are recorded with their status; failurePauseMs throttles a failing client', async () => {
+  const port = await freePort('127.0.13.1');
+  const log = await runWorkload({ target: `ipv4:127.0.13.1:${port}`, durationMs: 300, failurePauseMs: 50 });
+  assert.ok(log.length > 0 && log.length <= 70, `${log.length} RPCs`);
+  for (let i = 0; i < log.length; i++) {
+    assert.equal(log.code[i], grpc.status.UNAVAILABLE);
+    assert.equal(log.pod[i], -1);
+  }
+});
+
+test('deadline: a pod slower than deadlineMs yields DEADLINE_EXCEEDED at the deadline', async (t) => {
+  const list = await pods(t, '127.0.14', [400]);
+  const log = await runWorkload({
+    target: staticTarget(list),
+    durationMs: 250,
+    deadlineMs: 100,
+    concurrency: 2,
+  });
+  assert.ok(log.length >= 2);
+  for (let i = 0; i < log.length; i++) {
+    assert.equal(log.code[i], grpc.status.DEADLINE_EXCEEDED);
+    const lat = log.latencyMs[i] as number;
+    assert.ok(lat >= 95 && lat < 300, `latency ${lat}`);
+  }
+});
+
+test('stop() ends a long run early; tMs is measured from originMs on the given clock', async (t) => {
+  const list = await pods(t, '127.0.15', [0]);
+  const clock = (): number => performance.now();
+  const run = startWorkload({
+    target: staticTarget(list),
+    durationMs: 60_000,
+    clock,
+    originMs: clock() - 1000,
+  });
+  await new Promise((r) => setTimeout(r, 150));
+  const t0 = performance.now();
+  const log = await run.stop();
+  assert.ok(performance.now() - t0 < 500);
+  assert.equal(run.inFlight(), 0);
+  assert.equal(run.started(), log.length);
+  for (let i = 0; i < log.length; i++) assert.ok((log.tMs[i] as number) >= 1000);
+  assert.equal(await run.done, log);
+});
+
+test('bad options are typed errors naming the field', () => {
+  const bad: [Record<string, unknown>, string][] = [
+    [{ target: '', durationMs: 1 }, 'target'],
+    [{ target: 'x', durationMs: 0 }, 'durationMs'],
+    [{ target: 'x', durationMs: 1, clients: 0 }, 'clients'],
+    [{ target: 'x', durationMs: 1, concurrency: 1.5 }, 'concurrency'],
+    [{ target: 'x', durationMs: 1, mode: 'burst' }, 'mode'],
+    [{ target: 'x', durationMs: 1, failurePauseMs: -1 }, 'failurePauseMs'],
+  ];
+  for (const [opts, field] of bad) {
+    assert.throws(() => startWorkload(opts as never), { code: 'GK_ERR_INVALID_OPTION', field });
+  }
+});
