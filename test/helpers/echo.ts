@@ -43,7 +43,12 @@ export interface EchoServer {
   kill(): void;
 }
 
-export async function startEchoServer(name: string, host: string, port = 0, delayMs = 0): Promise<EchoServer> {
+export async function startEchoServer(
+  name: string,
+  host: string,
+  port = 0,
+  delayMs = 0,
+): Promise<EchoServer> {
   const server = new grpc.Server();
   const s: EchoServer = {
     name,
@@ -69,22 +74,33 @@ export async function startEchoServer(name: string, host: string, port = 0, dela
     },
   });
   const bound = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(err) : resolve(p),
+    ),
   );
   (s as { port: number }).port = bound;
   return s;
 }
 
 export type Echo = grpc.Client & {
-  who(req: WhoRequest, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: WhoReply) => void): grpc.ClientUnaryCall;
+  who(
+    req: WhoRequest,
+    opts: grpc.CallOptions,
+    cb: (err: grpc.ServiceError | null, res?: WhoReply) => void,
+  ): grpc.ClientUnaryCall;
 };
 
 export function newEchoClient(target: string, options: grpc.ChannelOptions = {}): Echo {
-  return new EchoClient(target, grpc.credentials.createInsecure(), { 'grpc.enable_http_proxy': 0, ...options }) as unknown as Echo;
+  return new EchoClient(target, grpc.credentials.createInsecure(), {
+    'grpc.enable_http_proxy': 0,
+    ...options,
+  }) as unknown as Echo;
 }
 
 export function who(client: Echo, deadlineMs = 2000, req: WhoRequest = {}): Promise<WhoReply> {
   return new Promise((resolve, reject) => {
-    client.who(req, { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res as WhoReply)));
+    client.who(req, { deadline: Date.now() + deadlineMs }, (err, res) =>
+      err ? reject(err) : resolve(res as WhoReply),
+    );
   });
 }
