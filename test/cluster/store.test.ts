@@ -57,7 +57,7 @@ test('create stamps uid, resourceVersion, creationTimestamp, kind; returns and s
   assert.equal(s.resourceVersion, '1'); // the default namespace
   const input = slice('a', { app: 'x' });
   const out: EndpointSlice = s.create(ES, input);
-  assert.deepEqual(out.metadata, {
+  assert.deepEqual({ ...out.metadata }, {
     name: 'a',
     namespace: 'default',
     uid: 'uid-2',
