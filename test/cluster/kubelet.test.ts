@@ -1,0 +1,257 @@
+// The lab kubelet with real pod processes (test/cluster/fixtures/health-pod.ts) and real grpc.health.v1
+// probes on 127.0.x.y addresses: binding, IPs, status conditions, readiness, graceful and forced
+// termination, restarts and shutdown.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
+import { RESOURCES, type ObjectStore } from '../../src/cluster/store-api.js';
+import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '../../src/cluster/kubelet.js';
+import { NodeScriptRuntime } from '../../src/cluster/pod-runtime.js';
+import { isPodReady, podCondition, type Node, type Pod } from '../../src/cluster/controllers/kinds.js';
+import type { WatchEvent } from '../../src/kube/types.js';
+import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
+
+const FIXTURE = fileURLToPath(new URL('./fixtures/health-pod.js', import.meta.url));
+
+function pod(name: string, env: Record<string, string> = {}, extra: Partial<Pod['spec']> = {}): Pod {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name,
+      namespace: NS,
+      labels: { app: 'hello' },
+      annotations: { [PROBE_PERIOD_MS_ANNOTATION]: '50' },
+    },
+    spec: {
+      containers: [
+        {
+          name: 'hello',
+          image: 'health-pod',
+          env: Object.entries(env).map(([k, v]) => ({ name: k, value: v })),
+          ports: [{ containerPort: 50051 }],
+          readinessProbe: {
+            grpc: { port: 50051 },
+            failureThreshold: 1,
+            successThreshold: 1,
+            timeoutSeconds: 1,
+          },
+        },
+      ],
+      ...extra,
+    },
+  };
+}
+
+// Each test gets its own address block so a process from an earlier test can never answer.
+let block = 10;
+function setup(t: { after: (fn: () => Promise<void> | void) => void }): {
+  store: ObjectStore;
+  kubelet: Kubelet;
+  runtime: NodeScriptRuntime;
+  output: string[];
+} {
+  const store = newStore();
+  const output: string[] = [];
+  const runtime = new NodeScriptRuntime({
+    script: FIXTURE,
+    onOutput: (p, s, line) => void output.push(`${p} ${s} ${line}`),
+  });
+  const errors: unknown[] = [];
+  const kubelet = new Kubelet(store, {
+    runtime,
+    nodes: [
+      { name: 'node-a', zone: 'zone-a' },
+      { name: 'node-b', zone: 'zone-b' },
+    ],
+    ipAllocator: new IpPool({ first: `127.0.${block++}.1` }),
+    onError: (_p, e) => void errors.push(e),
+    stopGraceMs: 500,
+  });
+  kubelet.start();
+  t.after(async () => {
+    await kubelet.stop();
+    assert.equal(runtime.running, 0, 'every pod process is gone after stop()');
+    assert.deepEqual(errors, []);
+  });
+  return { store, kubelet, runtime, output };
+}
+
+function waitFor<T>(
+  store: ObjectStore,
+  name: string,
+  pred: (p: Pod | undefined, ev: WatchEvent<Pod> | undefined) => T | undefined,
+  timeoutMs = 5000,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let stop = (): void => {};
+    const timer = setTimeout(() => {
+      stop();
+      reject(
+        new Error(`timed out waiting on ${name}: ${JSON.stringify(store.get(RESOURCES.pods, NS, name))}`),
+      );
+    }, timeoutMs);
+    const check = (ev?: WatchEvent<Pod>): void => {
+      const v = pred(store.get<Pod>(RESOURCES.pods, NS, name), ev);
+      if (v !== undefined) {
+        clearTimeout(timer);
+        setImmediate(() => stop());
+        resolve(v);
+      }
+    };
+    stop = store.watch<Pod>(RESOURCES.pods, { resourceVersion: store.resourceVersion }, (ev) => {
+      if ((ev.object as Pod).metadata.name === name) check(ev);
+    });
+    check();
+  });
+}
+
+function healthCheck(addr: string): Promise<string> {
+  const client = new grpc.Client(addr, grpc.credentials.createInsecure());
+  return new Promise<string>((resolve, reject) => {
+    client.makeUnaryRequest(
+      '/grpc.health.v1.Health/Check',
+      healthService.Check?.requestSerialize as (v: object) => Buffer,
+      healthService.Check?.responseDeserialize as (b: Buffer) => { status: string },
+      { service: '' },
+      new grpc.Metadata(),
+      { deadline: Date.now() + 2000 },
+      (err, res) => (err ? reject(err) : resolve(res?.status ?? '')),
+    );
+  }).finally(() => client.close());
+}
+
+test('nodes registered with zones; a pod is bound, gets its own IP and turns Ready from a real probe', async (t) => {
+  const { store } = setup(t);
+  const nodes = store.list<Node>(RESOURCES.nodes).items;
+  assert.deepEqual(
+    nodes.map((n) => [n.metadata.name, n.metadata.labels?.['topology.kubernetes.io/zone']]).sort(),
+    [
+      ['node-a', 'zone-a'],
+      ['node-b', 'zone-b'],
+    ],
+  );
+  const t0 = Date.now();
+  store.create(RESOURCES.pods, pod('p1', { READY_DELAY_MS: '300' }));
+  store.create(RESOURCES.pods, pod('p2'));
+  const p1 = await waitFor(store, 'p1', (p) => (p && isPodReady(p) ? p : undefined));
+  const readyAfterMs = Date.parse(podCondition(p1, 'Ready')?.lastTransitionTime ?? '') - t0;
+  assert.ok(readyAfterMs >= 300, `Ready only once the server reports SERVING (after ${readyAfterMs} ms)`);
+  assert.ok(readyAfterMs < 2000, `Ready soon after SERVING (${readyAfterMs} ms)`);
+  const p2 = await waitFor(store, 'p2', (p) => (p && isPodReady(p) ? p : undefined));
+  assert.deepEqual(
+    [p1.spec.nodeName, p2.spec.nodeName].sort(),
+    ['node-a', 'node-b'],
+    'spread over the nodes',
+  );
+  assert.equal(p1.status?.phase, 'Running');
+  assert.match(p1.status?.podIP ?? '', /^127\.0\.\d+\.[12]$/);
+  assert.notEqual(p1.status?.podIP, p2.status?.podIP);
+  assert.deepEqual(p1.status?.podIPs, [{ ip: p1.status?.podIP }]);
+  assert.deepEqual(
+    p1.status?.conditions?.map((c) => [c.type, c.status]),
+    [
+      ['PodScheduled', 'True'],
+      ['Initialized', 'True'],
+      ['ContainersReady', 'True'],
+      ['Ready', 'True'],
+    ],
+  );
+  for (const c of p1.status?.conditions ?? []) assert.ok(Date.parse(c.lastTransitionTime ?? '') >= t0 - 1000);
+  assert.equal(p1.status?.containerStatuses?.[0]?.ready, true);
+  assert.equal(await healthCheck(`${p1.status?.podIP ?? ''}:50051`), 'SERVING');
+});
+
+test('deletion: SIGTERM, probes keep going, SIGKILL after deletionGracePeriodSeconds, Ready=False, then the pod is deleted', async (t) => {
+  const { store, output } = setup(t);
+  store.create(RESOURCES.pods, pod('stubborn', { IGNORE_SIGTERM: '1' }));
+  const ready = await waitFor(store, 'stubborn', (p) => (p && isPodReady(p) ? p : undefined));
+  const events: Array<{ at: number; type: string; ready: boolean; deleting: boolean; phase: string }> = [];
+  const stop = store.watch<Pod>(RESOURCES.pods, { resourceVersion: store.resourceVersion }, (ev) => {
+    const p = ev.object as Pod;
+    events.push({
+      at: Date.now(),
+      type: ev.type,
+      ready: isPodReady(p),
+      deleting: Boolean(p.metadata.deletionTimestamp),
+      phase: p.status?.phase ?? '',
+    });
+  });
+  t.after(stop);
+  const t0 = Date.now();
+  store.delete(RESOURCES.pods, NS, 'stubborn', { gracePeriodSeconds: 1 });
+  await waitFor(store, 'stubborn', (p, ev) => (ev?.type === 'DELETED' || !p ? true : undefined), 5000);
+  const gone = Date.now() - t0;
+  assert.ok(gone >= 1000, `the grace period is honoured (${gone} ms)`);
+  assert.ok(gone < 2500, `SIGKILL comes at the end of the grace period (${gone} ms)`);
+  assert.ok(
+    output.some((l) => l === 'stubborn stdout SIGTERM'),
+    'the process got SIGTERM',
+  );
+  // The process kept serving through its grace period, so it stayed Ready (honest `serving`);
+  // Ready=False is written once it is dead, and only then the pod is removed.
+  // (The probe may see the dead server before the exit is reaped: one or two not-ready writes.)
+  const trace = JSON.stringify(events);
+  assert.deepEqual(
+    events[0] && [events[0].type, events[0].ready, events[0].deleting],
+    ['MODIFIED', true, true],
+    trace,
+  );
+  const firstUnready = events.findIndex((e) => !e.ready);
+  assert.ok((events[firstUnready]?.at ?? 0) - t0 >= 1000, `Ready until the SIGKILL: ${trace}`);
+  assert.ok(
+    events.slice(firstUnready).every((e) => !e.ready),
+    trace,
+  );
+  assert.equal(events.at(-1)?.type, 'DELETED', trace);
+  assert.deepEqual(
+    events.at(-2) && [events.at(-2)?.type, events.at(-2)?.phase],
+    ['MODIFIED', 'Failed'],
+    trace,
+  );
+  assert.ok(events.length <= 4, trace);
+  assert.equal(ready.metadata.name, 'stubborn');
+});
+
+test('deletion of a pod that drains: it turns not ready while draining and goes before the grace period', async (t) => {
+  const { store } = setup(t);
+  store.create(RESOURCES.pods, pod('drainer', { DRAIN_MS: '400' }, { terminationGracePeriodSeconds: 10 }));
+  await waitFor(store, 'drainer', (p) => (p && isPodReady(p) ? p : undefined));
+  const t0 = Date.now();
+  store.delete(RESOURCES.pods, NS, 'drainer');
+  const unready = await waitFor(store, 'drainer', (p) =>
+    p && p.metadata.deletionTimestamp && !isPodReady(p) ? Date.now() - t0 : undefined,
+  );
+  assert.ok(unready < 400, `NOT_SERVING seen by the probe while the process drains (${unready} ms)`);
+  const stillThere = store.get<Pod>(RESOURCES.pods, NS, 'drainer');
+  assert.ok(stillThere, 'the pod object stays while the process drains');
+  assert.equal(stillThere.metadata.deletionGracePeriodSeconds, 10);
+  await waitFor(store, 'drainer', (p) => (!p ? true : undefined));
+  const gone = Date.now() - t0;
+  assert.ok(gone >= 400 && gone < 3000, `deleted once the process exited (${gone} ms), not after 10 s`);
+});
+
+test('a crashing process is restarted (restartPolicy Always), one that is not stays Failed', async (t) => {
+  const { store } = setup(t);
+  store.create(RESOURCES.pods, pod('crashy', { EXIT_AFTER_MS: '400' }));
+  store.create(RESOURCES.pods, pod('once', { EXIT_AFTER_MS: '400' }, { restartPolicy: 'Never' }));
+  const restarted = await waitFor(store, 'crashy', (p) =>
+    p && (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1 && isPodReady(p) ? p : undefined,
+  );
+  assert.equal(restarted.status?.phase, 'Running');
+  const failed = await waitFor(store, 'once', (p) => (p?.status?.phase === 'Failed' ? p : undefined));
+  assert.equal(isPodReady(failed), false);
+  assert.equal(failed.status?.containerStatuses?.[0]?.state?.terminated?.exitCode, 3);
+});
+
+test('IpPool: skips .0 and .255, reuses released addresses only when fresh ones run out', () => {
+  const pool = new IpPool({ first: '127.0.2.253', count: 5 });
+  assert.deepEqual([pool.allocate(), pool.allocate()], ['127.0.2.253', '127.0.2.254']);
+  assert.equal(pool.allocate(), '127.0.3.1');
+  pool.release('127.0.2.253');
+  assert.equal(pool.allocate(), '127.0.2.253');
+  assert.throws(() => pool.allocate(), { code: 'GK_ERR_LAB' });
+  assert.throws(() => new IpPool({ first: '127.0.300.1' }), { code: 'GK_ERR_INVALID_OPTION' });
+});
