@@ -1,0 +1,237 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import {
+  computeRunRecord,
+  distinctPodsPerClient,
+  podRateSeries,
+  recordsFromRows,
+  type PodTimeline,
+  type RpcRow,
+} from '../../src/lab/metrics.js';
+import { renderReport, type ReportRun } from '../../src/lab/report.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const DURATION_MS = 10_000;
+
+type Route = (tick: number, k: number) => string;
+
+/** A synthetic run: 10 RPCs every 20 ms for 10 s, routed by `route`; `fail(tick)` marks failures. */
+function syntheticRun(
+  scenario: string,
+  strategy: string,
+  timeline: PodTimeline[],
+  route: Route,
+  events: { atMs: number; label: string }[],
+  fail: (tick: number, k: number) => boolean = () => false,
+): ReportRun {
+  const rows: RpcRow[] = [];
+  for (let tick = 0; tick < DURATION_MS / 20; tick++) {
+    for (let k = 0; k < 10; k++) {
+      const failed = fail(tick, k);
+      rows.push({
+        tMs: tick * 20,
+        pod: failed ? '' : route(tick, k),
+        code: failed ? 'UNAVAILABLE' : 'OK',
+        latencyMs: 1 + ((tick * 7 + k) % 5),
+        client: k % 2,
+      });
+    }
+  }
+  const records = recordsFromRows(rows);
+  const steady: [number, number] = [6000, 10_000];
+  return {
+    record: computeRunRecord({
+      scenario,
+      strategy,
+      records,
+      timeline,
+      steadyWindowMs: steady,
+      durationMs: DURATION_MS,
+    }),
+    series: podRateSeries(records, { endMs: DURATION_MS, podOrder: timeline.map((p) => p.name) }),
+    events,
+    steadyWindowMs: steady,
+    podsPerClient: distinctPodsPerClient(records, 2),
+  };
+}
+
+function pod(
+  name: string,
+  readyAtMs: number,
+  isNew: boolean,
+  terminatingAtMs: number | null = null,
+): PodTimeline {
+  return { name, readyAtMs, terminatingAtMs, goneAtMs: terminatingAtMs, isNew };
+}
+
+function syntheticRuns(): ReportRun[] {
+  const scaleUp = [pod('hello-1', 0, false), pod('hello-2', 0, false), pod('hello-3', 0, false)];
+  scaleUp.push(pod('hello-4', 5000, true), pod('hello-5', 5000, true));
+  const scaleEvents = [{ atMs: 4500, label: 'scale to 5' }];
+  const kill = [
+    pod('p-1', 0, false),
+    pod('p-2', 0, false, 4000),
+    pod('p-3', 0, false),
+    pod('p-4', 6000, true),
+  ];
+  const killEvents = [
+    { atMs: 4000, label: 'SIGKILL p-2' },
+    { atMs: 6000, label: 'p-4 Ready' },
+  ];
+  return [
+    syntheticRun(
+      'scale-up',
+      'clusterip',
+      scaleUp,
+      (_t, k) => (k % 2 === 0 ? 'hello-2' : 'hello-3'),
+      scaleEvents,
+    ),
+    syntheticRun(
+      'scale-up',
+      'headless-dns-round-robin',
+      scaleUp,
+      (t, k) => `hello-${((t + k) % 3) + 1}`,
+      scaleEvents,
+    ),
+    syntheticRun(
+      'scale-up',
+      'kubernetes',
+      scaleUp,
+      (t, k) => `hello-${((t + k) % (t * 20 >= 5040 ? 5 : 3)) + 1}`,
+      scaleEvents,
+    ),
+    syntheticRun(
+      'pod-kill',
+      'headless-pick-first',
+      kill,
+      (t) => (t * 20 < 4000 ? 'p-2' : 'p-1'),
+      killEvents,
+      (t) => t * 20 >= 4000 && t * 20 < 4300,
+    ),
+    syntheticRun(
+      'pod-kill',
+      'kubernetes',
+      kill,
+      (t, k) => {
+        const live =
+          t * 20 < 4000 ? ['p-1', 'p-2', 'p-3'] : t * 20 < 6000 ? ['p-1', 'p-3'] : ['p-1', 'p-3', 'p-4'];
+        return live[(t + k) % live.length] as string;
+      },
+      killEvents,
+      (t, k) => t * 20 === 4000 && k < 3,
+    ),
+  ];
+}
+
+test('renderReport: self-contained, one plot per run, one line per pod, escaped text', () => {
+  const runs = syntheticRuns();
+  const html = renderReport(runs, { title: 'lab <test>', command: 'grpc-kube lab --quick', seed: 7 });
+  assert.match(html, /^<!DOCTYPE html>/);
+  assert.doesNotMatch(
+    html,
+    /<script|<link|<img|<iframe|\ssrc=|url\((?!#)/i,
+    'no external or scripted resource',
+  );
+  assert.equal(html.match(/<svg class="plot"/g)?.length, 5);
+  assert.equal(html.match(/<path class="series"/g)?.length, 5 + 5 + 5 + 4 + 4);
+  assert.equal(html.match(/<path class="failed"/g)?.length, 2);
+  assert.equal(html.match(/<g class="event">/g)?.length, 3 + 2 * 2);
+  assert.ok(html.includes('lab &#60;test&#62;'));
+  assert.ok(!html.includes('lab <test>'));
+  // Summary numbers from the records: headless-dns never reached the two new pods.
+  const dns = runs[1]!.record;
+  assert.equal(dns.newPodsNeverServed, 2);
+  assert.equal(runs[2]!.record.newPodsNeverServed, 0);
+  assert.deepEqual(runs[0]!.podsPerClient, [1, 1]);
+});
+
+test(
+  'the report renders in headless Chromium: every plot drawn, no console error, screenshot saved',
+  {
+    skip: existsSync(CHROMIUM)
+      ? false
+      : `${CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)`,
+    timeout: 120_000,
+  },
+  async (t) => {
+    const { chromium } = await import('playwright-core');
+    const dir = await mkdtemp(join(tmpdir(), 'grpc-kube-report-'));
+    const profile = await mkdtemp(join(tmpdir(), 'grpc-kube-chromium-'));
+    t.after(() => rm(profile, { recursive: true, force: true }));
+    const runs = syntheticRuns();
+    const file = join(dir, 'report.html');
+    await writeFile(file, renderReport(runs, { command: 'grpc-kube lab --quick', seed: 1 }));
+
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+      viewport: { width: 1280, height: 900 },
+    });
+    t.after(() => context.close());
+    const foreign: string[] = [];
+    await context.route('**/*', (route) => {
+      const url = route.request().url();
+      if (url.startsWith('file:')) return route.continue();
+      foreign.push(url);
+      return route.abort();
+    });
+    const page = context.pages()[0] ?? (await context.newPage());
+    const errors: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(m.text());
+    });
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+
+    const drawn = await page.evaluate(() => {
+      const plots = [...document.querySelectorAll('svg.plot')];
+      return plots.map((svg) => {
+        const box = svg.getBoundingClientRect();
+        const series = [...svg.querySelectorAll<SVGPathElement>('path.series')];
+        return {
+          width: box.width,
+          height: box.height,
+          series: series.length,
+          drawnSeries: series.filter((p) => p.getTotalLength() > 100 && p.getBBox().width > 100).length,
+          events: svg.querySelectorAll('g.event').length,
+        };
+      });
+    });
+    assert.deepEqual(
+      drawn.map((d) => [d.series, d.drawnSeries, d.events]),
+      [
+        [5, 5, 1],
+        [5, 5, 1],
+        [5, 5, 1],
+        [4, 4, 2],
+        [4, 4, 2],
+      ],
+    );
+    for (const d of drawn) assert.ok(d.width >= 500 && d.height >= 200, `plot ${d.width}×${d.height}`);
+    assert.equal(await page.locator('table.summary').count(), 3, 'the overall table and one per scenario');
+    assert.equal(await page.locator('table.summary').first().locator('tbody tr').count(), 5);
+    assert.deepEqual(errors, []);
+    assert.deepEqual(foreign, []);
+
+    const shot = join(dir, 'report.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    assert.ok(existsSync(shot));
+    t.diagnostic(`report: ${file}`);
+    t.diagnostic(`screenshot: ${shot}`);
+  },
+);
