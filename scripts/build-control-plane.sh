@@ -15,6 +15,10 @@
 # one can never reuse a stale binary; src/cluster/real/binaries.ts computes the same name.
 set -euo pipefail
 
+# The whole body is one compound command, so bash parses it all before running any of it: a build
+# runs for minutes, and editing (or `git pull`ing) this file meanwhile must not change what runs.
+{
+
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export GOTOOLCHAIN=local # a newer `go` line must fail loudly, not download a toolchain
 export GOFLAGS=-mod=mod
@@ -143,3 +147,5 @@ fi
 
 echo "control plane ready in $((SECONDS - t0))s total"
 echo "$bin"
+exit 0
+}
