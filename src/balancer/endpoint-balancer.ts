@@ -1,0 +1,456 @@
+// The grpc-js LoadBalancer contract (updateAddressList → (connectivity state, picker)) shared by
+// grpc-kube's policies. One LeafLoadBalancer per endpoint, as grpc-js 1.14's own round_robin does;
+// this class decides which endpoints a picker may choose from (never draining or unready ones, the
+// local zone first, panic mode), tracks per-endpoint load for the pickers, and leaves the choice
+// among candidates to a Scorer: fewest outstanding requests (P2C) or lowest peak-EWMA cost.
+
+import { connectivityState as ConnectivityState, status as Status, Metadata } from '@grpc/grpc-js';
+import {
+  LeafLoadBalancer,
+  QueuePicker,
+  UnavailablePicker,
+  PickResultType,
+  createChildChannelControlHelper,
+  endpointToString,
+  subchannelAddressToString,
+  endpointInfoFrom,
+  type ChannelControlHelper,
+  type ChannelOptions,
+  type GrpcEndpoint,
+  type LoadBalancer,
+  type PickArgs,
+  type PickResult,
+  type Picker,
+  type StatusOr,
+  type TypedLoadBalancingConfig,
+} from '../adapter/grpc-js.js';
+import type { Endpoint } from '../discovery/endpoint.js';
+import { slowStartFactor, type CommonPolicyConfig, type SlowStartConfig } from './config.js';
+import { policyRuntime, type PolicyRuntime } from './runtime.js';
+
+/** Mutable per-endpoint load, shared by every picker snapshot that lists the endpoint. */
+export class EndpointStats {
+  /** Calls started on this endpoint and not yet ended. */
+  outstanding = 0;
+  /** Peak-EWMA round-trip estimate, ms, as of `stampMs`. */
+  rttMs: number;
+  stampMs: number;
+  constructor(initialRttMs: number, nowMs: number) {
+    this.rttMs = initialRttMs;
+    this.stampMs = nowMs;
+  }
+}
+
+/** How a policy compares two candidates and learns from finished calls. */
+export interface Scorer {
+  /** Lower is better. Must not throw. */
+  score(stats: EndpointStats, nowMs: number): number;
+  /** A call that started at `startedMs` ended at `nowMs`. */
+  observe(stats: EndpointStats, startedMs: number, nowMs: number): void;
+  /** The round-trip estimate a new endpoint starts with. */
+  readonly initialRttMs: number;
+}
+
+export interface Candidate {
+  readonly name: string;
+  readonly picker: Picker;
+  readonly stats: EndpointStats;
+  /** Endpoint weight from the resolver (1 when unknown). */
+  readonly weight: number;
+  /** When its slow-start ramp began, or null when it is warm. */
+  readonly warmSince: number | null;
+}
+
+/**
+ * Power of two choices: sample two distinct candidates (with probability proportional to weight ×
+ * slow-start factor), keep the one the scorer rates lower; ties go to the first sampled. An immutable
+ * snapshot of the candidate list; the load it reads is live.
+ */
+export class TwoChoicePicker implements Picker {
+  private readonly uniform: boolean;
+  private readonly staticWeights: Float64Array;
+  private readonly staticTotal: number;
+  /** Until this time some candidate is still ramping and weights must be computed per pick. */
+  private readonly rampUntilMs: number;
+
+  constructor(
+    readonly candidates: readonly Candidate[],
+    private readonly scorer: Scorer,
+    private readonly slowStart: SlowStartConfig | undefined,
+    private readonly runtime: PolicyRuntime,
+  ) {
+    this.staticWeights = new Float64Array(candidates.map((c) => c.weight));
+    this.staticTotal = this.staticWeights.reduce((a, b) => a + b, 0);
+    this.uniform = candidates.every((c) => c.weight === candidates[0]?.weight);
+    let until = -Infinity;
+    if (slowStart !== undefined) {
+      for (const c of candidates) {
+        if (c.warmSince !== null) until = Math.max(until, c.warmSince + slowStart.windowMs);
+      }
+    }
+    this.rampUntilMs = until;
+  }
+
+  /** Weights as of `nowMs`; exposed for tests and the docs' examples. */
+  weightsAt(nowMs: number): number[] {
+    return this.candidates.map((c) => this.weightOf(c, nowMs));
+  }
+
+  private weightOf(c: Candidate, nowMs: number): number {
+    if (this.slowStart === undefined || c.warmSince === null) return c.weight;
+    return c.weight * slowStartFactor(nowMs - c.warmSince, this.slowStart);
+  }
+
+  /** Indexes of the two sampled candidates, in sample order. */
+  sample(nowMs: number): [number, number] {
+    const n = this.candidates.length;
+    const rnd = this.runtime.random;
+    if (nowMs >= this.rampUntilMs && this.uniform) {
+      const i = Math.min(n - 1, Math.floor(rnd() * n));
+      let j = Math.min(n - 2, Math.floor(rnd() * (n - 1)));
+      if (j >= i) j++;
+      return [i, j];
+    }
+    let weights: ArrayLike<number> = this.staticWeights;
+    let total = this.staticTotal;
+    if (nowMs < this.rampUntilMs) {
+      const w = this.weightsAt(nowMs);
+      weights = w;
+      total = w.reduce((a, b) => a + b, 0);
+    }
+    const i = weightedIndex(weights, total, rnd(), -1);
+    const j = weightedIndex(weights, total - (weights[i] ?? 0), rnd(), i);
+    return [i, j];
+  }
+
+  pick(pickArgs: PickArgs): PickResult {
+    const now = this.runtime.now();
+    let chosen: Candidate;
+    if (this.candidates.length === 1) {
+      chosen = this.candidates[0] as Candidate;
+    } else {
+      const [i, j] = this.sample(now);
+      const a = this.candidates[i] as Candidate;
+      const b = this.candidates[j] as Candidate;
+      chosen = this.scorer.score(b.stats, now) < this.scorer.score(a.stats, now) ? b : a;
+    }
+    const result = chosen.picker.pick(pickArgs);
+    if (result.pickResultType !== PickResultType.COMPLETE) return result;
+    return this.track(result, chosen.stats);
+  }
+
+  private track(result: PickResult, stats: EndpointStats): PickResult {
+    const { onCallStarted, onCallEnded } = result;
+    const runtime = this.runtime;
+    const scorer = this.scorer;
+    let startedMs: number | null = null;
+    return {
+      ...result,
+      onCallStarted: () => {
+        stats.outstanding++;
+        startedMs = runtime.now();
+        onCallStarted?.();
+      },
+      onCallEnded: (code, details, metadata) => {
+        if (startedMs !== null) {
+          stats.outstanding--;
+          scorer.observe(stats, startedMs, runtime.now());
+          startedMs = null;
+        }
+        onCallEnded?.(code, details, metadata);
+      },
+    };
+  }
+}
+
+/** Index drawn with probability ∝ weight, skipping `exclude` (whose weight `total` already omits). */
+function weightedIndex(weights: ArrayLike<number>, total: number, r: number, exclude: number): number {
+  let target = r * total;
+  let last = -1;
+  for (let k = 0; k < weights.length; k++) {
+    if (k === exclude) continue;
+    const w = weights[k] as number;
+    if (w <= 0) continue;
+    last = k;
+    if (target < w) return k;
+    target -= w;
+  }
+  // Rounding, or every weight zero: fall back to the last positive one, else any other index.
+  if (last >= 0) return last;
+  return exclude === 0 ? 1 : 0;
+}
+
+interface Child {
+  readonly name: string;
+  /** endpointKey() form of each address, to find the resolver's info. */
+  readonly keys: readonly string[];
+  readonly leaf: InstanceType<typeof LeafLoadBalancer>;
+  readonly stats: EndpointStats;
+  info: Endpoint | undefined;
+  wasReady: boolean;
+  lastError: string | null;
+  /** False for endpoints of the first address list: they all start together, so no ramp. */
+  slowStartApplies: boolean;
+  warmSince: number | null;
+}
+
+export interface PolicyConfigBase extends TypedLoadBalancingConfig {
+  readonly common: CommonPolicyConfig;
+}
+
+/** What to call the policy in errors, and how to tell its config apart from others. */
+export interface PolicyDescriptor<C extends PolicyConfigBase> {
+  readonly typeName: string;
+  isConfig(config: TypedLoadBalancingConfig): config is C;
+  scorer(config: C): Scorer;
+}
+
+export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalancer {
+  private readonly children = new Map<string, Child>();
+  private config: C | null = null;
+  private scorer: Scorer | null = null;
+  private state: number = ConnectivityState.IDLE;
+  private updatesPaused = false;
+  private destroyed = false;
+  private seenEndpoints = false;
+  private resolutionNote = '';
+  private readonly runtime: PolicyRuntime;
+
+  constructor(
+    private readonly helper: ChannelControlHelper,
+    private readonly descriptor: PolicyDescriptor<C>,
+    runtime?: PolicyRuntime,
+  ) {
+    this.runtime = runtime ?? policyRuntime();
+  }
+
+  updateAddressList(
+    endpointList: StatusOr<GrpcEndpoint[]>,
+    lbConfig: TypedLoadBalancingConfig,
+    options: ChannelOptions,
+    resolutionNote: string,
+  ): boolean {
+    if (this.destroyed || !this.descriptor.isConfig(lbConfig)) return false;
+    this.config = lbConfig;
+    this.scorer = this.descriptor.scorer(lbConfig);
+    this.resolutionNote = resolutionNote;
+    if (!endpointList.ok) {
+      if (this.children.size === 0) {
+        this.report(
+          ConnectivityState.TRANSIENT_FAILURE,
+          new UnavailablePicker(endpointList.error),
+          endpointList.error.details,
+        );
+      }
+      return true;
+    }
+    const info = endpointInfoFrom(options);
+    const now = this.runtime.now();
+    const seen = new Set<string>();
+    this.updatesPaused = true;
+    for (const endpoint of endpointList.value) {
+      const name = endpointToString(endpoint);
+      if (seen.has(name)) continue;
+      seen.add(name);
+      let child = this.children.get(name);
+      if (child === undefined) {
+        child = this.createChild(name, endpoint, options, resolutionNote, now);
+        this.children.set(name, child);
+        child.leaf.startConnecting();
+      }
+      const next = lookupInfo(info, child.keys);
+      if (stateOf(child.info) === 'ready' && stateOf(next) !== 'ready') {
+        // Leaving service restarts the ramp when it comes back, as Envoy does for hosts
+        // returning from a failed health check.
+        child.slowStartApplies = true;
+        child.warmSince = null;
+      }
+      child.info = next;
+    }
+    for (const [name, child] of this.children) {
+      if (!seen.has(name)) {
+        child.leaf.destroy();
+        this.children.delete(name);
+      }
+    }
+    if (endpointList.value.length > 0) this.seenEndpoints = true;
+    this.updatesPaused = false;
+    this.recompute();
+    return true;
+  }
+
+  private createChild(
+    name: string,
+    endpoint: GrpcEndpoint,
+    options: ChannelOptions,
+    note: string,
+    now: number,
+  ): Child {
+    // The child record is referenced from its own helper, so build the helper around a holder.
+    const holder: { child: Child | null } = { child: null };
+    const childHelper = createChildChannelControlHelper(this.helper, {
+      updateState: (state, _picker, errorMessage) => {
+        const child = holder.child;
+        if (this.destroyed || child === null || this.children.get(child.name) !== child) return;
+        if (errorMessage !== null && errorMessage !== '') child.lastError = errorMessage;
+        if (child.wasReady && state !== ConnectivityState.READY) this.helper.requestReresolution();
+        child.wasReady = state === ConnectivityState.READY;
+        this.recompute();
+      },
+    });
+    const child: Child = {
+      name,
+      keys: endpoint.addresses.map(subchannelAddressToString),
+      leaf: new LeafLoadBalancer(endpoint, childHelper, options, note),
+      stats: new EndpointStats(this.scorer?.initialRttMs ?? 0, now),
+      info: undefined,
+      wasReady: false,
+      lastError: null,
+      slowStartApplies: this.seenEndpoints,
+      warmSince: null,
+    };
+    holder.child = child;
+    return child;
+  }
+
+  private recompute(): void {
+    if (this.updatesPaused || this.destroyed || this.config === null || this.scorer === null) return;
+    const common = this.config.common;
+    const name = this.descriptor.typeName;
+    const now = this.runtime.now();
+    if (this.children.size === 0) {
+      const msg = `${name}: the resolver returned no endpoints${this.resolutionNote ? ` (${this.resolutionNote})` : ''}`;
+      this.report(ConnectivityState.TRANSIENT_FAILURE, unavailable(msg), msg);
+      return;
+    }
+    const eligible: Child[] = [];
+    let draining = 0;
+    let unready = 0;
+    for (const child of this.children.values()) {
+      const s = stateOf(child.info);
+      if (s === 'draining') draining++;
+      else if (s === 'unready') unready++;
+      else eligible.push(child);
+      const ready = s === 'ready' && child.leaf.getConnectivityState() === ConnectivityState.READY;
+      if (ready && child.warmSince === null && child.slowStartApplies) child.warmSince = now;
+    }
+    for (const child of eligible) {
+      if (child.leaf.getConnectivityState() === ConnectivityState.IDLE) child.leaf.exitIdle();
+    }
+    if (eligible.length === 0) {
+      const msg =
+        `${name}: none of the ${this.children.size} endpoints may take new RPCs ` +
+        `(${draining} draining, ${unready} unready); waiting for the resolver to list ready ones`;
+      this.report(ConnectivityState.TRANSIENT_FAILURE, unavailable(msg), msg);
+      return;
+    }
+    const isReady = (c: Child): boolean => c.leaf.getConnectivityState() === ConnectivityState.READY;
+    let pool = eligible;
+    if (common.localZone !== undefined) {
+      const local = localSubset(eligible, common.localZone);
+      if (local.some(isReady)) pool = local;
+    }
+    const readyPool = pool.filter(isReady);
+    if (readyPool.length > 0) {
+      const panic =
+        common.panicThresholdPercent > 0 &&
+        readyPool.length * 100 < common.panicThresholdPercent * pool.length;
+      const chosen = panic ? pool : readyPool;
+      const candidates: Candidate[] = chosen.map((c) => ({
+        name: c.name,
+        picker: c.leaf.getPicker(),
+        stats: c.stats,
+        weight: weightOf(c.info),
+        warmSince: common.slowStart === undefined ? null : c.warmSince,
+      }));
+      this.report(
+        ConnectivityState.READY,
+        new TwoChoicePicker(candidates, this.scorer, common.slowStart, this.runtime),
+        null,
+      );
+      return;
+    }
+    const connecting = eligible.some((c) => {
+      const s = c.leaf.getConnectivityState();
+      return s === ConnectivityState.CONNECTING || s === ConnectivityState.IDLE;
+    });
+    if (connecting) {
+      this.report(ConnectivityState.CONNECTING, new QueuePicker(this), null);
+      return;
+    }
+    const lastError = eligible.map((c) => c.lastError).find((e) => e !== null) ?? 'unknown';
+    const msg = `${name}: could not connect to any of ${eligible.length} ready endpoints; last error: ${lastError}`;
+    this.report(ConnectivityState.TRANSIENT_FAILURE, unavailable(msg), msg);
+  }
+
+  private report(state: number, picker: Picker, errorMessage: string | null): void {
+    this.state = state;
+    this.helper.updateState(state, picker, errorMessage);
+  }
+
+  /** Current aggregate connectivity state (a grpc-js connectivityState value). */
+  getState(): number {
+    return this.state;
+  }
+
+  exitIdle(): void {
+    for (const child of this.children.values()) {
+      if (stateOf(child.info) === 'ready' && child.leaf.getConnectivityState() === ConnectivityState.IDLE) {
+        child.leaf.exitIdle();
+      }
+    }
+  }
+
+  resetBackoff(): void {
+    // The per-endpoint pick_first children own their backoff; grpc-js does not expose a reset.
+  }
+
+  destroy(): void {
+    this.destroyed = true;
+    for (const child of this.children.values()) child.leaf.destroy();
+    this.children.clear();
+  }
+
+  getTypeName(): string {
+    return this.descriptor.typeName;
+  }
+}
+
+function stateOf(info: Endpoint | undefined): Endpoint['state'] {
+  return info?.state ?? 'ready';
+}
+
+function weightOf(info: Endpoint | undefined): number {
+  const w = info?.weight;
+  return w !== undefined && Number.isFinite(w) && w > 0 ? w : 1;
+}
+
+function lookupInfo(
+  info: ReadonlyMap<string, Endpoint> | undefined,
+  keys: readonly string[],
+): Endpoint | undefined {
+  if (info === undefined) return undefined;
+  // A dual-stack endpoint has several addresses; the least ready copy wins, so that draining on
+  // either family keeps new RPCs off the pod.
+  let found: Endpoint | undefined;
+  for (const k of keys) {
+    const e = info.get(k);
+    if (e === undefined) continue;
+    if (found === undefined || (found.state === 'ready' && e.state !== 'ready')) found = e;
+  }
+  return found;
+}
+
+/**
+ * kube-proxy's rule for topology hints: they are used only when every endpoint carries them; then an
+ * endpoint is local when hinted for our zone. Without complete hints, its own zone decides.
+ */
+function localSubset(eligible: readonly Child[], zone: string): Child[] {
+  const allHinted = eligible.every((c) => (c.info?.zoneHints?.length ?? 0) > 0);
+  if (allHinted) return eligible.filter((c) => c.info?.zoneHints?.includes(zone) === true);
+  return eligible.filter((c) => c.info?.zone === zone);
+}
+
+function unavailable(details: string): Picker {
+  return new UnavailablePicker({ code: Status.UNAVAILABLE, details, metadata: new Metadata() });
+}
