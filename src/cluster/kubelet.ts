@@ -239,7 +239,7 @@ class PodWorker {
     const periodMs = ann > 0 ? ann : (this.kubelet.probePeriodMs ?? (p?.periodSeconds ?? 10) * 1000);
     return {
       periodMs,
-      timeoutMs: Math.min((p?.timeoutSeconds ?? 1) * 1000, Math.max(periodMs * 5, 200)),
+      timeoutMs: (p?.timeoutSeconds ?? 1) * 1000,
       success: p?.successThreshold ?? 1,
       failure: p?.failureThreshold ?? 3,
       service: p?.grpc?.service ?? '',
