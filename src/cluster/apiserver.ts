@@ -5,6 +5,7 @@
 // the listener and every socket go at once, the data stays, and start() listens again on the same port.
 
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { randomBytes, randomInt } from 'node:crypto';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
@@ -63,11 +64,17 @@ export interface EmbeddedApiServerOptions {
   readonly maxBodyBytes?: number;
   /** A watch whose unsent output exceeds this is closed, as the API closes slow watchers. Default 16 MiB. */
   readonly maxWatchBufferBytes?: number;
+  /** Serve HTTPS with this key and certificate; `ca` (default: cert) goes into kubeConfig() as caData. */
+  readonly tls?: {
+    readonly key: string | Buffer;
+    readonly cert: string | Buffer;
+    readonly ca?: string | Buffer;
+  };
 }
 
 /** Options for `new KubeConfig().loadFromOptions(...)` of @kubernetes/client-node. */
 export interface KubeConfigObject {
-  clusters: Array<{ name: string; server: string; skipTLSVerify: boolean }>;
+  clusters: Array<{ name: string; server: string; skipTLSVerify: boolean; caData?: string }>;
   users: Array<{ name: string; token: string }>;
   contexts: Array<{ name: string; cluster: string; user: string; namespace?: string }>;
   currentContext: string;
@@ -165,7 +172,8 @@ export class EmbeddedApiServer {
   private readonly maxBodyBytes: number;
   private readonly maxWatchBufferBytes: number;
   private readonly tokens = new Map<string, Identity>();
-  private server: http.Server | undefined;
+  private server: http.Server | https.Server | undefined;
+  private readonly tls: EmbeddedApiServerOptions['tls'];
   private readonly sockets = new Set<Socket>();
   private readonly streams = new Set<WatchStream>();
   private readonly httpCounts = new Map<string, number>();
@@ -192,6 +200,7 @@ export class EmbeddedApiServer {
     this.maxBodyBytes = opts.maxBodyBytes ?? 3 * 1024 * 1024;
     this.maxWatchBufferBytes = opts.maxWatchBufferBytes ?? 16 * 1024 * 1024;
     this.adminToken = opts.adminToken ?? randomBytes(24).toString('base64url');
+    this.tls = opts.tls === undefined ? undefined : { ...opts.tls };
     this.tokens.set(this.adminToken, ADMIN_IDENTITY);
   }
 
@@ -202,7 +211,11 @@ export class EmbeddedApiServer {
     if (this.closed)
       throw new GrpcKubeError('GK_ERR_DESTROYED', 'the embedded API server was closed; create a new one');
     if (this.server !== undefined) return this.starting;
-    const server = http.createServer((req, res) => this.onRequest(req, res));
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => this.onRequest(req, res);
+    const server =
+      this.tls === undefined
+        ? http.createServer(handler)
+        : https.createServer({ key: this.tls.key, cert: this.tls.cert }, handler);
     server.keepAliveTimeout = 60_000;
     server.on('connection', (s: Socket) => {
       this.sockets.add(s);
@@ -258,7 +271,8 @@ export class EmbeddedApiServer {
   get url(): string {
     if (this.port === 0)
       throw new GrpcKubeError('GK_ERR_LAB', 'the embedded API server has no port yet; await start() first');
-    return `http://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+    const scheme = this.tls === undefined ? 'http' : 'https';
+    return `${scheme}://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
   }
 
   // ---- identities and client configuration ----
@@ -275,8 +289,18 @@ export class EmbeddedApiServer {
   /** A kubeconfig for @kubernetes/client-node's KubeConfig.loadFromOptions(). */
   kubeConfig(token: string = this.adminToken, opts: { namespace?: string } = {}): KubeConfigObject {
     const user = this.tokens.get(token)?.user ?? 'user';
+    // Plain HTTP: @kubernetes/client-node refuses http: servers unless skipTLSVerify is set.
+    const cluster =
+      this.tls === undefined
+        ? { name: CLUSTER_NAME, server: this.url, skipTLSVerify: true }
+        : {
+            name: CLUSTER_NAME,
+            server: this.url,
+            skipTLSVerify: false,
+            caData: Buffer.from(this.tls.ca ?? this.tls.cert).toString('base64'),
+          };
     return {
-      clusters: [{ name: CLUSTER_NAME, server: this.url, skipTLSVerify: false }],
+      clusters: [cluster],
       users: [{ name: user, token }],
       contexts: [{ name: CLUSTER_NAME, cluster: CLUSTER_NAME, user, namespace: opts.namespace ?? 'default' }],
       currentContext: CLUSTER_NAME,
@@ -294,6 +318,9 @@ export class EmbeddedApiServer {
       `- name: ${CLUSTER_NAME}`,
       '  cluster:',
       `    server: ${yamlString(this.url)}`,
+      ...(c.clusters[0]?.caData !== undefined
+        ? [`    certificate-authority-data: ${c.clusters[0].caData}`]
+        : ['    insecure-skip-tls-verify: true']),
       'contexts:',
       `- name: ${CLUSTER_NAME}`,
       '  context:',

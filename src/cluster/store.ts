@@ -22,6 +22,7 @@ import {
   badRequest,
   conflict,
   expired,
+  internalError,
   invalid,
   notFound,
   tooLargeResourceVersion,
@@ -466,6 +467,10 @@ export class MemoryStore implements ObjectStore {
       throw invalid(rt, '', [{ reason: 'FieldValueRequired', field: 'metadata', message: 'Required value' }]);
     }
     const meta: ObjectMeta = obj.metadata;
+    if (meta.resourceVersion !== undefined && meta.resourceVersion !== '' && meta.resourceVersion !== '0') {
+      // etcd3 store.Create's plain error, which the API answers as a 500.
+      throw internalError('resourceVersion should not be set on objects to be created');
+    }
     if (!rt.namespaced) delete meta.namespace; // cluster-scoped: the API clears it
     const generated = !meta.name && !!meta.generateName;
     const causes: FieldCause[] = [];

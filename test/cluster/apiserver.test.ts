@@ -5,6 +5,10 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DiscoveryV1Api, KubeConfig, CoreV1Api, Watch } from '@kubernetes/client-node';
 import { EmbeddedApiServer, type EmbeddedApiServerOptions } from '../../src/cluster/apiserver.js';
 import { RESOURCES } from '../../src/cluster/store-api.js';
@@ -696,3 +700,66 @@ test('@kubernetes/client-node reads and watches through the kubeconfig', async (
   await got;
   assert.deepEqual(events, ['ADDED web-2']);
 });
+
+function opensslAvailable(): boolean {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test(
+  'TLS: https with the kubeconfig carrying the CA; client-node verifies it',
+  { skip: !opensslAvailable() },
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'gk-apiserver-tls-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+      ],
+      { stdio: 'ignore', timeout: 10_000 },
+    );
+    const s = await startServer(t, {
+      tls: { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
+    });
+    assert.match(s.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+    s.store.create(RESOURCES.endpointslices, {
+      ...slice('tls'),
+      metadata: { name: 'tls', namespace: 'default' },
+    });
+    const kc = new KubeConfig();
+    kc.loadFromString(s.kubeConfigYaml());
+    assert.equal(kc.getCurrentCluster()?.skipTLSVerify, false);
+    const list = await kc.makeApiClient(DiscoveryV1Api).listNamespacedEndpointSlice({ namespace: 'default' });
+    assert.deepEqual(
+      list.items.map((o) => o.metadata?.name),
+      ['tls'],
+    );
+    await s.stop();
+    await s.start();
+    const again = await kc
+      .makeApiClient(DiscoveryV1Api)
+      .listNamespacedEndpointSlice({ namespace: 'default' });
+    assert.equal(again.items.length, 1);
+  },
+);

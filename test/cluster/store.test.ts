@@ -57,15 +57,18 @@ test('create stamps uid, resourceVersion, creationTimestamp, kind; returns and s
   assert.equal(s.resourceVersion, '1'); // the default namespace
   const input = slice('a', { app: 'x' });
   const out: EndpointSlice = s.create(ES, input);
-  assert.deepEqual({ ...out.metadata }, {
-    name: 'a',
-    namespace: 'default',
-    uid: 'uid-2',
-    resourceVersion: '2',
-    generation: 1,
-    creationTimestamp: '2026-11-23T11:00:00Z',
-    labels: { app: 'x' },
-  });
+  assert.deepEqual(
+    { ...out.metadata },
+    {
+      name: 'a',
+      namespace: 'default',
+      uid: 'uid-2',
+      resourceVersion: '2',
+      generation: 1,
+      creationTimestamp: '2026-11-23T11:00:00Z',
+      labels: { app: 'x' },
+    },
+  );
   assert.equal(out.kind, 'EndpointSlice');
   assert.equal(out.apiVersion, 'discovery.k8s.io/v1');
   assert.equal(input.metadata.uid, undefined, 'the caller’s object is not touched');
@@ -115,6 +118,14 @@ test('create errors: AlreadyExists 409, Invalid 422, missing namespace 404, bad 
   assert.throws(
     () => s.create(ES, { metadata: { name: 'x', namespace: 'default' } } as EndpointSlice),
     kubeErr(422, 'Invalid', 'EndpointSlice "x" is invalid: addressType: Required value'),
+  );
+  assert.throws(
+    () => s.create(ES, { ...slice('rv'), metadata: { ...slice('rv').metadata, resourceVersion: '7' } }),
+    kubeErr(
+      500,
+      'InternalError',
+      'Internal error occurred: resourceVersion should not be set on objects to be created',
+    ),
   );
   assert.equal(s.resourceVersion, '2', 'failed writes do not bump the revision');
 });
