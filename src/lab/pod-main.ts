@@ -2,8 +2,9 @@
 // SayHello with its pod name, serves grpc.health.v1 (SERVING once its readiness delay has passed),
 // and on SIGTERM behaves either like the seeds' naive server (dies at once) or like a well-behaved one
 // (NOT_SERVING, wait for endpoint propagation, GOAWAY so in-flight RPCs finish, force after the grace).
-// Run as `node dist/src/lab/pod-main.js '<PodConfig JSON>'` (or with GRPC_KUBE_POD_CONFIG set); with an
-// IPC channel it reports `listening`, `ready` and `terminating` to its parent. `spawnPod` does that.
+// Run as `node dist/src/lab/pod-main.js '<PodConfig JSON>'`, or with GRPC_KUBE_POD_CONFIG set, or with
+// POD_NAME / POD_IP / POD_PORT and HELLO_* variables (the lab kubelet's pod runtime); with an IPC
+// channel it reports `listening`, `ready` and `terminating` to its parent. `spawnPod` does that.
 
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -222,11 +223,42 @@ function send(message: PodMessage): void {
   if (process.send && process.connected) process.send(message);
 }
 
+/** Environment variables a pod reads when no JSON config is given (the lab kubelet's pod runtime
+ *  sets POD_NAME, POD_IP and POD_PORT; the Pod spec's container env sets the HELLO_* ones). */
+export const POD_ENV: Readonly<Record<string, keyof PodConfig>> = Object.freeze({
+  POD_NAME: 'name',
+  POD_IP: 'host',
+  POD_PORT: 'port',
+  HELLO_RESPONSE_DELAY_MS: 'responseDelayMs',
+  HELLO_READINESS_DELAY_MS: 'readinessDelayMs',
+  HELLO_SHUTDOWN: 'shutdown',
+  HELLO_DRAIN_DELAY_MS: 'drainDelayMs',
+  HELLO_GRACE_MS: 'graceMs',
+  HELLO_MAX_CONNECTION_AGE_MS: 'maxConnectionAgeMs',
+  HELLO_MAX_CONNECTION_AGE_GRACE_MS: 'maxConnectionAgeGraceMs',
+  HELLO_MAX_LIFETIME_MS: 'maxLifetimeMs',
+});
+
+/** Pod config from POD_* / HELLO_* environment variables (see POD_ENV). */
+export function podConfigFromEnv(env: NodeJS.ProcessEnv): Readonly<PodConfig> {
+  const raw: Record<string, unknown> = {};
+  for (const [variable, field] of Object.entries(POD_ENV)) {
+    const value = env[variable];
+    if (value === undefined || value === '') continue;
+    if (field === 'name' || field === 'host' || field === 'shutdown') {
+      raw[field] = value;
+    } else {
+      if (!/^\d+$/.test(value))
+        throw new InvalidOptionError(variable, `must be a non-negative integer, got "${value}"`);
+      raw[field] = Number(value);
+    }
+  }
+  return parsePodConfig(raw);
+}
+
 function readConfigFromProcess(): Readonly<PodConfig> {
   const text = process.argv[2] ?? process.env[POD_CONFIG_ENV];
-  if (text === undefined) {
-    throw new InvalidOptionError('pod config', `missing: pass it as JSON in argv[2] or in ${POD_CONFIG_ENV}`);
-  }
+  if (text === undefined || text === '') return podConfigFromEnv(process.env);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -276,14 +308,15 @@ export interface PodProcess {
   stderrTail(): string;
 }
 
-const POD_MAIN_PATH = fileURLToPath(import.meta.url);
+/** Path of this script, to run as a pod (e.g. NodeScriptRuntime's `script`). */
+export const POD_MAIN_SCRIPT = fileURLToPath(import.meta.url);
 
 /** Fork a pod process and follow it over IPC. Kill it in `t.after` / on lab teardown. */
 export function spawnPod(input: Partial<PodConfig> & Pick<PodConfig, 'name' | 'host'>): PodProcess {
   const config = parsePodConfig(input);
   const env = { ...process.env };
   delete env[POD_CONFIG_ENV];
-  const child: ChildProcess = fork(POD_MAIN_PATH, [JSON.stringify(config)], {
+  const child: ChildProcess = fork(POD_MAIN_SCRIPT, [JSON.stringify(config)], {
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     env,
   });

@@ -4,7 +4,15 @@ import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { GrpcKubeError } from '../../src/errors.js';
 import { GreeterClient } from '../../src/lab/hello.js';
-import { parsePodConfig, spawnPod, startPod, type PodProcess } from '../../src/lab/pod-main.js';
+import { spawn as spawnProcess } from 'node:child_process';
+import {
+  POD_MAIN_SCRIPT,
+  parsePodConfig,
+  podConfigFromEnv,
+  spawnPod,
+  startPod,
+  type PodProcess,
+} from '../../src/lab/pod-main.js';
 
 const HealthClient = grpc.makeGenericClientConstructor(healthService, 'Health');
 
@@ -204,4 +212,55 @@ test('response delay: every reply waits responseDelayMs', async (t) => {
   await Promise.all([1, 2, 3].map((i) => client.sayHello({ client: 'c', counter: i })));
   const elapsed = performance.now() - t0;
   assert.ok(elapsed >= 145 && elapsed < 600, `took ${elapsed} ms`);
+});
+
+test('podConfigFromEnv reads POD_* and HELLO_* variables and names a bad one', () => {
+  assert.deepEqual(
+    {
+      ...podConfigFromEnv({
+        POD_NAME: 'p',
+        POD_IP: '127.0.2.20',
+        POD_PORT: '50051',
+        HELLO_SHUTDOWN: 'graceful',
+        HELLO_GRACE_MS: '2000',
+      }),
+    },
+    {
+      ...parsePodConfig({ name: 'p', host: '127.0.2.20', port: 50051, shutdown: 'graceful', graceMs: 2000 }),
+    },
+  );
+  assert.throws(
+    () => podConfigFromEnv({ POD_NAME: 'p', POD_IP: '127.0.2.20', HELLO_RESPONSE_DELAY_MS: '5ms' }),
+    {
+      code: 'GK_ERR_INVALID_OPTION',
+      field: 'HELLO_RESPONSE_DELAY_MS',
+    },
+  );
+  assert.throws(() => podConfigFromEnv({ POD_IP: '127.0.2.20' }), { field: 'pod config.name' });
+});
+
+test('the pod script runs from environment variables alone, without IPC (the lab kubelet runtime)', async (t) => {
+  const probe = await startPod(parsePodConfig({ name: 'probe', host: '127.0.2.21', port: 0 }));
+  const port = probe.port;
+  probe.close();
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    POD_NAME: 'env-pod',
+    POD_IP: '127.0.2.21',
+    POD_PORT: String(port),
+  };
+  delete env['GRPC_KUBE_POD_CONFIG'];
+  const child = spawnProcess(process.execPath, [POD_MAIN_SCRIPT], { env, stdio: 'ignore' });
+  t.after(() => child.kill('SIGKILL'));
+  const client = new GreeterClient(`127.0.2.21:${port}`);
+  t.after(() => client.close());
+  const reply = await new Promise<{ pod: string }>((resolve, reject) =>
+    client.client.waitForReady(Date.now() + 5000, (err) =>
+      err ? reject(err) : client.sayHello({ client: 'k', counter: 1 }).then(resolve, reject),
+    ),
+  );
+  assert.equal(reply.pod, 'env-pod');
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  assert.equal(await exit, null);
 });
