@@ -440,7 +440,7 @@ export class EmbeddedApiServer {
         this.list(res, rt, ns, q);
         return;
       case 'watch':
-        this.watch(req, res, rt, ns, route.name, q, identity);
+        this.watch(res, rt, ns, route.name, q, identity);
         return;
       case 'create': {
         const body = this.objectBody(await this.readBody(req), rt, ns, undefined);
@@ -633,7 +633,6 @@ export class EmbeddedApiServer {
   }
 
   private watch(
-    req: http.IncomingMessage,
     res: http.ServerResponse,
     rt: ResourceType,
     ns: string | undefined,
@@ -689,10 +688,8 @@ export class EmbeddedApiServer {
       if (res.writableLength > this.maxWatchBufferBytes) stream.close('destroy'); // a consumer too slow to keep
     };
     this.streams.add(stream);
+    // 'close' on the response fires both when we end it and when the client goes away.
     res.on('close', cleanup);
-    req.on('close', () => {
-      if (!res.writableEnded) cleanup();
-    });
 
     try {
       stopWatch = this.store.watch(
