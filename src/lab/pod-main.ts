@@ -184,17 +184,21 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
     hooks.onReady?.();
   });
 
+  let drained: (() => void) | undefined;
   const close = (): void => {
     if (closed) return;
     closed = true;
     for (const t of timers) clearTimeout(t);
     timers.clear();
     server.forceShutdown();
+    drained?.(); // a drain in progress ends here too
   };
 
   let draining: Promise<void> | undefined;
   const drain = (): Promise<void> => {
+    if (closed) return Promise.resolve();
     draining ??= new Promise<void>((resolve) => {
+      drained = resolve;
       terminating = true;
       setHealth('NOT_SERVING');
       hooks.onTerminating?.();

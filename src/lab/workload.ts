@@ -195,6 +195,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   };
 
   const counters = new Array<number>(clientCount).fill(0);
+  const names = Array.from({ length: clientCount }, (_, ci) => `${clientName}-${ci}`);
   /** Start one RPC of client `ci`; `next(ok)` runs when it has ended. Returns false if the budget is spent. */
   const fire = (ci: number, next: (ok: boolean) => void): boolean => {
     if (!running) return false;
@@ -207,7 +208,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     inFlight++;
     const client = clients[ci] as GreeterClient;
     const counter = ++(counters[ci] as number);
-    client.sayHelloCb({ client: `${clientName}-${ci}`, counter }, deadlineMs, (err, reply) => {
+    client.sayHelloCb({ client: names[ci] as string, counter }, deadlineMs, (err, reply) => {
       const latency = clock() - t0;
       inFlight--;
       if (err || !reply) log.push(t0 - origin, latency, err ? err.code : grpc.status.UNKNOWN, '', ci);

@@ -264,3 +264,16 @@ test('the pod script runs from environment variables alone, without IPC (the lab
   child.kill('SIGTERM');
   assert.equal(await exit, null);
 });
+
+test('in-process pod: close() during drain() ends the drain at once', async () => {
+  const pod = await startPod(
+    parsePodConfig({ name: 'd', host: '127.0.2.22', port: 0, drainDelayMs: 10_000, graceMs: 20_000 }),
+  );
+  await pod.ready;
+  const drained = pod.drain();
+  assert.equal(pod.drain(), drained, 'drain() is idempotent');
+  pod.close();
+  await drained;
+  pod.close();
+  await pod.drain();
+});
