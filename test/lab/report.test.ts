@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -160,7 +160,9 @@ test(
   },
   async (t) => {
     const { chromium } = await import('playwright-core');
-    const dir = await mkdtemp(join(tmpdir(), 'grpc-kube-report-'));
+    // Kept after the test (overwritten by the next run) so the screenshot can be looked at.
+    const dir = process.env['GRPC_KUBE_REPORT_DIR'] ?? join(tmpdir(), 'grpc-kube-lab-report');
+    await mkdir(dir, { recursive: true });
     const profile = await mkdtemp(join(tmpdir(), 'grpc-kube-chromium-'));
     t.after(() => rm(profile, { recursive: true, force: true }));
     const runs = syntheticRuns();
