@@ -111,6 +111,9 @@ interface Route {
 interface WatchStream {
   readonly res: http.ServerResponse;
   close(mode: 'end' | 'destroy'): void;
+  /** Writes held back while partitioned, in order. */
+  held: string[];
+  flush(): void;
 }
 
 interface Fault {
@@ -178,6 +181,8 @@ export class EmbeddedApiServer {
   private readonly streams = new Set<WatchStream>();
   private readonly httpCounts = new Map<string, number>();
   private faults: Fault[] = [];
+  private partitioned = false;
+  private parked: Array<() => void> = [];
   private closed = false;
   private starting: Promise<void> | undefined;
 
@@ -251,6 +256,7 @@ export class EmbeddedApiServer {
     this.server = undefined;
     this.starting = undefined;
     const closedP = new Promise<void>((resolve) => server.close(() => resolve()));
+    this.parked = []; // their sockets go below
     for (const s of [...this.streams]) s.close('destroy');
     for (const s of [...this.sockets]) s.destroy();
     this.sockets.clear();
@@ -346,6 +352,20 @@ export class EmbeddedApiServer {
     return all.length;
   }
 
+  /**
+   * A network partition: while on, requests are accepted but not answered and open watches send
+   * nothing (their events are held, as a stalled TCP stream holds them). Turning it off answers the
+   * held requests and flushes the held events in order; stop() drops them with their connections.
+   */
+  setPartitioned(on: boolean): void {
+    this.partitioned = on;
+    if (on) return;
+    const parked = this.parked;
+    this.parked = [];
+    for (const run of parked) run();
+    for (const s of [...this.streams]) s.flush();
+  }
+
   /** The next `count` requests (optionally only under `pathPrefix`) answer `status` (default 503). */
   failNextRequests(count: number, opts: { status?: number; pathPrefix?: string } = {}): void {
     if (!Number.isInteger(count) || count < 0)
@@ -369,7 +389,12 @@ export class EmbeddedApiServer {
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     res.on('error', () => {}); // a client that leaves mid-response is not our error
     req.on('error', () => {});
-    this.handle(req, res).catch((err: unknown) => this.sendError(res, err));
+    const run = (): void => {
+      if (res.destroyed) return;
+      this.handle(req, res).catch((err: unknown) => this.sendError(res, err));
+    };
+    if (this.partitioned) this.parked.push(run);
+    else run();
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -663,6 +688,7 @@ export class EmbeddedApiServer {
     res.flushHeaders();
 
     let closed = false;
+    let endAfterFlush = false;
     let stopWatch: (() => void) | undefined;
     let lastRv = 0;
     const timers: NodeJS.Timeout[] = [];
@@ -675,6 +701,14 @@ export class EmbeddedApiServer {
     };
     const stream: WatchStream = {
       res,
+      held: [],
+      flush: () => {
+        const lines = stream.held;
+        stream.held = [];
+        if (res.writableEnded || res.destroyed) return;
+        for (const line of lines) res.write(line);
+        if (endAfterFlush) stream.close('end');
+      },
       close: (mode) => {
         cleanup();
         if (mode === 'destroy') res.socket?.destroy();
@@ -684,7 +718,12 @@ export class EmbeddedApiServer {
     };
     const write = (ev: WatchEvent): void => {
       if (closed || res.writableEnded || res.destroyed) return;
-      res.write(`${JSON.stringify(ev)}\n`);
+      const line = `${JSON.stringify(ev)}\n`;
+      if (this.partitioned) {
+        stream.held.push(line);
+        return;
+      }
+      res.write(line);
       if (res.writableLength > this.maxWatchBufferBytes) stream.close('destroy'); // a consumer too slow to keep
     };
     this.streams.add(stream);
@@ -735,7 +774,12 @@ export class EmbeddedApiServer {
     }
     const timeoutS = timeoutSeconds ?? this.watchTimeoutSeconds ?? randomInt(1800, 3600);
     if (timeoutS > 0) {
-      const t = setTimeout(() => stream.close('end'), timeoutS * 1000);
+      const t = setTimeout(() => {
+        if (!this.partitioned) return stream.close('end');
+        // The end of the stream is held back like its events; no new events are produced.
+        stopWatch?.();
+        endAfterFlush = true;
+      }, timeoutS * 1000);
       t.unref();
       timers.push(t);
     }

@@ -125,14 +125,16 @@ function openWatch(s: EmbeddedApiServer, path: string, token: string = s.adminTo
             const q = queue.shift();
             if (q) return Promise.resolve(q);
             return new Promise((res2, rej) => {
-              const timer = setTimeout(
-                () => rej(new Error(`no watch event within ${timeoutMs} ms`)),
-                timeoutMs,
-              );
-              waiters.push((e) => {
+              const waiter = (e: WatchEventJson): void => {
                 clearTimeout(timer);
                 res2(e);
-              });
+              };
+              // A waiter that timed out must not swallow the next event.
+              const timer = setTimeout(() => {
+                waiters.splice(waiters.indexOf(waiter), 1);
+                rej(new Error(`no watch event within ${timeoutMs} ms`));
+              }, timeoutMs);
+              waiters.push(waiter);
             });
           },
         });
@@ -763,3 +765,32 @@ test(
     assert.equal(again.items.length, 1);
   },
 );
+
+test('setPartitioned(): requests hang and watch events are held, then all arrive in order', async (t) => {
+  const s = await startServer(t);
+  const w = await openWatch(s, `${ES_PATH}?watch=1&resourceVersion=${s.store.resourceVersion}`);
+  t.after(() => w.close());
+  s.setPartitioned(true);
+  s.store.create(RESOURCES.endpointslices, {
+    ...slice('p1'),
+    metadata: { name: 'p1', namespace: 'default' },
+  });
+  s.store.create(RESOURCES.endpointslices, {
+    ...slice('p2'),
+    metadata: { name: 'p2', namespace: 'default' },
+  });
+  await assert.rejects(w.next(100), /no watch event/);
+  let answered = false;
+  const pending = api(s, 'GET', ES_PATH).then((r) => {
+    answered = true;
+    return r;
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(answered, false, 'a request to a partitioned API gets no answer');
+  s.setPartitioned(false);
+  assert.equal((await pending).status, 200);
+  assert.deepEqual(
+    [(await w.next()).object.metadata.name, (await w.next()).object.metadata.name],
+    ['p1', 'p2'],
+  );
+});
