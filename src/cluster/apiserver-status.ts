@@ -83,6 +83,20 @@ export function conflict(rt: ResourceType, name: string, why: string): KubeStatu
   );
 }
 
+/** rest.BeforeDelete's precondition conflict: it names the Kind (not the resource) as the resource. */
+export function preconditionConflict(rt: ResourceType, name: string, why: string): KubeStatusError {
+  const kindResource = { group: rt.group, resource: rt.kind };
+  return new KubeStatusError(
+    'GK_ERR_KUBE_CONFLICT',
+    failure(
+      409,
+      'Conflict',
+      `Operation cannot be fulfilled on ${qualifiedResource(kindResource)} "${name}": ${why}`,
+      resourceDetails(kindResource, name),
+    ),
+  );
+}
+
 export const STALE_OBJECT =
   'the object has been modified; please apply your changes to the latest version and try again';
 

@@ -25,6 +25,7 @@ import {
   internalError,
   invalid,
   notFound,
+  preconditionConflict,
   tooLargeResourceVersion,
   tooOldResourceVersion,
   type FieldCause,
@@ -594,21 +595,22 @@ export class MemoryStore implements ObjectStore {
     const cur = table.get(key);
     if (cur === undefined) throw notFound(rt, name);
     if (opts.preconditionUid !== undefined && opts.preconditionUid !== cur.metadata.uid) {
-      throw conflict(
+      throw preconditionConflict(
         rt,
         name,
-        `Precondition failed: UID in precondition: ${opts.preconditionUid}, UID in object meta: ${cur.metadata.uid ?? ''}`,
+        `the UID in the precondition (${opts.preconditionUid}) does not match the UID in record ` +
+          `(${cur.metadata.uid ?? ''}). The object might have been deleted and then recreated`,
       );
     }
     if (
       opts.preconditionResourceVersion !== undefined &&
       opts.preconditionResourceVersion !== cur.metadata.resourceVersion
     ) {
-      throw conflict(
+      throw preconditionConflict(
         rt,
         name,
-        `Precondition failed: ResourceVersion in precondition: ${opts.preconditionResourceVersion}, ` +
-          `ResourceVersion in object meta: ${cur.metadata.resourceVersion ?? ''}`,
+        `the ResourceVersion in the precondition (${opts.preconditionResourceVersion}) does not match the ` +
+          `ResourceVersion in record (${cur.metadata.resourceVersion ?? ''}). The object might have been modified`,
       );
     }
     if (opts.gracePeriodSeconds !== undefined && !Number.isInteger(opts.gracePeriodSeconds)) {

@@ -569,7 +569,10 @@ test('pods: DELETE marks deletionTimestamp (MODIFIED) and keeps the pod; grace 0
     body: { preconditions: { uid: 'wrong' } },
   });
   assert.equal(uid.status, 409);
-  assert.match((uid.body as { message: string }).message, /Precondition failed: UID in precondition: wrong/);
+  assert.match(
+    (uid.body as { message: string }).message,
+    /^Operation cannot be fulfilled on Pod "p": the UID in the precondition \(wrong\) does not match/,
+  );
 });
 
 test('status subresource: PUT on the pod ignores status; PUT/PATCH on /status changes only status', async (t) => {

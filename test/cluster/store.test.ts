@@ -265,7 +265,8 @@ test('delete: preconditions (uid, resourceVersion) answer 409', () => {
     kubeErr(
       409,
       'Conflict',
-      `Operation cannot be fulfilled on endpointslices.discovery.k8s.io "a": Precondition failed: UID in precondition: other, UID in object meta: ${a.metadata.uid}`,
+      `Operation cannot be fulfilled on EndpointSlice.discovery.k8s.io "a": the UID in the precondition (other) ` +
+        `does not match the UID in record (${a.metadata.uid ?? ''}). The object might have been deleted and then recreated`,
     ),
   );
   assert.throws(
