@@ -163,6 +163,31 @@ function plot(run: ReportRun, yMax: number, index: number): string {
   );
 }
 
+/** A bar of each pod's share of the run's successful RPCs: equal rates draw overlapping lines above,
+ *  the bar still tells them apart. */
+function shareBar(run: ReportRun): string {
+  const totals = run.series.pods.map((p) => p.rps.reduce((a, b) => a + b, 0));
+  const sum = totals.reduce((a, b) => a + b, 0);
+  if (sum === 0) return '';
+  const iw = W - M.left - M.right;
+  let x = M.left;
+  const segs: string[] = [];
+  run.series.pods.forEach((p, i) => {
+    const share = (totals[i] as number) / sum;
+    if (share === 0) return;
+    const w = share * iw;
+    segs.push(
+      `<rect class="share-seg" x="${x.toFixed(1)}" y="2" width="${w.toFixed(1)}" height="12" fill="${PALETTE[i % PALETTE.length]}">` +
+        `<title>${esc(p.pod)}: ${(share * 100).toFixed(1)}%</title></rect>`,
+    );
+    x += w;
+  });
+  return (
+    `<svg class="share" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} 16" width="${W}" height="16" role="img" aria-label="share of RPCs per pod">` +
+    `<text x="${M.left - 5}" y="11" text-anchor="end" class="tick">share</text>${segs.join('')}</svg>`
+  );
+}
+
 function legend(run: ReportRun): string {
   const items = run.series.pods.map(
     (p, i) =>
@@ -220,7 +245,7 @@ body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;col
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .meta{color:#666;font-size:12px}.grid{display:flex;flex-wrap:wrap;gap:16px}
 figure{margin:0;border:1px solid #e3e3e3;border-radius:6px;padding:8px;background:#fff}
-figcaption{font-weight:600;margin-bottom:4px}.stats{font-size:12px;color:#555;margin-top:2px}
+figure svg{display:block}figcaption{font-weight:600;margin-bottom:4px}.stats{font-size:12px;color:#555;margin-top:2px}
 .tick{font-size:10px;fill:#666}.axis{font-size:11px;fill:#444}.event-label{font-size:10px;fill:#333}
 .legend{font-size:11px;display:flex;flex-wrap:wrap;gap:4px 10px;max-width:${W}px}
 .key i{display:inline-block;width:14px;height:3px;margin-right:4px;vertical-align:middle}
@@ -252,6 +277,7 @@ export function renderReport(runs: readonly ReportRun[], meta: ReportMeta = {}):
       return (
         `<figure data-strategy="${esc(run.record.strategy)}"><figcaption>${esc(run.record.strategy)}</figcaption>` +
         plot(run, yMax, plotIndex++) +
+        shareBar(run) +
         legend(run) +
         perClient +
         '</figure>'
@@ -283,7 +309,8 @@ ${table(runs, true)}
 <p class="meta">readyToFirstRpcMs: from a new pod turning Ready to the first RPC it served (— when no new pod
 served). balanceMaxOverMean: the largest per-pod share of RPCs ÷ the mean share over the pods Ready for the whole
 steady window (shaded on the plots); 1.00 is even. Plots: successful RPCs per second per pod, by RPC start time;
-dashed red: failed RPCs per second; dotted verticals: scenario events.</p>
+dashed red: failed RPCs per second; dotted verticals: scenario events; the bar under each plot: each pod's
+share of the run's successful RPCs.</p>
 ${sections.join('\n')}
 </body></html>
 `;

@@ -141,6 +141,8 @@ test('renderReport: self-contained, one plot per run, one line per pod, escaped 
   assert.equal(html.match(/<path class="series"/g)?.length, 5 + 5 + 5 + 4 + 4);
   assert.equal(html.match(/<path class="failed"/g)?.length, 2);
   assert.equal(html.match(/<g class="event">/g)?.length, 3 + 2 * 2);
+  // Share bars: pods that served anything (clusterip 2, dns 3, kubernetes 5, pick-first 2, kubernetes 4).
+  assert.equal(html.match(/<rect class="share-seg"/g)?.length, 2 + 3 + 5 + 2 + 4);
   assert.ok(html.includes('lab &#60;test&#62;'));
   assert.ok(!html.includes('lab <test>'));
   // Summary numbers from the records: headless-dns never reached the two new pods.
