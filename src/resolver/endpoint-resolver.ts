@@ -97,6 +97,21 @@ export class EndpointResolver implements Resolver {
       return;
     }
     const { picked, note } = pickable(u.eps, this.settings.describe);
+    if (picked.length === 0) {
+      // An empty list would leave grpc-js's round_robin IDLE with calls queued until their deadline;
+      // an error fails them at once with a message that says why.
+      this.listener(
+        statusOrFromError({
+          code: Status.UNAVAILABLE,
+          details: `GK_ERR_NO_ENDPOINTS: ${note}`,
+          metadata: new Metadata(),
+        }),
+        {},
+        this.settings.serviceConfig === null ? null : statusOrFromValue(this.settings.serviceConfig),
+        note,
+      );
+      return;
+    }
     const info = new Map<string, Endpoint>();
     for (const e of u.eps) info.set(endpointKey(e), e);
     const endpoints: GrpcEndpoint[] = picked.map((e) =>

@@ -80,8 +80,10 @@ class KubernetesResolver extends EndpointResolver {
 
   static getDefaultAuthority(target: GrpcUri): string {
     // Validate here: grpc-js calls this when the channel is built, so a bad target fails `new Client()`.
-    parseKubernetesTarget(target.authority, target.path, uriToString(target));
-    return target.path.replace(/^\/+/, '');
+    const t = parseKubernetesTarget(target.authority, target.path, uriToString(target));
+    // The :authority header must be host[:number]: a named port cannot appear in it.
+    const host = t.namespace === undefined ? t.service : `${t.service}.${t.namespace}`;
+    return t.port.kind === 'number' ? `${host}:${t.port.port}` : host;
   }
 }
 
