@@ -243,6 +243,7 @@ export class EmbeddedApiServer {
       server.listen(this.port, this.host, () => {
         server.off('error', onError);
         this.port = (server.address() as AddressInfo).port;
+        if (this.server !== server) server.close(); // stop() came while we were binding
         resolve();
       });
     });
@@ -251,6 +252,8 @@ export class EmbeddedApiServer {
 
   /** An API outage: closes the listener and destroys every connection and watch at once. Data is kept. */
   async stop(): Promise<void> {
+    // Let a start() in flight finish binding first: a server closed while binding never calls back.
+    await this.starting?.catch(() => {});
     const server = this.server;
     if (server === undefined) return;
     this.server = undefined;

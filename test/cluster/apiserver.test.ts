@@ -797,3 +797,15 @@ test('setPartitioned(): requests hang and watch events are held, then all arrive
     ['p1', 'p2'],
   );
 });
+
+test('stop() racing start() leaves nothing listening; start() again works', async (t) => {
+  const s = new EmbeddedApiServer();
+  t.after(() => s.close());
+  const starting = s.start();
+  await s.stop();
+  await starting;
+  assert.equal(s.listening, false);
+  await assert.rejects(fetch(`${s.url}/healthz`, { signal: AbortSignal.timeout(2000) }));
+  await s.start();
+  assert.equal((await api(s, 'GET', '/healthz')).text, 'ok');
+});
