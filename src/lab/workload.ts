@@ -103,6 +103,9 @@ export interface WorkloadOptions {
   deadlineMs?: number;
   /** After a failed RPC, its loop (or its client's next round) waits this long. Default 0 (the seed's client). */
   failurePauseMs?: number;
+  /** At least this long between a client's round starts (a loop's RPC starts): caps the load on a
+   *  small machine. Default 0 (the seed's client: next round as soon as the last one ends). */
+  pacingMs?: number;
   /** Prefix of HelloRequest.client; client i sends `${clientName}-${i}`. Default 'client'. */
   clientName?: string;
   /** Monotonic clock in ms; the lab passes the one its pod timeline uses. Default performance.now. */
@@ -149,6 +152,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   const maxRpcs = positiveInt('maxRpcs', options.maxRpcs, 2_000_000);
   const deadlineMs = positiveInt('deadlineMs', options.deadlineMs, 1000);
   const failurePauseMs = positiveInt('failurePauseMs', options.failurePauseMs, 0, 0);
+  const pacingMs = positiveInt('pacingMs', options.pacingMs, 0, 0);
   const mode = options.mode ?? 'rounds';
   if (mode !== 'rounds' && mode !== 'loops')
     throw new InvalidOptionError('mode', 'must be "rounds" or "loops"');
@@ -225,13 +229,17 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     void stop();
     return false;
   };
+  /** Wait before the next round/RPC: the pacing interval not yet used up, and the failure pause. */
+  const gap = (startedAt: number, failed: boolean): number =>
+    Math.max(pacingMs - (clock() - startedAt), 0, failed ? failurePauseMs : 0);
   const startRound = (ci: number): void => {
     if (!timeLeft()) return;
+    const roundStart = clock();
     let pending = 0;
     let anyFailed = false;
     const onEnd = (ok: boolean): void => {
       if (!ok) anyFailed = true;
-      if (--pending === 0 && running) after(anyFailed ? failurePauseMs : 0, () => startRound(ci));
+      if (--pending === 0 && running) after(Math.ceil(gap(roundStart, anyFailed)), () => startRound(ci));
     };
     for (let k = 0; k < concurrency; k++) {
       if (!fire(ci, onEnd)) break;
@@ -240,8 +248,9 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   };
   const startLoop = (ci: number): void => {
     if (!timeLeft()) return;
+    const rpcStart = clock();
     const onEnd = (ok: boolean): void => {
-      if (running) after(ok ? 0 : failurePauseMs, () => startLoop(ci));
+      if (running) after(Math.ceil(gap(rpcStart, !ok)), () => startLoop(ci));
     };
     fire(ci, onEnd);
   };
