@@ -26,6 +26,7 @@ import {
   type Pod,
   type PodCondition,
   type PodStatus,
+  putStatus,
 } from './controllers/kinds.js';
 import type { PodExit, PodProcess, PodRuntime } from './pod-runtime.js';
 
@@ -115,6 +116,16 @@ export interface KubeletOptions {
   readonly restartBackoffMaxMs?: number;
   /** On stop(): SIGTERM, then SIGKILL after this long. */
   readonly stopGraceMs?: number;
+  /**
+   * Renew each Node's Ready heartbeat this often (the real node-lifecycle controller marks pods of a
+   * silent node NotReady after 50 s). 0 (default): register once, as the embedded cluster needs.
+   */
+  readonly nodeHeartbeatMs?: number;
+  /**
+   * How a pod is bound to a node. Default: an update setting spec.nodeName (what the in-process store
+   * accepts); a real API server wants POST pods/<name>/binding instead.
+   */
+  readonly bindPod?: (pod: Pod, nodeName: string) => void;
   readonly now?: () => number;
   readonly onError?: (pod: string, err: unknown) => void;
 }
@@ -141,6 +152,7 @@ class PodWorker {
   private probing = false;
   private starting: Promise<void> | undefined;
   private done: Promise<void> | undefined;
+  private killAt = Infinity;
 
   constructor(
     private readonly kubelet: Kubelet,
@@ -357,9 +369,15 @@ class PodWorker {
     this.restartTimer.unref();
   }
 
-  /** Graceful termination: SIGTERM now, SIGKILL after graceMs; the caller deletes the pod afterwards. */
+  /**
+   * Graceful termination: SIGTERM now, SIGKILL after graceMs; the caller deletes the pod afterwards.
+   * Called again with a shorter grace (a second DELETE that shortened it), the SIGKILL comes sooner.
+   */
   terminate(graceMs: number): Promise<void> {
-    if (this.done) return this.done;
+    if (this.done) {
+      this.shortenGrace(graceMs);
+      return this.done;
+    }
     this.terminating = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.done = (async () => {
@@ -367,8 +385,7 @@ class PodWorker {
       const proc = this.proc;
       if (proc) {
         proc.kill('SIGTERM');
-        this.killTimer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
-        this.killTimer.unref();
+        this.shortenGrace(graceMs);
         const exit = await proc.exited;
         clearTimeout(this.killTimer);
         this.stopProbing();
@@ -391,6 +408,16 @@ class PodWorker {
       this.stopProbing();
     })();
     return this.done;
+  }
+
+  private shortenGrace(graceMs: number): void {
+    const at = Date.now() + graceMs;
+    if (at >= this.killAt || !this.proc) return;
+    this.killAt = at;
+    if (this.killTimer) clearTimeout(this.killTimer);
+    const proc = this.proc;
+    this.killTimer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+    this.killTimer.unref();
   }
 
   /** Immediate end (pod removed from the store, or kubelet stop after the grace). */
@@ -450,7 +477,11 @@ export class Kubelet {
   private readonly onError: ((pod: string, err: unknown) => void) | undefined;
   private readonly queue: WorkQueue;
   private readonly workers = new Map<string, PodWorker>();
-  private readonly deleting = new Set<string>();
+  /** Workers whose graceful termination (and final DELETE) is under way. */
+  private readonly deleting = new Set<PodWorker>();
+  private readonly nodeHeartbeatMs: number;
+  private readonly bindPod: ((pod: Pod, nodeName: string) => void) | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopWatch: (() => void) | undefined;
   private stopped = false;
 
@@ -473,6 +504,11 @@ export class Kubelet {
     this.stopGraceMs = opts.stopGraceMs ?? 2000;
     this.now = opts.now ?? Date.now;
     this.onError = opts.onError;
+    this.nodeHeartbeatMs = opts.nodeHeartbeatMs ?? 0;
+    if (!(this.nodeHeartbeatMs >= 0)) {
+      throw new InvalidOptionError('nodeHeartbeatMs', `must be >= 0, got ${this.nodeHeartbeatMs}`);
+    }
+    this.bindPod = opts.bindPod;
     this.queue = new WorkQueue({ handler: (key) => this.syncPod(key), onError: opts.onError });
   }
 
@@ -519,6 +555,10 @@ export class Kubelet {
         });
       else this.store.create<Node>(RESOURCES.nodes, node);
     }
+    if (this.nodeHeartbeatMs > 0) {
+      this.heartbeatTimer = setInterval(() => this.heartbeat(), this.nodeHeartbeatMs);
+      this.heartbeatTimer.unref();
+    }
     this.stopWatch = this.store.watch<Pod>(RESOURCES.pods, {}, (ev) => {
       if (ev.type === 'ADDED' || ev.type === 'MODIFIED' || ev.type === 'DELETED')
         this.queue.add(keyOf(ev.object as Pod));
@@ -529,6 +569,7 @@ export class Kubelet {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.stopWatch?.();
     this.queue.close();
     const workers = [...this.workers.values()];
@@ -540,6 +581,23 @@ export class Kubelet {
         w.dispose();
       }),
     );
+  }
+
+  private heartbeat(): void {
+    if (this.stopped) return;
+    const at = this.nowIso();
+    for (const n of this.nodes) {
+      try {
+        const node = this.store.get<Node>(RESOURCES.nodes, undefined, n.name);
+        if (!node) continue;
+        const conditions = (node.status?.conditions ?? []).map((c) =>
+          c.type === 'Ready' ? { ...c, lastHeartbeatTime: at } : c,
+        );
+        putStatus<Node>(this.store, RESOURCES.nodes, { ...node, status: { ...node.status, conditions } });
+      } catch (err) {
+        this.reportError(`node/${n.name}`, err);
+      }
+    }
   }
 
   /** The running process of a pod (for scenarios that kill a pod's process behind the kubelet's back). */
@@ -576,7 +634,7 @@ export class Kubelet {
       mutate(status);
       if (JSON.stringify(status) === JSON.stringify(pod.status ?? {})) return;
       try {
-        this.store.update<Pod>(RESOURCES.pods, { ...pod, status });
+        putStatus<Pod>(this.store, RESOURCES.pods, { ...pod, status });
         return;
       } catch (err) {
         const code = (err as { status?: number }).status;
@@ -620,7 +678,11 @@ export class Kubelet {
       const graceSec =
         pod.metadata.deletionGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30;
       const w = worker;
-      void w.terminate(graceSec * 1000).then(() => {
+      const done = w.terminate(graceSec * 1000);
+      if (this.deleting.has(w)) return;
+      this.deleting.add(w);
+      void done.then(() => {
+        this.deleting.delete(w);
         if (this.stopped) return;
         w.dispose();
         if (this.workers.get(key) === w) this.workers.delete(key);
@@ -649,17 +711,20 @@ export class Kubelet {
     }
     let best = this.nodes[0]?.name ?? '';
     for (const n of this.nodes) if ((counts.get(n.name) ?? 0) < (counts.get(best) ?? 0)) best = n.name;
-    const at = this.nowIso();
-    const status: PodStatus = structuredClone(pod.status ?? {});
-    status.phase ??= 'Pending';
-    setCondition(status, 'PodScheduled', 'True', at);
     try {
-      this.store.update<Pod>(RESOURCES.pods, { ...pod, spec: { ...pod.spec, nodeName: best }, status });
+      if (this.bindPod) this.bindPod(pod, best);
+      else this.store.update<Pod>(RESOURCES.pods, { ...pod, spec: { ...pod.spec, nodeName: best } });
     } catch (err) {
       // A conflict means the pod changed meanwhile; its event brings us back here.
       const code = (err as { status?: number }).status;
       if (code !== 409 && code !== 404) throw err;
+      return;
     }
+    const at = this.nowIso();
+    this.patchStatus(keyOf(pod), pod.metadata.uid ?? '', (s) => {
+      s.phase ??= 'Pending';
+      setCondition(s, 'PodScheduled', 'True', at);
+    });
   }
 
   private finalDelete(key: string, uid: string): void {

@@ -195,12 +195,10 @@ test('minimal churn: endpoints stay in their slice, new ones fill freed room, em
     const was = before.get(name);
     if (was) assert.equal(v.slice, was.slice, `${name} moved`);
   }
-  for (let i = 250; i < 255; i++)
-    assert.equal(
-      after.get(`p-${i}`)?.slice,
-      full,
-      'new endpoints fill the slice that is being written anyway',
-    );
+  // New endpoints go into the slices being written anyway (the emptied one, or the one whose pod
+  // changed), never into a new slice or a third write.
+  const written = [full, sliceOf(Number(other.slice(2)))];
+  for (let i = 250; i < 255; i++) assert.ok(written.includes(after.get(`p-${i}`)?.slice ?? ''), `p-${i}`);
   assert.equal(after.get(other)?.ep.conditions?.ready, false);
   assert.deepEqual(writes.sort(), [`MODIFIED ${full}`, `MODIFIED ${sliceOf(Number(other.slice(2)))}`].sort());
   assert.equal(slices(store).length, 3);

@@ -24,6 +24,7 @@ import {
   type Pod,
   type PodTemplateSpec,
   type ReplicaSet,
+  putStatus,
 } from './kinds.js';
 
 export const REVISION_ANNOTATION = 'deployment.kubernetes.io/revision';
@@ -420,7 +421,7 @@ export class DeploymentController {
       ],
     };
     if (JSON.stringify(status) === JSON.stringify(d.status ?? {})) return;
-    this.store.update<Deployment>(RESOURCES.deployments, { ...d, status });
+    putStatus<Deployment>(this.store, RESOURCES.deployments, { ...d, status });
   }
 
   private tolerateGone(fn: () => void): void {

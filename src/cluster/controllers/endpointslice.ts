@@ -85,6 +85,7 @@ export class EndpointSliceController {
   private readonly max: number;
   private readonly queue: WorkQueue;
   private readonly podServices = new Map<string, Set<string>>();
+  private readonly nodeZones = new Map<string, string | undefined>();
   private stops: Array<() => void> = [];
 
   constructor(store: ObjectStore, opts: EndpointSliceControllerOptions = {}) {
@@ -114,8 +115,15 @@ export class EndpointSliceController {
         if (relevant(ev.type)) this.onPod(ev.object as Pod, ev.type === 'DELETED');
       }),
       this.store.watch<Node>(RESOURCES.nodes, {}, (ev) => {
-        // Zones come from Nodes; Node changes are rare, so resync every Service.
+        // Only zones matter; heartbeats and other Node writes must not resync every Service.
         if (ev.type !== 'ADDED' && ev.type !== 'DELETED' && ev.type !== 'MODIFIED') return;
+        const node = ev.object as Node;
+        const name = node.metadata.name ?? '';
+        const zone = ev.type === 'DELETED' ? undefined : node.metadata.labels?.[ZONE_LABEL];
+        const before = this.nodeZones.get(name);
+        if (ev.type === 'DELETED') this.nodeZones.delete(name);
+        else this.nodeZones.set(name, zone);
+        if (before === zone) return;
         for (const svc of this.store.list<Service>(RESOURCES.services).items) this.queue.add(keyOf(svc));
       }),
       this.store.watch<EndpointSlice>(RESOURCES.endpointslices, {}, (ev) => {
@@ -135,6 +143,7 @@ export class EndpointSliceController {
     this.stops = [];
     this.queue.close();
     this.podServices.clear();
+    this.nodeZones.clear();
   }
 
   idle(): Promise<void> {

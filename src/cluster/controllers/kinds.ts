@@ -4,6 +4,7 @@
 // They live here rather than in src/kube/types.ts because only the cluster parts need them.
 
 import type { KubeObject } from '../../kube/types.js';
+import type { ObjectStore, ResourceType } from '../store-api.js';
 
 export interface LabelSelector {
   matchLabels?: Record<string, string>;
@@ -250,4 +251,15 @@ export function keyOf(obj: KubeObject): string {
 export function splitKey(key: string): { namespace: string; name: string } {
   const i = key.indexOf('/');
   return { namespace: key.slice(0, i), name: key.slice(i + 1) };
+}
+
+type StatusWriter = { updateStatus?: <T extends KubeObject>(rt: ResourceType, obj: T) => T };
+
+/**
+ * Writes an object's status through the status subresource when the store has one (MemoryStore, and
+ * any HTTP-backed store, where a plain PUT keeps the stored status), else with a plain update.
+ */
+export function putStatus<T extends KubeObject>(store: ObjectStore, rt: ResourceType, obj: T): T {
+  const s = store as ObjectStore & StatusWriter;
+  return typeof s.updateStatus === 'function' ? s.updateStatus(rt, obj) : store.update(rt, obj);
 }

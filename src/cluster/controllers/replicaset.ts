@@ -18,6 +18,7 @@ import {
   type Pod,
   type ReplicaSet,
   type ReplicaSetStatus,
+  putStatus,
 } from './kinds.js';
 
 /** Kubernetes' rand.String alphabet: no vowels (no words), no confusable characters. */
@@ -189,6 +190,6 @@ export class ReplicaSetController {
       ...(rs.metadata.generation !== undefined ? { observedGeneration: rs.metadata.generation } : {}),
     };
     if (JSON.stringify(status) === JSON.stringify(rs.status ?? {})) return;
-    this.store.update<ReplicaSet>(RESOURCES.replicasets, { ...rs, status });
+    putStatus<ReplicaSet>(this.store, RESOURCES.replicasets, { ...rs, status });
   }
 }
