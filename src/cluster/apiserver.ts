@@ -7,7 +7,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes, randomInt, randomUUID } from 'node:crypto';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import type { KubeObject, WatchEvent } from '../kube/types.js';
 import { RESOURCES, type ResourceType } from './store-api.js';
@@ -684,8 +684,9 @@ export class EmbeddedApiServer {
     }
 
     res.writeHead(200, {
-      'Content-Type': 'application/json',
+      'Audit-Id': randomUUID(),
       'Cache-Control': 'no-cache, private',
+      'Content-Type': 'application/json',
       'Transfer-Encoding': 'chunked',
     });
     res.flushHeaders();
@@ -879,7 +880,12 @@ export class EmbeddedApiServer {
   private sendJson(res: http.ServerResponse, status: number, body: unknown): void {
     if (res.headersSent || res.destroyed) return;
     const text = `${JSON.stringify(body)}\n`;
-    res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+    res.writeHead(status, {
+      'Audit-Id': randomUUID(),
+      'Cache-Control': 'no-cache, private',
+      'Content-Type': 'application/json',
+      'Content-Length': Buffer.byteLength(text),
+    });
     res.end(text);
   }
 
