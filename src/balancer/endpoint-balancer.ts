@@ -4,6 +4,7 @@
 // local zone first, panic mode), tracks per-endpoint load for the pickers, and leaves the choice
 // among candidates to a Scorer: fewest outstanding requests (P2C) or lowest peak-EWMA cost.
 
+import diagnostics from 'node:diagnostics_channel';
 import { connectivityState as ConnectivityState, status as Status, Metadata } from '@grpc/grpc-js';
 import {
   LeafLoadBalancer,
@@ -27,6 +28,23 @@ import {
 import type { Endpoint } from '../discovery/endpoint.js';
 import { slowStartFactor, type CommonPolicyConfig, type SlowStartConfig } from './config.js';
 import { policyRuntime, type PolicyRuntime } from './runtime.js';
+
+export const BALANCER_CHANNEL_NAME = 'grpc-kube:balancer';
+const channel = diagnostics.channel(BALANCER_CHANNEL_NAME);
+
+/** Published on 'grpc-kube:balancer' each time a policy reports a new picker. */
+export interface BalancerEvent {
+  readonly policy: string;
+  /** READY, CONNECTING, TRANSIENT_FAILURE or IDLE. */
+  readonly state: string;
+  /** Endpoints the picker chooses from (0 unless READY). */
+  readonly candidates: number;
+  readonly endpoints: number;
+  readonly panic: boolean;
+  /** True when only local-zone endpoints are candidates. */
+  readonly localOnly: boolean;
+  readonly error: string | null;
+}
 
 /** Mutable per-endpoint load, shared by every picker snapshot that lists the endpoint. */
 export class EndpointStats {
@@ -356,6 +374,7 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
         common.panicThresholdPercent > 0 &&
         readyPool.length * 100 < common.panicThresholdPercent * pool.length;
       const chosen = panic ? pool : readyPool;
+      this.lastShape = { candidates: chosen.length, panic, localOnly: pool !== eligible };
       const candidates: Candidate[] = chosen.map((c) => ({
         name: c.name,
         picker: c.leaf.getPicker(),
@@ -383,8 +402,22 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
     this.report(ConnectivityState.TRANSIENT_FAILURE, unavailable(msg), msg);
   }
 
+  private lastShape = { candidates: 0, panic: false, localOnly: false };
+
   private report(state: number, picker: Picker, errorMessage: string | null): void {
     this.state = state;
+    const shape =
+      state === ConnectivityState.READY ? this.lastShape : { candidates: 0, panic: false, localOnly: false };
+    if (channel.hasSubscribers) {
+      const event: BalancerEvent = {
+        policy: this.descriptor.typeName,
+        state: ConnectivityState[state] ?? String(state),
+        endpoints: this.children.size,
+        error: errorMessage,
+        ...shape,
+      };
+      channel.publish(event);
+    }
     this.helper.updateState(state, picker, errorMessage);
   }
 

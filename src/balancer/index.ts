@@ -14,6 +14,7 @@ export {
   type EwmaConfigJson,
 } from './ewma.js';
 export { slowStartFactor, type SlowStartConfig, type CommonPolicyConfig } from './config.js';
+export { BALANCER_CHANNEL_NAME, type BalancerEvent } from './endpoint-balancer.js';
 export { setPolicyRuntime, seededRandom, ManualClock, type PolicyRuntime } from './runtime.js';
 
 export const POLICY_NAMES = Object.freeze([P2C_POLICY_NAME, EWMA_POLICY_NAME] as const);

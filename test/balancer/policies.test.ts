@@ -4,6 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import diagnostics from 'node:diagnostics_channel';
 import { connectivityState as ConnectivityState } from '@grpc/grpc-js';
 import { PickResultType, statusOrFromError, parseLoadBalancingConfig } from '../../src/adapter/grpc-js.js';
 import { status as Status, Metadata } from '@grpc/grpc-js';
@@ -18,6 +19,8 @@ import {
   slowStartFactor,
   ewmaServiceConfigEntry,
   p2cServiceConfigEntry,
+  BALANCER_CHANNEL_NAME,
+  type BalancerEvent,
 } from '../../src/balancer/index.js';
 import { decayedRttMs, observeRtt } from '../../src/balancer/ewma.js';
 import { EndpointStats, TwoChoicePicker } from '../../src/balancer/endpoint-balancer.js';
@@ -477,5 +480,37 @@ test('picks never throw and report COMPLETE with the hooks wired', () => {
   assert.equal(typeof r.onCallEnded, 'function');
   // Ending a call that never started (grpc-js never does this) must not corrupt the counts.
   r.onCallEnded?.(0, '', new Metadata());
+  lb.destroy();
+});
+
+test('diagnostics: each new picker is published on grpc-kube:balancer with its shape', (t) => {
+  const events: BalancerEvent[] = [];
+  const onMessage = (m: unknown): void => {
+    events.push(m as BalancerEvent);
+  };
+  diagnostics.subscribe(BALANCER_CHANNEL_NAME, onMessage);
+  t.after(() => diagnostics.unsubscribe(BALANCER_CHANNEL_NAME, onMessage));
+  const { helper, lb, config } = p2c({ panicThresholdPercent: 60, localZone: 'a' });
+  lb.updateAddressList(
+    endpoints(A, B, C),
+    config,
+    infoOptions([{ key: A, zone: 'a' }, { key: B, zone: 'a' }, { key: C }]),
+    '',
+  );
+  helper.connect(A);
+  assert.deepEqual(events.at(-1), {
+    policy: 'grpc_kube_p2c',
+    state: 'READY',
+    endpoints: 3,
+    error: null,
+    candidates: 2,
+    panic: true,
+    localOnly: true,
+  });
+  helper.connect(B);
+  assert.deepEqual(
+    { candidates: events.at(-1)?.candidates, panic: events.at(-1)?.panic },
+    { candidates: 2, panic: false },
+  );
   lb.destroy();
 });
