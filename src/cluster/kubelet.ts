@@ -482,6 +482,7 @@ export class Kubelet {
   private readonly nodeHeartbeatMs: number;
   private readonly bindPod: ((pod: Pod, nodeName: string) => void) | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private readonly podNodes = new Map<string, string>();
   private stopWatch: (() => void) | undefined;
   private stopped = false;
 
@@ -560,8 +561,13 @@ export class Kubelet {
       this.heartbeatTimer.unref();
     }
     this.stopWatch = this.store.watch<Pod>(RESOURCES.pods, {}, (ev) => {
-      if (ev.type === 'ADDED' || ev.type === 'MODIFIED' || ev.type === 'DELETED')
-        this.queue.add(keyOf(ev.object as Pod));
+      if (ev.type !== 'ADDED' && ev.type !== 'MODIFIED' && ev.type !== 'DELETED') return;
+      const pod = ev.object as Pod;
+      const key = keyOf(pod);
+      // Where pods are bound, for spreading, kept from events (no list per binding).
+      if (ev.type === 'DELETED' || !pod.spec.nodeName) this.podNodes.delete(key);
+      else this.podNodes.set(key, pod.spec.nodeName);
+      this.queue.add(key);
     });
   }
 
@@ -705,15 +711,13 @@ export class Kubelet {
   private bind(pod: Pod): void {
     // Spread: the node with the fewest pods of ours, first in the list on a tie.
     const counts = new Map(this.nodes.map((n) => [n.name, 0]));
-    for (const p of this.store.list<Pod>(RESOURCES.pods).items) {
-      const n = p.spec.nodeName;
-      if (n !== undefined && counts.has(n)) counts.set(n, (counts.get(n) ?? 0) + 1);
-    }
+    for (const n of this.podNodes.values()) if (counts.has(n)) counts.set(n, (counts.get(n) ?? 0) + 1);
     let best = this.nodes[0]?.name ?? '';
     for (const n of this.nodes) if ((counts.get(n.name) ?? 0) < (counts.get(best) ?? 0)) best = n.name;
     try {
       if (this.bindPod) this.bindPod(pod, best);
       else this.store.update<Pod>(RESOURCES.pods, { ...pod, spec: { ...pod.spec, nodeName: best } });
+      this.podNodes.set(keyOf(pod), best);
     } catch (err) {
       // A conflict means the pod changed meanwhile; its event brings us back here.
       const code = (err as { status?: number }).status;
