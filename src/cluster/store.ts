@@ -183,6 +183,16 @@ const DNS1123_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9
 const DNS1123_LABEL = /^(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS1035_LABEL = /^(?=.{1,63}$)[a-z]([-a-z0-9]*[a-z0-9])?$/;
 
+const LABEL_VALUE = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+function isQualifiedName(key: string): boolean {
+  const slash = key.indexOf('/');
+  const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
+  const name = slash >= 0 ? key.slice(slash + 1) : key;
+  if (prefix !== undefined && !DNS1123_SUBDOMAIN.test(prefix)) return false;
+  return name.length > 0 && name.length <= 63 && LABEL_VALUE.test(name);
+}
+
 function nameCause(rt: ResourceType, name: string): FieldCause | undefined {
   if (rt.resource === 'services') {
     return DNS1035_LABEL.test(name)
@@ -837,6 +847,31 @@ export class MemoryStore implements ObjectStore {
   }
 
   private validateKind(rt: ResourceType, obj: KubeObject, name: string): void {
+    const labels = obj.metadata.labels;
+    if (labels !== undefined && labels !== null) {
+      const causes: FieldCause[] = [];
+      for (const [k, v] of Object.entries(labels)) {
+        if (!isQualifiedName(k)) {
+          causes.push({
+            reason: 'FieldValueInvalid',
+            field: 'metadata.labels',
+            message:
+              `Invalid value: "${k}": name part must consist of alphanumeric characters, '-', '_' or '.', ` +
+              `and must start and end with an alphanumeric character`,
+          });
+        }
+        if (typeof v !== 'string' || (v !== '' && (v.length > 63 || !LABEL_VALUE.test(v)))) {
+          causes.push({
+            reason: 'FieldValueInvalid',
+            field: 'metadata.labels',
+            message:
+              `Invalid value: "${String(v)}": a valid label must be an empty string or consist of alphanumeric ` +
+              `characters, '-', '_' or '.', and must start and end with an alphanumeric character`,
+          });
+        }
+      }
+      if (causes.length > 0) throw invalid(rt, name, causes);
+    }
     if (rt.resource === 'endpointslices') {
       const t = (obj as { addressType?: unknown }).addressType;
       if (t !== 'IPv4' && t !== 'IPv6' && t !== 'FQDN') {

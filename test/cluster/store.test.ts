@@ -120,6 +120,15 @@ test('create errors: AlreadyExists 409, Invalid 422, missing namespace 404, bad 
     kubeErr(422, 'Invalid', 'EndpointSlice "x" is invalid: addressType: Required value'),
   );
   assert.throws(
+    () => s.create(ES, slice('l', { 'bad key': 'x' })),
+    kubeErr(
+      422,
+      'Invalid',
+      `EndpointSlice "l" is invalid: metadata.labels: Invalid value: "bad key": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character`,
+    ),
+  );
+  assert.throws(() => s.create(ES, slice('l', { ok: 'bad value!' })), kubeErr(422, 'Invalid'));
+  assert.throws(
     () => s.create(ES, { ...slice('rv'), metadata: { ...slice('rv').metadata, resourceVersion: '7' } }),
     kubeErr(
       500,
