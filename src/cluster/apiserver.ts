@@ -505,7 +505,7 @@ export class EmbeddedApiServer {
       case 'delete': {
         const opts = this.deleteOptions(await this.readBody(req), q);
         const out = this.store.delete(rt, ns, route.name, opts);
-        const stillThere = this.store.get(rt, ns, route.name) !== undefined;
+        const stillThere = this.store.has(rt, ns, route.name);
         if (stillThere || rt.resource === 'pods' || rt.resource === 'namespaces') {
           this.sendJson(res, 200, out); // ReturnDeletedObject kinds, or deletion pending
           return;

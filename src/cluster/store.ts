@@ -394,6 +394,11 @@ export class MemoryStore implements ObjectStore {
     return o === undefined ? undefined : (structuredClone(o) as T);
   }
 
+  /** Whether the object exists; not counted in stats() (for the API server's own bookkeeping). */
+  has(rt: ResourceType, namespace: string | undefined, name: string): boolean {
+    return this.table(rt).has(objKey(rt.namespaced ? namespace : undefined, name));
+  }
+
   list<T extends KubeObject>(
     rt: ResourceType,
     opts: { namespace?: string; labelSelector?: string } = {},
