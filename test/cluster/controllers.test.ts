@@ -321,3 +321,34 @@ test('deleting a deployment removes its ReplicaSets and pods', async (t) => {
       store.list(RESOURCES.replicasets).items.length === 0,
   );
 });
+
+test('minReadySeconds: a Ready pod counts as available only minReadySeconds after turning Ready', async (t) => {
+  const { store } = setup(t);
+  const d = deployment(2, 'v1');
+  d.spec.minReadySeconds = 1;
+  store.create(RESOURCES.deployments, d);
+  await until(
+    store,
+    () => store.list<Pod>(RESOURCES.pods, { namespace: NS }).items.filter(isPodReady).length === 2,
+  );
+  const readyAt = Math.max(
+    ...store
+      .list<Pod>(RESOURCES.pods, { namespace: NS })
+      .items.map((p) =>
+        Date.parse(p.status?.conditions?.find((c) => c.type === 'Ready')?.lastTransitionTime ?? ''),
+      ),
+  );
+  assert.equal(store.get<Deployment>(RESOURCES.deployments, NS, 'hello')?.status?.availableReplicas, 0);
+  // No pod event comes when the time is up: the controllers must look again by themselves.
+  const keepAlive = setInterval(() => {}, 1000);
+  t.after(() => clearInterval(keepAlive));
+  await until(
+    store,
+    () => store.get<Deployment>(RESOURCES.deployments, NS, 'hello')?.status?.availableReplicas === 2,
+    4000,
+  );
+  const availableAfter = Date.now() - readyAt;
+  assert.ok(availableAfter >= 1000 && availableAfter < 2000, `${availableAfter} ms`);
+  const rs = store.list<ReplicaSet>(RESOURCES.replicasets, { namespace: NS }).items[0];
+  assert.equal(rs?.status?.availableReplicas, 2);
+});

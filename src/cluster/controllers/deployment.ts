@@ -17,6 +17,7 @@ import {
   controllerOf,
   isPodReady,
   keyOf,
+  podAvailableAtMs,
   splitKey,
   type Deployment,
   type DeploymentCondition,
@@ -115,8 +116,10 @@ interface RsView {
   spec: number;
   active: number;
   ready: number;
-  /** Ready active pods, capped by spec: the pods that will still be available once the RS settles. */
+  /** Available active pods, capped by spec: the pods that will still be available once the RS settles. */
   available: number;
+  /** Available active pods, uncapped (for status). */
+  availablePods: number;
 }
 
 export class DeploymentController {
@@ -196,7 +199,7 @@ export class DeploymentController {
     const pods = this.store.list<Pod>(RESOURCES.pods, { namespace }).items;
     const views = allRs
       .filter((rs) => controllerOf(rs)?.uid === d.metadata.uid)
-      .map((rs) => this.view(rs, pods))
+      .map((rs) => this.view(d, rs, pods))
       .sort(
         (a, b) =>
           creation(a.rs) - creation(b.rs) ||
@@ -225,11 +228,27 @@ export class DeploymentController {
     this.writeStatus(d, newRs, views, bounds);
   }
 
-  private view(rs: ReplicaSet, pods: Pod[]): RsView {
+  private view(d: Deployment, rs: ReplicaSet, pods: Pod[]): RsView {
     const active = pods.filter((p) => controllerOf(p)?.uid === rs.metadata.uid && isPodActive(p));
     const ready = active.filter(isPodReady).length;
     const spec = rs.spec.replicas ?? 0;
-    return { rs, spec, active: active.length, ready, available: Math.min(spec, ready) };
+    const now = this.now();
+    let availablePods = 0;
+    for (const p of active) {
+      const at = podAvailableAtMs(p, d.spec.minReadySeconds ?? 0);
+      if (at === undefined) continue;
+      if (at <= now) availablePods++;
+      // Inside minReadySeconds: no event will say when it becomes available, so look again then.
+      else this.queue.addAfter(keyOf(d), at - now + 1);
+    }
+    return {
+      rs,
+      spec,
+      active: active.length,
+      ready,
+      available: Math.min(spec, availablePods),
+      availablePods,
+    };
   }
 
   private createNewRs(d: Deployment, hash: string, old: RsView[], replicas: number): RsView {
@@ -273,7 +292,7 @@ export class DeploymentController {
       status: { replicas: 0 },
     };
     const created = this.store.create<ReplicaSet>(RESOURCES.replicasets, rs);
-    return { rs: created, spec: replicas, active: 0, ready: 0, available: 0 };
+    return { rs: created, spec: replicas, active: 0, ready: 0, available: 0, availablePods: 0 };
   }
 
   private scale(v: RsView, replicas: number): void {
@@ -369,7 +388,7 @@ export class DeploymentController {
     const total = sum(views, (v) => v.active);
     const ready = sum(views, (v) => v.ready);
     const updated = newRs?.active ?? 0;
-    const available = ready;
+    const available = sum(views, (v) => v.availablePods);
     const complete = updated === replicas && total === replicas && available === replicas;
     const nowIso = new Date(this.now()).toISOString();
     const cond = (

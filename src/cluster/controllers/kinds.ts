@@ -235,6 +235,17 @@ export function isPodReady(pod: Pod): boolean {
   return podCondition(pod, 'Ready')?.status === 'True';
 }
 
+/**
+ * When a Ready pod counts as available: minReadySeconds after its Ready transition (the real
+ * podutil.IsPodAvailable). undefined when it is not Ready.
+ */
+export function podAvailableAtMs(pod: Pod, minReadySeconds: number): number | undefined {
+  const c = podCondition(pod, 'Ready');
+  if (c?.status !== 'True') return undefined;
+  if (minReadySeconds <= 0) return 0;
+  return (Date.parse(c.lastTransitionTime ?? '') || 0) + minReadySeconds * 1000;
+}
+
 export function isPodTerminal(pod: Pod): boolean {
   return pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed';
 }

@@ -21,6 +21,7 @@ export class WorkQueue {
   private readonly queued = new Set<string>();
   private readonly failures = new Map<string, number>();
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
+  private readonly delayed = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
   private running = false;
   private closed = false;
@@ -43,7 +44,25 @@ export class WorkQueue {
     this.schedule();
   }
 
-  /** Resolves once nothing is queued, running or waiting for a retry. */
+  /** Adds the key after delayMs (the earliest of several such requests wins); unref'd. */
+  addAfter(key: string, delayMs: number): void {
+    if (this.closed) return;
+    const at = Date.now() + Math.max(0, delayMs);
+    const prev = this.delayed.get(key);
+    if (prev && prev.at <= at) return;
+    if (prev) clearTimeout(prev.timer);
+    const timer = setTimeout(
+      () => {
+        this.delayed.delete(key);
+        this.add(key);
+      },
+      Math.max(0, delayMs),
+    );
+    timer.unref();
+    this.delayed.set(key, { at, timer });
+  }
+
+  /** Resolves once nothing is queued, running or waiting for a retry (addAfter timers do not count). */
   idle(): Promise<void> {
     if (this.isIdle()) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
@@ -59,6 +78,8 @@ export class WorkQueue {
     }
     for (const t of this.retryTimers.values()) clearTimeout(t);
     this.retryTimers.clear();
+    for (const d of this.delayed.values()) clearTimeout(d.timer);
+    this.delayed.clear();
     this.notifyIdle();
   }
 

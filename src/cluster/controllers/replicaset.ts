@@ -13,6 +13,7 @@ import {
   isPodReady,
   isPodTerminal,
   keyOf,
+  podAvailableAtMs,
   podCondition,
   splitKey,
   type Pod,
@@ -182,11 +183,22 @@ export class ReplicaSetController {
 
   private writeStatus(rs: ReplicaSet, active: Pod[]): void {
     const ready = active.filter(isPodReady).length;
+    const now = Date.now();
+    let available = 0;
+    let next = Infinity;
+    for (const p of active) {
+      const at = podAvailableAtMs(p, rs.spec.minReadySeconds ?? 0);
+      if (at === undefined) continue;
+      if (at <= now) available++;
+      else next = Math.min(next, at);
+    }
+    // A pod still inside minReadySeconds becomes available without any event: look again then.
+    if (next !== Infinity) this.queue.addAfter(keyOf(rs), next - now + 1);
     const status: ReplicaSetStatus = {
       replicas: active.length,
       fullyLabeledReplicas: active.length,
       readyReplicas: ready,
-      availableReplicas: ready,
+      availableReplicas: available,
       ...(rs.metadata.generation !== undefined ? { observedGeneration: rs.metadata.generation } : {}),
     };
     if (JSON.stringify(status) === JSON.stringify(rs.status ?? {})) return;
