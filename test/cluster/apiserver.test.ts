@@ -809,3 +809,31 @@ test('stop() racing start() leaves nothing listening; start() again works', asyn
   await s.start();
   assert.equal((await api(s, 'GET', '/healthz')).text, 'ok');
 });
+
+test('watch with sendInitialEvents: ADDED for each object, then a BOOKMARK marking the end of them', async (t) => {
+  const s = await startServer(t);
+  await api(s, 'POST', ES_PATH, { body: slice('a') });
+  await api(s, 'POST', ES_PATH, { body: slice('b') });
+  const rv = s.store.resourceVersion;
+  const w = await openWatch(
+    s,
+    `${ES_PATH}?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true`,
+  );
+  t.after(() => w.close());
+  const evs = [await w.next(), await w.next(), await w.next()];
+  assert.deepEqual(
+    evs.map((e) => e.type),
+    ['ADDED', 'ADDED', 'BOOKMARK'],
+  );
+  assert.deepEqual(evs[2]?.object.metadata, {
+    resourceVersion: rv,
+    annotations: { 'k8s.io/initial-events-end': 'true' },
+  });
+  // A single-object watch via the named path filters on metadata.name.
+  const one = await openWatch(s, `${ES_PATH}/b?watch=1`);
+  t.after(() => one.close());
+  assert.equal(brief(await one.next()), `ADDED b@${rv}`);
+  await api(s, 'POST', ES_PATH, { body: slice('c') });
+  await api(s, 'DELETE', `${ES_PATH}/b`);
+  assert.equal((await one.next()).type, 'DELETED');
+});
