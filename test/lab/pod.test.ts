@@ -211,7 +211,7 @@ test('response delay: every reply waits responseDelayMs', async (t) => {
   const t0 = performance.now();
   await Promise.all([1, 2, 3].map((i) => client.sayHello({ client: 'c', counter: i })));
   const elapsed = performance.now() - t0;
-  assert.ok(elapsed >= 145 && elapsed < 600, `took ${elapsed} ms`);
+  assert.ok(elapsed >= 145 && elapsed < 1000, `took ${elapsed} ms`);
 });
 
 test('podConfigFromEnv reads POD_* and HELLO_* variables and names a bad one', () => {
