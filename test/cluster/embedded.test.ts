@@ -38,6 +38,8 @@ test('embedded cluster: scale 3â†’5, rolling update within its bounds, scale 5â†
   const app = {
     name: 'hello',
     namespace: NS,
+    // Not 50051: a wildcard listener elsewhere on the machine on that port would block 127.0.x.y binds.
+    port: 47652,
     replicas: 3,
     maxSurge: 3,
     maxUnavailable: 2,

@@ -14,6 +14,8 @@ import type { WatchEvent } from '../../src/kube/types.js';
 import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/health-pod.js', import.meta.url));
+// Not 50051: a wildcard listener elsewhere on the machine on the same port would block 127.0.x.y binds.
+const POD_PORT = 47651;
 
 function pod(name: string, env: Record<string, string> = {}, extra: Partial<Pod['spec']> = {}): Pod {
   return {
@@ -31,9 +33,9 @@ function pod(name: string, env: Record<string, string> = {}, extra: Partial<Pod[
           name: 'hello',
           image: 'health-pod',
           env: Object.entries(env).map(([k, v]) => ({ name: k, value: v })),
-          ports: [{ containerPort: 50051 }],
+          ports: [{ containerPort: POD_PORT }],
           readinessProbe: {
-            grpc: { port: 50051 },
+            grpc: { port: POD_PORT },
             failureThreshold: 1,
             successThreshold: 1,
             timeoutSeconds: 1,
@@ -161,7 +163,7 @@ test('nodes registered with zones; a pod is bound, gets its own IP and turns Rea
   );
   for (const c of p1.status?.conditions ?? []) assert.ok(Date.parse(c.lastTransitionTime ?? '') >= t0 - 1000);
   assert.equal(p1.status?.containerStatuses?.[0]?.ready, true);
-  assert.equal(await healthCheck(`${p1.status?.podIP ?? ''}:50051`), 'SERVING');
+  assert.equal(await healthCheck(`${p1.status?.podIP ?? ''}:${POD_PORT}`), 'SERVING');
 });
 
 test('deletion: SIGTERM, probes keep going, SIGKILL after deletionGracePeriodSeconds, Ready=False, then the pod is deleted', async (t) => {
