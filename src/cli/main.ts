@@ -28,7 +28,13 @@ async function main(argv: string[]): Promise<number> {
     }
     const ac = new AbortController();
     process.once('SIGINT', () => ac.abort());
-    return resolveCommand({ target, kubeconfig: values.kubeconfig, context: values.context, once: values.once ?? false, signal: ac.signal });
+    return resolveCommand({
+      target,
+      kubeconfig: values.kubeconfig,
+      context: values.context,
+      once: values.once ?? false,
+      signal: ac.signal,
+    });
   }
   if (cmd === 'lab') {
     const { labCommand } = await import('./lab.js');
@@ -44,7 +50,8 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     if (err instanceof GrpcKubeError) process.stderr.write(`grpc-kube: ${err.code}: ${err.message}\n`);
-    else process.stderr.write(`grpc-kube: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    else
+      process.stderr.write(`grpc-kube: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exitCode = 1;
   },
 );

@@ -4,7 +4,7 @@
 
 import { KubeConfig } from '@kubernetes/client-node';
 import { DnsPollFeed } from '../discovery/dns-source.js';
-import type { Endpoint, EndpointDiff } from '../discovery/endpoint.js';
+import type { Endpoint, EndpointDiff, EndpointView } from '../discovery/endpoint.js';
 import { endpointKey } from '../discovery/endpoint.js';
 import type { EndpointListener, Subscription } from '../discovery/kube-source.js';
 import { SourceRegistry } from '../discovery/registry.js';
@@ -27,7 +27,8 @@ export async function resolveCommand(o: ResolveCommandOptions): Promise<number> 
   const out = o.out ?? ((l: string) => process.stdout.write(l + '\n'));
   const now = o.now ?? (() => new Date());
   const stamp = (): string => now().toISOString();
-  const m = /^([a-z][a-z0-9+.-]*):\/\/([^/]*)\/(.*)$/.exec(o.target) ?? /^([a-z][a-z0-9+.-]*):(.*)$/.exec(o.target);
+  const m =
+    /^([a-z][a-z0-9+.-]*):\/\/([^/]*)\/(.*)$/.exec(o.target) ?? /^([a-z][a-z0-9+.-]*):(.*)$/.exec(o.target);
   if (m === null) throw new InvalidTargetError(o.target, 'expected scheme:///name:port');
   const scheme = m[1];
   const authority = m.length === 4 ? m[2] : undefined;
@@ -49,7 +50,10 @@ export async function resolveCommand(o: ResolveCommandOptions): Promise<number> 
   } else if (scheme === 'dns-poll' || scheme === 'dns') {
     const hp = /^(.*):(\d+)$/.exec(path.replace(/^\/+/, ''));
     if (hp === null) throw new InvalidTargetError(o.target, 'expected dns-poll:///host:port');
-    const feed = new DnsPollFeed(hp[1] ?? '', Number(hp[2]), { server: authority || undefined, intervalMs: 1000 });
+    const feed = new DnsPollFeed(hp[1] ?? '', Number(hp[2]), {
+      server: authority || undefined,
+      intervalMs: 1000,
+    });
     subscribe = (l) => feed.subscribe(l);
   } else {
     throw new InvalidTargetError(o.target, `unknown scheme "${scheme}" (kubernetes: or dns-poll:)`);
@@ -64,8 +68,9 @@ export async function resolveCommand(o: ResolveCommandOptions): Promise<number> 
     };
     o.signal?.addEventListener('abort', () => finish(failed ? 1 : 0), { once: true });
     sub = subscribe({
-      onEndpoints(eps: readonly Endpoint[], diff: EndpointDiff) {
+      onEndpoints(view: EndpointView, diff: EndpointDiff) {
         failed = false;
+        const eps = view.endpoints();
         if (!synced) {
           synced = true;
           const ready = eps.filter((e) => e.state === 'ready').length;

@@ -61,7 +61,7 @@ export class DnsPollFeed {
         const first = !haveAnswer;
         haveAnswer = true;
         if (first || diff.added.length + diff.removed.length + diff.changed.length > 0) {
-          listener.onEndpoints(set.endpoints(), diff);
+          listener.onEndpoints(set, diff);
         }
       } else if (!haveAnswer) {
         listener.onError(

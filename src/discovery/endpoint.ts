@@ -85,13 +85,24 @@ function better(a: { group: string; ep: Endpoint }, b: { group: string; ep: Endp
   return a.group < b.group;
 }
 
+/** Read access to a live endpoint set; endpoints() materialises (and caches) the sorted list. */
+export interface EndpointView {
+  readonly size: number;
+  endpoints(): readonly Endpoint[];
+}
+
+/** A fixed list as an EndpointView. */
+export function viewOf(eps: readonly Endpoint[]): EndpointView {
+  return { size: eps.length, endpoints: () => eps };
+}
+
 interface Entry {
   /** Every group that lists this key, with its copy. Almost always one element. */
   readonly copies: Array<{ group: string; ep: Endpoint }>;
   winner: Endpoint;
 }
 
-export class EndpointSet {
+export class EndpointSet implements EndpointView {
   private readonly groups = new Map<string, Map<string, Endpoint>>();
   private readonly entries = new Map<string, Entry>();
   private snapshot: readonly Endpoint[] | null = null;
@@ -130,9 +141,23 @@ export class EndpointSet {
     const old = this.groups.get(group);
     if (next.size === 0) this.groups.delete(group);
     else this.groups.set(group, next);
-    const touched = new Set<string>(next.keys());
-    if (old !== undefined) for (const k of old.keys()) touched.add(k);
-    return this.apply(group, next, touched);
+    const added: Endpoint[] = [];
+    const removed: Endpoint[] = [];
+    const changed: EndpointChange[] = [];
+    // Only keys whose copy in this group changed are touched: a slice event that flips one endpoint
+    // of a hundred does one merge, not a hundred.
+    for (const [key, ep] of next) {
+      const was = old?.get(key);
+      if (was !== undefined && endpointEqual(was, ep)) continue;
+      this.applyKey(group, key, ep, added, removed, changed);
+    }
+    if (old !== undefined) {
+      for (const key of old.keys())
+        if (!next.has(key)) this.applyKey(group, key, undefined, added, removed, changed);
+    }
+    if (added.length + removed.length + changed.length === 0) return EMPTY_DIFF;
+    this.snapshot = null;
+    return { added, removed, changed };
   }
 
   deleteGroup(group: string): EndpointDiff {
@@ -148,41 +173,39 @@ export class EndpointSet {
     return diffMaps(before, this.entries);
   }
 
-  private apply(group: string, next: Map<string, Endpoint>, touched: Set<string>): EndpointDiff {
-    const added: Endpoint[] = [];
-    const removed: Endpoint[] = [];
-    const changed: EndpointChange[] = [];
-    for (const key of touched) {
-      const entry = this.entries.get(key);
-      const ep = next.get(key);
-      if (entry === undefined) {
-        if (ep === undefined) continue;
-        this.entries.set(key, { copies: [{ group, ep }], winner: ep });
-        added.push(ep);
-        continue;
-      }
-      const before = entry.winner;
-      const i = entry.copies.findIndex((c) => c.group === group);
-      if (ep === undefined) {
-        if (i >= 0) entry.copies.splice(i, 1);
-      } else if (i >= 0) {
-        entry.copies[i] = { group, ep };
-      } else {
-        entry.copies.push({ group, ep });
-      }
-      if (entry.copies.length === 0) {
-        this.entries.delete(key);
-        removed.push(before);
-        continue;
-      }
-      let best = entry.copies[0] as { group: string; ep: Endpoint };
-      for (const c of entry.copies) if (better(c, best)) best = c;
-      entry.winner = best.ep;
-      if (!endpointEqual(before, best.ep)) changed.push({ before, after: best.ep });
+  private applyKey(
+    group: string,
+    key: string,
+    ep: Endpoint | undefined,
+    added: Endpoint[],
+    removed: Endpoint[],
+    changed: EndpointChange[],
+  ): void {
+    const entry = this.entries.get(key);
+    if (entry === undefined) {
+      if (ep === undefined) return;
+      this.entries.set(key, { copies: [{ group, ep }], winner: ep });
+      added.push(ep);
+      return;
     }
-    if (added.length + removed.length + changed.length === 0) return EMPTY_DIFF;
-    this.snapshot = null;
-    return { added, removed, changed };
+    const before = entry.winner;
+    const i = entry.copies.findIndex((c) => c.group === group);
+    if (ep === undefined) {
+      if (i >= 0) entry.copies.splice(i, 1);
+    } else if (i >= 0) {
+      entry.copies[i] = { group, ep };
+    } else {
+      entry.copies.push({ group, ep });
+    }
+    if (entry.copies.length === 0) {
+      this.entries.delete(key);
+      removed.push(before);
+      return;
+    }
+    let best = entry.copies[0] as { group: string; ep: Endpoint };
+    for (const c of entry.copies) if (better(c, best)) best = c;
+    entry.winner = best.ep;
+    if (!endpointEqual(before, best.ep)) changed.push({ before, after: best.ep });
   }
 }
 

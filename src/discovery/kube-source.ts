@@ -13,7 +13,7 @@ import { GrpcKubeError } from '../errors.js';
 import { KubeClient, isExpired, type ResourcePath, type WatchHandle } from '../kube/client.js';
 import { SERVICE_NAME_LABEL, type EndpointSlice, type WatchEvent } from '../kube/types.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
-import { EndpointSet, isEmptyDiff, type Endpoint, type EndpointDiff } from './endpoint.js';
+import { EndpointSet, isEmptyDiff, type Endpoint, type EndpointDiff, type EndpointView } from './endpoint.js';
 import {
   portSelectorKey,
   portSelectorText,
@@ -24,8 +24,11 @@ import {
 } from './slices.js';
 
 export interface EndpointListener {
-  /** The whole current set of the port (ready, draining and unready) and what changed. */
-  onEndpoints(endpoints: readonly Endpoint[], diff: EndpointDiff): void;
+  /**
+   * The live set of the port (ready, draining and unready) and what changed. The view is read
+   * lazily: a listener that only needs the diff never pays for materialising 5,000 endpoints.
+   */
+  onEndpoints(view: EndpointView, diff: EndpointDiff): void;
   onError(error: GrpcKubeError): void;
 }
 
@@ -141,7 +144,7 @@ export class KubernetesEndpointSource {
       if (!v.listeners.has(listener)) return;
       if (v.portError !== undefined) listener.onError(v.portError);
       else if (v.delivered)
-        listener.onEndpoints(v.set.endpoints(), { added: v.set.endpoints(), removed: [], changed: [] });
+        listener.onEndpoints(v.set, { added: v.set.endpoints(), removed: [], changed: [] });
       else if (this.lastError !== undefined) listener.onError(this.lastError);
     });
     this.start();
@@ -305,8 +308,7 @@ export class KubernetesEndpointSource {
     const hadPortError = view.portError !== undefined;
     view.portError = undefined;
     if (!force && !hadPortError && isEmptyDiff(diff)) return;
-    const eps = view.set.endpoints();
-    for (const l of view.listeners) l.onEndpoints(eps, diff);
+    for (const l of view.listeners) l.onEndpoints(view.set, diff);
   }
 
   /** Slices exist but none offers the port: a mistake in the target, worth saying so. */

@@ -15,7 +15,7 @@ import {
   type ResolverListener,
 } from '../adapter/grpc-js.js';
 import type { GrpcKubeError } from '../errors.js';
-import { endpointKey, type Endpoint } from '../discovery/endpoint.js';
+import { endpointKey, type Endpoint, type EndpointView } from '../discovery/endpoint.js';
 import type { EndpointListener, Subscription } from '../discovery/kube-source.js';
 
 /** Opens the feed for one resolver; called on the first updateResolution() and after destroy(). */
@@ -46,7 +46,7 @@ export class EndpointResolver implements Resolver {
   private readonly listener: ResolverListener;
   private readonly settings: ResolverSettings;
   private sub: Subscription | undefined;
-  private pending: { eps: readonly Endpoint[] } | { err: GrpcKubeError } | undefined;
+  private pending: { view: EndpointView } | { err: GrpcKubeError } | undefined;
   private immediate: NodeJS.Immediate | undefined;
 
   constructor(listener: ResolverListener, settings: ResolverSettings) {
@@ -62,7 +62,7 @@ export class EndpointResolver implements Resolver {
       return;
     }
     this.sub = open({
-      onEndpoints: (eps) => this.schedule({ eps }),
+      onEndpoints: (view) => this.schedule({ view }),
       onError: (err) => this.schedule({ err }),
     });
   }
@@ -75,7 +75,7 @@ export class EndpointResolver implements Resolver {
     this.immediate = undefined;
   }
 
-  private schedule(update: { eps: readonly Endpoint[] } | { err: GrpcKubeError }): void {
+  private schedule(update: { view: EndpointView } | { err: GrpcKubeError }): void {
     this.pending = update;
     this.immediate ??= setImmediate(() => {
       this.immediate = undefined;
@@ -85,7 +85,7 @@ export class EndpointResolver implements Resolver {
     });
   }
 
-  private deliver(u: { eps: readonly Endpoint[] } | { err: GrpcKubeError }): void {
+  private deliver(u: { view: EndpointView } | { err: GrpcKubeError }): void {
     if ('err' in u) {
       const details = `${u.err.code}: ${u.err.message}`;
       this.listener(
@@ -96,7 +96,9 @@ export class EndpointResolver implements Resolver {
       );
       return;
     }
-    const { picked, note } = pickable(u.eps, this.settings.describe);
+    // Materialised once per delivery: a burst of slice events costs one list, not one per event.
+    const eps = u.view.endpoints();
+    const { picked, note } = pickable(eps, this.settings.describe);
     if (picked.length === 0) {
       // An empty list would leave grpc-js's round_robin IDLE with calls queued until their deadline;
       // an error fails them at once with a message that says why.
@@ -113,7 +115,7 @@ export class EndpointResolver implements Resolver {
       return;
     }
     const info = new Map<string, Endpoint>();
-    for (const e of u.eps) info.set(endpointKey(e), e);
+    for (const e of eps) info.set(endpointKey(e), e);
     const endpoints: GrpcEndpoint[] = picked.map((e) =>
       e.port === 0
         ? { addresses: [{ path: e.address }] }

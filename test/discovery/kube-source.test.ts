@@ -18,8 +18,8 @@ function recorder(): Recorder {
     sets: [],
     diffs: [],
     errors: [],
-    onEndpoints(eps, diff) {
-      r.sets.push(eps);
+    onEndpoints(view, diff) {
+      r.sets.push(view.endpoints());
       r.diffs.push(diff);
     },
     onError(err) {

@@ -37,6 +37,8 @@ export interface EchoServer {
   /** RPCs this server has started. */
   served: number;
   inFlight: number;
+  /** performance.now() when the first RPC arrived, for propagation measurements. */
+  firstServedAt: number | undefined;
   delayMs: number;
   /** Graceful stop: refuse new streams, let running ones finish. */
   stop(): Promise<void>;
@@ -56,12 +58,14 @@ export async function startEchoServer(
     port: 0,
     served: 0,
     inFlight: 0,
+    firstServedAt: undefined,
     delayMs,
     stop: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
     kill: () => server.forceShutdown(),
   };
   server.addService(echoService, {
     who: (call: grpc.ServerUnaryCall<WhoRequest, WhoReply>, cb: grpc.sendUnaryData<WhoReply>) => {
+      if (s.served === 0) s.firstServedAt = performance.now();
       s.served++;
       s.inFlight++;
       const delay = call.request.delayMs ?? s.delayMs;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { EndpointResolver, pickable } from '../../src/resolver/endpoint-resolver.js';
 import type { EndpointListener } from '../../src/discovery/kube-source.js';
 import { ENDPOINT_INFO_ATTRIBUTE, type ResolverListener } from '../../src/adapter/grpc-js.js';
-import type { Endpoint } from '../../src/discovery/endpoint.js';
+import { viewOf, type Endpoint } from '../../src/discovery/endpoint.js';
 import { GrpcKubeError } from '../../src/errors.js';
 
 function feed() {
@@ -41,8 +41,8 @@ test('the listener is never called synchronously, and bursts are coalesced into 
   );
   r.updateResolution();
   assert.equal(f.opens, 1);
-  f.listener?.onEndpoints([ep('10.0.0.1', 'ready')], { added: [], removed: [], changed: [] });
-  f.listener?.onEndpoints([ep('10.0.0.1', 'ready'), ep('10.0.0.2', 'draining')], {
+  f.listener?.onEndpoints(viewOf([ep('10.0.0.1', 'ready')]), { added: [], removed: [], changed: [] });
+  f.listener?.onEndpoints(viewOf([ep('10.0.0.1', 'ready'), ep('10.0.0.2', 'draining')]), {
     added: [],
     removed: [],
     changed: [],
@@ -70,7 +70,7 @@ test('destroy() stops the feed and drops pending deliveries; updateResolution() 
     serviceConfig: null,
   });
   r.updateResolution();
-  f.listener?.onEndpoints([ep('10.0.0.1', 'ready')], { added: [], removed: [], changed: [] });
+  f.listener?.onEndpoints(viewOf([ep('10.0.0.1', 'ready')]), { added: [], removed: [], changed: [] });
   r.destroy();
   assert.equal(f.closes, 1);
   await tick();
