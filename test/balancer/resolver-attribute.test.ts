@@ -118,7 +118,11 @@ test('through a real channel: draining/unready endpoints in the list get no RPC;
         assert.equal(r.code, grpc.status.OK, r.details);
         seen.add(r.body);
       }
-      assert.deepEqual([...seen].sort(), c.want, `${c.policy} ${c.path}`);
+      const got = [...seen].sort();
+      assert.ok(got.length > 0 && got.every((b) => c.want.includes(b)), `${c.policy} ${c.path}: ${got}`);
+      // Sequential calls tie on outstanding requests, so p2c spreads over both; peak-EWMA may
+      // rightly stick to whichever endpoint measured faster.
+      if (c.policy === 'grpc_kube_p2c') assert.deepEqual(got, c.want, `${c.policy} ${c.path}`);
     } finally {
       client.close();
     }
