@@ -352,3 +352,63 @@ test('minReadySeconds: a Ready pod counts as available only minReadySeconds afte
   const rs = store.list<ReplicaSet>(RESOURCES.replicasets, { namespace: NS }).items[0];
   assert.equal(rs?.status?.availableReplicas, 2);
 });
+
+test('a second template change mid-rollout: bounds hold across three ReplicaSets and v3 wins', async (t) => {
+  const { store } = setup(t, { readyDelayMs: (_p, i) => 20 + ((i * 53) % 70), terminateDelayMs: 30 });
+  store.create(RESOURCES.deployments, deployment(5, 'v1'));
+  await until(store, () => rolledOut(store, 5));
+  let minAvailable = Infinity;
+  let maxTotal = 0;
+  const stop = store.watch<Pod>(RESOURCES.pods, { resourceVersion: store.resourceVersion }, () => {
+    const pods = activePods(store);
+    minAvailable = Math.min(minAvailable, pods.filter(isPodReady).length);
+    maxTotal = Math.max(maxTotal, pods.length);
+  });
+  t.after(stop);
+  let d = store.get<Deployment>(RESOURCES.deployments, NS, 'hello') as Deployment;
+  store.update(RESOURCES.deployments, { ...d, spec: deployment(5, 'v2').spec });
+  // Change again as soon as the first v2 pod is Ready.
+  await until(store, () =>
+    activePods(store).some((p) => isPodReady(p) && p.spec.containers[0]?.env?.[0]?.value === 'v2'),
+  );
+  d = store.get<Deployment>(RESOURCES.deployments, NS, 'hello') as Deployment;
+  store.update(RESOURCES.deployments, { ...d, spec: deployment(5, 'v3').spec });
+  await until(store, () => rolledOut(store, 5));
+  assert.ok(minAvailable >= 3, `available dropped to ${minAvailable}`);
+  assert.ok(maxTotal <= 8, `total reached ${maxTotal}`);
+  assert.ok(activePods(store).every((p) => p.spec.containers[0]?.env?.[0]?.value === 'v3'));
+  const rss = store.list<ReplicaSet>(RESOURCES.replicasets, { namespace: NS }).items;
+  assert.equal(rss.length, 3);
+  assert.deepEqual(
+    rss.map((r) => [r.metadata.annotations?.['deployment.kubernetes.io/revision'], r.spec.replicas]).sort(),
+    [
+      ['1', 0],
+      ['2', 0],
+      ['3', 5],
+    ],
+  );
+});
+
+test('Recreate: every old pod is gone before the first new one is created', async (t) => {
+  const { store } = setup(t, { terminateDelayMs: 40 });
+  const d0 = deployment(3, 'v1');
+  d0.spec.strategy = { type: 'Recreate' };
+  store.create(RESOURCES.deployments, d0);
+  await until(store, () => rolledOut(store, 3));
+  let overlap = false;
+  const stop = store.watch<Pod>(RESOURCES.pods, { resourceVersion: store.resourceVersion }, () => {
+    const versions = new Set(
+      store
+        .list<Pod>(RESOURCES.pods, { namespace: NS })
+        .items.map((p) => p.spec.containers[0]?.env?.[0]?.value),
+    );
+    if (versions.size > 1) overlap = true;
+  });
+  t.after(stop);
+  const d = store.get<Deployment>(RESOURCES.deployments, NS, 'hello') as Deployment;
+  const d1 = deployment(3, 'v2');
+  d1.spec.strategy = { type: 'Recreate' };
+  store.update(RESOURCES.deployments, { ...d, spec: d1.spec });
+  await until(store, () => rolledOut(store, 3));
+  assert.equal(overlap, false);
+});

@@ -16,6 +16,7 @@ import {
   POD_TEMPLATE_HASH_LABEL,
   controllerOf,
   isPodReady,
+  isPodTerminal,
   keyOf,
   podAvailableAtMs,
   splitKey,
@@ -120,6 +121,8 @@ interface RsView {
   available: number;
   /** Available active pods, uncapped (for status). */
   availablePods: number;
+  /** Pods not in a terminal phase, terminating ones included: what Recreate waits to be gone. */
+  present: number;
 }
 
 export class DeploymentController {
@@ -229,7 +232,9 @@ export class DeploymentController {
   }
 
   private view(d: Deployment, rs: ReplicaSet, pods: Pod[]): RsView {
-    const active = pods.filter((p) => controllerOf(p)?.uid === rs.metadata.uid && isPodActive(p));
+    const owned = pods.filter((p) => controllerOf(p)?.uid === rs.metadata.uid);
+    const active = owned.filter(isPodActive);
+    const present = owned.filter((p) => !isPodTerminal(p)).length;
     const ready = active.filter(isPodReady).length;
     const spec = rs.spec.replicas ?? 0;
     const now = this.now();
@@ -248,6 +253,7 @@ export class DeploymentController {
       ready,
       available: Math.min(spec, availablePods),
       availablePods,
+      present,
     };
   }
 
@@ -292,7 +298,7 @@ export class DeploymentController {
       status: { replicas: 0 },
     };
     const created = this.store.create<ReplicaSet>(RESOURCES.replicasets, rs);
-    return { rs: created, spec: replicas, active: 0, ready: 0, available: 0, availablePods: 0 };
+    return { rs: created, spec: replicas, active: 0, ready: 0, available: 0, availablePods: 0, present: 0 };
   }
 
   private scale(v: RsView, replicas: number): void {
@@ -362,7 +368,8 @@ export class DeploymentController {
 
   private syncRecreate(d: Deployment, newRs: RsView | undefined, old: RsView[], hash: string): void {
     for (const v of old) this.scale(v, 0);
-    if (old.some((v) => v.active > 0)) return;
+    // As the real controller: the new pods start only once every old pod is gone, not just terminating.
+    if (old.some((v) => v.present > 0)) return;
     if (!newRs) this.createNewRs(d, hash, old, d.spec.replicas ?? 1);
     else this.scale(newRs, d.spec.replicas ?? 1);
   }
@@ -370,7 +377,7 @@ export class DeploymentController {
   /** Old ReplicaSets at zero with no pods left, beyond revisionHistoryLimit (default 10), go. */
   private cleanupHistory(d: Deployment, old: RsView[]): void {
     const limit = d.spec.revisionHistoryLimit ?? 10;
-    const idle = old.filter((v) => v.spec === 0 && v.active === 0);
+    const idle = old.filter((v) => v.spec === 0 && v.present === 0);
     for (const v of idle.slice(0, Math.max(0, idle.length - limit))) {
       this.tolerateGone(() =>
         this.store.delete(RESOURCES.replicasets, v.rs.metadata.namespace, v.rs.metadata.name ?? ''),
