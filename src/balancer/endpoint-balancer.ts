@@ -63,8 +63,8 @@ export class EndpointStats {
 export interface Scorer {
   /** Lower is better. Must not throw. */
   score(stats: EndpointStats, nowMs: number): number;
-  /** A call that started at `startedMs` ended at `nowMs`. */
-  observe(stats: EndpointStats, startedMs: number, nowMs: number): void;
+  /** A call that started at `startedMs` ended at `nowMs` with grpc status `code`. */
+  observe(stats: EndpointStats, startedMs: number, nowMs: number, code: number): void;
   /** The round-trip estimate a new endpoint starts with. */
   readonly initialRttMs: number;
 }
@@ -172,7 +172,7 @@ export class TwoChoicePicker implements Picker {
       onCallEnded: (code, details, metadata) => {
         if (startedMs !== null) {
           stats.outstanding--;
-          scorer.observe(stats, startedMs, runtime.now());
+          scorer.observe(stats, startedMs, runtime.now(), code);
           startedMs = null;
         }
         onCallEnded?.(code, details, metadata);

@@ -3,6 +3,7 @@
 // slowing pod is penalised at once), otherwise moves toward samples as a time-weighted average, and
 // decays toward zero while no sample arrives, so an avoided pod is probed again after a few τ.
 
+import { status as Status } from '@grpc/grpc-js';
 import type { ChannelControlHelper, TypedLoadBalancingConfig } from '../adapter/grpc-js.js';
 import {
   asObject,
@@ -23,12 +24,20 @@ import type { PolicyRuntime } from './runtime.js';
 
 export const EWMA_POLICY_NAME = 'grpc_kube_ewma';
 
-/** Linkerd's defaults: τ = 10 s, a new endpoint is assumed to answer in 30 ms. */
-export const EWMA_DEFAULTS = Object.freeze({ decayMs: 10_000, defaultRttMs: 30 });
+/**
+ * Linkerd's defaults: τ = 10 s, a new endpoint is assumed to answer in 30 ms. A call failing with
+ * UNAVAILABLE or RESOURCE_EXHAUSTED counts as taking at least failurePenaltyMs, so a pod that fails
+ * fast does not look fast and attract traffic.
+ */
+export const EWMA_DEFAULTS = Object.freeze({ decayMs: 10_000, defaultRttMs: 30, failurePenaltyMs: 1_000 });
+
+/** Statuses that say "this server could not take the call", as opposed to application errors. */
+const PENALISED = new Set<number>([Status.UNAVAILABLE, Status.RESOURCE_EXHAUSTED]);
 
 export interface EwmaConfigJson {
   decayMs?: number;
   defaultRttMs?: number;
+  failurePenaltyMs?: number;
   localZone?: string;
   panicThresholdPercent?: number;
   slowStart?: { windowMs: number; aggression?: number; minWeightPercent?: number };
@@ -38,15 +47,18 @@ export class EwmaConfig implements TypedLoadBalancingConfig {
   readonly common: CommonPolicyConfig;
   readonly decayMs: number;
   readonly defaultRttMs: number;
+  readonly failurePenaltyMs: number;
 
   constructor(
     common: CommonPolicyConfig,
     decayMs: number = EWMA_DEFAULTS.decayMs,
     defaultRttMs: number = EWMA_DEFAULTS.defaultRttMs,
+    failurePenaltyMs: number = EWMA_DEFAULTS.failurePenaltyMs,
   ) {
     this.common = common;
     this.decayMs = decayMs;
     this.defaultRttMs = defaultRttMs;
+    this.failurePenaltyMs = failurePenaltyMs;
     Object.freeze(this);
   }
 
@@ -54,16 +66,20 @@ export class EwmaConfig implements TypedLoadBalancingConfig {
     return EWMA_POLICY_NAME;
   }
 
+  /** The service-config form: `{ "grpc_kube_ewma": { ... } }`, defaults omitted. */
   toJsonObject(): { [EWMA_POLICY_NAME]: EwmaConfigJson } {
     const out: EwmaConfigJson = { ...(commonToJson(this.common) as EwmaConfigJson) };
     if (this.decayMs !== EWMA_DEFAULTS.decayMs) out.decayMs = this.decayMs;
     if (this.defaultRttMs !== EWMA_DEFAULTS.defaultRttMs) out.defaultRttMs = this.defaultRttMs;
+    if (this.failurePenaltyMs !== EWMA_DEFAULTS.failurePenaltyMs)
+      out.failurePenaltyMs = this.failurePenaltyMs;
     return { [EWMA_POLICY_NAME]: out };
   }
 
+  /** Parse the inner object of `{ "grpc_kube_ewma": {...} }`; throws InvalidOptionError naming the field. */
   static createFromJson(json: unknown): EwmaConfig {
     const obj = asObject(json, EWMA_POLICY_NAME);
-    rejectUnknown(obj, [...COMMON_FIELDS, 'decayMs', 'defaultRttMs'], EWMA_POLICY_NAME);
+    rejectUnknown(obj, [...COMMON_FIELDS, 'decayMs', 'defaultRttMs', 'failurePenaltyMs'], EWMA_POLICY_NAME);
     const decayMs = readNumber(
       obj,
       'decayMs',
@@ -78,7 +94,14 @@ export class EwmaConfig implements TypedLoadBalancingConfig {
       { min: 0 },
       EWMA_DEFAULTS.defaultRttMs,
     );
-    return new EwmaConfig(parseCommon(obj, EWMA_POLICY_NAME), decayMs, defaultRttMs);
+    const failurePenaltyMs = readNumber(
+      obj,
+      'failurePenaltyMs',
+      EWMA_POLICY_NAME,
+      { min: 0 },
+      EWMA_DEFAULTS.failurePenaltyMs,
+    );
+    return new EwmaConfig(parseCommon(obj, EWMA_POLICY_NAME), decayMs, defaultRttMs, failurePenaltyMs);
   }
 }
 
@@ -98,13 +121,18 @@ export function observeRtt(stats: EndpointStats, rttMs: number, decayMs: number,
 }
 
 export function ewmaScorer(config: EwmaConfig): Scorer {
-  const { decayMs, defaultRttMs } = config;
+  const { decayMs, defaultRttMs, failurePenaltyMs } = config;
   return Object.freeze({
     initialRttMs: defaultRttMs,
     score: (stats: EndpointStats, nowMs: number) =>
       decayedRttMs(stats, decayMs, nowMs) * (stats.outstanding + 1),
-    observe: (stats: EndpointStats, startedMs: number, nowMs: number) =>
-      observeRtt(stats, Math.max(0, nowMs - startedMs), decayMs, nowMs),
+    observe: (stats: EndpointStats, startedMs: number, nowMs: number, code: number) => {
+      // A cancelled call tells how patient the caller was, not how fast the server is.
+      if (code === Status.CANCELLED) return;
+      let rtt = Math.max(0, nowMs - startedMs);
+      if (PENALISED.has(code)) rtt = Math.max(rtt, failurePenaltyMs);
+      observeRtt(stats, rtt, decayMs, nowMs);
+    },
   });
 }
 

@@ -514,3 +514,40 @@ test('diagnostics: each new picker is published on grpc-kube:balancer with its s
   );
   lb.destroy();
 });
+
+test('ewma: a fast UNAVAILABLE counts as failurePenaltyMs; CANCELLED leaves the estimate alone', () => {
+  const rows: Array<{ code: number; tookMs: number; penalty?: number; want: number }> = [
+    { code: Status.OK, tookMs: 2, want: 10 * Math.exp(-2 / 10_000) + 2 * (1 - Math.exp(-2 / 10_000)) },
+    { code: Status.UNAVAILABLE, tookMs: 2, want: 1000 },
+    { code: Status.RESOURCE_EXHAUSTED, tookMs: 2, penalty: 250, want: 250 },
+    {
+      code: Status.UNAVAILABLE,
+      tookMs: 2,
+      penalty: 0,
+      want: 10 * Math.exp(-2 / 10_000) + 2 * (1 - Math.exp(-2 / 10_000)),
+    },
+    { code: Status.INTERNAL, tookMs: 50, want: 50 }, // application errors are plain samples
+    { code: Status.CANCELLED, tookMs: 500, want: 10 },
+  ];
+  for (const row of rows) {
+    const clock = new ManualClock(0);
+    const json =
+      row.penalty === undefined ? { defaultRttMs: 10 } : { defaultRttMs: 10, failurePenaltyMs: row.penalty };
+    const { helper, lb, config } = ewma(json, seededRandom(1), clock);
+    lb.updateAddressList(endpoints(A), config, {}, '');
+    helper.connect(A);
+    const r = helper.last.picker.pick({ metadata: new Metadata(), extraPickInfo: {} });
+    r.onCallStarted?.();
+    clock.advance(row.tookMs);
+    r.onCallEnded?.(row.code, '', new Metadata());
+    const stats = (helper.last.picker as TwoChoicePicker).candidates[0]?.stats as EndpointStats;
+    assert.equal(stats.outstanding, 0);
+    assert.ok(Math.abs(stats.rttMs - row.want) < 1e-9, `${Status[row.code]}: ${stats.rttMs} != ${row.want}`);
+    lb.destroy();
+  }
+  const cfg = EwmaConfig.createFromJson({ failurePenaltyMs: 0 });
+  assert.deepEqual(cfg.toJsonObject(), { grpc_kube_ewma: { failurePenaltyMs: 0 } });
+  assert.throws(() => EwmaConfig.createFromJson({ failurePenaltyMs: -1 }), {
+    field: 'grpc_kube_ewma.failurePenaltyMs',
+  });
+});
