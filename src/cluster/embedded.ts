@@ -154,7 +154,11 @@ export interface AppSpec {
     successThreshold?: number;
     timeoutSeconds?: number;
   };
+  /** Extra pod labels (e.g. one a Service shared by two Deployments selects on, for a canary). */
   readonly labels?: Readonly<Record<string, string>>;
+  /** The headless Service: its name (default the app's) and selector (default { app: name }). */
+  readonly serviceName?: string;
+  readonly serviceSelector?: Readonly<Record<string, string>>;
 }
 
 export function deploymentManifest(app: AppSpec): Deployment {
@@ -206,17 +210,17 @@ export function deploymentManifest(app: AppSpec): Deployment {
 }
 
 export function headlessServiceManifest(
-  app: Pick<AppSpec, 'name' | 'namespace' | 'port' | 'portName'>,
+  app: Pick<AppSpec, 'name' | 'namespace' | 'port' | 'portName' | 'serviceName' | 'serviceSelector'>,
 ): Service {
   const port = app.port ?? 50051;
   return {
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: { name: app.name, namespace: app.namespace ?? 'default' },
+    metadata: { name: app.serviceName ?? app.name, namespace: app.namespace ?? 'default' },
     spec: {
       clusterIP: 'None',
       type: 'ClusterIP',
-      selector: { app: app.name },
+      selector: { ...(app.serviceSelector ?? { app: app.name }) },
       ports: [{ name: app.portName ?? 'grpc', port, targetPort: port, protocol: 'TCP' }],
     },
   };

@@ -4,7 +4,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import { startEmbeddedCluster, waitForState, type EmbeddedCluster } from '../../src/cluster/embedded.js';
+import {
+  deploymentManifest,
+  headlessServiceManifest,
+  startEmbeddedCluster,
+  waitForState,
+  type EmbeddedCluster,
+} from '../../src/cluster/embedded.js';
 import { NodeScriptRuntime } from '../../src/cluster/pod-runtime.js';
 import { RESOURCES } from '../../src/cluster/store-api.js';
 import { isPodReady, type Pod } from '../../src/cluster/controllers/kinds.js';
@@ -121,4 +127,44 @@ test('embedded cluster: scale 3â†’5, rolling update within its bounds, scale 5â†
   assert.equal((await slicesOverHttp(c)).flatMap((s) => s.endpoints ?? []).length, 3);
   assert.deepEqual(errors, []);
   t.diagnostic(`rolling update of 5 real pods took ${rolloutMs} ms`);
+});
+
+test('manifests: Deployment and headless Service shapes; bad replicas is a typed error', () => {
+  const d = deploymentManifest({
+    name: 'hello',
+    namespace: 'lab',
+    replicas: 5,
+    port: 7000,
+    maxSurge: 3,
+    maxUnavailable: 2,
+    probe: { periodMs: 100 },
+    env: { A: 'b' },
+    labels: { svc: 'shared' },
+  });
+  assert.deepEqual(d.spec.selector, { matchLabels: { app: 'hello' } });
+  assert.deepEqual(d.spec.template.metadata?.labels, { app: 'hello', svc: 'shared' });
+  assert.deepEqual(d.spec.template.metadata?.annotations, { 'grpc-kube.io/probe-period-ms': '100' });
+  assert.deepEqual(d.spec.strategy, {
+    type: 'RollingUpdate',
+    rollingUpdate: { maxSurge: 3, maxUnavailable: 2 },
+  });
+  const c = d.spec.template.spec.containers[0];
+  assert.deepEqual(c?.ports, [{ name: 'grpc', containerPort: 7000, protocol: 'TCP' }]);
+  assert.deepEqual(c?.env, [{ name: 'A', value: 'b' }]);
+  assert.deepEqual(c?.readinessProbe?.grpc, { port: 7000 });
+  const s = headlessServiceManifest({
+    name: 'hello-v2',
+    namespace: 'lab',
+    port: 7000,
+    serviceName: 'hello',
+    serviceSelector: { svc: 'shared' },
+  });
+  assert.equal(s.metadata.name, 'hello');
+  assert.deepEqual(s.spec, {
+    clusterIP: 'None',
+    type: 'ClusterIP',
+    selector: { svc: 'shared' },
+    ports: [{ name: 'grpc', port: 7000, targetPort: 7000, protocol: 'TCP' }],
+  });
+  assert.throws(() => deploymentManifest({ name: 'x', replicas: -1 }), { code: 'GK_ERR_INVALID_OPTION' });
 });
