@@ -1,5 +1,188 @@
-// `grpc-kube lab`: placeholder until the lab runner lands (see issue 3).
-export async function labCommand(_args: string[]): Promise<number> {
-  process.stderr.write('grpc-kube lab: not built yet\n');
-  return 1;
+// `grpc-kube lab`: every scenario against every strategy on an embedded cluster, side by side.
+// Prints progress while it runs and a summary table at the end; --json writes the FIGURES.md records,
+// --report a self-contained HTML page with per-pod traffic over time.
+//
+// grpc-js reads GRPC_NODE_USE_ALTERNATIVE_RESOLVER once, when it loads: the lab's headless
+// strategies need it (their dns: targets name the lab's DNS server), so main.ts sets it before any
+// module that loads grpc-js, and this module loads the lab itself with dynamic imports.
+
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+
+export async function labCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      scenario: { type: 'string' },
+      strategy: { type: 'string' },
+      quick: { type: 'boolean' },
+      json: { type: 'string' },
+      report: { type: 'string' },
+      seed: { type: 'string' },
+      cluster: { type: 'string' },
+      clients: { type: 'string' },
+      pacing: { type: 'string' },
+      'server-kit': { type: 'boolean' },
+      'client-defaults': { type: 'boolean' },
+    },
+  });
+  const { builtinScenarios, scaleScenario, SCENARIO_NAMES } = await import('../lab/scenario.js');
+  const { STRATEGIES } = await import('../lab/strategies/index.js');
+  const { runScenario } = await import('../lab/runner.js');
+  const { renderReport } = await import('../lab/report.js');
+  const { seededRandom } = await import('../balancer/index.js');
+  const { grpcUsesAlternativeResolver } = await import('../lab/dns-server.js');
+  const { clientDefaults } = await import('../client/defaults.js');
+
+  if ((values.cluster ?? 'embedded') !== 'embedded') {
+    throw new InvalidOptionError(
+      '--cluster',
+      `"${values.cluster}" is not available yet; use --cluster embedded`,
+    );
+  }
+  const pick = <T extends { name: string }>(
+    all: readonly T[],
+    list: string | undefined,
+    what: string,
+    known: readonly string[],
+  ): T[] => {
+    if (list === undefined) return [...all];
+    const names = list
+      .split(',')
+      .map((x) => x.trim())
+      .filter((x) => x !== '');
+    for (const n of names) {
+      if (!all.some((x) => x.name === n)) {
+        throw new InvalidOptionError(`--${what}`, `has unknown name "${n}"; known: ${known.join(', ')}`);
+      }
+    }
+    return all.filter((x) => names.includes(x.name));
+  };
+  const scenarios = pick(builtinScenarios(), values.scenario, 'scenario', SCENARIO_NAMES);
+  const strategies = pick(
+    STRATEGIES,
+    values.strategy,
+    'strategy',
+    STRATEGIES.map((s) => s.name),
+  );
+  const quick = values.quick ?? false;
+  const timeScale = quick ? 0.3 : 1;
+  const seed = values.seed === undefined ? 1 : Number(values.seed);
+  if (!Number.isInteger(seed)) throw new InvalidOptionError('--seed', 'must be an integer');
+  const clients = values.clients === undefined ? 2 : Number(values.clients);
+  const pacingMs = values.pacing === undefined ? 50 : Number(values.pacing);
+  if (
+    !grpcUsesAlternativeResolver() &&
+    strategies.some((s) => s.name.startsWith('headless') || s.name === 'max-connection-age')
+  ) {
+    throw new GrpcKubeError(
+      'GK_ERR_LAB',
+      'grpc-js was loaded without GRPC_NODE_USE_ALTERNATIVE_RESOLVER=true, so its dns: resolver cannot reach the lab DNS server; run the lab through `grpc-kube lab`',
+    );
+  }
+  const random = seededRandom(seed);
+  const out = (l: string): void => void process.stderr.write(l + '\n');
+  const started = Date.now();
+  out(
+    `grpc-kube lab: ${scenarios.length} scenarios × ${strategies.length} strategies on an embedded cluster${quick ? ' (quick)' : ''}, seed ${seed}`,
+  );
+  const results = [];
+  for (const sc of scenarios) {
+    const scenario = quick ? scaleScenario(sc, timeScale) : sc;
+    out(`▶ ${scenario.name} (${Math.round(scenario.durationMs / 1000)} s): ${scenario.description}`);
+    const r = await runScenario({
+      scenario,
+      strategies,
+      timeScale,
+      random,
+      clients,
+      pacingMs,
+      podShutdown: values['server-kit']
+        ? { mode: 'graceful', drainDelayMs: 1000 }
+        : { mode: 'graceful', drainDelayMs: 0 },
+      channelOptions: values['client-defaults'] ? clientDefaults() : {},
+      onProgress: out,
+    });
+    for (const s of r.skipped) out(`  ${scenario.name}: ${s.strategy} skipped (${s.why})`);
+    results.push(r);
+  }
+  const runs = results.flatMap((r) => r.runs);
+  const records = runs.map((r) => r.record);
+  process.stdout.write(summaryTable(runs) + '\n');
+  out(`lab finished in ${Math.round((Date.now() - started) / 1000)} s`);
+  if (values.json !== undefined) {
+    writeFileSync(
+      values.json,
+      JSON.stringify(
+        {
+          runs: records,
+          podsPerClient: runs.map((r) => ({
+            scenario: r.record.scenario,
+            strategy: r.record.strategy,
+            podsPerClient: r.podsPerClient,
+          })),
+        },
+        null,
+        2,
+      ) + '\n',
+    );
+    out(`wrote ${values.json}`);
+  }
+  if (values.report !== undefined) {
+    writeFileSync(
+      values.report,
+      renderReport(runs, {
+        title: 'grpc-kube lab',
+        command: `grpc-kube lab ${args.join(' ')}`.trim(),
+        seed,
+        notes: [
+          `embedded cluster; ${clients} client channels per strategy × 5 RPCs in flight, paced ${pacingMs} ms; all strategies run at once against the same pods`,
+          ...results.flatMap((r) => r.skipped.map((s) => `${r.scenario}: ${s.strategy} skipped (${s.why})`)),
+        ],
+      }),
+    );
+    out(`wrote ${values.report}`);
+  }
+  return 0;
+}
+
+type Run = {
+  record: import('../lab/metrics.js').LabRunRecord;
+  podsPerClient?: readonly number[] | undefined;
+};
+
+function summaryTable(runs: readonly Run[]): string {
+  const head = [
+    'scenario',
+    'strategy',
+    'rpcs',
+    'failed',
+    'success',
+    'ready→1st p50/p99 ms',
+    'never served',
+    'balance',
+    'latency p50/p99 ms',
+    'pods/client',
+  ];
+  const f = (x: number | null, d = 0): string => (x === null ? '–' : x.toFixed(d));
+  const rows = runs.map(({ record: r, podsPerClient }) => [
+    r.scenario,
+    r.strategy,
+    String(r.rpcs),
+    String(r.failed),
+    (r.successRate * 100).toFixed(2) + '%',
+    `${f(r.readyToFirstRpcMs.p50)}/${f(r.readyToFirstRpcMs.p99)}`,
+    String(r.newPodsNeverServed),
+    f(r.balanceMaxOverMean, 2),
+    `${f(r.latencyMs.p50, 1)}/${f(r.latencyMs.p99, 1)}`,
+    (podsPerClient ?? []).join(','),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
+  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }

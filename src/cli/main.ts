@@ -2,6 +2,7 @@
 // The grpc-kube command: `resolve` (watch a target's endpoints) and `lab` (the scenario lab).
 // Each subcommand lives in its own module; this file parses arguments and maps errors to exit codes.
 
+import './env.js';
 import { parseArgs } from 'node:util';
 import { GrpcKubeError } from '../errors.js';
 import { resolveCommand } from './resolve.js';

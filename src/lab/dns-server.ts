@@ -208,6 +208,11 @@ export class LabDnsServer {
     this.records.set(normalizeName(name), Object.freeze([...ips]));
   }
 
+  /** The A records `name` answers now (empty when unknown or empty). */
+  answers(name: string): readonly string[] {
+    return this.records.get(normalizeName(name)) ?? [];
+  }
+
   /** Forget `name`: it answers NXDOMAIN again. */
   deleteRecords(name: string): void {
     this.records.delete(normalizeName(name));

@@ -24,8 +24,7 @@ export type ScenarioStep =
   | { atMs: number; action: 'rollout' }
   | { atMs: number; action: 'kill-pods'; count: number; signal: 'SIGKILL' | 'SIGTERM' }
   | { atMs: number; action: 'api-down'; forMs: number }
-  | { atMs: number; action: 'set-weights'; weights: { stable: number; canary: number } }
-  | { atMs: number; action: 'slow-pod'; factor: number };
+  | { atMs: number; action: 'set-weights'; weights: { stable: number; canary: number } };
 
 export interface Scenario {
   readonly name: ScenarioName;
@@ -40,6 +39,10 @@ export interface Scenario {
   readonly steady: { readonly fromMs: number; readonly toMs: number };
   /** Replicas of the canary Deployment (canary-shift only). */
   readonly canaryReplicas?: number;
+  /** Service time every pod adds to each RPC. Default 0. */
+  readonly responseDelayMs?: number;
+  /** One of the replicas (a Deployment of its own behind the same Service) is `factor` times slower. */
+  readonly slowPod?: { readonly factor: number };
   readonly steps: readonly ScenarioStep[];
 }
 
@@ -69,6 +72,13 @@ export const SCENARIO_SCHEMA = {
     deadlineMs: { type: 'integer', minimum: 10, maximum: 60000 },
     durationMs: { type: 'integer', minimum: 1000, maximum: 600000 },
     canaryReplicas: { type: 'integer', minimum: 1, maximum: 50 },
+    responseDelayMs: { type: 'integer', minimum: 0, maximum: 10000 },
+    slowPod: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['factor'],
+      properties: { factor: { type: 'number', minimum: 1, maximum: 1000 } },
+    },
     steady: {
       type: 'object',
       additionalProperties: false,
@@ -97,7 +107,6 @@ export const SCENARIO_SCHEMA = {
               },
             },
           }),
-          step('slow-pod', { factor: { type: 'number', minimum: 1, maximum: 1000 } }),
         ],
       },
     },

@@ -1,0 +1,424 @@
+// The lab runner: one scenario, every selected strategy side by side. A fresh embedded cluster per
+// scenario runs the Hello Deployments (a plain one, and one with max connection age for the strategy
+// that needs it); each strategy drives its own clients against the same pods at the same time, so
+// every strategy sees exactly the same scale-up, rollout, kill or outage. The scenario's steps act on
+// the cluster at their times; pod lives and every RPC are recorded on one clock, then measured.
+
+import type { ChannelOptions } from '@grpc/grpc-js';
+import { NodeScriptRuntime } from '../cluster/pod-runtime.js';
+import {
+  startEmbeddedCluster,
+  deploymentManifest,
+  type AppSpec,
+  type EmbeddedCluster,
+} from '../cluster/embedded.js';
+import { RESOURCES } from '../cluster/store-api.js';
+import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
+import { SourceRegistry } from '../discovery/registry.js';
+import { KubeClient } from '../kube/client.js';
+import { setup as setupResolvers, type GrpcKube } from '../resolver/setup.js';
+import { registerPolicies } from '../balancer/index.js';
+import { GrpcKubeError } from '../errors.js';
+import { LabDnsServer } from './dns-server.js';
+import { computeRunRecord, distinctPodsPerClient, podRateSeries, type LabRunRecord } from './metrics.js';
+import { POD_MAIN_SCRIPT } from './pod-main.js';
+import type { ReportRun, ScenarioEvent } from './report.js';
+import type { Scenario, ScenarioStep } from './scenario.js';
+import { MAX_CONNECTION_AGE_GRACE_MS, MAX_CONNECTION_AGE_MS } from './strategies/headless.js';
+import type { AppFlavour, LabEnv, LabStrategy, StrategyHandle } from './strategy.js';
+import { PodTimelineRecorder } from './timeline.js';
+import { startWorkload, type WorkloadRun } from './workload.js';
+
+export const LAB_NAMESPACE = 'lab';
+export const LAB_PORT = 50051;
+
+export interface RunOptions {
+  readonly scenario: Scenario;
+  readonly strategies: readonly LabStrategy[];
+  /** 1 for the real timings; --quick uses less (scenario times are already scaled by the caller). */
+  readonly timeScale: number;
+  readonly random: () => number;
+  /** Client channels per strategy, and RPCs in flight per client. */
+  readonly clients?: number;
+  readonly concurrency?: number;
+  /** Minimum ms between a loop's RPC starts (caps the load so 2 cores can run every strategy at once). */
+  readonly pacingMs?: number;
+  /** Pod SIGTERM behaviour: a plain graceful server (default) or the server kit's drain. */
+  readonly podShutdown?: { mode: 'immediate' | 'graceful'; drainDelayMs: number };
+  /** Extra channel options for every strategy (e.g. the client defaults' retry policy). */
+  readonly channelOptions?: ChannelOptions;
+  readonly onProgress?: (line: string) => void;
+}
+
+export interface ScenarioResult {
+  readonly scenario: string;
+  readonly runs: ReportRun[];
+  readonly skipped: readonly { strategy: string; why: string }[];
+}
+
+const PROBE_PERIOD_MS = 100;
+
+function podEnv(o: {
+  delayMs: number;
+  maxAge: boolean;
+  shutdown: RunOptions['podShutdown'];
+  timeScale: number;
+}): Record<string, string> {
+  const env: Record<string, string> = {
+    HELLO_RESPONSE_DELAY_MS: String(o.delayMs),
+    HELLO_SHUTDOWN: o.shutdown?.mode ?? 'graceful',
+    HELLO_DRAIN_DELAY_MS: String(o.shutdown?.drainDelayMs ?? 0),
+    HELLO_GRACE_MS: '4000',
+    HELLO_MAX_LIFETIME_MS: String(10 * 60_000),
+  };
+  if (o.maxAge) {
+    env.HELLO_MAX_CONNECTION_AGE_MS = String(Math.round(MAX_CONNECTION_AGE_MS * o.timeScale));
+    env.HELLO_MAX_CONNECTION_AGE_GRACE_MS = String(Math.round(MAX_CONNECTION_AGE_GRACE_MS * o.timeScale));
+  }
+  return env;
+}
+
+interface AppDeployments {
+  readonly flavour: AppFlavour;
+  readonly service: string;
+  /** Deployments behind the Service that scenario steps act on (the slow one is left alone). */
+  readonly deployments: string[];
+}
+
+/** Deployments and a headless Service selecting them by `svc=<service>`. */
+function applyApps(
+  cluster: EmbeddedCluster,
+  scenario: Scenario,
+  flavours: AppFlavour[],
+  opts: RunOptions,
+): AppDeployments[] {
+  const store = cluster.store;
+  const out: AppDeployments[] = [];
+  for (const flavour of flavours) {
+    const service = flavour === 'plain' ? 'hello' : 'hello-maxage';
+    const slow = scenario.slowPod !== undefined;
+    const base = scenario.responseDelayMs ?? 0;
+    const app = (name: string, replicas: number, delayMs: number): AppSpec => ({
+      name,
+      namespace: LAB_NAMESPACE,
+      replicas,
+      port: LAB_PORT,
+      env: podEnv({
+        delayMs,
+        maxAge: flavour === 'maxage',
+        shutdown: opts.podShutdown,
+        timeScale: opts.timeScale,
+      }),
+      maxSurge: scenario.maxSurge,
+      maxUnavailable: scenario.maxUnavailable,
+      terminationGracePeriodSeconds: 5,
+      probe: { periodMs: PROBE_PERIOD_MS, failureThreshold: 1 },
+      labels: { svc: service },
+    });
+    const main = app(service, slow ? scenario.replicas - 1 : scenario.replicas, base);
+    const deployments = [main];
+    if (slow)
+      deployments.push(
+        app(`${service}-slow`, 1, Math.round(Math.max(base, 1) * (scenario.slowPod?.factor ?? 1))),
+      );
+    for (const d of deployments) store.create(RESOURCES.deployments, deploymentManifest(d));
+    const svc: Service = {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: service, namespace: LAB_NAMESPACE },
+      spec: {
+        clusterIP: 'None',
+        type: 'ClusterIP',
+        selector: { svc: service },
+        ports: [{ name: 'grpc', port: LAB_PORT, targetPort: LAB_PORT, protocol: 'TCP' }],
+      },
+    };
+    store.create(RESOURCES.services, svc);
+    out.push({ flavour, service, deployments: [service] });
+  }
+  return out;
+}
+
+function rollout(cluster: EmbeddedCluster, name: string, stamp: string): void {
+  const d = cluster.store.get<Deployment>(RESOURCES.deployments, LAB_NAMESPACE, name);
+  if (d === undefined) throw new GrpcKubeError('GK_ERR_LAB', `deployment ${name} vanished`);
+  const tmpl = d.spec.template;
+  cluster.store.update(RESOURCES.deployments, {
+    ...d,
+    spec: {
+      ...d.spec,
+      template: {
+        ...tmpl,
+        metadata: {
+          ...tmpl.metadata,
+          // what `kubectl rollout restart` writes
+          annotations: { ...(tmpl.metadata?.annotations ?? {}), 'kubectl.kubernetes.io/restartedAt': stamp },
+        },
+      },
+    },
+  });
+}
+
+function stepLabel(s: ScenarioStep): string {
+  switch (s.action) {
+    case 'scale':
+      return `scale to ${s.replicas}`;
+    case 'rollout':
+      return 'rolling update';
+    case 'kill-pods':
+      return `${s.signal} ${s.count} pod${s.count > 1 ? 's' : ''}`;
+    case 'api-down':
+      return `API down ${Math.round(s.forMs / 1000)} s`;
+    case 'set-weights':
+      return `weights ${s.weights.stable}/${s.weights.canary}`;
+  }
+}
+
+export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
+  const { scenario } = opts;
+  const progress = opts.onProgress ?? (() => {});
+  const skipped: { strategy: string; why: string }[] = [];
+  const isCanary = scenario.steps.some((s) => s.action === 'set-weights');
+  const strategies = opts.strategies.filter((s) => {
+    if (isCanary && !s.canRoute) {
+      skipped.push({ strategy: s.name, why: 'cannot route by weight' });
+      return false;
+    }
+    return true;
+  });
+  if (strategies.length === 0) return { scenario: scenario.name, runs: [], skipped };
+
+  let vip = 0;
+  const runtime = new NodeScriptRuntime({ script: POD_MAIN_SCRIPT });
+  const cluster = await startEmbeddedCluster({
+    runtime,
+    probePeriodMs: PROBE_PERIOD_MS,
+    namespaces: [LAB_NAMESPACE],
+    apiServer: { bookmarkIntervalMs: 5000 },
+    random: opts.random,
+  });
+  const cleanups: Array<() => Promise<void> | void> = [() => cluster.stop()];
+  try {
+    const flavours = [...new Set(strategies.map((s) => s.flavour))];
+    const apps = applyApps(cluster, scenario, flavours, opts);
+    const readyTimeoutMs = 30_000;
+    for (const a of apps) {
+      await cluster.waitForReadyPods(LAB_NAMESPACE, { svc: a.service }, scenario.replicas, readyTimeoutMs);
+    }
+
+    const dns = new LabDnsServer({ host: '127.0.0.1', port: 0, ttlS: 5 });
+    await dns.listen();
+    cleanups.push(() => dns.close());
+    const kubeConfigYaml = cluster.apiServer.kubeConfigYaml();
+    const endpoints = new SourceRegistry(KubeClient.fromKubeConfigString(kubeConfigYaml), {
+      backoff: { initialMs: 200, maxMs: 5000 },
+    });
+    cleanups.push(() => endpoints.close());
+    const dnsName = (svc: string): string => `${svc}.${LAB_NAMESPACE}.svc.cluster.local`;
+    // CoreDNS stand-in: A records = ready endpoints of each headless Service.
+    for (const a of apps) {
+      const sub = endpoints.subscribe(
+        LAB_NAMESPACE,
+        a.service,
+        { kind: 'number', port: LAB_PORT },
+        {
+          onEndpoints: (view) =>
+            dns.setRecords(
+              dnsName(a.service),
+              view
+                .endpoints()
+                .filter((e) => e.state === 'ready')
+                .map((e) => e.address),
+            ),
+          onError: () => {},
+        },
+      );
+      cleanups.push(() => sub.unsubscribe());
+    }
+    const gk: GrpcKube = setupResolvers({
+      kubeConfig: kubeConfigYaml,
+      source: { backoff: { initialMs: 200, maxMs: 5000 } },
+    });
+    cleanups.push(() => gk.close());
+    registerPolicies();
+
+    const appOf = (f: AppFlavour) => ({
+      service: f === 'plain' ? 'hello' : 'hello-maxage',
+      dnsName: dnsName(f === 'plain' ? 'hello' : 'hello-maxage'),
+    });
+    const env: LabEnv = {
+      cluster,
+      namespace: LAB_NAMESPACE,
+      port: LAB_PORT,
+      apps: { plain: appOf('plain'), maxage: appOf('maxage') },
+      dns,
+      kubeConfigYaml,
+      endpoints,
+      random: opts.random,
+      nextVip: () => `127.0.1.${++vip}`,
+      timeScale: opts.timeScale,
+    };
+    // Every stand-in must have its first answer before clients dial.
+    await waitFor(
+      () => apps.every((a) => dns.answers(dnsName(a.service)).length >= scenario.replicas),
+      10_000,
+    );
+
+    const handles: Array<{ s: LabStrategy; h: StrategyHandle }> = [];
+    for (const s of strategies) {
+      const h = await s.start(env);
+      handles.push({ s, h });
+      cleanups.push(() => h.close());
+    }
+
+    const recorders = new Map<string, PodTimelineRecorder>();
+    const clock = (): number => performance.now();
+    for (const a of apps) {
+      const r = new PodTimelineRecorder(cluster.store, LAB_NAMESPACE, `svc=${a.service}`, clock);
+      recorders.set(a.flavour, r);
+      cleanups.push(() => r.stop());
+    }
+
+    const origin = clock();
+    for (const r of recorders.values()) r.setOrigin(origin);
+    const workloads: Array<{ s: LabStrategy; w: WorkloadRun }> = handles.map(({ s, h }) => ({
+      s,
+      w: startWorkload({
+        target: h.target,
+        channelOptions: { ...(opts.channelOptions ?? {}), ...(h.channelOptions ?? {}) },
+        clients: opts.clients ?? 2,
+        concurrency: opts.concurrency ?? 5,
+        mode: 'loops',
+        durationMs: scenario.durationMs,
+        deadlineMs: scenario.deadlineMs,
+        pacingMs: opts.pacingMs ?? 50,
+        clientName: s.name,
+        clock,
+        originMs: origin,
+      }),
+    }));
+    cleanups.push(async () => {
+      await Promise.all(workloads.map((x) => x.w.stop()));
+    });
+
+    const events: ScenarioEvent[] = [];
+    const timers: NodeJS.Timeout[] = [];
+    const stepErrors: unknown[] = [];
+    for (const step of scenario.steps) {
+      const t = setTimeout(() => {
+        try {
+          events.push({ atMs: clock() - origin, label: stepLabel(step) });
+          progress(`  ${scenario.name}: ${stepLabel(step)}`);
+          applyStep(cluster, apps, step, opts.random, timers);
+        } catch (err) {
+          stepErrors.push(err);
+        }
+      }, step.atMs);
+      timers.push(t);
+    }
+    cleanups.push(() => timers.forEach((t) => clearTimeout(t)));
+
+    const ticker = setInterval(() => {
+      const elapsed = Math.round((clock() - origin) / 1000);
+      const counts = workloads.map((x) => `${x.s.name} ${x.w.started()}`).join(', ');
+      progress(`  ${scenario.name} ${elapsed}/${Math.round(scenario.durationMs / 1000)} s: ${counts}`);
+    }, 2000);
+    ticker.unref();
+    cleanups.push(() => clearInterval(ticker));
+
+    await Promise.all(workloads.map((x) => x.w.done));
+    clearInterval(ticker);
+    if (stepErrors.length > 0) {
+      throw new GrpcKubeError(
+        'GK_ERR_LAB',
+        `scenario ${scenario.name}: a step failed: ${String(stepErrors[0])}`,
+        { cause: stepErrors[0] },
+      );
+    }
+
+    const runs: ReportRun[] = [];
+    for (const { s, w } of workloads) {
+      const timeline = (recorders.get(s.flavour) as PodTimelineRecorder).timelines();
+      const record: LabRunRecord = computeRunRecord({
+        scenario: scenario.name,
+        strategy: s.name,
+        cluster: 'embedded',
+        records: w.log,
+        timeline,
+        steadyWindowMs: [scenario.steady.fromMs, scenario.steady.toMs],
+        durationMs: scenario.durationMs,
+      });
+      const series = podRateSeries(w.log, {
+        bucketMs: Math.max(100, Math.round(scenario.durationMs / 120)),
+        endMs: scenario.durationMs,
+        podOrder: timeline.map((p) => p.name),
+      });
+      runs.push({
+        record,
+        series,
+        events: [...events],
+        steadyWindowMs: [scenario.steady.fromMs, scenario.steady.toMs],
+        podsPerClient: distinctPodsPerClient(w.log, opts.clients ?? 2),
+      });
+    }
+    return { scenario: scenario.name, runs, skipped };
+  } finally {
+    for (const c of cleanups.reverse()) {
+      try {
+        await c();
+      } catch {
+        // teardown continues: every part must be released
+      }
+    }
+  }
+}
+
+function applyStep(
+  cluster: EmbeddedCluster,
+  apps: readonly AppDeployments[],
+  step: ScenarioStep,
+  random: () => number,
+  timers: NodeJS.Timeout[],
+): void {
+  switch (step.action) {
+    case 'scale':
+      for (const a of apps) for (const d of a.deployments) cluster.scale(LAB_NAMESPACE, d, step.replicas);
+      return;
+    case 'rollout': {
+      const stamp = new Date().toISOString();
+      for (const a of apps) for (const d of a.deployments) rollout(cluster, d, stamp);
+      return;
+    }
+    case 'kill-pods':
+      for (const a of apps) {
+        const pods = cluster.store
+          .list<Pod>(RESOURCES.pods, { namespace: LAB_NAMESPACE, labelSelector: `svc=${a.service}` })
+          .items.filter((p) => !p.metadata.deletionTimestamp)
+          .map((p) => p.metadata.name as string)
+          .sort();
+        for (let i = 0; i < step.count && pods.length > 0; i++) {
+          const [name] = pods.splice(Math.floor(random() * pods.length), 1);
+          cluster.kubelet.podProcess(LAB_NAMESPACE, name as string)?.kill(step.signal);
+        }
+      }
+      return;
+    case 'api-down': {
+      void cluster.apiServer.stop();
+      const t = setTimeout(() => void cluster.apiServer.start(), step.forMs);
+      timers.push(t);
+      return;
+    }
+    case 'set-weights':
+      // Routing strategies read weights from the cluster's routing objects; none exists yet.
+      return;
+  }
+}
+
+async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end)
+      throw new GrpcKubeError('GK_ERR_LAB', `the lab's stand-ins did not sync within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

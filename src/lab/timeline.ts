@@ -1,0 +1,73 @@
+// Pod lives on the lab's clock: when each pod of a Service turned Ready, started terminating and was
+// gone, read from the store's watch as the kubelet and controllers write them. The metrics measure
+// "Ready → first RPC" from these instants.
+
+import type { ObjectStore } from '../cluster/store-api.js';
+import { RESOURCES } from '../cluster/store-api.js';
+import { isPodReady, type Pod } from '../cluster/controllers/kinds.js';
+import type { PodTimeline } from './metrics.js';
+
+interface Life {
+  name: string;
+  createdAtMs: number;
+  readyAtMs: number | null;
+  terminatingAtMs: number | null;
+  goneAtMs: number | null;
+}
+
+export class PodTimelineRecorder {
+  private readonly lives = new Map<string, Life>();
+  private readonly stopWatch: () => void;
+  private readonly clock: () => number;
+  private originMs: number;
+
+  /** Records every pod with label `svc=<service>` in `namespace`. Times are clock() - origin. */
+  constructor(store: ObjectStore, namespace: string, labelSelector: string, clock: () => number) {
+    this.clock = clock;
+    this.originMs = clock();
+    this.stopWatch = store.watch<Pod>(RESOURCES.pods, { namespace, labelSelector }, (ev) => {
+      const pod = ev.object as Pod;
+      const name = pod.metadata?.name;
+      if (!name) return;
+      const t = this.clock() - this.originMs;
+      let life = this.lives.get(name);
+      if (life === undefined) {
+        life = { name, createdAtMs: t, readyAtMs: null, terminatingAtMs: null, goneAtMs: null };
+        this.lives.set(name, life);
+      }
+      if (ev.type === 'DELETED') {
+        life.goneAtMs ??= t;
+        return;
+      }
+      if (life.readyAtMs === null && isPodReady(pod) && !pod.metadata.deletionTimestamp) life.readyAtMs = t;
+      if (life.terminatingAtMs === null && pod.metadata.deletionTimestamp) life.terminatingAtMs = t;
+    });
+  }
+
+  /** Moves time zero to now (the workload's start); earlier instants become negative. */
+  setOrigin(originMs: number): void {
+    const shift = originMs - this.originMs;
+    for (const l of this.lives.values()) {
+      l.createdAtMs -= shift;
+      if (l.readyAtMs !== null) l.readyAtMs -= shift;
+      if (l.terminatingAtMs !== null) l.terminatingAtMs -= shift;
+      if (l.goneAtMs !== null) l.goneAtMs -= shift;
+    }
+    this.originMs = originMs;
+  }
+
+  stop(): void {
+    this.stopWatch();
+  }
+
+  /** Timelines for the metrics: pods created after time zero are new; earlier instants clamp to 0. */
+  timelines(): PodTimeline[] {
+    return [...this.lives.values()].map((l) => ({
+      name: l.name,
+      readyAtMs: l.readyAtMs === null ? null : Math.max(0, l.readyAtMs),
+      terminatingAtMs: l.terminatingAtMs === null ? null : Math.max(0, l.terminatingAtMs),
+      goneAtMs: l.goneAtMs === null ? null : Math.max(0, l.goneAtMs),
+      isNew: l.createdAtMs > 0,
+    }));
+  }
+}
