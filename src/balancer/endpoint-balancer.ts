@@ -50,12 +50,19 @@ export interface BalancerEvent {
 export class EndpointStats {
   /** Calls started on this endpoint and not yet ended. */
   outstanding = 0;
+  /** Start times of those calls, oldest first (Set keeps insertion order, and time only grows). */
+  readonly inflight = new Set<{ readonly startedMs: number }>();
   /** Peak-EWMA round-trip estimate, ms, as of `stampMs`. */
   rttMs: number;
   stampMs: number;
   constructor(initialRttMs: number, nowMs: number) {
     this.rttMs = initialRttMs;
     this.stampMs = nowMs;
+  }
+  /** How long the oldest call in flight has been running, or 0. */
+  oldestInflightMs(nowMs: number): number {
+    for (const call of this.inflight) return Math.max(0, nowMs - call.startedMs);
+    return 0;
   }
 }
 
@@ -161,19 +168,21 @@ export class TwoChoicePicker implements Picker {
     const { onCallStarted, onCallEnded } = result;
     const runtime = this.runtime;
     const scorer = this.scorer;
-    let startedMs: number | null = null;
+    let call: { readonly startedMs: number } | null = null;
     return {
       ...result,
       onCallStarted: () => {
+        call = { startedMs: runtime.now() };
         stats.outstanding++;
-        startedMs = runtime.now();
+        stats.inflight.add(call);
         onCallStarted?.();
       },
       onCallEnded: (code, details, metadata) => {
-        if (startedMs !== null) {
+        if (call !== null) {
           stats.outstanding--;
-          scorer.observe(stats, startedMs, runtime.now(), code);
-          startedMs = null;
+          stats.inflight.delete(call);
+          scorer.observe(stats, call.startedMs, runtime.now(), code);
+          call = null;
         }
         onCallEnded?.(code, details, metadata);
       },

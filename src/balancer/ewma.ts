@@ -2,6 +2,8 @@
 // lower cost = rtt estimate × (calls in flight + 1). The estimate jumps to any sample above it (a
 // slowing pod is penalised at once), otherwise moves toward samples as a time-weighted average, and
 // decays toward zero while no sample arrives, so an avoided pod is probed again after a few τ.
+// Beyond Linkerd: the age of the oldest call still in flight counts as a sample already, so a pod
+// that stops answering is avoided before its first slow answer arrives.
 
 import { status as Status } from '@grpc/grpc-js';
 import type { ChannelControlHelper, TypedLoadBalancingConfig } from '../adapter/grpc-js.js';
@@ -124,8 +126,11 @@ export function ewmaScorer(config: EwmaConfig): Scorer {
   const { decayMs, defaultRttMs, failurePenaltyMs } = config;
   return Object.freeze({
     initialRttMs: defaultRttMs,
+    // A call still running longer than the estimate is a latency peak known before it ends: a pod
+    // that has just stopped answering (or a new one that is slow) is avoided without waiting for
+    // its first slow response.
     score: (stats: EndpointStats, nowMs: number) =>
-      decayedRttMs(stats, decayMs, nowMs) * (stats.outstanding + 1),
+      Math.max(decayedRttMs(stats, decayMs, nowMs), stats.oldestInflightMs(nowMs)) * (stats.outstanding + 1),
     observe: (stats: EndpointStats, startedMs: number, nowMs: number, code: number) => {
       // A cancelled call tells how patient the caller was, not how fast the server is.
       if (code === Status.CANCELLED) return;

@@ -551,3 +551,31 @@ test('ewma: a fast UNAVAILABLE counts as failurePenaltyMs; CANCELLED leaves the 
     field: 'grpc_kube_ewma.failurePenaltyMs',
   });
 });
+
+test('ewma: a call in flight longer than the estimate counts before it ends', () => {
+  const clock = new ManualClock(0);
+  const { helper, lb, config } = ewma({ defaultRttMs: 30 }, scriptedRandom([0, 0]), clock);
+  lb.updateAddressList(endpoints(A, B), config, {}, '');
+  helper.connect(A);
+  helper.connect(B);
+  const picker = helper.last.picker as TwoChoicePicker;
+  const [a, b] = picker.candidates.map((c) => c.stats) as [EndpointStats, EndpointStats];
+  // A: one call stuck for 500 ms. B: three calls that just started.
+  const stuck = pickOnce(picker, 'hold');
+  assert.equal(stuck.key, A);
+  clock.advance(500);
+  for (let i = 0; i < 3; i++) {
+    const r = helper.last.picker.pick({ metadata: new Metadata(), extraPickInfo: {} });
+    assert.equal((r.subchannel as unknown as { address: string }).address, B, `call ${i}`);
+    r.onCallStarted?.();
+  }
+  assert.equal(a.outstanding, 1);
+  assert.equal(b.outstanding, 3);
+  assert.equal(a.oldestInflightMs(clock.now()), 500);
+  // Without the in-flight age A would cost 30·e^(−0.05)·2 ≈ 57 and win against B's 30·4 = 120.
+  assert.equal(pickOnce(picker, 'none').key, B);
+  stuck.result.onCallEnded?.(Status.OK, '', new Metadata());
+  assert.equal(a.inflight.size, 0);
+  assert.equal(a.rttMs, 500, 'the finished call is a peak sample');
+  lb.destroy();
+});
