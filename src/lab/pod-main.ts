@@ -9,7 +9,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
+import type { HealthImplementation } from 'grpc-health-check';
+import { createServerKit } from '../server/kit.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { addGreeter, greeting, type HelloReply, type HelloRequest } from './hello.js';
 
@@ -125,8 +126,6 @@ export interface PodHooks {
   onTerminating?: () => void;
 }
 
-const HEALTH_SERVICES = ['', 'hello.Greeter'];
-
 /** Start the pod's server in this process (the pod process uses this; so can tests). */
 export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}): Promise<RunningPod> {
   const options: grpc.ServerOptions = {};
@@ -134,8 +133,18 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
   if (config.maxConnectionAgeGraceMs > 0)
     options['grpc.max_connection_age_grace_ms'] = config.maxConnectionAgeGraceMs;
   const server = new grpc.Server(options);
-  const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
-  health.addToServer(server);
+  // The product's server kit runs the pod's health and its SIGTERM sequence (NOT_SERVING, wait
+  // drainDelayMs for the endpoint removal to spread, GOAWAY, force-close at graceMs): the lab
+  // exercises the same code users deploy.
+  const kit = createServerKit(server, {
+    services: ['hello.Greeter'],
+    livenessService: null,
+    propagationDelayMs: config.drainDelayMs,
+    graceMs: config.graceMs,
+    signals: [],
+    exit: null,
+  });
+  const health = kit.health;
 
   const timers = new Set<NodeJS.Timeout>();
   let closed = false;
@@ -173,50 +182,34 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
 
   let markReady: () => void = () => {};
   const ready = new Promise<void>((resolve) => (markReady = resolve));
-  const setHealth = (status: 'SERVING' | 'NOT_SERVING'): void => {
-    for (const s of HEALTH_SERVICES) health.setStatus(s, status);
-  };
   let terminating = false;
   later(config.readinessDelayMs, () => {
     if (terminating || closed) return;
-    setHealth('SERVING');
+    kit.setServing();
     markReady();
     hooks.onReady?.();
   });
 
-  let drained: (() => void) | undefined;
+  let onClosed: () => void = () => {};
+  const closedP = new Promise<void>((resolve) => (onClosed = resolve));
   const close = (): void => {
     if (closed) return;
     closed = true;
     for (const t of timers) clearTimeout(t);
     timers.clear();
     server.forceShutdown();
-    drained?.(); // a drain in progress ends here too
+    onClosed(); // a drain in progress ends here too
   };
 
   let draining: Promise<void> | undefined;
   const drain = (): Promise<void> => {
     if (closed) return Promise.resolve();
-    draining ??= new Promise<void>((resolve) => {
-      drained = resolve;
+    draining ??= (async () => {
       terminating = true;
-      setHealth('NOT_SERVING');
       hooks.onTerminating?.();
-      const force = setTimeout(() => {
-        close();
-        resolve();
-      }, config.graceMs);
-      timers.add(force);
-      later(config.drainDelayMs, () => {
-        // tryShutdown sends GOAWAY and waits for the streams in flight; the force timer bounds it.
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          timers.delete(force);
-          close();
-          resolve();
-        });
-      });
-    });
+      await Promise.race([kit.shutdown('SIGTERM'), closedP]);
+      close();
+    })();
     return draining;
   };
 

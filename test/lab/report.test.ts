@@ -1,10 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import {
   computeRunRecord,
   distinctPodsPerClient,
@@ -14,8 +13,8 @@ import {
   type RpcRow,
 } from '../../src/lab/metrics.js';
 import { renderReport, type ReportRun } from '../../src/lab/report.js';
+import { chromiumSkip, openFile } from '../helpers/chromium.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const DURATION_MS = 10_000;
 
 type Route = (tick: number, k: number) => string;
@@ -155,52 +154,17 @@ test('renderReport: self-contained, one plot per run, one line per pod, escaped 
 test(
   'the report renders in headless Chromium: every plot drawn, no console error, screenshot saved',
   {
-    skip: existsSync(CHROMIUM)
-      ? false
-      : `${CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)`,
+    skip: chromiumSkip(),
     timeout: 120_000,
   },
   async (t) => {
-    const { chromium } = await import('playwright-core');
     // Kept after the test (overwritten by the next run) so the screenshot can be looked at.
     const dir = process.env['GRPC_KUBE_REPORT_DIR'] ?? join(tmpdir(), 'grpc-kube-lab-report');
     await mkdir(dir, { recursive: true });
-    const profile = await mkdtemp(join(tmpdir(), 'grpc-kube-chromium-'));
-    t.after(() => rm(profile, { recursive: true, force: true }));
     const runs = syntheticRuns();
     const file = join(dir, 'report.html');
     await writeFile(file, renderReport(runs, { command: 'grpc-kube lab --quick', seed: 1 }));
-
-    const context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-      viewport: { width: 1280, height: 900 },
-    });
-    t.after(() => context.close());
-    const foreign: string[] = [];
-    await context.route('**/*', (route) => {
-      const url = route.request().url();
-      if (url.startsWith('file:')) return route.continue();
-      foreign.push(url);
-      return route.abort();
-    });
-    const page = context.pages()[0] ?? (await context.newPage());
-    const errors: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error') errors.push(m.text());
-    });
-    page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+    const { page, errors, foreign } = await openFile(file, t);
 
     const drawn = await page.evaluate(() => {
       const plots = [...document.querySelectorAll('svg.plot')];

@@ -1,0 +1,137 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { LabRunRecord } from '../../src/lab/metrics.js';
+import { chromiumSkip, openFile } from '../helpers/chromium.js';
+
+// The user's command, as a user runs it: `grpc-kube lab --quick` in its own process, then the
+// seeds' findings asserted from its JSON, side by side (ratios, not absolute times).
+
+const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+interface LabJson {
+  runs: LabRunRecord[];
+  podsPerClient: Array<{ scenario: string; strategy: string; podsPerClient: number[] }>;
+}
+
+let result: { json: LabJson; report: string; stdout: string } | undefined;
+
+async function runLabOnce(t: { after(fn: () => unknown): void }): Promise<NonNullable<typeof result>> {
+  if (result !== undefined) return result;
+  const dir = await mkdtemp(join(tmpdir(), 'grpc-kube-lab-test-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const jsonFile = join(dir, 'lab.json');
+  const report = join(dir, 'lab.html');
+  const args = [
+    CLI,
+    'lab',
+    '--quick',
+    '--scenario',
+    'scale-up,rolling-update',
+    '--json',
+    jsonFile,
+    '--report',
+    report,
+  ];
+  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>(
+    (resolve) => {
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      child.on('exit', (c) => resolve({ code: c, stdout: out, stderr: err }));
+    },
+  );
+  assert.equal(code, 0, `grpc-kube lab failed:\n${stderr.slice(-3000)}`);
+  result = { json: JSON.parse(await readFile(jsonFile, 'utf8')) as LabJson, report, stdout };
+  return result;
+}
+
+function run(json: LabJson, scenario: string, strategy: string): LabRunRecord {
+  const r = json.runs.find((x) => x.scenario === scenario && x.strategy === strategy);
+  assert.ok(r, `no run for ${scenario} × ${strategy}`);
+  return r;
+}
+
+test(
+  'grpc-kube lab --quick reproduces the seeds and shows the kubernetes resolver fixing them',
+  { timeout: 240_000 },
+  async (t) => {
+    const { json, stdout } = await runLabOnce(t);
+    assert.equal(json.runs.length, 14, '2 scenarios × 7 strategies');
+    for (const r of json.runs) {
+      assert.equal(r.cluster, 'embedded');
+      assert.ok(r.rpcs > 100, `${r.scenario}/${r.strategy} ran RPCs`);
+      assert.deepEqual(Object.keys(r), [
+        'scenario',
+        'strategy',
+        'cluster',
+        'rpcs',
+        'failed',
+        'failedByCode',
+        'readyToFirstRpcMs',
+        'newPodsNeverServed',
+        'balanceMaxOverMean',
+        'latencyMs',
+        'successRate',
+        'durationMs',
+      ]);
+    }
+    // clusterip: each client's one connection, and so all its RPCs, go to one pod.
+    const cip = json.podsPerClient.find((x) => x.scenario === 'scale-up' && x.strategy === 'clusterip');
+    assert.deepEqual(cip?.podsPerClient, [1, 1]);
+    // headless + dns round_robin: the pods added by the scale-up get no RPC while the clients run.
+    assert.equal(run(json, 'scale-up', 'headless-dns-round-robin').newPodsNeverServed, 2);
+    assert.equal(run(json, 'scale-up', 'headless-pick-first').newPodsNeverServed, 2);
+    // max connection age: the new pods are reached, but only once connections age out (3 s in quick).
+    const age = run(json, 'scale-up', 'max-connection-age');
+    assert.equal(age.newPodsNeverServed, 0);
+    assert.ok(
+      (age.readyToFirstRpcMs.p50 ?? 0) >= 3000 * 0.9,
+      `max-connection-age first RPC after ${age.readyToFirstRpcMs.p50} ms`,
+    );
+    // kubernetes: every new pod served, an order of magnitude sooner than after the age; even balance.
+    const kube = run(json, 'scale-up', 'kubernetes');
+    assert.equal(kube.newPodsNeverServed, 0);
+    assert.ok(
+      (kube.readyToFirstRpcMs.p99 ?? Infinity) * 10 < (age.readyToFirstRpcMs.p50 ?? 0),
+      JSON.stringify(kube.readyToFirstRpcMs),
+    );
+    assert.ok(
+      (kube.balanceMaxOverMean ?? 9) <
+        (run(json, 'scale-up', 'headless-dns-round-robin').balanceMaxOverMean ?? 0),
+    );
+    // rolling update: the kubernetes resolver fails no RPC; DNS-based clients lose many.
+    assert.equal(run(json, 'rolling-update', 'kubernetes').failed, 0);
+    assert.equal(run(json, 'rolling-update', 'kubernetes').newPodsNeverServed, 0);
+    assert.ok(run(json, 'rolling-update', 'headless-dns-round-robin').failed > 0);
+    // the terminal summary names every run
+    for (const r of json.runs) assert.match(stdout, new RegExp(`${r.scenario}\\s+${r.strategy}\\s`));
+  },
+);
+
+test(
+  'the lab report opens in headless Chromium with a plot per run and no console error',
+  { skip: chromiumSkip(), timeout: 240_000 },
+  async (t) => {
+    const { json, report } = await runLabOnce(t);
+    const { page, errors, foreign } = await openFile(report, t);
+    const plots = await page.evaluate(() =>
+      [...document.querySelectorAll('svg.plot')].map((svg) => svg.querySelectorAll('path.series').length),
+    );
+    assert.equal(plots.length, json.runs.length);
+    for (const lines of plots) assert.ok(lines >= 3, 'one line per pod that served');
+    assert.deepEqual(errors, []);
+    assert.deepEqual(foreign, []);
+    const shotDir = process.env['GRPC_KUBE_REPORT_DIR'] ?? join(tmpdir(), 'grpc-kube-lab-report');
+    await mkdir(shotDir, { recursive: true });
+    const shot = join(shotDir, 'lab-quick.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    t.diagnostic(`screenshot: ${shot}`);
+  },
+);
