@@ -20,7 +20,7 @@ export { setPolicyRuntime, seededRandom, ManualClock, type PolicyRuntime } from 
 export const POLICY_NAMES = Object.freeze([P2C_POLICY_NAME, EWMA_POLICY_NAME] as const);
 export type PolicyName = (typeof POLICY_NAMES)[number];
 
-/** Register grpc_kube_p2c and grpc_kube_ewma with grpc-js. Idempotent; call once before creating channels. */
+/** Register grpc_kube_p2c and grpc_kube_ewma with grpc-js. Idempotent; runs on import of this module too. */
 export function registerPolicies(): void {
   if (!isLoadBalancerNameRegistered(P2C_POLICY_NAME)) {
     registerLoadBalancerType(P2C_POLICY_NAME, P2cLoadBalancer, P2cConfig);
@@ -29,6 +29,10 @@ export function registerPolicies(): void {
     registerLoadBalancerType(EWMA_POLICY_NAME, EwmaLoadBalancer, EwmaConfig);
   }
 }
+
+// Importing this module registers the policies, as grpc-js registers its own on load: a channel
+// naming grpc_kube_p2c must never fall over because nobody called registerPolicies() first.
+registerPolicies();
 
 /** grpc-js naming: the same function as `setup()` in its own policy modules. */
 export const setup = registerPolicies;
