@@ -23,13 +23,13 @@ export async function labCommand(args: string[]): Promise<number> {
       cluster: { type: 'string' },
       clients: { type: 'string' },
       pacing: { type: 'string' },
-      'server-kit': { type: 'boolean' },
+      pods: { type: 'string' },
       'client-defaults': { type: 'boolean' },
     },
   });
   const { builtinScenarios, scaleScenario, SCENARIO_NAMES } = await import('../lab/scenario.js');
   const { STRATEGIES } = await import('../lab/strategies/index.js');
-  const { runScenario } = await import('../lab/runner.js');
+  const { runScenario, POD_SHUTDOWNS } = await import('../lab/runner.js');
   const { renderReport } = await import('../lab/report.js');
   const { seededRandom } = await import('../balancer/index.js');
   const { grpcUsesAlternativeResolver } = await import('../lab/dns-server.js');
@@ -81,6 +81,9 @@ export async function labCommand(args: string[]): Promise<number> {
       'grpc-js was loaded without GRPC_NODE_USE_ALTERNATIVE_RESOLVER=true, so its dns: resolver cannot reach the lab DNS server; run the lab through `grpc-kube lab`',
     );
   }
+  const pods = (values.pods ?? 'kit') as (typeof POD_SHUTDOWNS)[number];
+  if (!POD_SHUTDOWNS.includes(pods))
+    throw new InvalidOptionError('--pods', `must be one of ${POD_SHUTDOWNS.join(', ')}`);
   const random = seededRandom(seed);
   const out = (l: string): void => void process.stderr.write(l + '\n');
   const started = Date.now();
@@ -98,9 +101,7 @@ export async function labCommand(args: string[]): Promise<number> {
       random,
       clients,
       pacingMs,
-      podShutdown: values['server-kit']
-        ? { mode: 'graceful', drainDelayMs: 1000 }
-        : { mode: 'graceful', drainDelayMs: 0 },
+      pods,
       channelOptions: values['client-defaults'] ? clientDefaults() : {},
       onProgress: out,
     });
@@ -137,7 +138,7 @@ export async function labCommand(args: string[]): Promise<number> {
         command: `grpc-kube lab ${args.join(' ')}`.trim(),
         seed,
         notes: [
-          `embedded cluster; ${clients} client channels per strategy × 5 RPCs in flight, paced ${pacingMs} ms; all strategies run at once against the same pods`,
+          `embedded cluster; ${clients} client channels per strategy × 5 RPCs in flight, paced ${pacingMs} ms; all strategies run at once against the same pods; pods: ${pods}${values['client-defaults'] ? '; clients with grpc-kube client defaults (retry on UNAVAILABLE)' : ''}`,
           ...results.flatMap((r) => r.skipped.map((s) => `${r.scenario}: ${s.strategy} skipped (${s.why})`)),
         ],
       }),

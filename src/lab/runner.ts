@@ -43,8 +43,8 @@ export interface RunOptions {
   readonly concurrency?: number;
   /** Minimum ms between a loop's RPC starts (caps the load so 2 cores can run every strategy at once). */
   readonly pacingMs?: number;
-  /** Pod SIGTERM behaviour: a plain graceful server (default) or the server kit's drain. */
-  readonly podShutdown?: { mode: 'immediate' | 'graceful'; drainDelayMs: number };
+  /** Pod SIGTERM behaviour (see POD_SHUTDOWNS). Default 'kit'. */
+  readonly pods?: PodShutdown;
   /** Extra channel options for every strategy (e.g. the client defaults' retry policy). */
   readonly channelOptions?: ChannelOptions;
   readonly onProgress?: (line: string) => void;
@@ -58,16 +58,26 @@ export interface ScenarioResult {
 
 const PROBE_PERIOD_MS = 100;
 
+/**
+ * What a pod does on SIGTERM:
+ *  - kit: the server kit — NOT_SERVING, 1 s for the endpoint removal to spread, GOAWAY, finish in-flight;
+ *  - plain: GOAWAY and finish in-flight at once (grpc-go's GracefulStop; the kit with no delay);
+ *  - naive: no handler, the process dies at once (the seeds' servers).
+ */
+export const POD_SHUTDOWNS = ['kit', 'plain', 'naive'] as const;
+export type PodShutdown = (typeof POD_SHUTDOWNS)[number];
+const KIT_PROPAGATION_DELAY_MS = 1000;
+
 function podEnv(o: {
   delayMs: number;
   maxAge: boolean;
-  shutdown: RunOptions['podShutdown'];
+  pods: PodShutdown;
   timeScale: number;
 }): Record<string, string> {
   const env: Record<string, string> = {
     HELLO_RESPONSE_DELAY_MS: String(o.delayMs),
-    HELLO_SHUTDOWN: o.shutdown?.mode ?? 'graceful',
-    HELLO_DRAIN_DELAY_MS: String(o.shutdown?.drainDelayMs ?? 0),
+    HELLO_SHUTDOWN: o.pods === 'naive' ? 'immediate' : 'graceful',
+    HELLO_DRAIN_DELAY_MS: String(o.pods === 'kit' ? Math.round(KIT_PROPAGATION_DELAY_MS * o.timeScale) : 0),
     HELLO_GRACE_MS: '4000',
     HELLO_MAX_LIFETIME_MS: String(10 * 60_000),
   };
@@ -106,7 +116,7 @@ function applyApps(
       env: podEnv({
         delayMs,
         maxAge: flavour === 'maxage',
-        shutdown: opts.podShutdown,
+        pods: opts.pods ?? 'kit',
         timeScale: opts.timeScale,
       }),
       maxSurge: scenario.maxSurge,

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -20,10 +20,12 @@ interface LabJson {
 
 let result: { json: LabJson; report: string; stdout: string } | undefined;
 
-async function runLabOnce(t: { after(fn: () => unknown): void }): Promise<NonNullable<typeof result>> {
+let dir: string | undefined;
+after(() => (dir === undefined ? undefined : rm(dir, { recursive: true, force: true })));
+
+async function runLabOnce(): Promise<NonNullable<typeof result>> {
   if (result !== undefined) return result;
-  const dir = await mkdtemp(join(tmpdir(), 'grpc-kube-lab-test-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  dir = await mkdtemp(join(tmpdir(), 'grpc-kube-lab-test-'));
   const jsonFile = join(dir, 'lab.json');
   const report = join(dir, 'lab.html');
   const args = [
@@ -62,7 +64,7 @@ test(
   'grpc-kube lab --quick reproduces the seeds and shows the kubernetes resolver fixing them',
   { timeout: 240_000 },
   async (t) => {
-    const { json, stdout } = await runLabOnce(t);
+    const { json, stdout } = await runLabOnce();
     assert.equal(json.runs.length, 14, '2 scenarios × 7 strategies');
     for (const r of json.runs) {
       assert.equal(r.cluster, 'embedded');
@@ -119,7 +121,7 @@ test(
   'the lab report opens in headless Chromium with a plot per run and no console error',
   { skip: chromiumSkip(), timeout: 240_000 },
   async (t) => {
-    const { json, report } = await runLabOnce(t);
+    const { json, report } = await runLabOnce();
     const { page, errors, foreign } = await openFile(report, t);
     const plots = await page.evaluate(() =>
       [...document.querySelectorAll('svg.plot')].map((svg) => svg.querySelectorAll('path.series').length),
