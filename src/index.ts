@@ -25,3 +25,6 @@ export type { PortSelector } from './discovery/slices.js';
 export { KubeClient } from './kube/client.js';
 export { ENDPOINT_INFO_ATTRIBUTE, endpointInfoFrom } from './adapter/grpc-js.js';
 export * from './errors.js';
+export * from './balancer/index.js';
+export * from './client/index.js';
+export * from './server/index.js';

@@ -33,7 +33,6 @@ export async function labCommand(args: string[]): Promise<number> {
   const { renderReport } = await import('../lab/report.js');
   const { seededRandom } = await import('../balancer/index.js');
   const { grpcUsesAlternativeResolver } = await import('../lab/dns-server.js');
-  const { clientDefaults } = await import('../client/defaults.js');
 
   if ((values.cluster ?? 'embedded') !== 'embedded') {
     throw new InvalidOptionError(
@@ -102,7 +101,7 @@ export async function labCommand(args: string[]): Promise<number> {
       clients,
       pacingMs,
       pods,
-      channelOptions: values['client-defaults'] ? clientDefaults() : {},
+      clientDefaults: values['client-defaults'] ?? false,
       onProgress: out,
     });
     for (const s of r.skipped) out(`  ${scenario.name}: ${s.strategy} skipped (${s.why})`);

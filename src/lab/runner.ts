@@ -4,7 +4,6 @@
 // every strategy sees exactly the same scale-up, rollout, kill or outage. The scenario's steps act on
 // the cluster at their times; pod lives and every RPC are recorded on one clock, then measured.
 
-import type { ChannelOptions } from '@grpc/grpc-js';
 import { NodeScriptRuntime } from '../cluster/pod-runtime.js';
 import {
   startEmbeddedCluster,
@@ -18,6 +17,7 @@ import { SourceRegistry } from '../discovery/registry.js';
 import { KubeClient } from '../kube/client.js';
 import { setup as setupResolvers, type GrpcKube } from '../resolver/setup.js';
 import { registerPolicies } from '../balancer/index.js';
+import { clientDefaults } from '../client/defaults.js';
 import { GrpcKubeError } from '../errors.js';
 import { LabDnsServer } from './dns-server.js';
 import { computeRunRecord, distinctPodsPerClient, podRateSeries, type LabRunRecord } from './metrics.js';
@@ -45,8 +45,8 @@ export interface RunOptions {
   readonly pacingMs?: number;
   /** Pod SIGTERM behaviour (see POD_SHUTDOWNS). Default 'kit'. */
   readonly pods?: PodShutdown;
-  /** Extra channel options for every strategy (e.g. the client defaults' retry policy). */
-  readonly channelOptions?: ChannelOptions;
+  /** Clients use grpc-kube's client defaults (retry on UNAVAILABLE, keepalive) around their policy. */
+  readonly clientDefaults?: boolean;
   readonly onProgress?: (line: string) => void;
 }
 
@@ -267,6 +267,10 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       random: opts.random,
       nextVip: () => `127.0.1.${++vip}`,
       timeScale: opts.timeScale,
+      clientOptions: (policy) =>
+        opts.clientDefaults
+          ? clientDefaults({ lbPolicy: policy })
+          : { 'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ [policy]: {} }] }) },
     };
     // Every stand-in must have its first answer before clients dial.
     await waitFor(
@@ -295,7 +299,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       s,
       w: startWorkload({
         target: h.target,
-        channelOptions: { ...(opts.channelOptions ?? {}), ...(h.channelOptions ?? {}) },
+        channelOptions: h.channelOptions ?? {},
         clients: opts.clients ?? 2,
         concurrency: opts.concurrency ?? 5,
         mode: 'loops',

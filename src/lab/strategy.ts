@@ -36,6 +36,11 @@ export interface LabEnv {
   nextVip(): string;
   /** Time scale of this run (1, or less with --quick), for strategies with timings of their own. */
   readonly timeScale: number;
+  /**
+   * Channel options selecting `policy` through the service config: the lb policy alone, or with
+   * --client-defaults the grpc-kube client defaults (retry on UNAVAILABLE, keepalive) around it.
+   */
+  clientOptions(policy: string): ChannelOptions;
 }
 
 export interface StrategyHandle {

@@ -63,7 +63,7 @@ function run(json: LabJson, scenario: string, strategy: string): LabRunRecord {
 test(
   'grpc-kube lab --quick reproduces the seeds and shows the kubernetes resolver fixing them',
   { timeout: 240_000 },
-  async (t) => {
+  async () => {
     const { json, stdout } = await runLabOnce();
     assert.equal(json.runs.length, 14, '2 scenarios × 7 strategies');
     for (const r of json.runs) {

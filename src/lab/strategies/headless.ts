@@ -6,8 +6,6 @@ import { dnsTarget } from '../dns-server.js';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import type { LabEnv, LabStrategy } from '../strategy.js';
 
-const ROUND_ROBIN = JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] });
-
 /** grpc-js's default minimum time between DNS resolutions. */
 export const DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS = 30_000;
 
@@ -33,7 +31,7 @@ export const headlessPickFirst: LabStrategy = {
   async start(env) {
     return {
       target: dnsTarget(env.dns.address, env.apps.plain.dnsName, env.port),
-      channelOptions: dnsOptions(env),
+      channelOptions: { ...dnsOptions(env), ...env.clientOptions('pick_first') },
       close: async () => {},
     };
   },
@@ -47,7 +45,7 @@ export const headlessDnsRoundRobin: LabStrategy = {
   async start(env) {
     return {
       target: dnsTarget(env.dns.address, env.apps.plain.dnsName, env.port),
-      channelOptions: { ...dnsOptions(env), 'grpc.service_config': ROUND_ROBIN },
+      channelOptions: { ...dnsOptions(env), ...env.clientOptions('round_robin') },
       close: async () => {},
     };
   },
@@ -62,7 +60,7 @@ export const maxConnectionAge: LabStrategy = {
   async start(env) {
     return {
       target: dnsTarget(env.dns.address, env.apps.maxage.dnsName, env.port),
-      channelOptions: { ...dnsOptions(env), 'grpc.service_config': ROUND_ROBIN },
+      channelOptions: { ...dnsOptions(env), ...env.clientOptions('round_robin') },
       close: async () => {},
     };
   },

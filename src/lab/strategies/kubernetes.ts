@@ -1,7 +1,6 @@
 // The grpc-kube strategies: the `kubernetes:` resolver watching EndpointSlices, with round_robin or
 // one of our policies (P2C least-request, peak-EWMA).
 
-import { LB_POLICY_OPTION } from '../../resolver/endpoint-resolver.js';
 import { EWMA_POLICY_NAME, P2C_POLICY_NAME } from '../../balancer/index.js';
 import type { LabStrategy } from '../strategy.js';
 
@@ -14,7 +13,7 @@ function kubernetesStrategy(name: string, policy: string, description: string): 
     async start(env) {
       return {
         target: `kubernetes:///${env.apps.plain.service}.${env.namespace}:${env.port}`,
-        channelOptions: { [LB_POLICY_OPTION]: policy },
+        channelOptions: env.clientOptions(policy),
         close: async () => {},
       };
     },
