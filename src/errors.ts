@@ -9,9 +9,12 @@ export const ERROR_CODES = {
   GK_ERR_KUBE_UNAUTHORIZED: 'The Kubernetes API rejected the credentials (HTTP 401).',
   GK_ERR_KUBE_FORBIDDEN: 'The identity lacks an RBAC permission (HTTP 403); the message names the verb.',
   GK_ERR_KUBE_NOT_FOUND: 'The Kubernetes API has no such resource (HTTP 404).',
-  GK_ERR_KUBE_CONFLICT: 'The object already exists or changed since it was read (HTTP 409); re-read and retry.',
-  GK_ERR_KUBE_INVALID: 'The Kubernetes API rejected the request as malformed or invalid (HTTP 400, 415, 422).',
-  GK_ERR_KUBE_EXPIRED: 'The resourceVersion is older than the retained history (HTTP 410 Expired); list again.',
+  GK_ERR_KUBE_CONFLICT:
+    'The object already exists or changed since it was read (HTTP 409); re-read and retry.',
+  GK_ERR_KUBE_INVALID:
+    'The Kubernetes API rejected the request as malformed or invalid (HTTP 400, 415, 422).',
+  GK_ERR_KUBE_EXPIRED:
+    'The resourceVersion is older than the retained history (HTTP 410 Expired); list again.',
   GK_ERR_KUBE_UNREACHABLE: 'The Kubernetes API could not be reached or answered with a server error.',
   GK_ERR_KUBE_PROTOCOL: 'The Kubernetes API sent something that is not a valid list or watch event.',
   GK_ERR_PORT_NOT_FOUND: 'The Service has endpoints, but none on the port named in the target.',
