@@ -71,6 +71,13 @@ export interface RealControlPlane {
   readonly pki: LabPki;
   /** A kubeconfig (YAML) for this cluster with other credentials, e.g. a ServiceAccount token. */
   kubeConfigFor(credentials: LabCredentials, userName?: string): string;
+  /**
+   * Stops kube-apiserver (SIGTERM) and starts it again with the same flags on the same port; etcd and
+   * its data stay. Clients see an outage, and the new apiserver's watch cache starts at etcd's current
+   * revision, so a watch resumed from an older resourceVersion gets 410 Expired (as after a real
+   * apiserver restart or failover). Resolves once /readyz answers again.
+   */
+  restartApiServer(): Promise<void>;
   /** Stops all three (controller-manager first, etcd last) and removes `dir`. Idempotent. */
   stop(): Promise<void>;
 }
@@ -275,7 +282,7 @@ export async function startRealControlPlane(opts: RealControlPlaneOptions = {}):
     const adminKubeConfigPath = join(dir, 'admin.kubeconfig');
     await writeFile(adminKubeConfigPath, adminKubeConfig, { mode: 0o600 });
 
-    const apiserver = start('kube-apiserver', bins.kubeApiserver, [
+    const apiserverArgs = [
       `--etcd-servers=${etcdUrl}`,
       '--bind-address=127.0.0.1',
       `--secure-port=${apiPort}`,
@@ -295,9 +302,30 @@ export async function startRealControlPlane(opts: RealControlPlaneOptions = {}):
       '--profiling=false',
       `--cert-dir=${join(dir, 'apiserver-certs')}`,
       ...s.extraApiServerArgs,
-    ]);
+    ];
+    let apiserver = start('kube-apiserver', bins.kubeApiserver, apiserverArgs);
     const adminTls = { ca: pki.caPem, cert: pki.adminCertPem, key: pki.adminKeyPem };
     await waitHealthy(apiserver, { url: `${url}/readyz`, tls: adminTls }, s.startTimeoutMs);
+    let restarting: Promise<void> | undefined;
+    const restartApiServer = (): Promise<void> => {
+      if (stopping)
+        return Promise.reject(new GrpcKubeError('GK_ERR_DESTROYED', 'the control plane was stopped'));
+      restarting ??= (async () => {
+        const old = apiserver;
+        await old.stop(s.stopGraceMs);
+        const at = procs.indexOf(old);
+        const next = startProcess(old.name, old.exe, apiserverArgs, old.logFile);
+        // Same place in the stop order: after the controller-manager, before etcd.
+        if (at >= 0) procs[at] = next;
+        else procs.push(next);
+        record.addChild(next.pid, next.exe);
+        apiserver = next;
+        await waitHealthy(next, { url: `${url}/readyz`, tls: adminTls }, s.startTimeoutMs);
+      })().finally(() => {
+        restarting = undefined;
+      });
+      return restarting;
+    };
 
     const kcm = start('kube-controller-manager', bins.kubeControllerManager, [
       `--kubeconfig=${adminKubeConfigPath}`,
@@ -342,6 +370,7 @@ export async function startRealControlPlane(opts: RealControlPlaneOptions = {}):
       pki,
       kubeConfigFor: (credentials: LabCredentials, userName?: string) =>
         kubeConfigYaml(url, pki.caPem, credentials, userName),
+      restartApiServer,
       stop,
     });
   } catch (err) {
