@@ -2,12 +2,11 @@
 // typed server and client helpers, so the pod process, the workload and tests speak the same contract.
 // The proto is found from the package root, so this works from src/ under a TS runner and from dist/.
 
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { GrpcKubeError } from '../errors.js';
+import { packageRoot } from './paths.js';
 
 export interface HelloRequest {
   client: string;
@@ -22,23 +21,7 @@ export interface HelloReply {
 /** Full method path, as it appears on the wire. */
 export const SAY_HELLO_PATH = '/hello.Greeter/SayHello';
 
-function findPackageRoot(): string {
-  // Walk up from this module until the directory that holds proto/hello.proto: one level deeper
-  // when running from dist/src/lab than from src/lab.
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'proto', 'hello.proto'))) return dir;
-    const parent = dirname(dir);
-    if (parent === dir) break;
-    dir = parent;
-  }
-  throw new GrpcKubeError(
-    'GK_ERR_LAB',
-    'proto/hello.proto not found above ' + import.meta.url + '; reinstall',
-  );
-}
-
-export const HELLO_PROTO_PATH: string = join(findPackageRoot(), 'proto', 'hello.proto');
+export const HELLO_PROTO_PATH: string = join(packageRoot(), 'proto', 'hello.proto');
 
 interface HelloDefinitions {
   service: grpc.ServiceDefinition;

@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { GrpcKubeError } from '../errors.js';
 
 let root: string | undefined;
 
@@ -11,7 +12,10 @@ export function packageRoot(): string {
   while (!existsSync(join(dir, 'package.json'))) {
     const up = dirname(dir);
     if (up === dir)
-      throw new Error('grpc-kube: package.json not found above ' + fileURLToPath(import.meta.url));
+      throw new GrpcKubeError(
+        'GK_ERR_LAB',
+        `package.json not found above ${fileURLToPath(import.meta.url)}; reinstall grpc-kube`,
+      );
     dir = up;
   }
   root = dir;
