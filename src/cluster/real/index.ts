@@ -29,3 +29,5 @@ export {
 } from './netns.js';
 export { reapLeftovers } from './processes.js';
 export type { LabPki } from './pki.js';
+export { RealKubelet, type RealKubeletOptions, type RealKubeletStats } from './kubelet.js';
+export { NetnsScriptRuntime, type NetnsScriptRuntimeOptions } from './kubelet-runtime.js';

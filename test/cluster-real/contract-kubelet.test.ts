@@ -1,0 +1,220 @@
+// The lab kubelet against the REAL control plane: the real deployment, replicaset and endpointslice
+// controllers act on the Nodes, Leases and pod statuses it writes, and pods are real processes in
+// their own network namespaces on 10.244.x.y. Asserted through our KubernetesEndpointSource and real
+// gRPC calls to the pod addresses. Needs root (network namespaces) and the built binaries.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+
+import { deploymentManifest, headlessServiceManifest } from '../../src/cluster/embedded.js';
+import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
+import { startRealControlPlane, type RealControlPlane } from '../../src/cluster/real/control-plane.js';
+import { LabApi } from '../../src/cluster/real/kube-http.js';
+import { RealKubelet } from '../../src/cluster/real/kubelet.js';
+import { NetnsScriptRuntime } from '../../src/cluster/real/kubelet-runtime.js';
+import { createLabNetwork, type LabNetwork } from '../../src/cluster/real/netns.js';
+import type { Node, Pod } from '../../src/cluster/controllers/kinds.js';
+import type { Endpoint } from '../../src/discovery/endpoint.js';
+import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
+import { KubeClient } from '../../src/kube/client.js';
+import { GreeterClient } from '../../src/lab/hello.js';
+import { POD_MAIN_SCRIPT } from '../../src/lab/pod-main.js';
+
+const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
+const root = typeof process.getuid === 'function' && process.getuid() === 0;
+const skip =
+  !realRequired && !controlPlaneBinariesPresent()
+    ? `real control plane not built (${controlPlaneBinDir()})`
+    : !root
+      ? 'needs root for network namespaces'
+      : false;
+
+const NS = 'lab';
+const core = { group: '', version: 'v1', resource: 'x' } as const;
+
+async function eventually(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (let i = 0; i < 10_000; i++) {
+    if (await check()) return;
+    if (Date.now() > end) break;
+    await delay(Math.min(25 * 2 ** Math.min(i, 4), 300));
+  }
+  assert.fail(`${what}: not within ${timeoutMs} ms`);
+}
+
+describe('RealKubelet on the real control plane', { skip }, () => {
+  let cp: RealControlPlane;
+  let net: LabNetwork;
+  let kubelet: RealKubelet;
+  let api: LabApi;
+  let source: KubernetesEndpointSource;
+  let client: KubeClient;
+  const errors: string[] = [];
+  let current: readonly Endpoint[] = [];
+  /** Per address: the states it went through, consecutive duplicates dropped, 'gone' when removed. */
+  const history = new Map<string, string[]>();
+  const note = (addr: string, state: string): void => {
+    const h = history.get(addr) ?? [];
+    if (h.at(-1) !== state) h.push(state);
+    history.set(addr, h);
+  };
+
+  before(async () => {
+    cp = await startRealControlPlane();
+    net = await createLabNetwork();
+    api = new LabApi(cp.adminKubeConfig);
+    kubelet = new RealKubelet({
+      kubeConfig: cp.adminKubeConfig,
+      network: net,
+      runtime: new NetnsScriptRuntime({ network: net, script: POD_MAIN_SCRIPT }),
+      nodes: [
+        { name: 'lab-node-1', zone: 'zone-a' },
+        { name: 'lab-node-2', zone: 'zone-b' },
+      ],
+      probePeriodMs: 200,
+      heartbeatMs: 1_000,
+      onError: (what, err) => errors.push(`${what}: ${String(err)}`),
+    });
+    await kubelet.start();
+    client = KubeClient.fromKubeConfigString(cp.adminKubeConfig);
+    source = new KubernetesEndpointSource(client, NS, 'hello', { backoff: { initialMs: 100, maxMs: 1000 } });
+  });
+
+  after(async () => {
+    await source?.stop();
+    client?.close();
+    await kubelet?.stop();
+    api?.close();
+    await net?.teardown();
+    await cp?.stop();
+  });
+
+  it('registers Nodes with zone labels, a Ready condition and Leases it keeps renewing', async () => {
+    const node = await api.request<Node>('GET', '/api/v1/nodes/lab-node-2', undefined, core);
+    assert.equal(node.metadata.labels?.['topology.kubernetes.io/zone'], 'zone-b');
+    assert.equal(node.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
+    assert.deepEqual(node.status?.addresses?.[0], { type: 'InternalIP', address: net.gateway });
+    const leasePath = '/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/lab-node-1';
+    const l1 = await api.request<{ spec: { renewTime: string; holderIdentity: string } }>(
+      'GET',
+      leasePath,
+      undefined,
+      core,
+    );
+    assert.equal(l1.spec.holderIdentity, 'lab-node-1');
+    await eventually(
+      'a renewed lease',
+      async () => {
+        const l2 = await api.request<{ spec: { renewTime: string } }>('GET', leasePath, undefined, core);
+        return l2.spec.renewTime > l1.spec.renewTime;
+      },
+      5_000,
+    );
+  });
+
+  it('runs a real Deployment: pods bound, started in their namespaces, Ready from the gRPC probe, published by the real controller', async () => {
+    await api.request(
+      'POST',
+      '/api/v1/namespaces',
+      { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
+      core,
+    );
+    // Pods are refused until the namespace's default ServiceAccount exists.
+    await eventually('default ServiceAccount', async () => {
+      try {
+        await api.request('GET', `/api/v1/namespaces/${NS}/serviceaccounts/default`, undefined, core);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    const app = {
+      name: 'hello',
+      namespace: NS,
+      replicas: 3,
+      terminationGracePeriodSeconds: 3,
+      probe: { periodMs: 200 },
+      env: { HELLO_SHUTDOWN: 'graceful', HELLO_DRAIN_DELAY_MS: '600', HELLO_GRACE_MS: '2000' },
+    };
+    await api.request('POST', `/api/v1/namespaces/${NS}/services`, headlessServiceManifest(app), core);
+    await api.request('POST', `/apis/apps/v1/namespaces/${NS}/deployments`, deploymentManifest(app), core);
+    source.subscribe(
+      { kind: 'number', port: 50051 },
+      {
+        onEndpoints: (view, diff) => {
+          current = view.endpoints();
+          for (const e of [...diff.added, ...diff.changed.map((c) => c.after)]) note(e.address, e.state);
+          for (const e of diff.removed) note(e.address, 'gone');
+        },
+        onError: (err) => errors.push(`source: ${err.message}`),
+      },
+    );
+    const t0 = Date.now();
+    await eventually(
+      '3 ready endpoints',
+      () => current.filter((e) => e.state === 'ready').length === 3,
+      60_000,
+    );
+    console.log(`# 3 pods ready through the real controllers in ${Date.now() - t0} ms`);
+    for (const e of current) {
+      assert.match(e.address, /^10\.244\.\d+\.\d+$/);
+      assert.ok(e.zone === 'zone-a' || e.zone === 'zone-b', `zone ${e.zone}`);
+      assert.ok(e.pod?.startsWith('hello-'), `pod ${e.pod}`);
+    }
+    assert.deepEqual(
+      new Set(current.map((e) => e.zone)),
+      new Set(['zone-a', 'zone-b']),
+      'spread over both nodes',
+    );
+    const pods = await api.request<{ items: Pod[] }>('GET', `/api/v1/namespaces/${NS}/pods`, undefined, core);
+    for (const p of pods.items) {
+      assert.equal(p.status?.phase, 'Running');
+      assert.deepEqual(p.status?.podIPs, [{ ip: p.status?.podIP }]);
+      assert.equal(kubelet.podIP(NS, p.metadata.name ?? ''), p.status?.podIP);
+    }
+    // Real traffic to each pod address, inside its namespace.
+    for (const e of current) {
+      const g = new GreeterClient(`${e.address}:50051`, undefined, { 'grpc.enable_http_proxy': 0 });
+      try {
+        const reply = await g.sayHello({ client: 'contract', counter: 1 }, 2_000);
+        assert.equal(reply.pod, e.pod);
+      } finally {
+        g.close();
+      }
+    }
+  });
+
+  it('a deleted pod drains (SIGTERM, serving && terminating), then is DELETEd; its namespace goes; a replacement turns Ready', async () => {
+    const victim = current.find((e) => e.state === 'ready');
+    assert.ok(victim?.pod);
+    const proc = kubelet.podProcess(NS, victim.pod);
+    assert.ok(proc);
+    await api.request('DELETE', `/api/v1/namespaces/${NS}/pods/${victim.pod}`, undefined, core);
+    await eventually('victim gone', () => history.get(victim.address)?.at(-1) === 'gone', 20_000);
+    const h = history.get(victim.address) ?? [];
+    console.log(`# deleted pod: ${h.join(' → ')}`);
+    assert.ok(h.includes('draining'), `states of the deleted pod: ${h.join(' → ')}`);
+    assert.ok(h.indexOf('ready') < h.indexOf('draining'), h.join(' → '));
+    const exit = await proc.exited;
+    assert.equal(exit.code, 0, 'graceful pod exits 0 on SIGTERM within the grace');
+    await eventually('pod object deleted', async () => {
+      try {
+        await api.request('GET', `/api/v1/namespaces/${NS}/pods/${victim.pod}`, undefined, core);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    await eventually('namespace removed', () => !net.pods().some((p) => p.ip === victim.address), 10_000);
+    await eventually('3 ready again', () => current.filter((e) => e.state === 'ready').length === 3, 30_000);
+    assert.ok(kubelet.stats.binds >= 4);
+    assert.ok(kubelet.stats.deletes >= 1);
+    assert.ok(kubelet.stats.heartbeats >= 2);
+    assert.deepEqual(errors, []);
+  });
+});
