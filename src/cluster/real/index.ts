@@ -31,3 +31,5 @@ export { reapLeftovers } from './processes.js';
 export type { LabPki } from './pki.js';
 export { RealKubelet, type RealKubeletOptions, type RealKubeletStats } from './kubelet.js';
 export { NetnsScriptRuntime, type NetnsScriptRuntimeOptions } from './kubelet-runtime.js';
+export { startRealLabCluster, type RealLabCluster, type RealLabClusterOptions } from './cluster.js';
+export { LabApi } from './kube-http.js';
