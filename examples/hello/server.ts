@@ -62,9 +62,13 @@ export async function startHelloServer(
     server.bindAsync(`${config.host}:${config.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => {
       if (err) {
         reject(
-          new GrpcKubeError('GK_ERR_INVALID_OPTION', `cannot listen on ${config.host}:${config.port}: ${err.message}`, {
-            cause: err,
-          }),
+          new GrpcKubeError(
+            'GK_ERR_INVALID_OPTION',
+            `cannot listen on ${config.host}:${config.port}: ${err.message}`,
+            {
+              cause: err,
+            },
+          ),
         );
       } else resolve(p);
     });
