@@ -96,9 +96,23 @@ export async function runHelloClient(opts: RunOptions): Promise<RoundResult[]> {
   return results;
 }
 
+/**
+ * Register the resolvers a target needs: kubernetes: and dns-poll: always (cheap: no watch starts
+ * until a channel uses them); xds: only when asked, since @grpc/grpc-js-xds reads its bootstrap
+ * (GRPC_XDS_BOOTSTRAP_CONFIG) on first use.
+ */
+export async function registerResolvers(target: string): Promise<ReturnType<typeof setup>> {
+  const gk = setup(); // the pod's ServiceAccount in a cluster, KUBECONFIG elsewhere
+  if (target.startsWith('xds:')) {
+    const xds = await import('@grpc/grpc-js-xds');
+    xds.register();
+  }
+  return gk;
+}
+
 async function main(): Promise<void> {
   const config = clientConfigFromEnv(process.env);
-  const gk = setup(); // the pod's ServiceAccount in a cluster, KUBECONFIG elsewhere
+  const gk = await registerResolvers(config.target);
   const ac = new AbortController();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => ac.abort());
   process.stdout.write(

@@ -202,10 +202,24 @@ export function renderKustomization(dir: string): KubeObject[] {
   if (ns !== undefined) {
     if (typeof ns !== 'string' || ns === '')
       throw new InvalidOptionError(`${file}: namespace`, 'must be a name');
+    // kustomize also moves RoleBinding subjects that name a ServiceAccount of this kustomization
+    // (by name, whatever the subject's kind) when their namespace is unset, 'default', or the
+    // ServiceAccount's own: they follow it into the new namespace.
+    const accounts = new Map(
+      objects.filter((o) => o.kind === 'ServiceAccount').map((o) => [o.metadata.name, o.metadata.namespace]),
+    );
     objects = objects.map((o) => {
       const c = clone(o);
       if (c.kind === 'Namespace') c.metadata.name = ns;
       else if (!CLUSTER_SCOPED.has(c.kind)) c.metadata.namespace = ns;
+      if ((c.kind === 'RoleBinding' || c.kind === 'ClusterRoleBinding') && Array.isArray(c['subjects'])) {
+        for (const subject of c['subjects'] as Array<{ name?: string; namespace?: string }>) {
+          const name = subject.name ?? '';
+          if (!accounts.has(name)) continue;
+          const from = subject.namespace ?? '';
+          if (from === '' || from === 'default' || from === accounts.get(name)) subject.namespace = ns;
+        }
+      }
       return c;
     });
   }
