@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { KubernetesEndpointSource, type EndpointListener } from '../../src/discovery/kube-source.js';
 import type { Endpoint, EndpointDiff } from '../../src/discovery/endpoint.js';
 import { KubeClient } from '../../src/kube/client.js';
+import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import type { PortSelector } from '../../src/discovery/slices.js';
 import { GrpcKubeError } from '../../src/errors.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 
@@ -32,20 +34,47 @@ function recorder(): Recorder {
 
 const fastBackoff = { backoff: { initialMs: 20, maxMs: 100 } };
 
-test('list then watch: the set follows slice ADDED, MODIFIED and DELETED events', async (t) => {
-  const api = await startApi();
+interface SourceFixture {
+  api: EmbeddedApiServer;
+  w: SliceWriter;
+  src: KubernetesEndpointSource;
+  r: Recorder;
+}
+
+/** An API server, a slice writer for Service hello, and a source subscribed to `port` with a recorder. */
+async function sourceFixture(
+  t: { after(fn: () => unknown): void },
+  opts: {
+    port?: PortSelector;
+    token?: string;
+    bookmarkIntervalMs?: number;
+    seed?: (w: SliceWriter, api: EmbeddedApiServer) => void;
+  } = {},
+): Promise<SourceFixture> {
+  const api = await startApi(
+    opts.bookmarkIntervalMs === undefined ? {} : { bookmarkIntervalMs: opts.bookmarkIntervalMs },
+  );
   t.after(() => api.close());
   const w = new SliceWriter(api, 'hello', 50051);
-  w.put('hello-a', [{ ip: '10.1.0.1' }, { ip: '10.1.0.2' }]);
+  opts.seed?.(w, api);
   const src = new KubernetesEndpointSource(
-    KubeClient.fromKubeConfigString(api.kubeConfigYaml()),
+    KubeClient.fromKubeConfigString(api.kubeConfigYaml(opts.token ?? api.adminToken)),
     'default',
     'hello',
     fastBackoff,
   );
   t.after(() => src.stop());
   const r = recorder();
-  src.subscribe({ kind: 'number', port: 50051 }, r);
+  src.subscribe(opts.port ?? { kind: 'number', port: 50051 }, r);
+  return { api, w, src, r };
+}
+
+test('list then watch: the set follows slice ADDED, MODIFIED and DELETED events', async (t) => {
+  const { w, src, r } = await sourceFixture(t, {
+    seed: (w) => {
+      w.put('hello-a', [{ ip: '10.1.0.1' }, { ip: '10.1.0.2' }]);
+    },
+  });
   await until(() => r.sets.length === 1);
   assert.deepEqual(r.last(), ['10.1.0.1:50051=ready', '10.1.0.2:50051=ready']);
 
@@ -71,28 +100,20 @@ test('list then watch: the set follows slice ADDED, MODIFIED and DELETED events'
 });
 
 test('endpoints moving between three slices are never removed, even across a 410 re-list', async (t) => {
-  const api = await startApi();
-  t.after(() => api.close());
-  const w = new SliceWriter(api, 'hello', 50051);
   const ips = ['10.2.0.1', '10.2.0.2', '10.2.0.3', '10.2.0.4', '10.2.0.5', '10.2.0.6'];
-  w.put('s1', [{ ip: ips[0]! }, { ip: ips[1]! }]);
-  w.put('s2', [{ ip: ips[2]! }, { ip: ips[3]! }]);
-  w.put('s3', [{ ip: ips[4]! }, { ip: ips[5]! }]);
-  const src = new KubernetesEndpointSource(
-    KubeClient.fromKubeConfigString(api.kubeConfigYaml()),
-    'default',
-    'hello',
-    fastBackoff,
-  );
-  t.after(() => src.stop());
-  const r = recorder();
-  src.subscribe({ kind: 'name', name: 'grpc' }, r);
+  const { api, w, src, r } = await sourceFixture(t, {
+    port: { kind: 'name', name: 'grpc' },
+    seed: (w) => {
+      w.put('s1', [{ ip: ips[0]! }, { ip: ips[1]! }]);
+      w.put('s2', [{ ip: ips[2]! }, { ip: ips[3]! }]);
+      w.put('s3', [{ ip: ips[4]! }, { ip: ips[5]! }]);
+    },
+  });
   await until(() => r.sets.length === 1);
   // The controller moves 10.2.0.1 into s2 (listed there first, then dropped from s1), then
   // 10.2.0.3 into s3, while the watch is cut and the history compacted so the source must re-list.
   w.put('s2', [{ ip: ips[2]! }, { ip: ips[3]! }, { ip: ips[0]! }]);
   w.put('s1', [{ ip: ips[1]! }]);
-  await until(() => src.stats.events >= 2);
   await until(() => src.stats.events >= 2);
   api.dropWatches('destroy');
   w.put('s3', [{ ip: ips[4]! }, { ip: ips[5]! }, { ip: ips[2]! }]);
@@ -107,19 +128,11 @@ test('endpoints moving between three slices are never removed, even across a 410
 });
 
 test('a watch from a compacted resourceVersion gets 410 and re-lists without losing an endpoint', async (t) => {
-  const api = await startApi();
-  t.after(() => api.close());
-  const w = new SliceWriter(api, 'hello', 50051);
-  w.put('s1', [{ ip: '10.3.0.1' }]);
-  const src = new KubernetesEndpointSource(
-    KubeClient.fromKubeConfigString(api.kubeConfigYaml()),
-    'default',
-    'hello',
-    fastBackoff,
-  );
-  t.after(() => src.stop());
-  const r = recorder();
-  src.subscribe({ kind: 'number', port: 50051 }, r);
+  const { api, w, src, r } = await sourceFixture(t, {
+    seed: (w) => {
+      w.put('s1', [{ ip: '10.3.0.1' }]);
+    },
+  });
   await until(() => r.sets.length === 1 && src.stats.watches === 1);
   // Other Services' writes move the store past the source's resourceVersion (no bookmarks here);
   // compaction then drops that history, so re-watching from it must answer 410.
@@ -134,33 +147,18 @@ test('a watch from a compacted resourceVersion gets 410 and re-lists without los
 });
 
 test('bookmarks advance the resourceVersion', async (t) => {
-  const api = await startApi({ bookmarkIntervalMs: 30 });
-  t.after(() => api.close());
-  new SliceWriter(api, 'hello', 50051).put('s1', [{ ip: '10.4.0.1' }]);
-  const src = new KubernetesEndpointSource(
-    KubeClient.fromKubeConfigString(api.kubeConfigYaml()),
-    'default',
-    'hello',
-    fastBackoff,
-  );
-  t.after(() => src.stop());
-  src.subscribe({ kind: 'number', port: 50051 }, recorder());
+  const { src } = await sourceFixture(t, {
+    bookmarkIntervalMs: 30,
+    seed: (w) => w.put('s1', [{ ip: '10.4.0.1' }]),
+  });
   await until(() => src.stats.bookmarks >= 2);
 });
 
 test('a port the Service does not have is a typed error naming the ports it has', async (t) => {
-  const api = await startApi();
-  t.after(() => api.close());
-  new SliceWriter(api, 'hello', 50051).put('s1', [{ ip: '10.5.0.1' }]);
-  const src = new KubernetesEndpointSource(
-    KubeClient.fromKubeConfigString(api.kubeConfigYaml()),
-    'default',
-    'hello',
-    fastBackoff,
-  );
-  t.after(() => src.stop());
-  const r = recorder();
-  src.subscribe({ kind: 'name', name: 'http' }, r);
+  const { r } = await sourceFixture(t, {
+    port: { kind: 'name', name: 'http' },
+    seed: (w) => w.put('s1', [{ ip: '10.5.0.1' }]),
+  });
   await until(() => r.errors.length === 1);
   assert.equal(r.errors[0]?.code, 'GK_ERR_PORT_NOT_FOUND');
   assert.match(r.errors[0]?.message ?? '', /no port "http".*50051 \(grpc\)/);
@@ -168,18 +166,10 @@ test('a port the Service does not have is a typed error naming the ports it has'
 });
 
 test('403: a typed error naming the RBAC verb and resource, and the source keeps retrying', async (t) => {
-  const api = await startApi();
-  t.after(() => api.close());
-  api.addToken('nobody', { user: 'system:serviceaccount:default:nobody', rules: [] });
-  const src = new KubernetesEndpointSource(
-    KubeClient.fromKubeConfigString(api.kubeConfigYaml('nobody')),
-    'default',
-    'hello',
-    fastBackoff,
-  );
-  t.after(() => src.stop());
-  const r = recorder();
-  src.subscribe({ kind: 'number', port: 50051 }, r);
+  const { api, r } = await sourceFixture(t, {
+    token: 'nobody',
+    seed: (_w, api) => api.addToken('nobody', { user: 'system:serviceaccount:default:nobody', rules: [] }),
+  });
   await until(() => r.errors.length >= 2);
   const err = r.errors[0];
   assert.equal(err?.code, 'GK_ERR_KUBE_FORBIDDEN');
@@ -203,19 +193,11 @@ test('403: a typed error naming the RBAC verb and resource, and the source keeps
 });
 
 test('API down: the last set is kept with no error, and changes made meanwhile arrive after it returns', async (t) => {
-  const api = await startApi();
-  t.after(() => api.close());
-  const w = new SliceWriter(api, 'hello', 50051);
-  w.put('s1', [{ ip: '10.6.0.1' }]);
-  const src = new KubernetesEndpointSource(
-    KubeClient.fromKubeConfigString(api.kubeConfigYaml()),
-    'default',
-    'hello',
-    fastBackoff,
-  );
-  t.after(() => src.stop());
-  const r = recorder();
-  src.subscribe({ kind: 'number', port: 50051 }, r);
+  const { api, w, src, r } = await sourceFixture(t, {
+    seed: (w) => {
+      w.put('s1', [{ ip: '10.6.0.1' }]);
+    },
+  });
   await until(() => r.sets.length === 1 && src.stats.watches === 1);
   await api.stop();
   w.put('s1', [{ ip: '10.6.0.1' }, { ip: '10.6.0.2' }]);
