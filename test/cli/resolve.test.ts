@@ -54,7 +54,7 @@ test('grpc-kube resolve prints the set, then every change with a timestamp, like
     /SYNC {5}2 endpoints \(2 ready\)\n {4}10\.1\.0\.1:50051 +ready +hello-1\n {4}10\.1\.0\.2:50051 +ready +hello-2/,
   );
   assert.match(text, /ADDED {4}10\.1\.0\.3:50051 +ready +hello-3/);
-  assert.match(text, /CHANGED  10\.1\.0\.1:50051 +draining +hello-1 +\(was ready\)/);
+  assert.match(text, /CHANGED {2}10\.1\.0\.1:50051 +draining +hello-1 +\(was ready\)/);
 });
 
 test('grpc-kube resolve --once: a 403 prints the typed error and exits 1', async (t) => {
