@@ -1,4 +1,4 @@
-// `grpc-kube lab`: every scenario against every strategy on an embedded cluster, side by side.
+// `grpc-kube lab`: every scenario against every strategy on a lab cluster (embedded or real), side by side.
 // Prints progress while it runs and a summary table at the end; --json writes the FIGURES.md records,
 // --report a self-contained HTML page with per-pod traffic over time.
 //
@@ -34,11 +34,9 @@ export async function labCommand(args: string[]): Promise<number> {
   const { seededRandom } = await import('../balancer/index.js');
   const { grpcUsesAlternativeResolver } = await import('../lab/dns-server.js');
 
-  if ((values.cluster ?? 'embedded') !== 'embedded') {
-    throw new InvalidOptionError(
-      '--cluster',
-      `"${values.cluster}" is not available yet; use --cluster embedded`,
-    );
+  const cluster = values.cluster ?? 'embedded';
+  if (cluster !== 'embedded' && cluster !== 'real') {
+    throw new InvalidOptionError('--cluster', `must be embedded or real, got "${cluster}"`);
   }
   const pick = <T extends { name: string }>(
     all: readonly T[],
@@ -87,7 +85,7 @@ export async function labCommand(args: string[]): Promise<number> {
   const out = (l: string): void => void process.stderr.write(l + '\n');
   const started = Date.now();
   out(
-    `grpc-kube lab: ${scenarios.length} scenarios × ${strategies.length} strategies on an embedded cluster${quick ? ' (quick)' : ''}, seed ${seed}`,
+    `grpc-kube lab: ${scenarios.length} scenarios × ${strategies.length} strategies on the ${cluster} cluster${quick ? ' (quick)' : ''}, seed ${seed}`,
   );
   const results = [];
   for (const sc of scenarios) {
@@ -101,6 +99,7 @@ export async function labCommand(args: string[]): Promise<number> {
       clients,
       pacingMs,
       pods,
+      cluster,
       clientDefaults: values['client-defaults'] ?? false,
       onProgress: out,
     });
@@ -137,7 +136,7 @@ export async function labCommand(args: string[]): Promise<number> {
         command: `grpc-kube lab ${args.join(' ')}`.trim(),
         seed,
         notes: [
-          `embedded cluster; ${clients} client channels per strategy × 5 RPCs in flight, paced ${pacingMs} ms; all strategies run at once against the same pods; pods: ${pods}${values['client-defaults'] ? '; clients with grpc-kube client defaults (retry on UNAVAILABLE)' : ''}`,
+          `${cluster} cluster; ${clients} client channels per strategy × 5 RPCs in flight, paced ${pacingMs} ms; all strategies run at once against the same pods; pods: ${pods}${values['client-defaults'] ? '; clients with grpc-kube client defaults (retry on UNAVAILABLE)' : ''}`,
           ...results.flatMap((r) => r.skipped.map((s) => `${r.scenario}: ${s.strategy} skipped (${s.why})`)),
         ],
       }),

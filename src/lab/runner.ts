@@ -4,15 +4,9 @@
 // every strategy sees exactly the same scale-up, rollout, kill or outage. The scenario's steps act on
 // the cluster at their times; pod lives and every RPC are recorded on one clock, then measured.
 
-import { NodeScriptRuntime } from '../cluster/pod-runtime.js';
-import {
-  startEmbeddedCluster,
-  deploymentManifest,
-  type AppSpec,
-  type EmbeddedCluster,
-} from '../cluster/embedded.js';
-import { RESOURCES } from '../cluster/store-api.js';
-import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
+import { deploymentManifest, type AppSpec } from '../cluster/embedded.js';
+import type { Service } from '../cluster/controllers/kinds.js';
+import { startLabCluster, type ClusterKind, type LabCluster } from './cluster.js';
 import { SourceRegistry } from '../discovery/registry.js';
 import { KubeClient } from '../kube/client.js';
 import { setup as setupResolvers, type GrpcKube } from '../resolver/setup.js';
@@ -21,7 +15,6 @@ import { clientDefaults } from '../client/defaults.js';
 import { GrpcKubeError } from '../errors.js';
 import { LabDnsServer } from './dns-server.js';
 import { computeRunRecord, distinctPodsPerClient, podRateSeries, type LabRunRecord } from './metrics.js';
-import { POD_MAIN_SCRIPT } from './pod-main.js';
 import type { ReportRun, ScenarioEvent } from './report.js';
 import type { Scenario, ScenarioStep } from './scenario.js';
 import { MAX_CONNECTION_AGE_GRACE_MS, MAX_CONNECTION_AGE_MS } from './strategies/headless.js';
@@ -43,6 +36,8 @@ export interface RunOptions {
   readonly concurrency?: number;
   /** Minimum ms between a loop's RPC starts (caps the load so 2 cores can run every strategy at once). */
   readonly pacingMs?: number;
+  /** embedded (default) or real. */
+  readonly cluster?: ClusterKind;
   /** Pod SIGTERM behaviour (see POD_SHUTDOWNS). Default 'kit'. */
   readonly pods?: PodShutdown;
   /** Clients use grpc-kube's client defaults (retry on UNAVAILABLE, keepalive) around their policy. */
@@ -96,13 +91,12 @@ interface AppDeployments {
 }
 
 /** Deployments and a headless Service selecting them by `svc=<service>`. */
-function applyApps(
-  cluster: EmbeddedCluster,
+async function applyApps(
+  cluster: LabCluster,
   scenario: Scenario,
   flavours: AppFlavour[],
   opts: RunOptions,
-): AppDeployments[] {
-  const store = cluster.store;
+): Promise<AppDeployments[]> {
   const out: AppDeployments[] = [];
   for (const flavour of flavours) {
     const service = flavour === 'plain' ? 'hello' : 'hello-maxage';
@@ -131,7 +125,7 @@ function applyApps(
       deployments.push(
         app(`${service}-slow`, 1, Math.round(Math.max(base, 1) * (scenario.slowPod?.factor ?? 1))),
       );
-    for (const d of deployments) store.create(RESOURCES.deployments, deploymentManifest(d));
+    for (const d of deployments) await cluster.create('deployments', deploymentManifest(d));
     const svc: Service = {
       apiVersion: 'v1',
       kind: 'Service',
@@ -143,30 +137,10 @@ function applyApps(
         ports: [{ name: 'grpc', port: LAB_PORT, targetPort: LAB_PORT, protocol: 'TCP' }],
       },
     };
-    store.create(RESOURCES.services, svc);
+    await cluster.create('services', svc);
     out.push({ flavour, service, deployments: [service] });
   }
   return out;
-}
-
-function rollout(cluster: EmbeddedCluster, name: string, stamp: string): void {
-  const d = cluster.store.get<Deployment>(RESOURCES.deployments, LAB_NAMESPACE, name);
-  if (d === undefined) throw new GrpcKubeError('GK_ERR_LAB', `deployment ${name} vanished`);
-  const tmpl = d.spec.template;
-  cluster.store.update(RESOURCES.deployments, {
-    ...d,
-    spec: {
-      ...d.spec,
-      template: {
-        ...tmpl,
-        metadata: {
-          ...tmpl.metadata,
-          // what `kubectl rollout restart` writes
-          annotations: { ...(tmpl.metadata?.annotations ?? {}), 'kubectl.kubernetes.io/restartedAt': stamp },
-        },
-      },
-    },
-  });
 }
 
 function stepLabel(s: ScenarioStep): string {
@@ -199,18 +173,15 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
   if (strategies.length === 0) return { scenario: scenario.name, runs: [], skipped };
 
   let vip = 0;
-  const runtime = new NodeScriptRuntime({ script: POD_MAIN_SCRIPT });
-  const cluster = await startEmbeddedCluster({
-    runtime,
+  const cluster = await startLabCluster(opts.cluster ?? 'embedded', {
+    namespace: LAB_NAMESPACE,
     probePeriodMs: PROBE_PERIOD_MS,
-    namespaces: [LAB_NAMESPACE],
-    apiServer: { bookmarkIntervalMs: 5000 },
     random: opts.random,
   });
   const cleanups: Array<() => Promise<void> | void> = [() => cluster.stop()];
   try {
     const flavours = [...new Set(strategies.map((s) => s.flavour))];
-    const apps = applyApps(cluster, scenario, flavours, opts);
+    const apps = await applyApps(cluster, scenario, flavours, opts);
     const readyTimeoutMs = 30_000;
     for (const a of apps) {
       await cluster.waitForReadyPods(LAB_NAMESPACE, { svc: a.service }, scenario.replicas, readyTimeoutMs);
@@ -219,7 +190,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     const dns = new LabDnsServer({ host: '127.0.0.1', port: 0, ttlS: 5 });
     await dns.listen();
     cleanups.push(() => dns.close());
-    const kubeConfigYaml = cluster.apiServer.kubeConfigYaml();
+    const kubeConfigYaml = cluster.kubeConfigYaml;
     const endpoints = new SourceRegistry(KubeClient.fromKubeConfigString(kubeConfigYaml), {
       backoff: { initialMs: 200, maxMs: 5000 },
     });
@@ -288,7 +259,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     const recorders = new Map<string, PodTimelineRecorder>();
     const clock = (): number => performance.now();
     for (const a of apps) {
-      const r = new PodTimelineRecorder(cluster.store, LAB_NAMESPACE, `svc=${a.service}`, clock);
+      const r = new PodTimelineRecorder(cluster, LAB_NAMESPACE, `svc=${a.service}`, clock);
       recorders.set(a.flavour, r);
       cleanups.push(() => r.stop());
     }
@@ -320,13 +291,9 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     const stepErrors: unknown[] = [];
     for (const step of scenario.steps) {
       const t = setTimeout(() => {
-        try {
-          events.push({ atMs: clock() - origin, label: stepLabel(step) });
-          progress(`  ${scenario.name}: ${stepLabel(step)}`);
-          applyStep(cluster, apps, step, opts.random, timers);
-        } catch (err) {
-          stepErrors.push(err);
-        }
+        events.push({ atMs: clock() - origin, label: stepLabel(step) });
+        progress(`  ${scenario.name}: ${stepLabel(step)}`);
+        applyStep(cluster, apps, step, opts.random, timers).catch((err: unknown) => stepErrors.push(err));
       }, step.atMs);
       timers.push(t);
     }
@@ -356,7 +323,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       const record: LabRunRecord = computeRunRecord({
         scenario: scenario.name,
         strategy: s.name,
-        cluster: 'embedded',
+        cluster: cluster.kind,
         records: w.log,
         timeline,
         steadyWindowMs: [scenario.steady.fromMs, scenario.steady.toMs],
@@ -387,38 +354,39 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
   }
 }
 
-function applyStep(
-  cluster: EmbeddedCluster,
+async function applyStep(
+  cluster: LabCluster,
   apps: readonly AppDeployments[],
   step: ScenarioStep,
   random: () => number,
   timers: NodeJS.Timeout[],
-): void {
+): Promise<void> {
   switch (step.action) {
     case 'scale':
-      for (const a of apps) for (const d of a.deployments) cluster.scale(LAB_NAMESPACE, d, step.replicas);
+      for (const a of apps)
+        for (const d of a.deployments) await cluster.scale(LAB_NAMESPACE, d, step.replicas);
       return;
     case 'rollout': {
       const stamp = new Date().toISOString();
-      for (const a of apps) for (const d of a.deployments) rollout(cluster, d, stamp);
+      for (const a of apps)
+        for (const d of a.deployments) await cluster.restartRollout(LAB_NAMESPACE, d, stamp);
       return;
     }
     case 'kill-pods':
       for (const a of apps) {
-        const pods = cluster.store
-          .list<Pod>(RESOURCES.pods, { namespace: LAB_NAMESPACE, labelSelector: `svc=${a.service}` })
-          .items.filter((p) => !p.metadata.deletionTimestamp)
+        const pods = (await cluster.listPods(LAB_NAMESPACE, `svc=${a.service}`))
+          .filter((p) => !p.metadata.deletionTimestamp)
           .map((p) => p.metadata.name as string)
           .sort();
         for (let i = 0; i < step.count && pods.length > 0; i++) {
           const [name] = pods.splice(Math.floor(random() * pods.length), 1);
-          cluster.kubelet.podProcess(LAB_NAMESPACE, name as string)?.kill(step.signal);
+          cluster.killPodProcess(LAB_NAMESPACE, name as string, step.signal);
         }
       }
       return;
     case 'api-down': {
-      void cluster.apiServer.stop();
-      const t = setTimeout(() => void cluster.apiServer.start(), step.forMs);
+      await cluster.apiDown();
+      const t = setTimeout(() => void cluster.apiUp(), step.forMs);
       timers.push(t);
       return;
     }

@@ -4,7 +4,7 @@
 // clients use; it may run helpers of its own (a forwarder, a proxy, a control plane) until close().
 
 import type { ChannelOptions } from '@grpc/grpc-js';
-import type { EmbeddedCluster } from '../cluster/embedded.js';
+import type { LabCluster } from './cluster.js';
 import type { SourceRegistry } from '../discovery/registry.js';
 import type { LabDnsServer } from './dns-server.js';
 
@@ -19,7 +19,7 @@ export interface LabApp {
 }
 
 export interface LabEnv {
-  readonly cluster: EmbeddedCluster;
+  readonly cluster: LabCluster;
   readonly namespace: string;
   /** Container port = Service port of every app. */
   readonly port: number;

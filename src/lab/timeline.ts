@@ -2,9 +2,8 @@
 // gone, read from the store's watch as the kubelet and controllers write them. The metrics measure
 // "Ready → first RPC" from these instants.
 
-import type { ObjectStore } from '../cluster/store-api.js';
-import { RESOURCES } from '../cluster/store-api.js';
 import { isPodReady, type Pod } from '../cluster/controllers/kinds.js';
+import type { LabCluster } from './cluster.js';
 import type { PodTimeline } from './metrics.js';
 
 interface Life {
@@ -21,12 +20,11 @@ export class PodTimelineRecorder {
   private readonly clock: () => number;
   private originMs: number;
 
-  /** Records every pod with label `svc=<service>` in `namespace`. Times are clock() - origin. */
-  constructor(store: ObjectStore, namespace: string, labelSelector: string, clock: () => number) {
+  /** Records every pod matching `labelSelector` in `namespace`. Times are clock() - origin. */
+  constructor(cluster: LabCluster, namespace: string, labelSelector: string, clock: () => number) {
     this.clock = clock;
     this.originMs = clock();
-    this.stopWatch = store.watch<Pod>(RESOURCES.pods, { namespace, labelSelector }, (ev) => {
-      const pod = ev.object as Pod;
+    this.stopWatch = cluster.watchPods(namespace, labelSelector, (type, pod) => {
       const name = pod.metadata?.name;
       if (!name) return;
       const t = this.clock() - this.originMs;
@@ -35,7 +33,7 @@ export class PodTimelineRecorder {
         life = { name, createdAtMs: t, readyAtMs: null, terminatingAtMs: null, goneAtMs: null };
         this.lives.set(name, life);
       }
-      if (ev.type === 'DELETED') {
+      if (type === 'DELETED') {
         life.goneAtMs ??= t;
         return;
       }

@@ -1,0 +1,207 @@
+// The cluster a lab scenario runs on, behind one interface: `embedded` (in-process API server and
+// controllers, pods on 127.0.x.y; unprivileged) or `real` (etcd, kube-apiserver and
+// kube-controller-manager built from their Go modules, the lab kubelet running pods in network
+// namespaces on 10.244.x.y; root). The runner only creates objects, scales, restarts rollouts, kills
+// pod processes, takes the API down, and watches pods — the same calls on both.
+
+import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.js';
+import { NodeScriptRuntime } from '../cluster/pod-runtime.js';
+import { RESOURCES } from '../cluster/store-api.js';
+import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
+import { GrpcKubeError } from '../errors.js';
+import { KubeClient } from '../kube/client.js';
+import type { WatchEvent } from '../kube/types.js';
+import { POD_MAIN_SCRIPT } from './pod-main.js';
+
+export type ClusterKind = 'embedded' | 'real';
+
+export interface LabCluster {
+  readonly kind: ClusterKind;
+  /** Admin kubeconfig (clients, resolvers, the lab's stand-ins). */
+  readonly kubeConfigYaml: string;
+  create(kind: 'deployments' | 'services', obj: Deployment | Service): Promise<void>;
+  scale(namespace: string, name: string, replicas: number): Promise<void>;
+  /** What `kubectl rollout restart` does: a new template annotation, hence a rolling update. */
+  restartRollout(namespace: string, name: string, stamp: string): Promise<void>;
+  listPods(namespace: string, labelSelector: string): Promise<Pod[]>;
+  /** Signal a pod's process directly (a crash, an OOM kill): the kubelet sees it die. */
+  killPodProcess(namespace: string, name: string, signal: 'SIGKILL' | 'SIGTERM'): void;
+  /** Take the Kubernetes API away from clients until apiUp(). */
+  apiDown(): Promise<void>;
+  apiUp(): Promise<void>;
+  waitForReadyPods(
+    namespace: string,
+    selector: Record<string, string>,
+    count: number,
+    timeoutMs: number,
+  ): Promise<void>;
+  /** Pod events in order (an initial ADDED per existing pod first); returns the stop function. */
+  watchPods(
+    namespace: string,
+    labelSelector: string,
+    onEvent: (type: WatchEvent['type'], pod: Pod) => void,
+  ): () => void;
+  stop(): Promise<void>;
+}
+
+export interface LabClusterOptions {
+  readonly namespace: string;
+  readonly probePeriodMs: number;
+  readonly random: () => number;
+}
+
+export async function startLabCluster(kind: ClusterKind, opts: LabClusterOptions): Promise<LabCluster> {
+  return kind === 'embedded' ? embedded(opts) : real(opts);
+}
+
+async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
+  const c: EmbeddedCluster = await startEmbeddedCluster({
+    runtime: new NodeScriptRuntime({ script: POD_MAIN_SCRIPT }),
+    probePeriodMs: opts.probePeriodMs,
+    namespaces: [opts.namespace],
+    apiServer: { bookmarkIntervalMs: 5000 },
+    random: opts.random,
+  });
+  return {
+    kind: 'embedded',
+    kubeConfigYaml: c.apiServer.kubeConfigYaml(),
+    create: async (kind, obj) => void c.store.create(RESOURCES[kind], obj),
+    scale: async (ns, name, replicas) => void c.scale(ns, name, replicas),
+    restartRollout: async (ns, name, stamp) => {
+      const d = c.store.get<Deployment>(RESOURCES.deployments, ns, name);
+      if (d === undefined) throw new GrpcKubeError('GK_ERR_LAB', `deployment ${ns}/${name} vanished`);
+      c.store.update(RESOURCES.deployments, withRestartStamp(d, stamp));
+    },
+    listPods: async (ns, labelSelector) =>
+      c.store.list<Pod>(RESOURCES.pods, { namespace: ns, labelSelector }).items,
+    killPodProcess: (ns, name, signal) => c.kubelet.podProcess(ns, name)?.kill(signal),
+    apiDown: () => c.apiServer.stop(),
+    apiUp: () => c.apiServer.start(),
+    waitForReadyPods: async (ns, selector, count, timeoutMs) =>
+      void (await c.waitForReadyPods(ns, selector, count, timeoutMs)),
+    watchPods: (ns, labelSelector, onEvent) =>
+      c.store.watch<Pod>(RESOURCES.pods, { namespace: ns, labelSelector }, (ev) =>
+        onEvent(ev.type, ev.object as Pod),
+      ),
+    stop: () => c.stop(),
+  };
+}
+
+async function real(opts: LabClusterOptions): Promise<LabCluster> {
+  // Loaded only here: the real control plane needs root, Go-built binaries and network namespaces.
+  const { startRealLabCluster } = await import('../cluster/real/cluster.js');
+  const c = await startRealLabCluster({
+    podScript: POD_MAIN_SCRIPT,
+    probePeriodMs: opts.probePeriodMs,
+    namespaces: [opts.namespace],
+  });
+  const client = KubeClient.fromKubeConfigString(c.kubeConfigYaml);
+  const path = (kind: 'deployments' | 'services', ns: string): string =>
+    kind === 'deployments'
+      ? `/apis/apps/v1/namespaces/${ns}/deployments`
+      : `/api/v1/namespaces/${ns}/services`;
+  const rp = (kind: string, ns: string) => ({
+    group: kind === 'deployments' ? 'apps' : '',
+    version: 'v1',
+    resource: kind,
+    namespace: ns,
+  });
+  let down = false;
+  return {
+    kind: 'real',
+    kubeConfigYaml: c.kubeConfigYaml,
+    create: async (kind, obj) => {
+      const ns = obj.metadata.namespace ?? 'default';
+      await c.api.request('POST', path(kind, ns), obj, rp(kind, ns));
+    },
+    scale: (ns, name, replicas) => c.scale(ns, name, replicas),
+    restartRollout: async (ns, name, stamp) => {
+      const patch = {
+        spec: { template: { metadata: { annotations: { 'kubectl.kubernetes.io/restartedAt': stamp } } } },
+      };
+      await c.api.request('PATCH', `${path('deployments', ns)}/${name}`, patch, rp('deployments', ns));
+    },
+    listPods: async (ns, labelSelector) =>
+      (
+        await client.list<Pod>(
+          { group: '', version: 'v1', resource: 'pods', namespace: ns },
+          { labelSelector },
+        )
+      ).items,
+    killPodProcess: (ns, name, signal) => c.kubelet.podProcess(ns, name)?.kill(signal),
+    apiDown: async () => {
+      // kube-apiserver stopped for real: clients and controllers alike lose the API, as in an outage.
+      const cp = c.controlPlane as { stopApiServer?: () => Promise<void> };
+      if (cp.stopApiServer === undefined) {
+        throw new GrpcKubeError('GK_ERR_LAB', 'this control plane cannot stop its API server on its own yet');
+      }
+      down = true;
+      await cp.stopApiServer();
+    },
+    apiUp: async () => {
+      const cp = c.controlPlane as { startApiServer?: () => Promise<void> };
+      if (down && cp.startApiServer !== undefined) await cp.startApiServer();
+      down = false;
+    },
+    waitForReadyPods: async (ns, selector, count, timeoutMs) =>
+      void (await c.waitForReadyPods(ns, selector, count, timeoutMs)),
+    watchPods: (ns, labelSelector, onEvent) => watchOverHttp(client, ns, labelSelector, onEvent),
+    stop: async () => {
+      client.close();
+      await c.stop();
+    },
+  };
+}
+
+function withRestartStamp(d: Deployment, stamp: string): Deployment {
+  const tmpl = d.spec.template;
+  return {
+    ...d,
+    spec: {
+      ...d.spec,
+      template: {
+        ...tmpl,
+        metadata: {
+          ...tmpl.metadata,
+          annotations: { ...(tmpl.metadata?.annotations ?? {}), 'kubectl.kubernetes.io/restartedAt': stamp },
+        },
+      },
+    },
+  };
+}
+
+/** List then watch pods, re-listing after any break (an outage), until stopped. */
+function watchOverHttp(
+  client: KubeClient,
+  ns: string,
+  labelSelector: string,
+  onEvent: (type: WatchEvent['type'], pod: Pod) => void,
+): () => void {
+  let stopped = false;
+  let handle: { abort(): void } | undefined;
+  const rp = { group: '', version: 'v1', resource: 'pods', namespace: ns };
+  void (async () => {
+    while (!stopped) {
+      try {
+        const list = await client.list<Pod>(rp, { labelSelector });
+        for (const p of list.items) onEvent('ADDED', p);
+        const w = client.watch<Pod>(
+          rp,
+          { labelSelector, resourceVersion: list.metadata.resourceVersion ?? '0', timeoutSeconds: 600 },
+          (ev) => {
+            if (ev.type !== 'BOOKMARK' && !stopped) onEvent(ev.type, ev.object as Pod);
+          },
+        );
+        handle = w;
+        await w.done;
+      } catch {
+        // the API is away: try again shortly
+      }
+      if (!stopped) await new Promise((r) => setTimeout(r, 200).unref());
+    }
+  })();
+  return () => {
+    stopped = true;
+    handle?.abort();
+  };
+}
