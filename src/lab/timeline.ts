@@ -2,7 +2,7 @@
 // gone, read from the store's watch as the kubelet and controllers write them. The metrics measure
 // "Ready → first RPC" from these instants.
 
-import { isPodReady, type Pod } from '../cluster/controllers/kinds.js';
+import { isPodReady } from '../cluster/controllers/kinds.js';
 import type { LabCluster } from './cluster.js';
 import type { PodTimeline } from './metrics.js';
 
