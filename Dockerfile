@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1
+# One image for everything grpc-kube deploys (deploy/): the Hello example's server and client, the
+# L7 proxy (`grpc-kube proxy`) and the xDS control plane (`grpc-kube xds serve`). The manifests set
+# the command per container; the targets below only change the default CMD, for `docker run`:
+#
+#   docker build -t grpc-kube:0.1.0 .                    # default: the Hello server
+#   docker build -t grpc-kube-client:0.1.0 --target client .
+#   kind load docker-image grpc-kube:0.1.0               # then: kubectl apply -k deploy/<scenario>
+#
+# node runs the script directly (no npm, no shell), so SIGTERM reaches the server kit's handler.
+
+ARG NODE_VERSION=20
+
+# ---- build: compile TypeScript with the dev dependencies, then drop them ----
+FROM node:${NODE_VERSION}-bookworm AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
+COPY proto ./proto
+COPY src ./src
+COPY examples ./examples
+RUN npx tsc -p tsconfig.json && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+
+# ---- runtime: production node_modules, compiled JS and the protos; non-root ----
+FROM node:${NODE_VERSION}-bookworm-slim AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /src/package.json ./package.json
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/proto ./proto
+COPY --from=build /src/dist/src ./dist/src
+COPY --from=build /src/dist/examples ./dist/examples
+# uid/gid 1000 is the image's `node` user; numeric so that runAsNonRoot can verify it.
+USER 1000:1000
+EXPOSE 50051
+
+FROM runtime AS client
+CMD ["node", "dist/examples/hello/client.js"]
+
+FROM runtime AS proxy
+EXPOSE 15001
+CMD ["node", "dist/src/cli/main.js", "proxy", "--mode=ingress", "--listen=0.0.0.0:50051"]
+
+FROM runtime AS xds
+EXPOSE 18000
+CMD ["node", "dist/src/cli/main.js", "xds", "serve", "--listen=0.0.0.0:18000"]
+
+# Last, so that a plain `docker build .` gives the server.
+FROM runtime AS server
+CMD ["node", "dist/examples/hello/server.js"]
