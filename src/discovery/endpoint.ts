@@ -106,6 +106,8 @@ export class EndpointSet implements EndpointView {
   private readonly groups = new Map<string, Map<string, Endpoint>>();
   private readonly entries = new Map<string, Entry>();
   private snapshot: readonly Endpoint[] | null = null;
+  /** Sorted keys, kept until a key is added or removed: state flips reuse them, skipping the sort. */
+  private sortedKeys: string[] | null = null;
 
   /** Number of distinct endpoints (by address and port). */
   get size(): number {
@@ -119,8 +121,8 @@ export class EndpointSet implements EndpointView {
   /** All endpoints, sorted by key; the array is frozen and reused until the next change. */
   endpoints(): readonly Endpoint[] {
     if (this.snapshot === null) {
-      const keys = [...this.entries.keys()].sort();
-      this.snapshot = Object.freeze(keys.map((k) => (this.entries.get(k) as Entry).winner));
+      this.sortedKeys ??= [...this.entries.keys()].sort();
+      this.snapshot = Object.freeze(this.sortedKeys.map((k) => (this.entries.get(k) as Entry).winner));
     }
     return this.snapshot;
   }
@@ -185,6 +187,7 @@ export class EndpointSet implements EndpointView {
     if (entry === undefined) {
       if (ep === undefined) return;
       this.entries.set(key, { copies: [{ group, ep }], winner: ep });
+      this.sortedKeys = null;
       added.push(ep);
       return;
     }
@@ -199,6 +202,7 @@ export class EndpointSet implements EndpointView {
     }
     if (entry.copies.length === 0) {
       this.entries.delete(key);
+      this.sortedKeys = null;
       removed.push(before);
       return;
     }
