@@ -217,4 +217,54 @@ describe('RealKubelet on the real control plane', { skip }, () => {
     assert.ok(kubelet.stats.heartbeats >= 2);
     assert.deepEqual(errors, []);
   });
+
+  it('an API outage: pods keep serving; a crash during it is restarted and its status written once the API is back', async () => {
+    const victim = current.find((e) => e.state === 'ready');
+    assert.ok(victim?.pod);
+    const proc = kubelet.podProcess(NS, victim.pod);
+    assert.ok(proc);
+    await cp.stopApiServer();
+    proc.kill('SIGKILL');
+    // The kubelet restarts the container without the API (restartPolicy Always)…
+    await eventually('restarted', () => kubelet.podProcess(NS, victim.pod ?? '') !== proc, 5_000);
+    const g = new GreeterClient(`${victim.address}:50051`, undefined, { 'grpc.enable_http_proxy': 0 });
+    try {
+      await eventually(
+        'the restarted pod answers on the same address',
+        async () => {
+          try {
+            return (await g.sayHello({ client: 'outage', counter: 1 }, 500)).pod === victim.pod;
+          } catch {
+            return false;
+          }
+        },
+        10_000,
+      );
+    } finally {
+      g.close();
+    }
+    errors.length = 0; // heartbeats and watches fail while the API is down: expected
+    await cp.startApiServer();
+    // …and the status writes it could not make are retried once the API answers.
+    await eventually(
+      'restartCount written',
+      async () => {
+        const p = await api.request<Pod>(
+          'GET',
+          `/api/v1/namespaces/${NS}/pods/${victim.pod}`,
+          undefined,
+          core,
+        );
+        const cs = p.status?.containerStatuses?.[0];
+        return (cs?.restartCount ?? 0) >= 1 && cs?.ready === true;
+      },
+      30_000,
+    );
+    await eventually(
+      '3 ready endpoints again',
+      () => current.filter((e) => e.state === 'ready').length === 3,
+      30_000,
+    );
+    assert.equal(current.find((e) => e.pod === victim.pod)?.address, victim.address);
+  });
 });

@@ -391,7 +391,17 @@ describe('KubernetesEndpointSource against the real kube-apiserver', { skip: ski
         ...fast,
         watchTimeoutSeconds: [600, 600],
       });
-      src.subscribe({ kind: 'number', port: PORT }, recorder());
+      const r = recorder();
+      src.subscribe({ kind: 'number', port: PORT }, r);
+      await eventually('first list', () => r.diffs.length >= 1);
+      // As above: the bookmark must carry a resourceVersion newer than our list's to be sent at all.
+      await discovery.createNamespacedEndpointSlice({
+        namespace: NS,
+        body: {
+          ...slice('other-b', [{ ip: '10.244.9.2' }]),
+          metadata: { name: 'other-b', labels: { 'kubernetes.io/service-name': 'other' } },
+        },
+      });
       const t0 = Date.now();
       await eventually('a periodic bookmark', () => src.stats.bookmarks >= 1, 75_000);
       console.log(`# first periodic bookmark after ${Date.now() - t0} ms`);

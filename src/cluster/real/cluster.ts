@@ -26,6 +26,7 @@ import {
 import { LabApi, statusOf } from './kube-http.js';
 import { RealKubelet } from './kubelet.js';
 import { NetnsScriptRuntime } from './kubelet-runtime.js';
+import { httpWatchStore, type WatchStore } from './watch-store.js';
 import { createLabNetwork, type LabNetwork, type LabNetworkOptions } from './netns.js';
 
 export interface RealLabClusterOptions {
@@ -49,7 +50,16 @@ export interface RealLabCluster {
   readonly api: LabApi;
   /** Admin kubeconfig YAML (for KubeClient.fromKubeConfigString, sources, resolvers). */
   readonly kubeConfigYaml: string;
+  /**
+   * ObjectStore.watch over HTTP (events arrive asynchronously): for code written against the embedded
+   * store's watch, e.g. the lab's PodTimelineRecorder.
+   */
+  readonly watchStore: WatchStore;
   ensureNamespace(name: string): Promise<void>;
+  /** Pods of a namespace (optionally by label selector), deleting ones included. */
+  listPods(namespace: string, labelSelector?: string): Promise<Pod[]>;
+  /** What `kubectl rollout restart` does: stamp the template's restartedAt annotation. */
+  restartRollout(namespace: string, name: string, stamp?: string): Promise<void>;
   /** Creates, or replaces the spec of, the app's Deployment and headless Service. */
   applyApp(app: AppSpec): Promise<void>;
   scale(namespace: string, name: string, replicas: number): Promise<void>;
@@ -90,9 +100,11 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
   let network: LabNetwork | undefined;
   let kubelet: RealKubelet | undefined;
   let api: LabApi | undefined;
+  let watchStore: (WatchStore & { close(): void }) | undefined;
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
+      watchStore?.close();
       await kubelet?.stop();
       api?.close();
       await network?.teardown();
@@ -117,6 +129,7 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
       ...(opts.onError ? { onError: opts.onError } : {}),
     });
     await kubelet.start();
+    watchStore = httpWatchStore(cp.adminKubeConfig);
   } catch (err) {
     await stop();
     throw err;
@@ -179,9 +192,11 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
     throw err;
   }
 
-  const listPods = async (ns: string): Promise<Pod[]> =>
-    (await a.request<{ items: Pod[] }>('GET', `/api/v1/namespaces/${ns}/pods`, undefined, rp('pods', ns)))
-      .items;
+  const listPods = async (ns: string, labelSelector?: string): Promise<Pod[]> => {
+    const q = labelSelector ? `?labelSelector=${encodeURIComponent(labelSelector)}` : '';
+    const path = `/api/v1/namespaces/${ns}/pods${q}`;
+    return (await a.request<{ items: Pod[] }>('GET', path, undefined, rp('pods', ns))).items;
+  };
 
   return {
     controlPlane: cp,
@@ -189,7 +204,17 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
     kubelet,
     api: a,
     kubeConfigYaml: cp.adminKubeConfig,
+    watchStore: watchStore as WatchStore,
     ensureNamespace,
+    listPods,
+    async restartRollout(ns: string, name: string, stamp = new Date().toISOString()): Promise<void> {
+      await a.request(
+        'PATCH',
+        `/apis/apps/v1/namespaces/${ns}/deployments/${name}`,
+        { spec: { template: { metadata: { annotations: { 'kubectl.kubernetes.io/restartedAt': stamp } } } } },
+        rp('deployments', ns),
+      );
+    },
     async applyApp(app: AppSpec): Promise<void> {
       const ns = app.namespace ?? 'default';
       const svc = headlessServiceManifest(app);

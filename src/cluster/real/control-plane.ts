@@ -78,6 +78,10 @@ export interface RealControlPlane {
    * apiserver restart or failover). Resolves once /readyz answers again.
    */
   restartApiServer(): Promise<void>;
+  /** An API outage of chosen length: stopApiServer() (SIGTERM), later startApiServer() (same flags, port). */
+  stopApiServer(): Promise<void>;
+  /** Starts a stopped kube-apiserver again; resolves once /readyz answers. No-op while it runs. */
+  startApiServer(): Promise<void>;
   /** Stops all three (controller-manager first, etcd last) and removes `dir`. Idempotent. */
   stop(): Promise<void>;
 }
@@ -306,26 +310,37 @@ export async function startRealControlPlane(opts: RealControlPlaneOptions = {}):
     let apiserver = start('kube-apiserver', bins.kubeApiserver, apiserverArgs);
     const adminTls = { ca: pki.caPem, cert: pki.adminCertPem, key: pki.adminKeyPem };
     await waitHealthy(apiserver, { url: `${url}/readyz`, tls: adminTls }, s.startTimeoutMs);
-    let restarting: Promise<void> | undefined;
-    const restartApiServer = (): Promise<void> => {
+    // One apiserver lifecycle change at a time: stop, start and restart queue behind each other.
+    let lifecycle: Promise<void> = Promise.resolve();
+    const queued = (fn: () => Promise<void>): Promise<void> => {
       if (stopping)
         return Promise.reject(new GrpcKubeError('GK_ERR_DESTROYED', 'the control plane was stopped'));
-      restarting ??= (async () => {
-        const old = apiserver;
-        await old.stop(s.stopGraceMs);
-        const at = procs.indexOf(old);
-        const next = startProcess(old.name, old.exe, apiserverArgs, old.logFile);
-        // Same place in the stop order: after the controller-manager, before etcd.
-        if (at >= 0) procs[at] = next;
-        else procs.push(next);
-        record.addChild(next.pid, next.exe);
-        apiserver = next;
-        await waitHealthy(next, { url: `${url}/readyz`, tls: adminTls }, s.startTimeoutMs);
-      })().finally(() => {
-        restarting = undefined;
-      });
-      return restarting;
+      const next = lifecycle.then(fn);
+      lifecycle = next.catch(() => undefined);
+      return next;
     };
+    const stopApiServerNow = async (): Promise<void> => {
+      await apiserver.stop(s.stopGraceMs);
+    };
+    const startApiServerNow = async (): Promise<void> => {
+      if (!apiserver.hasExited()) return;
+      const old = apiserver;
+      const at = procs.indexOf(old);
+      const next = startProcess(old.name, old.exe, apiserverArgs, old.logFile);
+      // Same place in the stop order: after the controller-manager, before etcd.
+      if (at >= 0) procs[at] = next;
+      else procs.push(next);
+      record.addChild(next.pid, next.exe);
+      apiserver = next;
+      await waitHealthy(next, { url: `${url}/readyz`, tls: adminTls }, s.startTimeoutMs);
+    };
+    const restartApiServer = (): Promise<void> =>
+      queued(async () => {
+        await stopApiServerNow();
+        await startApiServerNow();
+      });
+    const stopApiServer = (): Promise<void> => queued(stopApiServerNow);
+    const startApiServer = (): Promise<void> => queued(startApiServerNow);
 
     const kcm = start('kube-controller-manager', bins.kubeControllerManager, [
       `--kubeconfig=${adminKubeConfigPath}`,
@@ -371,6 +386,8 @@ export async function startRealControlPlane(opts: RealControlPlaneOptions = {}):
       kubeConfigFor: (credentials: LabCredentials, userName?: string) =>
         kubeConfigYaml(url, pki.caPem, credentials, userName),
       restartApiServer,
+      stopApiServer,
+      startApiServer,
       stop,
     });
   } catch (err) {

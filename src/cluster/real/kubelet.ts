@@ -763,41 +763,69 @@ export class RealKubelet {
     });
   }
 
+  /**
+   * Runs `fn` again while the API is unreachable or overloaded (status 0, 429, 5xx), with jittered
+   * backoff, for at most 2 minutes and never after stop(): a write the controllers wait for (Ready, the
+   * final DELETE, a binding) must survive an API outage, and no event would bring it back later.
+   */
+  private async retryTransient<T>(fn: () => Promise<T>): Promise<T | undefined> {
+    const backoff = new Backoff({ initialMs: 200, maxMs: 2_000 });
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      if (this.abort.signal.aborted) return undefined;
+      try {
+        return await fn();
+      } catch (err) {
+        const code = statusOf(err);
+        const transient = code === 0 || code === 429 || code >= 500;
+        if (!transient || Date.now() > deadline || this.abort.signal.aborted) throw err;
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, backoff.next());
+          t.unref();
+          this.abort.signal.addEventListener(
+            'abort',
+            () => {
+              clearTimeout(t);
+              resolve();
+            },
+            { once: true },
+          );
+        });
+      }
+    }
+  }
+
   /** GET → mutate → PUT status, in the pod's chain; skipped when the pod is gone or replaced (uid). */
   updateStatus(key: string, uid: string, mutate: (s: PodStatus) => void): void {
     void this.enqueue(key, async () => {
-      if (this.abort.signal.aborted) return;
       const { namespace, name } = splitKey(key);
+      const rpNs = { ...PODS, namespace };
       for (let attempt = 0; attempt < 5; attempt++) {
-        let pod: Pod;
-        try {
-          pod = await this.api.request<Pod>('GET', podsPath(namespace, name), undefined, {
-            ...PODS,
-            namespace,
-          });
-        } catch (err) {
-          if (statusOf(err) === 404) return;
-          throw err;
-        }
-        if (pod.metadata.uid !== uid) return;
-        const status: PodStatus = structuredClone(pod.status ?? {});
-        mutate(status);
-        if (JSON.stringify(status) === JSON.stringify(pod.status ?? {})) return;
-        try {
-          await this.api.request(
-            'PUT',
-            podsPath(namespace, name, 'status'),
-            { ...pod, status },
-            { ...PODS, namespace },
-          );
-          this.stats.statusWrites++;
-          return;
-        } catch (err) {
-          const code = statusOf(err);
-          if (code === 404) return;
-          if (code !== 409) throw err;
-          this.stats.conflicts++;
-        }
+        const done = await this.retryTransient(async (): Promise<boolean> => {
+          let pod: Pod;
+          try {
+            pod = await this.api.request<Pod>('GET', podsPath(namespace, name), undefined, rpNs);
+          } catch (err) {
+            if (statusOf(err) === 404) return true;
+            throw err;
+          }
+          if (pod.metadata.uid !== uid) return true;
+          const status: PodStatus = structuredClone(pod.status ?? {});
+          mutate(status);
+          if (JSON.stringify(status) === JSON.stringify(pod.status ?? {})) return true;
+          try {
+            await this.api.request('PUT', podsPath(namespace, name, 'status'), { ...pod, status }, rpNs);
+            this.stats.statusWrites++;
+            return true;
+          } catch (err) {
+            const code = statusOf(err);
+            if (code === 404) return true;
+            if (code !== 409) throw err;
+            this.stats.conflicts++;
+            return false;
+          }
+        });
+        if (done !== false) return;
       }
     });
   }
@@ -868,16 +896,18 @@ export class RealKubelet {
     for (const n of this.nodes) if ((counts.get(n.name) ?? 0) < (counts.get(best) ?? 0)) best = n.name;
     const { namespace, name } = splitKey(keyOf(pod));
     try {
-      await this.api.request(
-        'POST',
-        podsPath(namespace, name, 'binding'),
-        {
-          apiVersion: 'v1',
-          kind: 'Binding',
-          metadata: { name, namespace, uid: pod.metadata.uid },
-          target: { apiVersion: 'v1', kind: 'Node', name: best },
-        },
-        { ...PODS, namespace },
+      await this.retryTransient(() =>
+        this.api.request(
+          'POST',
+          podsPath(namespace, name, 'binding'),
+          {
+            apiVersion: 'v1',
+            kind: 'Binding',
+            metadata: { name, namespace, uid: pod.metadata.uid },
+            target: { apiVersion: 'v1', kind: 'Node', name: best },
+          },
+          { ...PODS, namespace },
+        ),
       );
       this.stats.binds++;
       // Counted at once, so the next pending pod of the same burst spreads to another node.
@@ -892,11 +922,13 @@ export class RealKubelet {
   private async finalDelete(key: string, uid: string): Promise<void> {
     const { namespace, name } = splitKey(key);
     try {
-      await this.api.request(
-        'DELETE',
-        podsPath(namespace, name),
-        { apiVersion: 'v1', kind: 'DeleteOptions', gracePeriodSeconds: 0, preconditions: { uid } },
-        { ...PODS, namespace },
+      await this.retryTransient(() =>
+        this.api.request(
+          'DELETE',
+          podsPath(namespace, name),
+          { apiVersion: 'v1', kind: 'DeleteOptions', gracePeriodSeconds: 0, preconditions: { uid } },
+          { ...PODS, namespace },
+        ),
       );
       this.stats.deletes++;
     } catch (err) {
