@@ -115,7 +115,8 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
   try {
     cp = await startRealControlPlane(opts.controlPlane);
     network = await createLabNetwork(opts.network);
-    api = new LabApi(cp.adminKubeConfig);
+    // The lab's own writes ride over an API outage the lab itself caused (stopApiServer/startApiServer).
+    api = new LabApi(cp.adminKubeConfig, { retryTransientMs: 60_000 });
     kubelet = new RealKubelet({
       kubeConfig: cp.adminKubeConfig,
       network,

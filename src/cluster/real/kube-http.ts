@@ -7,18 +7,30 @@ import * as https from 'node:https';
 import * as http from 'node:http';
 import { KubeConfig } from '@kubernetes/client-node';
 
+import { Backoff } from '../../discovery/backoff.js';
 import { GrpcKubeError } from '../../errors.js';
 import { errorFromStatus, type ResourcePath } from '../../kube/client.js';
 import type { KubeStatus } from '../../kube/types.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
+export interface LabApiOptions {
+  /**
+   * Retry a request for up to this long while the API is unreachable or answers 429 / 5xx (jittered
+   * backoff, 200 ms → 2 s), e.g. the lab's own writes right after an outage it caused. Default 0.
+   */
+  readonly retryTransientMs?: number;
+}
+
 export class LabApi {
   private readonly server: URL;
   private readonly agent: https.Agent | http.Agent;
   private readonly kc: KubeConfig;
+  private readonly retryTransientMs: number;
+  private closed = false;
 
-  constructor(kubeConfigYaml: string) {
+  constructor(kubeConfigYaml: string, opts: LabApiOptions = {}) {
+    this.retryTransientMs = opts.retryTransientMs ?? 0;
     this.kc = new KubeConfig();
     this.kc.loadFromString(kubeConfigYaml);
     const cluster = this.kc.getCurrentCluster();
@@ -35,6 +47,22 @@ export class LabApi {
    * PATCH bodies are JSON merge patches.
    */
   async request<T>(method: Method, path: string, body: unknown, rp: ResourcePath): Promise<T> {
+    const deadline = Date.now() + this.retryTransientMs;
+    const backoff = new Backoff({ initialMs: 200, maxMs: 2_000 });
+    for (;;) {
+      try {
+        return await this.once<T>(method, path, body, rp);
+      } catch (err) {
+        const code = statusOf(err);
+        const transient = code === 0 || code === 429 || code >= 500;
+        if (!transient || this.closed || Date.now() + 200 > deadline) throw err;
+        // Not unref()ed: a caller is awaiting this request, the process must not exit under it.
+        await new Promise((r) => setTimeout(r, backoff.next()));
+      }
+    }
+  }
+
+  private async once<T>(method: Method, path: string, body: unknown, rp: ResourcePath): Promise<T> {
     const opts: https.RequestOptions = { headers: {} };
     await this.kc.applyToHTTPSOptions(opts);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -88,6 +116,7 @@ export class LabApi {
   }
 
   close(): void {
+    this.closed = true;
     this.agent.destroy();
   }
 }
