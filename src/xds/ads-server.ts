@@ -1,0 +1,358 @@
+// The Aggregated Discovery Service (envoy.service.discovery.v3, state of the world) over grpc-js.
+// Contract, per stream and per resource type: the first request (or one with an empty nonce)
+// gets the current resources at once; a request naming new resources gets them at once; a request
+// carrying the nonce of our last response is an ACK, or a NACK when it has error_detail (logged with
+// the client's message; nothing is re-sent, so the client keeps its last good config until the next
+// change); a request with an empty name list unsubscribes the type, and a later request with names
+// re-subscribes and is answered immediately (the idle-channel bug of go-control-plane). Requests
+// with an older nonce are superseded and never read as ACK/NACK. A cache change is pushed only to
+// streams subscribed to a changed name. All streams share one SnapshotCache.
+
+import * as grpc from '@grpc/grpc-js';
+import { channel } from 'node:diagnostics_channel';
+import { SnapshotCache } from './cache.js';
+import {
+  adsServiceDefinition,
+  allRequiredInSotw,
+  isResourceTypeUrl,
+  type DiscoveryRequest,
+  type DiscoveryResponseFrame,
+  type ResourceTypeUrl,
+} from './protos.js';
+
+export interface XdsNodeInfo {
+  readonly id: string;
+  readonly zone: string;
+  readonly userAgent: string;
+}
+
+export type AdsEvent =
+  | { readonly kind: 'stream-open'; readonly stream: number; readonly peer: string }
+  | { readonly kind: 'stream-close'; readonly stream: number; readonly node: XdsNodeInfo | undefined }
+  | {
+      readonly kind: 'request';
+      readonly stream: number;
+      readonly node: XdsNodeInfo | undefined;
+      readonly type: ResourceTypeUrl;
+      readonly names: readonly string[];
+      readonly nonce: string;
+      readonly version: string;
+    }
+  | {
+      readonly kind: 'response';
+      readonly stream: number;
+      readonly type: ResourceTypeUrl;
+      readonly version: string;
+      readonly nonce: string;
+      readonly names: readonly string[];
+    }
+  | {
+      readonly kind: 'ack';
+      readonly stream: number;
+      readonly node: XdsNodeInfo | undefined;
+      readonly type: ResourceTypeUrl;
+      readonly version: string;
+    }
+  | {
+      readonly kind: 'nack';
+      readonly stream: number;
+      readonly node: XdsNodeInfo | undefined;
+      readonly type: ResourceTypeUrl;
+      /** The version the client rejected. */
+      readonly version: string;
+      /** The version the client still runs (its last ACKed). */
+      readonly keptVersion: string;
+      readonly error: string;
+    };
+
+/** diagnostics_channel carrying every AdsEvent. */
+export const adsChannel = channel('grpc-kube:xds-ads');
+
+export interface AdsServerOptions {
+  readonly cache: SnapshotCache;
+  /**
+   * A resource name gained its first subscriber (true) or lost its last (false), across streams.
+   * Called synchronously before the answer is built, so a demand-driven translator can fill the
+   * cache and the very first response already carries the resource.
+   */
+  readonly onDemand?: (type: ResourceTypeUrl, name: string, wanted: boolean) => void;
+  /** Where NACKs and protocol errors are logged; default: stderr. */
+  readonly log?: (line: string) => void;
+}
+
+interface TypeSub {
+  names: Set<string>;
+  wildcard: boolean;
+  seen: boolean;
+  nonce: string;
+  sentVersion: string;
+  ackedVersion: string;
+}
+
+type AdsCall = grpc.ServerDuplexStream<DiscoveryRequest, DiscoveryResponseFrame>;
+
+class AdsStream {
+  node: XdsNodeInfo | undefined;
+  readonly subs = new Map<ResourceTypeUrl, TypeSub>();
+  closed = false;
+  constructor(
+    readonly id: number,
+    readonly call: AdsCall,
+  ) {}
+}
+
+export class AdsServer {
+  private readonly cache: SnapshotCache;
+  private readonly onDemand: AdsServerOptions['onDemand'];
+  private readonly log: (line: string) => void;
+  private readonly streams = new Map<number, AdsStream>();
+  private readonly demand = new Map<ResourceTypeUrl, Map<string, number>>();
+  private readonly listeners = new Set<(e: AdsEvent) => void>();
+  private readonly unlisten: () => void;
+  private server: grpc.Server | undefined;
+  private nextStream = 1;
+  private nextNonce = 1;
+  private closed = false;
+  readonly stats = { streams: 0, requests: 0, responses: 0, acks: 0, nacks: 0, stale: 0 };
+
+  constructor(opts: AdsServerOptions) {
+    this.cache = opts.cache;
+    this.onDemand = opts.onDemand;
+    this.log = opts.log ?? ((line) => process.stderr.write(`grpc-kube xds: ${line}\n`));
+    this.unlisten = this.cache.onChange((type, changed) => this.push(type, changed));
+  }
+
+  /** Streams currently open. */
+  get streamCount(): number {
+    return this.streams.size;
+  }
+
+  /** Names of `type` with at least one subscriber, and how many streams want each. */
+  subscribed(type: ResourceTypeUrl): ReadonlyMap<string, number> {
+    return this.demand.get(type) ?? new Map();
+  }
+
+  /** Node ids of the connected clients. */
+  nodes(): XdsNodeInfo[] {
+    return [...this.streams.values()].flatMap((s) => (s.node ? [s.node] : []));
+  }
+
+  on(listener: (e: AdsEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Add the ADS service to a grpc-js server the caller owns. */
+  addTo(server: grpc.Server): void {
+    server.addService(adsServiceDefinition(), {
+      StreamAggregatedResources: (call: AdsCall) => this.handle(call),
+    });
+  }
+
+  /** Serve on `address` (host:port, port 0 picks one); resolves with the bound port. */
+  async listen(address: string): Promise<number> {
+    if (this.closed) throw new Error('the ADS server was closed');
+    const server = new grpc.Server({ 'grpc.max_concurrent_streams': 100_000 });
+    this.addTo(server);
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
+    );
+    this.server = server;
+    return port;
+  }
+
+  /** End every stream and stop serving. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.unlisten();
+    for (const s of [...this.streams.values()]) this.closeStream(s);
+    const server = this.server;
+    this.server = undefined;
+    server?.forceShutdown();
+  }
+
+  private emit(e: AdsEvent): void {
+    if (adsChannel.hasSubscribers) adsChannel.publish(e);
+    for (const l of this.listeners) l(e);
+  }
+
+  private handle(call: AdsCall): void {
+    if (this.closed) {
+      call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'control plane shutting down' });
+      return;
+    }
+    const stream = new AdsStream(this.nextStream++, call);
+    this.streams.set(stream.id, stream);
+    this.stats.streams++;
+    this.emit({ kind: 'stream-open', stream: stream.id, peer: call.getPeer() });
+    call.on('data', (req: DiscoveryRequest) => {
+      try {
+        this.onRequest(stream, req);
+      } catch (err) {
+        this.log(`stream ${stream.id}: request failed: ${String(err)}`);
+      }
+    });
+    call.on('end', () => {
+      this.closeStream(stream);
+    });
+    call.on('error', () => this.closeStream(stream));
+    call.on('cancelled', () => this.closeStream(stream));
+  }
+
+  private closeStream(stream: AdsStream): void {
+    if (stream.closed) return;
+    stream.closed = true;
+    this.streams.delete(stream.id);
+    for (const [type, sub] of stream.subs) this.changeDemand(type, sub.names, new Set());
+    stream.subs.clear();
+    try {
+      stream.call.end();
+    } catch {
+      // the transport may already be gone
+    }
+    this.emit({ kind: 'stream-close', stream: stream.id, node: stream.node });
+  }
+
+  private onRequest(stream: AdsStream, req: DiscoveryRequest): void {
+    if (stream.closed) return;
+    this.stats.requests++;
+    if (stream.node === undefined && req.node !== null) {
+      stream.node = {
+        id: req.node.id ?? '',
+        zone: req.node.locality?.zone ?? '',
+        userAgent: req.node.user_agent_name ?? '',
+      };
+    }
+    const type = req.type_url;
+    if (!isResourceTypeUrl(type)) {
+      this.log(`stream ${stream.id} (${stream.node?.id ?? '?'}): ignoring unknown type_url "${type}"`);
+      return;
+    }
+    this.emit({
+      kind: 'request',
+      stream: stream.id,
+      node: stream.node,
+      type,
+      names: req.resource_names,
+      nonce: req.response_nonce,
+      version: req.version_info,
+    });
+    let sub = stream.subs.get(type);
+    if (sub === undefined) {
+      sub = { names: new Set(), wildcard: false, seen: false, nonce: '', sentVersion: '', ackedVersion: '' };
+      stream.subs.set(type, sub);
+    }
+
+    if (req.response_nonce !== '') {
+      if (req.response_nonce !== sub.nonce) {
+        // Answers an older response; a newer one is on its way to the client.
+        this.stats.stale++;
+      } else if (req.error_detail !== null && (req.error_detail.code ?? 0) !== 0) {
+        this.stats.nacks++;
+        const error = req.error_detail.message ?? '';
+        this.log(
+          `NACK from ${stream.node?.id ?? '?'} (stream ${stream.id}) for ${shortType(type)} version ` +
+            `${sub.sentVersion}; the client keeps version ${req.version_info || '(none)'}: ${error}`,
+        );
+        this.emit({
+          kind: 'nack',
+          stream: stream.id,
+          node: stream.node,
+          type,
+          version: sub.sentVersion,
+          keptVersion: req.version_info,
+          error,
+        });
+      } else {
+        this.stats.acks++;
+        sub.ackedVersion = sub.sentVersion;
+        this.emit({ kind: 'ack', stream: stream.id, node: stream.node, type, version: sub.sentVersion });
+      }
+    }
+
+    const first = !sub.seen;
+    sub.seen = true;
+    const names = new Set(req.resource_names.filter((n) => n !== '*'));
+    const wasWildcard = sub.wildcard;
+    sub.wildcard =
+      req.resource_names.includes('*') ||
+      (names.size === 0 && allRequiredInSotw(type) && (first || wasWildcard));
+    let added = false;
+    for (const n of names) if (!sub.names.has(n)) added = true;
+    // Demand first, so a translator can fill the cache before we answer from it.
+    this.changeDemand(type, sub.names, names);
+    sub.names = names;
+
+    const initial = first || req.response_nonce === '';
+    const wants = sub.wildcard || sub.names.size > 0;
+    if (wants && (initial || added || (sub.wildcard && !wasWildcard))) this.send(stream, type, sub);
+  }
+
+  private changeDemand(type: ResourceTypeUrl, before: ReadonlySet<string>, after: ReadonlySet<string>): void {
+    let counts = this.demand.get(type);
+    if (counts === undefined) {
+      counts = new Map();
+      this.demand.set(type, counts);
+    }
+    for (const n of after) {
+      if (before.has(n)) continue;
+      const c = (counts.get(n) ?? 0) + 1;
+      counts.set(n, c);
+      if (c === 1) this.onDemand?.(type, n, true);
+    }
+    for (const n of before) {
+      if (after.has(n)) continue;
+      const c = (counts.get(n) ?? 1) - 1;
+      if (c <= 0) {
+        counts.delete(n);
+        this.onDemand?.(type, n, false);
+      } else counts.set(n, c);
+    }
+  }
+
+  private push(type: ResourceTypeUrl, changed: ReadonlySet<string>): void {
+    for (const stream of this.streams.values()) {
+      const sub = stream.subs.get(type);
+      if (sub === undefined) continue;
+      let hit = sub.wildcard;
+      if (!hit) {
+        for (const n of changed) {
+          if (sub.names.has(n)) {
+            hit = true;
+            break;
+          }
+        }
+      }
+      if (hit) this.send(stream, type, sub);
+    }
+  }
+
+  private send(stream: AdsStream, type: ResourceTypeUrl, sub: TypeSub): void {
+    if (stream.closed) return;
+    const names = sub.wildcard
+      ? this.cache.names(type)
+      : [...sub.names].filter((n) => this.cache.has(type, n));
+    // RDS/EDS: absence means "not yet", so there is nothing to say until one exists. LDS/CDS: the
+    // answer lists everything, and a missing name tells the client the resource does not exist.
+    if (names.length === 0 && !allRequiredInSotw(type)) return;
+    const resources: Uint8Array[] = [];
+    for (const n of names) {
+      const r = this.cache.get(type, n);
+      if (r !== undefined) resources.push(r);
+    }
+    const version = this.cache.version(type);
+    const nonce = String(this.nextNonce++);
+    sub.nonce = nonce;
+    sub.sentVersion = version;
+    this.stats.responses++;
+    stream.call.write({ version_info: version, type_url: type, nonce, resources });
+    this.emit({ kind: 'response', stream: stream.id, type, version, nonce, names });
+  }
+}
+
+function shortType(type: string): string {
+  return type.slice(type.lastIndexOf('.') + 1);
+}

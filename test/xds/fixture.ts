@@ -1,0 +1,95 @@
+// Shared set-up of the xDS tests: an embedded API server, real echo servers on 127.0.0.x sharing one
+// port (an EDS cluster is one Service port), our control plane, and @grpc/grpc-js-xds registered in
+// this process with a bootstrap pointing at it (set before the module loads, as it reads it once).
+
+import { RESOURCES } from '../../src/cluster/store-api.js';
+import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import type { GrpcRoute } from '../../src/xds/grpcroute.js';
+import { xdsBootstrapJson } from '../../src/xds/bootstrap.js';
+import type { XdsControlPlane } from '../../src/xds/control-plane.js';
+import type { AdsEvent } from '../../src/xds/ads-server.js';
+import { who, type Echo } from '../helpers/echo.js';
+
+let registered = false;
+
+/** Point grpc-js-xds at `address` and register the xds: scheme (once per process). */
+export async function registerXdsClient(address: string, nodeId: string, zone = 'zone-a'): Promise<void> {
+  if (registered) return;
+  process.env['GRPC_XDS_BOOTSTRAP_CONFIG'] = xdsBootstrapJson({ server: address, nodeId, zone });
+  const xds = (await import('@grpc/grpc-js-xds')) as { register(): void };
+  xds.register();
+  registered = true;
+}
+
+export function routeObject(
+  name: string,
+  parent: string,
+  port: number,
+  backends: Array<{ service: string; weight: number }>,
+  extraRules: NonNullable<GrpcRoute['spec']>['rules'] = [],
+): GrpcRoute {
+  return {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'GRPCRoute',
+    metadata: { name, namespace: 'default' },
+    spec: {
+      parentRefs: [{ group: '', kind: 'Service', name: parent, port }],
+      rules: [
+        ...extraRules,
+        { backendRefs: backends.map((b) => ({ name: b.service, port, weight: b.weight })) },
+      ],
+    },
+  };
+}
+
+export function putRoute(api: EmbeddedApiServer, route: GrpcRoute): void {
+  const store = api.store;
+  const existing = store.get<GrpcRoute>(RESOURCES.grpcroutes, 'default', route.metadata.name ?? '');
+  if (existing === undefined) store.create(RESOURCES.grpcroutes, route);
+  else store.update(RESOURCES.grpcroutes, { ...route, metadata: { ...existing.metadata } });
+}
+
+/** Run `count` RPCs, `concurrency` at a time; count replies per server name and failures. */
+export async function spread(
+  client: Echo,
+  count: number,
+  concurrency = 200,
+): Promise<{ by: Record<string, number>; failed: number }> {
+  const by: Record<string, number> = {};
+  let failed = 0;
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < count) {
+      next++;
+      try {
+        const r = await who(client, 5000);
+        by[r.server] = (by[r.server] ?? 0) + 1;
+      } catch {
+        failed++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  return { by, failed };
+}
+
+/** Resolves at the first event matching `pred` (or rejects after timeoutMs). */
+export function nextEvent(
+  cp: XdsControlPlane,
+  pred: (e: AdsEvent) => boolean,
+  timeoutMs = 5000,
+): Promise<AdsEvent> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => {
+      off();
+      reject(new Error(`no matching ADS event within ${timeoutMs} ms`));
+    }, timeoutMs);
+    t.unref();
+    const off = cp.onAdsEvent((e) => {
+      if (!pred(e)) return;
+      clearTimeout(t);
+      off();
+      resolve(e);
+    });
+  });
+}
