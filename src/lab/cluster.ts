@@ -106,7 +106,6 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
     resource: kind,
     namespace: ns,
   });
-  let down = false;
   return {
     kind: 'real',
     kubeConfigYaml: c.kubeConfigYaml,
@@ -129,20 +128,9 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
         )
       ).items,
     killPodProcess: (ns, name, signal) => c.kubelet.podProcess(ns, name)?.kill(signal),
-    apiDown: async () => {
-      // kube-apiserver stopped for real: clients and controllers alike lose the API, as in an outage.
-      const cp = c.controlPlane as { stopApiServer?: () => Promise<void> };
-      if (cp.stopApiServer === undefined) {
-        throw new GrpcKubeError('GK_ERR_LAB', 'this control plane cannot stop its API server on its own yet');
-      }
-      down = true;
-      await cp.stopApiServer();
-    },
-    apiUp: async () => {
-      const cp = c.controlPlane as { startApiServer?: () => Promise<void> };
-      if (down && cp.startApiServer !== undefined) await cp.startApiServer();
-      down = false;
-    },
+    // kube-apiserver stopped for real: clients and controllers alike lose the API, as in an outage.
+    apiDown: () => c.controlPlane.stopApiServer(),
+    apiUp: () => c.controlPlane.startApiServer(),
     waitForReadyPods: async (ns, selector, count, timeoutMs) =>
       void (await c.waitForReadyPods(ns, selector, count, timeoutMs)),
     watchPods: (ns, labelSelector, onEvent) => watchOverHttp(client, ns, labelSelector, onEvent),
