@@ -13,6 +13,7 @@ import { describe, it } from 'node:test';
 import yaml from 'js-yaml';
 
 import { GrpcKubeError } from '../../src/errors.js';
+import { xdsBootstrap } from '../../src/xds/bootstrap.js';
 import { idOf, renderKustomization, strategicMerge, type KubeObject } from './kustomize.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
@@ -524,16 +525,16 @@ describe('deploy/ manifests', () => {
       const text = raw
         .replaceAll('$(POD_NAMESPACE)', `hello-${s}`)
         .replaceAll('$(POD_NAME)', 'hello-client-x');
-      const boot = JSON.parse(text) as {
-        xds_servers: Array<{ server_uri: string; channel_creds: Array<{ type: string }> }>;
-        node: { id: string; locality?: { zone?: string } };
-      };
       const svc = find(s, 'Service', 'grpc-kube-xds');
       const port = (svc['spec'] as { ports: Array<{ port: number }> }).ports[0]?.port;
-      assert.equal(boot.xds_servers[0]?.server_uri, `grpc-kube-xds.hello-${s}.svc.cluster.local:${port}`);
-      assert.deepEqual(boot.xds_servers[0]?.channel_creds, [{ type: 'insecure' }]);
-      assert.equal(boot.node.id, `hello-${s}/hello-client-x`);
-      assert.ok(boot.node.locality !== undefined, 'grpc-js-xds requires node.locality');
+      // Exactly what the control plane's own bootstrap helper makes for this pod.
+      assert.deepEqual(
+        JSON.parse(text),
+        xdsBootstrap({
+          server: `grpc-kube-xds.hello-${s}.svc.cluster.local:${port}`,
+          nodeId: `hello-${s}/hello-client-x`,
+        }),
+      );
       const cp = deployments(s).find((d) => d.name === 'grpc-kube-xds')?.spec.template.spec.containers[0];
       assert.deepEqual(cp?.command, ['node', 'dist/src/cli/main.js', 'xds', 'serve']);
       assert.ok(cp?.args?.includes(`--listen=0.0.0.0:${port}`));
