@@ -2,6 +2,8 @@
 // port (an EDS cluster is one Service port), our control plane, and @grpc/grpc-js-xds registered in
 // this process with a bootstrap pointing at it (set before the module loads, as it reads it once).
 
+import * as grpc from '@grpc/grpc-js';
+import { adsClientDefinition, type DecodedResponse } from '../../src/xds/protos.js';
 import { RESOURCES } from '../../src/cluster/store-api.js';
 import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
 import type { GrpcRoute } from '../../src/xds/grpcroute.js';
@@ -92,4 +94,68 @@ export function nextEvent(
       resolve(e);
     });
   });
+}
+
+/** A raw ADS stream (no xDS client logic): send requests, read responses in order. */
+export interface RawAds {
+  send(req: {
+    type: string;
+    names: string[];
+    nonce?: string;
+    version?: string;
+    error?: string;
+    nodeId?: string;
+  }): void;
+  next(timeoutMs?: number): Promise<DecodedResponse>;
+  close(): void;
+}
+
+export function openAds(address: string): RawAds {
+  const Client = grpc.makeGenericClientConstructor(adsClientDefinition(), 'Ads');
+  const client = new Client(address, grpc.credentials.createInsecure());
+  const call = (
+    client as unknown as { StreamAggregatedResources(): grpc.ClientDuplexStream<unknown, DecodedResponse> }
+  ).StreamAggregatedResources();
+  const queue: DecodedResponse[] = [];
+  const waiters: Array<(r: DecodedResponse) => void> = [];
+  call.on('data', (r: DecodedResponse) => {
+    const w = waiters.shift();
+    if (w) w(r);
+    else queue.push(r);
+  });
+  call.on('error', () => {});
+  let first = true;
+  return {
+    send(req) {
+      call.write({
+        version_info: req.version ?? '',
+        node: first ? { id: req.nodeId ?? 'raw', locality: { zone: 'zone-a' } } : null,
+        resource_names: req.names,
+        type_url: req.type,
+        response_nonce: req.nonce ?? '',
+        error_detail: req.error ? { code: 3, message: req.error } : null,
+      });
+      first = false;
+    },
+    next(timeoutMs = 3000) {
+      const r = queue.shift();
+      if (r) return Promise.resolve(r);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => {
+          waiters.splice(waiters.indexOf(done), 1);
+          reject(new Error(`no ADS response within ${timeoutMs} ms`));
+        }, timeoutMs);
+        t.unref();
+        const done = (x: DecodedResponse): void => {
+          clearTimeout(t);
+          resolve(x);
+        };
+        waiters.push(done);
+      });
+    },
+    close() {
+      call.cancel();
+      client.close();
+    },
+  };
 }
