@@ -25,7 +25,7 @@ export interface RoundResult {
 
 export interface RunOptions {
   readonly config: HelloClientConfig;
-  /** Channel options; default clientDefaults({ lbPolicy: config.lbPolicy }). */
+  /** Channel options; default clientDefaults() with config.lbPolicy and config.authority. */
   readonly channelOptions?: grpc.ChannelOptions;
   readonly onRound?: (result: RoundResult) => void;
   /** Stops the loop after the round in flight (or the pause) ends. */
@@ -63,7 +63,11 @@ export async function runHelloClient(opts: RunOptions): Promise<RoundResult[]> {
   const client = new GreeterClient(
     config.target,
     grpc.credentials.createInsecure(),
-    opts.channelOptions ?? clientDefaults({ lbPolicy: config.lbPolicy }),
+    opts.channelOptions ??
+      clientDefaults({
+        lbPolicy: config.lbPolicy,
+        ...(config.authority !== undefined ? { extra: { 'grpc.default_authority': config.authority } } : {}),
+      }),
   );
   const results: RoundResult[] = [];
   let counter = 0;

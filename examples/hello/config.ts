@@ -43,6 +43,11 @@ export interface HelloClientConfig {
   readonly deadlineMs: number;
   /** LB_POLICY: round_robin (default), pick_first, grpc_kube_p2c, grpc_kube_ewma. */
   readonly lbPolicy: string;
+  /**
+   * AUTHORITY: the :authority sent instead of the target's (grpc.default_authority). The sidecar
+   * proxy reads the Service to call from it (`hello.<ns>:50051`) while the client dials localhost.
+   */
+  readonly authority: string | undefined;
 }
 
 function int(env: Env, name: string, fallback: number, min: number, max: number): number {
@@ -97,5 +102,6 @@ export function clientConfigFromEnv(env: Env): HelloClientConfig {
     rounds: int(env, 'ROUNDS', 0, 0, MAX_MS),
     deadlineMs: int(env, 'DEADLINE_MS', 2000, 1, MAX_MS),
     lbPolicy,
+    authority: str(env, 'AUTHORITY'),
   });
 }

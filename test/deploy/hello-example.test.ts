@@ -46,6 +46,8 @@ describe('examples/hello configuration', () => {
     assert.equal(c.clientId, 'hello-client-1');
     assert.equal(c.concurrency, 10);
     assert.equal(c.lbPolicy, 'round_robin');
+    assert.equal(c.authority, undefined);
+    assert.equal(clientConfigFromEnv({ AUTHORITY: 'hello.ns:50051' }).authority, 'hello.ns:50051');
     assert.throws(() => clientConfigFromEnv({ CONCURRENCY: '0' }), invalid('CONCURRENCY'));
     assert.throws(() => clientConfigFromEnv({ LB_POLICY: 'round robin' }), invalid('LB_POLICY'));
   });

@@ -334,6 +334,25 @@ describe('deploy/ manifests', () => {
       assert.equal(env.get('CONCURRENCY'), '10', `${s}: seed 004's ten concurrent RPCs`);
       assert.deepEqual(clientContainer(s).command, ['node', CLIENT_SCRIPT]);
     }
+    // The sidecar routes by :authority; only its client sets one.
+    for (const s of SCENARIOS) {
+      const expectedAuthority = s === 'sidecar' ? 'hello.$(POD_NAMESPACE):50051' : undefined;
+      assert.equal(envOf(clientContainer(s)).get('AUTHORITY'), expectedAuthority, s);
+    }
+    const proxyArgs = (s: Scenario, deployment: string): string[] | undefined => {
+      const pod = deployments(s).find((d) => d.name === deployment)?.spec.template.spec;
+      return allContainers(pod as PodSpec).find((c) => c.name === 'proxy')?.args;
+    };
+    assert.deepEqual(proxyArgs('proxy', 'hello-proxy'), [
+      '--mode=ingress',
+      '--listen=0.0.0.0:50051',
+      '--target=hello.$(POD_NAMESPACE):50051',
+    ]);
+    assert.deepEqual(proxyArgs('sidecar', 'hello-client'), [
+      '--mode=sidecar',
+      '--listen=127.0.0.1:15001',
+      '--namespace=$(POD_NAMESPACE)',
+    ]);
     const server = (s: Scenario): Map<string, string> =>
       envOf(deployments(s).find((d) => d.name === 'hello')?.spec.template.spec.containers[0] as Container);
     assert.equal(server('max-connection-age').get('MAX_CONNECTION_AGE_MS'), '30000');
