@@ -1,0 +1,165 @@
+// One backend (pod endpoint) of the proxy: its HTTP/2 client session(s), its load stats for the
+// picker, and connect-failure ejection. Every RPC the proxy forwards becomes a new stream on the
+// backend's current session; a session that received GOAWAY (or failed) is retired — no new streams,
+// the ones in flight finish — and the next RPC opens a fresh session.
+
+import http2 from 'node:http2';
+import type { EndpointStats } from '../balancer/endpoint-balancer.js';
+import type { Endpoint } from '../discovery/endpoint.js';
+import { endpointKey } from '../discovery/endpoint.js';
+
+export interface BackendOptions {
+  /** Close a session after this long without streams. */
+  idleMs: number;
+  /** Connect timeout; a session not connected by then is destroyed (its streams are retryable). */
+  connectTimeoutMs: number;
+  /** First and longest ejection after a connect failure (doubles per consecutive failure, ±20 % jitter). */
+  ejectBaseMs: number;
+  ejectMaxMs: number;
+  now: () => number;
+  random: () => number;
+}
+
+/** What the proxy knows about a session, to decide whether a failed stream may be retried. */
+export interface SessionInfo {
+  readonly session: http2.ClientHttp2Session;
+  connected: boolean;
+  /** Last stream id the backend said (in GOAWAY) it will process; streams above it were not processed. */
+  goawayLastStreamId: number | undefined;
+  streams: number;
+}
+
+export class Backend {
+  readonly key: string;
+  endpoint: Endpoint;
+  readonly stats: EndpointStats;
+  /** Until this time the backend is skipped (unless every backend is). */
+  ejectedUntilMs = 0;
+  private failures = 0;
+  private current: SessionInfo | undefined;
+  private readonly sessions = new Set<SessionInfo>();
+  private closed = false;
+  private readonly opts: BackendOptions;
+
+  constructor(endpoint: Endpoint, stats: EndpointStats, opts: BackendOptions) {
+    this.key = endpointKey(endpoint);
+    this.endpoint = endpoint;
+    this.stats = stats;
+    this.opts = opts;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Open sessions (current and retiring), for tests and counters. */
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  ejected(nowMs: number): boolean {
+    return nowMs < this.ejectedUntilMs;
+  }
+
+  /** The session new streams go on; opens one when there is none usable. */
+  session(): SessionInfo {
+    const cur = this.current;
+    if (
+      cur !== undefined &&
+      !cur.session.closed &&
+      !cur.session.destroyed &&
+      cur.goawayLastStreamId === undefined
+    ) {
+      return cur;
+    }
+    return this.connect();
+  }
+
+  /** A stream on `info` was refused or never connected: the next RPC should not reuse it. */
+  retire(info: SessionInfo): void {
+    if (this.current === info) this.current = undefined;
+    if (info.streams === 0 && !info.session.destroyed) info.session.close();
+  }
+
+  streamStarted(info: SessionInfo): void {
+    info.streams++;
+    info.session.ref();
+  }
+
+  streamEnded(info: SessionInfo): void {
+    info.streams--;
+    if (info.streams > 0) return;
+    // An idle session should not keep the process alive; a retired one has nothing left to do.
+    info.session.unref();
+    if (this.current !== info || this.closed) info.session.close();
+  }
+
+  /** Graceful: no new streams, running ones finish, then the sessions close. */
+  close(): void {
+    this.closed = true;
+    this.current = undefined;
+    for (const s of this.sessions) s.session.close();
+  }
+
+  destroy(): void {
+    this.closed = true;
+    this.current = undefined;
+    for (const s of [...this.sessions]) s.session.destroy();
+    this.sessions.clear();
+  }
+
+  private connect(): SessionInfo {
+    const { address, port } = this.endpoint;
+    const host = address.includes(':') ? `[${address}]` : address;
+    const session = http2.connect(`http://${host}:${port}`, {
+      settings: { enablePush: false },
+      // Plenty of headroom for metadata; the client side of the proxy enforces the real limit.
+      maxHeaderListPairs: 256,
+    });
+    const info: SessionInfo = { session, connected: false, goawayLastStreamId: undefined, streams: 0 };
+    this.sessions.add(info);
+    this.current = info;
+    const connectTimer = setTimeout(() => {
+      if (!info.connected) session.destroy(new Error(`connect to ${this.key} timed out`));
+    }, this.opts.connectTimeoutMs);
+    connectTimer.unref();
+    session.on('connect', () => {
+      clearTimeout(connectTimer);
+      info.connected = true;
+      this.failures = 0;
+      this.ejectedUntilMs = 0;
+      // A larger connection window so many concurrent streams do not starve each other; each
+      // stream keeps the default 64 KiB window, which bounds what the proxy buffers per RPC.
+      try {
+        session.setLocalWindowSize(8 * 1024 * 1024);
+      } catch {
+        // Only fails on a destroyed session.
+      }
+    });
+    session.on('goaway', (_code: number, lastStreamID: number) => {
+      info.goawayLastStreamId = lastStreamID;
+      if (this.current === info) this.current = undefined;
+    });
+    session.on('error', () => {
+      // Stream-level handlers see the consequences; a connect failure ejects the backend.
+      if (!info.connected) this.ejectAfterFailure();
+    });
+    session.on('timeout', () => {
+      if (info.streams === 0) session.close();
+    });
+    session.setTimeout(this.opts.idleMs);
+    session.on('close', () => {
+      clearTimeout(connectTimer);
+      this.sessions.delete(info);
+      if (this.current === info) this.current = undefined;
+    });
+    return info;
+  }
+
+  private ejectAfterFailure(): void {
+    this.failures++;
+    const base = Math.min(this.opts.ejectMaxMs, this.opts.ejectBaseMs * 2 ** Math.min(this.failures - 1, 20));
+    const jitter = 0.8 + 0.4 * this.opts.random();
+    this.ejectedUntilMs = this.opts.now() + base * jitter;
+  }
+}

@@ -1,0 +1,7 @@
+// The L7 proxy's public surface: GrpcProxy (sidecar / ingress) and the per-RPC pickers.
+export { GrpcProxy, PROXY_CHANNEL_NAME } from './server.js';
+export type { GrpcProxyOptions, ProxyMode, ProxyStats, ProxyEvent } from './server.js';
+export { createPicker, parseProxyPolicy, PROXY_POLICIES } from './picker.js';
+export type { ProxyPicker, ProxyPolicy, PickerRuntime, PickerOptions } from './picker.js';
+export type { ProxyRoute, RouteMatch } from './target.js';
+export { parseServiceAuthority } from './target.js';

@@ -1,0 +1,494 @@
+// `GrpcProxy`: the L7 gRPC proxy of grpc-kube. An h2c (cleartext HTTP/2) server on node:http2 that
+// balances every RPC — not every connection — over the ready pods of a Service, from the same
+// EndpointSlice watch (SourceRegistry) and the same policies as the library.
+//
+// Modes: `sidecar` listens on loopback and takes the target Service from each request's
+// `:authority` (`svc.ns:port`); `ingress` sends everything to one configured target, or to the
+// first matching route. Limits: max header list size, max concurrent streams per client
+// connection, idle connection timeouts, a bound on watched Services. Every failure the proxy decides
+// itself is a gRPC status whose message names the Service. drain() is the SIGTERM sequence: stop
+// accepting, GOAWAY every client (twice, as gRPC servers do), let RPCs finish within a grace, then
+// reset what is left.
+
+import diagnostics from 'node:diagnostics_channel';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import type { SourceRegistry } from '../discovery/registry.js';
+import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import type { BackendOptions } from './backend.js';
+import { ProxyCall, type CallEvents, type CallSettings } from './call.js';
+import { GrpcStatus, isGrpcContentType, parseGrpcTimeout, statusName, trailersOnly } from './grpc-wire.js';
+import {
+  createPicker,
+  parseProxyPolicy,
+  systemPickerRuntime,
+  type PickerRuntime,
+  type ProxyPolicy,
+} from './picker.js';
+import { ServicePool, staticFeed, type EndpointFeed } from './pool.js';
+import {
+  compileRoutes,
+  parseServiceAuthority,
+  parseServiceTarget,
+  routeMatches,
+  targetName,
+  type CompiledRoute,
+  type ProxyRoute,
+  type ServiceTarget,
+} from './target.js';
+
+export const PROXY_CHANNEL_NAME = 'grpc-kube:proxy';
+const channel = diagnostics.channel(PROXY_CHANNEL_NAME);
+
+/** Published on 'grpc-kube:proxy' for every retry and every RPC the proxy failed itself. */
+export interface ProxyEvent {
+  readonly kind: 'retry' | 'fail';
+  readonly service: string;
+  readonly backends: readonly string[];
+  readonly code?: number;
+  readonly detail: string;
+}
+
+export type ProxyMode = 'sidecar' | 'ingress';
+
+export interface GrpcProxyOptions {
+  mode: ProxyMode;
+  /** Listen address; sidecar mode accepts loopback addresses only. Default 127.0.0.1. */
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  /** Endpoint source for Services; required unless every target is in `staticTargets`. */
+  registry?: SourceRegistry;
+  /** Namespace for `svc:port` authorities and targets. Default 'default'. */
+  defaultNamespace?: string;
+  /** Ingress: where RPCs that match no route go (`svc.ns:port`). */
+  target?: string;
+  /** Ingress: first match wins, then `target`. */
+  routes?: readonly ProxyRoute[];
+  /** Fixed endpoint lists by target name (`svc.ns:port` as written), used instead of the registry. */
+  staticTargets?: Readonly<Record<string, readonly { address: string; port: number }[]>>;
+  /** Default policy for every Service. Default round_robin. */
+  policy?: ProxyPolicy;
+  /** Policy per Service, keyed `ns/svc`. */
+  servicePolicies?: Readonly<Record<string, ProxyPolicy>>;
+  /** Attempts per RPC, counting the first (retries only when the request never reached a backend). Default 3. */
+  maxAttempts?: number;
+  /** Request bytes kept for a replay; beyond this an RPC is not retried. Default 64 KiB. */
+  retryBufferBytes?: number;
+  /** SETTINGS_MAX_HEADER_LIST_SIZE offered to clients. Default 16 KiB (grpc-go's default is the same order). */
+  maxHeaderListSize?: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS per client connection. Default 1000. */
+  maxConcurrentStreams?: number;
+  /** Close client connections without streams after this long. Default 5 min. */
+  clientIdleMs?: number;
+  /** Close backend sessions without streams after this long. Default 5 min. */
+  backendIdleMs?: number;
+  /** Backend connect timeout. Default 5 s. */
+  connectTimeoutMs?: number;
+  /** How long an RPC waits for a Service's first endpoint list. Default 5 s. */
+  syncTimeoutMs?: number;
+  /** Most Services watched at once (sidecar authorities come from the client). Default 256. */
+  maxServices?: number;
+  /** Clock and RNG for the pickers and ejection jitter. */
+  runtime?: PickerRuntime;
+}
+
+interface Resolved {
+  readonly mode: ProxyMode;
+  readonly host: string;
+  readonly port: number;
+  readonly defaultNamespace: string;
+  readonly target: ServiceTarget | undefined;
+  readonly routes: readonly CompiledRoute[];
+  readonly policy: ProxyPolicy;
+  readonly servicePolicies: Readonly<Record<string, ProxyPolicy>>;
+  readonly maxAttempts: number;
+  readonly retryBufferBytes: number;
+  readonly maxHeaderListSize: number;
+  readonly maxConcurrentStreams: number;
+  readonly clientIdleMs: number;
+  readonly backendIdleMs: number;
+  readonly connectTimeoutMs: number;
+  readonly syncTimeoutMs: number;
+  readonly maxServices: number;
+}
+
+export interface ProxyStats {
+  /** RPCs accepted. */
+  rpcs: number;
+  /** RPCs in flight. */
+  active: number;
+  /** Attempts re-sent to another backend because the first never reached one. */
+  retries: number;
+  /** RPCs the proxy ended with its own status (no backend, deadline, shutdown...). */
+  proxyFailures: number;
+  /** Final status per code name, backends' and the proxy's. */
+  byCode: Record<string, number>;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+
+function intOption(value: number | undefined, field: string, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < min) {
+    throw new InvalidOptionError(field, `must be an integer >= ${min}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function resolveOptions(o: GrpcProxyOptions): Resolved {
+  if (o.mode !== 'sidecar' && o.mode !== 'ingress') {
+    throw new InvalidOptionError('mode', `must be "sidecar" or "ingress", got ${JSON.stringify(o.mode)}`);
+  }
+  const host = o.host ?? '127.0.0.1';
+  if (o.mode === 'sidecar' && !LOOPBACK.test(host)) {
+    throw new InvalidOptionError('host', `a sidecar listens on loopback only, got "${host}"`);
+  }
+  const ns = o.defaultNamespace ?? 'default';
+  const target = o.target === undefined ? undefined : parseServiceTarget(o.target, ns, 'target');
+  const routes = compileRoutes(o.routes ?? [], ns);
+  if (o.mode === 'ingress' && target === undefined && routes.length === 0) {
+    throw new InvalidOptionError('target', 'ingress mode needs a target (svc.ns:port) or routes');
+  }
+  const servicePolicies: Record<string, ProxyPolicy> = {};
+  for (const [k, v] of Object.entries(o.servicePolicies ?? {})) {
+    servicePolicies[k] = parseProxyPolicy(v, `servicePolicies.${k}`);
+  }
+  return Object.freeze({
+    mode: o.mode,
+    host,
+    port: intOption(o.port, 'port', 0, 0),
+    defaultNamespace: ns,
+    target,
+    routes,
+    policy: parseProxyPolicy(o.policy ?? 'round_robin'),
+    servicePolicies: Object.freeze(servicePolicies),
+    maxAttempts: intOption(o.maxAttempts, 'maxAttempts', 3, 1),
+    retryBufferBytes: intOption(o.retryBufferBytes, 'retryBufferBytes', 64 * 1024, 0),
+    maxHeaderListSize: intOption(o.maxHeaderListSize, 'maxHeaderListSize', 16 * 1024, 1024),
+    maxConcurrentStreams: intOption(o.maxConcurrentStreams, 'maxConcurrentStreams', 1000, 1),
+    clientIdleMs: intOption(o.clientIdleMs, 'clientIdleMs', 300_000, 1),
+    backendIdleMs: intOption(o.backendIdleMs, 'backendIdleMs', 300_000, 1),
+    connectTimeoutMs: intOption(o.connectTimeoutMs, 'connectTimeoutMs', 5000, 1),
+    syncTimeoutMs: intOption(o.syncTimeoutMs, 'syncTimeoutMs', 5000, 1),
+    maxServices: intOption(o.maxServices, 'maxServices', 256, 1),
+  });
+}
+
+export class GrpcProxy {
+  readonly options: Resolved;
+  readonly stats: ProxyStats = { rpcs: 0, active: 0, retries: 0, proxyFailures: 0, byCode: {} };
+  private readonly server: http2.Http2Server;
+  private readonly pools = new Map<string, ServicePool>();
+  private readonly calls = new Set<ProxyCall>();
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly registry: SourceRegistry | undefined;
+  private readonly staticTargets: Map<string, readonly { address: string; port: number }[]>;
+  private readonly runtime: PickerRuntime;
+  private readonly backendOpts: BackendOptions;
+  private readonly settings: CallSettings;
+  private readonly events: CallEvents;
+  private draining: Promise<void> | undefined;
+  private closed = false;
+  private bound: AddressInfo | undefined;
+
+  constructor(options: GrpcProxyOptions) {
+    this.options = resolveOptions(options);
+    this.registry = options.registry;
+    this.runtime = options.runtime ?? systemPickerRuntime;
+    this.staticTargets = new Map();
+    for (const [name, eps] of Object.entries(options.staticTargets ?? {})) {
+      const t = parseServiceTarget(name, this.options.defaultNamespace, `staticTargets.${name}`);
+      this.staticTargets.set(targetName(t), Object.freeze(eps.map((e) => Object.freeze({ ...e }))));
+    }
+    const o = this.options;
+    const needsRegistry =
+      (o.mode === 'sidecar' && this.staticTargets.size === 0) ||
+      [o.target, ...o.routes.map((r) => r.target)].some(
+        (t) => t !== undefined && !this.staticTargets.has(targetName(t)),
+      );
+    if (needsRegistry && this.registry === undefined) {
+      throw new InvalidOptionError('registry', 'is required: some targets are Services, not staticTargets');
+    }
+    this.backendOpts = Object.freeze({
+      idleMs: o.backendIdleMs,
+      connectTimeoutMs: o.connectTimeoutMs,
+      ejectBaseMs: 250,
+      ejectMaxMs: 10_000,
+      now: () => this.runtime.now(),
+      random: () => this.runtime.random(),
+    });
+    this.settings = Object.freeze({
+      maxAttempts: o.maxAttempts,
+      retryBufferBytes: o.retryBufferBytes,
+      syncTimeoutMs: o.syncTimeoutMs,
+      finishGraceMs: 1000,
+      now: () => Date.now(),
+    });
+    this.events = {
+      retry: (call, reason) => {
+        this.stats.retries++;
+        if (channel.hasSubscribers) {
+          channel.publish({
+            kind: 'retry',
+            service: call.service,
+            backends: call.backends,
+            detail: reason,
+          } satisfies ProxyEvent);
+        }
+      },
+      done: (call, code, byProxy) => {
+        const name = statusName(code);
+        this.stats.byCode[name] = (this.stats.byCode[name] ?? 0) + 1;
+        if (byProxy) {
+          this.stats.proxyFailures++;
+          if (channel.hasSubscribers) {
+            channel.publish({
+              kind: 'fail',
+              service: call.service,
+              backends: call.backends,
+              code,
+              detail: name,
+            } satisfies ProxyEvent);
+          }
+        }
+      },
+    };
+    this.server = http2.createServer({
+      maxHeaderListPairs: 256,
+      maxSessionMemory: 32,
+      settings: {
+        maxHeaderListSize: o.maxHeaderListSize,
+        maxConcurrentStreams: o.maxConcurrentStreams,
+        enablePush: false,
+      },
+    });
+    this.server.on('session', (s) => this.onSession(s));
+    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+  }
+
+  /** Start listening; resolves with the bound address. */
+  async listen(): Promise<AddressInfo> {
+    if (this.closed)
+      throw new GrpcKubeError('GK_ERR_DESTROYED', 'the proxy was closed; create a new GrpcProxy');
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.server.once('error', onError);
+      this.server.listen(this.options.port, this.options.host, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+    this.bound = this.server.address() as AddressInfo;
+    return this.bound;
+  }
+
+  /** `host:port` clients dial. */
+  get address(): string {
+    if (this.bound === undefined)
+      throw new GrpcKubeError('GK_ERR_DESTROYED', 'the proxy is not listening; call listen()');
+    const h = this.bound.address.includes(':') ? `[${this.bound.address}]` : this.bound.address;
+    return `${h}:${this.bound.port}`;
+  }
+
+  /** Client HTTP/2 connections open now. */
+  get clientConnections(): number {
+    return this.sessions.size;
+  }
+
+  /** Services with a pool, keyed `ns/svc:port`, and their backend counts. */
+  services(): Record<string, { backends: number; ready: number }> {
+    const out: Record<string, { backends: number; ready: number }> = {};
+    for (const [k, p] of this.pools) out[k] = p.counts;
+    return out;
+  }
+
+  /** The pool of a Service (tests look at backends and sessions). */
+  pool(name: string): ServicePool | undefined {
+    return this.pools.get(name);
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, GOAWAY every client, let RPCs in flight finish within
+   * `graceMs`, then end the rest with UNAVAILABLE and close everything. Idempotent.
+   */
+  drain(graceMs = 10_000): Promise<void> {
+    if (this.draining !== undefined) return this.draining;
+    this.draining = this.runDrain(graceMs);
+    return this.draining;
+  }
+
+  /** Immediate shutdown (drain with no grace). */
+  close(): Promise<void> {
+    return this.drain(0);
+  }
+
+  private async runDrain(graceMs: number): Promise<void> {
+    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sessions) this.goaway(s);
+    const deadline = Date.now() + graceMs;
+    while (this.calls.size > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, Math.min(20, Math.max(1, deadline - Date.now()))).unref());
+    }
+    for (const call of [...this.calls]) call.abort(GrpcStatus.UNAVAILABLE, 'the proxy is shutting down');
+    // Give the statuses a moment to be written before sockets go.
+    if (this.sessions.size > 0) await new Promise((r) => setImmediate(r));
+    for (const s of this.sessions) s.destroy();
+    this.closed = true;
+    for (const p of this.pools.values()) {
+      p.close();
+      p.destroyBackends();
+    }
+    this.pools.clear();
+    await serverClosed;
+  }
+
+  /**
+   * gRPC's graceful GOAWAY: first with the largest stream id (no stream is refused in the race),
+   * then, after a ping round trip, with the real last id, after which the session closes once its
+   * streams end.
+   */
+  private goaway(s: http2.ServerHttp2Session): void {
+    if (s.closed || s.destroyed) return;
+    try {
+      s.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+      const ok = s.ping(() => {
+        if (!s.closed && !s.destroyed) s.close();
+      });
+      if (!ok) s.close();
+    } catch {
+      s.close();
+    }
+  }
+
+  private onSession(s: http2.ServerHttp2Session): void {
+    this.sessions.add(s);
+    s.on('error', () => {});
+    s.on('close', () => this.sessions.delete(s));
+    if (this.draining !== undefined) {
+      this.goaway(s);
+      return;
+    }
+    // Idle = no frames at all for clientIdleMs; a session with streams in flight is never idle-closed.
+    s.setTimeout(this.options.clientIdleMs, () => {
+      if (this.activeStreams(s) === 0) s.close();
+    });
+  }
+
+  private activeStreams(s: http2.ServerHttp2Session): number {
+    const st = s.state as { streamsOpen?: number } | undefined;
+    return st?.streamsOpen ?? 0;
+  }
+
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', () => {});
+    if (this.closed) {
+      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    if (headers[':method'] !== 'POST' || !isGrpcContentType(headers['content-type'])) {
+      // Not gRPC: the spec's answer is HTTP 415, with a status for clients that read one anyway.
+      stream.respond(
+        { ...trailersOnly(GrpcStatus.INTERNAL, 'the proxy forwards gRPC only'), ':status': 415 },
+        {
+          endStream: true,
+        },
+      );
+      return;
+    }
+    const authority = headers[':authority'] ?? '';
+    const path = headers[':path'] ?? '';
+    const target = this.route(authority, path, headers);
+    if (typeof target === 'string') {
+      this.reject(stream, GrpcStatus.UNAVAILABLE, target);
+      return;
+    }
+    const pool = this.poolFor(target);
+    if (typeof pool === 'string') {
+      this.reject(stream, GrpcStatus.UNAVAILABLE, pool);
+      return;
+    }
+    const timeoutMs = parseGrpcTimeout(headers['grpc-timeout']);
+    const call = new ProxyCall(
+      stream,
+      headers,
+      pool,
+      this.settings,
+      this.events,
+      timeoutMs === undefined ? undefined : Date.now() + timeoutMs,
+    );
+    this.stats.rpcs++;
+    this.stats.active++;
+    this.calls.add(call);
+    stream.once('close', () => {
+      this.calls.delete(call);
+      this.stats.active--;
+    });
+    call.start();
+  }
+
+  private reject(stream: http2.ServerHttp2Stream, code: number, message: string): void {
+    this.stats.rpcs++;
+    this.stats.proxyFailures++;
+    const name = statusName(code);
+    this.stats.byCode[name] = (this.stats.byCode[name] ?? 0) + 1;
+    stream.respond(trailersOnly(code, message), { endStream: true });
+  }
+
+  private route(authority: string, path: string, headers: http2.IncomingHttpHeaders): ServiceTarget | string {
+    const o = this.options;
+    if (o.mode === 'sidecar') {
+      // Explicit routes first (rare for a sidecar), then the authority names the Service.
+      for (const r of o.routes) if (routeMatches(r.match, authority, path, header(headers))) return r.target;
+      return parseServiceAuthority(authority, o.defaultNamespace);
+    }
+    for (const r of o.routes) if (routeMatches(r.match, authority, path, header(headers))) return r.target;
+    return o.target ?? `no route for authority "${authority}" and path "${path}"`;
+  }
+
+  private poolFor(t: ServiceTarget): ServicePool | string {
+    const name = targetName(t);
+    let pool = this.pools.get(name);
+    if (pool !== undefined) return pool;
+    if (this.pools.size >= this.options.maxServices) this.evictIdlePool();
+    if (this.pools.size >= this.options.maxServices) {
+      return `the proxy already watches ${this.options.maxServices} Services (maxServices); cannot add ${name}`;
+    }
+    const fixed = this.staticTargets.get(name);
+    let feed: EndpointFeed;
+    if (fixed !== undefined) {
+      feed = staticFeed(fixed);
+    } else if (this.registry !== undefined) {
+      const registry = this.registry;
+      feed = (l) => registry.subscribe(t.namespace, t.service, t.port, l);
+    } else {
+      return `Service ${name} is not among the proxy's static targets`;
+    }
+    const policy = this.options.servicePolicies[`${t.namespace}/${t.service}`] ?? this.options.policy;
+    pool = new ServicePool(name, feed, createPicker(policy, this.runtime), this.backendOpts, this.runtime);
+    this.pools.set(name, pool);
+    return pool;
+  }
+
+  /** Drop the least recently used Service without RPCs in flight. */
+  private evictIdlePool(): void {
+    const busy = new Set<string>();
+    for (const c of this.calls) busy.add(c.service);
+    let victim: ServicePool | undefined;
+    for (const p of this.pools.values()) {
+      if (busy.has(p.name)) continue;
+      if (victim === undefined || p.lastUsedMs < victim.lastUsedMs) victim = p;
+    }
+    if (victim !== undefined) {
+      this.pools.delete(victim.name);
+      victim.close();
+    }
+  }
+}
+
+function header(headers: http2.IncomingHttpHeaders): (name: string) => string | undefined {
+  return (name) => {
+    const v = headers[name];
+    return Array.isArray(v) ? v.join(', ') : v;
+  };
+}
