@@ -12,6 +12,7 @@
 // binary fails.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as https from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -42,6 +43,11 @@ const skipReal =
     ? `real control plane not built (${controlPlaneBinDir()}); run scripts/build-control-plane.sh ` +
       'or set GRPC_KUBE_REAL=1 to make this a failure'
     : false;
+
+const noKubectl =
+  spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8', timeout: 10_000 }).status === 0
+    ? false
+    : 'kubectl is not installed';
 
 interface Answer {
   readonly status: number;
@@ -214,6 +220,31 @@ describe('deploy/: server-side dry-run against the real kube-apiserver', { skip:
       }
     });
   }
+
+  it(
+    'kubectl apply -k --dry-run=server accepts every overlay as kustomize renders it',
+    { skip: noKubectl },
+    () => {
+      // The namespaces and the CRD exist by now (the tests above created them for real).
+      const kubeconfig: string = cp?.adminKubeConfigPath ?? '';
+      assert.ok(kubeconfig !== '');
+      for (const scenario of SCENARIOS) {
+        const r = spawnSync(
+          'kubectl',
+          ['--kubeconfig', kubeconfig, 'apply', '--dry-run=server', '-k', join(deployDir, scenario)],
+          { encoding: 'utf8', timeout: 60_000 },
+        );
+        assert.equal(r.status, 0, `deploy/${scenario}: ${r.stderr}`);
+        // One "(server dry run)" line per object.
+        const lines = r.stdout.trim().split('\n');
+        assert.equal(lines.length, renderKustomization(join(deployDir, scenario)).length, r.stdout);
+        assert.ok(
+          lines.every((l) => l.endsWith('(server dry run)')),
+          r.stdout,
+        );
+      }
+    },
+  );
 
   it('rejects what is wrong (so the checks above can fail): bad probe port, negative route weight', async () => {
     const objects = renderKustomization(join(deployDir, 'canary'));
