@@ -57,7 +57,10 @@ function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
   });
 }
 
-/** Run rounds until config.rounds (0 = until aborted); resolves with every round's result. */
+/**
+ * Run rounds until config.rounds, or until aborted when it is 0. Resolves with every round's result
+ * for a bounded run; a run without end keeps none (a pod runs for weeks): use onRound.
+ */
 export async function runHelloClient(opts: RunOptions): Promise<RoundResult[]> {
   const { config } = opts;
   const client = new GreeterClient(
@@ -89,7 +92,7 @@ export async function runHelloClient(opts: RunOptions): Promise<RoundResult[]> {
         ),
       );
       const result: RoundResult = { round, byPod, failedByCode };
-      results.push(result);
+      if (config.rounds !== 0) results.push(result);
       opts.onRound?.(result);
       if (config.rounds !== 0 && round === config.rounds) break;
       await pause(config.intervalMs, opts.signal);
