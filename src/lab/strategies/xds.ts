@@ -1,0 +1,71 @@
+// Lab strategy `xds`: proxyless @grpc/grpc-js-xds clients fed by the grpc-kube control plane, which
+// watches the lab's EndpointSlices and GRPCRoutes. The xDS client of a process is pinned to one ADS
+// address (its bootstrap is read once), so every run in the process reuses the first run's address.
+
+import type { GrpcRoute } from '../../xds/grpcroute.js';
+import { registeredXdsAddress, registerXdsClientOnce } from '../../xds/client-registration.js';
+import { XdsControlPlane } from '../../xds/control-plane.js';
+import type { LabStrategy } from '../strategy.js';
+
+export const xds: LabStrategy = {
+  name: 'xds',
+  description:
+    'grpc-kube xDS control plane (ADS from EndpointSlices + GRPCRoute) → @grpc/grpc-js-xds, round_robin',
+  flavour: 'plain',
+  canRoute: true,
+  async start(env) {
+    const lines: string[] = [];
+    const cp = await XdsControlPlane.start({
+      kubeConfigYaml: env.kubeConfigYaml,
+      address: registeredXdsAddress() ?? '127.0.0.1:0',
+      routeNamespace: env.namespace,
+      log: (l) => {
+        // Kept for the handle's diagnostics; the lab report reads traffic, not logs.
+        if (lines.length < 200) lines.push(l);
+      },
+    });
+    try {
+      await registerXdsClientOnce(cp.address, 'grpc-kube-lab', 'lab');
+    } catch (err) {
+      await cp.close();
+      throw err;
+    }
+    return {
+      target: `xds:///${env.apps.plain.service}.${env.namespace}:${env.port}`,
+      // No service config here: the xds resolver supplies its own (xds_cluster_manager); a
+      // grpc.service_config channel option would replace it.
+      channelOptions: { 'grpc.enable_http_proxy': 0 },
+      close: () => cp.close(),
+    };
+  },
+};
+
+/**
+ * The GRPCRoute a canary-shift step writes: parent = the app's Service (GAMMA), backends = a stable
+ * and a canary Service (each selecting its own Deployment's pods), weighted as given.
+ */
+export function canaryGrpcRoute(o: {
+  namespace: string;
+  service: string;
+  port: number;
+  stableService: string;
+  canaryService: string;
+  weights: { stable: number; canary: number };
+}): GrpcRoute {
+  return {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'GRPCRoute',
+    metadata: { name: `${o.service}-canary`, namespace: o.namespace },
+    spec: {
+      parentRefs: [{ group: '', kind: 'Service', name: o.service, port: o.port }],
+      rules: [
+        {
+          backendRefs: [
+            { name: o.stableService, port: o.port, weight: o.weights.stable },
+            { name: o.canaryService, port: o.port, weight: o.weights.canary },
+          ],
+        },
+      ],
+    },
+  };
+}
