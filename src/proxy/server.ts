@@ -114,6 +114,8 @@ interface Resolved {
 }
 
 export interface ProxyStats {
+  /** Client connections accepted since start. */
+  connections: number;
   /** RPCs accepted. */
   rpcs: number;
   /** RPCs in flight. */
@@ -177,7 +179,14 @@ function resolveOptions(o: GrpcProxyOptions): Resolved {
 
 export class GrpcProxy {
   readonly options: Resolved;
-  readonly stats: ProxyStats = { rpcs: 0, active: 0, retries: 0, proxyFailures: 0, byCode: {} };
+  readonly stats: ProxyStats = {
+    connections: 0,
+    rpcs: 0,
+    active: 0,
+    retries: 0,
+    proxyFailures: 0,
+    byCode: {},
+  };
   private readonly server: http2.Http2Server;
   private readonly pools = new Map<string, ServicePool>();
   private readonly calls = new Set<ProxyCall>();
@@ -363,6 +372,7 @@ export class GrpcProxy {
 
   private onSession(s: http2.ServerHttp2Session): void {
     this.sessions.add(s);
+    this.stats.connections++;
     s.on('error', () => {});
     s.on('close', () => this.sessions.delete(s));
     if (this.draining !== undefined) {

@@ -31,8 +31,10 @@ export function parseServiceAuthority(authority: string, defaultNamespace: strin
   const host = authority.slice(0, colon).toLowerCase();
   const portText = authority.slice(colon + 1);
   let port: PortSelector;
-  if (/^\d{1,5}$/.test(portText) && Number(portText) >= 1 && Number(portText) <= 65535) {
-    port = { kind: 'number', port: Number(portText) };
+  if (/^\d+$/.test(portText)) {
+    const n = Number(portText);
+    if (n < 1 || n > 65535) return `authority "${authority}" has a bad port "${portText}"`;
+    port = { kind: 'number', port: n };
   } else if (PORT_NAME.test(portText)) {
     port = { kind: 'name', name: portText };
   } else {
