@@ -34,6 +34,7 @@ const SERVER_SCRIPT = join(repoRoot, 'dist', 'examples', 'hello', 'server.js');
 const NS = 'hello-kubernetes';
 const PORT = 51957;
 const PROBE_MS = 200;
+const LAB_CIDR = '10.251.57.0/24';
 
 const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
 const root = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -190,6 +191,8 @@ describe('examples/hello in the lab, kubernetes strategy, from deploy/kubernetes
         podScript: SERVER_SCRIPT,
         probePeriodMs: PROBE_MS,
         namespaces: [NS],
+        // Its own /24, so a lab on the default 10.244.0.0/16 running beside this test cannot collide.
+        network: { cidr: LAB_CIDR },
       });
       cleanups.push(() => cluster.stop());
       const rp = (resource: string, group = '') => ({ group, version: 'v1', resource, namespace: NS });
