@@ -1,0 +1,48 @@
+// The lab strategies `proxy` and `sidecar` on the embedded cluster, side by side with `clusterip`,
+// in the quick scale-up and pod-kill scenarios: one connection per client, yet the proxy strategies
+// spread RPCs over all pods (new ones included) and lose no RPC, where ClusterIP does not.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { runScenario } from '../../src/lab/runner.js';
+import { builtinScenarios, scaleScenario } from '../../src/lab/scenario.js';
+import { clusterip } from '../../src/lab/strategies/clusterip.js';
+import { proxy, sidecar } from '../../src/lab/strategies/proxy.js';
+import { seededRandom } from '../../src/balancer/runtime.js';
+
+const QUICK = 0.3;
+
+for (const name of ['scale-up', 'pod-kill'] as const) {
+  test(
+    `lab ${name} (quick): proxy and sidecar balance per RPC and lose nothing`,
+    { timeout: 120_000 },
+    async (t) => {
+      const sc = builtinScenarios().find((s) => s.name === name);
+      assert.ok(sc !== undefined);
+      const result = await runScenario({
+        scenario: scaleScenario(sc, QUICK),
+        strategies: [clusterip, proxy, sidecar],
+        timeScale: QUICK,
+        random: seededRandom(11),
+        clientDefaults: true,
+      });
+      const by = Object.fromEntries(result.runs.map((r) => [r.record.strategy, r.record]));
+      for (const s of ['proxy', 'sidecar']) {
+        const r = by[s];
+        assert.ok(r !== undefined, s);
+        t.diagnostic(
+          `${name} ${s}: rpcs ${r.rpcs} failed ${r.failed} balance ${r.balanceMaxOverMean} never served ${r.newPodsNeverServed} p99 ${r.latencyMs.p99} ms`,
+        );
+        assert.ok(r.rpcs > 100, `${s} ran`);
+        assert.equal(r.failed, 0, `${s}: ${JSON.stringify(r.failedByCode)}`);
+        assert.equal(r.newPodsNeverServed, 0, s);
+        assert.ok((r.balanceMaxOverMean ?? Infinity) < 1.5, `${s} balance ${r.balanceMaxOverMean}`);
+      }
+      const c = by.clusterip;
+      if (c !== undefined)
+        t.diagnostic(
+          `${name} clusterip: balance ${c.balanceMaxOverMean} never served ${c.newPodsNeverServed}`,
+        );
+    },
+  );
+}
