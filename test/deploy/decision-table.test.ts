@@ -84,6 +84,42 @@ describe('scripts/decision-table.mjs', () => {
     );
   });
 
+  it('the prose of decision-table.md and guide-kubernetes.md still holds for the committed JSON', () => {
+    // When a refreshed lab JSON breaks one of these, rewrite the sentence that makes the claim.
+    const lab = JSON.parse(readFileSync(labJson, 'utf8')) as { runs: Run[] };
+    const get = (scenario: string, strategy: string): Run => {
+      const r = lab.runs.find((x) => x.scenario === scenario && x.strategy === strategy);
+      assert.ok(r, `${scenario}/${strategy}`);
+      return r;
+    };
+    const strategies = [...new Set(lab.runs.map((r) => r.strategy))];
+    // "the only option that left no new pod idle in scale-up, rolling update and API outage alike"
+    const neverIdle = strategies.filter((st) =>
+      ['scale-up', 'rolling-update', 'api-outage'].every((sc) => get(sc, st).newPodsNeverServed === 0),
+    );
+    assert.deepEqual(neverIdle.sort(), ['kubernetes', 'kubernetes-ewma', 'kubernetes-p2c']);
+    // "and it lost no RPC in the rolling update"
+    for (const st of neverIdle) assert.equal(get('rolling-update', st).failed, 0, st);
+    // "grpc_kube_ewma … its slow-pod success rate is the highest of the balanced options"
+    const balanced = strategies.filter((st) => (get('slow-pod', st).balanceMaxOverMean ?? Infinity) <= 2);
+    const bestSlow = balanced.reduce((a, b) =>
+      get('slow-pod', a).successRate >= get('slow-pod', b).successRate ? a : b,
+    );
+    assert.equal(bestSlow, 'kubernetes-ewma');
+    // "DNS-based clients fail during rolling updates in this run"
+    for (const st of ['headless-pick-first', 'headless-dns-round-robin', 'max-connection-age']) {
+      assert.ok(get('rolling-update', st).successRate < 0.5, st);
+    }
+    // max-connection-age: "its first RPC to a new pod waits for a connection to age out (tens of seconds)"
+    assert.ok((get('scale-up', 'max-connection-age').readyToFirstRpcMs.p99 ?? 0) > 10_000);
+    // "ClusterIP and pick_first pin each client connection to one pod": unbalanced everywhere.
+    for (const st of ['clusterip', 'headless-pick-first']) {
+      for (const r of lab.runs.filter((x) => x.strategy === st && x.balanceMaxOverMean !== null)) {
+        assert.ok((r.balanceMaxOverMean ?? 0) > 1.4, `${st} ${r.scenario}`);
+      }
+    }
+  });
+
   it('--check fails when a generated number was edited by hand', () => {
     const doc = readFileSync(docs[0] as string, 'utf8');
     const edited = doc.replace(/never served 0/, 'never served 7');
