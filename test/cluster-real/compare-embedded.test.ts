@@ -159,6 +159,8 @@ describe('the same scenario on the embedded and on the real cluster', { skip }, 
       podScript: POD_MAIN_SCRIPT,
       probePeriodMs: PROBE_MS,
       namespaces: [NS],
+      // Its own CIDR: another lab on this machine may hold the default 10.244.0.0/16.
+      network: { cidr: '10.248.0.0/16' },
     });
     cleanups.push(() => cluster.stop());
     results.real = await runScenario({

@@ -31,6 +31,7 @@ const skip =
       : false;
 
 const NS = 'lab';
+const CIDR = '10.246.0.0/16';
 const core = { group: '', version: 'v1', resource: 'x' } as const;
 
 async function eventually(
@@ -66,7 +67,8 @@ describe('RealKubelet on the real control plane', { skip }, () => {
 
   before(async () => {
     cp = await startRealControlPlane();
-    net = await createLabNetwork();
+    // A CIDR of its own: another lab (or test file) on this machine may hold the default 10.244.0.0/16.
+    net = await createLabNetwork({ cidr: CIDR });
     api = new LabApi(cp.adminKubeConfig);
     kubelet = new RealKubelet({
       kubeConfig: cp.adminKubeConfig,
@@ -162,7 +164,7 @@ describe('RealKubelet on the real control plane', { skip }, () => {
     );
     console.log(`# 3 pods ready through the real controllers in ${Date.now() - t0} ms`);
     for (const e of current) {
-      assert.match(e.address, /^10\.244\.\d+\.\d+$/);
+      assert.match(e.address, /^10\.246\.\d+\.\d+$/);
       assert.ok(e.zone === 'zone-a' || e.zone === 'zone-b', `zone ${e.zone}`);
       assert.ok(e.pod?.startsWith('hello-'), `pod ${e.pod}`);
     }

@@ -30,6 +30,8 @@ describe('startRealLabCluster', { skip }, () => {
       podScript: POD_MAIN_SCRIPT,
       probePeriodMs: 100,
       namespaces: ['lab'],
+      // Its own CIDR: another lab on this machine may hold the default 10.244.0.0/16.
+      network: { cidr: '10.247.0.0/16' },
     });
     let stopped = false;
     t.after(async () => {

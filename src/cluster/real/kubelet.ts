@@ -459,6 +459,11 @@ export class RealKubelet {
   /** Per pod: the tail of its chain of syncs and status writes, so they run one at a time, in order. */
   private readonly chains = new Map<string, Promise<void>>();
   private readonly pendingSync = new Set<string>();
+  /**
+   * Node chosen per pod at the moment of choosing, before its binding is written: pods pending in the
+   * same burst bind concurrently, and each choice must see the ones made just before it.
+   */
+  private readonly assigned = new Map<string, string>();
   private readonly abort = new AbortController();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private watch: WatchHandle | undefined;
@@ -844,7 +849,10 @@ export class RealKubelet {
       await worker.dispose();
       worker = undefined;
     }
-    if (!pod) return;
+    if (!pod) {
+      this.assigned.delete(key);
+      return;
+    }
     const uid = pod.metadata.uid ?? '';
     if (!pod.spec.nodeName) {
       if (pod.metadata.deletionTimestamp) await this.finalDelete(key, uid);
@@ -888,13 +896,19 @@ export class RealKubelet {
 
   private async bind(pod: Pod): Promise<void> {
     const counts = new Map(this.nodes.map((n) => [n.name, 0]));
-    for (const p of this.pods.values()) {
-      const n = p.spec.nodeName;
+    for (const [k, p] of this.pods) {
+      if (p.metadata.deletionTimestamp) continue;
+      const n = p.spec.nodeName ?? this.assigned.get(k);
       if (n !== undefined && counts.has(n)) counts.set(n, (counts.get(n) ?? 0) + 1);
     }
+    const key = keyOf(pod);
+    // Already counted if chosen before (a retry): do not count it twice.
+    const prev = this.assigned.get(key);
+    if (prev !== undefined) counts.set(prev, (counts.get(prev) ?? 1) - 1);
     let best = this.nodes[0]?.name ?? '';
     for (const n of this.nodes) if ((counts.get(n.name) ?? 0) < (counts.get(best) ?? 0)) best = n.name;
-    const { namespace, name } = splitKey(keyOf(pod));
+    this.assigned.set(key, best);
+    const { namespace, name } = splitKey(key);
     try {
       await this.retryTransient(() =>
         this.api.request(
@@ -910,8 +924,6 @@ export class RealKubelet {
         ),
       );
       this.stats.binds++;
-      // Counted at once, so the next pending pod of the same burst spreads to another node.
-      this.pods.set(keyOf(pod), { ...pod, spec: { ...pod.spec, nodeName: best } });
     } catch (err) {
       // Already bound, or gone: its next event brings us back.
       const code = statusOf(err);
