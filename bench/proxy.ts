@@ -1,0 +1,350 @@
+// `npm run bench -- proxy`: the grpc-kube L7 proxy against nghttpx and HAProxy (Debian packages),
+// in one run, on the same backends, with the same load generator and the same cores.
+//
+// Setup, identical for every peer:
+//  - backends: 3 nghttpd (nghttp2-server, C) on 127.0.0.51-53 answering every gRPC unary call with
+//    one message and a `grpc-status: 0` trailer, so the backends are never the bottleneck;
+//  - load: h2load (nghttp2-client), 10 connections × 10 concurrent streams, gRPC POSTs with
+//    `content-type: application/grpc` and `te: trailers`, 1 s warm-up then a bounded measurement;
+//  - cores: the proxy under test is pinned to core 0 with one worker/thread (grpc-kube is one Node
+//    process, nghttpx --workers=1, haproxy nbthread 1); backends and load generator share core 1.
+// Each peer runs `rounds` times, interleaved; rows report the mean. Peers that are not installed
+// are skipped with a note. Figures: {name, rps, p50Ms, p99Ms} and ratios to the best peer.
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+interface Row {
+  name: string;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  rpsVsBest?: number;
+  p99VsBest?: number;
+}
+
+interface Peer {
+  readonly name: string;
+  readonly bin: string;
+  readonly pkg: string;
+  start(dir: string, host: string, port: number, backends: readonly string[]): ChildProcess;
+}
+
+const BACKEND_HOSTS = ['127.0.0.51', '127.0.0.52', '127.0.0.53'];
+const PATH = '/grpckube.test.Json/Unary';
+const CLI = fileURLToPath(new URL('../src/cli/proxy.js', import.meta.url));
+
+function has(bin: string): boolean {
+  return existsSync(bin);
+}
+
+function pinned(core: number, cmd: string, args: readonly string[]): [string, string[]] {
+  return has('/usr/bin/taskset')
+    ? ['/usr/bin/taskset', ['-c', String(core), cmd, ...args]]
+    : [cmd, [...args]];
+}
+
+function launch(core: number, cmd: string, args: readonly string[]): ChildProcess {
+  const [c, a] = pinned(core, cmd, args);
+  return spawn(c, a, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+const PEERS: readonly Peer[] = [
+  {
+    name: 'grpc-kube',
+    bin: process.execPath,
+    pkg: 'node',
+    start: (_dir, host, port, backends) =>
+      launch(0, process.execPath, [
+        '--input-type=module',
+        '-e',
+        `import { proxyCommand } from ${JSON.stringify(CLI)}; process.exitCode = await proxyCommand(process.argv.slice(1));`,
+        '--',
+        '--mode',
+        'ingress',
+        '--listen',
+        `${host}:${port}`,
+        '--target',
+        'bench.default:9000',
+        '--static',
+        `bench.default:9000=${backends.join(',')}`,
+        '--policy',
+        'round_robin',
+        '--grace-ms',
+        '0',
+      ]),
+  },
+  {
+    name: 'nghttpx',
+    bin: '/usr/sbin/nghttpx',
+    pkg: 'nghttp2-proxy',
+    start: (_dir, host, port, backends) =>
+      launch(0, '/usr/sbin/nghttpx', [
+        '--conf=/dev/null',
+        `--frontend=${host},${port};no-tls`,
+        ...backends.map((b) => `--backend=${b.replace(':', ',')};;proto=h2`),
+        '--workers=1',
+        '--log-level=ERROR',
+        '--errorlog-file=/dev/null',
+        '--no-ocsp',
+      ]),
+  },
+  {
+    name: 'haproxy',
+    bin: '/usr/sbin/haproxy',
+    pkg: 'haproxy',
+    start: (dir, host, port, backends) => {
+      const cfg = join(dir, 'haproxy.cfg');
+      const text = [
+        'global',
+        '  nbthread 1',
+        '  maxconn 1000',
+        'defaults',
+        '  mode http',
+        '  timeout connect 5s',
+        '  timeout client 60s',
+        '  timeout server 60s',
+        'frontend fe',
+        `  bind ${host}:${port} proto h2`,
+        '  default_backend be',
+        'backend be',
+        '  balance roundrobin',
+        '  http-reuse always',
+        ...backends.map((b, i) => `  server s${i} ${b} proto h2`),
+        '',
+      ].join('\n');
+      writeFileSync(cfg, text);
+      return launch(0, '/usr/sbin/haproxy', ['-f', cfg, '-db']);
+    },
+  },
+];
+
+async function freePort(host: string): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+async function waitForPort(
+  host: string,
+  port: number,
+  child: ChildProcess,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (child.exitCode !== null) throw new Error(`exited with ${child.exitCode} before listening`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = net.connect(port, host);
+      c.once('connect', () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), 3000);
+  await exited;
+  clearTimeout(t);
+}
+
+function quantile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
+}
+
+interface LoadResult {
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  failed: number;
+}
+
+async function h2load(dir: string, url: string, durationS: number, label: string): Promise<LoadResult> {
+  const log = join(dir, `h2load-${label}.log`);
+  const args = [
+    '-D',
+    String(durationS),
+    '--warm-up-time=1',
+    '-c',
+    '10',
+    '-m',
+    '10',
+    '-t',
+    '1',
+    '-d',
+    join(dir, 'req.bin'),
+    '-H',
+    'content-type: application/grpc',
+    '-H',
+    'te: trailers',
+    `--log-file=${log}`,
+    url,
+  ];
+  const [cmd, a] = pinned(1, '/usr/bin/h2load', args);
+  const res = spawnSync(cmd, a, { encoding: 'utf8', timeout: (durationS + 30) * 1000 });
+  const out = res.stdout ?? '';
+  const m = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
+  const req =
+    /requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out);
+  const codes = /status codes: (\d+) 2xx/.exec(out);
+  if (m === null || req === null)
+    throw new Error(`h2load output not understood:\n${out}\n${res.stderr ?? ''}`);
+  const lines = (await readFile(log, 'utf8')).split('\n');
+  const durations: number[] = [];
+  for (const l of lines) {
+    const cols = l.split('\t');
+    if (cols.length >= 3 && cols[1] === '200') durations.push(Number(cols[2]) / 1000);
+  }
+  const sorted = Float64Array.from(durations).sort();
+  const done = Number(req[1]);
+  const ok2xx = codes === null ? 0 : Number(codes[1]);
+  return {
+    rps: Number(m[1]),
+    p50Ms: quantile(sorted, 0.5),
+    p99Ms: quantile(sorted, 0.99),
+    failed: Number(req[3]) + Number(req[4]) + (done - ok2xx),
+  };
+}
+
+const round3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+export async function runProxyBench(
+  opts: { durationS?: number; rounds?: number } = {},
+): Promise<Record<string, unknown>> {
+  const durationS = opts.durationS ?? Number(process.env.PROXY_BENCH_SECONDS ?? 5);
+  const rounds = opts.rounds ?? Number(process.env.PROXY_BENCH_ROUNDS ?? 2);
+  const notes: string[] = [];
+  const skipped: { name: string; why: string }[] = [];
+  for (const [bin, pkg] of [
+    ['/usr/bin/h2load', 'nghttp2-client'],
+    ['/usr/sbin/nghttpd', 'nghttp2-server'],
+  ] as const) {
+    if (!has(bin)) {
+      return {
+        bench: 'proxy',
+        rows: [],
+        skipped: PEERS.map((p) => ({ name: p.name, why: `${bin} missing: apt-get install -y ${pkg}` })),
+      };
+    }
+  }
+  const peers = PEERS.filter((p) => {
+    if (has(p.bin)) return true;
+    skipped.push({ name: p.name, why: `${p.bin} not installed: apt-get install -y ${p.pkg}` });
+    return false;
+  });
+  const dir = await mkdtemp(join(tmpdir(), 'grpc-kube-proxy-bench-'));
+  const children: ChildProcess[] = [];
+  try {
+    // One unary reply (5-byte gRPC frame header + JSON) for the one method the load calls.
+    const reply = Buffer.from(JSON.stringify({ server: 'nghttpd' }));
+    const frame = (b: Buffer): Buffer => Buffer.concat([Buffer.from([0, 0, 0, 0, b.length]), b]);
+    await mkdir(join(dir, 'htdocs', 'grpckube.test.Json'), { recursive: true });
+    await writeFile(join(dir, 'htdocs', PATH.slice(1)), frame(reply));
+    await writeFile(join(dir, 'req.bin'), frame(Buffer.from('{}')));
+
+    const backends: string[] = [];
+    for (const host of BACKEND_HOSTS) {
+      const port = await freePort(host);
+      const c = launch(1, '/usr/sbin/nghttpd', [
+        '--no-tls',
+        '-d',
+        join(dir, 'htdocs'),
+        '--trailer',
+        'grpc-status: 0',
+        '-a',
+        host,
+        String(port),
+      ]);
+      children.push(c);
+      await waitForPort(host, port, c);
+      backends.push(`${host}:${port}`);
+    }
+
+    const results = new Map<string, LoadResult[]>();
+    for (let round = 0; round < rounds; round++) {
+      // Alternate the order so no peer always runs first (or last) on a shared machine.
+      const order = round % 2 === 0 ? peers : [...peers].reverse();
+      for (const peer of order) {
+        const host = '127.0.0.60';
+        const port = await freePort(host);
+        const child = peer.start(dir, host, port, backends);
+        let stderr = '';
+        child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+        children.push(child);
+        try {
+          await waitForPort(host, port, child);
+          const r = await h2load(dir, `http://${host}:${port}${PATH}`, durationS, `${peer.name}-${round}`);
+          if (r.failed > 0) notes.push(`${peer.name} round ${round}: ${r.failed} requests failed`);
+          results.set(peer.name, [...(results.get(peer.name) ?? []), r]);
+        } catch (err) {
+          skipped.push({
+            name: peer.name,
+            why: `${(err as Error).message}; stderr: ${stderr.slice(0, 300)}`,
+          });
+        } finally {
+          await stop(child);
+        }
+      }
+    }
+
+    const rows: Row[] = [];
+    for (const peer of peers) {
+      const rs = results.get(peer.name);
+      if (rs === undefined || rs.length === 0) continue;
+      const mean = (f: (r: LoadResult) => number): number => rs.reduce((s, r) => s + f(r), 0) / rs.length;
+      rows.push({
+        name: peer.name,
+        rps: Math.round(mean((r) => r.rps)),
+        p50Ms: round3(mean((r) => r.p50Ms)),
+        p99Ms: round3(mean((r) => r.p99Ms)),
+      });
+    }
+    const bestRps = Math.max(...rows.map((r) => r.rps));
+    const bestP99 = Math.min(...rows.map((r) => r.p99Ms));
+    for (const r of rows) {
+      r.rpsVsBest = round3(r.rps / bestRps);
+      r.p99VsBest = round3(r.p99Ms / bestP99);
+    }
+    for (const r of rows) {
+      process.stderr.write(
+        `${r.name.padEnd(10)} ${String(r.rps).padStart(8)} req/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  ` +
+          `rps ×${r.rpsVsBest} p99 ×${r.p99VsBest} of best\n`,
+      );
+    }
+    return {
+      bench: 'proxy',
+      rows,
+      load: { generator: 'h2load', connections: 10, streamsPerConnection: 10, durationS, rounds },
+      cores: {
+        proxy: has('/usr/bin/taskset') ? 'core 0, one worker' : 'unpinned (no taskset)',
+        loadAndBackends: 'core 1',
+      },
+      backends: { kind: 'nghttpd', count: backends.length },
+      notes,
+      skipped,
+    };
+  } finally {
+    for (const c of children) await stop(c);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
