@@ -32,4 +32,5 @@ export type { LabPki } from './pki.js';
 export { RealKubelet, type RealKubeletOptions, type RealKubeletStats } from './kubelet.js';
 export { NetnsScriptRuntime, type NetnsScriptRuntimeOptions } from './kubelet-runtime.js';
 export { startRealLabCluster, type RealLabCluster, type RealLabClusterOptions } from './cluster.js';
-export { LabApi } from './kube-http.js';
+export { LabApi, statusOf, type LabApiOptions } from './kube-http.js';
+export { httpWatchStore, type WatchStore } from './watch-store.js';

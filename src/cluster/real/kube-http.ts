@@ -53,9 +53,7 @@ export class LabApi {
       try {
         return await this.once<T>(method, path, body, rp);
       } catch (err) {
-        const code = statusOf(err);
-        const transient = code === 0 || code === 429 || code >= 500;
-        if (!transient || this.closed || Date.now() + 200 > deadline) throw err;
+        if (!isTransient(err) || this.closed || Date.now() + 200 > deadline) throw err;
         // Not unref()ed: a caller is awaiting this request, the process must not exit under it.
         await new Promise((r) => setTimeout(r, backoff.next()));
       }
@@ -64,7 +62,17 @@ export class LabApi {
 
   private async once<T>(method: Method, path: string, body: unknown, rp: ResourcePath): Promise<T> {
     const opts: https.RequestOptions = { headers: {} };
-    await this.kc.applyToHTTPSOptions(opts);
+    try {
+      await this.kc.applyToHTTPSOptions(opts);
+    } catch (err) {
+      throw new GrpcKubeError(
+        'GK_ERR_KUBE_CONFIG',
+        `could not apply the lab's Kubernetes credentials: ${String(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = {
       ...(opts.headers as Record<string, string>),
@@ -125,4 +133,9 @@ export class LabApi {
 export function statusOf(err: unknown): number {
   const s = (err as { status?: unknown } | null)?.status;
   return typeof s === 'number' ? s : 0;
+}
+
+/** No answer, 429, or a server error (all GK_ERR_KUBE_UNREACHABLE): worth trying again shortly. */
+export function isTransient(err: unknown): boolean {
+  return err instanceof GrpcKubeError && err.code === 'GK_ERR_KUBE_UNREACHABLE';
 }

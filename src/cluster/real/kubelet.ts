@@ -34,7 +34,7 @@ import {
 } from '../controllers/kinds.js';
 import { IpPool, PROBE_PERIOD_MS_ANNOTATION, type IpAllocator, type KubeletNode } from '../kubelet.js';
 import type { PodExit, PodProcess, PodRuntime } from '../pod-runtime.js';
-import { LabApi, statusOf } from './kube-http.js';
+import { LabApi, isTransient, statusOf } from './kube-http.js';
 import type { LabNetwork } from './netns.js';
 
 export interface RealKubeletOptions {
@@ -169,8 +169,16 @@ class RealPodWorker {
   private async doStart(): Promise<void> {
     if (this.ip === undefined) {
       const ip = this.k.ipAllocator.allocate();
+      try {
+        await this.k.network.addPod(ip);
+      } catch (err) {
+        // No namespace, no pod: give the address back and try again later, like a failed container start.
+        this.k.ipAllocator.release(ip);
+        this.k.reportError(this.key, err);
+        if (!this.disposed && !this.terminating) this.scheduleRestart();
+        return;
+      }
       this.ip = ip;
-      await this.k.network.addPod(ip);
     }
     const c = this.container;
     const env: Record<string, string> = {};
@@ -781,9 +789,7 @@ export class RealKubelet {
       try {
         return await fn();
       } catch (err) {
-        const code = statusOf(err);
-        const transient = code === 0 || code === 429 || code >= 500;
-        if (!transient || Date.now() > deadline || this.abort.signal.aborted) throw err;
+        if (!isTransient(err) || Date.now() > deadline || this.abort.signal.aborted) throw err;
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, backoff.next());
           t.unref();
