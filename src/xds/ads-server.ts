@@ -7,6 +7,9 @@
 // re-subscribes and is answered immediately (the idle-channel bug of go-control-plane). Requests
 // with an older nonce are superseded and never read as ACK/NACK. A cache change is pushed only to
 // streams subscribed to a changed name. All streams share one SnapshotCache.
+// DeltaAggregatedResources (incremental xDS, for clients that ask, e.g. Envoy) shares the cache, the
+// demand counts and the ACK/NACK rules; it sends only resources whose per-resource version differs
+// from what the client holds, and names deletions (and unknown Listeners/Clusters) as removed.
 
 import * as grpc from '@grpc/grpc-js';
 import { channel } from 'node:diagnostics_channel';
@@ -15,6 +18,8 @@ import {
   adsServiceDefinition,
   allRequiredInSotw,
   isResourceTypeUrl,
+  type DeltaDiscoveryRequest,
+  type DeltaResponseFrame,
   type DiscoveryRequest,
   type DiscoveryResponseFrame,
   type ResourceTypeUrl,
@@ -89,15 +94,23 @@ interface TypeSub {
   ackedVersion: string;
 }
 
+interface DeltaSub extends TypeSub {
+  /** What the client holds: name → version (from initial_resource_versions, then what we sent). */
+  readonly sent: Map<string, string>;
+}
+
 type AdsCall = grpc.ServerDuplexStream<DiscoveryRequest, DiscoveryResponseFrame>;
+type DeltaCall = grpc.ServerDuplexStream<DeltaDiscoveryRequest, DeltaResponseFrame>;
 
 class AdsStream {
   node: XdsNodeInfo | undefined;
   readonly subs = new Map<ResourceTypeUrl, TypeSub>();
+  readonly deltaSubs = new Map<ResourceTypeUrl, DeltaSub>();
   closed = false;
   constructor(
     readonly id: number,
-    readonly call: AdsCall,
+    readonly call: AdsCall | DeltaCall,
+    readonly delta: boolean,
   ) {}
 }
 
@@ -145,7 +158,8 @@ export class AdsServer {
   /** Add the ADS service to a grpc-js server the caller owns. */
   addTo(server: grpc.Server): void {
     server.addService(adsServiceDefinition(), {
-      StreamAggregatedResources: (call: AdsCall) => this.handle(call),
+      StreamAggregatedResources: (call: AdsCall) => this.handle(call, false),
+      DeltaAggregatedResources: (call: DeltaCall) => this.handle(call, true),
     });
   }
 
@@ -179,18 +193,19 @@ export class AdsServer {
     for (const l of this.listeners) l(e);
   }
 
-  private handle(call: AdsCall): void {
+  private handle(call: AdsCall | DeltaCall, delta: boolean): void {
     if (this.closed) {
       call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'control plane shutting down' });
       return;
     }
-    const stream = new AdsStream(this.nextStream++, call);
+    const stream = new AdsStream(this.nextStream++, call, delta);
     this.streams.set(stream.id, stream);
     this.stats.streams++;
     this.emit({ kind: 'stream-open', stream: stream.id, peer: call.getPeer() });
-    call.on('data', (req: DiscoveryRequest) => {
+    call.on('data', (req: DiscoveryRequest | DeltaDiscoveryRequest) => {
       try {
-        this.onRequest(stream, req);
+        if (delta) this.onDeltaRequest(stream, req as DeltaDiscoveryRequest);
+        else this.onRequest(stream, req as DiscoveryRequest);
       } catch (err) {
         this.log(`stream ${stream.id}: request failed: ${String(err)}`);
       }
@@ -207,7 +222,9 @@ export class AdsServer {
     stream.closed = true;
     this.streams.delete(stream.id);
     for (const [type, sub] of stream.subs) this.changeDemand(type, sub.names, new Set());
+    for (const [type, sub] of stream.deltaSubs) this.changeDemand(type, sub.names, new Set());
     stream.subs.clear();
+    stream.deltaSubs.clear();
     try {
       stream.call.end();
     } catch {
@@ -216,16 +233,56 @@ export class AdsServer {
     this.emit({ kind: 'stream-close', stream: stream.id, node: stream.node });
   }
 
+  private captureNode(stream: AdsStream, node: DiscoveryRequest['node']): void {
+    if (stream.node === undefined && node !== null) {
+      stream.node = {
+        id: node.id ?? '',
+        zone: node.locality?.zone ?? '',
+        userAgent: node.user_agent_name ?? '',
+      };
+    }
+  }
+
+  /** ACK / NACK / stale bookkeeping shared by both protocol variants. */
+  private readAck(
+    stream: AdsStream,
+    type: ResourceTypeUrl,
+    sub: TypeSub,
+    nonce: string,
+    error: DiscoveryRequest['error_detail'],
+    keptVersion: string,
+  ): void {
+    if (nonce === '') return;
+    if (nonce !== sub.nonce) {
+      // Answers an older response; a newer one is on its way to the client.
+      this.stats.stale++;
+    } else if (error !== null && (error.code ?? 0) !== 0) {
+      this.stats.nacks++;
+      const message = error.message ?? '';
+      this.log(
+        `NACK from ${stream.node?.id ?? '?'} (stream ${stream.id}) for ${shortType(type)} version ` +
+          `${sub.sentVersion}; the client keeps version ${keptVersion || '(none)'}: ${message}`,
+      );
+      this.emit({
+        kind: 'nack',
+        stream: stream.id,
+        node: stream.node,
+        type,
+        version: sub.sentVersion,
+        keptVersion,
+        error: message,
+      });
+    } else {
+      this.stats.acks++;
+      sub.ackedVersion = sub.sentVersion;
+      this.emit({ kind: 'ack', stream: stream.id, node: stream.node, type, version: sub.sentVersion });
+    }
+  }
+
   private onRequest(stream: AdsStream, req: DiscoveryRequest): void {
     if (stream.closed) return;
     this.stats.requests++;
-    if (stream.node === undefined && req.node !== null) {
-      stream.node = {
-        id: req.node.id ?? '',
-        zone: req.node.locality?.zone ?? '',
-        userAgent: req.node.user_agent_name ?? '',
-      };
-    }
+    this.captureNode(stream, req.node);
     const type = req.type_url;
     if (!isResourceTypeUrl(type)) {
       this.log(`stream ${stream.id} (${stream.node?.id ?? '?'}): ignoring unknown type_url "${type}"`);
@@ -246,32 +303,7 @@ export class AdsServer {
       stream.subs.set(type, sub);
     }
 
-    if (req.response_nonce !== '') {
-      if (req.response_nonce !== sub.nonce) {
-        // Answers an older response; a newer one is on its way to the client.
-        this.stats.stale++;
-      } else if (req.error_detail !== null && (req.error_detail.code ?? 0) !== 0) {
-        this.stats.nacks++;
-        const error = req.error_detail.message ?? '';
-        this.log(
-          `NACK from ${stream.node?.id ?? '?'} (stream ${stream.id}) for ${shortType(type)} version ` +
-            `${sub.sentVersion}; the client keeps version ${req.version_info || '(none)'}: ${error}`,
-        );
-        this.emit({
-          kind: 'nack',
-          stream: stream.id,
-          node: stream.node,
-          type,
-          version: sub.sentVersion,
-          keptVersion: req.version_info,
-          error,
-        });
-      } else {
-        this.stats.acks++;
-        sub.ackedVersion = sub.sentVersion;
-        this.emit({ kind: 'ack', stream: stream.id, node: stream.node, type, version: sub.sentVersion });
-      }
-    }
+    this.readAck(stream, type, sub, req.response_nonce, req.error_detail, req.version_info);
 
     const first = !sub.seen;
     sub.seen = true;
@@ -315,6 +347,11 @@ export class AdsServer {
 
   private push(type: ResourceTypeUrl, changed: ReadonlySet<string>): void {
     for (const stream of this.streams.values()) {
+      if (stream.delta) {
+        const dsub = stream.deltaSubs.get(type);
+        if (dsub !== undefined) this.sendDelta(stream, type, dsub, changed);
+        continue;
+      }
       const sub = stream.subs.get(type);
       if (sub === undefined) continue;
       let hit = sub.wildcard;
@@ -348,8 +385,121 @@ export class AdsServer {
     sub.nonce = nonce;
     sub.sentVersion = version;
     this.stats.responses++;
-    stream.call.write({ version_info: version, type_url: type, nonce, resources });
+    (stream.call as AdsCall).write({ version_info: version, type_url: type, nonce, resources });
     this.emit({ kind: 'response', stream: stream.id, type, version, nonce, names });
+  }
+
+  // Incremental xDS: the client names what it adds and drops; we send only resources whose version
+  // differs from what it holds, and name deletions in removed_resources.
+  private onDeltaRequest(stream: AdsStream, req: DeltaDiscoveryRequest): void {
+    if (stream.closed) return;
+    this.stats.requests++;
+    this.captureNode(stream, req.node);
+    const type = req.type_url;
+    if (!isResourceTypeUrl(type)) {
+      this.log(`delta stream ${stream.id} (${stream.node?.id ?? '?'}): ignoring unknown type_url "${type}"`);
+      return;
+    }
+    this.emit({
+      kind: 'request',
+      stream: stream.id,
+      node: stream.node,
+      type,
+      names: req.resource_names_subscribe,
+      nonce: req.response_nonce,
+      version: '',
+    });
+    let sub = stream.deltaSubs.get(type);
+    if (sub === undefined) {
+      sub = {
+        names: new Set(),
+        wildcard: false,
+        seen: false,
+        nonce: '',
+        sentVersion: '',
+        ackedVersion: '',
+        sent: new Map(),
+      };
+      stream.deltaSubs.set(type, sub);
+    }
+    this.readAck(stream, type, sub, req.response_nonce, req.error_detail, sub.ackedVersion);
+    const first = !sub.seen;
+    sub.seen = true;
+    if (first) for (const [n, v] of Object.entries(req.initial_resource_versions)) sub.sent.set(n, v);
+    const names = new Set(sub.names);
+    const fresh = new Set<string>();
+    let wildcardOn = false;
+    for (const n of req.resource_names_subscribe) {
+      if (n === '*') {
+        wildcardOn = !sub.wildcard;
+        sub.wildcard = true;
+      } else if (!names.has(n)) {
+        names.add(n);
+        fresh.add(n);
+      }
+    }
+    if (first && req.resource_names_subscribe.length === 0 && allRequiredInSotw(type)) {
+      wildcardOn = true;
+      sub.wildcard = true;
+    }
+    for (const n of req.resource_names_unsubscribe) {
+      if (n === '*') sub.wildcard = false;
+      else {
+        names.delete(n);
+        sub.sent.delete(n);
+      }
+    }
+    this.changeDemand(type, sub.names, names);
+    sub.names = names;
+    const candidates = wildcardOn ? new Set([...this.cache.names(type), ...names]) : fresh;
+    if (candidates.size > 0) this.sendDelta(stream, type, sub, candidates, fresh);
+  }
+
+  private sendDelta(
+    stream: AdsStream,
+    type: ResourceTypeUrl,
+    sub: DeltaSub,
+    candidates: ReadonlySet<string>,
+    fresh: ReadonlySet<string> = new Set(),
+  ): void {
+    if (stream.closed) return;
+    const resources: Array<{ name: string; version: string; any: Uint8Array }> = [];
+    const removed: string[] = [];
+    for (const name of candidates) {
+      if (!sub.wildcard && !sub.names.has(name)) continue;
+      const bytes = this.cache.get(type, name);
+      const version = this.cache.resourceVersion(type, name);
+      if (bytes !== undefined && version !== undefined) {
+        if (sub.sent.get(name) === version) continue;
+        resources.push({ name, version, any: bytes });
+        sub.sent.set(name, version);
+      } else if (sub.sent.has(name) || (fresh.has(name) && allRequiredInSotw(type))) {
+        // Deleted, or a Listener/Cluster asked for that does not exist: say so.
+        removed.push(name);
+        sub.sent.delete(name);
+      }
+    }
+    if (resources.length === 0 && removed.length === 0) return;
+    const version = this.cache.version(type);
+    const nonce = String(this.nextNonce++);
+    sub.nonce = nonce;
+    sub.sentVersion = version;
+    this.stats.responses++;
+    (stream.call as DeltaCall).write({
+      system_version_info: version,
+      type_url: type,
+      nonce,
+      resources,
+      removed_resources: removed,
+    });
+    this.emit({
+      kind: 'response',
+      stream: stream.id,
+      type,
+      version,
+      nonce,
+      names: resources.map((r) => r.name),
+    });
   }
 }
 

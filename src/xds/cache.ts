@@ -7,9 +7,15 @@ import { RESOURCE_TYPES, type ResourceTypeUrl } from './protos.js';
 
 export type CacheListener = (type: ResourceTypeUrl, changed: ReadonlySet<string>) => void;
 
+interface Entry {
+  readonly bytes: Uint8Array;
+  /** The type version at which this resource last changed (delta xDS per-resource version). */
+  readonly version: string;
+}
+
 interface TypeTable {
   version: number;
-  readonly resources: Map<string, Uint8Array>;
+  readonly resources: Map<string, Entry>;
 }
 
 export class SnapshotCache {
@@ -31,7 +37,12 @@ export class SnapshotCache {
   }
 
   get(type: ResourceTypeUrl, name: string): Uint8Array | undefined {
-    return this.table(type).resources.get(name);
+    return this.table(type).resources.get(name)?.bytes;
+  }
+
+  /** Version of one resource (moves only when that resource changes); undefined when absent. */
+  resourceVersion(type: ResourceTypeUrl, name: string): string | undefined {
+    return this.table(type).resources.get(name)?.version;
   }
 
   has(type: ResourceTypeUrl, name: string): boolean {
@@ -49,15 +60,16 @@ export class SnapshotCache {
   update(type: ResourceTypeUrl, entries: Iterable<[string, Uint8Array | undefined]>): Set<string> {
     const t = this.table(type);
     const changed = new Set<string>();
+    const next = String(t.version + 1);
     for (const [name, bytes] of entries) {
-      const old = t.resources.get(name);
+      const old = t.resources.get(name)?.bytes;
       if (bytes === undefined) {
         if (old !== undefined) {
           t.resources.delete(name);
           changed.add(name);
         }
       } else if (old === undefined || Buffer.compare(old, bytes) !== 0) {
-        t.resources.set(name, bytes);
+        t.resources.set(name, { bytes, version: next });
         changed.add(name);
       }
     }

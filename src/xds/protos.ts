@@ -187,6 +187,92 @@ function deserializeResponse(buf: Buffer): DecodedResponse {
   };
 }
 
+export interface DeltaDiscoveryRequest {
+  node: DiscoveryRequest['node'];
+  type_url: string;
+  resource_names_subscribe: string[];
+  resource_names_unsubscribe: string[];
+  initial_resource_versions: Record<string, string>;
+  response_nonce: string;
+  error_detail: DiscoveryRequest['error_detail'];
+}
+
+export interface DeltaResponseFrame {
+  system_version_info: string;
+  type_url: string;
+  nonce: string;
+  /** name, version and the resource's Any bytes. */
+  resources: ReadonlyArray<{ name: string; version: string; any: Uint8Array }>;
+  removed_resources: readonly string[];
+}
+
+function serializeDeltaResponse(r: DeltaResponseFrame): Buffer {
+  const w = protobuf.Writer.create();
+  w.uint32((1 << 3) | 2).string(r.system_version_info);
+  for (const res of r.resources) {
+    // envoy.service.discovery.v3.Resource: version = 1, resource (Any) = 2, name = 3.
+    w.uint32((2 << 3) | 2).fork();
+    w.uint32((1 << 3) | 2).string(res.version);
+    w.uint32((2 << 3) | 2).bytes(res.any);
+    w.uint32((3 << 3) | 2).string(res.name);
+    w.ldelim();
+  }
+  w.uint32((4 << 3) | 2).string(r.type_url);
+  w.uint32((5 << 3) | 2).string(r.nonce);
+  for (const n of r.removed_resources) w.uint32((6 << 3) | 2).string(n);
+  return Buffer.from(w.finish());
+}
+
+function deserializeDeltaRequest(buf: Buffer): DeltaDiscoveryRequest {
+  const t = lookup('envoy.service.discovery.v3.DeltaDiscoveryRequest');
+  const o = t.toObject(t.decode(buf), { enums: String, longs: String, defaults: true }) as Record<
+    string,
+    unknown
+  >;
+  const strings = (v: unknown): string[] => (Array.isArray(v) ? (v as string[]) : []);
+  return {
+    node: (o['node'] as DiscoveryRequest['node']) ?? null,
+    type_url: typeof o['type_url'] === 'string' ? o['type_url'] : '',
+    resource_names_subscribe: strings(o['resource_names_subscribe']),
+    resource_names_unsubscribe: strings(o['resource_names_unsubscribe']),
+    initial_resource_versions: (o['initial_resource_versions'] as Record<string, string> | undefined) ?? {},
+    response_nonce: typeof o['response_nonce'] === 'string' ? o['response_nonce'] : '',
+    error_detail: (o['error_detail'] as DiscoveryRequest['error_detail']) ?? null,
+  };
+}
+
+function serializeDeltaRequest(r: DeltaDiscoveryRequest): Buffer {
+  return Buffer.from(
+    encodeMessage(
+      'envoy.service.discovery.v3.DeltaDiscoveryRequest',
+      r as unknown as Record<string, unknown>,
+    ),
+  );
+}
+
+export interface DecodedDeltaResponse {
+  system_version_info: string;
+  type_url: string;
+  nonce: string;
+  resources: Array<{ name: string; version: string; resource: { type_url: string; value: Uint8Array } }>;
+  removed_resources: string[];
+}
+
+function deserializeDeltaResponse(buf: Buffer): DecodedDeltaResponse {
+  const t = lookup('envoy.service.discovery.v3.DeltaDiscoveryResponse');
+  const o = t.toObject(t.decode(buf), { defaults: true }) as Record<string, unknown>;
+  return {
+    system_version_info: String(o['system_version_info'] ?? ''),
+    type_url: String(o['type_url'] ?? ''),
+    nonce: String(o['nonce'] ?? ''),
+    resources: (o['resources'] as DecodedDeltaResponse['resources'] | undefined) ?? [],
+    removed_resources: (o['removed_resources'] as string[] | undefined) ?? [],
+  };
+}
+
+export const DELTA_ADS_METHOD =
+  '/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources';
+
 export const ADS_METHOD = '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources';
 
 /** Server side of the ADS service: requests decoded, responses pre-encoded frames. */
@@ -201,6 +287,15 @@ export function adsServiceDefinition(): ServiceDefinition {
       requestDeserialize: deserializeRequest,
       responseSerialize: serializeResponse,
       responseDeserialize: deserializeResponse,
+    },
+    DeltaAggregatedResources: {
+      path: DELTA_ADS_METHOD,
+      requestStream: true,
+      responseStream: true,
+      requestSerialize: serializeDeltaRequest,
+      requestDeserialize: deserializeDeltaRequest,
+      responseSerialize: serializeDeltaResponse,
+      responseDeserialize: deserializeDeltaResponse,
     },
   } as unknown as ServiceDefinition;
 }

@@ -21,7 +21,7 @@ import {
   type DecodedResponse,
 } from '../../src/xds/protos.js';
 import { startApi, until } from '../helpers/kube.js';
-import { nextEvent, openAds, putRoute, routeObject, type RawAds } from './fixture.js';
+import { nextEvent, openAds, openDeltaAds, putRoute, routeObject, type RawAds } from './fixture.js';
 
 const PORT = 7070;
 const LISTENER = `svc.default:${PORT}`;
@@ -279,5 +279,52 @@ test('GRPCRoute: method and header matches in precedence order; a bad edit is re
       .map((e) => e.route)
       .sort(),
     ['default/broken', 'default/svc-route'],
+  );
+});
+
+test('delta xDS: subscribe, per-resource versions, only changed resources, removals, unsubscribe', async () => {
+  const s = openDeltaAds(cp.address);
+  streams.push({ close: () => s.close() } as RawAds);
+  s.send({ type: LDS, subscribe: [LISTENER, 'not-a-target'] });
+  const l = await s.next();
+  assert.equal(l.type_url, LDS);
+  assert.deepEqual(
+    l.resources.map((r) => r.name),
+    [LISTENER],
+  );
+  // A Listener that does not exist is named as removed, so the client stops waiting for it.
+  assert.deepEqual(l.removed_resources, ['not-a-target']);
+  s.send({ type: LDS, nonce: l.nonce });
+  s.send({ type: EDS, subscribe: [CLUSTER] });
+  const e1 = await s.next();
+  assert.equal(e1.type_url, EDS);
+  assert.equal(e1.resources[0]?.name, CLUSTER);
+  const v1 = e1.resources[0]?.version ?? '';
+  s.send({ type: EDS, nonce: e1.nonce });
+  putSlice('svc', [{ ip: '10.0.0.20', zone: 'zone-a', state: 'ready' }]);
+  const e2 = await s.next();
+  assert.equal(e2.resources.length, 1);
+  assert.notEqual(e2.resources[0]?.version, v1);
+  assert.match(
+    JSON.stringify(decodeMessage(EDS, e2.resources[0]?.resource.value ?? new Uint8Array())),
+    /10\.0\.0\.20/,
+  );
+  // Unsubscribed: a further change is not sent (sequence point: the LDS answer comes first).
+  s.send({ type: EDS, unsubscribe: [CLUSTER], nonce: e2.nonce });
+  const v = Number(cp.cache.version(EDS));
+  const unsub = nextEvent(cp, (e) => e.kind === 'request' && e.type === EDS && e.nonce === e2.nonce);
+  await unsub;
+  putSlice('svc', [{ ip: '10.0.0.21', zone: 'zone-a', state: 'ready' }]);
+  await until(() => Number(cp.cache.version(EDS)) > v);
+  s.send({ type: CDS, subscribe: [CLUSTER] });
+  const c = await s.next();
+  assert.equal(c.type_url, CDS);
+  // Re-subscribing: the current version differs from the one it last had, so it is sent at once.
+  s.send({ type: EDS, subscribe: [CLUSTER], nonce: c.nonce });
+  const e3 = await s.next();
+  assert.equal(e3.type_url, EDS);
+  assert.match(
+    JSON.stringify(decodeMessage(EDS, e3.resources[0]?.resource.value ?? new Uint8Array())),
+    /10\.0\.0\.21/,
   );
 });

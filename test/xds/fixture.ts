@@ -3,7 +3,11 @@
 // this process with a bootstrap pointing at it (set before the module loads, as it reads it once).
 
 import * as grpc from '@grpc/grpc-js';
-import { adsClientDefinition, type DecodedResponse } from '../../src/xds/protos.js';
+import {
+  adsClientDefinition,
+  type DecodedDeltaResponse,
+  type DecodedResponse,
+} from '../../src/xds/protos.js';
 import { RESOURCES } from '../../src/cluster/store-api.js';
 import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
 import type { GrpcRoute } from '../../src/xds/grpcroute.js';
@@ -147,6 +151,73 @@ export function openAds(address: string): RawAds {
         }, timeoutMs);
         t.unref();
         const done = (x: DecodedResponse): void => {
+          clearTimeout(t);
+          resolve(x);
+        };
+        waiters.push(done);
+      });
+    },
+    close() {
+      call.cancel();
+      client.close();
+    },
+  };
+}
+
+/** A raw incremental (delta) ADS stream. */
+export interface RawDeltaAds {
+  send(req: {
+    type: string;
+    subscribe?: string[];
+    unsubscribe?: string[];
+    nonce?: string;
+    initial?: Record<string, string>;
+    error?: string;
+  }): void;
+  next(timeoutMs?: number): Promise<DecodedDeltaResponse>;
+  close(): void;
+}
+
+export function openDeltaAds(address: string): RawDeltaAds {
+  const Client = grpc.makeGenericClientConstructor(adsClientDefinition(), 'Ads');
+  const client = new Client(address, grpc.credentials.createInsecure());
+  const call = (
+    client as unknown as {
+      DeltaAggregatedResources(): grpc.ClientDuplexStream<unknown, DecodedDeltaResponse>;
+    }
+  ).DeltaAggregatedResources();
+  const queue: DecodedDeltaResponse[] = [];
+  const waiters: Array<(r: DecodedDeltaResponse) => void> = [];
+  call.on('data', (r: DecodedDeltaResponse) => {
+    const w = waiters.shift();
+    if (w) w(r);
+    else queue.push(r);
+  });
+  call.on('error', () => {});
+  let first = true;
+  return {
+    send(req) {
+      call.write({
+        node: first ? { id: 'delta', locality: { zone: 'zone-a' } } : null,
+        type_url: req.type,
+        resource_names_subscribe: req.subscribe ?? [],
+        resource_names_unsubscribe: req.unsubscribe ?? [],
+        initial_resource_versions: req.initial ?? {},
+        response_nonce: req.nonce ?? '',
+        error_detail: req.error ? { code: 3, message: req.error } : null,
+      });
+      first = false;
+    },
+    next(timeoutMs = 3000) {
+      const r = queue.shift();
+      if (r) return Promise.resolve(r);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => {
+          waiters.splice(waiters.indexOf(done), 1);
+          reject(new Error(`no delta ADS response within ${timeoutMs} ms`));
+        }, timeoutMs);
+        t.unref();
+        const done = (x: DecodedDeltaResponse): void => {
           clearTimeout(t);
           resolve(x);
         };
