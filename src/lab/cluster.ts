@@ -133,7 +133,11 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
     apiUp: () => c.controlPlane.startApiServer(),
     waitForReadyPods: async (ns, selector, count, timeoutMs) =>
       void (await c.waitForReadyPods(ns, selector, count, timeoutMs)),
-    watchPods: (ns, labelSelector, onEvent) => watchOverHttp(client, ns, labelSelector, onEvent),
+    // The handle's watch store re-lists after a break and reports pods gone meanwhile as DELETED.
+    watchPods: (ns, labelSelector, onEvent) =>
+      c.watchStore.watch<Pod>(RESOURCES.pods, { namespace: ns, labelSelector }, (ev) =>
+        onEvent(ev.type, ev.object as Pod),
+      ),
     stop: async () => {
       client.close();
       await c.stop();
@@ -155,41 +159,5 @@ function withRestartStamp(d: Deployment, stamp: string): Deployment {
         },
       },
     },
-  };
-}
-
-/** List then watch pods, re-listing after any break (an outage), until stopped. */
-function watchOverHttp(
-  client: KubeClient,
-  ns: string,
-  labelSelector: string,
-  onEvent: (type: WatchEvent['type'], pod: Pod) => void,
-): () => void {
-  let stopped = false;
-  let handle: { abort(): void } | undefined;
-  const rp = { group: '', version: 'v1', resource: 'pods', namespace: ns };
-  void (async () => {
-    while (!stopped) {
-      try {
-        const list = await client.list<Pod>(rp, { labelSelector });
-        for (const p of list.items) onEvent('ADDED', p);
-        const w = client.watch<Pod>(
-          rp,
-          { labelSelector, resourceVersion: list.metadata.resourceVersion ?? '0', timeoutSeconds: 600 },
-          (ev) => {
-            if (ev.type !== 'BOOKMARK' && !stopped) onEvent(ev.type, ev.object as Pod);
-          },
-        );
-        handle = w;
-        await w.done;
-      } catch {
-        // the API is away: try again shortly
-      }
-      if (!stopped) await new Promise((r) => setTimeout(r, 200).unref());
-    }
-  })();
-  return () => {
-    stopped = true;
-    handle?.abort();
   };
 }

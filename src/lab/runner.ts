@@ -293,7 +293,13 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       const t = setTimeout(() => {
         events.push({ atMs: clock() - origin, label: stepLabel(step) });
         progress(`  ${scenario.name}: ${stepLabel(step)}`);
-        applyStep(cluster, apps, step, opts.random, timers).catch((err: unknown) => stepErrors.push(err));
+        const mark = (label: string): void => {
+          events.push({ atMs: clock() - origin, label });
+          progress(`  ${scenario.name}: ${label}`);
+        };
+        applyStep(cluster, apps, step, opts.random, timers, mark).catch((err: unknown) =>
+          stepErrors.push(err),
+        );
       }, step.atMs);
       timers.push(t);
     }
@@ -360,6 +366,7 @@ async function applyStep(
   step: ScenarioStep,
   random: () => number,
   timers: NodeJS.Timeout[],
+  mark: (label: string) => void,
 ): Promise<void> {
   switch (step.action) {
     case 'scale':
@@ -386,7 +393,14 @@ async function applyStep(
       return;
     case 'api-down': {
       await cluster.apiDown();
-      const t = setTimeout(() => void cluster.apiUp(), step.forMs);
+      // The API is back when it answers again (a real kube-apiserver takes seconds to be ready):
+      // the report marks that moment, not the one the restart began.
+      const t = setTimeout(() => {
+        cluster.apiUp().then(
+          () => mark('API back'),
+          (err: unknown) => mark(`API restart failed: ${String(err)}`),
+        );
+      }, step.forMs);
       timers.push(t);
       return;
     }
