@@ -11,6 +11,7 @@ import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
 import { SourceRegistry } from '../discovery/registry.js';
 import type { Subscription } from '../discovery/kube-source.js';
+import type { BackoffOptions } from '../discovery/backoff.js';
 import { AdsServer, type AdsEvent } from './ads-server.js';
 import { SnapshotCache } from './cache.js';
 import {
@@ -50,6 +51,11 @@ export interface XdsControlPlaneOptions {
   readonly targets?: readonly string[];
   /** How long a target stays built after its last subscriber left. Default 60 s. */
   readonly idleTargetTtlMs?: number;
+  /**
+   * Retry timing of the EndpointSlice and GRPCRoute watches. Default 250 ms growing to 2 s: one
+   * control plane holds one watch per Service, so it can afford to come back quickly after an outage.
+   */
+  readonly backoff?: BackoffOptions;
   /** Route errors, NACKs and watch failures; default: stderr. */
   readonly log?: (line: string) => void;
 }
@@ -99,7 +105,8 @@ export class XdsControlPlane {
       (opts.kubeConfigYaml !== undefined
         ? KubeClient.fromKubeConfigString(opts.kubeConfigYaml)
         : KubeClient.fromDefault());
-    this.registry = new SourceRegistry(client);
+    const backoff: BackoffOptions = { initialMs: 250, maxMs: 2000, ...opts.backoff };
+    this.registry = new SourceRegistry(client, { backoff });
     this.ads = new AdsServer({
       cache: this.cache,
       log: this.log,
@@ -108,6 +115,7 @@ export class XdsControlPlane {
     if (opts.watchRoutes !== false) {
       this.routeWatcher = new GrpcRouteWatcher(client, {
         namespace: opts.routeNamespace,
+        backoff,
         onChange: (routes) => this.onRoutes(routes),
         onError: (err) => this.log(`GRPCRoute watch: ${err.message}`),
       });
