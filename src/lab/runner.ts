@@ -263,6 +263,9 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       recorders.set(a.flavour, r);
       cleanups.push(() => r.stop());
     }
+    // On the real cluster the pod watch answers over HTTP: the pods already running must be in the
+    // timeline before time zero, or they would count as new.
+    await waitFor(() => [...recorders.values()].every((r) => r.size >= scenario.replicas), 10_000);
 
     const origin = clock();
     for (const r of recorders.values()) r.setOrigin(origin);

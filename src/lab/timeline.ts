@@ -42,6 +42,11 @@ export class PodTimelineRecorder {
     });
   }
 
+  /** Pods seen so far. */
+  get size(): number {
+    return this.lives.size;
+  }
+
   /** Moves time zero to now (the workload's start); earlier instants become negative. */
   setOrigin(originMs: number): void {
     const shift = originMs - this.originMs;

@@ -24,6 +24,8 @@ async function startProxy(env: LabEnv, mode: 'ingress' | 'sidecar'): Promise<Grp
     ...(mode === 'ingress' ? { target: service } : {}),
   });
   await proxy.listen();
+  // Like kube-proxy having programmed its rules: the Service is known before the first client call.
+  await proxy.watch(service);
   return proxy;
 }
 
