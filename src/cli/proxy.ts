@@ -2,11 +2,13 @@
 //
 //   grpc-kube proxy --mode sidecar|ingress --listen host:port [--kubeconfig FILE] [--context NAME]
 //                   [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
-//                   [--static svc.ns:port=ip:port,ip:port ...] [--grace-ms N] [--max-attempts N]
+//                   [--static svc.ns:port=ip:port,ip:port ...] [--grace-ms N] [--drain-delay-ms N]
+//                   [--max-connection-age-ms N] [--max-attempts N]
 //
 // Endpoints come from the Kubernetes API (in-cluster ServiceAccount, --kubeconfig or KUBECONFIG);
-// `--static` gives a Service a fixed list instead (no API needed). SIGTERM (or SIGINT) drains: stop
-// accepting, GOAWAY clients, finish RPCs in flight within --grace-ms, exit 0.
+// `--static` gives a Service a fixed list instead (no API needed). SIGTERM (or SIGINT) drains: keep
+// serving --drain-delay-ms (endpoint removal spreads), then stop accepting, GOAWAY clients, finish
+// RPCs in flight within --grace-ms, exit 0.
 
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -19,7 +21,8 @@ import { GrpcProxy, type GrpcProxyOptions } from '../proxy/server.js';
 export const PROXY_USAGE = `usage:
   grpc-kube proxy --mode sidecar|ingress --listen host:port [--kubeconfig FILE] [--context NAME]
                   [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
-                  [--static svc.ns:port=ip:port,ip:port] [--grace-ms N] [--max-attempts N]
+                  [--static svc.ns:port=ip:port,ip:port] [--grace-ms N] [--drain-delay-ms N]
+                  [--max-connection-age-ms N] [--max-attempts N]
       balance every gRPC call over the ready pods of a Service (sidecar: the call's authority
       names the Service; ingress: --target). SIGTERM drains within --grace-ms (default 10000).
 `;
@@ -74,6 +77,8 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       static: { type: 'string', multiple: true },
       'grace-ms': { type: 'string' },
       'max-attempts': { type: 'string' },
+      'max-connection-age-ms': { type: 'string' },
+      'drain-delay-ms': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -92,10 +97,17 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     values.listen ?? (values.mode === 'sidecar' ? '127.0.0.1:15001' : ''),
     '--listen',
   );
-  const graceMs = values['grace-ms'] === undefined ? 10_000 : Number(values['grace-ms']);
-  if (!Number.isFinite(graceMs) || graceMs < 0) {
-    throw new InvalidOptionError('--grace-ms', `must be a number >= 0, got "${values['grace-ms']}"`);
-  }
+  const ms = (flag: 'grace-ms' | 'drain-delay-ms' | 'max-connection-age-ms', fallback: number): number => {
+    const text = values[flag];
+    if (text === undefined) return fallback;
+    const n = Number(text);
+    if (!Number.isFinite(n) || n < 0)
+      throw new InvalidOptionError(`--${flag}`, `must be a number >= 0, got "${text}"`);
+    return n;
+  };
+  const graceMs = ms('grace-ms', 10_000);
+  const drainDelayMs = ms('drain-delay-ms', 0);
+  const maxAgeMs = ms('max-connection-age-ms', 0);
   const staticTargets = parseStatic(values.static ?? []);
   const options: GrpcProxyOptions = {
     mode: values.mode,
@@ -105,6 +117,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     staticTargets,
     ...(values.target !== undefined ? { target: values.target } : {}),
     ...(values['max-attempts'] !== undefined ? { maxAttempts: Number(values['max-attempts']) } : {}),
+    ...(maxAgeMs > 0 ? { maxConnectionAgeMs: Math.round(maxAgeMs) } : {}),
   };
   // The API is needed unless every target is static (a sidecar can name any Service).
   const needsApi =
@@ -152,6 +165,11 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+  if (drainDelayMs > 0) {
+    // Behind a Service: keep serving while the endpoint removal spreads to clients and kube-proxy.
+    out(`grpc-kube proxy: terminating; serving ${drainDelayMs} ms more while the endpoint removal spreads`);
+    await new Promise((r) => setTimeout(r, drainDelayMs));
+  }
   out(`grpc-kube proxy: draining (${proxy.stats.active} RPCs in flight, grace ${graceMs} ms)`);
   await proxy.drain(graceMs);
   await registry?.close();

@@ -42,7 +42,7 @@ export class ServicePool {
   private readonly backends = new Map<string, Backend>();
   /** Ready backends, in endpoint order; rebuilt on every endpoint change. */
   private ready: Backend[] = [];
-  private synced = false;
+  private isSynced = false;
   private error: GrpcKubeError | undefined;
   private readonly waiters = new Set<() => void>();
   private readonly sub: Subscription;
@@ -72,6 +72,11 @@ export class ServicePool {
     });
   }
 
+  /** True once a first endpoint list arrived. */
+  get synced(): boolean {
+    return this.isSynced || this.error !== undefined;
+  }
+
   /** Counts for tests and the CLI. */
   get counts(): { backends: number; ready: number } {
     return { backends: this.backends.size, ready: this.ready.length };
@@ -87,7 +92,7 @@ export class ServicePool {
    */
   pick(tried: ReadonlySet<Backend>): PickOutcome {
     this.lastUsedMs = this.runtime.now();
-    if (!this.synced) {
+    if (!this.isSynced) {
       if (this.error !== undefined)
         return { kind: 'fail', message: `Service ${this.name}: ${this.error.message}` };
       return { kind: 'wait' };
@@ -166,7 +171,7 @@ export class ServicePool {
       this.backends.delete(key);
     }
     this.ready = ready;
-    this.synced = true;
+    this.isSynced = true;
     this.error = undefined;
     this.wake();
   }

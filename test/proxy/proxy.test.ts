@@ -515,3 +515,30 @@ test('limits: oversized metadata is refused, non-gRPC requests get 415, bad opti
     { code: 'GK_ERR_INVALID_OPTION', field: 'policy' },
   );
 });
+
+test('connections: SETTINGS carry the limits, idle connections close, max connection age sends GOAWAY and RPCs still succeed', async (t) => {
+  const [b] = await backends(t, 1);
+  const { proxy } = await ingress(t, eps([b as JsonServer]), {
+    maxConcurrentStreams: 7,
+    maxHeaderListSize: 8192,
+    clientIdleMs: 150,
+  });
+  const session = http2.connect(`http://${proxy.address}`);
+  t.after(() => session.destroy());
+  await new Promise((r) => session.once('remoteSettings', r));
+  assert.equal(session.remoteSettings.maxConcurrentStreams, 7);
+  assert.equal(session.remoteSettings.maxHeaderListSize, 8192);
+  await new Promise((r) => session.once('close', r));
+  assert.equal(proxy.clientConnections, 0, 'the idle connection was closed by the proxy');
+
+  const { proxy: aged, client } = await ingress(t, eps([b as JsonServer]), { maxConnectionAgeMs: 100 });
+  const results = [];
+  const end = Date.now() + 600;
+  while (Date.now() < end) results.push(await unary(client, {}));
+  assert.ok(results.length > 10);
+  assert.deepEqual(
+    results.filter((r) => r.err !== undefined).map((r) => r.err?.details),
+    [],
+  );
+  assert.ok(aged.stats.connections >= 3, `client reconnected ${aged.stats.connections} times`);
+});
