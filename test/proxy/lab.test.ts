@@ -37,11 +37,6 @@ for (const name of ['scale-up', 'pod-kill'] as const) {
         assert.equal(r.newPodsNeverServed, 0, s);
         assert.ok((r.balanceMaxOverMean ?? Infinity) < 1.5, `${s} balance ${r.balanceMaxOverMean}`);
       }
-      const c = by.clusterip;
-      if (c !== undefined)
-        t.diagnostic(
-          `${name} clusterip: balance ${c.balanceMaxOverMean} never served ${c.newPodsNeverServed}`,
-        );
     },
   );
 }
