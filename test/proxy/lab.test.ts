@@ -35,7 +35,8 @@ for (const name of ['scale-up', 'pod-kill'] as const) {
         assert.ok(r.rpcs > 100, `${s} ran`);
         assert.equal(r.failed, 0, `${s}: ${JSON.stringify(r.failedByCode)}`);
         assert.equal(r.newPodsNeverServed, 0, s);
-        assert.ok((r.balanceMaxOverMean ?? Infinity) < 1.5, `${s} balance ${r.balanceMaxOverMean}`);
+        // P2C over a few hundred RPCs: ~1.0–1.4 here; ClusterIP in the same scenarios shows 2.5–5.
+        assert.ok((r.balanceMaxOverMean ?? Infinity) < 2, `${s} balance ${r.balanceMaxOverMean}`);
       }
     },
   );
