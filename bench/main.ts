@@ -3,6 +3,8 @@
 const name = process.argv[2];
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   resolver: async () => (await import('./resolver.js')).runResolverBench(),
+  xds: async () => (await import('./xds.js')).runXdsBench(),
+  proxy: async () => (await import('./proxy.js')).runProxyBench(),
 };
 const run = name === undefined ? undefined : benches[name];
 if (run === undefined) {

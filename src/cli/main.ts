@@ -13,6 +13,9 @@ const USAGE = `usage:
   grpc-kube lab [--scenario NAME,...] [--strategy NAME,...] [--quick] [--json FILE] [--report FILE.html] [--seed N]
                 [--pods kit|plain|naive] [--client-defaults] [--clients N] [--pacing MS]
       run the lab's scenarios against each strategy on an embedded cluster and report
+  grpc-kube xds serve|bootstrap ...      the xDS control plane, and the bootstrap its clients need
+  grpc-kube proxy --mode sidecar|ingress ...
+      per-RPC gRPC proxy for clients that cannot embed grpc-kube
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -37,6 +40,14 @@ async function main(argv: string[]): Promise<number> {
       once: values.once ?? false,
       signal: ac.signal,
     });
+  }
+  if (cmd === 'xds') {
+    const { xdsCommand } = await import('./xds.js');
+    return xdsCommand(rest);
+  }
+  if (cmd === 'proxy') {
+    const { proxyCommand } = await import('./proxy.js');
+    return proxyCommand(rest);
   }
   if (cmd === 'lab') {
     const { labCommand } = await import('./lab.js');

@@ -10,7 +10,7 @@ import { RESOURCES } from '../cluster/store-api.js';
 import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
 import { GrpcKubeError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
-import type { WatchEvent } from '../kube/types.js';
+import type { KubeObject, WatchEvent } from '../kube/types.js';
 import { POD_MAIN_SCRIPT } from './pod-main.js';
 
 export type ClusterKind = 'embedded' | 'real';
@@ -20,6 +20,8 @@ export interface LabCluster {
   /** Admin kubeconfig (clients, resolvers, the lab's stand-ins). */
   readonly kubeConfigYaml: string;
   create(kind: 'deployments' | 'services', obj: Deployment | Service): Promise<void>;
+  /** Create or replace a GRPCRoute (gateway.networking.k8s.io/v1): the canary's weights. */
+  applyRoute(route: KubeObject): Promise<void>;
   scale(namespace: string, name: string, replicas: number): Promise<void>;
   /** What `kubectl rollout restart` does: a new template annotation, hence a rolling update. */
   restartRollout(namespace: string, name: string, stamp: string): Promise<void>;
@@ -66,6 +68,16 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
     kind: 'embedded',
     kubeConfigYaml: c.apiServer.kubeConfigYaml(),
     create: async (kind, obj) => void c.store.create(RESOURCES[kind], obj),
+    applyRoute: async (route) => {
+      const ns = route.metadata.namespace ?? 'default';
+      const cur = c.store.get(RESOURCES.grpcroutes, ns, route.metadata.name ?? '');
+      if (cur === undefined) c.store.create(RESOURCES.grpcroutes, route);
+      else
+        c.store.update(RESOURCES.grpcroutes, {
+          ...route,
+          metadata: { ...cur.metadata, ...route.metadata, resourceVersion: cur.metadata.resourceVersion },
+        });
+    },
     scale: async (ns, name, replicas) => void c.scale(ns, name, replicas),
     restartRollout: async (ns, name, stamp) => {
       const d = c.store.get<Deployment>(RESOURCES.deployments, ns, name);
@@ -114,6 +126,28 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
       await c.api.request('POST', path(kind, ns), obj, rp(kind, ns));
     },
     scale: (ns, name, replicas) => c.scale(ns, name, replicas),
+    applyRoute: async (route) => {
+      // Needs the GRPCRoute CRD (deploy/crds/grpcroutes.yaml, or the upstream Gateway API CRDs).
+      const ns = route.metadata.namespace ?? 'default';
+      const base = `/apis/gateway.networking.k8s.io/v1/namespaces/${ns}/grpcroutes`;
+      const grp = {
+        group: 'gateway.networking.k8s.io',
+        version: 'v1',
+        resource: 'grpcroutes',
+        namespace: ns,
+      };
+      try {
+        await c.api.request('POST', base, route, grp);
+      } catch (err) {
+        if ((err as { status?: number }).status !== 409) throw err;
+        await c.api.request(
+          'PATCH',
+          `${base}/${route.metadata.name}`,
+          { spec: (route as { spec?: unknown }).spec },
+          grp,
+        );
+      }
+    },
     restartRollout: async (ns, name, stamp) => {
       const patch = {
         spec: { template: { metadata: { annotations: { 'kubectl.kubernetes.io/restartedAt': stamp } } } },

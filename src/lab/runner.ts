@@ -7,6 +7,8 @@
 import { deploymentManifest, type AppSpec } from '../cluster/embedded.js';
 import type { Service } from '../cluster/controllers/kinds.js';
 import { startLabCluster, type ClusterKind, type LabCluster } from './cluster.js';
+import type { KubeObject } from '../kube/types.js';
+import { canaryGrpcRoute } from './strategies/xds.js';
 import { SourceRegistry } from '../discovery/registry.js';
 import { KubeClient } from '../kube/client.js';
 import { setup as setupResolvers, type GrpcKube } from '../resolver/setup.js';
@@ -138,6 +140,19 @@ async function applyApps(
       },
     };
     await cluster.create('services', svc);
+    if (flavour === 'plain' && scenario.canaryReplicas !== undefined) {
+      // The canary: its own Deployment and Service; a GRPCRoute on `hello` splits traffic between them.
+      const canary = `${service}-canary`;
+      await cluster.create(
+        'deployments',
+        deploymentManifest({ ...app(canary, scenario.canaryReplicas, base), labels: { svc: canary } }),
+      );
+      await cluster.create('services', {
+        ...svc,
+        metadata: { name: canary, namespace: LAB_NAMESPACE },
+        spec: { ...svc.spec, selector: { svc: canary } },
+      });
+    }
     out.push({ flavour, service, deployments: [service] });
   }
   return out;
@@ -185,6 +200,14 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     const readyTimeoutMs = 30_000;
     for (const a of apps) {
       await cluster.waitForReadyPods(LAB_NAMESPACE, { svc: a.service }, scenario.replicas, readyTimeoutMs);
+    }
+    if (scenario.canaryReplicas !== undefined) {
+      await cluster.waitForReadyPods(
+        LAB_NAMESPACE,
+        { svc: 'hello-canary' },
+        scenario.canaryReplicas,
+        readyTimeoutMs,
+      );
     }
 
     const dns = new LabDnsServer({ host: '127.0.0.1', port: 0, ttlS: 5 });
@@ -259,13 +282,23 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     const recorders = new Map<string, PodTimelineRecorder>();
     const clock = (): number => performance.now();
     for (const a of apps) {
-      const r = new PodTimelineRecorder(cluster, LAB_NAMESPACE, `svc=${a.service}`, clock);
+      // The canary's pods serve the same clients: they belong on the same plots.
+      const selector =
+        a.flavour === 'plain' && scenario.canaryReplicas !== undefined
+          ? `svc in (${a.service},${a.service}-canary)`
+          : `svc=${a.service}`;
+      const r = new PodTimelineRecorder(cluster, LAB_NAMESPACE, selector, clock);
       recorders.set(a.flavour, r);
       cleanups.push(() => r.stop());
     }
     // On the real cluster the pod watch answers over HTTP: the pods already running must be in the
     // timeline before time zero, or they would count as new.
     await waitFor(() => [...recorders.values()].every((r) => r.size >= scenario.replicas), 10_000);
+    // Weights in force before the clients start (the first set-weights step at 0 ms).
+    for (const step of scenario.steps) {
+      if (step.action === 'set-weights' && step.atMs === 0)
+        await cluster.applyRoute(canaryRoute(step.weights));
+    }
 
     const origin = clock();
     for (const r of recorders.values()) r.setOrigin(origin);
@@ -408,9 +441,21 @@ async function applyStep(
       return;
     }
     case 'set-weights':
-      // Routing strategies read weights from the cluster's routing objects; none exists yet.
+      await cluster.applyRoute(canaryRoute(step.weights));
       return;
   }
+}
+
+/** The GRPCRoute of the canary-shift scenario: parent `hello`, backends `hello` and `hello-canary`. */
+function canaryRoute(weights: { stable: number; canary: number }): KubeObject {
+  return canaryGrpcRoute({
+    namespace: LAB_NAMESPACE,
+    service: 'hello',
+    port: LAB_PORT,
+    stableService: 'hello',
+    canaryService: 'hello-canary',
+    weights,
+  }) as unknown as KubeObject;
 }
 
 async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {

@@ -3,6 +3,8 @@ import type { LabStrategy } from '../strategy.js';
 import { clusterip } from './clusterip.js';
 import { headlessDnsRoundRobin, headlessPickFirst, maxConnectionAge } from './headless.js';
 import { kubernetes, kubernetesEwma, kubernetesP2c } from './kubernetes.js';
+import { proxy, sidecar } from './proxy.js';
+import { xds } from './xds.js';
 
 export const STRATEGIES: readonly LabStrategy[] = Object.freeze([
   clusterip,
@@ -12,6 +14,9 @@ export const STRATEGIES: readonly LabStrategy[] = Object.freeze([
   kubernetes,
   kubernetesP2c,
   kubernetesEwma,
+  proxy,
+  sidecar,
+  xds,
 ]);
 
 export function strategyByName(name: string): LabStrategy | undefined {
