@@ -4,6 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import * as grpc from '@grpc/grpc-js';
 import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
 import { XdsControlPlane } from '../../src/xds/control-plane.js';
 import { CDS, EDS, LDS, RDS, encodeAny, encodeMessage } from '../../src/xds/protos.js';
@@ -11,6 +12,15 @@ import { buildCluster } from '../../src/xds/resources.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 import { newEchoClient, startEchoServer, who, type Echo, type EchoServer } from '../helpers/echo.js';
 import { nextEvent, putRoute, registerXdsClient, routeObject, spread } from './fixture.js';
+
+type GenericWho = {
+  who(
+    req: object,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: (err: grpc.ServiceError | null, res?: { server: string }) => void,
+  ): void;
+};
 
 let api: EmbeddedApiServer;
 let cp: XdsControlPlane;
@@ -217,4 +227,48 @@ test('a control-plane restart leaves clients serving on their last config, and t
   assert.equal(r.failed, 0);
   assert.ok((r.by['canary-1'] ?? 0) > 100 && (r.by['canary-2'] ?? 0) > 100, JSON.stringify(r.by));
   console.log(`client resubscribed ${resubscribedMs.toFixed(0)} ms after the control plane came back`);
+});
+
+test('a GRPCRoute header match sends only matching RPCs to the canary', async () => {
+  await applied(RDS, () =>
+    putRoute(
+      api,
+      routeObject(
+        'app',
+        'app',
+        port,
+        [
+          { service: 'stable', weight: 100 },
+          { service: 'canary', weight: 0 },
+        ],
+        [
+          {
+            matches: [{ headers: [{ name: 'x-canary', value: 'yes' }] }],
+            backendRefs: [{ name: 'canary', port }],
+          },
+        ],
+      ),
+    ),
+  );
+  const call = (canary: boolean): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const md = new grpc.Metadata();
+      if (canary) md.set('x-canary', 'yes');
+      (client as unknown as GenericWho).who({}, md, { deadline: Date.now() + 5000 }, (err, res) =>
+        err ? reject(err) : resolve(res?.server ?? ''),
+      );
+    });
+  // The stable cluster was not referenced before this edit: the client switches once its CDS and
+  // EDS are in (make before break), a few ms after the RDS ACK.
+  await until(async () => (await call(false)).startsWith('stable-'), 3000, 5);
+  const plain = await Promise.all(Array.from({ length: 200 }, () => call(false)));
+  const tagged = await Promise.all(Array.from({ length: 200 }, () => call(true)));
+  assert.ok(
+    plain.every((s) => s.startsWith('stable-')),
+    JSON.stringify([...new Set(plain)]),
+  );
+  assert.ok(
+    tagged.every((s) => s.startsWith('canary-')),
+    JSON.stringify([...new Set(tagged)]),
+  );
 });
