@@ -54,6 +54,33 @@ function launch(core: number, cmd: string, args: readonly string[]): ChildProces
   return spawn(c, a, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
+// Not a proxy: a node:http2 server that answers every call itself, on the same core. It bounds what
+// any proxy written on node:http2 can do (a proxy does this work twice per RPC, plus the client side).
+const BARE_NODE_SERVER = `
+import http2 from 'node:http2';
+const [host, port] = process.argv.slice(1);
+const body = Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]);
+const s = http2.createServer();
+s.on('stream', (st) => {
+  st.on('error', () => {});
+  st.resume();
+  st.on('end', () => {
+    st.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    st.once('wantTrailers', () => st.sendTrailers({ 'grpc-status': '0' }));
+    st.end(body);
+  });
+});
+s.listen(Number(port), host);
+`;
+
+const REFERENCE: Peer = {
+  name: 'node-http2-server (reference, not a proxy)',
+  bin: process.execPath,
+  pkg: 'node',
+  start: (_dir, host, port) =>
+    launch(0, process.execPath, ['--input-type=module', '-e', BARE_NODE_SERVER, '--', host, String(port)]),
+};
+
 const PEERS: readonly Peer[] = [
   {
     name: 'grpc-kube',
@@ -283,7 +310,7 @@ export async function runProxyBench(
     const results = new Map<string, LoadResult[]>();
     for (let round = 0; round < rounds; round++) {
       // Alternate the order so no peer always runs first (or last) on a shared machine.
-      const order = round % 2 === 0 ? peers : [...peers].reverse();
+      const order = [...(round % 2 === 0 ? peers : [...peers].reverse()), REFERENCE];
       for (const peer of order) {
         const host = '127.0.0.60';
         const port = await freePort(host);
@@ -319,6 +346,8 @@ export async function runProxyBench(
         p99Ms: round3(mean((r) => r.p99Ms)),
       });
     }
+    const ref = results.get(REFERENCE.name) ?? [];
+    const refRps = ref.length === 0 ? undefined : Math.round(ref.reduce((a, r) => a + r.rps, 0) / ref.length);
     const bestRps = Math.max(...rows.map((r) => r.rps));
     const bestP99 = Math.min(...rows.map((r) => r.p99Ms));
     for (const r of rows) {
@@ -340,6 +369,13 @@ export async function runProxyBench(
         loadAndBackends: 'core 1',
       },
       backends: { kind: 'nghttpd', count: backends.length },
+      // What node:http2 alone does on the same core, answering calls itself: the ceiling for any
+      // proxy built on it.
+      nodeHttp2ServerRps: refRps,
+      grpcKubeVsNodeHttp2Server:
+        refRps === undefined
+          ? undefined
+          : round3((rows.find((r) => r.name === 'grpc-kube')?.rps ?? 0) / refRps),
       notes,
       skipped,
     };
