@@ -14,9 +14,12 @@ export {
   routesForTarget,
   InvalidRouteError,
   type GrpcRoute,
+  type GrpcRouteRule,
+  type GrpcBackendRef,
   type CompiledGrpcRoute,
 } from './grpcroute.js';
 export { GrpcRouteWatcher } from './route-watcher.js';
+export { registerXdsClientOnce, registeredXdsAddress } from './client-registration.js';
 export { xdsBootstrap, xdsBootstrapJson, type BootstrapOptions, type XdsBootstrap } from './bootstrap.js';
 export {
   buildCluster,
