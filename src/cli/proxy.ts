@@ -3,10 +3,11 @@
 //   grpc-kube proxy --mode sidecar|ingress --listen host:port [--kubeconfig FILE] [--context NAME]
 //                   [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
 //                   [--static svc.ns:port=ip:port,ip:port ...] [--grace-ms N] [--drain-delay-ms N]
-//                   [--max-connection-age-ms N] [--max-attempts N]
+//                   [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes]
 //
 // Endpoints come from the Kubernetes API (in-cluster ServiceAccount, --kubeconfig or KUBECONFIG);
-// `--static` gives a Service a fixed list instead (no API needed). SIGTERM (or SIGINT) drains: keep
+// `--static` gives a Service a fixed list instead (no API needed). `--grpc-routes` follows GRPCRoute
+// objects (weights, method and header matches; RBAC: list/watch grpcroutes). SIGTERM (or SIGINT) drains: keep
 // serving --drain-delay-ms (endpoint removal spreads), then stop accepting, GOAWAY clients, finish
 // RPCs in flight within --grace-ms, exit 0.
 
@@ -22,7 +23,7 @@ export const PROXY_USAGE = `usage:
   grpc-kube proxy --mode sidecar|ingress --listen host:port [--kubeconfig FILE] [--context NAME]
                   [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
                   [--static svc.ns:port=ip:port,ip:port] [--grace-ms N] [--drain-delay-ms N]
-                  [--max-connection-age-ms N] [--max-attempts N]
+                  [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes]
       balance every gRPC call over the ready pods of a Service (sidecar: the call's authority
       names the Service; ingress: --target). SIGTERM drains within --grace-ms (default 10000).
 `;
@@ -79,6 +80,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       'max-attempts': { type: 'string' },
       'max-connection-age-ms': { type: 'string' },
       'drain-delay-ms': { type: 'string' },
+      'grpc-routes': { type: 'boolean' },
       help: { type: 'boolean' },
     },
   });
@@ -139,6 +141,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     registry = new SourceRegistry(client);
     options.registry = registry;
     options.defaultNamespace = values.namespace ?? client.defaultNamespace;
+    if (values['grpc-routes'] === true) options.grpcRoutes = true;
   } else if (values.namespace !== undefined) {
     options.defaultNamespace = values.namespace;
   }

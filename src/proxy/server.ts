@@ -16,6 +16,7 @@ import type { AddressInfo } from 'node:net';
 import type { SourceRegistry } from '../discovery/registry.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import type { BackendOptions } from './backend.js';
+import { GrpcRouteTable } from './grpc-routes.js';
 import { ProxyCall, type CallEvents, type CallSettings } from './call.js';
 import { GrpcStatus, isGrpcContentType, parseGrpcTimeout, statusName, trailersOnly } from './grpc-wire.js';
 import {
@@ -42,7 +43,7 @@ const channel = diagnostics.channel(PROXY_CHANNEL_NAME);
 
 /** Published on 'grpc-kube:proxy' for every retry and every RPC the proxy failed itself. */
 export interface ProxyEvent {
-  readonly kind: 'retry' | 'fail';
+  readonly kind: 'retry' | 'fail' | 'route-error';
   readonly service: string;
   readonly backends: readonly string[];
   readonly code?: number;
@@ -69,6 +70,11 @@ export interface GrpcProxyOptions {
   staticTargets?: Readonly<Record<string, readonly { address: string; port: number }[]>>;
   /** Default policy for every Service. Default round_robin. */
   policy?: ProxyPolicy;
+  /**
+   * Follow GRPCRoute objects (weighted backends, method and header matches), read through the
+   * registry's Kubernetes client; `{ namespace }` watches one namespace only. Default off.
+   */
+  grpcRoutes?: boolean | { namespace?: string };
   /** Policy per Service, keyed `ns/svc`. */
   servicePolicies?: Readonly<Record<string, ProxyPolicy>>;
   /** Attempts per RPC, counting the first (retries only when the request never reached a backend). Default 3. */
@@ -207,6 +213,7 @@ export class GrpcProxy {
   private readonly backendOpts: BackendOptions;
   private readonly settings: CallSettings;
   private readonly events: CallEvents;
+  private readonly routeTable: GrpcRouteTable | undefined;
   private draining: Promise<void> | undefined;
   private closed = false;
   private bound: AddressInfo | undefined;
@@ -273,6 +280,29 @@ export class GrpcProxy {
         }
       },
     };
+    if (options.grpcRoutes !== undefined && options.grpcRoutes !== false) {
+      if (this.registry === undefined) {
+        throw new InvalidOptionError(
+          'grpcRoutes',
+          'needs a registry (its Kubernetes client reads the GRPCRoutes)',
+        );
+      }
+      const ns = typeof options.grpcRoutes === 'object' ? options.grpcRoutes.namespace : undefined;
+      this.routeTable = new GrpcRouteTable(this.registry.kubeClient, {
+        namespace: ns,
+        random: () => this.runtime.random(),
+        onError: (err) => {
+          if (channel.hasSubscribers) {
+            channel.publish({
+              kind: 'route-error',
+              service: '',
+              backends: [],
+              detail: err.message,
+            } satisfies ProxyEvent);
+          }
+        },
+      });
+    }
     this.server = http2.createServer({
       maxHeaderListPairs: 256,
       maxSessionMemory: 32,
@@ -299,6 +329,7 @@ export class GrpcProxy {
       });
     });
     this.bound = this.server.address() as AddressInfo;
+    await this.routeTable?.start();
     // Configured targets are watched at once, so the first RPC does not wait for a list.
     for (const t of [this.options.target, ...this.options.routes.map((r) => r.target)]) {
       if (t !== undefined) this.poolFor(t);
@@ -335,6 +366,11 @@ export class GrpcProxy {
         resolve();
       });
     });
+  }
+
+  /** Route changes applied so far (0 without grpcRoutes). */
+  get routeVersion(): number {
+    return this.routeTable?.version ?? 0;
   }
 
   /** Client HTTP/2 connections open now. */
@@ -386,6 +422,7 @@ export class GrpcProxy {
       p.destroyBackends();
     }
     this.pools.clear();
+    await this.routeTable?.stop();
     await serverClosed;
   }
 
@@ -444,11 +481,12 @@ export class GrpcProxy {
     }
     const authority = headers[':authority'] ?? '';
     const path = headers[':path'] ?? '';
-    const target = this.route(authority, path, headers);
+    let target = this.route(authority, path, headers);
     if (typeof target === 'string') {
       this.reject(stream, GrpcStatus.UNAVAILABLE, target);
       return;
     }
+    if (this.routeTable !== undefined) target = this.routeTable.resolve(target, path, header(headers));
     const pool = this.poolFor(target);
     if (typeof pool === 'string') {
       this.reject(stream, GrpcStatus.UNAVAILABLE, pool);

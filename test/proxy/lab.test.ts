@@ -1,6 +1,6 @@
-// The lab strategies `proxy` and `sidecar` on the embedded cluster, in the quick scale-up and
-// pod-kill scenarios: one connection per client, yet the proxy strategies spread RPCs over all pods
-// (new ones included) and lose no RPC. (`grpc-kube lab` runs them beside clusterip.)
+// The lab strategies `proxy` and `sidecar` on the embedded cluster, in the quick scale-up, pod-kill
+// and canary-shift scenarios: one connection per client, yet the proxy strategies spread RPCs over
+// all pods (new ones and the canary's included) and lose no RPC. (`grpc-kube lab` runs them beside clusterip.)
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -11,7 +11,7 @@ import { seededRandom } from '../../src/balancer/runtime.js';
 
 const QUICK = 0.3;
 
-for (const name of ['scale-up', 'pod-kill'] as const) {
+for (const name of ['scale-up', 'pod-kill', 'canary-shift'] as const) {
   test(
     `lab ${name} (quick): proxy and sidecar balance per RPC and lose nothing`,
     { timeout: 120_000 },
@@ -36,7 +36,11 @@ for (const name of ['scale-up', 'pod-kill'] as const) {
         assert.equal(r.failed, 0, `${s}: ${JSON.stringify(r.failedByCode)}`);
         assert.equal(r.newPodsNeverServed, 0, s);
         // P2C over a few hundred RPCs: ~1.0–1.4 here; ClusterIP in the same scenarios shows 2.5–5.
-        assert.ok((r.balanceMaxOverMean ?? Infinity) < 2, `${s} balance ${r.balanceMaxOverMean}`);
+        // (canary-shift weights pods on purpose: balance is not the measure there, serving every
+        // pod — the canary's included — without a failure is.)
+        if (name !== 'canary-shift') {
+          assert.ok((r.balanceMaxOverMean ?? Infinity) < 2, `${s} balance ${r.balanceMaxOverMean}`);
+        }
       }
     },
   );

@@ -13,7 +13,10 @@ import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { SourceRegistry } from '../../src/discovery/registry.js';
 import { KubeClient } from '../../src/kube/client.js';
-import { GrpcProxy } from '../../src/proxy/index.js';
+import { seededRandom } from '../../src/balancer/runtime.js';
+import { RESOURCES } from '../../src/cluster/store-api.js';
+import type { KubeObject } from '../../src/kube/types.js';
+import { GrpcProxy, type GrpcProxyOptions } from '../../src/proxy/index.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 import { newJsonClient, startJsonServer, unary, type JsonServer } from './fixtures/json-service.js';
 
@@ -28,7 +31,11 @@ interface Env {
 }
 
 /** Three pods of `greeter` on 127.0.0.31-33, all on one port, published as one EndpointSlice. */
-async function setup(t: T, policy: 'round_robin' | 'p2c' | 'ewma' = 'round_robin'): Promise<Env> {
+async function setup(
+  t: T,
+  policy: 'round_robin' | 'p2c' | 'ewma' = 'round_robin',
+  extra: Partial<GrpcProxyOptions> = {},
+): Promise<Env> {
   const api = await startApi();
   t.after(() => api.stop());
   const first = await startJsonServer('pod-0', '127.0.0.31');
@@ -46,7 +53,7 @@ async function setup(t: T, policy: 'round_robin' | 'p2c' | 'ewma' = 'round_robin
   );
   const registry = new SourceRegistry(KubeClient.fromKubeConfigString(api.kubeConfigYaml()));
   t.after(() => registry.close());
-  const proxy = new GrpcProxy({ mode: 'sidecar', registry, policy });
+  const proxy = new GrpcProxy({ mode: 'sidecar', registry, policy, ...extra });
   await proxy.listen();
   t.after(() => proxy.close());
   return { api, pods, port: first.port, slices, proxy };
@@ -123,6 +130,60 @@ test('sidecar: no ready pod, an unknown Service and a bad authority are UNAVAILA
   const bad = await call('Not_A_Service:80');
   assert.equal(bad?.code, grpc.status.UNAVAILABLE);
   assert.match(bad?.details ?? '', /not a valid Service name/);
+});
+
+test('sidecar with GRPCRoutes: header match and weighted backends, changed live', async (t) => {
+  const random = seededRandom(5);
+  const env = await setup(t, 'round_robin', {
+    grpcRoutes: { namespace: 'default' },
+    runtime: { now: () => performance.now(), random },
+  });
+  const canary = await startJsonServer('canary-0', '127.0.0.35', env.port);
+  t.after(() => canary.kill());
+  new SliceWriter(env.api, 'greeter-canary', env.port).put('greeter-canary-a', [
+    { ip: '127.0.0.35', pod: 'canary-0' },
+  ]);
+  const route = (canaryWeight: number): KubeObject =>
+    ({
+      apiVersion: 'gateway.networking.k8s.io/v1',
+      kind: 'GRPCRoute',
+      metadata: { name: 'greeter', namespace: 'default' },
+      spec: {
+        parentRefs: [{ group: '', kind: 'Service', name: 'greeter', port: env.port }],
+        rules: [
+          {
+            matches: [{ headers: [{ name: 'x-canary', value: 'yes' }] }],
+            backendRefs: [{ name: 'greeter-canary', port: env.port }],
+          },
+          {
+            backendRefs: [
+              { name: 'greeter', port: env.port, weight: 3 },
+              { name: 'greeter-canary', port: env.port, weight: canaryWeight },
+            ],
+          },
+        ],
+      },
+    }) as unknown as KubeObject;
+  const v0 = env.proxy.routeVersion;
+  env.api.store.create(RESOURCES.grpcroutes, route(1));
+  await until(() => env.proxy.routeVersion > v0);
+  const client = newJsonClient(env.proxy.address, {
+    'grpc.default_authority': `greeter.default:${env.port}`,
+  });
+  t.after(() => client.close());
+  const tagged = new grpc.Metadata();
+  tagged.set('x-canary', 'yes');
+  for (let i = 0; i < 20; i++)
+    assert.equal((await unary(client, {}, { metadata: tagged })).res?.server, 'canary-0');
+  let toCanary = 0;
+  for (let i = 0; i < 400; i++) if ((await unary(client, {})).res?.server === 'canary-0') toCanary++;
+  assert.ok(toCanary > 60 && toCanary < 140, `${toCanary} of 400 went to the canary (weight 1 of 4)`);
+
+  const v1 = env.proxy.routeVersion;
+  const existing = env.api.store.get<KubeObject>(RESOURCES.grpcroutes, 'default', 'greeter');
+  env.api.store.update(RESOURCES.grpcroutes, { ...route(0), metadata: existing?.metadata } as KubeObject);
+  await until(() => env.proxy.routeVersion > v1);
+  for (let i = 0; i < 40; i++) assert.notEqual((await unary(client, {})).res?.server, 'canary-0');
 });
 
 const PY_CLIENT = fileURLToPath(new URL('../../../test/proxy/fixtures/py_client.py', import.meta.url));

@@ -3,7 +3,7 @@
 //  - `proxy`: an ingress proxy on its own address, configured with the Service as its one target.
 //  - `sidecar`: a proxy on loopback next to the clients; the client's authority names the Service
 //    (`svc.ns:port`), as an application in a meshed pod dials it.
-// Both use P2C least-request. The client side is plain grpc-js with pick_first: one connection to
+// Both use P2C least-request and follow the namespace's GRPCRoutes (canary weights). The client side is plain grpc-js with pick_first: one connection to
 // the proxy, which is exactly the situation that breaks balancing without an L7 hop.
 
 import { GrpcProxy } from '../../proxy/server.js';
@@ -21,6 +21,8 @@ async function startProxy(env: LabEnv, mode: 'ingress' | 'sidecar'): Promise<Grp
     registry: env.endpoints,
     defaultNamespace: env.namespace,
     policy: 'p2c',
+    // Canary weights and header routes from the lab's GRPCRoutes, as the xds strategy follows them.
+    grpcRoutes: { namespace: env.namespace },
     ...(mode === 'ingress' ? { target: service } : {}),
   });
   await proxy.listen();
@@ -44,7 +46,7 @@ export const proxy: LabStrategy = {
   name: 'proxy',
   description: 'grpc-kube L7 proxy (ingress): one connection per client to the proxy, P2C per RPC',
   flavour: 'plain',
-  canRoute: false,
+  canRoute: true,
   async start(env) {
     return handle(env, await startProxy(env, 'ingress'), undefined);
   },
@@ -54,7 +56,7 @@ export const sidecar: LabStrategy = {
   name: 'sidecar',
   description: 'grpc-kube sidecar proxy on loopback: authority = Service, P2C per RPC',
   flavour: 'plain',
-  canRoute: false,
+  canRoute: true,
   async start(env) {
     return handle(
       env,
