@@ -68,7 +68,6 @@ export async function labCommand(args: string[]): Promise<number> {
   const seed = values.seed === undefined ? 1 : Number(values.seed);
   if (!Number.isInteger(seed)) throw new InvalidOptionError('--seed', 'must be an integer');
   const clients = values.clients === undefined ? 2 : Number(values.clients);
-  const pacingMs = values.pacing === undefined ? 50 : Number(values.pacing);
   if (
     !grpcUsesAlternativeResolver() &&
     strategies.some((s) => s.name.startsWith('headless') || s.name === 'max-connection-age')
@@ -78,6 +77,11 @@ export async function labCommand(args: string[]): Promise<number> {
       'grpc-js was loaded without GRPC_NODE_USE_ALTERNATIVE_RESOLVER=true, so its dns: resolver cannot reach the lab DNS server; run the lab through `grpc-kube lab`',
     );
   }
+  // Every strategy runs at once in this process: the offered load is held about constant as strategies
+  // are added (50 ms per loop for the seven of the seeds and grpc-kube's resolver, more for more).
+  const pacingMs = values.pacing === undefined ? Math.max(50, 10 * strategies.length) : Number(values.pacing);
+  if (!Number.isFinite(pacingMs) || pacingMs < 0)
+    throw new InvalidOptionError('--pacing', 'must be a number of ms >= 0');
   const pods = (values.pods ?? 'kit') as (typeof POD_SHUTDOWNS)[number];
   if (!POD_SHUTDOWNS.includes(pods))
     throw new InvalidOptionError('--pods', `must be one of ${POD_SHUTDOWNS.join(', ')}`);

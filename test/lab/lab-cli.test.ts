@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LabRunRecord } from '../../src/lab/metrics.js';
+import { STRATEGIES } from '../../src/lab/strategies/index.js';
 import { chromiumSkip, openFile } from '../helpers/chromium.js';
 
 // The user's command, as a user runs it: `grpc-kube lab --quick` in its own process, then the
@@ -65,7 +66,7 @@ test(
   { timeout: 240_000 },
   async () => {
     const { json, stdout } = await runLabOnce();
-    assert.equal(json.runs.length, 14, '2 scenarios × 7 strategies');
+    assert.equal(json.runs.length, 2 * STRATEGIES.length, '2 scenarios × every strategy');
     for (const r of json.runs) {
       assert.equal(r.cluster, 'embedded');
       assert.ok(r.rpcs > 100, `${r.scenario}/${r.strategy} ran RPCs`);
@@ -112,6 +113,11 @@ test(
     assert.equal(run(json, 'rolling-update', 'kubernetes').failed, 0);
     assert.equal(run(json, 'rolling-update', 'kubernetes').newPodsNeverServed, 0);
     assert.ok(run(json, 'rolling-update', 'headless-dns-round-robin').failed > 0);
+    // the other strategies that follow the EndpointSlices: every new pod served, no RPC lost in a rollout
+    for (const name of ['kubernetes-p2c', 'kubernetes-ewma', 'proxy', 'sidecar', 'xds']) {
+      assert.equal(run(json, 'scale-up', name).newPodsNeverServed, 0, name);
+      assert.equal(run(json, 'rolling-update', name).failed, 0, name);
+    }
     // the terminal summary names every run
     for (const r of json.runs) assert.match(stdout, new RegExp(`${r.scenario}\\s+${r.strategy}\\s`));
   },
