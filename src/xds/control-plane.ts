@@ -73,6 +73,7 @@ interface Target {
 interface ClusterWatch {
   readonly ref: ServiceRef;
   readonly sub: Subscription;
+  lastError?: string;
 }
 
 export class XdsControlPlane {
@@ -90,6 +91,7 @@ export class XdsControlPlane {
   private readonly clusters = new Map<string, ClusterWatch>();
   private readonly routeErrorListeners = new Set<(e: InvalidRouteError) => void>();
   private boundPort = 0;
+  private lastRouteWatchError: string | undefined;
   private closed = false;
 
   private constructor(opts: XdsControlPlaneOptions) {
@@ -116,8 +118,16 @@ export class XdsControlPlane {
       this.routeWatcher = new GrpcRouteWatcher(client, {
         namespace: opts.routeNamespace,
         backoff,
-        onChange: (routes) => this.onRoutes(routes),
-        onError: (err) => this.log(`GRPCRoute watch: ${err.message}`),
+        onError: (err) => {
+          // Retries come every few seconds during an outage or a missing RBAC rule: say it once.
+          if (err.message === this.lastRouteWatchError) return;
+          this.lastRouteWatchError = err.message;
+          this.log(`GRPCRoute watch: ${err.message} (retrying; routes in force stay as they are)`);
+        },
+        onChange: (routes) => {
+          this.lastRouteWatchError = undefined;
+          this.onRoutes(routes);
+        },
       });
     }
     for (const name of opts.targets ?? []) {
@@ -285,12 +295,16 @@ export class XdsControlPlane {
       { kind: 'number', port: ref.port },
       {
         onEndpoints: (view) => {
-          if (this.clusters.get(name)?.sub !== sub) return;
+          const w = this.clusters.get(name);
+          if (w?.sub !== sub) return;
+          w.lastError = undefined;
           this.cache.set(EDS, name, buildClusterLoadAssignment(name, view.endpoints()));
         },
         onError: (error: GrpcKubeError) => {
-          if (this.clusters.get(name)?.sub !== sub) return;
-          this.log(`endpoints of cluster ${name}: ${error.message}`);
+          const w = this.clusters.get(name);
+          if (w?.sub !== sub) return;
+          if (w.lastError !== error.message) this.log(`endpoints of cluster ${name}: ${error.message}`);
+          w.lastError = error.message;
           // Clients should fail fast (UNAVAILABLE) rather than wait; a later list replaces this.
           if (!this.cache.has(EDS, name)) this.cache.set(EDS, name, buildClusterLoadAssignment(name, []));
         },
