@@ -68,6 +68,8 @@ export async function labCommand(args: string[]): Promise<number> {
   const seed = values.seed === undefined ? 1 : Number(values.seed);
   if (!Number.isInteger(seed)) throw new InvalidOptionError('--seed', 'must be an integer');
   const clients = values.clients === undefined ? 2 : Number(values.clients);
+  if (!Number.isInteger(clients) || clients < 1)
+    throw new InvalidOptionError('--clients', 'must be an integer >= 1');
   if (
     !grpcUsesAlternativeResolver() &&
     strategies.some((s) => s.name.startsWith('headless') || s.name === 'max-connection-age')
