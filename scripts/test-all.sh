@@ -5,10 +5,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "test-all: installing Debian's chromium for the report test"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
-    echo "test-all: chromium could not be installed; the report test will say so"
+# Debian packages the tests use: chromium (report tests, via playwright-core) and python3-grpcio (a
+# Python client through the sidecar proxy). Installed only when missing, and only as root.
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+python3 -c 'import grpc' 2>/dev/null || /usr/bin/python3 -c 'import grpc' 2>/dev/null || need+=(python3-grpcio)
+if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "test-all: installing Debian packages: ${need[*]}"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null) ||
+    echo "test-all: could not install ${need[*]}; the tests that need them will say so"
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
