@@ -410,7 +410,8 @@ export class GrpcProxy {
     for (const s of this.sessions) this.goaway(s);
     const deadline = Date.now() + graceMs;
     while (this.calls.size > 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, Math.min(20, Math.max(1, deadline - Date.now()))).unref());
+      // Not unref'd: a drain in progress must keep the process alive (bounded by the grace).
+      await new Promise((r) => setTimeout(r, Math.min(20, Math.max(1, deadline - Date.now()))));
     }
     for (const call of [...this.calls]) call.abort(GrpcStatus.UNAVAILABLE, 'the proxy is shutting down');
     // Give the statuses a moment to be written before sockets go.

@@ -412,7 +412,8 @@ test('a backend SIGKILLed under load: only RPCs already sent to it fail, none af
   // When the proxy saw the pod's connection die (its first failed RPC).
   let lostAt = Infinity;
   let killedAt = Infinity;
-  const exited = new Promise((r) => killed.child.once('exit', r));
+  // 'close', not 'exit': only then has everything the pod wrote to stdout been read.
+  const exited = new Promise((r) => killed.child.once('close', r));
   const outcomes: { id: number; startedAt: number; code: number; server: string; msg: string }[] = [];
   const end = Date.now() + 1500;
   setTimeout(() => {
@@ -437,8 +438,6 @@ test('a backend SIGKILLed under load: only RPCs already sent to it fail, none af
     }),
   );
   await exited;
-  // The child's stdout is drained before 'exit' is emitted... give the pipe a tick to deliver.
-  await new Promise((r) => setImmediate(r));
   const failed = outcomes.filter((o) => o.code !== 0);
   assert.ok(outcomes.length > 150, `load ran (${outcomes.length} RPCs)`);
   // Every failure was an RPC on the wire to the killed pod when it died (at most one per client loop);
