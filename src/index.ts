@@ -28,3 +28,4 @@ export * from './errors.js';
 export * from './balancer/index.js';
 export * from './client/index.js';
 export * from './server/index.js';
+export * from './xds/index.js';
