@@ -419,8 +419,9 @@ export class GrpcProxy {
     for (const s of this.sessions) s.destroy();
     this.closed = true;
     for (const p of this.pools.values()) {
-      p.close();
+      // Every call has ended by now: nothing on the backend sessions is worth waiting for.
       p.destroyBackends();
+      p.close();
     }
     this.pools.clear();
     await this.routeTable?.stop();
