@@ -75,7 +75,10 @@ describe('scripts/decision-table.mjs', () => {
     const table = readFileSync(docs[0] as string, 'utf8');
     // Spot check the header and one cell against the JSON itself.
     const lab = JSON.parse(readFileSync(labJson, 'utf8')) as { runs: Run[] };
-    assert.match(table, new RegExp(`from ${lab.runs.length} runs \\(cluster: embedded; sha256 [0-9a-f]{12}\\)`));
+    assert.match(
+      table,
+      new RegExp(`from ${lab.runs.length} runs \\(cluster: embedded; sha256 [0-9a-f]{12}\\)`),
+    );
     const k = lab.runs.find((x) => x.scenario === 'rolling-update' && x.strategy === 'kubernetes');
     assert.ok(k);
     const guide = readFileSync(join(repoRoot, 'docs', 'guide-kubernetes.md'), 'utf8');
@@ -98,7 +101,14 @@ describe('scripts/decision-table.mjs', () => {
     const neverIdle = strategies.filter((st) =>
       ['scale-up', 'rolling-update', 'api-outage'].every((sc) => get(sc, st).newPodsNeverServed === 0),
     );
-    assert.deepEqual(neverIdle.sort(), ['kubernetes', 'kubernetes-ewma', 'kubernetes-p2c', 'proxy', 'sidecar', 'xds']);
+    assert.deepEqual(neverIdle.sort(), [
+      'kubernetes',
+      'kubernetes-ewma',
+      'kubernetes-p2c',
+      'proxy',
+      'sidecar',
+      'xds',
+    ]);
     // "and it lost no RPC in the rolling update"
     for (const st of neverIdle) assert.equal(get('rolling-update', st).failed, 0, st);
     // "grpc_kube_ewma … its slow-pod success rate is the highest of the balanced options"
