@@ -76,16 +76,31 @@ export class NodeScriptRuntime implements PodRuntime {
     return this.live.size;
   }
 
+  /**
+   * The program and arguments that run `spec`'s pod: node and the script here; subclasses wrap it
+   * (e.g. in `ip netns exec`). Throwing rejects start() with that error.
+   */
+  protected command(spec: PodStartSpec): readonly [string, string[]] {
+    return [process.execPath, [this.opts.script, ...(this.opts.args?.(spec) ?? [])]];
+  }
+
   start(spec: PodStartSpec): Promise<PodProcess> {
+    let file: string;
+    let args: string[];
+    try {
+      [file, args] = this.command(spec);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const env: Record<string, string> = {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
       NODE_ENV: process.env.NODE_ENV ?? 'production',
       ...(this.opts.env ?? {}),
       ...podIdentityEnv(spec),
       ...spec.env,
     };
     const pipe = this.opts.onOutput !== undefined;
-    const child = spawn(process.execPath, [this.opts.script, ...(this.opts.args?.(spec) ?? [])], {
+    const child = spawn(file, args, {
       env,
       stdio: ['ignore', pipe ? 'pipe' : 'ignore', pipe ? 'pipe' : 'ignore'],
     });
