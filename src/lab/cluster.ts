@@ -1,9 +1,10 @@
 // The cluster a lab scenario runs on, behind one interface: `embedded` (in-process API server and
-// controllers, pods on 127.0.x.y; unprivileged) or `real` (etcd, kube-apiserver and
+// controllers, pods on 127.B.x.y; unprivileged) or `real` (etcd, kube-apiserver and
 // kube-controller-manager built from their Go modules, the lab kubelet running pods in network
 // namespaces on 10.244.x.y; root). The runner only creates objects, scales, restarts rollouts, kills
 // pod processes, takes the API down, and watches pods — the same calls on both.
 
+import { randomInt } from 'node:crypto';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.js';
 import { NodeScriptRuntime } from '../cluster/pod-runtime.js';
 import { RESOURCES } from '../cluster/store-api.js';
@@ -17,6 +18,12 @@ export type ClusterKind = 'embedded' | 'real';
 
 export interface LabCluster {
   readonly kind: ClusterKind;
+  /**
+   * `127.B`: the loopback /16 this lab owns for its virtual IPs (`127.B.1.n`) and, on the embedded
+   * cluster, its pods (`127.B.2.1` up). B is drawn at random per lab, so two labs on one machine
+   * (a lab beside the test suite) do not answer each other's probes and RPCs.
+   */
+  readonly loopbackPrefix: string;
   /** Admin kubeconfig (clients, resolvers, the lab's stand-ins). */
   readonly kubeConfigYaml: string;
   create(kind: 'deployments' | 'services', obj: Deployment | Service): Promise<void>;
@@ -56,9 +63,19 @@ export async function startLabCluster(kind: ClusterKind, opts: LabClusterOptions
   return kind === 'embedded' ? embedded(opts) : real(opts);
 }
 
+/**
+ * A random `127.B` with B in 2..254: 127.0.x is left to tests and tools that pick fixed loopback
+ * addresses, 127.1.x to the default of other programs, 127.255 is avoided.
+ */
+export function labLoopbackPrefix(): string {
+  return `127.${randomInt(2, 255)}`;
+}
+
 async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
+  const loopbackPrefix = labLoopbackPrefix();
   const c: EmbeddedCluster = await startEmbeddedCluster({
     runtime: new NodeScriptRuntime({ script: POD_MAIN_SCRIPT }),
+    ipPool: { first: `${loopbackPrefix}.2.1` },
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace],
     apiServer: { bookmarkIntervalMs: 5000 },
@@ -66,6 +83,7 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
   });
   return {
     kind: 'embedded',
+    loopbackPrefix,
     kubeConfigYaml: c.apiServer.kubeConfigYaml(),
     create: async (kind, obj) => void c.store.create(RESOURCES[kind], obj),
     applyRoute: async (route) => {
@@ -120,6 +138,7 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
   });
   return {
     kind: 'real',
+    loopbackPrefix: labLoopbackPrefix(),
     kubeConfigYaml: c.kubeConfigYaml,
     create: async (kind, obj) => {
       const ns = obj.metadata.namespace ?? 'default';

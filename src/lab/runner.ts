@@ -259,7 +259,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       kubeConfigYaml,
       endpoints,
       random: opts.random,
-      nextVip: () => `127.0.1.${++vip}`,
+      nextVip: () => `${cluster.loopbackPrefix}.1.${++vip}`,
       timeScale: opts.timeScale,
       clientOptions: (policy) =>
         opts.clientDefaults

@@ -367,12 +367,21 @@ test('p2c and ewma over one connection: a slow backend gets less, none gets noth
   }
 });
 
-test('a backend SIGKILLed under load: only RPCs already sent to it fail, none after, and they are counted', async (t) => {
+interface ProcessBackend {
+  readonly child: ReturnType<typeof spawn>;
+  readonly port: number;
+  readonly address: string;
+  /** Request ids the process read (written before its handler ran). */
+  readonly ids: Set<number>;
+}
+
+/** Backends in their own processes on 127.0.0.<base+i>, so a signal hits only them. */
+async function processBackends(t: T, n: number, prefix: string, base: number): Promise<ProcessBackend[]> {
   const fixture = fileURLToPath(new URL('./fixtures/json-server-process.js', import.meta.url));
-  const children: { child: ReturnType<typeof spawn>; port: number; address: string; ids: Set<number> }[] = [];
-  for (let i = 0; i < 3; i++) {
-    const address = `127.0.0.${20 + i}`;
-    const child = spawn(process.execPath, [fixture, `k${i}`, address], {
+  const out: ProcessBackend[] = [];
+  for (let i = 0; i < n; i++) {
+    const address = `127.0.0.${base + i}`;
+    const child = spawn(process.execPath, [fixture, `${prefix}${i}`, address], {
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     t.after(() => child.kill('SIGKILL'));
@@ -391,8 +400,49 @@ test('a backend SIGKILLed under load: only RPCs already sent to it fail, none af
       });
       child.once('exit', () => reject(new Error('backend exited')));
     });
-    children.push({ child, port, address, ids });
+    out.push({ child, port, address, ids });
   }
+  return out;
+}
+
+test('a backend stopping gracefully under load, unannounced (GOAWAY while RPCs race it): no RPC fails', async (t) => {
+  // The endpoint list stays fixed, so the proxy learns of the stop only from the GOAWAY: the worst
+  // case of a pod whose endpoint removal has not reached the proxy yet. RPCs in flight finish; RPCs
+  // sent after the GOAWAY was written are refused by it and replayed; the closed port is ejected.
+  const children = await processBackends(t, 3, 'g', 30);
+  const { client, proxy } = await ingress(
+    t,
+    children.map((c) => ({ address: c.address, port: c.port })),
+  );
+  const stopping = children[0] as ProcessBackend;
+  const exited = new Promise((r) => stopping.child.once('close', r));
+  setTimeout(() => stopping.child.kill('SIGTERM'), 400).unref();
+  const outcomes: { code: number; server: string; msg: string }[] = [];
+  const end = Date.now() + 1500;
+  let nextId = 0;
+  await Promise.all(
+    Array.from({ length: 24 }, async () => {
+      while (Date.now() < end) {
+        const r = await unary(client, { id: nextId++, delayMs: 5 }, { deadlineMs: 3000 });
+        outcomes.push({ code: r.err?.code ?? 0, server: r.res?.server ?? '', msg: r.err?.details ?? '' });
+      }
+    }),
+  );
+  await exited;
+  const failed = outcomes.filter((o) => o.code !== 0);
+  t.diagnostic(
+    `${outcomes.length} RPCs, ${failed.length} failed, g0 served ${outcomes.filter((o) => o.server === 'g0').length}, retries ${proxy.stats.retries}`,
+  );
+  assert.ok(outcomes.length > 300, `load ran (${outcomes.length} RPCs)`);
+  assert.ok(
+    outcomes.some((o) => o.server === 'g0'),
+    'the stopping backend served before its stop',
+  );
+  assert.deepEqual(failed, []);
+});
+
+test('a backend SIGKILLed under load: only RPCs already sent to it fail, none after, and they are counted', async (t) => {
+  const children = await processBackends(t, 3, 'k', 20);
   const { client, proxy } = await ingress(
     t,
     children.map((c) => ({ address: c.address, port: c.port })),
@@ -402,14 +452,15 @@ test('a backend SIGKILLed under load: only RPCs already sent to it fail, none af
   const fails: ProxyEvent[] = [];
   const onEvent = (m: unknown): void => {
     const e = m as ProxyEvent;
-    if (e.kind !== 'fail') return;
-    fails.push(e);
-    lostAt = Math.min(lostAt, Date.now());
+    // The proxy knows the pod is gone at its first RPC failed on it, or its first retry away from it
+    // (when no RPC happened to be on the wire to it at the kill).
+    if (e.backends.at(-1) === killedKey) lostAt = Math.min(lostAt, Date.now());
+    if (e.kind === 'fail') fails.push(e);
   };
   diagnostics.subscribe(PROXY_CHANNEL_NAME, onEvent);
   t.after(() => diagnostics.unsubscribe(PROXY_CHANNEL_NAME, onEvent));
 
-  // When the proxy saw the pod's connection die (its first failed RPC).
+  // When the proxy saw the pod's connection die.
   let lostAt = Infinity;
   let killedAt = Infinity;
   // 'close', not 'exit': only then has everything the pod wrote to stdout been read.
