@@ -232,8 +232,13 @@ async function h2load(dir: string, url: string, durationS: number, label: string
   const out = res.stdout ?? '';
   const m = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
   const req =
-    /requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out);
-  const codes = /status codes: (\d+) 2xx/.exec(out);
+    /requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(
+      out,
+    );
+  // Status codes are counted from the warm-up on, requests only after it, so `done − 2xx` is off
+  // by the requests in flight at the boundary; what failed is what h2load says failed or got a
+  // non-2xx status.
+  const codes = /status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
   if (m === null || req === null)
     throw new Error(`h2load output not understood:\n${out}\n${res.stderr ?? ''}`);
   const lines = (await readFile(log, 'utf8')).split('\n');
@@ -243,13 +248,12 @@ async function h2load(dir: string, url: string, durationS: number, label: string
     if (cols.length >= 3 && cols[1] === '200') durations.push(Number(cols[2]) / 1000);
   }
   const sorted = Float64Array.from(durations).sort();
-  const done = Number(req[1]);
-  const ok2xx = codes === null ? 0 : Number(codes[1]);
+  const non2xx = codes === null ? 0 : Number(codes[1]) + Number(codes[2]) + Number(codes[3]);
   return {
     rps: Number(m[1]),
     p50Ms: quantile(sorted, 0.5),
     p99Ms: quantile(sorted, 0.99),
-    failed: Number(req[3]) + Number(req[4]) + (done - ok2xx),
+    failed: Number(req[3]) + Number(req[4]) + Number(req[5]) + non2xx,
   };
 }
 

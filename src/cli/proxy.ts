@@ -3,29 +3,39 @@
 //   grpc-kube proxy --mode sidecar|ingress --listen host:port [--kubeconfig FILE] [--context NAME]
 //                   [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
 //                   [--static svc.ns:port=ip:port,ip:port ...] [--grace-ms N] [--drain-delay-ms N]
-//                   [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes]
+//                   [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes] [--workers N]
 //
 // Endpoints come from the Kubernetes API (in-cluster ServiceAccount, --kubeconfig or KUBECONFIG);
 // `--static` gives a Service a fixed list instead (no API needed). `--grpc-routes` follows GRPCRoute
 // objects (weights, method and header matches; RBAC: list/watch grpcroutes). SIGTERM (or SIGINT) drains: keep
 // serving --drain-delay-ms (endpoint removal spreads), then stop accepting, GOAWAY clients, finish
 // RPCs in flight within --grace-ms, exit 0.
+//
+// --workers N runs N proxy processes on one listening socket (node:cluster; the primary accepts and
+// hands connections out round-robin), so a proxy pod uses N cores: node:http2 is single-threaded and
+// one process saturates one core. Each worker watches its Services itself (N watches); the primary
+// forwards SIGTERM/SIGINT to every worker, restarts a worker that dies (at most 5 times in 30 s), and
+// exits 0 once all of them drained.
 
+import cluster, { type Worker } from 'node:cluster';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { SourceRegistry } from '../discovery/registry.js';
-import { InvalidOptionError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
 import { parseProxyPolicy } from '../proxy/picker.js';
 import { GrpcProxy, type GrpcProxyOptions } from '../proxy/server.js';
+import { untilStopped } from './stop.js';
 
 export const PROXY_USAGE = `usage:
   grpc-kube proxy --mode sidecar|ingress --listen host:port [--kubeconfig FILE] [--context NAME]
                   [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
                   [--static svc.ns:port=ip:port,ip:port] [--grace-ms N] [--drain-delay-ms N]
-                  [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes]
+                  [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes] [--workers N]
       balance every gRPC call over the ready pods of a Service (sidecar: the call's authority
       names the Service; ingress: --target). SIGTERM drains within --grace-ms (default 10000).
+      --workers N: N processes share the listening socket, one core each (default 1).
 `;
 
 export interface ProxyCommandIo {
@@ -81,6 +91,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       'max-connection-age-ms': { type: 'string' },
       'drain-delay-ms': { type: 'string' },
       'grpc-routes': { type: 'boolean' },
+      workers: { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -111,71 +122,210 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
   const drainDelayMs = ms('drain-delay-ms', 0);
   const maxAgeMs = ms('max-connection-age-ms', 0);
   const staticTargets = parseStatic(values.static ?? []);
-  const options: GrpcProxyOptions = {
-    mode: values.mode,
-    host: listen.host,
-    port: listen.port,
-    policy: parseProxyPolicy(values.policy ?? 'round_robin', '--policy'),
-    staticTargets,
-    ...(values.target !== undefined ? { target: values.target } : {}),
-    ...(values['max-attempts'] !== undefined ? { maxAttempts: Number(values['max-attempts']) } : {}),
-    ...(maxAgeMs > 0 ? { maxConnectionAgeMs: Math.round(maxAgeMs) } : {}),
-  };
-  // The API is needed unless every target is static (a sidecar can name any Service).
-  const needsApi =
-    values.mode === 'sidecar'
-      ? Object.keys(staticTargets).length === 0
-      : !((values.target ?? '') in staticTargets);
-  let registry: SourceRegistry | undefined;
-  if (needsApi || values.kubeconfig !== undefined) {
-    let client: KubeClient;
-    if (values.kubeconfig !== undefined || values.context !== undefined) {
-      const kc = new KubeConfig();
-      if (values.kubeconfig !== undefined) kc.loadFromFile(values.kubeconfig);
-      else kc.loadFromDefault();
-      if (values.context !== undefined) kc.setCurrentContext(values.context);
-      client = new KubeClient(kc);
-    } else {
-      client = KubeClient.fromDefault();
-    }
-    registry = new SourceRegistry(client);
-    options.registry = registry;
-    options.defaultNamespace = values.namespace ?? client.defaultNamespace;
-    if (values['grpc-routes'] === true) options.grpcRoutes = true;
-  } else if (values.namespace !== undefined) {
-    options.defaultNamespace = values.namespace;
+  const workers = values.workers === undefined ? 1 : Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) {
+    throw new InvalidOptionError('--workers', `must be an integer from 1 to 256, got "${values.workers}"`);
   }
-  const proxy = new GrpcProxy(options);
-  try {
-    await proxy.listen();
-  } catch (err) {
+  const mode = values.mode;
+  if (workers > 1 && cluster.isPrimary) {
+    return runPrimary(workers, args, mode, io, out);
+  }
+  const serve = async (): Promise<number> => {
+    const options: GrpcProxyOptions = {
+      mode,
+      host: listen.host,
+      port: listen.port,
+      policy: parseProxyPolicy(values.policy ?? 'round_robin', '--policy'),
+      staticTargets,
+      ...(values.target !== undefined ? { target: values.target } : {}),
+      ...(values['max-attempts'] !== undefined ? { maxAttempts: Number(values['max-attempts']) } : {}),
+      ...(maxAgeMs > 0 ? { maxConnectionAgeMs: Math.round(maxAgeMs) } : {}),
+    };
+    // The API is needed unless every target is static (a sidecar can name any Service).
+    const needsApi =
+      mode === 'sidecar'
+        ? Object.keys(staticTargets).length === 0
+        : !((values.target ?? '') in staticTargets);
+    let registry: SourceRegistry | undefined;
+    if (needsApi || values.kubeconfig !== undefined) {
+      let client: KubeClient;
+      if (values.kubeconfig !== undefined || values.context !== undefined) {
+        const kc = new KubeConfig();
+        if (values.kubeconfig !== undefined) kc.loadFromFile(values.kubeconfig);
+        else kc.loadFromDefault();
+        if (values.context !== undefined) kc.setCurrentContext(values.context);
+        client = new KubeClient(kc);
+      } else {
+        client = KubeClient.fromDefault();
+      }
+      registry = new SourceRegistry(client);
+      options.registry = registry;
+      options.defaultNamespace = values.namespace ?? client.defaultNamespace;
+      if (values['grpc-routes'] === true) options.grpcRoutes = true;
+    } else if (values.namespace !== undefined) {
+      options.defaultNamespace = values.namespace;
+    }
+    const proxy = new GrpcProxy(options);
+    try {
+      await proxy.listen();
+    } catch (err) {
+      await registry?.close();
+      throw err;
+    }
+    out(`grpc-kube proxy: ${mode} listening on ${proxy.address} (policy ${proxy.options.policy})`);
+    io.onListening?.(proxy);
+    await untilStopped(io.signal);
+    if (drainDelayMs > 0) {
+      // Behind a Service: keep serving while the endpoint removal spreads to clients and kube-proxy.
+      out(`grpc-kube proxy: terminating; serving ${drainDelayMs} ms more while the endpoint removal spreads`);
+      await new Promise((r) => setTimeout(r, drainDelayMs));
+    }
+    out(`grpc-kube proxy: draining (${proxy.stats.active} RPCs in flight, grace ${graceMs} ms)`);
+    await proxy.drain(graceMs);
     await registry?.close();
+    out(`grpc-kube proxy: stopped after ${proxy.stats.rpcs} RPCs`);
+    return 0;
+  };
+  try {
+    return await serve();
+  } finally {
+    // A --workers worker, stopped or failed: its IPC channel to the primary would keep it alive.
+    if (cluster.isWorker) cluster.worker?.disconnect();
+  }
+}
+
+const WORKER_MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+
+/**
+ * The primary's node flags minus the ones that make it run inline code (`-e CODE`, `-p CODE`,
+ * `--input-type`, a trailing `--`): workers run main.js, with the heap and other flags kept.
+ */
+export function workerExecArgv(execArgv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const a = execArgv[i] as string;
+    if (a === '-e' || a === '--eval' || a === '-p' || a === '--print') {
+      i++;
+      continue;
+    }
+    if (a === '--' || a.startsWith('--eval=') || a.startsWith('--print=') || a.startsWith('--input-type'))
+      continue;
+    out.push(a);
+  }
+  return out;
+}
+/** A worker that dies this many times within RESTART_WINDOW_MS is not restarted again. */
+const MAX_RESTARTS = 5;
+const RESTART_WINDOW_MS = 30_000;
+
+/**
+ * The cluster primary: forks `n` workers running the same command (each a full proxy on the shared
+ * socket), prints one line once all of them listen, restarts a worker that dies, and on
+ * SIGTERM/SIGINT (or io.signal) has every worker drain. Returns 0, or 1 when a worker failed to
+ * drain cleanly or kept crashing; throws GK_ERR_PROXY_WORKER when a worker dies before listening.
+ */
+async function runPrimary(
+  n: number,
+  args: readonly string[],
+  mode: string,
+  io: ProxyCommandIo,
+  out: (line: string) => void,
+): Promise<number> {
+  cluster.setupPrimary({
+    exec: WORKER_MAIN,
+    args: ['proxy', ...args],
+    execArgv: workerExecArgv(process.execArgv),
+    silent: false,
+  });
+  const live = new Set<Worker>();
+  const listened = new WeakSet<Worker>();
+  const restarts: number[] = [];
+  let listening = 0;
+  let started = false;
+  let stopping = false;
+  let failed = false;
+  let address = '';
+  let onAllListening: () => void = () => {};
+  let onStartFailed: (err: Error) => void = () => {};
+  const allListening = new Promise<void>((resolve, reject) => {
+    onAllListening = resolve;
+    onStartFailed = reject;
+  });
+  let onStopped: () => void = () => {};
+  const stopped = new Promise<void>((resolve) => (onStopped = resolve));
+
+  const fork = (): void => {
+    const w = cluster.fork();
+    live.add(w);
+    w.on('listening', (a: { address: string; port: number }) => {
+      if (listened.has(w)) return;
+      listened.add(w);
+      address = a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+      if (started) {
+        out(`grpc-kube proxy: worker ${w.process.pid} listening (a replacement)`);
+      } else if (++listening === n) {
+        started = true;
+        onAllListening();
+      }
+    });
+    w.once('exit', (code: number | null, signal: string | null) => {
+      live.delete(w);
+      const how = signal ?? `code ${code}`;
+      if (stopping) {
+        // Killed by our SIGTERM before it listened: it had nothing to drain.
+        if (code !== 0 && !(signal === 'SIGTERM' && !listened.has(w))) failed = true;
+      } else if (!started) {
+        // A worker that could not even start (port taken, no API access): the others would fail too.
+        onStartFailed(
+          new GrpcKubeError(
+            'GK_ERR_PROXY_WORKER',
+            `a proxy worker exited (${how}) before listening; its error is above`,
+          ),
+        );
+      } else {
+        const now = Date.now();
+        while (restarts.length > 0 && (restarts[0] as number) < now - RESTART_WINDOW_MS) restarts.shift();
+        if (restarts.length >= MAX_RESTARTS) {
+          process.stderr.write(
+            `grpc-kube proxy: worker ${w.process.pid} exited (${how}); ${MAX_RESTARTS} restarts in ${RESTART_WINDOW_MS / 1000} s, not restarting\n`,
+          );
+          failed = true;
+        } else {
+          restarts.push(now);
+          process.stderr.write(`grpc-kube proxy: worker ${w.process.pid} exited (${how}); restarting it\n`);
+          fork();
+        }
+      }
+      if (live.size === 0) onStopped();
+    });
+  };
+  const stopAll = (): void => {
+    if (stopping) return;
+    stopping = true;
+    for (const w of live) w.process.kill('SIGTERM');
+    if (live.size === 0) onStopped();
+  };
+  process.once('SIGTERM', stopAll);
+  process.once('SIGINT', stopAll);
+  io.signal?.addEventListener('abort', stopAll, { once: true });
+  const cleanup = (): void => {
+    process.off('SIGTERM', stopAll);
+    process.off('SIGINT', stopAll);
+    io.signal?.removeEventListener('abort', stopAll);
+  };
+  for (let i = 0; i < n; i++) fork();
+  try {
+    await allListening;
+  } catch (err) {
+    stopAll();
+    await stopped;
+    cleanup();
     throw err;
   }
-  out(`grpc-kube proxy: ${values.mode} listening on ${proxy.address} (policy ${proxy.options.policy})`);
-  io.onListening?.(proxy);
-  await new Promise<void>((resolve) => {
-    if (io.signal !== undefined) {
-      if (io.signal.aborted) resolve();
-      else io.signal.addEventListener('abort', () => resolve(), { once: true });
-      return;
-    }
-    const stop = (): void => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      resolve();
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
-  if (drainDelayMs > 0) {
-    // Behind a Service: keep serving while the endpoint removal spreads to clients and kube-proxy.
-    out(`grpc-kube proxy: terminating; serving ${drainDelayMs} ms more while the endpoint removal spreads`);
-    await new Promise((r) => setTimeout(r, drainDelayMs));
-  }
-  out(`grpc-kube proxy: draining (${proxy.stats.active} RPCs in flight, grace ${graceMs} ms)`);
-  await proxy.drain(graceMs);
-  await registry?.close();
-  out(`grpc-kube proxy: stopped after ${proxy.stats.rpcs} RPCs`);
-  return 0;
+  out(`grpc-kube proxy: ${mode} listening on ${address} (${n} workers)`);
+  if (io.signal?.aborted === true) stopAll();
+  await stopped;
+  cleanup();
+  out(`grpc-kube proxy: all ${n} workers stopped`);
+  return failed ? 1 : 0;
 }

@@ -7,6 +7,7 @@ import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { xdsBootstrapJson } from '../xds/bootstrap.js';
 import { XdsControlPlane } from '../xds/control-plane.js';
 import { CLUSTER_LB_POLICIES, type ClusterLbPolicy } from '../xds/resources.js';
+import { untilStopped } from './stop.js';
 
 export const XDS_USAGE = `usage:
   grpc-kube xds serve [--kubeconfig FILE] [--address HOST] [--port N] [--route-namespace NS]
@@ -119,20 +120,7 @@ async function serve(
         `${new Date().toISOString()}  client ${e.node.id} (zone ${e.node.zone || '-'}) subscribes ${e.type.slice(e.type.lastIndexOf('.') + 1)} ${e.names.join(' ')}`,
       );
   });
-  await new Promise<void>((resolve) => {
-    if (io.signal) {
-      if (io.signal.aborted) resolve();
-      else io.signal.addEventListener('abort', () => resolve(), { once: true });
-      return;
-    }
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilStopped(io.signal);
   offEvents();
   await cp.close();
   return 0;

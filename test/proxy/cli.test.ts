@@ -6,14 +6,26 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { proxyCommand } from '../../src/cli/proxy.js';
+import { proxyCommand, workerExecArgv } from '../../src/cli/proxy.js';
 import { newJsonClient, startJsonServer, unary } from './fixtures/json-service.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/proxy.js', import.meta.url));
 
-test('grpc-kube proxy: serves, then drains on SIGTERM and exits 0', async (t) => {
-  const b = await startJsonServer('b0', '127.0.0.1');
-  t.after(() => b.kill());
+interface ProxyProcess {
+  readonly child: ReturnType<typeof spawn>;
+  readonly address: string;
+  /** stdout lines so far. */
+  readonly lines: string[];
+  readonly stderr: () => string;
+  readonly exited: Promise<number | null>;
+}
+
+/** `grpc-kube proxy --mode ingress` to app.prod:9000 = the given backend ports, as a process. */
+async function proxyProcess(
+  t: { after(fn: () => unknown): void },
+  backendPorts: readonly number[],
+  extra: readonly string[] = [],
+): Promise<ProxyProcess> {
   const child = spawn(
     process.execPath,
     [
@@ -28,31 +40,43 @@ test('grpc-kube proxy: serves, then drains on SIGTERM and exits 0', async (t) =>
       '--target',
       'app.prod:9000',
       '--static',
-      `app.prod:9000=127.0.0.1:${b.port}`,
+      `app.prod:9000=${backendPorts.map((p) => `127.0.0.1:${p}`).join(',')}`,
       '--grace-ms',
       '3000',
+      ...extra,
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   t.after(() => child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const lines: string[] = [];
+  // With --workers the primary's line names the worker count; it comes once all of them listen.
+  const ready = extra.includes('--workers') ? /listening on (\S+) \(\d+ workers\)/ : /listening on (\S+)/;
   const address = await new Promise<string>((resolve, reject) => {
     child.stdout.on('data', (d: Buffer) => {
       for (const l of d.toString().split('\n')) {
         if (l === '') continue;
         lines.push(l);
-        const m = /listening on (\S+)/.exec(l);
+        const m = ready.exec(l);
         if (m !== null) resolve(m[1] as string);
       }
     });
-    child.once('exit', (code) => reject(new Error(`proxy exited ${code}`)));
+    void exited.then((code) => reject(new Error(`proxy exited ${code}: ${stderr}`)));
   });
+  return { child, address, lines, stderr: () => stderr, exited };
+}
+
+test('grpc-kube proxy: serves, then drains on SIGTERM and exits 0', async (t) => {
+  const b = await startJsonServer('b0', '127.0.0.1');
+  t.after(() => b.kill());
+  const { child, address, lines, exited } = await proxyProcess(t, [b.port]);
   const client = newJsonClient(address);
   t.after(() => client.close());
   assert.equal((await unary(client, {})).res?.server, 'b0');
   const slow = unary(client, { delayMs: 400 });
   await new Promise((r) => setTimeout(r, 100));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   child.kill('SIGTERM');
   const r = await slow;
   assert.equal(r.err, undefined, 'the RPC in flight at SIGTERM finished');
@@ -98,4 +122,122 @@ test('grpc-kube proxy: bad flags are typed errors', async () => {
     ]),
     { code: 'GK_ERR_INVALID_OPTION', field: '--policy' },
   );
+});
+
+test('grpc-kube proxy --workers 2: connections spread over both workers; SIGTERM drains each; a crashed worker is replaced', async (t) => {
+  const b = await startJsonServer('b0', '127.0.0.1');
+  t.after(() => b.kill());
+  const p = await proxyProcess(t, [b.port], ['--workers', '2']);
+  // Eight client connections (local subchannel pools): the primary hands them out round-robin, and
+  // each worker has its own backend session, so the backend sees two peers.
+  const clients = Array.from({ length: 8 }, () => newJsonClient(p.address));
+  t.after(() => clients.forEach((c) => c.close()));
+  const first = await Promise.all(clients.map((c) => unary(c, {})));
+  assert.deepEqual(
+    first.map((r) => r.err?.code ?? 0),
+    Array(8).fill(0),
+  );
+  const peers = new Set(first.map((r) => r.res?.peer));
+  assert.equal(peers.size, 2, `backend peers: ${[...peers].join(' ')}`);
+
+  // A worker dies: the primary restarts it; connections to the dead one fail over on reconnect.
+  const workerPids = (await import('node:child_process'))
+    .execFileSync('pgrep', ['-P', String(p.child.pid)], { encoding: 'utf8' })
+    .trim()
+    .split('\n')
+    .map(Number);
+  assert.equal(workerPids.length, 2, `workers: ${workerPids.join(',')}`);
+  process.kill(workerPids[0] as number, 'SIGKILL');
+  const deadline = Date.now() + 10_000;
+  while (!p.stderr().includes('restarting it') && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 50));
+  assert.match(p.stderr(), new RegExp(`worker ${workerPids[0]} exited \\(SIGKILL\\); restarting it`));
+  const fresh = Array.from({ length: 4 }, () => newJsonClient(p.address));
+  t.after(() => fresh.forEach((c) => c.close()));
+  while (!p.lines.some((l) => l.endsWith('listening (a replacement)')) && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 50));
+  assert.ok(
+    p.lines.some((l) => l.endsWith('listening (a replacement)')),
+    p.lines.join('\n'),
+  );
+  const again = await Promise.all(fresh.map((c) => unary(c, {}, { deadlineMs: 5000 })));
+  assert.deepEqual(
+    again.map((r) => r.err?.code ?? 0),
+    Array(4).fill(0),
+  );
+
+  // SIGTERM: RPCs in flight on every worker finish, then the primary exits 0.
+  const slow = clients.map((c) => unary(c, { delayMs: 400 }, { deadlineMs: 5000 }));
+  await new Promise((r) => setTimeout(r, 100));
+  p.child.kill('SIGTERM');
+  const results = await Promise.all(slow);
+  const code = await p.exited;
+  assert.equal(code, 0, `${p.stderr()}\n${p.lines.join('\n')}`);
+  // Clients of the killed worker reconnected to a live one; every RPC in flight at SIGTERM finished.
+  assert.deepEqual(
+    results.map((r) => r.err?.code ?? 0),
+    Array(8).fill(0),
+    JSON.stringify(results.map((r) => r.err?.details)),
+  );
+  assert.ok(p.lines.includes('grpc-kube proxy: all 2 workers stopped'), p.lines.join('\n'));
+});
+
+test('grpc-kube proxy --workers: a bad count is a typed error, a worker that cannot listen stops them all', async (t) => {
+  await assert.rejects(
+    proxyCommand([
+      '--mode',
+      'ingress',
+      '--target',
+      'a.b:1',
+      '--static',
+      'a.b:1=127.0.0.1:1',
+      '--listen',
+      '127.0.0.1:0',
+      '--workers',
+      '0',
+    ]),
+    { code: 'GK_ERR_INVALID_OPTION', field: '--workers' },
+  );
+  // Workers run main.js with the primary's node flags, less the ones that run inline code.
+  assert.deepEqual(
+    workerExecArgv([
+      '--max-old-space-size=512',
+      '--input-type=module',
+      '-e',
+      'code',
+      '--',
+      '--enable-source-maps',
+    ]),
+    ['--max-old-space-size=512', '--enable-source-maps'],
+  );
+  // The port is taken: every worker fails to listen, and the primary says so and exits 1.
+  const holder = await startJsonServer('holder', '127.0.0.1');
+  t.after(() => holder.kill());
+  const child = spawn(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `import { proxyCommand } from ${JSON.stringify(CLI)}; process.exitCode = await proxyCommand(process.argv.slice(1)).catch((e) => { process.stderr.write(e.code + ': ' + e.message + '\\n'); return 1; });`,
+      '--',
+      '--mode',
+      'ingress',
+      '--listen',
+      `127.0.0.1:${holder.port}`,
+      '--target',
+      'a.b:1',
+      '--static',
+      'a.b:1=127.0.0.1:1',
+      '--workers',
+      '2',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  t.after(() => child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  assert.equal(code, 1);
+  assert.match(stderr, /EADDRINUSE/);
+  assert.match(stderr, /GK_ERR_PROXY_WORKER: a proxy worker exited \(code 1\) before listening/);
 });
