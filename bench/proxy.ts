@@ -6,10 +6,15 @@
 //    one message and a `grpc-status: 0` trailer, so the backends are never the bottleneck;
 //  - load: h2load (nghttp2-client), 10 connections × 10 concurrent streams, gRPC POSTs with
 //    `content-type: application/grpc` and `te: trailers`, 1 s warm-up then a bounded measurement;
-//  - cores: the proxy under test is pinned to core 0 with one worker/thread (grpc-kube is one Node
-//    process, nghttpx --workers=1, haproxy nbthread 1); backends and load generator share core 1.
+//  - cores: `rows` pins the proxy under test to core 0 with one worker/thread (grpc-kube is one
+//    Node process, nghttpx --workers=1, haproxy nbthread 1); backends and load generator share
+//    core 1. `rowsAllCores` gives every proxy 2 workers/threads (grpc-kube --workers 2, nghttpx
+//    --workers=2, haproxy nbthread 2), nothing pinned: what each does with the machine, sharing it
+//    with the load and the backends. PROXY_BENCH_CORES=1 runs only the first.
 // Each peer runs `rounds` times, interleaved; rows report the mean. Peers that are not installed
-// are skipped with a note. Figures: {name, rps, p50Ms, p99Ms} and ratios to the best peer.
+// are skipped with a note. Figures: {name, rps, p50Ms, p99Ms} and ratios to the best peer. The
+// grpc-kube proxy's own count of RPCs it failed is read from its exit line (h2load sees only HTTP
+// statuses, not grpc-status).
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -28,11 +33,17 @@ interface Row {
   p99VsBest?: number;
 }
 
+/** Where a peer runs: pinned to one core with one worker, or on every core with `workers`. */
+interface Placement {
+  readonly core: number | undefined;
+  readonly workers: number;
+}
+
 interface Peer {
   readonly name: string;
   readonly bin: string;
   readonly pkg: string;
-  start(dir: string, host: string, port: number, backends: readonly string[]): ChildProcess;
+  start(dir: string, host: string, port: number, backends: readonly string[], at: Placement): ChildProcess;
 }
 
 const BACKEND_HOSTS = ['127.0.0.51', '127.0.0.52', '127.0.0.53'];
@@ -43,15 +54,15 @@ function has(bin: string): boolean {
   return existsSync(bin);
 }
 
-function pinned(core: number, cmd: string, args: readonly string[]): [string, string[]] {
-  return has('/usr/bin/taskset')
+function pinned(core: number | undefined, cmd: string, args: readonly string[]): [string, string[]] {
+  return core !== undefined && has('/usr/bin/taskset')
     ? ['/usr/bin/taskset', ['-c', String(core), cmd, ...args]]
     : [cmd, [...args]];
 }
 
-function launch(core: number, cmd: string, args: readonly string[]): ChildProcess {
+function launch(core: number | undefined, cmd: string, args: readonly string[]): ChildProcess {
   const [c, a] = pinned(core, cmd, args);
-  return spawn(c, a, { stdio: ['ignore', 'ignore', 'pipe'] });
+  return spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 // Not a proxy: a node:http2 server that answers every call itself, on the same core. It bounds what
@@ -77,45 +88,60 @@ const REFERENCE: Peer = {
   name: 'node-http2-server (reference, not a proxy)',
   bin: process.execPath,
   pkg: 'node',
-  start: (_dir, host, port) =>
-    launch(0, process.execPath, ['--input-type=module', '-e', BARE_NODE_SERVER, '--', host, String(port)]),
+  start: (_dir, host, port, _backends, at) =>
+    launch(at.core, process.execPath, [
+      '--input-type=module',
+      '-e',
+      BARE_NODE_SERVER,
+      '--',
+      host,
+      String(port),
+    ]),
 };
 
+/** `grpc-kube proxy` in ingress mode to the backends, with `extra` flags and the placement's workers. */
+function grpcKube(extra: readonly string[]): Peer['start'] {
+  return (_dir, host, port, backends, at) =>
+    launch(at.core, process.execPath, [
+      '--input-type=module',
+      '-e',
+      `import { proxyCommand } from ${JSON.stringify(CLI)}; process.exitCode = await proxyCommand(process.argv.slice(1));`,
+      '--',
+      '--mode',
+      'ingress',
+      '--listen',
+      `${host}:${port}`,
+      '--target',
+      'bench.default:9000',
+      '--static',
+      `bench.default:9000=${backends.join(',')}`,
+      '--grace-ms',
+      '0',
+      '--workers',
+      String(at.workers),
+      ...extra,
+    ]);
+}
+
 const PEERS: readonly Peer[] = [
+  { name: 'grpc-kube', bin: process.execPath, pkg: 'node', start: grpcKube(['--policy', 'round_robin']) },
   {
-    name: 'grpc-kube',
-    bin: process.execPath,
-    pkg: 'node',
-    start: (_dir, host, port, backends) =>
-      launch(0, process.execPath, [
-        '--input-type=module',
-        '-e',
-        `import { proxyCommand } from ${JSON.stringify(CLI)}; process.exitCode = await proxyCommand(process.argv.slice(1));`,
-        '--',
-        '--mode',
-        'ingress',
-        '--listen',
-        `${host}:${port}`,
-        '--target',
-        'bench.default:9000',
-        '--static',
-        `bench.default:9000=${backends.join(',')}`,
-        '--policy',
-        'round_robin',
-        '--grace-ms',
-        '0',
-      ]),
+    // grpc-kube's discovery with nghttpx as its data plane (`proxy --data-plane nghttpx`).
+    name: 'grpc-kube/nghttpx',
+    bin: '/usr/sbin/nghttpx',
+    pkg: 'nghttp2-proxy',
+    start: grpcKube(['--data-plane', 'nghttpx']),
   },
   {
     name: 'nghttpx',
     bin: '/usr/sbin/nghttpx',
     pkg: 'nghttp2-proxy',
-    start: (_dir, host, port, backends) =>
-      launch(0, '/usr/sbin/nghttpx', [
+    start: (_dir, host, port, backends, at) =>
+      launch(at.core, '/usr/sbin/nghttpx', [
         '--conf=/dev/null',
         `--frontend=${host},${port};no-tls`,
         ...backends.map((b) => `--backend=${b.replace(':', ',')};;proto=h2`),
-        '--workers=1',
+        `--workers=${at.workers}`,
         '--log-level=ERROR',
         '--errorlog-file=/dev/null',
         '--no-ocsp',
@@ -125,11 +151,11 @@ const PEERS: readonly Peer[] = [
     name: 'haproxy',
     bin: '/usr/sbin/haproxy',
     pkg: 'haproxy',
-    start: (dir, host, port, backends) => {
+    start: (dir, host, port, backends, at) => {
       const cfg = join(dir, 'haproxy.cfg');
       const text = [
         'global',
-        '  nbthread 1',
+        `  nbthread ${at.workers}`,
         '  maxconn 1000',
         'defaults',
         '  mode http',
@@ -146,7 +172,7 @@ const PEERS: readonly Peer[] = [
         '',
       ].join('\n');
       writeFileSync(cfg, text);
-      return launch(0, '/usr/sbin/haproxy', ['-f', cfg, '-db']);
+      return launch(at.core, '/usr/sbin/haproxy', ['-f', cfg, '-db']);
     },
   },
 ];
@@ -206,7 +232,13 @@ interface LoadResult {
   failed: number;
 }
 
-async function h2load(dir: string, url: string, durationS: number, label: string): Promise<LoadResult> {
+async function h2load(
+  dir: string,
+  url: string,
+  durationS: number,
+  label: string,
+  core: number | undefined,
+): Promise<LoadResult> {
   const log = join(dir, `h2load-${label}.log`);
   const args = [
     '-D',
@@ -227,7 +259,7 @@ async function h2load(dir: string, url: string, durationS: number, label: string
     `--log-file=${log}`,
     url,
   ];
-  const [cmd, a] = pinned(1, '/usr/bin/h2load', args);
+  const [cmd, a] = pinned(core, '/usr/bin/h2load', args);
   const res = spawnSync(cmd, a, { encoding: 'utf8', timeout: (durationS + 30) * 1000 });
   const out = res.stdout ?? '';
   const m = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
@@ -264,6 +296,7 @@ export async function runProxyBench(
 ): Promise<Record<string, unknown>> {
   const durationS = opts.durationS ?? Number(process.env.PROXY_BENCH_SECONDS ?? 5);
   const rounds = opts.rounds ?? Number(process.env.PROXY_BENCH_ROUNDS ?? 2);
+  const allCores = (process.env.PROXY_BENCH_CORES ?? '1,2').split(',').includes('2');
   const notes: string[] = [];
   const skipped: { name: string; why: string }[] = [];
   for (const [bin, pkg] of [
@@ -311,75 +344,100 @@ export async function runProxyBench(
       backends.push(`${host}:${port}`);
     }
 
-    const results = new Map<string, LoadResult[]>();
-    for (let round = 0; round < rounds; round++) {
-      // Alternate the order so no peer always runs first (or last) on a shared machine.
-      const order = [...(round % 2 === 0 ? peers : [...peers].reverse()), REFERENCE];
-      for (const peer of order) {
-        const host = '127.0.0.60';
-        const port = await freePort(host);
-        const child = peer.start(dir, host, port, backends);
-        let stderr = '';
-        child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-        children.push(child);
-        try {
-          await waitForPort(host, port, child);
-          const r = await h2load(dir, `http://${host}:${port}${PATH}`, durationS, `${peer.name}-${round}`);
-          if (r.failed > 0) notes.push(`${peer.name} round ${round}: ${r.failed} requests failed`);
-          results.set(peer.name, [...(results.get(peer.name) ?? []), r]);
-        } catch (err) {
-          skipped.push({
-            name: peer.name,
-            why: `${(err as Error).message}; stderr: ${stderr.slice(0, 300)}`,
-          });
-        } finally {
-          await stop(child);
+    // One setting: every peer (and, on one core, the bare node:http2 server) `rounds` times.
+    const measure = async (at: Placement, loadCore: number | undefined, withReference: boolean) => {
+      const results = new Map<string, LoadResult[]>();
+      const tag = at.core === undefined ? `${at.workers} workers` : `core ${at.core}`;
+      for (let round = 0; round < rounds; round++) {
+        // Alternate the order so no peer always runs first (or last) on a shared machine.
+        const order = [
+          ...(round % 2 === 0 ? peers : [...peers].reverse()),
+          ...(withReference ? [REFERENCE] : []),
+        ];
+        for (const peer of order) {
+          const host = '127.0.0.60';
+          const port = await freePort(host);
+          const child = peer.start(dir, host, port, backends, at);
+          let stdout = '';
+          let stderr = '';
+          child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+          child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+          children.push(child);
+          try {
+            await waitForPort(host, port, child);
+            const label = `${peer.name}-${at.workers}-${round}`;
+            const r = await h2load(dir, `http://${host}:${port}${PATH}`, durationS, label, loadCore);
+            if (r.failed > 0) notes.push(`${peer.name} (${tag}) round ${round}: ${r.failed} requests failed`);
+            results.set(peer.name, [...(results.get(peer.name) ?? []), r]);
+          } catch (err) {
+            skipped.push({
+              name: `${peer.name} (${tag})`,
+              why: `${(err as Error).message}; stderr: ${stderr.slice(0, 300)}`,
+            });
+          } finally {
+            await stop(child);
+          }
+          // The proxy's own count of RPCs it ended with a status (h2load cannot see grpc-status).
+          for (const m of stdout.matchAll(/stopped after (\d+) RPCs, (\d+) ended by the proxy/g)) {
+            if (m[2] !== '0')
+              notes.push(`${peer.name} (${tag}) round ${round}: ${m[2]} of ${m[1]} RPCs failed by the proxy`);
+          }
         }
       }
-    }
+      const rows: Row[] = [];
+      for (const peer of peers) {
+        const rs = results.get(peer.name);
+        if (rs === undefined || rs.length === 0) continue;
+        const mean = (f: (r: LoadResult) => number): number => rs.reduce((s, r) => s + f(r), 0) / rs.length;
+        rows.push({
+          name: peer.name,
+          rps: Math.round(mean((r) => r.rps)),
+          p50Ms: round3(mean((r) => r.p50Ms)),
+          p99Ms: round3(mean((r) => r.p99Ms)),
+        });
+      }
+      const bestRps = Math.max(...rows.map((r) => r.rps));
+      const bestP99 = Math.min(...rows.map((r) => r.p99Ms));
+      for (const r of rows) {
+        r.rpsVsBest = round3(r.rps / bestRps);
+        r.p99VsBest = round3(r.p99Ms / bestP99);
+        process.stderr.write(
+          `${tag.padEnd(10)} ${r.name.padEnd(17)} ${String(r.rps).padStart(8)} req/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  ` +
+            `rps ×${r.rpsVsBest} p99 ×${r.p99VsBest} of best\n`,
+        );
+      }
+      const ref = results.get(REFERENCE.name) ?? [];
+      const refRps =
+        ref.length === 0 ? undefined : Math.round(ref.reduce((a, r) => a + r.rps, 0) / ref.length);
+      return { rows, refRps };
+    };
 
-    const rows: Row[] = [];
-    for (const peer of peers) {
-      const rs = results.get(peer.name);
-      if (rs === undefined || rs.length === 0) continue;
-      const mean = (f: (r: LoadResult) => number): number => rs.reduce((s, r) => s + f(r), 0) / rs.length;
-      rows.push({
-        name: peer.name,
-        rps: Math.round(mean((r) => r.rps)),
-        p50Ms: round3(mean((r) => r.p50Ms)),
-        p99Ms: round3(mean((r) => r.p99Ms)),
-      });
-    }
-    const ref = results.get(REFERENCE.name) ?? [];
-    const refRps = ref.length === 0 ? undefined : Math.round(ref.reduce((a, r) => a + r.rps, 0) / ref.length);
-    const bestRps = Math.max(...rows.map((r) => r.rps));
-    const bestP99 = Math.min(...rows.map((r) => r.p99Ms));
-    for (const r of rows) {
-      r.rpsVsBest = round3(r.rps / bestRps);
-      r.p99VsBest = round3(r.p99Ms / bestP99);
-    }
-    for (const r of rows) {
-      process.stderr.write(
-        `${r.name.padEnd(10)} ${String(r.rps).padStart(8)} req/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  ` +
-          `rps ×${r.rpsVsBest} p99 ×${r.p99VsBest} of best\n`,
-      );
-    }
+    const pin = has('/usr/bin/taskset');
+    const one = await measure({ core: pin ? 0 : undefined, workers: 1 }, pin ? 1 : undefined, true);
+    const all = allCores ? await measure({ core: undefined, workers: 2 }, undefined, false) : undefined;
+    const kube1 = one.rows.find((r) => r.name === 'grpc-kube');
+    const kube2 = all?.rows.find((r) => r.name === 'grpc-kube');
     return {
       bench: 'proxy',
-      rows,
+      rows: one.rows,
+      rowsAllCores: all?.rows,
       load: { generator: 'h2load', connections: 10, streamsPerConnection: 10, durationS, rounds },
       cores: {
-        proxy: has('/usr/bin/taskset') ? 'core 0, one worker' : 'unpinned (no taskset)',
-        loadAndBackends: 'core 1',
+        rows: pin
+          ? 'proxy on core 0 with one worker; load generator and backends on core 1'
+          : 'unpinned (no taskset)',
+        rowsAllCores:
+          'proxy with 2 workers/threads, load generator unpinned, backends on core 1 (2-core machine)',
       },
       backends: { kind: 'nghttpd', count: backends.length },
       // What node:http2 alone does on the same core, answering calls itself: the ceiling for any
       // proxy built on it.
-      nodeHttp2ServerRps: refRps,
+      nodeHttp2ServerRps: one.refRps,
       grpcKubeVsNodeHttp2Server:
-        refRps === undefined
-          ? undefined
-          : round3((rows.find((r) => r.name === 'grpc-kube')?.rps ?? 0) / refRps),
+        one.refRps === undefined || kube1 === undefined ? undefined : round3(kube1.rps / one.refRps),
+      // What a second worker buys grpc-kube (2 workers, shared machine ÷ 1 worker, own core).
+      grpcKubeWorkersScaling:
+        kube1 === undefined || kube2 === undefined ? undefined : round3(kube2.rps / kube1.rps),
       notes,
       skipped,
     };

@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Debian packages the tests use: chromium (report tests, via playwright-core) and python3-grpcio (a
-# Python client through the sidecar proxy). Installed only when missing, and only as root.
+# Debian packages the tests use: chromium (report tests, via playwright-core), python3-grpcio (a
+# Python client through the sidecar proxy) and nghttp2-proxy (the proxy's nghttpx data plane). Installed only when missing, and only as root.
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 /usr/bin/python3 -c 'import grpc' 2>/dev/null || need+=(python3-grpcio)
+[ -x /usr/sbin/nghttpx ] || need+=(nghttp2-proxy)
 if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "test-all: installing Debian packages: ${need[*]}"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null) ||

@@ -24,6 +24,7 @@ export const ERROR_CODES = {
   GK_ERR_LAB: 'The lab could not start or run a part of its cluster.',
   GK_ERR_DESTROYED: 'An object was used after destroy() or close().',
   GK_ERR_INVALID_ROUTE: 'A GRPCRoute is invalid; the error names the route and the field. It is not applied.',
+  GK_ERR_PROXY_DATA_PLANE: 'The nghttpx data plane is missing, did not start, or refused a backend update.',
   GK_ERR_PROXY_WORKER: 'A `grpc-kube proxy --workers` worker exited before it could listen.',
 } as const;
 

@@ -28,7 +28,7 @@ export async function labCommand(args: string[]): Promise<number> {
     },
   });
   const { builtinScenarios, scaleScenario, SCENARIO_NAMES } = await import('../lab/scenario.js');
-  const { STRATEGIES } = await import('../lab/strategies/index.js');
+  const { STRATEGIES, OPTIONAL_STRATEGIES } = await import('../lab/strategies/index.js');
   const { runScenario, POD_SHUTDOWNS } = await import('../lab/runner.js');
   const { renderReport } = await import('../lab/report.js');
   const { seededRandom } = await import('../balancer/index.js');
@@ -43,8 +43,9 @@ export async function labCommand(args: string[]): Promise<number> {
     list: string | undefined,
     what: string,
     known: readonly string[],
+    defaults: readonly T[] = all,
   ): T[] => {
-    if (list === undefined) return [...all];
+    if (list === undefined) return [...defaults];
     const names = list
       .split(',')
       .map((x) => x.trim())
@@ -57,11 +58,14 @@ export async function labCommand(args: string[]): Promise<number> {
     return all.filter((x) => names.includes(x.name));
   };
   const scenarios = pick(builtinScenarios(), values.scenario, 'scenario', SCENARIO_NAMES);
+  // Optional strategies (proxy-nghttpx) run only when named.
+  const everyStrategy = [...STRATEGIES, ...OPTIONAL_STRATEGIES];
   const strategies = pick(
-    STRATEGIES,
+    everyStrategy,
     values.strategy,
     'strategy',
-    STRATEGIES.map((s) => s.name),
+    everyStrategy.map((s) => s.name),
+    STRATEGIES,
   );
   const quick = values.quick ?? false;
   const timeScale = quick ? 0.3 : 1;

@@ -16,6 +16,10 @@
 // one process saturates one core. Each worker watches its Services itself (N watches); the primary
 // forwards SIGTERM/SIGINT to every worker, restarts a worker that dies (at most 5 times in 30 s), and
 // exits 0 once all of them drained.
+//
+// --data-plane nghttpx keeps grpc-kube's discovery and puts a native data path under it: nghttpx
+// carries the RPCs, its backends replaced through its API on every EndpointSlice change (see
+// src/proxy/nghttpx.ts). Ingress with one --target, round robin; no GRPCRoutes or proxy retries.
 
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +29,7 @@ import { SourceRegistry } from '../discovery/registry.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
 import { parseProxyPolicy } from '../proxy/picker.js';
+import { NghttpxDataPlane } from '../proxy/nghttpx.js';
 import { GrpcProxy, type GrpcProxyOptions } from '../proxy/server.js';
 import { untilStopped } from './stop.js';
 
@@ -36,6 +41,8 @@ export const PROXY_USAGE = `usage:
       balance every gRPC call over the ready pods of a Service (sidecar: the call's authority
       names the Service; ingress: --target). SIGTERM drains within --grace-ms (default 10000).
       --workers N: N processes share the listening socket, one core each (default 1).
+      --data-plane nghttpx: ingress only; grpc-kube watches the Service and sets the backends of a
+      local nghttpx (Debian's nghttp2-proxy), which carries the RPCs (round robin; --workers = its threads).
 `;
 
 export interface ProxyCommandIo {
@@ -92,6 +99,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       'drain-delay-ms': { type: 'string' },
       'grpc-routes': { type: 'boolean' },
       workers: { type: 'string' },
+      'data-plane': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -127,6 +135,61 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     throw new InvalidOptionError('--workers', `must be an integer from 1 to 256, got "${values.workers}"`);
   }
   const mode = values.mode;
+  const dataPlane = values['data-plane'] ?? 'node';
+  if (dataPlane !== 'node' && dataPlane !== 'nghttpx') {
+    throw new InvalidOptionError('--data-plane', `must be node or nghttpx, got "${dataPlane}"`);
+  }
+  // The Kubernetes client, unless every target is static (a sidecar can name any Service).
+  const registryFor = (needsApi: boolean): { registry?: SourceRegistry; namespace?: string } => {
+    if (!needsApi && values.kubeconfig === undefined) return { namespace: values.namespace };
+    let client: KubeClient;
+    if (values.kubeconfig !== undefined || values.context !== undefined) {
+      const kc = new KubeConfig();
+      if (values.kubeconfig !== undefined) kc.loadFromFile(values.kubeconfig);
+      else kc.loadFromDefault();
+      if (values.context !== undefined) kc.setCurrentContext(values.context);
+      client = new KubeClient(kc);
+    } else {
+      client = KubeClient.fromDefault();
+    }
+    return { registry: new SourceRegistry(client), namespace: values.namespace ?? client.defaultNamespace };
+  };
+  if (dataPlane === 'nghttpx') {
+    const unsupported = (['policy', 'grpc-routes', 'max-attempts', 'max-connection-age-ms'] as const).find(
+      (f) => values[f] !== undefined && !(f === 'policy' && values.policy === 'round_robin'),
+    );
+    if (mode !== 'ingress' || values.target === undefined || unsupported !== undefined) {
+      throw new InvalidOptionError(
+        '--data-plane',
+        `nghttpx takes ingress mode with one --target, round robin only${unsupported === undefined ? '' : ` (--${unsupported} is for the node data plane)`}`,
+      );
+    }
+    const { registry, namespace } = registryFor(!(values.target in staticTargets));
+    const dp = new NghttpxDataPlane({
+      target: values.target,
+      defaultNamespace: namespace,
+      registry,
+      staticTargets,
+      host: listen.host,
+      port: listen.port,
+      workers,
+      onError: (err) => process.stderr.write(`grpc-kube proxy: ${err.code}: ${err.message}\n`),
+    });
+    try {
+      await dp.start();
+    } catch (err) {
+      await registry?.close();
+      throw err;
+    }
+    out(`grpc-kube proxy: ingress listening on ${dp.address} (data plane nghttpx, ${workers} workers)`);
+    await untilStopped(io.signal);
+    if (drainDelayMs > 0) await new Promise((r) => setTimeout(r, drainDelayMs));
+    out(`grpc-kube proxy: draining nghttpx (grace ${graceMs} ms)`);
+    await dp.stop(graceMs);
+    await registry?.close();
+    out(`grpc-kube proxy: stopped after ${dp.version} backend lists`);
+    return 0;
+  }
   if (workers > 1 && cluster.isPrimary) {
     return runPrimary(workers, args, mode, io, out);
   }
@@ -142,29 +205,16 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       ...(maxAgeMs > 0 ? { maxConnectionAgeMs: Math.round(maxAgeMs) } : {}),
     };
     // The API is needed unless every target is static (a sidecar can name any Service).
-    const needsApi =
+    const { registry, namespace } = registryFor(
       mode === 'sidecar'
         ? Object.keys(staticTargets).length === 0
-        : !((values.target ?? '') in staticTargets);
-    let registry: SourceRegistry | undefined;
-    if (needsApi || values.kubeconfig !== undefined) {
-      let client: KubeClient;
-      if (values.kubeconfig !== undefined || values.context !== undefined) {
-        const kc = new KubeConfig();
-        if (values.kubeconfig !== undefined) kc.loadFromFile(values.kubeconfig);
-        else kc.loadFromDefault();
-        if (values.context !== undefined) kc.setCurrentContext(values.context);
-        client = new KubeClient(kc);
-      } else {
-        client = KubeClient.fromDefault();
-      }
-      registry = new SourceRegistry(client);
+        : !((values.target ?? '') in staticTargets),
+    );
+    if (registry !== undefined) {
       options.registry = registry;
-      options.defaultNamespace = values.namespace ?? client.defaultNamespace;
       if (values['grpc-routes'] === true) options.grpcRoutes = true;
-    } else if (values.namespace !== undefined) {
-      options.defaultNamespace = values.namespace;
     }
+    if (namespace !== undefined) options.defaultNamespace = namespace;
     const proxy = new GrpcProxy(options);
     try {
       await proxy.listen();
@@ -183,7 +233,9 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     out(`grpc-kube proxy: draining (${proxy.stats.active} RPCs in flight, grace ${graceMs} ms)`);
     await proxy.drain(graceMs);
     await registry?.close();
-    out(`grpc-kube proxy: stopped after ${proxy.stats.rpcs} RPCs`);
+    out(
+      `grpc-kube proxy: stopped after ${proxy.stats.rpcs} RPCs, ${proxy.stats.proxyFailures} ended by the proxy (${proxy.stats.retries} retried)`,
+    );
     return 0;
   };
   try {

@@ -5,3 +5,5 @@ export { createPicker, parseProxyPolicy, PROXY_POLICIES } from './picker.js';
 export type { ProxyPicker, ProxyPolicy, PickerRuntime, PickerOptions } from './picker.js';
 export type { ProxyRoute, RouteMatch } from './target.js';
 export { parseServiceAuthority } from './target.js';
+export { NghttpxDataPlane, backendConfig, DEFAULT_NGHTTPX } from './nghttpx.js';
+export type { NghttpxDataPlaneOptions } from './nghttpx.js';

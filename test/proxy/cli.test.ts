@@ -4,9 +4,11 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { proxyCommand, workerExecArgv } from '../../src/cli/proxy.js';
+import { DEFAULT_NGHTTPX } from '../../src/proxy/index.js';
 import { newJsonClient, startJsonServer, unary } from './fixtures/json-service.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/proxy.js', import.meta.url));
@@ -241,3 +243,58 @@ test('grpc-kube proxy --workers: a bad count is a typed error, a worker that can
   assert.match(stderr, /EADDRINUSE/);
   assert.match(stderr, /GK_ERR_PROXY_WORKER: a proxy worker exited \(code 1\) before listening/);
 });
+
+test(
+  'grpc-kube proxy --data-plane nghttpx: RPCs through nghttpx, SIGTERM drains it; node-only flags are typed errors',
+  { skip: existsSync(DEFAULT_NGHTTPX) ? false : 'nghttpx not found: apt-get install -y nghttp2-proxy' },
+  async (t) => {
+    const bs = [await startJsonServer('x0', '127.0.0.1'), await startJsonServer('x1', '127.0.0.1')];
+    t.after(() => bs.forEach((b) => b.kill()));
+    const p = await proxyProcess(
+      t,
+      bs.map((b) => b.port),
+      ['--data-plane', 'nghttpx'],
+    );
+    assert.ok(
+      p.lines.some((l) => l.includes('(data plane nghttpx, 1 workers)')),
+      p.lines.join('\n'),
+    );
+    const client = newJsonClient(p.address);
+    t.after(() => client.close());
+    const served = new Set<string>();
+    for (let i = 0; i < 6; i++) {
+      const r = await unary(client, {});
+      assert.equal(r.err, undefined, r.err?.details);
+      served.add(r.res?.server ?? '');
+    }
+    assert.deepEqual([...served].sort(), ['x0', 'x1']);
+    const slow = unary(client, { delayMs: 300 }, { deadlineMs: 3000 });
+    await new Promise((r) => setTimeout(r, 100));
+    p.child.kill('SIGTERM');
+    assert.equal((await slow).err, undefined, 'the RPC in flight finished');
+    assert.equal(await p.exited, 0, p.stderr());
+
+    for (const extra of [['--policy', 'p2c'], ['--grpc-routes'], ['--max-attempts', '2']]) {
+      await assert.rejects(
+        proxyCommand([
+          '--mode',
+          'ingress',
+          '--listen',
+          '127.0.0.1:0',
+          '--target',
+          'a.b:1',
+          '--static',
+          'a.b:1=127.0.0.1:1',
+          '--data-plane',
+          'nghttpx',
+          ...extra,
+        ]),
+        { code: 'GK_ERR_INVALID_OPTION', field: '--data-plane' },
+      );
+    }
+    await assert.rejects(
+      proxyCommand(['--mode', 'sidecar', '--static', 'a.b:1=127.0.0.1:1', '--data-plane', 'envoy']),
+      { code: 'GK_ERR_INVALID_OPTION', field: '--data-plane' },
+    );
+  },
+);

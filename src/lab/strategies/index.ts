@@ -3,7 +3,7 @@ import type { LabStrategy } from '../strategy.js';
 import { clusterip } from './clusterip.js';
 import { headlessDnsRoundRobin, headlessPickFirst, maxConnectionAge } from './headless.js';
 import { kubernetes, kubernetesEwma, kubernetesP2c } from './kubernetes.js';
-import { proxy, sidecar } from './proxy.js';
+import { proxy, proxyNghttpx, sidecar } from './proxy.js';
 import { xds } from './xds.js';
 
 export const STRATEGIES: readonly LabStrategy[] = Object.freeze([
@@ -19,6 +19,9 @@ export const STRATEGIES: readonly LabStrategy[] = Object.freeze([
   xds,
 ]);
 
+/** Run only when named with --strategy: they need software the default lab does not (nghttpx). */
+export const OPTIONAL_STRATEGIES: readonly LabStrategy[] = Object.freeze([proxyNghttpx]);
+
 export function strategyByName(name: string): LabStrategy | undefined {
-  return STRATEGIES.find((s) => s.name === name);
+  return [...STRATEGIES, ...OPTIONAL_STRATEGIES].find((s) => s.name === name);
 }

@@ -3,9 +3,12 @@
 //  - `proxy`: an ingress proxy on its own address, configured with the Service as its one target.
 //  - `sidecar`: a proxy on loopback next to the clients; the client's authority names the Service
 //    (`svc.ns:port`), as an application in a meshed pod dials it.
-// Both use P2C least-request and follow the namespace's GRPCRoutes (canary weights). The client side is plain grpc-js with pick_first: one connection to
+//  - `proxy-nghttpx` (opt-in: needs Debian's nghttp2-proxy): the same discovery driving nghttpx as
+//    a native data plane, round robin per RPC, no GRPCRoutes.
+// `proxy` and `sidecar` use P2C least-request and follow the namespace's GRPCRoutes (canary weights). The client side is plain grpc-js with pick_first: one connection to
 // the proxy, which is exactly the situation that breaks balancing without an L7 hop.
 
+import { NghttpxDataPlane } from '../../proxy/nghttpx.js';
 import { GrpcProxy } from '../../proxy/server.js';
 import type { LabEnv, LabStrategy, StrategyHandle } from '../strategy.js';
 
@@ -63,5 +66,26 @@ export const sidecar: LabStrategy = {
       await startProxy(env, 'sidecar'),
       `${env.apps.plain.service}.${env.namespace}:${env.port}`,
     );
+  },
+};
+
+export const proxyNghttpx: LabStrategy = {
+  name: 'proxy-nghttpx',
+  description:
+    'nghttpx (C) as the data plane, its backends set from the EndpointSlice watch: round robin per RPC',
+  flavour: 'plain',
+  canRoute: false,
+  async start(env) {
+    const dp = new NghttpxDataPlane({
+      target: `${env.apps.plain.service}.${env.namespace}:${env.port}`,
+      registry: env.endpoints,
+      host: env.nextVip(),
+    });
+    await dp.start();
+    return {
+      target: `ipv4:${dp.address}`,
+      channelOptions: env.clientOptions('pick_first'),
+      close: () => dp.stop(CLOSE_GRACE_MS),
+    };
   },
 };
