@@ -365,7 +365,7 @@ export async function runProxyBench(
           children.push(child);
           try {
             await waitForPort(host, port, child);
-            const label = `${peer.name}-${at.workers}-${round}`;
+            const label = `${peer.name.replace(/[^a-z0-9]+/gi, '-')}-${at.workers}-${round}`;
             const r = await h2load(dir, `http://${host}:${port}${PATH}`, durationS, label, loadCore);
             if (r.failed > 0) notes.push(`${peer.name} (${tag}) round ${round}: ${r.failed} requests failed`);
             results.set(peer.name, [...(results.get(peer.name) ?? []), r]);

@@ -11,11 +11,11 @@ const USAGE = `usage:
   grpc-kube resolve <target> [--kubeconfig FILE] [--context NAME] [--once]
       print the live endpoint set of kubernetes:///svc.ns:port or dns-poll:///host:port and every change
   grpc-kube lab [--scenario NAME,...] [--strategy NAME,...] [--quick] [--json FILE] [--report FILE.html] [--seed N]
-                [--pods kit|plain|naive] [--client-defaults] [--clients N] [--pacing MS]
+                [--pods kit|plain|naive] [--client-defaults] [--clients N] [--pacing MS] [--cluster embedded|real]
       run the lab's scenarios against each strategy on an embedded cluster and report
   grpc-kube xds serve|bootstrap ...      the xDS control plane, and the bootstrap its clients need
-  grpc-kube proxy --mode sidecar|ingress ...
-      per-RPC gRPC proxy for clients that cannot embed grpc-kube
+  grpc-kube proxy --mode sidecar|ingress ... [--workers N] [--data-plane node|nghttpx]
+      per-RPC gRPC proxy for clients that cannot embed grpc-kube (grpc-kube proxy --help)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -50,6 +50,10 @@ async function main(argv: string[]): Promise<number> {
     return proxyCommand(rest);
   }
   if (cmd === 'lab') {
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(USAGE);
+      return 0;
+    }
     const { labCommand } = await import('./lab.js');
     return labCommand(rest);
   }
@@ -62,6 +66,13 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
+      // An unknown flag or a stray argument: say which, then how the command is used.
+      process.stderr.write(`grpc-kube: ${(err as Error).message}\n${USAGE}`);
+      process.exitCode = 2;
+      return;
+    }
     if (err instanceof GrpcKubeError) process.stderr.write(`grpc-kube: ${err.code}: ${err.message}\n`);
     else
       process.stderr.write(`grpc-kube: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
