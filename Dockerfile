@@ -39,6 +39,10 @@ FROM runtime AS client
 CMD ["node", "dist/examples/hello/client.js"]
 
 FROM runtime AS proxy
+# nghttpx for `--data-plane nghttpx` (the native data path; the default Node one needs nothing).
+USER 0:0
+RUN apt-get update && apt-get install -y --no-install-recommends nghttp2-proxy && rm -rf /var/lib/apt/lists/*
+USER 1000:1000
 EXPOSE 15001
 CMD ["node", "dist/src/cli/main.js", "proxy", "--mode=ingress", "--listen=0.0.0.0:50051"]
 
