@@ -19,10 +19,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePorts, waitForListen } from '../src/net/ports.js';
 
 interface Row {
   name: string;
@@ -48,7 +48,7 @@ interface Peer {
 
 const BACKEND_HOSTS = ['127.0.0.51', '127.0.0.52', '127.0.0.53'];
 const PATH = '/grpckube.test.Json/Unary';
-const CLI = fileURLToPath(new URL('../src/cli/proxy.js', import.meta.url));
+const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
 function has(bin: string): boolean {
   return existsSync(bin);
@@ -103,10 +103,8 @@ const REFERENCE: Peer = {
 function grpcKube(extra: readonly string[]): Peer['start'] {
   return (_dir, host, port, backends, at) =>
     launch(at.core, process.execPath, [
-      '--input-type=module',
-      '-e',
-      `import { proxyCommand } from ${JSON.stringify(CLI)}; process.exitCode = await proxyCommand(process.argv.slice(1));`,
-      '--',
+      MAIN,
+      'proxy',
       '--mode',
       'ingress',
       '--listen',
@@ -176,40 +174,6 @@ const PEERS: readonly Peer[] = [
     },
   },
 ];
-
-async function freePort(host: string): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
-async function waitForPort(
-  host: string,
-  port: number,
-  child: ChildProcess,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (child.exitCode !== null) throw new Error(`exited with ${child.exitCode} before listening`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = net.connect(port, host);
-      c.once('connect', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
-}
 
 async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
@@ -328,7 +292,7 @@ export async function runProxyBench(
 
     const backends: string[] = [];
     for (const host of BACKEND_HOSTS) {
-      const port = await freePort(host);
+      const port = (await freePorts(1, host))[0] as number;
       const c = launch(1, '/usr/sbin/nghttpd', [
         '--no-tls',
         '-d',
@@ -340,7 +304,7 @@ export async function runProxyBench(
         String(port),
       ]);
       children.push(c);
-      await waitForPort(host, port, c);
+      await waitForListen(host, port, () => c.exitCode === null);
       backends.push(`${host}:${port}`);
     }
 
@@ -356,7 +320,7 @@ export async function runProxyBench(
         ];
         for (const peer of order) {
           const host = '127.0.0.60';
-          const port = await freePort(host);
+          const port = (await freePorts(1, host))[0] as number;
           const child = peer.start(dir, host, port, backends, at);
           let stdout = '';
           let stderr = '';
@@ -364,7 +328,7 @@ export async function runProxyBench(
           child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
           children.push(child);
           try {
-            await waitForPort(host, port, child);
+            await waitForListen(host, port, () => child.exitCode === null);
             const label = `${peer.name.replace(/[^a-z0-9]+/gi, '-')}-${at.workers}-${round}`;
             const r = await h2load(dir, `http://${host}:${port}${PATH}`, durationS, label, loadCore);
             if (r.failed > 0) notes.push(`${peer.name} (${tag}) round ${round}: ${r.failed} requests failed`);

@@ -17,10 +17,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import http2 from 'node:http2';
-import net from 'node:net';
+import type net from 'node:net';
 import type { SourceRegistry } from '../discovery/registry.js';
 import { readyEndpoints, type EndpointView } from '../discovery/endpoint.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { freePorts, waitForListen } from '../net/ports.js';
 import { GrpcStatus, trailersOnly } from './grpc-wire.js';
 import { staticFeed, type EndpointFeed } from './pool.js';
 import { parseServiceTarget, targetName, type ServiceTarget } from './target.js';
@@ -51,42 +52,6 @@ export interface NghttpxDataPlaneOptions {
 interface Backend {
   readonly address: string;
   readonly port: number;
-}
-
-async function freePort(host: string): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
-async function waitForPort(
-  host: string,
-  port: number,
-  alive: () => boolean,
-  timeoutMs: number,
-): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end && alive()) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = net.connect(port, host);
-      c.once('connect', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new GrpcKubeError(
-    'GK_ERR_PROXY_DATA_PLANE',
-    `nghttpx did not listen on ${host}:${port} within ${timeoutMs} ms`,
-  );
 }
 
 const hostPort = (b: Backend): string =>
@@ -184,8 +149,8 @@ export class NghttpxDataPlane {
       this.unsubscribe = () => sub.unsubscribe();
     });
     await first;
-    if (this.portOption === 0) this.portOption = await freePort(this.host);
-    this.apiPort = await freePort('127.0.0.1');
+    if (this.portOption === 0) this.portOption = (await freePorts(1, this.host))[0] as number;
+    this.apiPort = (await freePorts(1))[0] as number;
     const initial = this.listFor(this.wanted ?? []);
     const args = [
       '--conf=/dev/null',
@@ -222,13 +187,13 @@ export class NghttpxDataPlane {
     });
     const alive = (): boolean => child.exitCode === null && child.signalCode === null;
     try {
-      await waitForPort(this.host, this.portOption, alive, 10_000);
-      await waitForPort('127.0.0.1', this.apiPort, alive, 10_000);
+      await waitForListen(this.host, this.portOption, alive);
+      await waitForListen('127.0.0.1', this.apiPort, alive);
     } catch (err) {
       await this.stop(0);
       throw new GrpcKubeError(
         'GK_ERR_PROXY_DATA_PLANE',
-        `${(err as Error).message}; nghttpx said: ${this.stderr.trim().slice(-500) || '(nothing)'}`,
+        `nghttpx: ${(err as Error).message}; it said: ${this.stderr.trim().slice(-500) || '(nothing)'}`,
       );
     }
     this.version = 1;

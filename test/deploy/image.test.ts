@@ -104,7 +104,13 @@ describe('Dockerfile', () => {
     assert.match(cmd('xds') ?? '', /^CMD \["node", "dist\/src\/cli\/main\.js", "xds", "serve"/);
     // The proxy image carries nghttpx for --data-plane nghttpx, and still runs as uid 1000.
     assert.ok(all.get('proxy')?.some((l) => /apt-get install .*nghttp2-proxy/.test(l)));
-    assert.equal(all.get('proxy')?.filter((l) => l.startsWith('USER')).at(-1), 'USER 1000:1000');
+    assert.equal(
+      all
+        .get('proxy')
+        ?.filter((l) => l.startsWith('USER'))
+        .at(-1),
+      'USER 1000:1000',
+    );
     // Dev dependencies are pruned before the runtime stage copies node_modules.
     assert.ok(all.get('build')?.some((l) => l.includes('npm prune --omit=dev')));
   });

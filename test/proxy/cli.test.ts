@@ -11,7 +11,19 @@ import { proxyCommand, workerExecArgv } from '../../src/cli/proxy.js';
 import { DEFAULT_NGHTTPX } from '../../src/proxy/index.js';
 import { newJsonClient, startJsonServer, unary } from './fixtures/json-service.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli/proxy.js', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+/** Flags of an ingress proxy to one static target, for the flag-checking cases. */
+const STATIC_INGRESS = [
+  '--mode',
+  'ingress',
+  '--listen',
+  '127.0.0.1:0',
+  '--target',
+  'a.b:1',
+  '--static',
+  'a.b:1=127.0.0.1:1',
+] as const;
 
 interface ProxyProcess {
   readonly child: ReturnType<typeof spawn>;
@@ -22,52 +34,52 @@ interface ProxyProcess {
   readonly exited: Promise<number | null>;
 }
 
-/** `grpc-kube proxy --mode ingress` to app.prod:9000 = the given backend ports, as a process. */
-async function proxyProcess(
+/** `grpc-kube proxy <args>` as a process: its stdout lines, its stderr, its exit code. */
+function spawnProxy(
   t: { after(fn: () => unknown): void },
-  backendPorts: readonly number[],
-  extra: readonly string[] = [],
-): Promise<ProxyProcess> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--input-type=module',
-      '-e',
-      `import { proxyCommand } from ${JSON.stringify(CLI)}; process.exitCode = await proxyCommand(process.argv.slice(1));`,
-      '--',
-      '--mode',
-      'ingress',
-      '--listen',
-      '127.0.0.1:0',
-      '--target',
-      'app.prod:9000',
-      '--static',
-      `app.prod:9000=${backendPorts.map((p) => `127.0.0.1:${p}`).join(',')}`,
-      '--grace-ms',
-      '3000',
-      ...extra,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  args: readonly string[],
+): Omit<ProxyProcess, 'address'> {
+  const child = spawn(process.execPath, [MAIN, 'proxy', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => child.kill('SIGKILL'));
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const lines: string[] = [];
+  child.stdout.on('data', (d: Buffer) => {
+    for (const l of d.toString().split('\n')) if (l !== '') lines.push(l);
+  });
+  return { child, lines, stderr: () => stderr, exited };
+}
+
+/** `grpc-kube proxy --mode ingress` to app.prod:9000 = the given backend ports, once it listens. */
+async function proxyProcess(
+  t: { after(fn: () => unknown): void },
+  backendPorts: readonly number[],
+  extra: readonly string[] = [],
+): Promise<ProxyProcess> {
+  const p = spawnProxy(t, [
+    '--mode',
+    'ingress',
+    '--listen',
+    '127.0.0.1:0',
+    '--target',
+    'app.prod:9000',
+    '--static',
+    `app.prod:9000=${backendPorts.map((port) => `127.0.0.1:${port}`).join(',')}`,
+    '--grace-ms',
+    '3000',
+    ...extra,
+  ]);
   // With --workers the primary's line names the worker count; it comes once all of them listen.
   const ready = extra.includes('--workers') ? /listening on (\S+) \(\d+ workers\)/ : /listening on (\S+)/;
-  const address = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => {
-      for (const l of d.toString().split('\n')) {
-        if (l === '') continue;
-        lines.push(l);
-        const m = ready.exec(l);
-        if (m !== null) resolve(m[1] as string);
-      }
-    });
-    void exited.then((code) => reject(new Error(`proxy exited ${code}: ${stderr}`)));
-  });
-  return { child, address, lines, stderr: () => stderr, exited };
+  let exitCode: number | null | undefined;
+  void p.exited.then((c) => (exitCode = c));
+  for (;;) {
+    const m = p.lines.map((l) => ready.exec(l)).find((x) => x !== null);
+    if (m !== undefined && m !== null) return { ...p, address: m[1] as string };
+    if (exitCode !== undefined) throw new Error(`proxy exited ${exitCode}: ${p.stderr()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 test('grpc-kube proxy: serves, then drains on SIGTERM and exits 0', async (t) => {
@@ -109,21 +121,10 @@ test('grpc-kube proxy: bad flags are typed errors', async () => {
     ]),
     { code: 'GK_ERR_INVALID_OPTION' },
   );
-  await assert.rejects(
-    proxyCommand([
-      '--mode',
-      'ingress',
-      '--listen',
-      '127.0.0.1:0',
-      '--target',
-      'a.b:1',
-      '--static',
-      'a.b:1=127.0.0.1:1',
-      '--policy',
-      'random',
-    ]),
-    { code: 'GK_ERR_INVALID_OPTION', field: '--policy' },
-  );
+  await assert.rejects(proxyCommand([...STATIC_INGRESS, '--policy', 'random']), {
+    code: 'GK_ERR_INVALID_OPTION',
+    field: '--policy',
+  });
 });
 
 test('grpc-kube proxy --workers 2: connections spread over both workers; SIGTERM drains each; a crashed worker is replaced', async (t) => {
@@ -185,21 +186,10 @@ test('grpc-kube proxy --workers 2: connections spread over both workers; SIGTERM
 });
 
 test('grpc-kube proxy --workers: a bad count is a typed error, a worker that cannot listen stops them all', async (t) => {
-  await assert.rejects(
-    proxyCommand([
-      '--mode',
-      'ingress',
-      '--target',
-      'a.b:1',
-      '--static',
-      'a.b:1=127.0.0.1:1',
-      '--listen',
-      '127.0.0.1:0',
-      '--workers',
-      '0',
-    ]),
-    { code: 'GK_ERR_INVALID_OPTION', field: '--workers' },
-  );
+  await assert.rejects(proxyCommand([...STATIC_INGRESS, '--workers', '0']), {
+    code: 'GK_ERR_INVALID_OPTION',
+    field: '--workers',
+  });
   // Workers run main.js with the primary's node flags, less the ones that run inline code.
   assert.deepEqual(
     workerExecArgv([
@@ -215,30 +205,20 @@ test('grpc-kube proxy --workers: a bad count is a typed error, a worker that can
   // The port is taken: every worker fails to listen, and the primary says so and exits 1.
   const holder = await startJsonServer('holder', '127.0.0.1');
   t.after(() => holder.kill());
-  const child = spawn(
-    process.execPath,
-    [
-      '--input-type=module',
-      '-e',
-      `import { proxyCommand } from ${JSON.stringify(CLI)}; process.exitCode = await proxyCommand(process.argv.slice(1)).catch((e) => { process.stderr.write(e.code + ': ' + e.message + '\\n'); return 1; });`,
-      '--',
-      '--mode',
-      'ingress',
-      '--listen',
-      `127.0.0.1:${holder.port}`,
-      '--target',
-      'a.b:1',
-      '--static',
-      'a.b:1=127.0.0.1:1',
-      '--workers',
-      '2',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  t.after(() => child.kill('SIGKILL'));
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const p = spawnProxy(t, [
+    '--mode',
+    'ingress',
+    '--listen',
+    `127.0.0.1:${holder.port}`,
+    '--target',
+    'a.b:1',
+    '--static',
+    'a.b:1=127.0.0.1:1',
+    '--workers',
+    '2',
+  ]);
+  const code = await p.exited;
+  const stderr = p.stderr();
   assert.equal(code, 1);
   assert.match(stderr, /EADDRINUSE/);
   assert.match(stderr, /GK_ERR_PROXY_WORKER: a proxy worker exited \(code 1\) before listening/);
@@ -275,22 +255,10 @@ test(
     assert.equal(await p.exited, 0, p.stderr());
 
     for (const extra of [['--policy', 'p2c'], ['--grpc-routes'], ['--max-attempts', '2']]) {
-      await assert.rejects(
-        proxyCommand([
-          '--mode',
-          'ingress',
-          '--listen',
-          '127.0.0.1:0',
-          '--target',
-          'a.b:1',
-          '--static',
-          'a.b:1=127.0.0.1:1',
-          '--data-plane',
-          'nghttpx',
-          ...extra,
-        ]),
-        { code: 'GK_ERR_INVALID_OPTION', field: '--data-plane' },
-      );
+      await assert.rejects(proxyCommand([...STATIC_INGRESS, '--data-plane', 'nghttpx', ...extra]), {
+        code: 'GK_ERR_INVALID_OPTION',
+        field: '--data-plane',
+      });
     }
     await assert.rejects(
       proxyCommand(['--mode', 'sidecar', '--static', 'a.b:1=127.0.0.1:1', '--data-plane', 'envoy']),

@@ -9,7 +9,6 @@ import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, w
 import { open, stat } from 'node:fs/promises';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import * as net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 
@@ -111,23 +110,7 @@ export async function tailFile(path: string, lines = 30, maxBytes = 64 * 1024): 
   }
 }
 
-/** Distinct free TCP ports on 127.0.0.1 (all held open together so no two are the same). */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers: net.Server[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const srv = net.createServer();
-      servers.push(srv);
-      await new Promise<void>((resolve, reject) => {
-        srv.once('error', reject);
-        srv.listen(0, '127.0.0.1', () => resolve());
-      });
-    }
-    return servers.map((s) => (s.address() as net.AddressInfo).port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  }
-}
+export { freePorts } from '../../net/ports.js';
 
 export interface ProbeTarget {
   readonly url: string;
