@@ -175,6 +175,9 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       workers,
       onError: (err) => process.stderr.write(`grpc-kube proxy: ${err.code}: ${err.message}\n`),
     });
+    // Listening for SIGTERM before nghttpx starts: a signal during start-up must still stop it,
+    // not kill this process and leave nghttpx running.
+    const stopped = untilStopped(io.signal);
     try {
       await dp.start();
     } catch (err) {
@@ -182,7 +185,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       throw err;
     }
     out(`grpc-kube proxy: ingress listening on ${dp.address} (data plane nghttpx, ${workers} workers)`);
-    await untilStopped(io.signal);
+    await stopped;
     if (drainDelayMs > 0) await new Promise((r) => setTimeout(r, drainDelayMs));
     out(`grpc-kube proxy: draining nghttpx (grace ${graceMs} ms)`);
     await dp.stop(graceMs);

@@ -9,8 +9,6 @@
 // gracePeriodSeconds 0 and the uid precondition. A process that dies by itself is restarted
 // (restartPolicy Always, or OnFailure after a failure) with capped backoff, or left Failed/Succeeded.
 
-import * as grpc from '@grpc/grpc-js';
-import { service as healthService } from 'grpc-health-check';
 import { RESOURCES, type ObjectStore } from './store-api.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { WorkQueue } from './controllers/queue.js';
@@ -20,18 +18,15 @@ import {
   isPodTerminal,
   keyOf,
   splitKey,
-  type Container,
-  type ContainerStatus,
   type Node,
   type Pod,
-  type PodCondition,
   type PodStatus,
   putStatus,
 } from './controllers/kinds.js';
-import type { PodExit, PodProcess, PodRuntime } from './pod-runtime.js';
+import type { PodProcess, PodRuntime } from './pod-runtime.js';
+import { PodWorker, setCondition, type PodWorkerHost } from './pod-worker.js';
 
-/** Per-pod override of the readiness probe period, for sub-second lab probes. */
-export const PROBE_PERIOD_MS_ANNOTATION = 'grpc-kube.io/probe-period-ms';
+export { PROBE_PERIOD_MS_ANNOTATION } from './pod-worker.js';
 
 export interface KubeletNode {
   readonly name: string;
@@ -130,340 +125,7 @@ export interface KubeletOptions {
   readonly onError?: (pod: string, err: unknown) => void;
 }
 
-const CHECK_PATH = '/grpc.health.v1.Health/Check';
-interface HealthCheckResponse {
-  status?: string;
-}
-
-/** The states of one pod's container, as the real kubelet's pod worker tracks them. */
-class PodWorker {
-  ip: string | undefined;
-  proc: PodProcess | undefined;
-  ready = false;
-  restartCount = 0;
-  terminating = false;
-  disposed = false;
-  private client: grpc.Client | undefined;
-  private probeTimer: NodeJS.Timeout | undefined;
-  private killTimer: NodeJS.Timeout | undefined;
-  private restartTimer: NodeJS.Timeout | undefined;
-  private successes = 0;
-  private failures = 0;
-  private probing = false;
-  private starting: Promise<void> | undefined;
-  private done: Promise<void> | undefined;
-  private killAt = Infinity;
-
-  constructor(
-    private readonly kubelet: Kubelet,
-    readonly key: string,
-    readonly uid: string,
-    private readonly pod: Pod,
-  ) {}
-
-  private get container(): Container {
-    const c = this.pod.spec.containers[0];
-    if (!c) throw new GrpcKubeError('GK_ERR_LAB', `pod ${this.key} has no container`);
-    return c;
-  }
-
-  get port(): number {
-    return this.container.ports?.[0]?.containerPort ?? this.kubelet.defaultPort;
-  }
-
-  /** Starts the container (first start or restart) and its probe loop. */
-  start(): Promise<void> {
-    if (this.starting) return this.starting;
-    this.starting = this.doStart().finally(() => {
-      this.starting = undefined;
-    });
-    return this.starting;
-  }
-
-  private async doStart(): Promise<void> {
-    this.ip ??= this.kubelet.ipAllocator.allocate();
-    const c = this.container;
-    const env: Record<string, string> = {};
-    for (const e of c.env ?? []) env[e.name] = e.value ?? '';
-    const { namespace, name } = splitKey(this.key);
-    let proc: PodProcess;
-    try {
-      proc = await this.kubelet.runtime.start({
-        namespace,
-        name,
-        uid: this.uid,
-        ip: this.ip,
-        port: this.port,
-        env,
-        container: c,
-        restartCount: this.restartCount,
-      });
-    } catch (err) {
-      this.kubelet.reportError(this.key, err);
-      if (!this.disposed && !this.terminating) this.scheduleRestart();
-      return;
-    }
-    if (this.disposed || this.terminating) {
-      proc.kill('SIGKILL');
-      this.proc = proc;
-      return;
-    }
-    this.proc = proc;
-    const startedAt = this.kubelet.nowIso();
-    this.kubelet.patchStatus(this.key, this.uid, (s) => {
-      s.phase = 'Running';
-      s.hostIP = this.kubelet.hostIP;
-      s.hostIPs = [{ ip: this.kubelet.hostIP }];
-      s.podIP = this.ip;
-      s.podIPs = [{ ip: this.ip as string }];
-      s.startTime ??= startedAt;
-      setCondition(s, 'Initialized', 'True', startedAt);
-      setCondition(s, 'ContainersReady', 'False', startedAt, 'ContainersNotReady');
-      setCondition(s, 'Ready', 'False', startedAt, 'ContainersNotReady');
-      s.containerStatuses = [this.containerStatus({ running: { startedAt } })];
-    });
-    void proc.exited.then((exit) => this.onExit(proc, exit));
-    this.successes = 0;
-    this.failures = 0;
-    this.scheduleProbe((this.pod.spec.containers[0]?.readinessProbe?.initialDelaySeconds ?? 0) * 1000);
-  }
-
-  private containerStatus(state: ContainerStatus['state']): ContainerStatus {
-    return {
-      name: this.container.name,
-      ready: this.ready,
-      started: state?.running !== undefined,
-      restartCount: this.restartCount,
-      image: this.container.image ?? '',
-      state,
-    };
-  }
-
-  private probeSettings(): {
-    periodMs: number;
-    timeoutMs: number;
-    success: number;
-    failure: number;
-    service: string;
-  } {
-    const p = this.container.readinessProbe;
-    const ann = Number(this.pod.metadata.annotations?.[PROBE_PERIOD_MS_ANNOTATION]);
-    const periodMs = ann > 0 ? ann : (this.kubelet.probePeriodMs ?? (p?.periodSeconds ?? 10) * 1000);
-    return {
-      periodMs,
-      timeoutMs: (p?.timeoutSeconds ?? 1) * 1000,
-      success: p?.successThreshold ?? 1,
-      failure: p?.failureThreshold ?? 3,
-      service: p?.grpc?.service ?? '',
-    };
-  }
-
-  private scheduleProbe(delayMs: number): void {
-    if (this.disposed || this.probeTimer) return;
-    this.probeTimer = setTimeout(() => {
-      this.probeTimer = undefined;
-      void this.probe();
-    }, delayMs);
-    this.probeTimer.unref();
-  }
-
-  private healthClient(): grpc.Client {
-    const port = this.container.readinessProbe?.grpc?.port ?? this.port;
-    this.client ??= new grpc.Client(`${this.ip ?? ''}:${port}`, grpc.credentials.createInsecure(), {
-      // A private subchannel with quick reconnects: a probe must see the server as soon as it listens.
-      'grpc.use_local_subchannel_pool': 1,
-      'grpc.enable_http_proxy': 0,
-      'grpc.initial_reconnect_backoff_ms': 50,
-      'grpc.max_reconnect_backoff_ms': Math.max(100, this.probeSettings().periodMs),
-      'grpc.enable_retries': 0,
-    });
-    return this.client;
-  }
-
-  private async probe(): Promise<void> {
-    if (this.disposed || this.probing || !this.proc) return;
-    this.probing = true;
-    const s = this.probeSettings();
-    const ok = await new Promise<boolean>((resolve) => {
-      const serialize = healthService.Check?.requestSerialize as (v: object) => Buffer;
-      const deserialize = healthService.Check?.responseDeserialize as (b: Buffer) => HealthCheckResponse;
-      this.healthClient().makeUnaryRequest<{ service: string }, HealthCheckResponse>(
-        CHECK_PATH,
-        serialize,
-        deserialize,
-        { service: s.service },
-        new grpc.Metadata(),
-        { deadline: Date.now() + s.timeoutMs },
-        (err, res) => resolve(!err && res?.status === 'SERVING'),
-      );
-    });
-    this.probing = false;
-    if (this.disposed) return;
-    if (ok) {
-      this.failures = 0;
-      this.successes++;
-      if (!this.ready && this.successes >= s.success) this.setReady(true);
-    } else {
-      this.successes = 0;
-      this.failures++;
-      if (this.ready && this.failures >= s.failure) this.setReady(false);
-    }
-    this.scheduleProbe(s.periodMs);
-  }
-
-  setReady(ready: boolean, reason = 'ContainersNotReady'): void {
-    this.ready = ready;
-    const at = this.kubelet.nowIso();
-    this.kubelet.patchStatus(this.key, this.uid, (s) => {
-      setCondition(s, 'ContainersReady', ready ? 'True' : 'False', at, ready ? undefined : reason);
-      setCondition(s, 'Ready', ready ? 'True' : 'False', at, ready ? undefined : reason);
-      for (const c of s.containerStatuses ?? []) c.ready = ready;
-    });
-  }
-
-  private stopProbing(): void {
-    if (this.probeTimer) clearTimeout(this.probeTimer);
-    this.probeTimer = undefined;
-    this.client?.close();
-    this.client = undefined;
-  }
-
-  private onExit(proc: PodProcess, exit: PodExit): void {
-    if (proc !== this.proc || this.terminating || this.disposed) return;
-    this.stopProbing();
-    const at = this.kubelet.nowIso();
-    const exitCode = exit.code ?? 128 + signalNumber(exit.signal);
-    const failed = exitCode !== 0;
-    const policy = this.pod.spec.restartPolicy ?? 'Always';
-    const restart = policy === 'Always' || (policy === 'OnFailure' && failed);
-    this.ready = false;
-    this.kubelet.patchStatus(this.key, this.uid, (s) => {
-      setCondition(s, 'ContainersReady', 'False', at, 'ContainersNotReady');
-      setCondition(
-        s,
-        'Ready',
-        'False',
-        at,
-        restart ? 'ContainersNotReady' : failed ? 'PodFailed' : 'PodCompleted',
-      );
-      s.containerStatuses = [
-        this.containerStatus({
-          terminated: { exitCode, reason: failed ? 'Error' : 'Completed', finishedAt: at },
-        }),
-      ];
-      if (!restart) s.phase = failed ? 'Failed' : 'Succeeded';
-    });
-    if (restart) this.scheduleRestart();
-  }
-
-  private scheduleRestart(): void {
-    const delay = Math.min(
-      this.kubelet.restartBackoffMaxMs,
-      this.kubelet.restartBackoffMs * 2 ** Math.min(this.restartCount, 16),
-    );
-    this.restartCount++;
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = undefined;
-      if (!this.disposed && !this.terminating) void this.start();
-    }, delay);
-    this.restartTimer.unref();
-  }
-
-  /**
-   * Graceful termination: SIGTERM now, SIGKILL after graceMs; the caller deletes the pod afterwards.
-   * Called again with a shorter grace (a second DELETE that shortened it), the SIGKILL comes sooner.
-   */
-  terminate(graceMs: number): Promise<void> {
-    if (this.done) {
-      this.shortenGrace(graceMs);
-      return this.done;
-    }
-    this.terminating = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.done = (async () => {
-      await this.starting;
-      const proc = this.proc;
-      if (proc) {
-        proc.kill('SIGTERM');
-        this.shortenGrace(graceMs);
-        const exit = await proc.exited;
-        clearTimeout(this.killTimer);
-        this.stopProbing();
-        if (!this.disposed) {
-          const at = this.kubelet.nowIso();
-          const exitCode = exit.code ?? 128 + signalNumber(exit.signal);
-          this.ready = false;
-          this.kubelet.patchStatus(this.key, this.uid, (s) => {
-            setCondition(s, 'ContainersReady', 'False', at, 'PodCompleted');
-            setCondition(s, 'Ready', 'False', at, 'PodCompleted');
-            s.containerStatuses = [
-              this.containerStatus({
-                terminated: { exitCode, reason: exitCode === 0 ? 'Completed' : 'Error', finishedAt: at },
-              }),
-            ];
-            s.phase = exitCode === 0 ? 'Succeeded' : 'Failed';
-          });
-        }
-      }
-      this.stopProbing();
-    })();
-    return this.done;
-  }
-
-  private shortenGrace(graceMs: number): void {
-    const at = Date.now() + graceMs;
-    if (at >= this.killAt || !this.proc) return;
-    this.killAt = at;
-    if (this.killTimer) clearTimeout(this.killTimer);
-    const proc = this.proc;
-    this.killTimer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
-    this.killTimer.unref();
-  }
-
-  /** Immediate end (pod removed from the store, or kubelet stop after the grace). */
-  dispose(): void {
-    if (this.disposed) return;
-    this.disposed = true;
-    this.terminating = true;
-    for (const t of [this.restartTimer, this.killTimer]) if (t) clearTimeout(t);
-    this.stopProbing();
-    this.proc?.kill('SIGKILL');
-    void this.starting?.then(() => this.proc?.kill('SIGKILL'));
-    const ip = this.ip;
-    if (ip !== undefined) {
-      // Only once the process is gone may another pod get its address.
-      const release = (): void => this.kubelet.ipAllocator.release(ip);
-      if (this.proc) void this.proc.exited.then(release);
-      else release();
-    }
-  }
-}
-
-function signalNumber(sig: NodeJS.Signals | null): number {
-  return sig === 'SIGKILL' ? 9 : sig === 'SIGTERM' ? 15 : sig === 'SIGINT' ? 2 : 0;
-}
-
-function setCondition(
-  s: PodStatus,
-  type: string,
-  status: 'True' | 'False',
-  at: string,
-  reason?: string,
-): void {
-  s.conditions ??= [];
-  const prev = s.conditions.find((c) => c.type === type);
-  const next: PodCondition = {
-    type,
-    status,
-    lastProbeTime: null,
-    lastTransitionTime: prev && prev.status === status ? (prev.lastTransitionTime ?? at) : at,
-    ...(reason ? { reason } : {}),
-  };
-  if (prev) s.conditions[s.conditions.indexOf(prev)] = next;
-  else s.conditions.push(next);
-}
-
-export class Kubelet {
+export class Kubelet implements PodWorkerHost {
   readonly runtime: PodRuntime;
   readonly ipAllocator: IpAllocator;
   readonly hostIP: string;
@@ -584,7 +246,7 @@ export class Kubelet {
       workers.map(async (w) => {
         // Status writes are off once stopped: this only ends the process, gracefully first.
         await w.terminate(this.stopGraceMs);
-        w.dispose();
+        await w.dispose();
       }),
     );
   }
@@ -630,7 +292,7 @@ export class Kubelet {
   }
 
   /** Read-modify-write of a pod's status, skipped when the pod is gone or was replaced (new uid). */
-  patchStatus(key: string, uid: string, mutate: (s: PodStatus) => void): void {
+  updateStatus(key: string, uid: string, mutate: (s: PodStatus) => void): void {
     if (this.stopped) return;
     const { namespace, name } = splitKey(key);
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -664,7 +326,7 @@ export class Kubelet {
     let worker = this.workers.get(key);
     if (worker && (!pod || pod.metadata.uid !== worker.uid)) {
       // Removed (or replaced by a namesake) without our graceful path: the process goes at once.
-      worker.dispose();
+      void worker.dispose();
       this.workers.delete(key);
       worker = undefined;
     }
@@ -690,7 +352,7 @@ export class Kubelet {
       void done.then(() => {
         this.deleting.delete(w);
         if (this.stopped) return;
-        w.dispose();
+        void w.dispose();
         if (this.workers.get(key) === w) this.workers.delete(key);
         this.finalDelete(key, uid);
       });
@@ -700,7 +362,7 @@ export class Kubelet {
       worker = new PodWorker(this, key, uid, pod);
       this.workers.set(key, worker);
       const at = this.nowIso();
-      this.patchStatus(key, uid, (s) => {
+      this.updateStatus(key, uid, (s) => {
         s.phase ??= 'Pending';
         setCondition(s, 'PodScheduled', 'True', at);
       });
@@ -725,7 +387,7 @@ export class Kubelet {
       return;
     }
     const at = this.nowIso();
-    this.patchStatus(keyOf(pod), pod.metadata.uid ?? '', (s) => {
+    this.updateStatus(keyOf(pod), pod.metadata.uid ?? '', (s) => {
       s.phase ??= 'Pending';
       setCondition(s, 'PodScheduled', 'True', at);
     });

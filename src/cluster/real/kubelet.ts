@@ -12,10 +12,7 @@
 // All writes are async HTTP and per pod strictly in order (one chain per pod); a status write is
 // GET → mutate → PUT status, retried on 409.
 
-import * as grpc from '@grpc/grpc-js';
-import { service as healthService } from 'grpc-health-check';
-
-import { GrpcKubeError, InvalidOptionError } from '../../errors.js';
+import { InvalidOptionError } from '../../errors.js';
 import { Backoff } from '../../discovery/backoff.js';
 import { KubeClient, isExpired, type ResourcePath, type WatchHandle } from '../../kube/client.js';
 import type { WatchEvent } from '../../kube/types.js';
@@ -25,15 +22,13 @@ import {
   isPodTerminal,
   keyOf,
   splitKey,
-  type Container,
-  type ContainerStatus,
   type Node,
   type Pod,
-  type PodCondition,
   type PodStatus,
 } from '../controllers/kinds.js';
-import { IpPool, PROBE_PERIOD_MS_ANNOTATION, type IpAllocator, type KubeletNode } from '../kubelet.js';
-import type { PodExit, PodProcess, PodRuntime } from '../pod-runtime.js';
+import { IpPool, type IpAllocator, type KubeletNode } from '../kubelet.js';
+import type { PodProcess, PodRuntime } from '../pod-runtime.js';
+import { PodWorker, setCondition, type PodWorkerHost } from '../pod-worker.js';
 import { LabApi, isTransient, statusOf } from './kube-http.js';
 import type { LabNetwork } from './netns.js';
 
@@ -79,7 +74,6 @@ export interface RealKubeletStats {
 }
 
 const PODS: ResourcePath = { group: '', version: 'v1', resource: 'pods' };
-const CHECK_PATH = '/grpc.health.v1.Health/Check';
 
 function podsPath(ns: string, name?: string, sub?: string): string {
   const base = `/api/v1/namespaces/${encodeURIComponent(ns)}/pods`;
@@ -91,349 +85,13 @@ function microTime(ms: number): string {
   return new Date(ms).toISOString().replace(/Z$/, '000Z');
 }
 
-function setCondition(
-  s: PodStatus,
-  type: string,
-  status: 'True' | 'False',
-  at: string,
-  reason?: string,
-): void {
-  s.conditions ??= [];
-  const prev = s.conditions.find((c) => c.type === type);
-  const next: PodCondition = {
-    type,
-    status,
-    lastProbeTime: null,
-    lastTransitionTime: prev && prev.status === status ? (prev.lastTransitionTime ?? at) : at,
-    ...(reason ? { reason } : {}),
-  };
-  if (prev) s.conditions[s.conditions.indexOf(prev)] = next;
-  else s.conditions.push(next);
-}
-
-function exitCodeOf(exit: PodExit): number {
-  if (exit.code !== null) return exit.code;
-  return (
-    128 + (exit.signal === 'SIGKILL' ? 9 : exit.signal === 'SIGTERM' ? 15 : exit.signal === 'SIGINT' ? 2 : 0)
-  );
-}
-
 function firstPoolAddress(cidr: string): string {
   const [addr] = cidr.split('/');
   const o = (addr ?? '').split('.').map(Number);
   return `${o[0]}.${o[1]}.${o[2]}.${(o[3] ?? 0) + 1}`;
 }
 
-/** One pod's process, probe and termination. */
-class RealPodWorker {
-  ip: string | undefined;
-  proc: PodProcess | undefined;
-  ready = false;
-  restartCount = 0;
-  terminating = false;
-  disposed = false;
-  private client: grpc.Client | undefined;
-  private probeTimer: NodeJS.Timeout | undefined;
-  private killTimer: NodeJS.Timeout | undefined;
-  private restartTimer: NodeJS.Timeout | undefined;
-  private successes = 0;
-  private failures = 0;
-  private starting: Promise<void> | undefined;
-  private done: Promise<void> | undefined;
-  private killAt = Infinity;
-
-  constructor(
-    private readonly k: RealKubelet,
-    readonly key: string,
-    readonly uid: string,
-    private readonly pod: Pod,
-  ) {}
-
-  private get container(): Container {
-    const c = this.pod.spec.containers[0];
-    if (!c) throw new GrpcKubeError('GK_ERR_LAB', `pod ${this.key} has no container`);
-    return c;
-  }
-
-  get port(): number {
-    return this.container.ports?.[0]?.containerPort ?? this.k.defaultPort;
-  }
-
-  start(): Promise<void> {
-    this.starting ??= this.doStart().finally(() => {
-      this.starting = undefined;
-    });
-    return this.starting;
-  }
-
-  private async doStart(): Promise<void> {
-    if (this.ip === undefined) {
-      const ip = this.k.ipAllocator.allocate();
-      try {
-        await this.k.network.addPod(ip);
-      } catch (err) {
-        // No namespace, no pod: give the address back and try again later, like a failed container start.
-        this.k.ipAllocator.release(ip);
-        this.k.reportError(this.key, err);
-        if (!this.disposed && !this.terminating) this.scheduleRestart();
-        return;
-      }
-      this.ip = ip;
-    }
-    const c = this.container;
-    const env: Record<string, string> = {};
-    for (const e of c.env ?? []) env[e.name] = e.value ?? '';
-    const { namespace, name } = splitKey(this.key);
-    let proc: PodProcess;
-    try {
-      proc = await this.k.runtime.start({
-        namespace,
-        name,
-        uid: this.uid,
-        ip: this.ip,
-        port: this.port,
-        env,
-        container: c,
-        restartCount: this.restartCount,
-      });
-    } catch (err) {
-      this.k.reportError(this.key, err);
-      if (!this.disposed && !this.terminating) this.scheduleRestart();
-      return;
-    }
-    this.k.stats.starts++;
-    this.proc = proc;
-    if (this.disposed || this.terminating) {
-      proc.kill('SIGKILL');
-      return;
-    }
-    const at = this.k.nowIso();
-    const ip = this.ip;
-    this.k.updateStatus(this.key, this.uid, (s) => {
-      s.phase = 'Running';
-      s.hostIP = this.k.hostIP;
-      s.hostIPs = [{ ip: this.k.hostIP }];
-      s.podIP = ip;
-      s.podIPs = [{ ip }];
-      s.startTime ??= at;
-      setCondition(s, 'PodScheduled', 'True', at);
-      setCondition(s, 'Initialized', 'True', at);
-      setCondition(s, 'ContainersReady', 'False', at, 'ContainersNotReady');
-      setCondition(s, 'Ready', 'False', at, 'ContainersNotReady');
-      s.containerStatuses = [this.containerStatus({ running: { startedAt: at } })];
-    });
-    void proc.exited.then((exit) => this.onExit(proc, exit));
-    this.successes = 0;
-    this.failures = 0;
-    this.scheduleProbe((c.readinessProbe?.initialDelaySeconds ?? 0) * 1000);
-  }
-
-  private containerStatus(state: ContainerStatus['state']): ContainerStatus {
-    return {
-      name: this.container.name,
-      ready: this.ready,
-      started: state?.running !== undefined,
-      restartCount: this.restartCount,
-      image: this.container.image ?? '',
-      imageID: '',
-      state,
-    };
-  }
-
-  private probeSettings(): {
-    periodMs: number;
-    timeoutMs: number;
-    success: number;
-    failure: number;
-    service: string;
-  } {
-    const p = this.container.readinessProbe;
-    const ann = Number(this.pod.metadata.annotations?.[PROBE_PERIOD_MS_ANNOTATION]);
-    return {
-      periodMs: ann > 0 ? ann : (this.k.probePeriodMs ?? (p?.periodSeconds ?? 10) * 1000),
-      timeoutMs: (p?.timeoutSeconds ?? 1) * 1000,
-      success: p?.successThreshold ?? 1,
-      failure: p?.failureThreshold ?? 3,
-      service: p?.grpc?.service ?? '',
-    };
-  }
-
-  private scheduleProbe(delayMs: number): void {
-    if (this.disposed || this.probeTimer) return;
-    this.probeTimer = setTimeout(() => {
-      this.probeTimer = undefined;
-      void this.probe();
-    }, delayMs);
-    this.probeTimer.unref();
-  }
-
-  private healthClient(): grpc.Client {
-    const port = this.container.readinessProbe?.grpc?.port ?? this.port;
-    this.client ??= new grpc.Client(`${this.ip ?? ''}:${port}`, grpc.credentials.createInsecure(), {
-      'grpc.use_local_subchannel_pool': 1,
-      'grpc.enable_http_proxy': 0,
-      'grpc.initial_reconnect_backoff_ms': 50,
-      'grpc.max_reconnect_backoff_ms': Math.max(100, this.probeSettings().periodMs),
-      'grpc.enable_retries': 0,
-    });
-    return this.client;
-  }
-
-  private async probe(): Promise<void> {
-    if (this.disposed || !this.proc) return;
-    const s = this.probeSettings();
-    const ok = await new Promise<boolean>((resolve) => {
-      const serialize = healthService.Check?.requestSerialize as (v: object) => Buffer;
-      const deserialize = healthService.Check?.responseDeserialize as (b: Buffer) => { status?: string };
-      this.healthClient().makeUnaryRequest<{ service: string }, { status?: string }>(
-        CHECK_PATH,
-        serialize,
-        deserialize,
-        { service: s.service },
-        new grpc.Metadata(),
-        { deadline: Date.now() + s.timeoutMs },
-        (err, res) => resolve(!err && res?.status === 'SERVING'),
-      );
-    });
-    if (this.disposed) return;
-    if (ok) {
-      this.failures = 0;
-      this.successes++;
-      if (!this.ready && this.successes >= s.success) this.setReady(true);
-    } else {
-      this.successes = 0;
-      this.failures++;
-      if (this.ready && this.failures >= s.failure) this.setReady(false);
-    }
-    this.scheduleProbe(s.periodMs);
-  }
-
-  private setReady(ready: boolean): void {
-    this.ready = ready;
-    const at = this.k.nowIso();
-    this.k.updateStatus(this.key, this.uid, (st) => {
-      setCondition(
-        st,
-        'ContainersReady',
-        ready ? 'True' : 'False',
-        at,
-        ready ? undefined : 'ContainersNotReady',
-      );
-      setCondition(st, 'Ready', ready ? 'True' : 'False', at, ready ? undefined : 'ContainersNotReady');
-      for (const c of st.containerStatuses ?? []) c.ready = ready;
-    });
-  }
-
-  private stopProbing(): void {
-    if (this.probeTimer) clearTimeout(this.probeTimer);
-    this.probeTimer = undefined;
-    this.client?.close();
-    this.client = undefined;
-  }
-
-  private onExit(proc: PodProcess, exit: PodExit): void {
-    if (proc !== this.proc || this.terminating || this.disposed) return;
-    this.stopProbing();
-    const at = this.k.nowIso();
-    const exitCode = exitCodeOf(exit);
-    const failed = exitCode !== 0;
-    const policy = this.pod.spec.restartPolicy ?? 'Always';
-    const restart = policy === 'Always' || (policy === 'OnFailure' && failed);
-    this.ready = false;
-    this.k.updateStatus(this.key, this.uid, (s) => {
-      setCondition(s, 'ContainersReady', 'False', at, 'ContainersNotReady');
-      setCondition(
-        s,
-        'Ready',
-        'False',
-        at,
-        restart ? 'ContainersNotReady' : failed ? 'PodFailed' : 'PodCompleted',
-      );
-      s.containerStatuses = [
-        this.containerStatus({
-          terminated: { exitCode, reason: failed ? 'Error' : 'Completed', finishedAt: at },
-        }),
-      ];
-      if (!restart) s.phase = failed ? 'Failed' : 'Succeeded';
-    });
-    if (restart) this.scheduleRestart();
-  }
-
-  private scheduleRestart(): void {
-    const delay = Math.min(5_000, this.k.restartBackoffMs * 2 ** Math.min(this.restartCount, 16));
-    this.restartCount++;
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = undefined;
-      if (!this.disposed && !this.terminating) void this.start();
-    }, delay);
-    this.restartTimer.unref();
-  }
-
-  /** SIGTERM now, SIGKILL after graceMs (sooner if called again with less), probing until the exit. */
-  terminate(graceMs: number): Promise<void> {
-    if (this.done) {
-      this.shortenGrace(graceMs);
-      return this.done;
-    }
-    this.terminating = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.done = (async () => {
-      await this.starting;
-      const proc = this.proc;
-      if (proc) {
-        proc.kill('SIGTERM');
-        this.shortenGrace(graceMs);
-        const exit = await proc.exited;
-        if (this.killTimer) clearTimeout(this.killTimer);
-        this.stopProbing();
-        const at = this.k.nowIso();
-        const exitCode = exitCodeOf(exit);
-        this.ready = false;
-        this.k.updateStatus(this.key, this.uid, (s) => {
-          setCondition(s, 'ContainersReady', 'False', at, 'PodCompleted');
-          setCondition(s, 'Ready', 'False', at, 'PodCompleted');
-          s.containerStatuses = [
-            this.containerStatus({
-              terminated: { exitCode, reason: exitCode === 0 ? 'Completed' : 'Error', finishedAt: at },
-            }),
-          ];
-          s.phase = exitCode === 0 ? 'Succeeded' : 'Failed';
-        });
-      }
-      this.stopProbing();
-    })();
-    return this.done;
-  }
-
-  private shortenGrace(graceMs: number): void {
-    const at = Date.now() + graceMs;
-    if (at >= this.killAt || !this.proc) return;
-    this.killAt = at;
-    if (this.killTimer) clearTimeout(this.killTimer);
-    const proc = this.proc;
-    this.killTimer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
-    this.killTimer.unref();
-  }
-
-  /** Immediate end: SIGKILL, then the namespace and the address go once the process is gone. */
-  async dispose(): Promise<void> {
-    if (this.disposed) return;
-    this.disposed = true;
-    this.terminating = true;
-    for (const t of [this.restartTimer, this.killTimer]) if (t) clearTimeout(t);
-    this.stopProbing();
-    await this.starting?.catch(() => undefined);
-    this.proc?.kill('SIGKILL');
-    if (this.proc) await this.proc.exited;
-    const ip = this.ip;
-    if (ip !== undefined) {
-      await this.k.network.removePod(ip).catch((err: unknown) => this.k.reportError(this.key, err));
-      this.k.ipAllocator.release(ip);
-    }
-  }
-}
-
-export class RealKubelet {
+export class RealKubelet implements PodWorkerHost {
   readonly network: LabNetwork;
   readonly runtime: PodRuntime;
   readonly ipAllocator: IpAllocator;
@@ -442,6 +100,8 @@ export class RealKubelet {
   readonly probePeriodMs: number | undefined;
   readonly defaultPort: number;
   readonly restartBackoffMs: number;
+  /** Longest restart delay of a crash-looping container. */
+  readonly restartBackoffMaxMs = 5000;
   readonly stats: RealKubeletStats = {
     binds: 0,
     starts: 0,
@@ -462,7 +122,7 @@ export class RealKubelet {
   private readonly stopGraceMs: number;
   private readonly onError: ((what: string, err: unknown) => void) | undefined;
   private readonly pods = new Map<string, Pod>();
-  private readonly workers = new Map<string, RealPodWorker>();
+  private readonly workers = new Map<string, PodWorker>();
   private readonly deleting = new Set<string>();
   /** Per pod: the tail of its chain of syncs and status writes, so they run one at a time, in order. */
   private readonly chains = new Map<string, Promise<void>>();
@@ -542,6 +202,18 @@ export class RealKubelet {
 
   podProcess(namespace: string, name: string): PodProcess | undefined {
     return this.workers.get(`${namespace}/${name}`)?.proc;
+  }
+
+  async addPodAddress(ip: string): Promise<void> {
+    await this.network.addPod(ip);
+  }
+
+  removePodAddress(ip: string): Promise<void> {
+    return this.network.removePod(ip);
+  }
+
+  onContainerStart(): void {
+    this.stats.starts++;
   }
 
   nowIso(): string {
@@ -889,7 +561,7 @@ export class RealKubelet {
       return;
     }
     if (!worker && !isPodTerminal(pod)) {
-      worker = new RealPodWorker(this, key, uid, pod);
+      worker = new PodWorker(this, key, uid, pod);
       this.workers.set(key, worker);
       const at = this.nowIso();
       this.updateStatus(key, uid, (s) => {
