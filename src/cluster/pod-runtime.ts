@@ -1,9 +1,12 @@
 // The contract between the lab kubelet and whatever runs a pod's container: start a process for a pod
 // on its own IP and port, signal it, learn when it exits. The lab plugs in its Hello server; tests plug
 // in their fixtures. NodeScriptRuntime is the one real implementation here: a Node.js script run as a
-// child process with the pod's identity in its environment, killed with the parent if the parent exits.
+// child process with the pod's identity in its environment, killed with the parent if the parent exits
+// — even by a signal: where util-linux's setpriv is present, the pod runs under
+// `setpriv --pdeathsig KILL`, so the kernel kills it when the kubelet's process dies.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import type { Container } from './controllers/kinds.js';
 import { GrpcKubeError } from '../errors.js';
 
@@ -60,6 +63,8 @@ export function podIdentityEnv(spec: PodStartSpec): Record<string, string> {
   };
 }
 
+const SETPRIV = '/usr/bin/setpriv';
+
 export class NodeScriptRuntime implements PodRuntime {
   private readonly opts: NodeScriptRuntimeOptions;
   private readonly live = new Set<ChildProcess>();
@@ -92,6 +97,8 @@ export class NodeScriptRuntime implements PodRuntime {
     } catch (err) {
       return Promise.reject(err);
     }
+    // setpriv execs the command in place (same pid), with SIGKILL on its parent's death.
+    if (existsSync(SETPRIV)) [file, args] = [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]];
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
       NODE_ENV: process.env.NODE_ENV ?? 'production',
