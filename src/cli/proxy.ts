@@ -237,7 +237,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     await proxy.drain(graceMs);
     await registry?.close();
     out(
-      `grpc-kube proxy: stopped after ${proxy.stats.rpcs} RPCs, ${proxy.stats.proxyFailures} ended by the proxy (${proxy.stats.retries} retried)`,
+      `grpc-kube proxy: stopped after ${proxy.stats.rpcs} RPCs, ${proxy.stats.proxyFailures} ended by the proxy (${proxy.stats.retries} retried); statuses ${JSON.stringify(proxy.stats.byCode)}`,
     );
     return 0;
   };
