@@ -30,9 +30,10 @@ async function spawnServer(name: string): Promise<{ child: ChildProcess; port: n
   }
 }
 
-// Known limit (issue 4 note): now and then one RPC in flight on the killed server fails with
-// "Connection dropped" even with the retry policy (about 1 in 4 runs of this test on a loaded box);
-// grpc-js does not replay it. The assertion holds the rest exactly: only such RPCs may fail, at most
+// Known limit (issue 4 note): now and then one RPC in flight on the killed server fails even with
+// the retry policy (about 1 in 4 runs of this test on a loaded box); grpc-js does not replay it. Its
+// message is "Connection dropped", or "read ECONNRESET" when the kernel's reset reaches the socket
+// before grpc-js saw the end of the stream — the same loss, reported from a different place. The assertion holds the rest exactly: only such RPCs may fail, at most
 // one per worker, and every other RPC succeeds.
 test('SIGKILL of one of three servers under load: with the default retry policy only RPCs in flight on it can fail', async (t) => {
   const servers = await Promise.all(['a', 'b', 'c'].map(spawnServer));
@@ -72,7 +73,7 @@ test('SIGKILL of one of three servers under load: with the default retry policy 
   t.diagnostic(JSON.stringify(perServer));
   t.diagnostic(`failures: ${JSON.stringify(failures)}`);
   assert.ok(failures.length <= 6, `at most one in-flight RPC per worker may fail: ${failures.length}`);
-  for (const f of failures) assert.equal(f, 'UNAVAILABLE: Connection dropped');
+  for (const f of failures) assert.match(f, /^UNAVAILABLE: (Connection dropped|read ECONNRESET)$/);
   assert.equal(
     Object.values(perServer).reduce((a, b) => a + b, 0),
     TOTAL - failures.length,
