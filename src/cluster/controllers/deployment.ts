@@ -10,7 +10,7 @@
 import { RESOURCES, type ObjectStore } from '../store-api.js';
 import type { KubeObject } from '../../kube/types.js';
 import { InvalidOptionError } from '../../errors.js';
-import { WorkQueue } from './queue.js';
+import { QueueController, isChange } from './queue.js';
 import { SAFE_ALPHABET, isPodActive } from './replicaset.js';
 import {
   POD_TEMPLATE_HASH_LABEL,
@@ -125,36 +125,32 @@ interface RsView {
   present: number;
 }
 
-export class DeploymentController {
-  private readonly queue: WorkQueue;
+export class DeploymentController extends QueueController {
   private readonly now: () => number;
   private readonly onError: ((key: string, err: unknown) => void) | undefined;
-  private stops: Array<() => void> = [];
 
   constructor(
     private readonly store: ObjectStore,
     opts: DeploymentControllerOptions = {},
   ) {
+    super({ onError: opts.onError });
     this.now = opts.now ?? Date.now;
     this.onError = opts.onError;
-    this.queue = new WorkQueue({ handler: (key) => this.reconcile(key), onError: opts.onError });
   }
 
-  start(): void {
-    if (this.stops.length > 0) return;
-    const relevant = (t: string): boolean => t === 'ADDED' || t === 'MODIFIED' || t === 'DELETED';
-    this.stops.push(
+  protected watches(): Array<() => void> {
+    return [
       this.store.watch<Deployment>(RESOURCES.deployments, {}, (ev) => {
-        if (relevant(ev.type)) this.queue.add(keyOf(ev.object as KubeObject));
+        if (isChange(ev.type)) this.queue.add(keyOf(ev.object as KubeObject));
       }),
       this.store.watch<ReplicaSet>(RESOURCES.replicasets, {}, (ev) => {
-        if (!relevant(ev.type)) return;
+        if (!isChange(ev.type)) return;
         const rs = ev.object as ReplicaSet;
         const owner = controllerOf(rs);
         if (owner?.kind === 'Deployment') this.queue.add(`${rs.metadata.namespace ?? ''}/${owner.name}`);
       }),
       this.store.watch<Pod>(RESOURCES.pods, {}, (ev) => {
-        if (!relevant(ev.type)) return;
+        if (!isChange(ev.type)) return;
         const pod = ev.object as Pod;
         const owner = controllerOf(pod);
         if (owner?.kind !== 'ReplicaSet') return;
@@ -162,20 +158,10 @@ export class DeploymentController {
         const dep = rs ? controllerOf(rs) : undefined;
         if (dep?.kind === 'Deployment') this.queue.add(`${pod.metadata.namespace ?? ''}/${dep.name}`);
       }),
-    );
+    ];
   }
 
-  stop(): void {
-    for (const s of this.stops) s();
-    this.stops = [];
-    this.queue.close();
-  }
-
-  idle(): Promise<void> {
-    return this.queue.idle();
-  }
-
-  private reconcile(key: string): void {
+  protected reconcile(key: string): void {
     const { namespace, name } = splitKey(key);
     const d = this.store.get<Deployment>(RESOURCES.deployments, namespace, name);
     const allRs = this.store.list<ReplicaSet>(RESOURCES.replicasets, { namespace }).items;

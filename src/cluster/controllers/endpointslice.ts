@@ -18,7 +18,7 @@ import {
   type SliceEndpoint,
 } from '../../kube/types.js';
 import { InvalidOptionError } from '../../errors.js';
-import { WorkQueue } from './queue.js';
+import { QueueController, isChange } from './queue.js';
 import {
   ZONE_LABEL,
   isPodReady,
@@ -80,15 +80,14 @@ function endpointUid(ep: SliceEndpoint): string {
   return ep.targetRef?.uid ?? ep.addresses[0] ?? '';
 }
 
-export class EndpointSliceController {
+export class EndpointSliceController extends QueueController {
   private readonly store: ObjectStore;
   private readonly max: number;
-  private readonly queue: WorkQueue;
   private readonly podServices = new Map<string, Set<string>>();
   private readonly nodeZones = new Map<string, string | undefined>();
-  private stops: Array<() => void> = [];
 
   constructor(store: ObjectStore, opts: EndpointSliceControllerOptions = {}) {
+    super({ batchMs: opts.batchMs ?? 0, onError: opts.onError });
     this.store = store;
     this.max = opts.maxEndpointsPerSlice ?? DEFAULT_MAX_ENDPOINTS_PER_SLICE;
     if (!Number.isInteger(this.max) || this.max < 1 || this.max > 1000) {
@@ -97,26 +96,19 @@ export class EndpointSliceController {
         `must be an integer from 1 to 1000, got ${this.max}`,
       );
     }
-    this.queue = new WorkQueue({
-      handler: (key) => this.reconcile(key),
-      batchMs: opts.batchMs ?? 0,
-      onError: opts.onError,
-    });
   }
 
-  start(): void {
-    if (this.stops.length > 0) return;
-    const relevant = (t: string): boolean => t === 'ADDED' || t === 'MODIFIED' || t === 'DELETED';
-    this.stops.push(
+  protected watches(): Array<() => void> {
+    return [
       this.store.watch<Service>(RESOURCES.services, {}, (ev) => {
-        if (relevant(ev.type)) this.queue.add(keyOf(ev.object as KubeObject));
+        if (isChange(ev.type)) this.queue.add(keyOf(ev.object as KubeObject));
       }),
       this.store.watch<Pod>(RESOURCES.pods, {}, (ev) => {
-        if (relevant(ev.type)) this.onPod(ev.object as Pod, ev.type === 'DELETED');
+        if (isChange(ev.type)) this.onPod(ev.object as Pod, ev.type === 'DELETED');
       }),
       this.store.watch<Node>(RESOURCES.nodes, {}, (ev) => {
         // Only zones matter; heartbeats and other Node writes must not resync every Service.
-        if (ev.type !== 'ADDED' && ev.type !== 'DELETED' && ev.type !== 'MODIFIED') return;
+        if (!isChange(ev.type)) return;
         const node = ev.object as Node;
         const name = node.metadata.name ?? '';
         const zone = ev.type === 'DELETED' ? undefined : node.metadata.labels?.[ZONE_LABEL];
@@ -128,26 +120,20 @@ export class EndpointSliceController {
       }),
       this.store.watch<EndpointSlice>(RESOURCES.endpointslices, {}, (ev) => {
         // Repairs slices changed or deleted by someone else; our own writes reconcile to no-ops.
-        if (!relevant(ev.type)) return;
+        if (!isChange(ev.type)) return;
         const slice = ev.object as EndpointSlice;
         const svc = slice.metadata.labels?.[SERVICE_NAME_LABEL];
         if (svc && slice.metadata.labels?.[MANAGED_BY_LABEL] === CONTROLLER_NAME) {
           this.queue.add(`${slice.metadata.namespace ?? ''}/${svc}`);
         }
       }),
-    );
+    ];
   }
 
-  stop(): void {
-    for (const s of this.stops) s();
-    this.stops = [];
-    this.queue.close();
+  override stop(): void {
+    super.stop();
     this.podServices.clear();
     this.nodeZones.clear();
-  }
-
-  idle(): Promise<void> {
-    return this.queue.idle();
   }
 
   private onPod(pod: Pod, deleted: boolean): void {
@@ -166,7 +152,7 @@ export class EndpointSliceController {
     else this.podServices.delete(podKey);
   }
 
-  private reconcile(key: string): void {
+  protected reconcile(key: string): void {
     const { namespace, name } = splitKey(key);
     const svc = this.store.get<Service>(RESOURCES.services, namespace, name);
     const existing = this.store

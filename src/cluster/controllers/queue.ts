@@ -145,3 +145,42 @@ export class WorkQueue {
     this.retryTimers.set(key, t);
   }
 }
+
+/** Watch event types that can change what a controller wants (not BOOKMARK or ERROR). */
+export function isChange(type: string): boolean {
+  return type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED';
+}
+
+/**
+ * What every embedded controller shares: a WorkQueue running `reconcile` per key, fed by watches
+ * that `watches()` opens once on start(); stop() closes them and the queue; idle() resolves when no
+ * reconcile is queued or running (tests and the embedded cluster's waits).
+ */
+export abstract class QueueController {
+  protected readonly queue: WorkQueue;
+  private stops: Array<() => void> = [];
+
+  constructor(opts: Pick<WorkQueueOptions, 'batchMs' | 'onError'>) {
+    this.queue = new WorkQueue({ handler: (key) => this.reconcile(key), ...opts });
+  }
+
+  /** Opens the watches that add keys to the queue; returns their stop functions. */
+  protected abstract watches(): Array<() => void>;
+
+  protected abstract reconcile(key: string): void | Promise<void>;
+
+  start(): void {
+    if (this.stops.length > 0) return;
+    this.stops = this.watches();
+  }
+
+  stop(): void {
+    for (const s of this.stops) s();
+    this.stops = [];
+    this.queue.close();
+  }
+
+  idle(): Promise<void> {
+    return this.queue.idle();
+  }
+}

@@ -7,7 +7,7 @@
 
 import { RESOURCES, type ObjectStore } from '../store-api.js';
 import type { KubeObject, WatchEvent } from '../../kube/types.js';
-import { WorkQueue } from './queue.js';
+import { QueueController, isChange } from './queue.js';
 import {
   controllerOf,
   isPodReady,
@@ -68,47 +68,32 @@ export function compareForDeletion(a: Pod, b: Pod): number {
   return (a.metadata.name ?? '') < (b.metadata.name ?? '') ? -1 : 1;
 }
 
-export class ReplicaSetController {
-  private readonly queue: WorkQueue;
+export class ReplicaSetController extends QueueController {
   private readonly random: () => number;
-  private stops: Array<() => void> = [];
 
   constructor(
     private readonly store: ObjectStore,
     opts: ReplicaSetControllerOptions = {},
   ) {
+    super({ onError: opts.onError });
     this.random = opts.random ?? Math.random;
-    this.queue = new WorkQueue({ handler: (key) => this.reconcile(key), onError: opts.onError });
   }
 
-  start(): void {
-    if (this.stops.length > 0) return;
-    this.stops.push(
+  protected watches(): Array<() => void> {
+    return [
       this.store.watch<ReplicaSet>(RESOURCES.replicasets, {}, (ev) => {
-        if (ev.type === 'ADDED' || ev.type === 'MODIFIED' || ev.type === 'DELETED')
-          this.queue.add(keyOf(ev.object as KubeObject));
+        if (isChange(ev.type)) this.queue.add(keyOf(ev.object as KubeObject));
       }),
       this.store.watch<Pod>(RESOURCES.pods, {}, (ev: WatchEvent<Pod>) => {
-        if (ev.type !== 'ADDED' && ev.type !== 'MODIFIED' && ev.type !== 'DELETED') return;
+        if (!isChange(ev.type)) return;
         const pod = ev.object as Pod;
         const owner = controllerOf(pod);
         if (owner?.kind === 'ReplicaSet') this.queue.add(`${pod.metadata.namespace ?? ''}/${owner.name}`);
       }),
-    );
+    ];
   }
 
-  stop(): void {
-    for (const s of this.stops) s();
-    this.stops = [];
-    this.queue.close();
-  }
-
-  /** Resolves when no reconcile is queued or running (for tests and the embedded cluster's waits). */
-  idle(): Promise<void> {
-    return this.queue.idle();
-  }
-
-  private reconcile(key: string): void {
+  protected reconcile(key: string): void {
     const { namespace, name } = splitKey(key);
     const rs = this.store.get<ReplicaSet>(RESOURCES.replicasets, namespace, name);
     const pods = this.store.list<Pod>(RESOURCES.pods, { namespace }).items;
