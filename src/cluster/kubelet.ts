@@ -125,6 +125,41 @@ export interface KubeletOptions {
   readonly onError?: (pod: string, err: unknown) => void;
 }
 
+/** The Node object a lab kubelet registers: hostname/os/arch/zone labels, Ready, its addresses. */
+export function labNodeObject(n: KubeletNode, hostIP: string, at: string): Node {
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: {
+      name: n.name,
+      labels: {
+        ...(n.labels ?? {}),
+        [HOSTNAME_LABEL]: n.name,
+        'kubernetes.io/os': 'linux',
+        'kubernetes.io/arch': process.arch === 'x64' ? 'amd64' : process.arch,
+        ...(n.zone ? { [ZONE_LABEL]: n.zone } : {}),
+      },
+    },
+    spec: {},
+    status: {
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'KubeletReady',
+          message: 'lab kubelet is posting ready status',
+          lastHeartbeatTime: at,
+          lastTransitionTime: at,
+        },
+      ],
+      addresses: [
+        { type: 'InternalIP', address: hostIP },
+        { type: 'Hostname', address: n.name },
+      ],
+    },
+  };
+}
+
 export class Kubelet implements PodWorkerHost {
   readonly runtime: PodRuntime;
   readonly ipAllocator: IpAllocator;
@@ -180,36 +215,7 @@ export class Kubelet implements PodWorkerHost {
     if (this.stopWatch || this.stopped) return;
     const at = this.nowIso();
     for (const n of this.nodes) {
-      const node: Node = {
-        apiVersion: 'v1',
-        kind: 'Node',
-        metadata: {
-          name: n.name,
-          labels: {
-            ...(n.labels ?? {}),
-            [HOSTNAME_LABEL]: n.name,
-            'kubernetes.io/os': 'linux',
-            ...(n.zone ? { [ZONE_LABEL]: n.zone } : {}),
-          },
-        },
-        spec: {},
-        status: {
-          conditions: [
-            {
-              type: 'Ready',
-              status: 'True',
-              reason: 'KubeletReady',
-              lastHeartbeatTime: at,
-              lastTransitionTime: at,
-              message: 'lab kubelet is posting ready status',
-            },
-          ],
-          addresses: [
-            { type: 'InternalIP', address: this.hostIP },
-            { type: 'Hostname', address: n.name },
-          ],
-        },
-      };
+      const node = labNodeObject(n, this.hostIP, at);
       const existing = this.store.get<Node>(RESOURCES.nodes, undefined, n.name);
       if (existing)
         this.store.update<Node>(RESOURCES.nodes, {

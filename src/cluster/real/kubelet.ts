@@ -16,17 +16,8 @@ import { InvalidOptionError } from '../../errors.js';
 import { Backoff } from '../../discovery/backoff.js';
 import { KubeClient, isExpired, type ResourcePath, type WatchHandle } from '../../kube/client.js';
 import type { WatchEvent } from '../../kube/types.js';
-import {
-  HOSTNAME_LABEL,
-  ZONE_LABEL,
-  isPodTerminal,
-  keyOf,
-  splitKey,
-  type Node,
-  type Pod,
-  type PodStatus,
-} from '../controllers/kinds.js';
-import { IpPool, type IpAllocator, type KubeletNode } from '../kubelet.js';
+import { isPodTerminal, keyOf, splitKey, type Node, type Pod, type PodStatus } from '../controllers/kinds.js';
+import { IpPool, labNodeObject, type IpAllocator, type KubeletNode } from '../kubelet.js';
 import type { PodProcess, PodRuntime } from '../pod-runtime.js';
 import { PodWorker, setCondition, type PodWorkerHost } from '../pod-worker.js';
 import { LabApi, isTransient, statusOf } from './kube-http.js';
@@ -227,44 +218,10 @@ export class RealKubelet implements PodWorkerHost {
 
   // ---- nodes and leases ----
 
-  private nodeObject(n: KubeletNode, at: string): Node {
-    return {
-      apiVersion: 'v1',
-      kind: 'Node',
-      metadata: {
-        name: n.name,
-        labels: {
-          ...(n.labels ?? {}),
-          [HOSTNAME_LABEL]: n.name,
-          'kubernetes.io/os': 'linux',
-          'kubernetes.io/arch': process.arch === 'x64' ? 'amd64' : process.arch,
-          ...(n.zone ? { [ZONE_LABEL]: n.zone } : {}),
-        },
-      },
-      spec: {},
-      status: {
-        conditions: [
-          {
-            type: 'Ready',
-            status: 'True',
-            reason: 'KubeletReady',
-            message: 'lab kubelet is posting ready status',
-            lastHeartbeatTime: at,
-            lastTransitionTime: at,
-          },
-        ],
-        addresses: [
-          { type: 'InternalIP', address: this.hostIP },
-          { type: 'Hostname', address: n.name },
-        ],
-      },
-    };
-  }
-
   private async registerNode(n: KubeletNode): Promise<void> {
     const nodeRp: ResourcePath = { group: '', version: 'v1', resource: 'nodes' };
     const at = this.nowIso();
-    const want = this.nodeObject(n, at);
+    const want = labNodeObject(n, this.hostIP, at);
     let node: Node;
     try {
       node = await this.api.request<Node>('POST', '/api/v1/nodes', want, nodeRp);
