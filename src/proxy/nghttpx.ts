@@ -224,11 +224,6 @@ export class NghttpxDataPlane {
     this.sorry = undefined;
   }
 
-  /** Resolves once nghttpx has the current endpoint list (tests, warm-up). */
-  async settled(): Promise<void> {
-    while (this.pushing !== undefined) await this.pushing;
-  }
-
   private listFor(ready: readonly Backend[]): readonly Backend[] {
     return ready.length > 0 ? ready : [this.sorryBackend as Backend];
   }
