@@ -114,20 +114,44 @@ export interface RawAds {
   close(): void;
 }
 
+/** A stream's responses one at a time: the function waits up to timeoutMs for the next one. */
+function responses<T>(
+  call: grpc.ClientDuplexStream<unknown, T>,
+  what: string,
+): (timeoutMs?: number) => Promise<T> {
+  const queue: T[] = [];
+  const waiters: Array<(r: T) => void> = [];
+  call.on('data', (r: T) => {
+    const w = waiters.shift();
+    if (w) w(r);
+    else queue.push(r);
+  });
+  call.on('error', () => {});
+  return (timeoutMs = 3000) => {
+    const r = queue.shift();
+    if (r) return Promise.resolve(r);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        waiters.splice(waiters.indexOf(done), 1);
+        reject(new Error(`no ${what} response within ${timeoutMs} ms`));
+      }, timeoutMs);
+      t.unref();
+      const done = (x: T): void => {
+        clearTimeout(t);
+        resolve(x);
+      };
+      waiters.push(done);
+    });
+  };
+}
+
 export function openAds(address: string): RawAds {
   const Client = grpc.makeGenericClientConstructor(adsClientDefinition(), 'Ads');
   const client = new Client(address, grpc.credentials.createInsecure());
   const call = (
     client as unknown as { StreamAggregatedResources(): grpc.ClientDuplexStream<unknown, DecodedResponse> }
   ).StreamAggregatedResources();
-  const queue: DecodedResponse[] = [];
-  const waiters: Array<(r: DecodedResponse) => void> = [];
-  call.on('data', (r: DecodedResponse) => {
-    const w = waiters.shift();
-    if (w) w(r);
-    else queue.push(r);
-  });
-  call.on('error', () => {});
+  const next = responses(call, 'ADS');
   let first = true;
   return {
     send(req) {
@@ -141,22 +165,7 @@ export function openAds(address: string): RawAds {
       });
       first = false;
     },
-    next(timeoutMs = 3000) {
-      const r = queue.shift();
-      if (r) return Promise.resolve(r);
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(() => {
-          waiters.splice(waiters.indexOf(done), 1);
-          reject(new Error(`no ADS response within ${timeoutMs} ms`));
-        }, timeoutMs);
-        t.unref();
-        const done = (x: DecodedResponse): void => {
-          clearTimeout(t);
-          resolve(x);
-        };
-        waiters.push(done);
-      });
-    },
+    next,
     close() {
       call.cancel();
       client.close();
@@ -186,14 +195,7 @@ export function openDeltaAds(address: string): RawDeltaAds {
       DeltaAggregatedResources(): grpc.ClientDuplexStream<unknown, DecodedDeltaResponse>;
     }
   ).DeltaAggregatedResources();
-  const queue: DecodedDeltaResponse[] = [];
-  const waiters: Array<(r: DecodedDeltaResponse) => void> = [];
-  call.on('data', (r: DecodedDeltaResponse) => {
-    const w = waiters.shift();
-    if (w) w(r);
-    else queue.push(r);
-  });
-  call.on('error', () => {});
+  const next = responses(call, 'delta ADS');
   let first = true;
   return {
     send(req) {
@@ -208,22 +210,7 @@ export function openDeltaAds(address: string): RawDeltaAds {
       });
       first = false;
     },
-    next(timeoutMs = 3000) {
-      const r = queue.shift();
-      if (r) return Promise.resolve(r);
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(() => {
-          waiters.splice(waiters.indexOf(done), 1);
-          reject(new Error(`no delta ADS response within ${timeoutMs} ms`));
-        }, timeoutMs);
-        t.unref();
-        const done = (x: DecodedDeltaResponse): void => {
-          clearTimeout(t);
-          resolve(x);
-        };
-        waiters.push(done);
-      });
-    },
+    next,
     close() {
       call.cancel();
       client.close();
