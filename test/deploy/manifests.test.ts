@@ -347,7 +347,16 @@ describe('deploy/ manifests', () => {
       '--mode=ingress',
       '--listen=0.0.0.0:50051',
       '--target=hello.$(POD_NAMESPACE):50051',
+      '--drain-delay-ms=5000',
+      '--grace-ms=20000',
+      '--max-connection-age-ms=300000',
     ]);
+    // The ingress proxy's drain fits its grace period: drain delay + grace + a margin.
+    const proxyPod = deployments('proxy').find((d) => d.name === 'hello-proxy')?.spec.template
+      .spec as PodSpec & {
+      terminationGracePeriodSeconds?: number;
+    };
+    assert.ok((proxyPod.terminationGracePeriodSeconds ?? 30) >= 5 + 20 + EXIT_MARGIN_S);
     assert.deepEqual(proxyArgs('sidecar', 'hello-client'), [
       '--mode=sidecar',
       '--listen=127.0.0.1:15001',
