@@ -24,7 +24,7 @@ import {
   putStatus,
 } from './controllers/kinds.js';
 import type { PodProcess, PodRuntime } from './pod-runtime.js';
-import { PodWorker, setCondition, type PodWorkerHost } from './pod-worker.js';
+import { PodWorker, deletionGraceMs, setCondition, type PodWorkerHost } from './pod-worker.js';
 
 export { PROBE_PERIOD_MS_ANNOTATION } from './pod-worker.js';
 
@@ -349,10 +349,8 @@ export class Kubelet implements PodWorkerHost {
         this.finalDelete(key, uid);
         return;
       }
-      const graceSec =
-        pod.metadata.deletionGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30;
       const w = worker;
-      const done = w.terminate(graceSec * 1000);
+      const done = w.terminate(deletionGraceMs(pod));
       if (this.deleting.has(w)) return;
       this.deleting.add(w);
       void done.then(() => {
@@ -367,12 +365,7 @@ export class Kubelet implements PodWorkerHost {
     if (!worker && !isPodTerminal(pod)) {
       worker = new PodWorker(this, key, uid, pod);
       this.workers.set(key, worker);
-      const at = this.nowIso();
-      this.updateStatus(key, uid, (s) => {
-        s.phase ??= 'Pending';
-        setCondition(s, 'PodScheduled', 'True', at);
-      });
-      void worker.start();
+      void worker.admit();
     }
   }
 

@@ -79,6 +79,11 @@ export function exitCodeOf(exit: PodExit): number {
   );
 }
 
+/** The grace a deleted pod's container gets: the DELETE's, else the pod spec's, else 30 s. */
+export function deletionGraceMs(pod: Pod): number {
+  return (pod.metadata.deletionGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30) * 1000;
+}
+
 /** The states of one pod's container, as the real kubelet's pod worker tracks them. */
 export class PodWorker {
   ip: string | undefined;
@@ -113,6 +118,16 @@ export class PodWorker {
 
   get port(): number {
     return this.container.ports?.[0]?.containerPort ?? this.host.defaultPort;
+  }
+
+  /** The pod is bound to this node: Pending with PodScheduled, then its container starts. */
+  admit(): Promise<void> {
+    const at = this.host.nowIso();
+    this.host.updateStatus(this.key, this.uid, (s) => {
+      s.phase ??= 'Pending';
+      setCondition(s, 'PodScheduled', 'True', at);
+    });
+    return this.start();
   }
 
   /** Starts the container (first start or restart) and its probe loop. */

@@ -19,7 +19,7 @@ import type { WatchEvent } from '../../kube/types.js';
 import { isPodTerminal, keyOf, splitKey, type Node, type Pod, type PodStatus } from '../controllers/kinds.js';
 import { IpPool, labNodeObject, type IpAllocator, type KubeletNode } from '../kubelet.js';
 import type { PodProcess, PodRuntime } from '../pod-runtime.js';
-import { PodWorker, setCondition, type PodWorkerHost } from '../pod-worker.js';
+import { PodWorker, deletionGraceMs, type PodWorkerHost } from '../pod-worker.js';
 import { LabApi, isTransient, statusOf } from './kube-http.js';
 import type { LabNetwork } from './netns.js';
 
@@ -500,10 +500,8 @@ export class RealKubelet implements PodWorkerHost {
         if (!this.deleting.has(key)) await this.finalDelete(key, uid);
         return;
       }
-      const graceSec =
-        pod.metadata.deletionGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30;
       const w = worker;
-      const done = w.terminate(graceSec * 1000);
+      const done = w.terminate(deletionGraceMs(pod));
       if (this.deleting.has(key)) return;
       this.deleting.add(key);
       // Not awaited here: the chain must stay free for this pod's status writes during the grace.
@@ -520,12 +518,7 @@ export class RealKubelet implements PodWorkerHost {
     if (!worker && !isPodTerminal(pod)) {
       worker = new PodWorker(this, key, uid, pod);
       this.workers.set(key, worker);
-      const at = this.nowIso();
-      this.updateStatus(key, uid, (s) => {
-        s.phase ??= 'Pending';
-        setCondition(s, 'PodScheduled', 'True', at);
-      });
-      void worker.start().catch((err: unknown) => this.reportError(key, err));
+      void worker.admit().catch((err: unknown) => this.reportError(key, err));
     }
   }
 
