@@ -25,12 +25,14 @@ export async function labCommand(args: string[]): Promise<number> {
       pacing: { type: 'string' },
       pods: { type: 'string' },
       'client-defaults': { type: 'boolean' },
+      'pod-nice': { type: 'string' },
     },
   });
   const { builtinScenarios, scaleScenario, SCENARIO_NAMES } = await import('../lab/scenario.js');
   const { STRATEGIES, OPTIONAL_STRATEGIES } = await import('../lab/strategies/index.js');
   const { runScenario, POD_SHUTDOWNS } = await import('../lab/runner.js');
   const { renderReport } = await import('../lab/report.js');
+  const { SATURATION_ADVICE } = await import('../lab/harness.js');
   const { seededRandom } = await import('../balancer/index.js');
   const { grpcUsesAlternativeResolver } = await import('../lab/dns-server.js');
 
@@ -91,6 +93,9 @@ export async function labCommand(args: string[]): Promise<number> {
   const pods = (values.pods ?? 'kit') as (typeof POD_SHUTDOWNS)[number];
   if (!POD_SHUTDOWNS.includes(pods))
     throw new InvalidOptionError('--pods', `must be one of ${POD_SHUTDOWNS.join(', ')}`);
+  const podNice = values['pod-nice'] === undefined ? undefined : Number(values['pod-nice']);
+  if (podNice !== undefined && !(Number.isInteger(podNice) && podNice >= 0 && podNice <= 19))
+    throw new InvalidOptionError('--pod-nice', 'must be an integer 0..19');
   const random = seededRandom(seed);
   const out = (l: string): void => void process.stderr.write(l + '\n');
   const started = Date.now();
@@ -111,6 +116,7 @@ export async function labCommand(args: string[]): Promise<number> {
       pods,
       cluster,
       clientDefaults: values['client-defaults'] ?? false,
+      ...(podNice !== undefined ? { podNice } : {}),
       onProgress: out,
     });
     for (const s of r.skipped) out(`  ${scenario.name}: ${s.strategy} skipped (${s.why})`);
@@ -119,6 +125,7 @@ export async function labCommand(args: string[]): Promise<number> {
   const runs = results.flatMap((r) => r.runs);
   const records = runs.map((r) => r.record);
   process.stdout.write(summaryTable(runs) + '\n');
+  for (const w of saturationWarnings(runs, SATURATION_ADVICE)) out(w);
   out(`lab finished in ${Math.round((Date.now() - started) / 1000)} s`);
   if (values.json !== undefined) {
     writeFileSync(
@@ -173,6 +180,8 @@ function summaryTable(runs: readonly Run[]): string {
     'balance',
     'latency p50/p99 ms',
     'pods/client',
+    'loop p99/max ms',
+    'cpu',
   ];
   const f = (x: number | null, d = 0): string => (x === null ? '–' : x.toFixed(d));
   const rows = runs.map(({ record: r, podsPerClient }) => [
@@ -186,6 +195,8 @@ function summaryTable(runs: readonly Run[]): string {
     f(r.balanceMaxOverMean, 2),
     `${f(r.latencyMs.p50, 1)}/${f(r.latencyMs.p99, 1)}`,
     (podsPerClient ?? []).join(','),
+    r.harness ? `${f(r.harness.loopDelayMsP99, 1)}/${f(r.harness.loopDelayMsMax, 1)}` : '–',
+    r.harness ? `${Math.round(r.harness.machineCpuBusyPct)}%${r.harness.saturated ? ' SATURATED' : ''}` : '–',
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string =>
@@ -194,4 +205,18 @@ function summaryTable(runs: readonly Run[]): string {
       .join('  ')
       .trimEnd();
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+/** One warning per saturated scenario (its strategies share the harness), saying what to do. */
+function saturationWarnings(runs: readonly Run[], advice: string): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const { record: r } of runs) {
+    if (!r.harness?.saturated || seen.has(r.scenario)) continue;
+    seen.add(r.scenario);
+    out.push(
+      `warning: ${r.scenario} was SATURATED (${r.harness.reason}): its figures measured the lab's own load, not the strategies; ${advice}`,
+    );
+  }
+  return out;
 }

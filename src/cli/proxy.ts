@@ -225,6 +225,9 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       await registry?.close();
       throw err;
     }
+    // An ingress says it listens once it knows its Service's endpoints (or syncTimeout passed), as
+    // kube-proxy programs a Service before traffic arrives: the first calls need not wait for a list.
+    if (mode === 'ingress' && values.target !== undefined) await proxy.watch(values.target);
     out(`grpc-kube proxy: ${mode} listening on ${proxy.address} (policy ${proxy.options.policy})`);
     io.onListening?.(proxy);
     await untilStopped(io.signal);
@@ -239,6 +242,8 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     out(
       `grpc-kube proxy: stopped after ${proxy.stats.rpcs} RPCs, ${proxy.stats.proxyFailures} ended by the proxy (${proxy.stats.retries} retried); statuses ${JSON.stringify(proxy.stats.byCode)}`,
     );
+    // Where the time went (ms): the queue before the backend, its handshake, its first byte, the slowest calls.
+    out(`grpc-kube proxy: timings ${JSON.stringify(proxy.stats.timings.summary())}`);
     return 0;
   };
   try {

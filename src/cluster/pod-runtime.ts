@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { Container } from './controllers/kinds.js';
-import { GrpcKubeError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 
 export interface PodStartSpec {
   readonly namespace: string;
@@ -45,11 +45,23 @@ export interface PodRuntime {
 export interface NodeScriptRuntimeOptions {
   /** Path of the JavaScript file to run with this Node.js binary. */
   readonly script: string;
+  /**
+   * Instead of the script: a shell command line run by /bin/sh -c (`grpc-kube lab --pod-command`),
+   * given the pod's identity in its environment, including PORT (= POD_PORT).
+   */
+  readonly shellCommand?: string;
   readonly args?: (spec: PodStartSpec) => string[];
   /** Extra environment for every pod (the pod's container env wins). */
   readonly env?: Readonly<Record<string, string>>;
   /** Where the child's stdout/stderr go: dropped (default) or passed to a callback line by line. */
   readonly onOutput?: (pod: string, stream: 'stdout' | 'stderr', line: string) => void;
+  /**
+   * CPU niceness of every pod process (0..19, default 0). The lab runs its pods nicer than the process
+   * that drives the clients: on a small machine, five pods booting at once would otherwise take the
+   * clients' core and the lab would measure its own start-up instead of the strategies. Applied by
+   * exec'ing through nice(1), so the pod is nice from its first instruction.
+   */
+  readonly nice?: number;
 }
 
 /** The POD_* variables every runtime gives a pod, so a pod process knows who and where it is. */
@@ -64,6 +76,7 @@ export function podIdentityEnv(spec: PodStartSpec): Record<string, string> {
 }
 
 const SETPRIV = '/usr/bin/setpriv';
+const NICE = '/usr/bin/nice';
 
 export class NodeScriptRuntime implements PodRuntime {
   private readonly opts: NodeScriptRuntimeOptions;
@@ -73,6 +86,9 @@ export class NodeScriptRuntime implements PodRuntime {
   };
 
   constructor(opts: NodeScriptRuntimeOptions) {
+    const nice = opts.nice ?? 0;
+    if (!Number.isInteger(nice) || nice < 0 || nice > 19)
+      throw new InvalidOptionError('nice', `must be an integer 0..19, got ${String(opts.nice)}`);
     this.opts = { ...opts };
   }
 
@@ -86,6 +102,7 @@ export class NodeScriptRuntime implements PodRuntime {
    * (e.g. in `ip netns exec`). Throwing rejects start() with that error.
    */
   protected command(spec: PodStartSpec): readonly [string, string[]] {
+    if (this.opts.shellCommand !== undefined) return ['/bin/sh', ['-c', this.opts.shellCommand]];
     return [process.execPath, [this.opts.script, ...(this.opts.args?.(spec) ?? [])]];
   }
 
@@ -99,11 +116,15 @@ export class NodeScriptRuntime implements PodRuntime {
     }
     // setpriv execs the command in place (same pid), with SIGKILL on its parent's death.
     if (existsSync(SETPRIV)) [file, args] = [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]];
+    // nice(1) execs in place too: the pid stays the pod's.
+    const nice = this.opts.nice ?? 0;
+    if (nice > 0 && existsSync(NICE)) [file, args] = [NICE, ['-n', String(nice), file, ...args]];
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
       NODE_ENV: process.env.NODE_ENV ?? 'production',
       ...(this.opts.env ?? {}),
       ...podIdentityEnv(spec),
+      PORT: String(spec.port),
       ...spec.env,
     };
     const pipe = this.opts.onOutput !== undefined;

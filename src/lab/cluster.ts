@@ -57,6 +57,10 @@ export interface LabClusterOptions {
   readonly namespace: string;
   readonly probePeriodMs: number;
   readonly random: () => number;
+  /** CPU niceness of the pods (0..19): above the clients' 0, so pods starting cannot starve them. */
+  readonly podNice: number;
+  /** The user's server instead of the lab's Hello (`--pod-command`), run by /bin/sh -c. */
+  readonly podCommand?: string;
 }
 
 export async function startLabCluster(kind: ClusterKind, opts: LabClusterOptions): Promise<LabCluster> {
@@ -74,7 +78,11 @@ export function labLoopbackPrefix(): string {
 async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
   const loopbackPrefix = labLoopbackPrefix();
   const c: EmbeddedCluster = await startEmbeddedCluster({
-    runtime: new NodeScriptRuntime({ script: POD_MAIN_SCRIPT }),
+    runtime: new NodeScriptRuntime({
+      script: POD_MAIN_SCRIPT,
+      nice: opts.podNice,
+      ...(opts.podCommand !== undefined ? { shellCommand: opts.podCommand } : {}),
+    }),
     ipPool: { first: `${loopbackPrefix}.2.1` },
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace],
@@ -122,6 +130,8 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
   const { startRealLabCluster } = await import('../cluster/real/cluster.js');
   const c = await startRealLabCluster({
     podScript: POD_MAIN_SCRIPT,
+    podNice: opts.podNice,
+    ...(opts.podCommand !== undefined ? { podShellCommand: opts.podCommand } : {}),
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace],
   });

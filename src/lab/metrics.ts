@@ -2,6 +2,8 @@
 // and its pod timeline to the run record, plus the per-client and per-pod views the report draws.
 // No clocks, no I/O: every number here can be checked by hand in test/lab/metrics.test.ts.
 
+import type { HarnessRecord } from './harness.js';
+
 /** gRPC status names by code (the wire codes 0..16). */
 export const STATUS_NAMES = [
   'OK',
@@ -73,6 +75,8 @@ export interface LabRunRecord {
   latencyMs: Percentiles;
   successRate: number;
   durationMs: number;
+  /** How loaded the lab itself was (present in every record the lab writes; see harness.ts). */
+  harness?: HarnessRecord;
 }
 
 /** One RPC as a row, for building records by hand (tests, imports). */
@@ -234,6 +238,8 @@ export interface RunRecordInput {
   steadyWindowMs: readonly [number, number];
   /** Wall duration of the run; default: from the first RPC start to the last RPC end. */
   durationMs?: number;
+  /** The harness figures and verdict measured during the run. */
+  harness?: HarnessRecord;
 }
 
 /** The FIGURES.md record of one run. */
@@ -273,6 +279,7 @@ export function computeRunRecord(input: RunRecordInput): LabRunRecord {
     latencyMs: percentiles(okLatencies),
     successRate: rpcs === 0 ? 0 : (rpcs - failed) / rpcs,
     durationMs: input.durationMs ?? (rpcs === 0 ? 0 : lastEnd - firstStart),
+    ...(input.harness !== undefined ? { harness: { ...input.harness } } : {}),
   };
 }
 

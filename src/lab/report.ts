@@ -3,6 +3,7 @@
 // SVG, one line per pod, markers for the scenario's events) and the summary table of FIGURES.md.
 
 import type { LabRunRecord, Percentiles, RateSeries } from './metrics.js';
+import { SATURATION_ADVICE, type HarnessSeries } from './harness.js';
 
 export interface ScenarioEvent {
   /** ms from run start, on the same clock as the RPC records. */
@@ -18,6 +19,8 @@ export interface ReportRun {
   steadyWindowMs?: readonly [number, number];
   /** Distinct pods reached per client (the clusterip finding), shown under the plot. */
   podsPerClient?: readonly number[];
+  /** The lab's own load over the run (event-loop delay of the client process, machine CPU). */
+  harness?: HarnessSeries;
 }
 
 export interface ReportMeta {
@@ -188,6 +191,65 @@ function shareBar(run: ReportRun): string {
   );
 }
 
+const HS = 46; // height of the harness strip
+
+/**
+ * The lab's own load under each plot, on the same time axis: bars of the client process's worst
+ * event-loop delay per bucket (scaled to the RPC deadline's half, the saturation limit) and a line of
+ * the machine's CPU busy %. A dip in the RPC rate with a tall bar under it is the harness, not the
+ * strategy.
+ */
+function harnessStrip(run: ReportRun): string {
+  const h = run.harness;
+  if (!h || h.loopDelayMaxMs.length === 0) return '';
+  const limitMs = h.loopLimitMs;
+  const s = run.series;
+  const spanMs = s.buckets * s.bucketMs;
+  const iw = W - M.left - M.right;
+  const top = 4;
+  const ih = HS - top - 12;
+  const x = (ms: number): number => M.left + ((ms - s.startMs) / spanMs) * iw;
+  const bw = Math.max(1, (h.bucketMs / spanMs) * iw - 0.5);
+  const parts: string[] = [
+    `<rect x="${M.left}" y="${top}" width="${iw}" height="${ih}" fill="none" stroke="#ccc"/>`,
+    `<text x="${M.left - 5}" y="${top + ih / 2}" dy="0.32em" text-anchor="end" class="tick">loop</text>`,
+  ];
+  h.loopDelayMaxMs.forEach((ms, b) => {
+    const bx = x(b * h.bucketMs);
+    if (bx >= M.left + iw) return;
+    const frac = Math.min(ms / limitMs, 1);
+    const bh = frac * ih;
+    const color = ms >= limitMs ? FAILED_COLOR : ms >= limitMs / 5 ? '#edc948' : '#9fb7cf';
+    parts.push(
+      `<rect class="loop-delay" x="${bx.toFixed(1)}" y="${(top + ih - bh).toFixed(1)}" width="${bw.toFixed(1)}" height="${bh.toFixed(1)}" fill="${color}"><title>${Math.round(b * h.bucketMs) / 1000}s: event loop ${ms.toFixed(1)} ms late at most</title></rect>`,
+    );
+  });
+  let d = '';
+  h.cpuBusyPct.forEach((pct, b) => {
+    if (pct === null) return;
+    const px = x((b + 0.5) * h.bucketMs);
+    if (px > M.left + iw) return;
+    d += `${d === '' ? 'M' : 'L'}${px.toFixed(1)} ${(top + ih - (pct / 100) * ih).toFixed(1)}`;
+  });
+  if (d !== '')
+    parts.push(
+      `<path class="cpu" d="${d}" fill="none" stroke="#555" stroke-width="1"><title>machine CPU busy %</title></path>`,
+    );
+  parts.push(
+    `<text x="${M.left}" y="${HS - 1}" class="tick">bars: client event-loop delay (full = ${Math.round(limitMs)} ms, the saturation limit) · line: machine CPU busy %</text>`,
+  );
+  return (
+    `<svg class="harness" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${HS}" width="${W}" height="${HS}" role="img" aria-label="lab load over time">` +
+    parts.join('') +
+    '</svg>'
+  );
+}
+
+function saturationNote(r: LabRunRecord): string {
+  if (!r.harness?.saturated) return '';
+  return `<div class="stats saturated">saturated: ${esc(r.harness.reason)} — these figures measured the machine, not the strategy; ${esc(SATURATION_ADVICE)}</div>`;
+}
+
 function legend(run: ReportRun): string {
   const items = run.series.pods.map(
     (p, i) =>
@@ -207,6 +269,15 @@ function failedCell(r: LabRunRecord): string {
   return `<td${cls} title="${codes}">${fmtInt(r.failed)}${codes ? `<br><small>${codes}</small>` : ''}</td>`;
 }
 
+function harnessCell(r: LabRunRecord): string {
+  const h = r.harness;
+  if (!h) return '<td>—</td>';
+  const text = `${fmtMs(h.loopDelayMsP99)} / ${fmtMs(h.loopDelayMsMax)} · ${Math.round(h.machineCpuBusyPct)}%`;
+  return h.saturated
+    ? `<td class="bad saturated" title="${esc(h.reason)}">${text}<br><small>saturated</small></td>`
+    : `<td>${text}</td>`;
+}
+
 function tableRows(runs: readonly ReportRun[], withScenario: boolean): string {
   return runs
     .map(({ record: r }) => {
@@ -223,6 +294,7 @@ function tableRows(runs: readonly ReportRun[], withScenario: boolean): string {
         `<td>${r.balanceMaxOverMean === null ? '—' : r.balanceMaxOverMean.toFixed(2)}</td>` +
         `<td>${fmtPct(r.latencyMs)}</td>` +
         `<td>${(r.durationMs / 1000).toFixed(1)}</td>` +
+        harnessCell(r) +
         '</tr>'
       );
     })
@@ -235,7 +307,7 @@ function table(runs: readonly ReportRun[], withScenario: boolean): string {
     (withScenario ? '<th>scenario</th>' : '') +
     '<th>strategy</th><th>rpcs</th><th>failed</th><th>successRate</th>' +
     '<th>readyToFirstRpcMs<br>p50 / p99</th><th>newPods<br>NeverServed</th><th>balance<br>MaxOverMean</th>' +
-    '<th>latencyMs<br>p50 / p99</th><th>duration s</th>' +
+    '<th>latencyMs<br>p50 / p99</th><th>duration s</th><th>harness: loop delay<br>p99 / max ms · CPU</th>' +
     `</tr></thead><tbody>\n${tableRows(runs, withScenario)}\n</tbody></table>`
   );
 }
@@ -254,7 +326,7 @@ table.summary{border-collapse:collapse;font-size:13px;margin:8px 0}
 .summary th,.summary td{border:1px solid #ddd;padding:4px 8px;text-align:right;vertical-align:top}
 .summary th{background:#f5f5f5;font-weight:600;text-align:center}
 .summary td:first-child,.summary td:nth-child(2){text-align:left}
-.summary small{color:#a33}.bad{background:#fdecea}
+.summary small{color:#a33}.bad{background:#fdecea}.saturated{color:#a33}
 `;
 
 /** Render the report page for `runs` (any order; grouped by scenario in first-seen order). */
@@ -277,9 +349,11 @@ export function renderReport(runs: readonly ReportRun[], meta: ReportMeta = {}):
       return (
         `<figure data-strategy="${esc(run.record.strategy)}"><figcaption>${esc(run.record.strategy)}</figcaption>` +
         plot(run, yMax, plotIndex++) +
+        harnessStrip(run) +
         shareBar(run) +
         legend(run) +
         perClient +
+        saturationNote(run.record) +
         '</figure>'
       );
     });
@@ -310,7 +384,8 @@ ${table(runs, true)}
 served). balanceMaxOverMean: the largest per-pod share of RPCs ÷ the mean share over the pods Ready for the whole
 steady window (shaded on the plots); 1.00 is even. Plots: successful RPCs per second per pod, by RPC start time;
 dashed red: failed RPCs per second; dotted verticals: scenario events; the bar under each plot: each pod's
-share of the run's successful RPCs.</p>
+share of the run's successful RPCs; the strip under it: how late the lab's client event loop ran and how
+busy the machine was. harness: a run marked <em>saturated</em> measured the lab's own load, not the strategy.</p>
 ${sections.join('\n')}
 </body></html>
 `;

@@ -22,6 +22,7 @@ import type { Scenario, ScenarioStep } from './scenario.js';
 import { MAX_CONNECTION_AGE_GRACE_MS, MAX_CONNECTION_AGE_MS } from './strategies/headless.js';
 import type { AppFlavour, LabEnv, LabStrategy, StrategyHandle } from './strategy.js';
 import { PodTimelineRecorder } from './timeline.js';
+import { HarnessMonitor, harnessVerdict } from './harness.js';
 import { startWorkload, type WorkloadRun } from './workload.js';
 
 export const LAB_NAMESPACE = 'lab';
@@ -44,6 +45,10 @@ export interface RunOptions {
   readonly pods?: PodShutdown;
   /** Clients use grpc-kube's client defaults (retry on UNAVAILABLE, keepalive) around their policy. */
   readonly clientDefaults?: boolean;
+  /** The user's gRPC server as the pods' program (`--pod-command`), instead of the lab's Hello. */
+  readonly podCommand?: string;
+  /** CPU niceness of the pods, 0..19. Default POD_NICE. */
+  readonly podNice?: number;
   readonly onProgress?: (line: string) => void;
 }
 
@@ -54,6 +59,13 @@ export interface ScenarioResult {
 }
 
 const PROBE_PERIOD_MS = 100;
+/**
+ * Pods run at nice 10, the clients' process at 0: on 2 cores, five pods booting at once (~150 ms of
+ * CPU each) otherwise stall the client loops for seconds and fail RPCs that no strategy lost. Pods
+ * still get every idle cycle; they only yield when the clients need the CPU. (Measured: the loop's
+ * worst stall after "scale to 5", see docs/lab.md.)
+ */
+export const POD_NICE = 10;
 
 /**
  * What a pod does on SIGTERM:
@@ -192,6 +204,8 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     namespace: LAB_NAMESPACE,
     probePeriodMs: PROBE_PERIOD_MS,
     random: opts.random,
+    podNice: opts.podNice ?? POD_NICE,
+    ...(opts.podCommand !== undefined ? { podCommand: opts.podCommand } : {}),
   });
   const cleanups: Array<() => Promise<void> | void> = [() => cluster.stop()];
   try {
@@ -265,6 +279,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         opts.clientDefaults
           ? clientDefaults({ lbPolicy: policy })
           : { 'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ [policy]: {} }] }) },
+      log: progress,
     };
     // Every stand-in must have its first answer before clients dial.
     await waitFor(
@@ -302,6 +317,11 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
 
     const origin = clock();
     for (const r of recorders.values()) r.setOrigin(origin);
+    const seriesBucketMs = Math.max(100, Math.round(scenario.durationMs / 120));
+    // The harness is measured over exactly the clients' run: the same window as every figure.
+    const harness = new HarnessMonitor({ bucketMs: seriesBucketMs });
+    harness.start();
+    cleanups.push(() => void harness.stop());
     const workloads: Array<{ s: LabStrategy; w: WorkloadRun }> = handles.map(({ s, h }) => ({
       s,
       w: startWorkload({
@@ -351,6 +371,9 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
 
     await Promise.all(workloads.map((x) => x.w.done));
     clearInterval(ticker);
+    const measured = harness.stop(scenario.deadlineMs);
+    const verdict = harnessVerdict(measured.figures, { deadlineMs: scenario.deadlineMs });
+    if (verdict.saturated) progress(`  ${scenario.name}: SATURATED: ${verdict.reason}`);
     if (stepErrors.length > 0) {
       throw new GrpcKubeError(
         'GK_ERR_LAB',
@@ -370,9 +393,11 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         timeline,
         steadyWindowMs: [scenario.steady.fromMs, scenario.steady.toMs],
         durationMs: scenario.durationMs,
+        // Every strategy of a scenario runs at once in this process: they share one harness.
+        harness: { ...measured.figures, ...verdict },
       });
       const series = podRateSeries(w.log, {
-        bucketMs: Math.max(100, Math.round(scenario.durationMs / 120)),
+        bucketMs: seriesBucketMs,
         endMs: scenario.durationMs,
         podOrder: timeline.map((p) => p.name),
       });
@@ -382,6 +407,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         events: [...events],
         steadyWindowMs: [scenario.steady.fromMs, scenario.steady.toMs],
         podsPerClient: distinctPodsPerClient(w.log, opts.clients ?? 2),
+        harness: measured.series,
       });
     }
     return { scenario: scenario.name, runs, skipped };

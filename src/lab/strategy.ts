@@ -41,6 +41,8 @@ export interface LabEnv {
    * --client-defaults the grpc-kube client defaults (retry on UNAVAILABLE, keepalive) around it.
    */
   clientOptions(policy: string): ChannelOptions;
+  /** A progress line for the lab's output (what a strategy's helpers said, e.g. a proxy's exit line). */
+  log(line: string): void;
 }
 
 export interface StrategyHandle {

@@ -4,6 +4,7 @@
 // the ones in flight finish — and the next RPC opens a fresh session.
 
 import http2 from 'node:http2';
+import { performance } from 'node:perf_hooks';
 import type { EndpointStats } from '../balancer/endpoint-balancer.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { endpointKey } from '../discovery/endpoint.js';
@@ -27,6 +28,8 @@ export interface SessionInfo {
   /** Last stream id the backend said (in GOAWAY) it will process; streams above it were not processed. */
   goawayLastStreamId: number | undefined;
   streams: number;
+  /** performance.now() when the handshake completed. */
+  connectedAtMs?: number;
 }
 
 export class Backend {
@@ -61,18 +64,36 @@ export class Backend {
     return nowMs < this.ejectedUntilMs;
   }
 
-  /** The session new streams go on; opens one when there is none usable. */
-  session(): SessionInfo {
+  /** True when new streams would go on a session that has completed its HTTP/2 handshake. */
+  get connected(): boolean {
+    const cur = this.usable();
+    return cur !== undefined && cur.connected;
+  }
+
+  /**
+   * Open a session now if there is none, so the first RPC sent here does not wait for TCP and the
+   * HTTP/2 handshake (on a busy or just-started pod that wait can outlast a deadline). Idempotent.
+   */
+  warm(): void {
+    if (this.closed || this.usable() !== undefined) return;
+    const info = this.connect();
+    // Nothing runs on it yet: it must not keep the process alive.
+    info.session.unref();
+  }
+
+  private usable(): SessionInfo | undefined {
     const cur = this.current;
-    if (
-      cur !== undefined &&
+    return cur !== undefined &&
       !cur.session.closed &&
       !cur.session.destroyed &&
       cur.goawayLastStreamId === undefined
-    ) {
-      return cur;
-    }
-    return this.connect();
+      ? cur
+      : undefined;
+  }
+
+  /** The session new streams go on; opens one when there is none usable. */
+  session(): SessionInfo {
+    return this.usable() ?? this.connect();
   }
 
   /** A stream on `info` was refused or never connected: the next RPC should not reuse it. */
@@ -126,6 +147,7 @@ export class Backend {
     session.on('connect', () => {
       clearTimeout(connectTimer);
       info.connected = true;
+      info.connectedAtMs = performance.now();
       this.failures = 0;
       this.ejectedUntilMs = 0;
       // A larger connection window so many concurrent streams do not starve each other; each

@@ -12,6 +12,7 @@
 // past it the RPC is no longer retryable (as Envoy's retry buffer).
 
 import http2 from 'node:http2';
+import { performance } from 'node:perf_hooks';
 import type { Backend, SessionInfo } from './backend.js';
 import {
   GrpcStatus,
@@ -37,6 +38,20 @@ export interface CallSettings {
   /** After the proxy decided a status, how long the client gets to read it before a reset. */
   readonly finishGraceMs: number;
   now(): number;
+}
+
+/**
+ * Where one RPC's time went inside the proxy, in ms (performance.now()): `queueMs` from accepting the
+ * stream to sending it to the backend it ended on (endpoint-list wait, picks, earlier attempts);
+ * `connectMs` of that, the wait for the backend's HTTP/2 handshake (0 on a connected session);
+ * `firstByteMs` from sending to the backend's response headers; `totalMs` to the end. undefined where
+ * the RPC never got that far.
+ */
+export interface CallTiming {
+  queueMs: number | undefined;
+  connectMs: number | undefined;
+  firstByteMs: number | undefined;
+  totalMs: number;
 }
 
 export interface CallEvents {
@@ -74,6 +89,13 @@ export class ProxyCall {
   private waitTimer: NodeJS.Timeout | undefined;
   private resetTimer: NodeJS.Timeout | undefined;
   private cancelWait: (() => void) | undefined;
+  private readonly acceptedAt = performance.now();
+  /** The session of the last attempt (its handshake time, for timing). */
+  private lastInfo: SessionInfo | undefined;
+  private sentAt: number | undefined;
+  private sentOnConnected = true;
+  private respondedAt: number | undefined;
+  private endedAt: number | undefined;
 
   constructor(
     private readonly client: http2.ServerHttp2Stream,
@@ -90,6 +112,24 @@ export class ProxyCall {
 
   get finished(): boolean {
     return this.done;
+  }
+
+  get timing(): CallTiming {
+    const sent = this.sentAt;
+    const connectedAt = this.lastInfo?.connectedAtMs;
+    return {
+      queueMs: sent === undefined ? undefined : sent - this.acceptedAt,
+      connectMs:
+        sent === undefined
+          ? undefined
+          : this.sentOnConnected
+            ? 0
+            : connectedAt === undefined
+              ? undefined
+              : Math.max(0, connectedAt - sent),
+      firstByteMs: sent === undefined || this.respondedAt === undefined ? undefined : this.respondedAt - sent,
+      totalMs: (this.endedAt ?? performance.now()) - this.acceptedAt,
+    };
   }
 
   start(): void {
@@ -186,6 +226,9 @@ export class ProxyCall {
       return;
     }
     backend.streamStarted(info);
+    this.sentAt = performance.now();
+    this.sentOnConnected = info.connected;
+    this.lastInfo = info;
     const att: Attempt = {
       stream,
       backend,
@@ -251,6 +294,7 @@ export class ProxyCall {
   private onResponse(att: Attempt, headers: http2.IncomingHttpHeaders, flags: number): void {
     if (this.attempt !== att || this.done) return;
     att.responded = true;
+    this.respondedAt = performance.now();
     this.replay = null;
     this.pool.picker.responded(att.token);
     if (this.client.destroyed || this.client.closed) return;
@@ -322,6 +366,7 @@ export class ProxyCall {
     if (!this.done) {
       // The client reset the stream (or its connection went away): cancel upstream.
       this.done = true;
+      this.endedAt = performance.now();
       this.finalCode = GrpcStatus.CANCELLED;
       const att = this.attempt;
       if (att !== undefined && !att.stream.closed) att.stream.close(NGHTTP2_CANCEL);
@@ -333,6 +378,7 @@ export class ProxyCall {
   /** The backend's status is final; what is left is delivering it. */
   private complete(code: number, byProxy = false): void {
     this.done = true;
+    this.endedAt = performance.now();
     this.finalCode = code;
     this.clearTimers();
     this.events.done(this, code, byProxy);

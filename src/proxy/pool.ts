@@ -116,6 +116,18 @@ export class ServicePool {
         break;
       }
     }
+    // As grpc-js balancers pick only READY subchannels: a backend still connecting (a pod that just
+    // turned Ready, or one whose session got GOAWAY) is warmed, and picked only when no backend is
+    // connected. Least-request would otherwise pile RPCs on it — it has none outstanding — and they
+    // would all wait for its handshake.
+    let connecting = 0;
+    for (const b of candidates) {
+      if (!b.connected) {
+        connecting++;
+        b.warm();
+      }
+    }
+    if (connecting > 0 && connecting < candidates.length) candidates = candidates.filter((b) => b.connected);
     const b = this.picker.pick(candidates);
     return b === undefined
       ? { kind: 'fail', message: `Service ${this.name} has no ready endpoint` }
@@ -162,7 +174,11 @@ export class ServicePool {
       } else {
         b.endpoint = ep;
       }
-      if (ep.state === 'ready') ready.push(b);
+      if (ep.state === 'ready') {
+        ready.push(b);
+        // Connect before the first RPC needs it (see pick()).
+        if (!b.ejected(this.runtime.now())) b.warm();
+      }
     }
     for (const [key, b] of this.backends) {
       if (seen.has(key)) continue;

@@ -27,6 +27,7 @@ import {
   type ProxyPolicy,
 } from './picker.js';
 import { ServicePool, staticFeed, type EndpointFeed } from './pool.js';
+import { ProxyTimings } from './timing.js';
 import {
   compileRoutes,
   parseServiceAuthority,
@@ -138,6 +139,8 @@ export interface ProxyStats {
   proxyFailures: number;
   /** Final status per code name, backends' and the proxy's. */
   byCode: Record<string, number>;
+  /** Where the RPCs' time went inside the proxy (see timing.ts). */
+  readonly timings: ProxyTimings;
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
@@ -202,6 +205,7 @@ export class GrpcProxy {
     retries: 0,
     proxyFailures: 0,
     byCode: {},
+    timings: new ProxyTimings(),
   };
   private readonly server: http2.Http2Server;
   private readonly pools = new Map<string, ServicePool>();
@@ -266,6 +270,10 @@ export class GrpcProxy {
       done: (call, code, byProxy) => {
         const name = statusName(code);
         this.stats.byCode[name] = (this.stats.byCode[name] ?? 0) + 1;
+        this.stats.timings.record(
+          { service: call.service, backends: call.backends, status: name },
+          call.timing,
+        );
         if (byProxy) {
           this.stats.proxyFailures++;
           if (channel.hasSubscribers) {

@@ -32,6 +32,9 @@ import { createLabNetwork, type LabNetwork, type LabNetworkOptions } from './net
 export interface RealLabClusterOptions {
   /** The pod program (e.g. POD_MAIN_SCRIPT of src/lab/pod-main.ts), run with this Node.js. */
   readonly podScript: string;
+  /** Pod CPU niceness and an optional shell command instead of the script (NodeScriptRuntimeOptions). */
+  readonly podNice?: number;
+  readonly podShellCommand?: string;
   /** Default: lab-node-1 in zone-a and lab-node-2 in zone-b (as the embedded cluster). */
   readonly nodes?: readonly KubeletNode[];
   readonly probePeriodMs?: number;
@@ -120,7 +123,12 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
     kubelet = new RealKubelet({
       kubeConfig: cp.adminKubeConfig,
       network,
-      runtime: new NetnsScriptRuntime({ network, script: opts.podScript }),
+      runtime: new NetnsScriptRuntime({
+        network,
+        script: opts.podScript,
+        ...(opts.podNice !== undefined ? { nice: opts.podNice } : {}),
+        ...(opts.podShellCommand !== undefined ? { shellCommand: opts.podShellCommand } : {}),
+      }),
       nodes: opts.nodes ?? [
         { name: 'lab-node-1', zone: 'zone-a' },
         { name: 'lab-node-2', zone: 'zone-b' },

@@ -14,6 +14,10 @@ export interface NetnsScriptRuntimeOptions {
   /** Extra environment for every pod (the container's env wins). */
   readonly env?: Readonly<Record<string, string>>;
   readonly onOutput?: (pod: string, stream: 'stdout' | 'stderr', line: string) => void;
+  /** CPU niceness of the pods (see NodeScriptRuntimeOptions.nice). */
+  readonly nice?: number;
+  /** A shell command instead of the script (see NodeScriptRuntimeOptions.shellCommand). */
+  readonly shellCommand?: string;
 }
 
 export class NetnsScriptRuntime extends NodeScriptRuntime {
@@ -24,6 +28,8 @@ export class NetnsScriptRuntime extends NodeScriptRuntime {
       script: opts.script,
       ...(opts.env !== undefined ? { env: opts.env } : {}),
       ...(opts.onOutput !== undefined ? { onOutput: opts.onOutput } : {}),
+      ...(opts.nice !== undefined ? { nice: opts.nice } : {}),
+      ...(opts.shellCommand !== undefined ? { shellCommand: opts.shellCommand } : {}),
     });
     this.network = opts.network;
   }
