@@ -22,6 +22,8 @@ export const ERROR_CODES = {
   GK_ERR_DNS: 'A DNS lookup for a dns-poll: target failed.',
   GK_ERR_INVALID_SCENARIO: 'A lab scenario file does not match the scenario schema.',
   GK_ERR_LAB: 'The lab could not start or run a part of its cluster.',
+  GK_ERR_INVALID_ASSERTION:
+    'A `grpc-kube lab --assert` is malformed or names an unknown scenario, strategy or figure.',
   GK_ERR_DESTROYED: 'An object was used after destroy() or close().',
   GK_ERR_INVALID_ROUTE: 'A GRPCRoute is invalid; the error names the route and the field. It is not applied.',
   GK_ERR_PROXY_DATA_PLANE: 'The nghttpx data plane is missing, did not start, or refused a backend update.',

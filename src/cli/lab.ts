@@ -26,6 +26,8 @@ export async function labCommand(args: string[]): Promise<number> {
       pods: { type: 'string' },
       'client-defaults': { type: 'boolean' },
       'pod-nice': { type: 'string' },
+      'pod-command': { type: 'string' },
+      assert: { type: 'string', multiple: true },
     },
   });
   const { builtinScenarios, scaleScenario, SCENARIO_NAMES } = await import('../lab/scenario.js');
@@ -93,6 +95,14 @@ export async function labCommand(args: string[]): Promise<number> {
   const pods = (values.pods ?? 'kit') as (typeof POD_SHUTDOWNS)[number];
   if (!POD_SHUTDOWNS.includes(pods))
     throw new InvalidOptionError('--pods', `must be one of ${POD_SHUTDOWNS.join(', ')}`);
+  // Assertions are checked before anything runs: a typo must not cost a whole lab run.
+  const { parseAssertion, checkAssertions } = await import('../lab/assert.js');
+  const assertions = (values.assert ?? []).map((a) =>
+    parseAssertion(a, { scenarios: SCENARIO_NAMES, strategies: everyStrategy.map((s) => s.name) }),
+  );
+  const podCommand = values['pod-command'];
+  if (podCommand !== undefined && podCommand.trim() === '')
+    throw new InvalidOptionError('--pod-command', 'must be a command line (run by /bin/sh -c)');
   const podNice = values['pod-nice'] === undefined ? undefined : Number(values['pod-nice']);
   if (podNice !== undefined && !(Number.isInteger(podNice) && podNice >= 0 && podNice <= 19))
     throw new InvalidOptionError('--pod-nice', 'must be an integer 0..19');
@@ -117,6 +127,7 @@ export async function labCommand(args: string[]): Promise<number> {
       cluster,
       clientDefaults: values['client-defaults'] ?? false,
       ...(podNice !== undefined ? { podNice } : {}),
+      ...(podCommand !== undefined ? { podCommand } : {}),
       onProgress: out,
     });
     for (const s of r.skipped) out(`  ${scenario.name}: ${s.strategy} skipped (${s.why})`);
@@ -160,7 +171,15 @@ export async function labCommand(args: string[]): Promise<number> {
     );
     out(`wrote ${values.report}`);
   }
-  return 0;
+  if (assertions.length === 0) return 0;
+  const outcomes = checkAssertions(assertions, records);
+  const failed = outcomes.filter((o) => !o.ok);
+  for (const o of outcomes) {
+    out(`${o.ok ? 'assert ok  ' : 'assert FAIL'} ${o.assertion.text}`);
+    if (!o.ok) for (const d of o.details) out(`    ${d}`);
+  }
+  out(`assertions: ${outcomes.length - failed.length} held, ${failed.length} failed`);
+  return failed.length === 0 ? 0 : 1;
 }
 
 type Run = {

@@ -12,7 +12,10 @@ const USAGE = `usage:
       print the live endpoint set of kubernetes:///svc.ns:port or dns-poll:///host:port and every change
   grpc-kube lab [--scenario NAME,...] [--strategy NAME,...] [--quick] [--json FILE] [--report FILE.html] [--seed N]
                 [--pods kit|plain|naive] [--client-defaults] [--clients N] [--pacing MS] [--cluster embedded|real]
-      run the lab's scenarios against each strategy on an embedded cluster and report
+                [--assert "SCENARIO/STRATEGY:FIGURE<OP>NUMBER" ...] [--pod-command "CMD"] [--pod-nice N]
+      run the lab's scenarios against each strategy on an embedded cluster and report; --assert makes it
+      a CI gate (exit 1 when one fails, 2 when one is malformed); --pod-command runs your own gRPC server
+      as the pods (env PORT, POD_IP, POD_NAME; readiness from grpc.health.v1)
   grpc-kube xds serve|bootstrap ...      the xDS control plane, and the bootstrap its clients need
   grpc-kube proxy --mode sidecar|ingress ... [--workers N] [--data-plane node|nghttpx]
       per-RPC gRPC proxy for clients that cannot embed grpc-kube (grpc-kube proxy --help)
@@ -76,6 +79,8 @@ main(process.argv.slice(2)).then(
     if (err instanceof GrpcKubeError) process.stderr.write(`grpc-kube: ${err.code}: ${err.message}\n`);
     else
       process.stderr.write(`grpc-kube: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
+    // A command line that cannot mean anything is a usage error (2), as an unknown flag is; 1 is for
+    // what went wrong while running.
+    process.exitCode = code === 'GK_ERR_INVALID_OPTION' || code === 'GK_ERR_INVALID_ASSERTION' ? 2 : 1;
   },
 );

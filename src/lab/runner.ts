@@ -190,9 +190,25 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
   const progress = opts.onProgress ?? (() => {});
   const skipped: { strategy: string; why: string }[] = [];
   const isCanary = scenario.steps.some((s) => s.action === 'set-weights');
+  const userPods = opts.podCommand !== undefined;
   const strategies = opts.strategies.filter((s) => {
     if (isCanary && !s.canRoute) {
       skipped.push({ strategy: s.name, why: 'cannot route by weight' });
+      return false;
+    }
+    if (userPods && s.hidesPod) {
+      skipped.push({
+        strategy: s.name,
+        why: 'with --pod-command, a hop of the lab hides which pod answered',
+      });
+      return false;
+    }
+    if (userPods && s.flavour === 'maxage') {
+      skipped.push({ strategy: s.name, why: "needs the lab's Hello server to set a max connection age" });
+      return false;
+    }
+    if (userPods && scenario.slowPod !== undefined) {
+      skipped.push({ strategy: s.name, why: "the slow pod is the lab's Hello server with a delay" });
       return false;
     }
     return true;
@@ -336,6 +352,8 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         clientName: s.name,
         clock,
         originMs: origin,
+        // A user's server answers grpc.health.v1 (the pod contract); the pod is the connection's peer.
+        rpc: userPods ? 'health' : 'hello',
       }),
     }));
     cleanups.push(async () => {
@@ -384,7 +402,9 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
 
     const runs: ReportRun[] = [];
     for (const { s, w } of workloads) {
-      const timeline = (recorders.get(s.flavour) as PodTimelineRecorder).timelines();
+      const recorder = recorders.get(s.flavour) as PodTimelineRecorder;
+      if (userPods) w.log.renamePods((peer) => recorder.podForAddress(peer) ?? peer);
+      const timeline = recorder.timelines();
       const record: LabRunRecord = computeRunRecord({
         scenario: scenario.name,
         strategy: s.name,

@@ -58,5 +58,11 @@ export interface LabStrategy {
   readonly flavour: AppFlavour;
   /** Can follow canary weights (canary-shift runs only such strategies). */
   readonly canRoute: boolean;
+  /**
+   * The clients' connection ends at a hop of the lab's (a ClusterIP forwarder, a proxy), not at the
+   * pod: which pod answered is known only from the Hello reply, so such a strategy cannot run a
+   * user's own server (`--pod-command`).
+   */
+  readonly hidesPod?: boolean;
   start(env: LabEnv): Promise<StrategyHandle>;
 }

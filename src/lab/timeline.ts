@@ -16,6 +16,8 @@ interface Life {
 
 export class PodTimelineRecorder {
   private readonly lives = new Map<string, Life>();
+  /** Pod IP → pod name, for telling which pod answered by the connection's peer (--pod-command). */
+  private readonly byIp = new Map<string, string>();
   private readonly stopWatch: () => void;
   private readonly clock: () => number;
   private originMs: number;
@@ -33,6 +35,8 @@ export class PodTimelineRecorder {
         life = { name, createdAtMs: t, readyAtMs: null, terminatingAtMs: null, goneAtMs: null };
         this.lives.set(name, life);
       }
+      const ip = pod.status?.podIP;
+      if (ip) this.byIp.set(ip, name);
       if (type === 'DELETED') {
         life.goneAtMs ??= t;
         return;
@@ -61,6 +65,14 @@ export class PodTimelineRecorder {
 
   stop(): void {
     this.stopWatch();
+  }
+
+  /** The pod that had this IP (an address `ip:port` or `[ip]:port` is accepted); undefined if none. */
+  podForAddress(address: string): string | undefined {
+    const ip = address.startsWith('[')
+      ? address.slice(1, address.indexOf(']'))
+      : address.replace(/:\d+$/, '');
+    return this.byIp.get(ip);
   }
 
   /** Timelines for the metrics: pods created after time zero are new; earlier instants clamp to 0. */

@@ -41,6 +41,30 @@ export class RpcLog implements RpcRecordsView {
     return this.names;
   }
 
+  /** Replace each recorded pod label (e.g. a peer address) with `rename(label)`; labels that map to the same name merge. */
+  renamePods(rename: (label: string) => string): void {
+    const merged: string[] = [];
+    const index = new Map<string, number>();
+    const remap = this.names.map((old) => {
+      const name = rename(old);
+      let i = index.get(name);
+      if (i === undefined) {
+        i = merged.length;
+        merged.push(name);
+        index.set(name, i);
+      }
+      return i;
+    });
+    for (let k = 0; k < this.n; k++) {
+      const p = this.pods[k] as number;
+      if (p >= 0) this.pods[k] = remap[p] as number;
+    }
+    this.names.length = 0;
+    this.names.push(...merged);
+    this.nameIndex.clear();
+    merged.forEach((n, i) => this.nameIndex.set(n, i));
+  }
+
   /** Append one RPC; `pod` is '' when the RPC failed (no reply, so no pod). */
   push(tMs: number, latencyMs: number, code: number, pod: string, client: number): void {
     if (this.n === this.t.length) this.grow();
@@ -108,6 +132,13 @@ export interface WorkloadOptions {
   pacingMs?: number;
   /** Prefix of HelloRequest.client; client i sends `${clientName}-${i}`. Default 'client'. */
   clientName?: string;
+  /**
+   * The RPC each loop sends: `hello` (default; the lab's Hello pods answer with their name) or
+   * `health` — grpc.health.v1.Health/Check, which any server following the lab's pod contract
+   * answers (`--pod-command`); the pod is then the connection's peer address, renamed to a pod name
+   * afterwards with RpcLog.renamePods.
+   */
+  rpc?: 'hello' | 'health';
   /** Monotonic clock in ms; the lab passes the one its pod timeline uses. Default performance.now. */
   clock?: () => number;
   /** Clock value that tMs is measured from. Default: clock() when the workload starts. */
@@ -124,6 +155,9 @@ export interface WorkloadRun {
   started(): number;
   inFlight(): number;
 }
+
+const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
+const EMPTY = Buffer.alloc(0);
 
 const WORKLOAD_CHANNEL_DEFAULTS: grpc.ChannelOptions = {
   // Each client must own its connections, as a separate client pod would: grpc-js otherwise shares
@@ -162,10 +196,36 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   const origin = options.originMs ?? startClock;
   const channelOptions = { ...WORKLOAD_CHANNEL_DEFAULTS, ...options.channelOptions };
 
+  const rpc = options.rpc ?? 'hello';
+  if (rpc !== 'hello' && rpc !== 'health') throw new InvalidOptionError('rpc', 'must be "hello" or "health"');
   const log = new RpcLog();
   const clients: GreeterClient[] = [];
   for (let i = 0; i < clientCount; i++)
     clients.push(new GreeterClient(options.target, undefined, channelOptions));
+  /** One RPC of client `ci`; `done(err, pod)` with the pod that answered ('' when unknown). */
+  const call = (
+    ci: number,
+    counter: number,
+    done: (err: grpc.ServiceError | null, pod: string) => void,
+  ): void => {
+    const client = clients[ci] as GreeterClient;
+    if (rpc === 'hello') {
+      client.sayHelloCb({ client: names[ci] as string, counter }, deadlineMs, (err, reply) => {
+        if (!err && !reply) done({ code: grpc.status.UNKNOWN } as grpc.ServiceError, '');
+        else done(err, reply?.pod ?? '');
+      });
+      return;
+    }
+    // HealthCheckRequest{service: ""} is the empty message; any answer (SERVING or not) is a reply.
+    const c: grpc.ClientUnaryCall = client.client.makeUnaryRequest(
+      HEALTH_CHECK_PATH,
+      () => EMPTY,
+      (b: Buffer) => b,
+      EMPTY,
+      { deadline: Date.now() + deadlineMs },
+      (err: grpc.ServiceError | null) => done(err, err ? '' : c.getPeer()),
+    );
+  };
 
   let running = true;
   let started = 0;
@@ -210,13 +270,12 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     }
     started++;
     inFlight++;
-    const client = clients[ci] as GreeterClient;
     const counter = ++(counters[ci] as number);
-    client.sayHelloCb({ client: names[ci] as string, counter }, deadlineMs, (err, reply) => {
+    call(ci, counter, (err, pod) => {
       const latency = clock() - t0;
       inFlight--;
-      if (err || !reply) log.push(t0 - origin, latency, err ? err.code : grpc.status.UNKNOWN, '', ci);
-      else log.push(t0 - origin, latency, grpc.status.OK, reply.pod, ci);
+      if (err) log.push(t0 - origin, latency, err.code, '', ci);
+      else log.push(t0 - origin, latency, grpc.status.OK, pod, ci);
       next(!err);
       maybeFinish();
     });

@@ -51,3 +51,53 @@ test(
     assert.equal(alive(pid), false, `pod ${pid} outlived its SIGKILLed parent`);
   },
 );
+
+/** A pod's start spec with what these tests vary. */
+const podSpec = (name: string, ip: string, port: number) => ({
+  namespace: 'ns',
+  name,
+  uid: 'u',
+  ip,
+  port,
+  env: {},
+  container: { name: 'c' },
+  restartCount: 0,
+});
+
+test('pods run at the niceness the runtime is given, from their first instruction', async (t) => {
+  const { NodeScriptRuntime } = await import('../../src/cluster/pod-runtime.js');
+  assert.throws(() => new NodeScriptRuntime({ script: '-e', nice: 20 }), { code: 'GK_ERR_INVALID_OPTION' });
+  assert.throws(() => new NodeScriptRuntime({ script: '-e', nice: -1 }), { code: 'GK_ERR_INVALID_OPTION' });
+  // The pod prints the niceness it started with (field 19 of /proc/self/stat, after the command name).
+  const lines: string[] = [];
+  const rt = new NodeScriptRuntime({
+    script: '-e',
+    args: () => [
+      "const s = require('fs').readFileSync('/proc/self/stat', 'utf8'); console.log('nice', s.slice(s.lastIndexOf(')') + 2).split(' ')[16], process.env.PORT); setTimeout(() => {}, 30000)",
+    ],
+    nice: 7,
+    onOutput: (_pod, _stream, line) => lines.push(line),
+  });
+  const p = await rt.start(podSpec('p', '127.0.0.1', 4321));
+  t.after(() => p.kill('SIGKILL'));
+  const end = Date.now() + 20_000;
+  while (lines.length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(lines, ['nice 7 4321'], 'niceness and the PORT of the pod contract');
+});
+
+test('a shell command runs as the pod, with the pod contract in its environment', async () => {
+  const { NodeScriptRuntime } = await import('../../src/cluster/pod-runtime.js');
+  const lines: string[] = [];
+  const rt = new NodeScriptRuntime({
+    script: 'unused',
+    shellCommand: 'echo "$POD_NAME $POD_IP $PORT"',
+    onOutput: (_pod, _stream, line) => lines.push(line),
+  });
+  const p = await rt.start(podSpec('web-1', '127.0.0.9', 50051));
+  const exit = await p.exited;
+  assert.deepEqual(exit, { code: 0, signal: null });
+  // 'exit' can come before the last of stdout is read: wait for the line, bounded.
+  const end = Date.now() + 10_000;
+  while (lines.length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(lines, ['web-1 127.0.0.9 50051']);
+});

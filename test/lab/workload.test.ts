@@ -201,3 +201,21 @@ test('bad options are typed errors naming the field', () => {
     assert.throws(() => startWorkload(opts as never), { code: 'GK_ERR_INVALID_OPTION', field });
   }
 });
+
+test('RpcLog.renamePods: labels become pod names, labels naming one pod merge', () => {
+  const log = new RpcLog();
+  log.push(0, 1, 0, '10.0.0.1:50051', 0);
+  log.push(1, 1, 0, '10.0.0.2:50051', 0);
+  log.push(2, 1, 14, '', 1);
+  log.push(3, 1, 0, '10.0.0.3:50051', 1);
+  const names: Record<string, string> = {
+    '10.0.0.1:50051': 'a',
+    '10.0.0.2:50051': 'b',
+    '10.0.0.3:50051': 'a',
+  };
+  log.renamePods((l) => names[l] ?? l);
+  assert.deepEqual(log.podNames, ['a', 'b']);
+  assert.deepEqual([...log.pod], [0, 1, -1, 0]);
+  log.push(4, 1, 0, 'b', 0);
+  assert.deepEqual([...log.pod], [0, 1, -1, 0, 1], 'later pushes use the merged index');
+});

@@ -7,6 +7,7 @@ import type { LabStrategy } from '../strategy.js';
 
 export const clusterip: LabStrategy = {
   name: 'clusterip',
+  hidesPod: true,
   description: 'ClusterIP Service: kube-proxy picks a pod per connection (L4)',
   flavour: 'plain',
   canRoute: false,

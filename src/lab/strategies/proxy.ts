@@ -115,6 +115,7 @@ async function proxyHandle(
 
 export const proxy: LabStrategy = {
   name: 'proxy',
+  hidesPod: true,
   description: 'grpc-kube L7 proxy (ingress): one connection per client to the proxy, P2C per RPC',
   flavour: 'plain',
   canRoute: true,
@@ -123,6 +124,7 @@ export const proxy: LabStrategy = {
 
 export const sidecar: LabStrategy = {
   name: 'sidecar',
+  hidesPod: true,
   description: 'grpc-kube sidecar proxy on loopback: authority = Service, P2C per RPC',
   flavour: 'plain',
   canRoute: true,
@@ -131,6 +133,7 @@ export const sidecar: LabStrategy = {
 
 export const proxyNghttpx: LabStrategy = {
   name: 'proxy-nghttpx',
+  hidesPod: true,
   description:
     'nghttpx (C) as the data plane, its backends set from the EndpointSlice watch: round robin per RPC',
   flavour: 'plain',
