@@ -11,8 +11,8 @@
 //    core 1. `rowsAllCores` gives every proxy 2 workers/threads (grpc-kube --workers 2, nghttpx
 //    --workers=2, haproxy nbthread 2), nothing pinned: what each does with the machine, sharing it
 //    with the load and the backends. PROXY_BENCH_CORES=1 runs only the first.
-// Each peer runs `rounds` times, interleaved; rows report the mean. Peers that are not installed
-// are skipped with a note. Figures: {name, rps, p50Ms, p99Ms} and ratios to the best peer. The
+// Each peer runs `rounds` times, interleaved; rows report the mean. A peer that is not installed is an
+// error naming it (`npm run bench` installs them); one that fails while running is listed in `skipped`. Figures: {name, rps, p50Ms, p99Ms} and ratios to the best peer. The
 // grpc-kube proxy's own count of RPCs it failed is read from its exit line (h2load sees only HTTP
 // statuses, not grpc-status).
 
@@ -264,24 +264,21 @@ export async function runProxyBench(
   const rounds = opts.rounds ?? Number(process.env.PROXY_BENCH_ROUNDS ?? 2);
   const allCores = (process.env.PROXY_BENCH_CORES ?? '1,2').split(',').includes('2');
   const notes: string[] = [];
-  const skipped: { name: string; why: string }[] = [];
-  for (const [bin, pkg] of [
+  // What the comparison needs must be there: a row left empty would read as a result. `npm run bench`
+  // installs them (scripts/install-deps.sh); run without it, a missing one is an error naming it.
+  const missing = [
     ['/usr/bin/h2load', 'nghttp2-client'],
     ['/usr/sbin/nghttpd', 'nghttp2-server'],
-  ] as const) {
-    if (!has(bin)) {
-      return {
-        bench: 'proxy',
-        rows: [],
-        skipped: PEERS.map((p) => ({ name: p.name, why: `${bin} missing: apt-get install -y ${pkg}` })),
-      };
-    }
+    ...PEERS.map((p) => [p.bin, p.pkg] as const),
+  ].filter(([bin]) => !has(bin as string));
+  if (missing.length > 0) {
+    throw new Error(
+      `the proxy bench needs ${missing.map(([b]) => b).join(', ')}: run it as \`npm run bench -- proxy\` (installs them as root) or apt-get install -y ${[...new Set(missing.map(([, p]) => p))].join(' ')}`,
+    );
   }
-  const peers = PEERS.filter((p) => {
-    if (has(p.bin)) return true;
-    skipped.push({ name: p.name, why: `${p.bin} not installed: apt-get install -y ${p.pkg}` });
-    return false;
-  });
+  const peers = PEERS;
+  /** Peers that failed while running (not for lack of a binary: that is an error above). */
+  const skipped: { name: string; why: string }[] = [];
   const dir = await mkdtemp(join(tmpdir(), 'grpc-kube-proxy-bench-'));
   const children: ChildProcess[] = [];
   try {

@@ -38,12 +38,18 @@ test('harnessVerdict: each limit, relative to the deadline, names itself in the 
   const p99 = harnessVerdict({ loopDelayMsP99: 100, loopDelayMsMax: 200, machineCpuBusyPct: 50 }, d);
   assert.equal(p99.saturated, true);
   assert.match(p99.reason, /p99 delay was 100 ms \(limit 100/);
-  const cpu = harnessVerdict(
-    { loopDelayMsP99: 1, loopDelayMsMax: 2, machineCpuBusyPct: SATURATION_LIMITS.cpuBusyPct },
-    d,
+  // A full machine alone is not saturation; a full machine the client loop felt is.
+  const full = SATURATION_LIMITS.cpuBusyPct;
+  assert.equal(
+    harnessVerdict({ loopDelayMsP99: 5, loopDelayMsMax: 40, machineCpuBusyPct: full }, d).saturated,
+    false,
   );
+  const cpu = harnessVerdict({ loopDelayMsP99: 25, loopDelayMsMax: 40, machineCpuBusyPct: 99.4 }, d);
   assert.equal(cpu.saturated, true);
-  assert.match(cpu.reason, /CPU was 97 % busy/);
+  assert.match(
+    cpu.reason,
+    /CPU was 99.4 % busy \(limit 97 %\) and the client event loop felt it \(p99 delay 25 ms, limit 25/,
+  );
   // A shorter deadline tightens the loop limits: 60 ms of stall is fine at 1 s, not at 100 ms.
   assert.equal(
     harnessVerdict({ loopDelayMsP99: 5, loopDelayMsMax: 60, machineCpuBusyPct: 10 }, d).saturated,

@@ -1,4 +1,4 @@
-import { after, test } from 'node:test';
+import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { LabRunRecord } from '../../src/lab/metrics.js';
 import { STRATEGIES } from '../../src/lab/strategies/index.js';
 import { chromiumSkip, openFile } from '../helpers/chromium.js';
+import { unsaturatedLab } from '../helpers/lab.js';
 
 // The user's command, as a user runs it: `grpc-kube lab --quick` in its own process, then the
 // seeds' findings asserted from its JSON, side by side (ratios, not absolute times).
@@ -24,7 +25,7 @@ let result: { json: LabJson; report: string; stdout: string } | undefined;
 let dir: string | undefined;
 after(() => (dir === undefined ? undefined : rm(dir, { recursive: true, force: true })));
 
-async function runLabOnce(): Promise<NonNullable<typeof result>> {
+async function runLabOnce(t: TestContext): Promise<NonNullable<typeof result>> {
   if (result !== undefined) return result;
   dir = await mkdtemp(join(tmpdir(), 'grpc-kube-lab-test-'));
   const jsonFile = join(dir, 'lab.json');
@@ -40,18 +41,26 @@ async function runLabOnce(): Promise<NonNullable<typeof result>> {
     '--report',
     report,
   ];
-  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>(
-    (resolve) => {
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-      child.on('exit', (c) => resolve({ code: c, stdout: out, stderr: err }));
+  result = await unsaturatedLab(
+    t,
+    async () => {
+      const { code, stdout, stderr } = await new Promise<{
+        code: number | null;
+        stdout: string;
+        stderr: string;
+      }>((resolve) => {
+        const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+        child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+        child.on('exit', (c) => resolve({ code: c, stdout: out, stderr: err }));
+      });
+      assert.equal(code, 0, `grpc-kube lab failed:\n${stderr.slice(-3000)}`);
+      return { json: JSON.parse(await readFile(jsonFile, 'utf8')) as LabJson, report, stdout };
     },
+    (r) => r.json.runs,
   );
-  assert.equal(code, 0, `grpc-kube lab failed:\n${stderr.slice(-3000)}`);
-  result = { json: JSON.parse(await readFile(jsonFile, 'utf8')) as LabJson, report, stdout };
   return result;
 }
 
@@ -64,8 +73,8 @@ function run(json: LabJson, scenario: string, strategy: string): LabRunRecord {
 test(
   'grpc-kube lab --quick reproduces the seeds and shows the kubernetes resolver fixing them',
   { timeout: 240_000 },
-  async () => {
-    const { json, stdout } = await runLabOnce();
+  async (t) => {
+    const { json, stdout } = await runLabOnce(t);
     assert.equal(json.runs.length, 2 * STRATEGIES.length, '2 scenarios × every strategy');
     for (const r of json.runs) {
       assert.equal(r.cluster, 'embedded');
@@ -83,7 +92,16 @@ test(
         'latencyMs',
         'successRate',
         'durationMs',
+        'harness',
       ]);
+      assert.deepEqual(Object.keys(r.harness ?? {}), [
+        'loopDelayMsP99',
+        'loopDelayMsMax',
+        'machineCpuBusyPct',
+        'saturated',
+        'reason',
+      ]);
+      assert.ok((r.harness?.loopDelayMsMax ?? -1) > 0, 'the loop delay was measured');
     }
     // clusterip: each client's one connection, and so all its RPCs, go to one pod.
     const cip = json.podsPerClient.find((x) => x.scenario === 'scale-up' && x.strategy === 'clusterip');
@@ -132,7 +150,7 @@ test(
   'the lab report opens in headless Chromium with a plot per run and no console error',
   { skip: chromiumSkip(), timeout: 240_000 },
   async (t) => {
-    const { json, report } = await runLabOnce();
+    const { json, report } = await runLabOnce(t);
     const { page, errors, foreign } = await openFile(report, t);
     const plots = await page.evaluate(() =>
       [...document.querySelectorAll('svg.plot')].map((svg) => svg.querySelectorAll('path.series').length),

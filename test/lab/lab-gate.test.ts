@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import type { LabRunRecord } from '../../src/lab/metrics.js';
+import { unsaturatedLab } from '../helpers/lab.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const USER_SERVER = fileURLToPath(new URL('./fixtures/user-server.js', import.meta.url));
@@ -66,21 +67,13 @@ test(
       '--assert',
       'rolling-update/headless-pick-first:rpcs<10',
     ];
-    let result: { code: number | null; stdout: string; stderr: string } | undefined;
-    let lab: LabJson | undefined;
-    const saturated: string[] = [];
-    for (let attempt = 1; attempt <= 3; attempt++) {
-      result = await runCli(args);
-      lab = JSON.parse(await readFile(json, 'utf8')) as LabJson;
-      const s = lab.runs.find((r) => r.harness?.saturated);
-      if (s === undefined) break;
-      saturated.push(`attempt ${attempt}: ${s.harness?.reason}`);
-      t.diagnostic(`saturated, re-running: ${s.harness?.reason}`);
-      lab = undefined;
-    }
-    assert.ok(
-      lab !== undefined && result !== undefined,
-      `every attempt was saturated:\n${saturated.join('\n')}`,
+    const { result, lab } = await unsaturatedLab(
+      t,
+      async () => {
+        const result = await runCli(args);
+        return { result, lab: JSON.parse(await readFile(json, 'utf8')) as LabJson };
+      },
+      (r) => r.lab.runs,
     );
     const { code, stderr } = result;
     // One assertion cannot hold (the run made hundreds of RPCs): the gate exits 1 and says which.

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { unsaturatedLab } from '../helpers/lab.js';
 import { runScenario } from '../../src/lab/runner.js';
 import { builtinScenarios, scaleScenario } from '../../src/lab/scenario.js';
 import { proxy, sidecar } from '../../src/lab/strategies/proxy.js';
@@ -29,13 +30,18 @@ for (const { name, clientDefaults } of CASES) {
     async (t) => {
       const sc = builtinScenarios().find((s) => s.name === name);
       assert.ok(sc !== undefined);
-      const result = await runScenario({
-        scenario: scaleScenario(sc, QUICK),
-        strategies: [proxy, sidecar],
-        timeScale: QUICK,
-        random: seededRandom(11),
-        clientDefaults,
-      });
+      const result = await unsaturatedLab(
+        t,
+        () =>
+          runScenario({
+            scenario: scaleScenario(sc, QUICK),
+            strategies: [proxy, sidecar],
+            timeScale: QUICK,
+            random: seededRandom(11),
+            clientDefaults,
+          }),
+        (r) => r.runs.map((x) => x.record),
+      );
       const by = Object.fromEntries(result.runs.map((r) => [r.record.strategy, r.record]));
       for (const s of ['proxy', 'sidecar']) {
         const r = by[s];
