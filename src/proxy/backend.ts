@@ -28,8 +28,8 @@ export interface SessionInfo {
   /** Last stream id the backend said (in GOAWAY) it will process; streams above it were not processed. */
   goawayLastStreamId: number | undefined;
   streams: number;
-  /** performance.now() when the handshake completed. */
-  connectedAtMs?: number;
+  /** performance.now() when the backend's SETTINGS arrived (the HTTP/2 handshake completed). */
+  handshakeAtMs?: number;
 }
 
 export class Backend {
@@ -64,10 +64,12 @@ export class Backend {
     return nowMs < this.ejectedUntilMs;
   }
 
-  /** True when new streams would go on a session that has completed its HTTP/2 handshake. */
-  get connected(): boolean {
-    const cur = this.usable();
-    return cur !== undefined && cur.connected;
+  /**
+   * True when new streams would go on a session whose backend has answered the HTTP/2 handshake (sent
+   * its SETTINGS). TCP alone is not enough: the kernel accepts for a process that is still starting.
+   */
+  get handshaken(): boolean {
+    return this.usable()?.handshakeAtMs !== undefined;
   }
 
   /**
@@ -147,7 +149,6 @@ export class Backend {
     session.on('connect', () => {
       clearTimeout(connectTimer);
       info.connected = true;
-      info.connectedAtMs = performance.now();
       this.failures = 0;
       this.ejectedUntilMs = 0;
       // A larger connection window so many concurrent streams do not starve each other; each
@@ -157,6 +158,9 @@ export class Backend {
       } catch {
         // Only fails on a destroyed session.
       }
+    });
+    session.once('remoteSettings', () => {
+      info.handshakeAtMs = performance.now();
     });
     session.on('goaway', (_code: number, lastStreamID: number) => {
       info.goawayLastStreamId = lastStreamID;

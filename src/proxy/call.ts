@@ -43,7 +43,8 @@ export interface CallSettings {
 /**
  * Where one RPC's time went inside the proxy, in ms (performance.now()): `queueMs` from accepting the
  * stream to sending it to the backend it ended on (endpoint-list wait, picks, earlier attempts);
- * `connectMs` of that, the wait for the backend's HTTP/2 handshake (0 on a connected session);
+ * `connectMs` the wait, after sending, for the backend's HTTP/2 handshake (0 on a session that had
+ * it already);
  * `firstByteMs` from sending to the backend's response headers; `totalMs` to the end. undefined where
  * the RPC never got that far.
  */
@@ -116,7 +117,7 @@ export class ProxyCall {
 
   get timing(): CallTiming {
     const sent = this.sentAt;
-    const connectedAt = this.lastInfo?.connectedAtMs;
+    const connectedAt = this.lastInfo?.handshakeAtMs;
     return {
       queueMs: sent === undefined ? undefined : sent - this.acceptedAt,
       connectMs:
@@ -227,7 +228,7 @@ export class ProxyCall {
     }
     backend.streamStarted(info);
     this.sentAt = performance.now();
-    this.sentOnConnected = info.connected;
+    this.sentOnConnected = info.handshakeAtMs !== undefined;
     this.lastInfo = info;
     const att: Attempt = {
       stream,

@@ -117,17 +117,17 @@ export class ServicePool {
       }
     }
     // As grpc-js balancers pick only READY subchannels: a backend still connecting (a pod that just
-    // turned Ready, or one whose session got GOAWAY) is warmed, and picked only when no backend is
-    // connected. Least-request would otherwise pile RPCs on it — it has none outstanding — and they
-    // would all wait for its handshake.
+    // turned Ready, or one whose session got GOAWAY) is warmed, and picked only when no backend has
+    // completed its handshake. Least-request would otherwise pile RPCs on it — it has none
+    // outstanding — and they would all wait for its handshake.
     let connecting = 0;
     for (const b of candidates) {
-      if (!b.connected) {
+      if (!b.handshaken) {
         connecting++;
         b.warm();
       }
     }
-    if (connecting > 0 && connecting < candidates.length) candidates = candidates.filter((b) => b.connected);
+    if (connecting > 0 && connecting < candidates.length) candidates = candidates.filter((b) => b.handshaken);
     const b = this.picker.pick(candidates);
     return b === undefined
       ? { kind: 'fail', message: `Service ${this.name} has no ready endpoint` }
