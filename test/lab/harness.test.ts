@@ -44,11 +44,15 @@ test('harnessVerdict: each limit, relative to the deadline, names itself in the 
     harnessVerdict({ loopDelayMsP99: 5, loopDelayMsMax: 40, machineCpuBusyPct: full }, d).saturated,
     false,
   );
-  const cpu = harnessVerdict({ loopDelayMsP99: 25, loopDelayMsMax: 40, machineCpuBusyPct: 99.4 }, d);
+  assert.equal(
+    harnessVerdict({ loopDelayMsP99: 49, loopDelayMsMax: 90, machineCpuBusyPct: 99 }, d).saturated,
+    false,
+  );
+  const cpu = harnessVerdict({ loopDelayMsP99: 50, loopDelayMsMax: 90, machineCpuBusyPct: 99.4 }, d);
   assert.equal(cpu.saturated, true);
   assert.match(
     cpu.reason,
-    /CPU was 99.4 % busy \(limit 97 %\) and the client event loop felt it \(p99 delay 25 ms, limit 25/,
+    /CPU was 99.4 % busy \(limit 97 %\) and the client event loop felt it \(p99 delay 50 ms, limit 50/,
   );
   // A shorter deadline tightens the loop limits: 60 ms of stall is fine at 1 s, not at 100 ms.
   assert.equal(
