@@ -98,8 +98,13 @@ interface Credentials {
 
 interface H2Session {
   session: http2.ClientHttp2Session;
+  /** Streams open (or reserved); the session keeps the process alive only while > 0. */
   active: number;
   ping: NodeJS.Timeout;
+  /** The server's SETTINGS (its stream limit) arrived. */
+  settled: boolean;
+  /** Resolves with this entry once settled; rejects if the session dies first. */
+  ready: Promise<H2Session>;
 }
 
 const DEFAULTS = {
@@ -258,11 +263,21 @@ export class KubeClient {
   ): Promise<void> {
     if (signal.aborted) return;
     let ex: Exchange;
+    // A server that accepts the watch and never answers its headers is as dead as a silent stream.
+    const headersMs = opts.idleTimeoutMs ?? this.opts.connectTimeoutMs * 6;
+    const headers = new AbortController();
+    const timer = setTimeout(
+      () => headers.abort(new DOMException(`no watch headers in ${headersMs} ms`, 'TimeoutError')),
+      headersMs,
+    );
+    timer.unref();
     try {
-      ex = await this.send(rp, q, signal, true);
+      ex = await this.send(rp, q, AbortSignal.any([signal, headers.signal]), true);
     } catch (err) {
       if (signal.aborted) return;
       throw err;
+    } finally {
+      clearTimeout(timer);
     }
     try {
       if (ex.status >= 300) {
@@ -491,7 +506,10 @@ export class KubeClient {
       s.setTimeout(this.opts.connectTimeoutMs, () => s.destroy(new Error('connect timed out')));
       s.once('connect', () => {
         s.setTimeout(0);
-        resolve(s);
+        if (this.closing.signal.aborted) {
+          s.destroy();
+          reject(destroyed());
+        } else resolve(s);
       });
       s.once('error', reject);
     });
@@ -499,17 +517,37 @@ export class KubeClient {
 
   private adoptSession(socket: tls.TLSSocket): H2Session {
     const session = http2.connect(this.url.origin, { createConnection: () => socket });
+    let settle!: (e: H2Session) => void;
+    let fail!: (err: Error) => void;
     const entry: H2Session = {
       session,
       active: 0,
       ping: setInterval(() => this.ping(entry), this.opts.pingIntervalMs),
+      settled: false,
+      ready: new Promise<H2Session>((resolve, reject) => {
+        settle = resolve;
+        fail = reject;
+      }),
     };
+    entry.ready.catch(() => {});
     entry.ping.unref();
     session.unref();
     this.sessions.add(entry);
     this.stats.sessions = this.sessions.size;
+    session.once('remoteSettings', () => {
+      entry.settled = true;
+      settle(entry);
+    });
+    const timer = setTimeout(
+      () => session.destroy(new Error('no HTTP/2 SETTINGS from the server')),
+      this.opts.connectTimeoutMs,
+    );
+    timer.unref();
+    session.once('remoteSettings', () => clearTimeout(timer));
     const drop = (): void => {
+      clearTimeout(timer);
       clearInterval(entry.ping);
+      fail(new Error('the HTTP/2 session closed'));
       if (this.sessions.delete(entry)) this.stats.sessions = this.sessions.size;
     };
     session.on('close', drop);
@@ -538,26 +576,37 @@ export class KubeClient {
     }
   }
 
-  /** A session with a free stream; a new one when every session is at the server's stream limit. */
+  /**
+   * A session with a free stream, reserved for the caller (active already counted); a new session
+   * when every one is at the server's stream limit. A new session is used only once the server's
+   * SETTINGS arrived, so its limit is known before streams are opened on it (nghttp2 would queue
+   * streams over the limit silently: a watch that looks open and never starts).
+   */
   private async session(creds: Credentials): Promise<H2Session> {
     for (;;) {
+      if (this.closing.signal.aborted) throw destroyed();
       for (const s of this.sessions) {
-        const max = s.session.remoteSettings.maxConcurrentStreams ?? 100;
-        if (!s.session.closed && !s.session.destroyed && s.active < Math.min(max, 1000)) return s;
+        const max = Math.min(s.session.remoteSettings.maxConcurrentStreams ?? 100, 1000);
+        if (s.settled && !s.session.closed && !s.session.destroyed && s.active < max) {
+          if (s.active++ === 0) s.session.ref();
+          return s;
+        }
       }
       if (this.opening === undefined) {
-        this.opening = this.connectTls(creds, ['h2']).then((sock) => {
+        const opening = this.connectTls(creds, ['h2']).then((sock) => {
           if (sock.alpnProtocol !== 'h2') {
             sock.destroy();
             throw new Error('the server stopped offering HTTP/2');
           }
-          return this.adoptSession(sock);
+          return this.adoptSession(sock).ready;
         });
-        void this.opening.finally(() => (this.opening = undefined)).catch(() => {});
+        this.opening = opening;
+        opening.then(
+          () => (this.opening = undefined),
+          () => (this.opening = undefined),
+        );
       }
-      const s = await this.opening;
-      // Settings arrive with the server's preface; the new session is used as soon as it exists.
-      if (!s.session.destroyed && s.active < (s.session.remoteSettings.maxConcurrentStreams ?? 100)) return s;
+      await this.opening;
     }
   }
 
@@ -568,14 +617,13 @@ export class KubeClient {
     watch: boolean,
   ): Promise<Exchange> {
     const entry = await this.session(creds);
-    entry.active++;
     if (watch) this.stats.activeWatches++;
     const stream = entry.session.request({ ':method': 'GET', ':path': path, ...creds.headers }, { signal });
     let released = false;
     const release = (): void => {
       if (released) return;
       released = true;
-      entry.active--;
+      if (--entry.active === 0) entry.session.unref();
       if (watch) this.stats.activeWatches--;
     };
     stream.once('close', release);

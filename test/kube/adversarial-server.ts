@@ -59,6 +59,8 @@ export interface AdversarialOptions {
   historyLimit?: number;
   /** Bytes of a 'huge' line. */
   hugeBytes?: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (Go's default is 250; clients must open more sessions). */
+  maxConcurrentStreams?: number;
 }
 
 interface Obj {
@@ -164,7 +166,14 @@ export class AdversarialApiServer {
   port = 0;
 
   constructor(opts: AdversarialOptions) {
-    this.opts = { seed: 1, bookmarkIntervalMs: 1000, historyLimit: 10_000, hugeBytes: 1 << 20, ...opts };
+    this.opts = {
+      seed: 1,
+      bookmarkIntervalMs: 1000,
+      historyLimit: 10_000,
+      hugeBytes: 1 << 20,
+      maxConcurrentStreams: 100,
+      ...opts,
+    };
     this.rng = mulberry32(this.opts.seed);
   }
 
@@ -227,6 +236,14 @@ export class AdversarialApiServer {
     return this.objects.get(`${resource}/${namespace}/${name}`);
   }
 
+  /** Cut every connection at once (whatever byte each answer was at). */
+  dropConnections(): void {
+    for (const { client, up } of this.pairs.values()) {
+      client.destroy();
+      up.destroy();
+    }
+  }
+
   /** Forget history: any watch from before now answers 410. */
   compact(): void {
     this.history.length = 0;
@@ -269,7 +286,14 @@ export class AdversarialApiServer {
       this.pem = selfSigned();
       this.server =
         this.opts.transport === 'h2'
-          ? http2.createSecureServer({ ...this.pem, allowHTTP1: true }, handler)
+          ? http2.createSecureServer(
+              {
+                ...this.pem,
+                allowHTTP1: true,
+                settings: { maxConcurrentStreams: this.opts.maxConcurrentStreams },
+              },
+              handler,
+            )
           : https.createServer({ ...this.pem }, handler);
     }
     this.server.on('error', () => {});
