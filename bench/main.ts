@@ -5,6 +5,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   resolver: async () => (await import('./resolver.js')).runResolverBench(),
   xds: async () => (await import('./xds.js')).runXdsBench(),
   proxy: async () => (await import('./proxy.js')).runProxyBench(),
+  kube: async () => (await import('./kube.js')).runKubeBench(),
 };
 const run = name === undefined ? undefined : benches[name];
 if (run === undefined) {

@@ -17,6 +17,13 @@ export const ERROR_CODES = {
     'The resourceVersion is older than the retained history (HTTP 410 Expired); list again.',
   GK_ERR_KUBE_UNREACHABLE: 'The Kubernetes API could not be reached or answered with a server error.',
   GK_ERR_KUBE_PROTOCOL: 'The Kubernetes API sent something that is not a valid list or watch event.',
+  GK_ERR_KUBE_TOO_LARGE: 'A watch line or a list body exceeded its size bound; it was dropped and re-read.',
+  GK_ERR_KUBE_TIMEOUT: 'A list or watch got no complete answer within its time-out; it is retried.',
+  GK_ERR_KUBE_WATCH_LIMIT:
+    'The HTTP/1.1 watch limit (one socket per watch) is reached; the Service is not watched until one frees.',
+  GK_ERR_KUBECONFIG_NOT_FOUND:
+    'The kubeconfig file (--kubeconfig, KUBECONFIG) does not exist or cannot be read.',
+  GK_ERR_KUBE_CONTEXT_NOT_FOUND: 'The kubeconfig has no context of the name given (--context).',
   GK_ERR_PORT_NOT_FOUND: 'The Service has endpoints, but none on the port named in the target.',
   GK_ERR_NO_ENDPOINTS: 'The Service has no EndpointSlices (wrong name or namespace, or no pods).',
   GK_ERR_DNS: 'A DNS lookup for a dns-poll: target failed.',

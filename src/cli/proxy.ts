@@ -24,10 +24,10 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
 import { SourceRegistry } from '../discovery/registry.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
+import { loadKubeConfig } from '../kube/config.js';
 import { parseProxyPolicy } from '../proxy/picker.js';
 import { NghttpxDataPlane } from '../proxy/nghttpx.js';
 import { GrpcProxy, type GrpcProxyOptions } from '../proxy/server.js';
@@ -142,16 +142,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
   // The Kubernetes client, unless every target is static (a sidecar can name any Service).
   const registryFor = (needsApi: boolean): { registry?: SourceRegistry; namespace?: string } => {
     if (!needsApi && values.kubeconfig === undefined) return { namespace: values.namespace };
-    let client: KubeClient;
-    if (values.kubeconfig !== undefined || values.context !== undefined) {
-      const kc = new KubeConfig();
-      if (values.kubeconfig !== undefined) kc.loadFromFile(values.kubeconfig);
-      else kc.loadFromDefault();
-      if (values.context !== undefined) kc.setCurrentContext(values.context);
-      client = new KubeClient(kc);
-    } else {
-      client = KubeClient.fromDefault();
-    }
+    const client = new KubeClient(loadKubeConfig({ kubeconfig: values.kubeconfig, context: values.context }));
     return { registry: new SourceRegistry(client), namespace: values.namespace ?? client.defaultNamespace };
   };
   if (dataPlane === 'nghttpx') {

@@ -2,7 +2,6 @@
 // timestamp, like `kubectl get -w`, for debugging discovery in a real cluster. Reads the same
 // discovery code the resolvers use, so what it prints is what channels see.
 
-import { KubeConfig } from '@kubernetes/client-node';
 import { DnsPollFeed } from '../discovery/dns-source.js';
 import type { Endpoint, EndpointDiff, EndpointView } from '../discovery/endpoint.js';
 import { endpointKey } from '../discovery/endpoint.js';
@@ -10,6 +9,7 @@ import type { EndpointListener, Subscription } from '../discovery/kube-source.js
 import { SourceRegistry } from '../discovery/registry.js';
 import { GrpcKubeError, InvalidTargetError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
+import { loadKubeConfig } from '../kube/config.js';
 import { parseKubernetesTarget } from '../resolver/target.js';
 
 export interface ResolveCommandOptions {
@@ -37,11 +37,7 @@ export async function resolveCommand(o: ResolveCommandOptions): Promise<number> 
   let cleanup = async (): Promise<void> => {};
   if (scheme === 'kubernetes') {
     const t = parseKubernetesTarget(authority, path, o.target);
-    const kc = new KubeConfig();
-    if (o.kubeconfig !== undefined) kc.loadFromFile(o.kubeconfig);
-    else kc.loadFromDefault();
-    if (o.context !== undefined) kc.setCurrentContext(o.context);
-    const client = new KubeClient(kc);
+    const client = new KubeClient(loadKubeConfig({ kubeconfig: o.kubeconfig, context: o.context }));
     const registry = new SourceRegistry(client);
     const ns = t.namespace ?? client.defaultNamespace;
     out(`${stamp()}  WATCH    Service ${ns}/${t.service} on ${client.server}`);

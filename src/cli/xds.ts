@@ -34,7 +34,7 @@ export async function xdsCommand(args: string[], io: XdsCommandIo = {}): Promise
     return 2;
   } catch (e) {
     if (e instanceof GrpcKubeError || (e instanceof TypeError && 'code' in e)) {
-      err(`grpc-kube xds: ${e.message}`);
+      err(`grpc-kube xds: ${e instanceof GrpcKubeError ? `${e.code}: ` : ''}${e.message}`);
       err(XDS_USAGE);
       return 2;
     }
@@ -97,8 +97,8 @@ async function serve(
       kubeConfigYaml = readFileSync(values.kubeconfig, 'utf8');
     } catch (e) {
       throw new GrpcKubeError(
-        'GK_ERR_KUBE_CONFIG',
-        `cannot read --kubeconfig ${values.kubeconfig}: ${String(e)}`,
+        'GK_ERR_KUBECONFIG_NOT_FOUND',
+        `cannot read the kubeconfig file "${values.kubeconfig}" (--kubeconfig): ${(e as Error).message}`,
       );
     }
   }

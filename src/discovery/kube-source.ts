@@ -1,18 +1,23 @@
 // The Kubernetes endpoint source: the EndpointSlices of one Service in one namespace, kept live by
 // list-then-watch, and served as one EndpointSet per port to any number of subscribers.
 //
-// Loop: list (paginated) → watch from the list's resourceVersion with bookmarks → on 410 Expired
-// re-list (diffed against what we have, so nothing flaps) → on any other failure wait a jittered,
-// growing delay that resets after the next success. Slices are keyed by name: a Service has many,
+// The loop is the project's one list-then-watch (kube/watch.ts: bookmarks, 410 → re-list diffed
+// against what we have so nothing flaps, validated events, jittered capped backoff, time-outs); every
+// slice is checked (sliceProblem) before it is used. Slices are keyed by name: a Service has many,
 // and endpoints move between them. While the API is unreachable the last known set stays served;
 // errors reach subscribers only when there is no set to serve (first list failed) — then as typed
 // errors (403 names the missing RBAC verb), never as a silent empty list.
 
 import { channel } from 'node:diagnostics_channel';
 import { GrpcKubeError } from '../errors.js';
-import { KubeClient, isExpired, type ResourcePath, type WatchHandle } from '../kube/client.js';
-import { SERVICE_NAME_LABEL, type EndpointSlice, type WatchEvent } from '../kube/types.js';
-import { Backoff, type BackoffOptions } from './backoff.js';
+import type { KubeClient, ResourcePath } from '../kube/client.js';
+import { SERVICE_NAME_LABEL, type EndpointSlice } from '../kube/types.js';
+import {
+  ListWatch,
+  type ListWatchOptions,
+  type ListWatchStats,
+  type ListWatchStatus,
+} from '../kube/watch.js';
 import { EndpointSet, isEmptyDiff, type Endpoint, type EndpointDiff, type EndpointView } from './endpoint.js';
 import {
   portSelectorKey,
@@ -20,6 +25,7 @@ import {
   sliceEndpoints,
   slicePort,
   slicePortsText,
+  sliceProblem,
   type PortSelector,
 } from './slices.js';
 
@@ -36,18 +42,10 @@ export interface Subscription {
   unsubscribe(): void;
 }
 
-export interface KubeSourceOptions {
-  backoff?: BackoffOptions;
-  /** Server-side watch timeout range; each watch picks a random value in it (client-go: 5–10 min). */
-  watchTimeoutSeconds?: readonly [number, number];
-  /** List page size. */
-  pageSize?: number;
-  random?: () => number;
-  /** Timer hook so tests can drive the retry loop without real waits. */
-  delay?: (ms: number, signal: AbortSignal) => Promise<void>;
-}
+/** The watch loop's options (backoff, time-outs, page size; see ListWatchOptions). */
+export type KubeSourceOptions = Omit<ListWatchOptions, 'labelSelector'>;
 
-export type SourceStatus = 'starting' | 'synced' | 'retrying' | 'stopped';
+export type SourceStatus = ListWatchStatus;
 
 export interface SourceEvent {
   readonly source: string;
@@ -76,39 +74,56 @@ const SLICES: Omit<ResourcePath, 'namespace'> = {
 export class KubernetesEndpointSource {
   readonly namespace: string;
   readonly service: string;
-  private readonly client: KubeClient;
-  private readonly backoff: Backoff;
-  private readonly opts: Required<Pick<KubeSourceOptions, 'watchTimeoutSeconds' | 'pageSize'>>;
-  private readonly random: () => number;
-  private readonly delay: (ms: number, signal: AbortSignal) => Promise<void>;
+  private readonly lw: ListWatch<EndpointSlice>;
   private readonly slices = new Map<string, EndpointSlice>();
   private readonly views = new Map<string, PortView>();
-  private resourceVersion: string | undefined;
   private synced = false;
   private lastError: GrpcKubeError | undefined;
-  private watch: WatchHandle | undefined;
-  private readonly abort = new AbortController();
-  private running = false;
-  private loopDone: Promise<void> | undefined;
-  status: SourceStatus = 'starting';
-  /** Counters the lab report and users read. */
-  readonly stats = { lists: 0, watches: 0, events: 0, bookmarks: 0, expired: 0, errors: 0 };
+  private stopping = false;
 
   constructor(client: KubeClient, namespace: string, service: string, opts: KubeSourceOptions = {}) {
-    this.client = client;
     this.namespace = namespace;
     this.service = service;
-    this.backoff = new Backoff({ ...opts.backoff, random: opts.random ?? opts.backoff?.random });
-    this.opts = {
-      watchTimeoutSeconds: opts.watchTimeoutSeconds ?? [300, 600],
-      pageSize: opts.pageSize ?? 500,
-    };
-    this.random = opts.random ?? Math.random;
-    this.delay = opts.delay ?? abortableDelay;
+    this.lw = new ListWatch<EndpointSlice>(
+      client,
+      { ...SLICES, namespace },
+      {
+        onList: (items, rv) => this.onList(items, rv),
+        onEvent: (type, obj) => this.onEvent(type, obj),
+        onError: (err) => this.fail(err),
+      },
+      {
+        labelSelector: `${SERVICE_NAME_LABEL}=${service}`,
+        pageSize: opts.pageSize ?? 500,
+        ...pick(opts, [
+          'backoff',
+          'watchTimeoutSeconds',
+          'random',
+          'delay',
+          'bookmarkIntervalMs',
+          'listTimeoutMs',
+          'minWatchMs',
+        ]),
+      },
+      sliceProblem,
+    );
   }
 
   get name(): string {
     return `${this.namespace}/${this.service}`;
+  }
+
+  /**
+   * 'synced' while the list is applied and a watch is open; 'retrying' while it cannot be (the
+   * last known set is still served); 'starting' before the first list.
+   */
+  get status(): SourceStatus {
+    return this.lw.status;
+  }
+
+  /** Counters the lab report and users read. */
+  get stats(): ListWatchStats {
+    return this.lw.stats;
   }
 
   /** Number of subscribers across all ports. */
@@ -123,8 +138,7 @@ export class KubernetesEndpointSource {
    * hears it on a later tick (never synchronously).
    */
   subscribe(selector: PortSelector, listener: EndpointListener): Subscription {
-    if (this.abort.signal.aborted)
-      throw new GrpcKubeError('GK_ERR_DESTROYED', `the source ${this.name} was stopped`);
+    if (this.stopping) throw new GrpcKubeError('GK_ERR_DESTROYED', `the source ${this.name} was stopped`);
     const key = portSelectorKey(selector);
     let view = this.views.get(key);
     if (view === undefined) {
@@ -162,126 +176,37 @@ export class KubernetesEndpointSource {
   }
 
   start(): void {
-    if (this.running || this.abort.signal.aborted) return;
-    this.running = true;
-    this.loopDone = this.loop().finally(() => {
-      this.running = false;
-    });
+    if (this.stopping) return;
+    this.lw.start();
   }
 
   /** Stop watching; no listener is called afterwards. Idempotent. */
   async stop(): Promise<void> {
-    if (!this.abort.signal.aborted) {
-      this.abort.abort();
-      this.watch?.abort();
-      this.status = 'stopped';
+    if (!this.stopping) {
+      this.stopping = true;
       for (const v of this.views.values()) v.listeners.clear();
       this.publish('stop');
     }
-    await this.loopDone;
+    await this.lw.stop();
   }
 
-  private async loop(): Promise<void> {
-    const signal = this.abort.signal;
-    while (!signal.aborted) {
-      try {
-        if (this.resourceVersion === undefined) await this.relist();
-        if (signal.aborted) return;
-        await this.watchOnce();
-        // A clean end (server timeout) continues from the same resourceVersion at once.
-      } catch (err) {
-        if (signal.aborted) return;
-        if (isExpired(err)) {
-          this.stats.expired++;
-          this.publish('expired', (err as Error).message);
-          this.resourceVersion = undefined;
-          continue;
-        }
-        this.stats.errors++;
-        const e =
-          err instanceof GrpcKubeError
-            ? err
-            : new GrpcKubeError(
-                'GK_ERR_KUBE_PROTOCOL',
-                `unexpected error in the source ${this.name}: ${String(err)}`,
-                {
-                  cause: err,
-                },
-              );
-        this.fail(e);
-        try {
-          await this.delay(this.backoff.next(), signal);
-        } catch {
-          return;
-        }
-      }
-    }
-  }
-
-  private async relist(): Promise<void> {
-    const rp = { ...SLICES, namespace: this.namespace };
-    const list = await this.client.list<EndpointSlice>(rp, {
-      labelSelector: `${SERVICE_NAME_LABEL}=${this.service}`,
-      limit: this.opts.pageSize,
-    });
-    if (this.abort.signal.aborted) return;
-    this.stats.lists++;
+  private onList(items: readonly EndpointSlice[], rv: string): void {
     this.slices.clear();
-    for (const s of list.items) if (s.metadata.name) this.slices.set(s.metadata.name, s);
-    this.resourceVersion = list.metadata.resourceVersion ?? '0';
+    for (const s of items) if (s.metadata.name) this.slices.set(s.metadata.name, s);
     this.synced = true;
     this.lastError = undefined;
-    this.backoff.reset();
-    this.status = 'synced';
-    this.publish('list', `${list.items.length} slices at resourceVersion ${this.resourceVersion}`);
+    this.publish('list', `${items.length} slices at resourceVersion ${rv}`);
     for (const view of this.views.values()) this.rebuildView(view);
   }
 
-  private async watchOnce(): Promise<void> {
-    const [lo, hi] = this.opts.watchTimeoutSeconds;
-    const timeoutSeconds = Math.round(lo + (hi - lo) * this.random());
-    this.stats.watches++;
-    this.publish('watch-start', `from resourceVersion ${this.resourceVersion}`);
-    this.watch = this.client.watch<EndpointSlice>(
-      { ...SLICES, namespace: this.namespace },
-      {
-        labelSelector: `${SERVICE_NAME_LABEL}=${this.service}`,
-        resourceVersion: this.resourceVersion ?? '0',
-        allowWatchBookmarks: true,
-        timeoutSeconds,
-        idleTimeoutMs: (timeoutSeconds + 30) * 1000,
-      },
-      (ev) => this.onEvent(ev),
-    );
-    try {
-      await this.watch.done;
-    } finally {
-      this.watch = undefined;
-    }
-  }
-
-  private onEvent(ev: WatchEvent<EndpointSlice>): void {
-    if (this.abort.signal.aborted) return;
-    const obj = ev.object as EndpointSlice;
-    const rv = obj.metadata?.resourceVersion;
-    if (ev.type === 'BOOKMARK') {
-      this.stats.bookmarks++;
-      if (rv) this.resourceVersion = rv;
-      return;
-    }
-    const name = obj.metadata?.name;
+  private onEvent(type: 'ADDED' | 'MODIFIED' | 'DELETED', obj: EndpointSlice): void {
+    const name = obj.metadata.name;
     if (!name) return;
-    this.stats.events++;
-    if (this.status !== 'synced') {
-      this.status = 'synced';
-      this.backoff.reset();
-    }
-    if (ev.type === 'DELETED') this.slices.delete(name);
-    else if (ev.type === 'ADDED' || ev.type === 'MODIFIED') this.slices.set(name, obj);
-    else return;
-    if (rv) this.resourceVersion = rv;
+    if (type === 'DELETED') this.slices.delete(name);
+    else this.slices.set(name, obj);
+    this.publish('event', `${type} ${name}`);
     for (const view of this.views.values()) {
-      const eps = ev.type === 'DELETED' ? [] : sliceEndpoints(obj, view.selector);
+      const eps = type === 'DELETED' ? [] : sliceEndpoints(obj, view.selector);
       const diff = view.set.replaceGroup(name, eps);
       this.afterChange(view, diff);
     }
@@ -322,7 +247,6 @@ export class KubernetesEndpointSource {
   }
 
   private fail(err: GrpcKubeError): void {
-    this.status = 'retrying';
     this.publish('error', err.message);
     if (this.synced) return; // keep serving the last known set
     this.lastError = err;
@@ -335,21 +259,8 @@ export class KubernetesEndpointSource {
   }
 }
 
-function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(new Error('aborted'));
-      return;
-    }
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    t.unref();
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(new Error('aborted'));
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
+function pick<T extends object, K extends keyof T>(o: T, keys: K[]): Partial<Pick<T, K>> {
+  const out: Partial<Pick<T, K>> = {};
+  for (const k of keys) if (o[k] !== undefined) out[k] = o[k];
+  return out;
 }

@@ -71,3 +71,25 @@ export function sliceEndpoints(slice: EndpointSlice, sel: PortSelector): Endpoin
   }
   return out;
 }
+
+/** Why an EndpointSlice from the API cannot be read (undefined when it can): checked before use. */
+export function sliceProblem(slice: EndpointSlice): string | undefined {
+  const s = slice as unknown as Record<string, unknown>;
+  if (typeof s.addressType !== 'string') return 'addressType is not a string';
+  if (s.endpoints !== null && s.endpoints !== undefined && !Array.isArray(s.endpoints))
+    return 'endpoints is not a list';
+  for (const ep of (s.endpoints as unknown[] | null | undefined) ?? []) {
+    if (ep === null || typeof ep !== 'object') return 'an endpoint is not an object';
+    const e = ep as Record<string, unknown>;
+    if (!Array.isArray(e.addresses) || !e.addresses.every((a) => typeof a === 'string'))
+      return 'an endpoint has no addresses list';
+    if (e.conditions !== undefined && (e.conditions === null || typeof e.conditions !== 'object'))
+      return 'an endpoint has bad conditions';
+  }
+  if (s.ports !== null && s.ports !== undefined) {
+    if (!Array.isArray(s.ports)) return 'ports is not a list';
+    for (const p of s.ports as unknown[])
+      if (p === null || typeof p !== 'object') return 'a port is not an object';
+  }
+  return undefined;
+}

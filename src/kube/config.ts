@@ -1,0 +1,113 @@
+// Finding and reading a kubeconfig, with errors that name what is missing: the --kubeconfig file that
+// does not exist, the context that is not in it, or the absence of any configuration at all (where
+// client-node would silently fall back to http://localhost:8080). The one door to client-node's
+// KubeConfig loading; everything else takes a loaded KubeConfig.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import { GrpcKubeError } from '../errors.js';
+
+const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+
+export interface KubeConfigSource {
+  /** A kubeconfig file (--kubeconfig); else KUBECONFIG, ~/.kube/config, then in-cluster. */
+  kubeconfig?: string | undefined;
+  /** A context of that kubeconfig (--context); else its current-context. */
+  context?: string | undefined;
+  /** Environment and home directory, for tests. */
+  env?: NodeJS.ProcessEnv;
+  home?: string;
+}
+
+export function kubeConfigFromString(yaml: string): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    kc.loadFromString(yaml);
+  } catch (err) {
+    throw new GrpcKubeError('GK_ERR_KUBE_CONFIG', `the kubeconfig is not valid YAML/JSON: ${String(err)}`, {
+      cause: err,
+    });
+  }
+  return kc;
+}
+
+/** Load a kubeconfig as kubectl would, or throw a typed error saying what to do. */
+export function loadKubeConfig(src: KubeConfigSource = {}): KubeConfig {
+  const env = src.env ?? process.env;
+  let kc: KubeConfig;
+  if (src.kubeconfig !== undefined) {
+    if (!existsSync(src.kubeconfig)) {
+      throw new GrpcKubeError(
+        'GK_ERR_KUBECONFIG_NOT_FOUND',
+        `the kubeconfig file "${src.kubeconfig}" does not exist; pass the path of a kubeconfig (kubectl config view --raw > FILE)`,
+      );
+    }
+    kc = fromFile(src.kubeconfig);
+  } else {
+    const files = (env.KUBECONFIG ?? '').split(delimiter).filter((f) => f !== '');
+    const present = files.filter((f) => existsSync(f));
+    if (files.length > 0 && present.length === 0) {
+      throw new GrpcKubeError(
+        'GK_ERR_KUBECONFIG_NOT_FOUND',
+        `KUBECONFIG names ${files.map((f) => `"${f}"`).join(', ')}, and none exists; fix KUBECONFIG or unset it`,
+      );
+    }
+    const home = join(src.home ?? homedir(), '.kube', 'config');
+    if (present.length > 0) {
+      kc = new KubeConfig();
+      try {
+        kc.loadFromDefault();
+      } catch (err) {
+        throw new GrpcKubeError('GK_ERR_KUBE_CONFIG', `cannot read KUBECONFIG: ${String(err)}`, {
+          cause: err,
+        });
+      }
+    } else if (existsSync(home)) kc = fromFile(home);
+    else if (existsSync(SERVICE_ACCOUNT_TOKEN) && env.KUBERNETES_SERVICE_HOST) {
+      kc = new KubeConfig();
+      kc.loadFromCluster();
+    } else {
+      throw new GrpcKubeError(
+        'GK_ERR_KUBE_CONFIG',
+        `no Kubernetes configuration: no --kubeconfig, no KUBECONFIG, no ${home}, and not in a pod with a ` +
+          'ServiceAccount token; pass --kubeconfig FILE or set KUBECONFIG',
+      );
+    }
+  }
+  if (src.context !== undefined) {
+    const names = kc.getContexts().map((c) => c.name);
+    if (!names.includes(src.context)) {
+      throw new GrpcKubeError(
+        'GK_ERR_KUBE_CONTEXT_NOT_FOUND',
+        `the kubeconfig has no context "${src.context}"; it has ${names.length === 0 ? 'none' : names.map((n) => `"${n}"`).join(', ')} (kubectl config get-contexts)`,
+      );
+    }
+    kc.setCurrentContext(src.context);
+  }
+  return kc;
+}
+
+/** The default configuration (library use: setup() without a kubeConfig). */
+export function loadDefaultKubeConfig(): KubeConfig {
+  return loadKubeConfig();
+}
+
+function fromFile(file: string): KubeConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new GrpcKubeError(
+      'GK_ERR_KUBECONFIG_NOT_FOUND',
+      `cannot read the kubeconfig file "${file}": ${String(err)}`,
+      {
+        cause: err,
+      },
+    );
+  }
+  const kc = kubeConfigFromString(text);
+  kc.makePathsAbsolute(join(file, '..'));
+  return kc;
+}

@@ -1,0 +1,264 @@
+// The Kubernetes client and its one watch loop against an API server that misbehaves on purpose
+// (test/kube/adversarial-server.ts): each finding of "a Kubernetes client that holds" has its test.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
+import type { KubeSourceOptions } from '../../src/discovery/kube-source.js';
+import { KubeClient, type KubeClientOptions } from '../../src/kube/client.js';
+import { LineSplitter, LineTooLongError } from '../../src/kube/framing.js';
+import { GrpcRouteWatcher } from '../../src/xds/route-watcher.js';
+import type { GrpcKubeError } from '../../src/errors.js';
+import { until } from '../helpers/kube.js';
+import { AdversarialApiServer, slice, type Fault, type Transport } from './adversarial-server.js';
+
+const SLICES = 'endpointslices';
+
+interface Followed {
+  src: KubernetesEndpointSource;
+  ips: () => string[];
+  errors: GrpcKubeError[];
+}
+
+async function server(
+  t: { after(fn: () => unknown): void },
+  transport: Transport,
+  opts: { bookmarkIntervalMs?: number; hugeBytes?: number } = {},
+): Promise<AdversarialApiServer> {
+  const api = await AdversarialApiServer.start({ transport, ...opts });
+  t.after(() => api.close());
+  return api;
+}
+
+function client(
+  t: { after(fn: () => unknown): void },
+  api: AdversarialApiServer,
+  opts: KubeClientOptions = {},
+): KubeClient {
+  const c = KubeClient.fromKubeConfigString(api.kubeConfigYaml(), opts);
+  t.after(() => c.close());
+  return c;
+}
+
+function follow(
+  t: { after(fn: () => unknown): void },
+  c: KubeClient,
+  service: string,
+  opts: KubeSourceOptions = {},
+): Followed {
+  const src = new KubernetesEndpointSource(c, 'default', service, {
+    backoff: { initialMs: 10, maxMs: 50 },
+    ...opts,
+  });
+  t.after(() => src.stop());
+  const errors: GrpcKubeError[] = [];
+  let last: string[] = [];
+  src.subscribe(
+    { kind: 'number', port: 50051 },
+    {
+      onEndpoints: (view) => (last = view.endpoints().map((e) => e.address)),
+      onError: (e) => errors.push(e),
+    },
+  );
+  return { src, ips: () => last, errors };
+}
+
+/** The first `n` requests of `kind` get `fault`, the rest behave. */
+function firstN(api: AdversarialApiServer, kind: 'list' | 'watch', fault: Fault, n: number): void {
+  let left = n;
+  api.fault = (k) => (k === kind && left-- > 0 ? fault : 'none');
+}
+
+test('line framing is linear, bounded, and splits across chunks', () => {
+  const lines: string[] = [];
+  const s = new LineSplitter(10);
+  s.push(Buffer.from('ab\ncd'), (l) => lines.push(l.toString()));
+  s.push(Buffer.from('ef\n\ngh'), (l) => lines.push(l.toString()));
+  assert.deepEqual(lines, ['ab', 'cdef', '']);
+  assert.equal(s.bufferedBytes, 2);
+  assert.throws(() => s.push(Buffer.alloc(20, 0x61), () => {}), LineTooLongError);
+  // 8 MiB in 64 KiB chunks with no newline: rejected at the bound, never rescanned.
+  const big = new LineSplitter(4 * 1024 * 1024);
+  const chunk = Buffer.alloc(64 * 1024, 0x61);
+  let pushed = 0;
+  assert.throws(() => {
+    for (let i = 0; i < 128; i++) {
+      big.push(chunk, () => {});
+      pushed++;
+    }
+  }, LineTooLongError);
+  assert.equal(pushed, 64);
+});
+
+for (const fault of ['null', 'error-no-object', 'no-metadata', 'garbage', 'truncated'] as const) {
+  test(`a watch line "${fault}" is a typed error and a re-list, never a crash`, async (t) => {
+    const api = await server(t, 'h2');
+    api.put(SLICES, slice('default', 'a', ['10.0.0.1']));
+    const c = client(t, api);
+    firstN(api, 'watch', fault, 2);
+    const f = follow(t, c, 'a');
+    await until(() => f.src.stats.errors >= 2 && f.src.status === 'synced');
+    assert.ok(f.src.stats.lists >= 2, 'the bad event made the source re-list');
+    api.put(SLICES, slice('default', 'a', ['10.0.0.2']));
+    await until(() => f.ips().join() === '10.0.0.2');
+  });
+}
+
+test('a huge list body and a huge watch line: GK_ERR_KUBE_TOO_LARGE, re-list, memory stays bounded', async (t) => {
+  const api = await server(t, 'h2', { hugeBytes: 8 * 1024 * 1024 });
+  api.put(SLICES, slice('default', 'a', ['10.0.0.1']));
+  api.put(SLICES, slice('default', 'b', ['10.0.0.1']));
+  const c = client(t, api, { maxLineBytes: 256 * 1024, maxBodyBytes: 256 * 1024 });
+  const rss = process.memoryUsage().rss;
+  firstN(api, 'list', 'huge', 1);
+  const f = follow(t, c, 'a');
+  await until(() => f.ips().join() === '10.0.0.1' && f.src.status === 'synced');
+  assert.equal(f.errors[0]?.code, 'GK_ERR_KUBE_TOO_LARGE');
+  firstN(api, 'watch', 'huge', 1);
+  const g = follow(t, c, 'b');
+  await until(() => g.src.stats.errors >= 1 && g.src.stats.lists >= 2 && g.src.status === 'synced');
+  api.put(SLICES, slice('default', 'b', ['10.0.0.2']));
+  await until(() => g.ips().join() === '10.0.0.2');
+  assert.ok(process.memoryUsage().rss - rss < 256 * 1024 * 1024, 'memory bounded');
+});
+
+test('an empty-watch server sees <= 5 requests per second per channel (injected clock)', async (t) => {
+  const api = await server(t, 'h2');
+  api.put(SLICES, slice('default', 'a', ['10.0.0.1']));
+  api.fault = (k) => (k === 'watch' ? 'empty' : 'none');
+  const c = client(t, api);
+  let now = 0;
+  const f = follow(t, c, 'a', {
+    backoff: {}, // defaults: 500 ms .. 15 s
+    now: () => now,
+    delay: async (ms) => {
+      now += ms;
+      await new Promise((r) => setImmediate(r));
+    },
+  });
+  await until(() => now >= 60_000, 20_000);
+  const rate = (api.requests.list + api.requests.watch) / (now / 1000);
+  assert.ok(rate <= 5, `${rate} requests/s`);
+  assert.ok(f.src.stats.shortWatches >= 3, 'empty watches count as failures');
+  assert.notEqual(f.src.status, 'synced');
+});
+
+test('a 410 storm backs off instead of looping', async (t) => {
+  const api = await server(t, 'http');
+  api.put(SLICES, slice('default', 'a', ['10.0.0.1']));
+  api.fault = (k) => (k === 'watch' ? 'gone' : 'none');
+  const c = client(t, api);
+  let now = 0;
+  const f = follow(t, c, 'a', {
+    backoff: {},
+    now: () => now,
+    delay: async (ms) => {
+      now += ms;
+      await new Promise((r) => setImmediate(r));
+    },
+  });
+  await until(() => now >= 60_000, 20_000);
+  assert.ok(f.src.stats.expired >= 3);
+  assert.ok((api.requests.list + api.requests.watch) / (now / 1000) <= 5);
+});
+
+test('the GRPCRoute watcher uses the same loop: no hot loop on an empty-watch server', async (t) => {
+  const api = await server(t, 'h2');
+  api.put('grpcroutes', { metadata: { name: 'r', namespace: 'default' }, spec: {} });
+  api.fault = (k) => (k === 'watch' ? 'empty' : 'none');
+  const c = client(t, api);
+  let now = 0;
+  let changes = 0;
+  const w = new GrpcRouteWatcher(c, {
+    onChange: () => changes++,
+    onError: () => {},
+    backoff: { initialMs: 500, maxMs: 15_000 },
+    now: () => now,
+    delay: async (ms) => {
+      now += ms;
+      await new Promise((r) => setImmediate(r));
+    },
+  });
+  t.after(() => w.stop());
+  await w.start();
+  await until(() => now >= 60_000, 20_000);
+  assert.ok(changes >= 1);
+  assert.ok((api.requests.list + api.requests.watch) / (now / 1000) <= 5);
+});
+
+test('a hung list times out (GK_ERR_KUBE_TIMEOUT) and stop() returns at once whatever the server does', async (t) => {
+  const api = await server(t, 'h2');
+  api.put(SLICES, slice('default', 'a', ['10.0.0.1']));
+  firstN(api, 'list', 'hang', 1);
+  const c = client(t, api);
+  const f = follow(t, c, 'a', { listTimeoutMs: 300 });
+  await until(() => f.errors.length >= 1);
+  assert.equal(f.errors[0]?.code, 'GK_ERR_KUBE_TIMEOUT');
+  await until(() => f.ips().join() === '10.0.0.1');
+  // Now every request hangs: stop() and close() must not wait for the server.
+  api.fault = () => 'hang';
+  const g = follow(t, c, 'b');
+  await until(() => api.requests.list >= 3);
+  const t0 = Date.now();
+  await Promise.all([f.src.stop(), g.src.stop()]);
+  c.close();
+  assert.ok(Date.now() - t0 < 1000, `stop took ${Date.now() - t0} ms`);
+});
+
+for (const transport of ['h2', 'https1'] as const) {
+  test(`a half-open connection is found (${transport === 'h2' ? 'HTTP/2 PING' : 'idle time-out'}) and the watch comes back`, async (t) => {
+    const api = await server(t, transport, { bookmarkIntervalMs: 100 });
+    api.put(SLICES, slice('default', 'a', ['10.0.0.1']));
+    const c = client(t, api, { pingIntervalMs: 200, pingTimeoutMs: 200 });
+    firstN(api, 'watch', 'half-open', 1);
+    // h2: the bookmark interval is long, so only PING can find the dead session quickly.
+    const f = follow(t, c, 'a', { bookmarkIntervalMs: transport === 'h2' ? 60_000 : 100 });
+    await until(() => f.ips().join() === '10.0.0.1');
+    api.put(SLICES, slice('default', 'a', ['10.0.0.2']));
+    await until(() => f.ips().join() === '10.0.0.2', 10_000);
+    assert.ok(api.requests.watch >= 2);
+    if (transport === 'h2') assert.ok(c.stats.pingTimeouts >= 1);
+  });
+}
+
+test('200 Services over HTTP/2 from one client: every one follows its change (no 64-watch cap)', async (t) => {
+  const api = await server(t, 'h2');
+  const n = 200;
+  for (let i = 0; i < n; i++) api.put(SLICES, slice('default', `s${i}`, ['10.1.0.1']));
+  const c = client(t, api);
+  const fs = Array.from({ length: n }, (_, i) => follow(t, c, `s${i}`));
+  await until(() => fs.every((f) => f.src.status === 'synced') && api.openWatches === n, 20_000);
+  for (let i = 0; i < n; i++) api.put(SLICES, slice('default', `s${i}`, ['10.1.0.2']));
+  await until(() => fs.every((f) => f.ips().join() === '10.1.0.2'), 20_000);
+  assert.equal(c.stats.protocol, 'h2');
+  assert.equal(c.stats.activeWatches, n);
+  // The server allows 100 streams per connection: the client opened more sessions, queued nothing.
+  assert.ok(c.stats.sessions >= 2, `${c.stats.sessions} sessions`);
+});
+
+test('HTTP/1.1: the watch limit is explicit: over it a Service is retrying with GK_ERR_KUBE_WATCH_LIMIT, never synced', async (t) => {
+  const api = await server(t, 'https1');
+  for (let i = 0; i < 12; i++) api.put(SLICES, slice('default', `s${i}`, ['10.2.0.1']));
+  const c = client(t, api, { maxHttp1Watches: 10 });
+  const fs = Array.from({ length: 12 }, (_, i) => follow(t, c, `s${i}`));
+  await until(() => c.stats.watchLimitRejections >= 2 && api.openWatches === 10, 10_000);
+  assert.equal(c.stats.protocol, 'http/1.1');
+  const synced = fs.filter((f) => f.src.status === 'synced').length;
+  assert.equal(synced, 10, 'only Services with an open watch say synced');
+  assert.equal(fs.filter((f) => f.src.status === 'retrying').length, 2, 'the other two say retrying');
+  // Free two watches: the two waiting Services get theirs and follow changes.
+  await fs[0]?.src.stop();
+  await fs[1]?.src.stop();
+  await until(() => fs.slice(2).every((f) => f.src.status === 'synced'), 10_000);
+  for (let i = 2; i < 12; i++) api.put(SLICES, slice('default', `s${i}`, ['10.2.0.2']));
+  await until(() => fs.slice(2).every((f) => f.ips().join() === '10.2.0.2'), 10_000);
+});
+
+test('http:// servers (kubectl proxy) work without insecure-skip-tls-verify', async (t) => {
+  const api = await server(t, 'http');
+  api.put(SLICES, slice('default', 'a', ['10.3.0.1']));
+  const c = client(t, api);
+  const f = follow(t, c, 'a');
+  await until(() => f.ips().join() === '10.3.0.1');
+  assert.equal(c.stats.protocol, 'http/1.1');
+});
