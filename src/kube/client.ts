@@ -264,7 +264,8 @@ export class KubeClient {
     if (signal.aborted) return;
     let ex: Exchange;
     // A server that accepts the watch and never answers its headers is as dead as a silent stream.
-    const headersMs = opts.idleTimeoutMs ?? this.opts.connectTimeoutMs * 6;
+    // A healthy server answers a watch's headers at once (before any event), so this bound is short.
+    const headersMs = Math.min(opts.idleTimeoutMs ?? Infinity, this.opts.connectTimeoutMs);
     const headers = new AbortController();
     const timer = setTimeout(
       () => headers.abort(new DOMException(`no watch headers in ${headersMs} ms`, 'TimeoutError')),
