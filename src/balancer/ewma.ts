@@ -23,6 +23,7 @@ import {
   type Scorer,
 } from './endpoint-balancer.js';
 import type { PolicyRuntime } from './runtime.js';
+import type { OutlierDetectionJson } from './outlier.js';
 
 export const EWMA_POLICY_NAME = 'grpc_kube_ewma';
 
@@ -43,6 +44,7 @@ export interface EwmaConfigJson {
   localZone?: string;
   panicThresholdPercent?: number;
   slowStart?: { windowMs: number; aggression?: number; minWeightPercent?: number };
+  outlierDetection?: OutlierDetectionJson;
 }
 
 export class EwmaConfig implements TypedLoadBalancingConfig {
@@ -131,6 +133,9 @@ export function ewmaScorer(config: EwmaConfig): Scorer {
     // its first slow response.
     score: (stats: EndpointStats, nowMs: number) =>
       Math.max(decayedRttMs(stats, decayMs, nowMs), stats.oldestInflightMs(nowMs)) * (stats.outstanding + 1),
+    // What a new call should expect: the estimate, or longer if a call there is already taking longer.
+    predictMs: (stats: EndpointStats, nowMs: number) =>
+      Math.max(decayedRttMs(stats, decayMs, nowMs), stats.oldestInflightMs(nowMs)),
     observe: (stats: EndpointStats, startedMs: number, nowMs: number, code: number) => {
       // A cancelled call tells how patient the caller was, not how fast the server is.
       if (code === Status.CANCELLED) return;

@@ -506,6 +506,7 @@ test('diagnostics: each new picker is published on grpc-kube:balancer with its s
     candidates: 2,
     panic: true,
     localOnly: true,
+    ejected: 0,
   });
   helper.connect(B);
   assert.deepEqual(
