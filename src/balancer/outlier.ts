@@ -280,3 +280,51 @@ export function outlierDetectionToJson(c: OutlierDetectionConfig): Record<string
     out.failurePercentageEjection = { ...c.failurePercentageEjection };
   return out;
 }
+
+/**
+ * Outlier detection for pods behind a Service: the xDS control plane puts it in every Cluster, and
+ * clientDefaults({ outlierDetection: true }) in the service config. A pod failing more than half its
+ * calls over 10 s is ejected for 30 s (growing with each ejection) as soon as 3 pods have 20 calls
+ * to compare; the success-rate check keeps Envoy's defaults (5 hosts, 100 calls, mean − 1.9 stdev).
+ * At most a fifth of the pods are out.
+ */
+export const KUBE_OUTLIER_DETECTION: OutlierDetectionConfig = parseOutlierDetection(
+  {
+    intervalMs: 10_000,
+    baseEjectionTimeMs: 30_000,
+    maxEjectionTimeMs: 300_000,
+    maxEjectionPercent: 20,
+    successRateEjection: {},
+    failurePercentageEjection: { threshold: 50, minimumHosts: 3, requestVolume: 20 },
+  },
+  'KUBE_OUTLIER_DETECTION',
+);
+
+/**
+ * The same settings as grpc-js's own `outlier_detection` policy config (A50's snake_case service
+ * config), wrapping `childPolicy`: how round_robin gets outlier detection.
+ */
+export function grpcOutlierDetectionEntry(
+  c: OutlierDetectionConfig,
+  childPolicy: Record<string, unknown>,
+): { outlier_detection: Record<string, unknown> } {
+  // grpc-js reads these durations in their protobuf JSON object form, not as "10s" strings.
+  const seconds = (ms: number) => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 });
+  const od: Record<string, unknown> = {
+    interval: seconds(c.intervalMs),
+    base_ejection_time: seconds(c.baseEjectionTimeMs),
+    max_ejection_time: seconds(c.maxEjectionTimeMs),
+    max_ejection_percent: c.maxEjectionPercent,
+    child_policy: [childPolicy],
+  };
+  if (c.successRateEjection !== undefined) od.success_rate_ejection = snakeCase(c.successRateEjection);
+  if (c.failurePercentageEjection !== undefined)
+    od.failure_percentage_ejection = snakeCase(c.failurePercentageEjection);
+  return { outlier_detection: od };
+}
+
+function snakeCase(o: object): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(o).map(([k, v]) => [k.replace(/[A-Z]/g, (m) => `_${m.toLowerCase()}`), v]),
+  );
+}

@@ -8,7 +8,7 @@
 // `<namespace>/<service>:<port>`. Ports are endpoint (container) ports, as for `kubernetes:` targets.
 
 import type { Endpoint } from '../discovery/endpoint.js';
-import { parseOutlierDetection, type OutlierDetectionConfig } from '../balancer/outlier.js';
+import { KUBE_OUTLIER_DETECTION, type OutlierDetectionConfig } from '../balancer/outlier.js';
 import { any, CDS, EDS, encodeAny, encodeMessage, HCM, LDS, RDS, ROUTER, TYPED_STRUCT } from './protos.js';
 
 export interface ServiceRef {
@@ -139,24 +139,6 @@ export function buildRouteConfiguration(name: string, routes: readonly RouteSpec
   return encodeAny(RDS, encodeMessage(RDS, rc));
 }
 
-/**
- * The outlier detection every Cluster carries (gRFC A50; grpc-js-xds wraps the cluster's policy in
- * its outlier_detection balancer). A pod failing more than half its calls over 10 s is ejected for
- * 30 s (growing with each ejection) as soon as 3 pods have 20 calls to compare; the success-rate check
- * keeps Envoy's defaults (5 hosts, 100 calls, mean − 1.9 stdev). At most a fifth of the pods are out.
- */
-export const CLUSTER_OUTLIER_DETECTION: OutlierDetectionConfig = parseOutlierDetection(
-  {
-    intervalMs: 10_000,
-    baseEjectionTimeMs: 30_000,
-    maxEjectionTimeMs: 300_000,
-    maxEjectionPercent: 20,
-    successRateEjection: {},
-    failurePercentageEjection: { threshold: 50, minimumHosts: 3, requestVolume: 20 },
-  },
-  'CLUSTER_OUTLIER_DETECTION',
-);
-
 /** envoy.config.cluster.v3.OutlierDetection for a config (only the fields gRFC A50 reads). */
 export function outlierDetectionProto(c: OutlierDetectionConfig): Record<string, unknown> {
   const duration = (ms: number) => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 });
@@ -185,10 +167,12 @@ export function outlierDetectionProto(c: OutlierDetectionConfig): Record<string,
   return out;
 }
 
+/** Every Cluster carries KUBE_OUTLIER_DETECTION unless told otherwise (grpc-js-xds wraps the
+ * cluster's policy in its outlier_detection balancer). */
 export function buildCluster(
   name: string,
   policy: ClusterLbPolicy = 'round_robin',
-  outlierDetection: OutlierDetectionConfig | null = CLUSTER_OUTLIER_DETECTION,
+  outlierDetection: OutlierDetectionConfig | null = KUBE_OUTLIER_DETECTION,
 ): EncodedResource {
   const cluster: Record<string, unknown> = {
     name,
