@@ -137,9 +137,13 @@ export function ewmaScorer(config: EwmaConfig): Scorer {
     predictMs: (stats: EndpointStats, nowMs: number) =>
       Math.max(decayedRttMs(stats, decayMs, nowMs), stats.oldestInflightMs(nowMs)),
     observe: (stats: EndpointStats, startedMs: number, nowMs: number, code: number) => {
-      // A cancelled call tells how patient the caller was, not how fast the server is.
-      if (code === Status.CANCELLED) return;
       let rtt = Math.max(0, nowMs - startedMs);
+      // A cancelled call (a lost hedge, an impatient caller) only says the server had not answered
+      // yet: a lower bound, which counts when it is above the estimate and is ignored otherwise.
+      if (code === Status.CANCELLED) {
+        if (rtt > decayedRttMs(stats, decayMs, nowMs)) observeRtt(stats, rtt, decayMs, nowMs);
+        return;
+      }
       if (PENALISED.has(code)) rtt = Math.max(rtt, failurePenaltyMs);
       observeRtt(stats, rtt, decayMs, nowMs);
     },

@@ -57,10 +57,18 @@ export interface ClientDefaultsOptions {
   /** Default ['UNAVAILABLE', 'RESOURCE_EXHAUSTED', 'ABORTED']. */
   readonly idempotentRetryableStatusCodes?: readonly StatusCodeName[];
   /**
-   * gRFC A6 retry throttling for the channel; `false` turns it off. Default maxTokens 10, tokenRatio
+   * Hedge the idempotent methods instead of retrying them (gRFC A6 hedgingPolicy): a further attempt
+   * goes out every `delayMs` while none has answered, up to `maxAttempts` in all; the first answer
+   * wins and the others are cancelled. The idempotent status codes start the next attempt at once.
+   * Default off.
+   */
+  readonly hedging?: { readonly delayMs: number; readonly maxAttempts?: number } | false;
+  /**
+   * gRFC A6 retry throttling for the channel; `false` turns it off. Default maxTokens 20, tokenRatio
    * 0.2: every failed attempt costs a token, every success earns 0.2, retries stop at half the
-   * bucket, so over any run retries <= 0.2 × successful RPCs + 5 (during a full outage: 4 retries
-   * in all, then none until calls succeed again).
+   * bucket, so over any run retries <= 0.2 × successful RPCs + 10. A full outage gets 8 retries in
+   * all, then none until calls succeed again; a pod kill may fail ~10 calls in flight on one channel
+   * at once and still have them all retried.
    */
   readonly retryThrottling?: { readonly maxTokens: number; readonly tokenRatio: number } | false;
   /**
@@ -99,8 +107,14 @@ export const CLIENT_DEFAULTS = Object.freeze({
   ] as StatusCodeName[]),
   keepaliveTimeMs: 10_000,
   keepaliveTimeoutMs: 5_000,
-  retryThrottling: Object.freeze({ maxTokens: 10, tokenRatio: 0.2 }),
+  retryThrottling: Object.freeze({ maxTokens: 20, tokenRatio: 0.2 }),
 });
+
+interface JsonHedgingPolicy {
+  maxAttempts: number;
+  hedgingDelay: string;
+  nonFatalStatusCodes: string[];
+}
 
 interface JsonRetryPolicy {
   maxAttempts: number;
@@ -113,7 +127,11 @@ interface JsonRetryPolicy {
 export interface ServiceConfigJson {
   loadBalancingConfig: Array<Record<string, unknown>>;
   retryThrottling?: { maxTokens: number; tokenRatio: number };
-  methodConfig: Array<{ name: Array<{ service?: string; method?: string }>; retryPolicy?: JsonRetryPolicy }>;
+  methodConfig: Array<{
+    name: Array<{ service?: string; method?: string }>;
+    retryPolicy?: JsonRetryPolicy;
+    hedgingPolicy?: JsonHedgingPolicy;
+  }>;
 }
 
 /** The service config clientDefaults() puts in `grpc.service_config`, as an object. */
@@ -192,7 +210,19 @@ export function defaultServiceConfig(opts: ClientDefaultsOptions = {}): ServiceC
       if (seen.has(key)) throw new InvalidOptionError('idempotentMethods', `lists ${key} twice`);
       seen.add(key);
     }
-    config.methodConfig.push({ name: names, retryPolicy: { ...base, retryableStatusCodes: idemCodes } });
+    const hedging = opts.hedging ?? false;
+    if (hedging === false) {
+      config.methodConfig.push({ name: names, retryPolicy: { ...base, retryableStatusCodes: idemCodes } });
+    } else {
+      if (typeof hedging !== 'object' || hedging === null)
+        throw new InvalidOptionError('hedging', 'must be { delayMs, maxAttempts? } or false');
+      const hedgingPolicy = {
+        maxAttempts: integer(hedging.maxAttempts ?? 2, 'hedging.maxAttempts', 2, 5),
+        hedgingDelay: seconds(positive(hedging.delayMs, 'hedging.delayMs')),
+        nonFatalStatusCodes: idemCodes,
+      };
+      config.methodConfig.push({ name: names, hedgingPolicy });
+    }
   }
   return config;
 }

@@ -25,7 +25,7 @@ async function outage(t: test.TestContext): Promise<{ server: StartedServer; att
   return { server, attempts: () => attempts };
 }
 
-test('retry budget: during an outage 50 RPCs cost 54 attempts (250 without the budget)', async (t) => {
+test('retry budget: during an outage 50 RPCs cost 58 attempts (250 without the budget)', async (t) => {
   const { server, attempts } = await outage(t);
   const run = async (opts: Parameters<typeof clientDefaults>[0]): Promise<number> => {
     const client = new grpc.Client(server.address, grpc.credentials.createInsecure(), clientDefaults(opts));
@@ -35,9 +35,10 @@ test('retry budget: during an outage 50 RPCs cost 54 attempts (250 without the b
     for (let i = 0; i < 50; i++) assert.equal((await echo(client, 'x')).code, grpc.status.UNAVAILABLE);
     return attempts() - before;
   };
-  // Bucket 10, retries while tokens > 5: the first RPC fails 5 attempts (10 → 9, 8, 7, 6, 5, all
-  // above 5 before the last), every later RPC one attempt (5 → 4 → … → 0). 50 RPCs: 5 + 49 = 54.
-  assert.equal(await run({ retry: fastRetry }), 54);
+  // Bucket 20; a failed attempt costs a token, then a retry needs more than 10 left. RPC 1 makes 5
+  // attempts (20 → 19, 18, 17, 16, 15), RPC 2 too (→ 14, 13, 12, 11, 10), every later RPC one
+  // (10 → 9 → … → 0). 50 RPCs: 5 + 5 + 48 = 58 attempts, 8 retries (16 % of the RPCs).
+  assert.equal(await run({ retry: fastRetry }), 58);
   assert.equal(await run({ retry: fastRetry, retryThrottling: false }), 250);
 });
 
@@ -56,23 +57,21 @@ test('retry budget: successes refill it at tokenRatio per RPC', async (t) => {
     clientDefaults({ retry: fastRetry }),
   );
   t.after(() => client.close());
-  for (let i = 0; i < 10; i++) await echo(client, 'x'); // 10 → 0 tokens (5 + 9 = 14 attempts)
-  assert.equal(attempts, 14);
-  failing = false;
-  // 28 successes earn 28 × 0.2 = 5.6 tokens: 5.6 > 5, so the next failure may retry again.
-  for (let i = 0; i < 28; i++) assert.equal((await echo(client, 'x')).code, grpc.status.OK);
-  failing = true;
-  attempts = 0;
-  await echo(client, 'x');
-  // The failed attempt costs a token before the check: 5.6 → 4.6, not > 5, so one attempt only.
-  assert.equal(attempts, 1);
-  failing = false;
-  // A retry needs more than 5 tokens left after the failed attempt's: 4.6 + 10 × 0.2 = 6.6 → 5.6.
+  const phase = async (ok: number, thenFail: boolean): Promise<number> => {
+    failing = false;
+    for (let i = 0; i < ok; i++) assert.equal((await echo(client, 'x')).code, grpc.status.OK);
+    failing = thenFail;
+    attempts = 0;
+    await echo(client, 'x');
+    return attempts;
+  };
+  // 10 outage RPCs: 5 + 5 + 8 = 18 attempts, tokens 20 → 2.
   for (let i = 0; i < 10; i++) await echo(client, 'x');
-  failing = true;
-  attempts = 0;
-  await echo(client, 'x');
-  assert.equal(attempts, 2, '6.6 → 5.6 (> 5: retry) → 4.6 (stop)');
+  assert.equal(attempts, 18);
+  // 28 successes: 2 + 28 × 0.2 = 7.6; the failure takes it to 6.6, not > 10: one attempt.
+  assert.equal(await phase(28, true), 1);
+  // 23 more: 6.6 + 4.6 = 11.2 → 10.2 (> 10: retry) → 9.2 (stop): two attempts.
+  assert.equal(await phase(23, true), 2);
 });
 
 test('deadline interceptor: each call carries its absolute deadline; calls without one carry none', async (t) => {
