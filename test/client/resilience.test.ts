@@ -11,7 +11,7 @@ import { clientDefaults, defaultServiceConfig } from '../../src/client/defaults.
 import { DEADLINE_METADATA_KEY } from '../../src/balancer/endpoint-balancer.js';
 import { parseLoadBalancingConfig } from '../../src/adapter/grpc-js.js';
 import { InvalidOptionError } from '../../src/errors.js';
-import { echo, startEchoServer, type StartedServer } from '../server/echo.js';
+import { echo, ECHO_PATH, startEchoServer, type StartedServer } from '../server/echo.js';
 
 const fastRetry = { initialBackoffMs: 1, maxBackoffMs: 2 };
 
@@ -176,5 +176,56 @@ for (const lbPolicy of ['round_robin', 'grpc_kube_p2c']) {
     }
     assert.equal(streak, 30, `never ejected (${failed} failures)`);
     assert.ok(failed >= 1, 'the broken server did get calls before it was ejected');
+  });
+}
+
+for (const lbPolicy of ['grpc_kube_p2c', 'grpc_kube_ewma']) {
+  test(`overload (${lbPolicy}): a server shedding with pushback costs few retries, and every RPC succeeds`, async (t) => {
+    const hits = { good: 0, busy: 0 };
+    const servers: StartedServer[] = [];
+    for (let i = 0; i < 4; i++) {
+      servers.push(
+        await startEchoServer((_call, cb) => {
+          hits.good++;
+          cb(null, Buffer.from('ok'));
+        }),
+      );
+    }
+    servers.push(
+      await startEchoServer((_call, cb) => {
+        hits.busy++;
+        const metadata = new grpc.Metadata();
+        metadata.set('grpc-retry-pushback-ms', '1000');
+        cb({ code: grpc.status.RESOURCE_EXHAUSTED, details: 'overloaded', metadata });
+      }),
+    );
+    t.after(() => servers.forEach((s) => s.server.forceShutdown()));
+    const [service, method] = ECHO_PATH.slice(1).split('/') as [string, string];
+    const client = new grpc.Client(
+      `ipv4:${servers.map((s) => s.address).join(',')}`,
+      grpc.credentials.createInsecure(),
+      clientDefaults({ lbPolicy, idempotentMethods: [{ service, method }] }),
+    );
+    t.after(() => client.close());
+    const RPCS = 300;
+    let next = 0;
+    let failed = 0;
+    // 10 workers, 30 RPCs each: bounded by count.
+    await Promise.all(
+      Array.from({ length: 10 }, async () => {
+        while (next < RPCS) {
+          next++;
+          if ((await echo(client, 'x', 5000)).code !== grpc.status.OK) failed++;
+        }
+      }),
+    );
+    const attempts = hits.good + hits.busy;
+    t.diagnostic(
+      `${RPCS} RPCs, ${attempts} attempts (${hits.busy} on the shedding server), ${failed} failed`,
+    );
+    assert.equal(failed, 0);
+    // Every retry follows a shed attempt; pushback keeps the picker off that server, so few happen.
+    assert.equal(attempts - RPCS, hits.busy);
+    assert.ok(hits.busy <= RPCS * 0.2, `retries ${hits.busy} > 20 % of ${RPCS}`);
   });
 }
