@@ -7,7 +7,6 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { GrpcKubeError } from '../errors.js';
 import { packageRoot } from './paths.js';
-import type { ClientDefaultsOptions } from '../client/defaults.js';
 
 export interface HelloRequest {
   client: string;
@@ -21,17 +20,6 @@ export interface HelloReply {
 
 /** Full method path, as it appears on the wire. */
 export const SAY_HELLO_PATH = '/hello.Greeter/SayHello';
-
-/**
- * What the lab's --client-defaults adds for Hello: SayHello only reads its request, so it is safe to
- * run twice and gets hedged. A second attempt at 150 ms (1.5 × the slow-pod scenario's service time)
- * rescues the calls sent to a slow pod before anything was known about it; a third goes out if that
- * one stalls too.
- */
-export const HELLO_CLIENT_DEFAULTS: ClientDefaultsOptions = Object.freeze({
-  idempotentMethods: Object.freeze([Object.freeze({ service: 'hello.Greeter' })]),
-  hedging: Object.freeze({ delayMs: 150, maxAttempts: 3 }),
-});
 
 export const HELLO_PROTO_PATH: string = join(packageRoot(), 'proto', 'hello.proto');
 

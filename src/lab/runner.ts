@@ -14,7 +14,6 @@ import { KubeClient } from '../kube/client.js';
 import { setup as setupResolvers, type GrpcKube } from '../resolver/setup.js';
 import { registerPolicies } from '../balancer/index.js';
 import { clientDefaults } from '../client/defaults.js';
-import { HELLO_CLIENT_DEFAULTS } from './hello.js';
 import { GrpcKubeError } from '../errors.js';
 import { LabDnsServer } from './dns-server.js';
 import { computeRunRecord, distinctPodsPerClient, podRateSeries, type LabRunRecord } from './metrics.js';
@@ -264,7 +263,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       timeScale: opts.timeScale,
       clientOptions: (policy) =>
         opts.clientDefaults
-          ? clientDefaults({ ...HELLO_CLIENT_DEFAULTS, lbPolicy: policy })
+          ? clientDefaults({ lbPolicy: policy })
           : { 'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ [policy]: {} }] }) },
     };
     // Every stand-in must have its first answer before clients dial.

@@ -11,7 +11,7 @@ import { clientDefaults, defaultServiceConfig } from '../../src/client/defaults.
 import { DEADLINE_METADATA_KEY } from '../../src/balancer/endpoint-balancer.js';
 import { parseLoadBalancingConfig } from '../../src/adapter/grpc-js.js';
 import { InvalidOptionError } from '../../src/errors.js';
-import { echo, ECHO_PATH, forceShutdownAll, startEchoServer, type StartedServer } from '../server/echo.js';
+import { echo, ECHO_PATH, startEchoServer, type StartedServer } from '../server/echo.js';
 
 const fastRetry = { initialBackoffMs: 1, maxBackoffMs: 2 };
 
@@ -229,37 +229,3 @@ for (const lbPolicy of ['grpc_kube_p2c', 'grpc_kube_ewma']) {
     assert.ok(hits.busy <= RPCS * 0.2, `retries ${hits.busy} > 20 % of ${RPCS}`);
   });
 }
-
-test('hedging: a call stuck on a slow server is answered by the hedge on a fast one, before its deadline', async (t) => {
-  const hits = { slow: 0, fast: 0 };
-  const slow = await startEchoServer((_call, cb) => {
-    hits.slow++;
-    const timer = setTimeout(() => cb(null, Buffer.from('slow')), 5000);
-    timer.unref();
-  });
-  const fast = await startEchoServer((_call, cb) => {
-    hits.fast++;
-    cb(null, Buffer.from('fast'));
-  });
-  t.after(() => forceShutdownAll(slow, fast));
-  const [service, method] = ECHO_PATH.slice(1).split('/') as [string, string];
-  const opts = (hedging: false | { delayMs: number }) =>
-    clientDefaults({ idempotentMethods: [{ service, method }], hedging });
-  const target = `ipv4:${slow.address},${fast.address}`;
-  const hedged = new grpc.Client(target, grpc.credentials.createInsecure(), opts({ delayMs: 50 }));
-  const plain = new grpc.Client(target, grpc.credentials.createInsecure(), opts(false));
-  t.after(() => {
-    hedged.close();
-    plain.close();
-  });
-  // round_robin alternates, so of 10 calls about half start on the slow server.
-  const codes = async (client: grpc.Client) => {
-    const out: number[] = [];
-    for (let i = 0; i < 10; i++) out.push((await echo(client, 'x', 1000)).code);
-    return out;
-  };
-  assert.deepEqual(await codes(hedged), new Array(10).fill(grpc.status.OK));
-  assert.ok(hits.slow >= 1, 'some calls started on the slow server and were rescued');
-  const without = await codes(plain);
-  assert.ok(without.includes(grpc.status.DEADLINE_EXCEEDED), `without hedging: ${without.join(',')}`);
-});

@@ -5,8 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { GreeterClient, HELLO_CLIENT_DEFAULTS } from '../../src/lab/hello.js';
-import { defaultServiceConfig } from '../../src/client/defaults.js';
+import { GreeterClient } from '../../src/lab/hello.js';
 import { spawnPod } from '../../src/lab/pod-main.js';
 import { builtinScenarios, SCENARIO_NAMES } from '../../src/lab/scenario.js';
 
@@ -64,17 +63,4 @@ test('SIGUSR2 toggles a pod into shedding RESOURCE_EXHAUSTED with pushback, and 
   });
   pod.kill('SIGUSR2');
   assert.equal((await until(grpc.status.OK)).code, grpc.status.OK);
-});
-
-test("the lab's --client-defaults hedge SayHello (idempotent) and keep the retry policy for the rest", () => {
-  const sc = defaultServiceConfig({ ...HELLO_CLIENT_DEFAULTS, lbPolicy: 'grpc_kube_ewma' });
-  assert.deepEqual(sc.methodConfig[1], {
-    name: [{ service: 'hello.Greeter' }],
-    hedgingPolicy: {
-      maxAttempts: 3,
-      hedgingDelay: '0.15s',
-      nonFatalStatusCodes: ['UNAVAILABLE', 'RESOURCE_EXHAUSTED', 'ABORTED'],
-    },
-  });
-  assert.deepEqual(sc.methodConfig[0]?.retryPolicy?.retryableStatusCodes, ['UNAVAILABLE']);
 });
