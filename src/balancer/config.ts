@@ -4,6 +4,7 @@
 // which grpc-js turns into a service-config error instead of silently running with defaults.
 
 import { InvalidOptionError } from '../errors.js';
+import { outlierDetectionToJson, parseOutlierDetection, type OutlierDetectionConfig } from './outlier.js';
 
 export interface SlowStartConfig {
   /** Endpoints younger than this ramp up; 0 turns slow start off. */
@@ -20,6 +21,8 @@ export interface CommonPolicyConfig {
   /** Below this share of connected endpoints, balance over all eligible ones (Envoy's panic mode). 0 = off. */
   readonly panicThresholdPercent: number;
   readonly slowStart: SlowStartConfig | undefined;
+  /** gRFC A50 ejection; absent = off (pushback is honoured either way). */
+  readonly outlierDetection: OutlierDetectionConfig | undefined;
 }
 
 export const SLOW_START_DEFAULTS = Object.freeze({ aggression: 1, minWeightPercent: 10 });
@@ -79,7 +82,7 @@ export function readOptionalString(obj: JsonObject, key: string, field: string):
   return value;
 }
 
-export const COMMON_FIELDS = ['localZone', 'panicThresholdPercent', 'slowStart'] as const;
+export const COMMON_FIELDS = ['localZone', 'panicThresholdPercent', 'slowStart', 'outlierDetection'] as const;
 
 export function parseCommon(obj: JsonObject, field: string): CommonPolicyConfig {
   const localZone = readOptionalString(obj, 'localZone', field);
@@ -107,7 +110,11 @@ export function parseCommon(obj: JsonObject, field: string): CommonPolicyConfig 
     );
     slowStart = windowMs > 0 ? Object.freeze({ windowMs, aggression, minWeightPercent }) : undefined;
   }
-  return Object.freeze({ localZone, panicThresholdPercent, slowStart });
+  const outlierDetection =
+    obj.outlierDetection === undefined
+      ? undefined
+      : parseOutlierDetection(obj.outlierDetection, `${field}.outlierDetection`);
+  return Object.freeze({ localZone, panicThresholdPercent, slowStart, outlierDetection });
 }
 
 /** The JSON form of the common fields, omitting defaults so a round trip is stable. */
@@ -116,6 +123,7 @@ export function commonToJson(c: CommonPolicyConfig): JsonObject {
   if (c.localZone !== undefined) out.localZone = c.localZone;
   if (c.panicThresholdPercent !== 0) out.panicThresholdPercent = c.panicThresholdPercent;
   if (c.slowStart !== undefined) out.slowStart = { ...c.slowStart };
+  if (c.outlierDetection !== undefined) out.outlierDetection = outlierDetectionToJson(c.outlierDetection);
   return out;
 }
 

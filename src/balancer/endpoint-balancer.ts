@@ -28,6 +28,13 @@ import {
 import type { Endpoint } from '../discovery/endpoint.js';
 import { slowStartFactor, type CommonPolicyConfig, type SlowStartConfig } from './config.js';
 import { policyRuntime, type PolicyRuntime } from './runtime.js';
+import { accrue, OutlierState, runOutlierChecks } from './outlier.js';
+
+/**
+ * Call metadata carrying the call's absolute deadline (epoch ms), set by deadlineInterceptor():
+ * grpc-js's PickArgs carry the metadata but not the deadline.
+ */
+export const DEADLINE_METADATA_KEY = 'grpc-kube-deadline-ms';
 
 export const BALANCER_CHANNEL_NAME = 'grpc-kube:balancer';
 const channel = diagnostics.channel(BALANCER_CHANNEL_NAME);
@@ -43,6 +50,8 @@ export interface BalancerEvent {
   readonly panic: boolean;
   /** True when only local-zone endpoints are candidates. */
   readonly localOnly: boolean;
+  /** Endpoints currently ejected by outlier detection. */
+  readonly ejected: number;
   readonly error: string | null;
 }
 
@@ -55,6 +64,8 @@ export class EndpointStats {
   /** Peak-EWMA round-trip estimate, ms, as of `stampMs`. */
   rttMs: number;
   stampMs: number;
+  /** Outlier-detection counts, ejection and pushback. */
+  readonly outlier = new OutlierState();
   constructor(initialRttMs: number, nowMs: number) {
     this.rttMs = initialRttMs;
     this.stampMs = nowMs;
@@ -74,6 +85,8 @@ export interface Scorer {
   observe(stats: EndpointStats, startedMs: number, nowMs: number, code: number): void;
   /** The round-trip estimate a new endpoint starts with. */
   readonly initialRttMs: number;
+  /** How long a call would take there, for deadline-aware picks; absent = the policy cannot tell. */
+  predictMs?(stats: EndpointStats, nowMs: number): number;
 }
 
 export interface Candidate {
@@ -148,6 +161,25 @@ export class TwoChoicePicker implements Picker {
     return [i, j];
   }
 
+  /**
+   * May `c` take a call with `leftMs` to its deadline? Not while its server pushed back, nor when its
+   * predicted latency exceeds what is left.
+   */
+  usable(c: Candidate, nowMs: number, leftMs: number): boolean {
+    if (c.stats.outlier.avoidUntilMs > nowMs) return false;
+    const predict = this.scorer.predictMs;
+    return predict === undefined || leftMs === Infinity || predict(c.stats, nowMs) <= leftMs;
+  }
+
+  /** Time left to the call's deadline from the metadata deadlineInterceptor() set, or Infinity. */
+  deadlineLeftMs(pickArgs: PickArgs): number {
+    const raw = pickArgs.metadata.get(DEADLINE_METADATA_KEY)[0];
+    if (typeof raw !== 'string') return Infinity;
+    const deadline = Number(raw);
+    if (!Number.isFinite(deadline)) return Infinity;
+    return deadline - (this.runtime.wallNow?.() ?? Date.now());
+  }
+
   pick(pickArgs: PickArgs): PickResult {
     const now = this.runtime.now();
     let chosen: Candidate;
@@ -157,11 +189,31 @@ export class TwoChoicePicker implements Picker {
       const [i, j] = this.sample(now);
       const a = this.candidates[i] as Candidate;
       const b = this.candidates[j] as Candidate;
-      chosen = this.scorer.score(b.stats, now) < this.scorer.score(a.stats, now) ? b : a;
+      const left = this.deadlineLeftMs(pickArgs);
+      const okA = this.usable(a, now, left);
+      const okB = this.usable(b, now, left);
+      if (okA !== okB) chosen = okA ? a : b;
+      else chosen = this.scorer.score(b.stats, now) < this.scorer.score(a.stats, now) ? b : a;
+      // Both samples unfit: look at every candidate once rather than send a call that cannot make it.
+      if (!okA && !okB) chosen = this.bestUsable(now, left) ?? chosen;
     }
     const result = chosen.picker.pick(pickArgs);
     if (result.pickResultType !== PickResultType.COMPLETE) return result;
     return this.track(result, chosen.stats);
+  }
+
+  private bestUsable(nowMs: number, leftMs: number): Candidate | undefined {
+    let best: Candidate | undefined;
+    let bestScore = Infinity;
+    for (const c of this.candidates) {
+      if (!this.usable(c, nowMs, leftMs)) continue;
+      const score = this.scorer.score(c.stats, nowMs);
+      if (best === undefined || score < bestScore) {
+        best = c;
+        bestScore = score;
+      }
+    }
+    return best;
   }
 
   private track(result: PickResult, stats: EndpointStats): PickResult {
@@ -181,7 +233,9 @@ export class TwoChoicePicker implements Picker {
         if (call !== null) {
           stats.outstanding--;
           stats.inflight.delete(call);
-          scorer.observe(stats, call.startedMs, runtime.now(), code);
+          const now = runtime.now();
+          scorer.observe(stats, call.startedMs, now, code);
+          accrue(stats.outlier, code, metadata, now);
           call = null;
         }
         onCallEnded?.(code, details, metadata);
@@ -242,6 +296,7 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
   private seenEndpoints = false;
   private resolutionNote = '';
   private readonly runtime: PolicyRuntime;
+  private outlierTimer: { readonly intervalMs: number; readonly timer: NodeJS.Timeout } | null = null;
 
   constructor(
     private readonly helper: ChannelControlHelper,
@@ -302,8 +357,32 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
     }
     if (endpointList.value.length > 0) this.seenEndpoints = true;
     this.updatesPaused = false;
+    this.scheduleOutlierChecks();
     this.recompute();
     return true;
+  }
+
+  /** One timer per policy, at the configured interval; none (and nobody ejected) when it is off. */
+  private scheduleOutlierChecks(): void {
+    const od = this.config?.common.outlierDetection;
+    if (this.outlierTimer !== null && this.outlierTimer.intervalMs === od?.intervalMs) return;
+    if (this.outlierTimer !== null) clearInterval(this.outlierTimer.timer);
+    this.outlierTimer = null;
+    if (od === undefined) {
+      for (const child of this.children.values()) child.stats.outlier.ejectedAtMs = null;
+      return;
+    }
+    const timer = setInterval(() => this.checkOutliers(), od.intervalMs);
+    timer.unref();
+    this.outlierTimer = { intervalMs: od.intervalMs, timer };
+  }
+
+  /** Run one outlier-detection interval now (the timer calls this; tests call it with a manual clock). */
+  checkOutliers(): void {
+    const od = this.config?.common.outlierDetection;
+    if (this.destroyed || od === undefined) return;
+    const entries = [...this.children.values()].map((c) => ({ name: c.name, outlier: c.stats.outlier }));
+    if (runOutlierChecks(entries, od, this.runtime.now(), this.runtime.random)) this.recompute();
   }
 
   private createChild(
@@ -377,13 +456,17 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
       const local = localSubset(eligible, common.localZone);
       if (local.some(isReady)) pool = local;
     }
-    const readyPool = pool.filter(isReady);
+    let readyPool = pool.filter(isReady);
+    // Ejected endpoints sit out while any endpoint in service can take the calls.
+    const inService = readyPool.filter((c) => c.stats.outlier.ejectedAtMs === null);
+    const ejected = readyPool.length - inService.length;
+    if (inService.length > 0) readyPool = inService;
     if (readyPool.length > 0) {
       const panic =
         common.panicThresholdPercent > 0 &&
         readyPool.length * 100 < common.panicThresholdPercent * pool.length;
       const chosen = panic ? pool : readyPool;
-      this.lastShape = { candidates: chosen.length, panic, localOnly: pool !== eligible };
+      this.lastShape = { candidates: chosen.length, panic, localOnly: pool !== eligible, ejected };
       const candidates: Candidate[] = chosen.map((c) => ({
         name: c.name,
         picker: c.leaf.getPicker(),
@@ -411,12 +494,14 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
     this.report(ConnectivityState.TRANSIENT_FAILURE, unavailable(msg), msg);
   }
 
-  private lastShape = { candidates: 0, panic: false, localOnly: false };
+  private lastShape = { candidates: 0, panic: false, localOnly: false, ejected: 0 };
 
   private report(state: number, picker: Picker, errorMessage: string | null): void {
     this.state = state;
     const shape =
-      state === ConnectivityState.READY ? this.lastShape : { candidates: 0, panic: false, localOnly: false };
+      state === ConnectivityState.READY
+        ? this.lastShape
+        : { candidates: 0, panic: false, localOnly: false, ejected: 0 };
     if (channel.hasSubscribers) {
       const event: BalancerEvent = {
         policy: this.descriptor.typeName,
@@ -449,6 +534,8 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
 
   destroy(): void {
     this.destroyed = true;
+    if (this.outlierTimer !== null) clearInterval(this.outlierTimer.timer);
+    this.outlierTimer = null;
     for (const child of this.children.values()) child.leaf.destroy();
     this.children.clear();
   }

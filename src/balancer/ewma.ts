@@ -23,6 +23,7 @@ import {
   type Scorer,
 } from './endpoint-balancer.js';
 import type { PolicyRuntime } from './runtime.js';
+import type { OutlierDetectionJson } from './outlier.js';
 
 export const EWMA_POLICY_NAME = 'grpc_kube_ewma';
 
@@ -43,6 +44,7 @@ export interface EwmaConfigJson {
   localZone?: string;
   panicThresholdPercent?: number;
   slowStart?: { windowMs: number; aggression?: number; minWeightPercent?: number };
+  outlierDetection?: OutlierDetectionJson;
 }
 
 export class EwmaConfig implements TypedLoadBalancingConfig {
@@ -131,10 +133,17 @@ export function ewmaScorer(config: EwmaConfig): Scorer {
     // its first slow response.
     score: (stats: EndpointStats, nowMs: number) =>
       Math.max(decayedRttMs(stats, decayMs, nowMs), stats.oldestInflightMs(nowMs)) * (stats.outstanding + 1),
+    // What a new call should expect: the estimate, or longer if a call there is already taking longer.
+    predictMs: (stats: EndpointStats, nowMs: number) =>
+      Math.max(decayedRttMs(stats, decayMs, nowMs), stats.oldestInflightMs(nowMs)),
     observe: (stats: EndpointStats, startedMs: number, nowMs: number, code: number) => {
-      // A cancelled call tells how patient the caller was, not how fast the server is.
-      if (code === Status.CANCELLED) return;
       let rtt = Math.max(0, nowMs - startedMs);
+      // A cancelled call (a lost hedge, an impatient caller) only says the server had not answered
+      // yet: a lower bound, which counts when it is above the estimate and is ignored otherwise.
+      if (code === Status.CANCELLED) {
+        if (rtt > decayedRttMs(stats, decayMs, nowMs)) observeRtt(stats, rtt, decayMs, nowMs);
+        return;
+      }
       if (PENALISED.has(code)) rtt = Math.max(rtt, failurePenaltyMs);
       observeRtt(stats, rtt, decayMs, nowMs);
     },

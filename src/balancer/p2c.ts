@@ -18,6 +18,7 @@ import {
   type Scorer,
 } from './endpoint-balancer.js';
 import type { PolicyRuntime } from './runtime.js';
+import type { OutlierDetectionJson } from './outlier.js';
 
 export const P2C_POLICY_NAME = 'grpc_kube_p2c';
 
@@ -25,6 +26,7 @@ export interface P2cConfigJson {
   localZone?: string;
   panicThresholdPercent?: number;
   slowStart?: { windowMs: number; aggression?: number; minWeightPercent?: number };
+  outlierDetection?: OutlierDetectionJson;
 }
 
 export class P2cConfig implements TypedLoadBalancingConfig {

@@ -9,11 +9,14 @@ export interface PolicyRuntime {
   now(): number;
   /** Uniform in [0, 1). */
   random(): number;
+  /** Wall-clock ms since the epoch, to read absolute call deadlines. Default Date.now. */
+  wallNow?(): number;
 }
 
 const systemRuntime: PolicyRuntime = Object.freeze({
   now: () => performance.now(),
   random: () => Math.random(),
+  wallNow: () => Date.now(),
 });
 
 let current: PolicyRuntime = systemRuntime;

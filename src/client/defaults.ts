@@ -8,9 +8,17 @@
 // server has started answering; UNAVAILABLE from a pod that is shutting down, a refused stream, or a
 // connection that died before the response are exactly the cases that qualify.
 
-import type { ChannelOptions } from '@grpc/grpc-js';
-import { status as Status } from '@grpc/grpc-js';
+import type { ChannelOptions, Interceptor } from '@grpc/grpc-js';
+import { InterceptingCall, status as Status } from '@grpc/grpc-js';
 import { InvalidOptionError } from '../errors.js';
+import { DEADLINE_METADATA_KEY } from '../balancer/endpoint-balancer.js';
+import {
+  grpcOutlierDetectionEntry,
+  KUBE_OUTLIER_DETECTION,
+  outlierDetectionToJson,
+  parseOutlierDetection,
+  type OutlierDetectionJson,
+} from '../balancer/outlier.js';
 
 export type StatusCodeName = keyof typeof Status;
 
@@ -48,6 +56,33 @@ export interface ClientDefaultsOptions {
   readonly idempotentMethods?: readonly MethodName[];
   /** Default ['UNAVAILABLE', 'RESOURCE_EXHAUSTED', 'ABORTED']. */
   readonly idempotentRetryableStatusCodes?: readonly StatusCodeName[];
+  /**
+   * Hedge the idempotent methods instead of retrying them (gRFC A6 hedgingPolicy): a further attempt
+   * goes out every `delayMs` while none has answered, up to `maxAttempts` in all; the first answer
+   * wins and the others are cancelled. The idempotent status codes start the next attempt at once.
+   * Default off.
+   */
+  readonly hedging?: { readonly delayMs: number; readonly maxAttempts?: number } | false;
+  /**
+   * gRFC A6 retry throttling for the channel; `false` turns it off. Default maxTokens 20, tokenRatio
+   * 0.2: every failed attempt costs a token, every success earns 0.2, retries stop at half the
+   * bucket, so over any run retries <= 0.2 × successful RPCs + 10. A full outage gets 8 retries in
+   * all, then none until calls succeed again; a pod kill may fail ~10 calls in flight on one channel
+   * at once and still have them all retried.
+   */
+  readonly retryThrottling?: { readonly maxTokens: number; readonly tokenRatio: number } | false;
+  /**
+   * gRFC A50 outlier detection. `true` = the Kubernetes defaults (KUBE_OUTLIER_DETECTION), or the
+   * fields to set. grpc_kube_* policies run it themselves; any other policy is wrapped in grpc-js's
+   * outlier_detection. Default off.
+   */
+  readonly outlierDetection?: boolean | OutlierDetectionJson;
+  /**
+   * Tell the balancer each call's deadline (as call metadata from an interceptor; grpc-js's pick
+   * arguments do not carry it), so grpc_kube_ewma skips endpoints predicted to miss it. Adds
+   * `interceptors`, which only a Client constructor reads. Default true.
+   */
+  readonly deadlineAwarePicks?: boolean;
   /** Ping period on a connection. Default 10 000 ms. */
   readonly keepaliveTimeMs?: number;
   /** How long to wait for the ping ack before declaring the connection dead. Default 5 000 ms. */
@@ -72,7 +107,14 @@ export const CLIENT_DEFAULTS = Object.freeze({
   ] as StatusCodeName[]),
   keepaliveTimeMs: 10_000,
   keepaliveTimeoutMs: 5_000,
+  retryThrottling: Object.freeze({ maxTokens: 20, tokenRatio: 0.2 }),
 });
+
+interface JsonHedgingPolicy {
+  maxAttempts: number;
+  hedgingDelay: string;
+  nonFatalStatusCodes: string[];
+}
 
 interface JsonRetryPolicy {
   maxAttempts: number;
@@ -84,7 +126,12 @@ interface JsonRetryPolicy {
 
 export interface ServiceConfigJson {
   loadBalancingConfig: Array<Record<string, unknown>>;
-  methodConfig: Array<{ name: Array<{ service?: string; method?: string }>; retryPolicy?: JsonRetryPolicy }>;
+  retryThrottling?: { maxTokens: number; tokenRatio: number };
+  methodConfig: Array<{
+    name: Array<{ service?: string; method?: string }>;
+    retryPolicy?: JsonRetryPolicy;
+    hedgingPolicy?: JsonHedgingPolicy;
+  }>;
 }
 
 /** The service config clientDefaults() puts in `grpc.service_config`, as an object. */
@@ -103,7 +150,7 @@ export function defaultServiceConfig(opts: ClientDefaultsOptions = {}): ServiceC
     throw new InvalidOptionError('lbConfig', 'must be a JSON object');
   }
   const config: ServiceConfigJson = {
-    loadBalancingConfig: [{ [lbPolicy]: { ...(opts.lbConfig ?? {}) } }],
+    loadBalancingConfig: [lbEntry(lbPolicy, { ...(opts.lbConfig ?? {}) }, opts.outlierDetection)],
     methodConfig: [],
   };
   if (opts.retry === false) {
@@ -140,6 +187,8 @@ export function defaultServiceConfig(opts: ClientDefaultsOptions = {}): ServiceC
     'retry.retryableStatusCodes',
   );
   config.methodConfig.push({ name: [{}], retryPolicy: { ...base, retryableStatusCodes: codes } });
+  const throttling = opts.retryThrottling ?? CLIENT_DEFAULTS.retryThrottling;
+  if (throttling !== false) config.retryThrottling = retryThrottling(throttling);
   const idem = opts.idempotentMethods ?? [];
   if (idem.length > 0) {
     const idemCodes = statusCodes(
@@ -161,10 +210,80 @@ export function defaultServiceConfig(opts: ClientDefaultsOptions = {}): ServiceC
       if (seen.has(key)) throw new InvalidOptionError('idempotentMethods', `lists ${key} twice`);
       seen.add(key);
     }
-    config.methodConfig.push({ name: names, retryPolicy: { ...base, retryableStatusCodes: idemCodes } });
+    const hedging = opts.hedging ?? false;
+    if (hedging === false) {
+      config.methodConfig.push({ name: names, retryPolicy: { ...base, retryableStatusCodes: idemCodes } });
+    } else {
+      if (typeof hedging !== 'object' || hedging === null)
+        throw new InvalidOptionError('hedging', 'must be { delayMs, maxAttempts? } or false');
+      const hedgingPolicy = {
+        maxAttempts: integer(hedging.maxAttempts ?? 2, 'hedging.maxAttempts', 2, 5),
+        hedgingDelay: seconds(positive(hedging.delayMs, 'hedging.delayMs')),
+        nonFatalStatusCodes: idemCodes,
+      };
+      config.methodConfig.push({ name: names, hedgingPolicy });
+    }
   }
   return config;
 }
+
+function lbEntry(
+  policy: string,
+  lbConfig: Record<string, unknown>,
+  od: ClientDefaultsOptions['outlierDetection'],
+): Record<string, unknown> {
+  if (od === undefined || od === false) return { [policy]: lbConfig };
+  if (od !== true && (typeof od !== 'object' || od === null)) {
+    throw new InvalidOptionError('outlierDetection', 'must be true, false or an object of A50 fields');
+  }
+  const parsed = od === true ? KUBE_OUTLIER_DETECTION : parseOutlierDetection(od, 'outlierDetection');
+  if (policy.startsWith('grpc_kube_')) {
+    return { [policy]: { ...lbConfig, outlierDetection: outlierDetectionToJson(parsed) } };
+  }
+  if (policy === 'pick_first') {
+    throw new InvalidOptionError(
+      'outlierDetection',
+      'needs a policy that balances (pick_first sends every call to one endpoint)',
+    );
+  }
+  return grpcOutlierDetectionEntry(parsed, { [policy]: lbConfig });
+}
+
+function retryThrottling(t: { readonly maxTokens: number; readonly tokenRatio: number }): {
+  maxTokens: number;
+  tokenRatio: number;
+} {
+  if (typeof t !== 'object' || t === null) {
+    throw new InvalidOptionError('retryThrottling', 'must be { maxTokens, tokenRatio } or false');
+  }
+  // A6's bounds: maxTokens in (0, 1000], tokenRatio > 0 with at most 3 decimals (grpc-js rounds).
+  const maxTokens = positive(t.maxTokens, 'retryThrottling.maxTokens');
+  if (maxTokens > 1000)
+    throw new InvalidOptionError('retryThrottling.maxTokens', `must be <= 1000, got ${maxTokens}`);
+  const tokenRatio = positive(t.tokenRatio, 'retryThrottling.tokenRatio');
+  if (Math.round(tokenRatio * 1000) !== tokenRatio * 1000) {
+    throw new InvalidOptionError(
+      'retryThrottling.tokenRatio',
+      `must have at most 3 decimals, got ${tokenRatio}`,
+    );
+  }
+  return { maxTokens, tokenRatio };
+}
+
+/**
+ * Puts the call's absolute deadline (epoch ms) in DEADLINE_METADATA_KEY, where grpc-kube's pickers
+ * read it. Calls without a deadline are left alone.
+ */
+export const deadlineInterceptor: Interceptor = (options, nextCall) =>
+  new InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      const d = options.deadline;
+      const ms = d instanceof Date ? d.getTime() : d;
+      if (typeof ms === 'number' && Number.isFinite(ms))
+        metadata.set(DEADLINE_METADATA_KEY, String(Math.round(ms)));
+      next(metadata, listener);
+    },
+  });
 
 /** grpc-js channel options with the safe defaults; pass them to a client constructor or `new Channel`. */
 export function clientDefaults(opts: ClientDefaultsOptions = {}): ChannelOptions {
@@ -183,7 +302,11 @@ export function clientDefaults(opts: ClientDefaultsOptions = {}): ChannelOptions
   const permit = opts.keepalivePermitWithoutCalls ?? true;
   if (typeof permit !== 'boolean')
     throw new InvalidOptionError('keepalivePermitWithoutCalls', 'must be a boolean');
+  const deadlineAware = opts.deadlineAwarePicks ?? true;
+  if (typeof deadlineAware !== 'boolean')
+    throw new InvalidOptionError('deadlineAwarePicks', 'must be a boolean');
   return {
+    ...(deadlineAware ? { interceptors: [deadlineInterceptor] } : {}),
     'grpc.service_config': JSON.stringify(defaultServiceConfig(opts)),
     'grpc.enable_retries': opts.retry === false ? 0 : 1,
     'grpc.keepalive_time_ms': keepaliveTimeMs,

@@ -31,8 +31,8 @@ export interface PodExit {
 
 export interface PodProcess {
   readonly pid: number | undefined;
-  /** Sends a signal; a no-op once the process has exited. */
-  kill(signal: 'SIGTERM' | 'SIGKILL'): void;
+  /** Sends a signal (the lab also sends SIGSTOP and SIGUSR2); a no-op once the process has exited. */
+  kill(signal: NodeJS.Signals): void;
   /** Settles (never rejects) when the process has exited. */
   readonly exited: Promise<PodExit>;
 }

@@ -13,6 +13,7 @@ import { GrpcKubeError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
 import type { KubeObject, WatchEvent } from '../kube/types.js';
 import { POD_MAIN_SCRIPT } from './pod-main.js';
+import type { PodSignal } from './scenario.js';
 
 export type ClusterKind = 'embedded' | 'real';
 
@@ -34,7 +35,7 @@ export interface LabCluster {
   restartRollout(namespace: string, name: string, stamp: string): Promise<void>;
   listPods(namespace: string, labelSelector: string): Promise<Pod[]>;
   /** Signal a pod's process directly (a crash, an OOM kill): the kubelet sees it die. */
-  killPodProcess(namespace: string, name: string, signal: 'SIGKILL' | 'SIGTERM'): void;
+  killPodProcess(namespace: string, name: string, signal: PodSignal): void;
   /** Take the Kubernetes API away from clients until apiUp(). */
   apiDown(): Promise<void>;
   apiUp(): Promise<void>;

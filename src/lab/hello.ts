@@ -66,19 +66,27 @@ export function addGreeter(server: grpc.Server, handler: SayHelloHandler): void 
       try {
         result = handler(call.request);
       } catch (err) {
-        callback({ code: grpc.status.INTERNAL, details: String(err) });
+        callback(asStatus(err));
         return;
       }
       if (result instanceof Promise) {
         result.then(
           (reply) => callback(null, reply),
-          (err: unknown) => callback({ code: grpc.status.INTERNAL, details: String(err) }),
+          (err: unknown) => callback(asStatus(err)),
         );
       } else {
         callback(null, result);
       }
     },
   });
+}
+
+/** A handler may throw a status object (code, details, trailers) to answer with it; anything else is INTERNAL. */
+function asStatus(err: unknown): Partial<grpc.StatusObject> {
+  if (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number') {
+    return err as Partial<grpc.StatusObject>;
+  }
+  return { code: grpc.status.INTERNAL, details: String(err) };
 }
 
 /** A plain grpc-js client for the Hello service. */

@@ -5,6 +5,8 @@
 // Run as `node dist/src/lab/pod-main.js '<PodConfig JSON>'`, or with GRPC_KUBE_POD_CONFIG set, or with
 // POD_NAME / POD_IP / POD_PORT and HELLO_* variables (the lab kubelet's pod runtime); with an IPC
 // channel it reports `listening`, `ready` and `terminating` to its parent. `spawnPod` does that.
+// SIGUSR2 toggles overload: every SayHello then answers RESOURCE_EXHAUSTED with
+// `grpc-retry-pushback-ms` (the overload scenario); SIGSTOP from the lab freezes it (blackhole).
 
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -39,6 +41,8 @@ export interface PodConfig {
   maxConnectionAgeGraceMs: number;
   /** The process exits by itself after this long, so a crashed lab never leaves pods behind. */
   maxLifetimeMs: number;
+  /** While overloaded: the `grpc-retry-pushback-ms` sent with each RESOURCE_EXHAUSTED. */
+  overloadPushbackMs: number;
 }
 
 export const POD_CONFIG_ENV = 'GRPC_KUBE_POD_CONFIG';
@@ -53,6 +57,7 @@ const DEFAULTS: Omit<PodConfig, 'name' | 'host'> = {
   maxConnectionAgeMs: 0,
   maxConnectionAgeGraceMs: 0,
   maxLifetimeMs: 15 * 60_000,
+  overloadPushbackMs: 1000,
 };
 
 const NUMBER_FIELDS = [
@@ -64,6 +69,7 @@ const NUMBER_FIELDS = [
   'maxConnectionAgeMs',
   'maxConnectionAgeGraceMs',
   'maxLifetimeMs',
+  'overloadPushbackMs',
 ] as const;
 
 /** Validate a pod config field by field (unknown fields are errors), fill defaults, freeze. */
@@ -119,6 +125,8 @@ export interface RunningPod {
   drain(): Promise<void>;
   /** Close at once, cancelling in-flight RPCs and pending timers. */
   close(): void;
+  /** Shed every SayHello with RESOURCE_EXHAUSTED and pushback (true), or serve again (false). */
+  overload(on: boolean): void;
 }
 
 export interface PodHooks {
@@ -156,7 +164,13 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
     timers.add(t);
   };
 
+  let overloaded = false;
   addGreeter(server, (request: HelloRequest): HelloReply | Promise<HelloReply> => {
+    if (overloaded) {
+      const metadata = new grpc.Metadata();
+      metadata.set('grpc-retry-pushback-ms', String(config.overloadPushbackMs));
+      throw { code: grpc.status.RESOURCE_EXHAUSTED, details: `${config.name} is overloaded`, metadata };
+    }
     const reply = { message: greeting(config.name, request), pod: config.name };
     if (config.responseDelayMs === 0) return reply;
     return new Promise((resolve) => later(config.responseDelayMs, () => resolve(reply)));
@@ -213,7 +227,10 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
     return draining;
   };
 
-  return { config, port, server, health, ready, drain, close };
+  const overload = (on: boolean): void => {
+    overloaded = on;
+  };
+  return { config, port, server, health, ready, drain, close, overload };
 }
 
 function send(message: PodMessage): void {
@@ -234,6 +251,7 @@ export const POD_ENV: Readonly<Record<string, keyof PodConfig>> = Object.freeze(
   HELLO_MAX_CONNECTION_AGE_MS: 'maxConnectionAgeMs',
   HELLO_MAX_CONNECTION_AGE_GRACE_MS: 'maxConnectionAgeGraceMs',
   HELLO_MAX_LIFETIME_MS: 'maxLifetimeMs',
+  HELLO_OVERLOAD_PUSHBACK_MS: 'overloadPushbackMs',
 });
 
 /** Pod config from POD_* / HELLO_* environment variables (see POD_ENV). */
@@ -274,6 +292,11 @@ async function main(): Promise<void> {
   const pod = await startPod(config, {
     onReady: () => send({ type: 'ready' }),
     onTerminating: () => send({ type: 'terminating' }),
+  });
+  let overloaded = false;
+  process.on('SIGUSR2', () => {
+    overloaded = !overloaded;
+    pod.overload(overloaded);
   });
   if (config.shutdown === 'graceful') {
     process.on('SIGTERM', () => {

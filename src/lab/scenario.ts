@@ -16,13 +16,24 @@ export const SCENARIO_NAMES = [
   'api-outage',
   'canary-shift',
   'slow-pod',
+  'blackhole',
+  'overload',
+  'api-outage-during-rollout',
 ] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
+
+/**
+ * What kill-pods sends: SIGKILL (crash), SIGTERM (shutdown), SIGSTOP (the pod stops answering and
+ * sends no RST: a blackhole on the embedded cluster), SIGUSR2 (the lab pod turns overloaded and sheds
+ * every call with RESOURCE_EXHAUSTED and pushback).
+ */
+export const POD_SIGNALS = ['SIGKILL', 'SIGTERM', 'SIGSTOP', 'SIGUSR2'] as const;
+export type PodSignal = (typeof POD_SIGNALS)[number];
 
 export type ScenarioStep =
   | { atMs: number; action: 'scale'; replicas: number }
   | { atMs: number; action: 'rollout' }
-  | { atMs: number; action: 'kill-pods'; count: number; signal: 'SIGKILL' | 'SIGTERM' }
+  | { atMs: number; action: 'kill-pods'; count: number; signal: PodSignal }
   | { atMs: number; action: 'api-down'; forMs: number }
   | { atMs: number; action: 'set-weights'; weights: { stable: number; canary: number } };
 
@@ -93,7 +104,7 @@ export const SCENARIO_SCHEMA = {
           step('rollout', {}),
           step('kill-pods', {
             count: { type: 'integer', minimum: 1, maximum: 50 },
-            signal: { enum: ['SIGKILL', 'SIGTERM'] },
+            signal: { enum: [...POD_SIGNALS] },
           }),
           step('api-down', { forMs: { type: 'integer', minimum: 100, maximum: 600000 } }),
           step('set-weights', {

@@ -8,6 +8,7 @@
 // `<namespace>/<service>:<port>`. Ports are endpoint (container) ports, as for `kubernetes:` targets.
 
 import type { Endpoint } from '../discovery/endpoint.js';
+import { KUBE_OUTLIER_DETECTION, type OutlierDetectionConfig } from '../balancer/outlier.js';
 import { any, CDS, EDS, encodeAny, encodeMessage, HCM, LDS, RDS, ROUTER, TYPED_STRUCT } from './protos.js';
 
 export interface ServiceRef {
@@ -138,13 +139,48 @@ export function buildRouteConfiguration(name: string, routes: readonly RouteSpec
   return encodeAny(RDS, encodeMessage(RDS, rc));
 }
 
-export function buildCluster(name: string, policy: ClusterLbPolicy = 'round_robin'): EncodedResource {
+/** envoy.config.cluster.v3.OutlierDetection for a config (only the fields gRFC A50 reads). */
+export function outlierDetectionProto(c: OutlierDetectionConfig): Record<string, unknown> {
+  const duration = (ms: number) => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 });
+  const u32 = (value: number) => ({ value });
+  const out: Record<string, unknown> = {
+    interval: duration(c.intervalMs),
+    base_ejection_time: duration(c.baseEjectionTimeMs),
+    max_ejection_time: duration(c.maxEjectionTimeMs),
+    max_ejection_percent: u32(c.maxEjectionPercent),
+    // Absent means 100 % in Envoy and A50: say 0 to switch a check off.
+    enforcing_success_rate: u32(c.successRateEjection?.enforcementPercentage ?? 0),
+    enforcing_failure_percentage: u32(c.failurePercentageEjection?.enforcementPercentage ?? 0),
+  };
+  const sr = c.successRateEjection;
+  if (sr !== undefined) {
+    out.success_rate_minimum_hosts = u32(sr.minimumHosts);
+    out.success_rate_request_volume = u32(sr.requestVolume);
+    out.success_rate_stdev_factor = u32(sr.stdevFactor);
+  }
+  const fp = c.failurePercentageEjection;
+  if (fp !== undefined) {
+    out.failure_percentage_threshold = u32(fp.threshold);
+    out.failure_percentage_minimum_hosts = u32(fp.minimumHosts);
+    out.failure_percentage_request_volume = u32(fp.requestVolume);
+  }
+  return out;
+}
+
+/** Every Cluster carries KUBE_OUTLIER_DETECTION unless told otherwise (grpc-js-xds wraps the
+ * cluster's policy in its outlier_detection balancer). */
+export function buildCluster(
+  name: string,
+  policy: ClusterLbPolicy = 'round_robin',
+  outlierDetection: OutlierDetectionConfig | null = KUBE_OUTLIER_DETECTION,
+): EncodedResource {
   const cluster: Record<string, unknown> = {
     name,
     type: 'EDS',
     eds_cluster_config: { eds_config: { ads: {}, resource_api_version: 'V3' } },
     connect_timeout: { seconds: 5 },
   };
+  if (outlierDetection !== null) cluster['outlier_detection'] = outlierDetectionProto(outlierDetection);
   if (policy === 'round_robin') cluster['lb_policy'] = 'ROUND_ROBIN';
   else if (policy === 'ring_hash') cluster['lb_policy'] = 'RING_HASH';
   else {

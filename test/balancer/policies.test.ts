@@ -506,6 +506,7 @@ test('diagnostics: each new picker is published on grpc-kube:balancer with its s
     candidates: 2,
     panic: true,
     localOnly: true,
+    ejected: 0,
   });
   helper.connect(B);
   assert.deepEqual(
@@ -515,7 +516,7 @@ test('diagnostics: each new picker is published on grpc-kube:balancer with its s
   lb.destroy();
 });
 
-test('ewma: a fast UNAVAILABLE counts as failurePenaltyMs; CANCELLED leaves the estimate alone', () => {
+test('ewma: a fast UNAVAILABLE counts as failurePenaltyMs; CANCELLED counts only as a lower bound', () => {
   const rows: Array<{ code: number; tookMs: number; penalty?: number; want: number }> = [
     { code: Status.OK, tookMs: 2, want: 10 * Math.exp(-2 / 10_000) + 2 * (1 - Math.exp(-2 / 10_000)) },
     { code: Status.UNAVAILABLE, tookMs: 2, want: 1000 },
@@ -527,7 +528,9 @@ test('ewma: a fast UNAVAILABLE counts as failurePenaltyMs; CANCELLED leaves the 
       want: 10 * Math.exp(-2 / 10_000) + 2 * (1 - Math.exp(-2 / 10_000)),
     },
     { code: Status.INTERNAL, tookMs: 50, want: 50 }, // application errors are plain samples
-    { code: Status.CANCELLED, tookMs: 500, want: 10 },
+    // A cancelled call is a lower bound: 5 ms under a 10 ms estimate says nothing, 500 ms is a peak.
+    { code: Status.CANCELLED, tookMs: 5, want: 10 },
+    { code: Status.CANCELLED, tookMs: 500, want: 500 },
   ];
   for (const row of rows) {
     const clock = new ManualClock(0);

@@ -29,6 +29,7 @@ test('defaults: retry UNAVAILABLE for every method, keepalive in seconds, no pro
         },
       },
     ],
+    retryThrottling: { maxTokens: 20, tokenRatio: 0.2 },
   });
 });
 

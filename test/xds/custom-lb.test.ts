@@ -62,7 +62,19 @@ test('CDS names grpc_kube_p2c through a TypedStruct and the client balances with
     load_balancing_policy?: {
       policies: Array<{ typed_extension_config: { name: string; typed_config: { type_url: string } } }>;
     };
+    outlier_detection?: Record<string, { value?: number; seconds?: unknown }>;
   };
+  // gRFC A50 outlier detection rides along; the client below accepting the Cluster (no NACK) is
+  // grpc-js-xds validating it.
+  const od = cluster.outlier_detection;
+  assert.ok(od !== undefined);
+  assert.equal(Number(od['interval']?.seconds), 10);
+  assert.equal(Number(od['base_ejection_time']?.seconds), 30);
+  assert.equal(od['max_ejection_percent']?.value, 20);
+  assert.equal(od['failure_percentage_threshold']?.value, 50);
+  assert.equal(od['enforcing_failure_percentage']?.value, 100);
+  assert.equal(od['failure_percentage_minimum_hosts']?.value, 3);
+  assert.equal(od['success_rate_stdev_factor']?.value, 1900);
   assert.equal(cluster.load_balancing_policy?.policies[0]?.typed_extension_config.name, 'grpc_kube_p2c');
   assert.equal(
     cluster.load_balancing_policy?.policies[0]?.typed_extension_config.typed_config.type_url,
