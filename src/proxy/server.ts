@@ -100,6 +100,13 @@ export interface GrpcProxyOptions {
   syncTimeoutMs?: number;
   /** Most Services watched at once (sidecar authorities come from the client). Default 256. */
   maxServices?: number;
+  /**
+   * Put backend addresses and Service names in the statuses the proxy decides itself (no backend,
+   * backend reset, deadline...). Default: on for a sidecar (its caller is the pod's own app), off for
+   * an ingress, whose callers are outside and get a generic message; the full detail is always on the
+   * 'grpc-kube:proxy' channel.
+   */
+  debugStatuses?: boolean;
   /** Clock and RNG for the pickers and ejection jitter. */
   runtime?: PickerRuntime;
 }
@@ -123,6 +130,7 @@ interface Resolved {
   readonly connectTimeoutMs: number;
   readonly syncTimeoutMs: number;
   readonly maxServices: number;
+  readonly debugStatuses: boolean;
 }
 
 export interface ProxyStats {
@@ -190,6 +198,7 @@ function resolveOptions(o: GrpcProxyOptions): Resolved {
     connectTimeoutMs: intOption(o.connectTimeoutMs, 'connectTimeoutMs', 5000, 1),
     syncTimeoutMs: intOption(o.syncTimeoutMs, 'syncTimeoutMs', 5000, 1),
     maxServices: intOption(o.maxServices, 'maxServices', 256, 1),
+    debugStatuses: o.debugStatuses ?? o.mode === 'sidecar',
   });
 }
 
@@ -244,12 +253,13 @@ export class GrpcProxy {
       now: () => this.runtime.now(),
       random: () => this.runtime.random(),
     });
-    this.settings = Object.freeze({
+    this.settings = Object.freeze<CallSettings>({
       maxAttempts: o.maxAttempts,
       retryBufferBytes: o.retryBufferBytes,
       syncTimeoutMs: o.syncTimeoutMs,
       finishGraceMs: 1000,
       now: () => Date.now(),
+      clientMessage: (code, detail) => this.clientMessage(code, detail),
     });
     this.events = {
       retry: (call, reason) => {
@@ -274,7 +284,7 @@ export class GrpcProxy {
               service: call.service,
               backends: call.backends,
               code,
-              detail: name,
+              detail: `${name}: ${call.failure}`,
             } satisfies ProxyEvent);
           }
         }
@@ -513,12 +523,27 @@ export class GrpcProxy {
     call.start();
   }
 
-  private reject(stream: http2.ServerHttp2Stream, code: number, message: string): void {
+  private reject(stream: http2.ServerHttp2Stream, code: number, detail: string): void {
     this.stats.rpcs++;
     this.stats.proxyFailures++;
     const name = statusName(code);
     this.stats.byCode[name] = (this.stats.byCode[name] ?? 0) + 1;
-    stream.respond(trailersOnly(code, message), { endStream: true });
+    if (channel.hasSubscribers) {
+      channel.publish({
+        kind: 'fail',
+        service: '',
+        backends: [],
+        code,
+        detail: `${name}: ${detail}`,
+      } satisfies ProxyEvent);
+    }
+    stream.respond(trailersOnly(code, this.clientMessage(code, detail)), { endStream: true });
+  }
+
+  /** What a client reads in a status the proxy decided: the detail, or a generic line (ingress). */
+  private clientMessage(code: number, detail: string): string {
+    if (this.options.debugStatuses) return detail;
+    return GENERIC_MESSAGE[code] ?? 'the proxy could not complete the call';
   }
 
   private route(authority: string, path: string, headers: http2.IncomingHttpHeaders): ServiceTarget | string {
@@ -571,6 +596,14 @@ export class GrpcProxy {
     }
   }
 }
+
+const GENERIC_MESSAGE: Readonly<Record<number, string>> = Object.freeze({
+  [GrpcStatus.UNAVAILABLE]: 'no backend is available for this call; retry later',
+  [GrpcStatus.DEADLINE_EXCEEDED]: 'deadline exceeded in the proxy',
+  [GrpcStatus.INTERNAL]: 'the backend failed the call',
+  [GrpcStatus.CANCELLED]: 'the backend cancelled the call',
+  [GrpcStatus.RESOURCE_EXHAUSTED]: 'the backend is overloaded',
+});
 
 function header(headers: http2.IncomingHttpHeaders): (name: string) => string | undefined {
   return (name) => {

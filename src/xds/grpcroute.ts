@@ -5,6 +5,7 @@
 // reported (InvalidRouteError, naming the route and the field) and never reaches the config: the
 // caller keeps serving that route's last good version, or nothing if it never had one.
 
+import { re2Error } from '../adapter/re2.js';
 import { GrpcKubeError } from '../errors.js';
 import type { KubeObject } from '../kube/types.js';
 import {
@@ -118,11 +119,15 @@ function isServiceKind(group: string | undefined, kind: string | undefined): boo
   return (group === undefined || group === '' || group === 'core') && (kind ?? 'Service') === 'Service';
 }
 
+/** Gateway API regexes are RE2 (matched in linear time, see src/adapter/re2.ts); others are invalid. */
 function checkRegex(key: string, field: string, re: string): void {
-  try {
-    new RegExp(re);
-  } catch (err) {
-    throw new InvalidRouteError(key, field, `is not a valid regular expression (${String(err)})`);
+  const why = re2Error(re);
+  if (why !== undefined) {
+    throw new InvalidRouteError(
+      key,
+      field,
+      `is not a valid RE2 regular expression (${why}): ${JSON.stringify(re)}`,
+    );
   }
 }
 
