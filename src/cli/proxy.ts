@@ -4,7 +4,8 @@
 //                   [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
 //                   [--static svc.ns:port=ip:port,ip:port ...] [--grace-ms N] [--drain-delay-ms N]
 //                   [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes] [--workers N]
-//                   [--debug-statuses]
+//                   [--debug-statuses] [--tls-cert F --tls-key F [--tls-ca F]]
+//                   [--backend-tls-cert F --backend-tls-key F --backend-tls-ca F]
 //
 // Endpoints come from the Kubernetes API (in-cluster ServiceAccount, --kubeconfig or KUBECONFIG);
 // `--static` gives a Service a fixed list instead (no API needed). `--grpc-routes` follows GRPCRoute
@@ -40,12 +41,16 @@ export const PROXY_USAGE = `usage:
                   [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
                   [--static svc.ns:port=ip:port,ip:port] [--grace-ms N] [--drain-delay-ms N]
                   [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes] [--workers N]
-                  [--debug-statuses]
+                  [--debug-statuses] [--tls-cert F --tls-key F [--tls-ca F]]
+                  [--backend-tls-cert F --backend-tls-key F --backend-tls-ca F]
       balance every gRPC call over the ready pods of a Service (sidecar: the call's authority
       names the Service; ingress: --target). SIGTERM drains within --grace-ms (default 10000).
       --workers N: N processes share the listening socket, one core each (default 1).
       --debug-statuses: an ingress names backends and Services in the statuses it decides
       (default: a generic message; a sidecar always names them).
+      --tls-*: serve TLS (ALPN h2); --tls-ca: mutual TLS, the client's URI SAN goes to routes and
+      backends as x-grpc-kube-peer-id. --backend-tls-*: mutual TLS to backends. Files are re-read
+      when they change.
       --data-plane nghttpx: ingress only; grpc-kube watches the Service and sets the backends of a
       local nghttpx (Debian's nghttp2-proxy), which carries the RPCs (round robin; --workers = its threads).
 `;
@@ -106,6 +111,12 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       workers: { type: 'string' },
       'data-plane': { type: 'string' },
       'debug-statuses': { type: 'boolean' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
+      'backend-tls-cert': { type: 'string' },
+      'backend-tls-key': { type: 'string' },
+      'backend-tls-ca': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -213,6 +224,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       ...(values['max-attempts'] !== undefined ? { maxAttempts: Number(values['max-attempts']) } : {}),
       ...(maxAgeMs > 0 ? { maxConnectionAgeMs: Math.round(maxAgeMs) } : {}),
       ...(values['debug-statuses'] === true ? { debugStatuses: true } : {}),
+      ...tlsOptions(values),
     };
     // The API is needed unless every target is static (a sidecar can name any Service).
     const { registry, namespace } = registryFor(
@@ -282,6 +294,28 @@ function workerStopped(): Promise<void> {
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
+}
+
+/** `--tls-*` and `--backend-tls-*` → proxy options; each set's files go together. */
+function tlsOptions(values: Record<string, unknown>): Pick<GrpcProxyOptions, 'tls' | 'backendTls'> {
+  const str = (k: string): string | undefined => (typeof values[k] === 'string' ? values[k] : undefined);
+  const out: Pick<GrpcProxyOptions, 'tls' | 'backendTls'> = {};
+  const cert = str('tls-cert');
+  const key = str('tls-key');
+  if ((cert === undefined) !== (key === undefined) || (str('tls-ca') !== undefined && cert === undefined))
+    throw new InvalidOptionError('--tls-cert', '--tls-cert and --tls-key go together (--tls-ca needs both)');
+  if (cert !== undefined && key !== undefined) {
+    const ca = str('tls-ca');
+    out.tls = { certFile: cert, keyFile: key, ...(ca !== undefined ? { caFile: ca } : {}) };
+  }
+  const bc = [str('backend-tls-cert'), str('backend-tls-key'), str('backend-tls-ca')];
+  if (bc.some((v) => v !== undefined)) {
+    const [certFile, keyFile, caFile] = bc;
+    if (certFile === undefined || keyFile === undefined || caFile === undefined)
+      throw new InvalidOptionError('--backend-tls-cert', '--backend-tls-cert, -key and -ca go together');
+    out.backendTls = { certFile, keyFile, caFile };
+  }
+  return out;
 }
 
 const WORKER_MAIN = fileURLToPath(new URL('./main.js', import.meta.url));

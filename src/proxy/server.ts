@@ -9,10 +9,17 @@
 // itself is a gRPC status whose message names the Service. drain() is the SIGTERM sequence: stop
 // accepting, GOAWAY every client, let RPCs finish within a grace, then
 // reset what is left.
+//
+// TLS: `tls` terminates TLS (ALPN h2) for clients — mutual TLS with a CA file, the client
+// certificate's URI SAN (a SPIFFE id) then travels as the `x-grpc-kube-peer-id` header, which route
+// rules can match and backends can read (a client cannot send it: the proxy always replaces it);
+// `backendTls` originates (mutual) TLS to backends. Both follow their files (src/tls/files.ts):
+// a rotated certificate applies to the next handshake, connections in use carry on.
 
 import diagnostics from 'node:diagnostics_channel';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import type { SourceRegistry } from '../discovery/registry.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import type { BackendOptions } from './backend.js';
@@ -27,6 +34,7 @@ import {
   type ProxyPolicy,
 } from './picker.js';
 import { ServicePool, staticFeed, type EndpointFeed } from './pool.js';
+import { TlsFiles, type TlsFilesOptions } from '../tls/files.js';
 import {
   compileRoutes,
   parseServiceAuthority,
@@ -39,6 +47,9 @@ import {
 } from './target.js';
 
 export const PROXY_CHANNEL_NAME = 'grpc-kube:proxy';
+
+/** The request header carrying the client certificate's URI SAN (mutual TLS); never a client's own. */
+export const PEER_ID_HEADER = 'x-grpc-kube-peer-id';
 const channel = diagnostics.channel(PROXY_CHANNEL_NAME);
 
 /** Published on 'grpc-kube:proxy' for every retry and every RPC the proxy failed itself. */
@@ -107,6 +118,12 @@ export interface GrpcProxyOptions {
    * 'grpc-kube:proxy' channel.
    */
   debugStatuses?: boolean;
+  /** Serve TLS (ALPN h2); with `caFile`, mutual TLS, and the client's URI SAN in PEER_ID_HEADER. */
+  tls?: TlsFilesOptions;
+  /** TLS to backends, verified against `caFile`; `certFile`/`keyFile` are the proxy's client identity. */
+  backendTls?: TlsFilesOptions & { caFile: string };
+  /** Where TLS file problems are reported (a rotation that is not a valid identity). Default: stderr. */
+  onTlsError?: (err: GrpcKubeError) => void;
   /** Clock and RNG for the pickers and ejection jitter. */
   runtime?: PickerRuntime;
 }
@@ -212,7 +229,13 @@ export class GrpcProxy {
     proxyFailures: 0,
     byCode: {},
   };
-  private readonly server: http2.Http2Server;
+  private server: http2.Http2Server | http2.Http2SecureServer | undefined;
+  private readonly tlsOptions: GrpcProxyOptions['tls'];
+  private readonly backendTlsOptions: GrpcProxyOptions['backendTls'];
+  private readonly onTlsError: (err: GrpcKubeError) => void;
+  private readonly tlsFiles: TlsFiles[] = [];
+  private readonly peerIds = new WeakMap<http2.Http2Session, string | undefined>();
+  private backendContext: { generation: number; context: SecureContext } | undefined;
   private readonly pools = new Map<string, ServicePool>();
   private readonly calls = new Set<ProxyCall>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
@@ -245,7 +268,15 @@ export class GrpcProxy {
     if (needsRegistry && this.registry === undefined) {
       throw new InvalidOptionError('registry', 'is required: some targets are Services, not staticTargets');
     }
+    this.tlsOptions = options.tls;
+    this.backendTlsOptions = options.backendTls;
+    if (this.backendTlsOptions !== undefined && typeof this.backendTlsOptions.caFile !== 'string')
+      throw new InvalidOptionError('backendTls.caFile', 'is required: backends are verified against it');
+    this.onTlsError =
+      options.onTlsError ??
+      ((err) => process.stderr.write(`grpc-kube proxy: ${err.code}: ${err.message} (previous files kept)\n`));
     this.backendOpts = Object.freeze({
+      ...(this.backendTlsOptions !== undefined ? { tls: () => this.backendSecureContext() } : {}),
       idleMs: o.backendIdleMs,
       connectTimeoutMs: o.connectTimeoutMs,
       ejectBaseMs: 250,
@@ -313,7 +344,40 @@ export class GrpcProxy {
         },
       });
     }
-    this.server = http2.createServer({
+  }
+
+  /** Start listening; resolves with the bound address. */
+  async listen(): Promise<AddressInfo> {
+    if (this.closed || this.server !== undefined)
+      throw new GrpcKubeError(
+        'GK_ERR_DESTROYED',
+        'the proxy was closed or is listening; create a new GrpcProxy',
+      );
+    if (this.backendTlsOptions !== undefined) {
+      this.tlsFiles.push(await TlsFiles.load(this.backendTlsOptions, this.onTlsError));
+    }
+    const server = await this.createServer();
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      server.once('error', onError);
+      server.listen(this.options.port, this.options.host, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+    this.bound = server.address() as AddressInfo;
+    await this.routeTable?.start();
+    // Configured targets are watched at once, so the first RPC does not wait for a list.
+    for (const t of [this.options.target, ...this.options.routes.map((r) => r.target)]) {
+      if (t !== undefined) this.poolFor(t);
+    }
+    return this.bound;
+  }
+
+  private async createServer(): Promise<http2.Http2Server | http2.Http2SecureServer> {
+    const o = this.options;
+    const common = {
       maxHeaderListPairs: 256,
       maxSessionMemory: 32,
       settings: {
@@ -321,30 +385,42 @@ export class GrpcProxy {
         maxConcurrentStreams: o.maxConcurrentStreams,
         enablePush: false,
       },
-    });
-    this.server.on('session', (s) => this.onSession(s));
-    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+    };
+    let server: http2.Http2Server | http2.Http2SecureServer;
+    if (this.tlsOptions === undefined) {
+      server = http2.createServer(common);
+    } else {
+      const files = await TlsFiles.load(this.tlsOptions, this.onTlsError);
+      this.tlsFiles.push(files);
+      const secure = http2.createSecureServer({
+        ...common,
+        ...files.secureContextOptions(),
+        ALPNProtocols: ['h2'],
+        allowHTTP1: false,
+        requestCert: files.options.caFile !== undefined,
+        rejectUnauthorized: files.mutual,
+      });
+      // Handshakes after a rotation use the new files; established connections keep theirs.
+      files.onChange((ctx) => secure.setSecureContext(ctx));
+      // A failed handshake is the client's problem, not the proxy's.
+      secure.on('tlsClientError', () => {});
+      server = secure;
+    }
+    server.on('session', (s) => this.onSession(s));
+    server.on('stream', (stream, headers) => this.onStream(stream, headers));
+    return server;
   }
 
-  /** Start listening; resolves with the bound address. */
-  async listen(): Promise<AddressInfo> {
-    if (this.closed)
-      throw new GrpcKubeError('GK_ERR_DESTROYED', 'the proxy was closed; create a new GrpcProxy');
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      this.server.once('error', onError);
-      this.server.listen(this.options.port, this.options.host, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
-    this.bound = this.server.address() as AddressInfo;
-    await this.routeTable?.start();
-    // Configured targets are watched at once, so the first RPC does not wait for a list.
-    for (const t of [this.options.target, ...this.options.routes.map((r) => r.target)]) {
-      if (t !== undefined) this.poolFor(t);
+  /** The backend TLS context of the current files, made once per rotation. */
+  private backendSecureContext(): SecureContext {
+    const files = this.tlsFiles[0] as TlsFiles;
+    if (this.backendContext?.generation !== files.generation) {
+      this.backendContext = {
+        generation: files.generation,
+        context: createSecureContext(files.secureContextOptions()),
+      };
     }
-    return this.bound;
+    return this.backendContext.context;
   }
 
   /** `host:port` clients dial. */
@@ -416,7 +492,10 @@ export class GrpcProxy {
   }
 
   private async runDrain(graceMs: number): Promise<void> {
-    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const server = this.server;
+    const serverClosed = new Promise<void>((resolve) =>
+      server === undefined || !server.listening ? resolve() : server.close(() => resolve()),
+    );
     for (const s of this.sessions) this.goaway(s);
     const deadline = Date.now() + graceMs;
     while (this.calls.size > 0 && Date.now() < deadline) {
@@ -435,6 +514,7 @@ export class GrpcProxy {
     }
     this.pools.clear();
     await this.routeTable?.stop();
+    for (const f of this.tlsFiles) f.close();
     await serverClosed;
   }
 
@@ -491,6 +571,10 @@ export class GrpcProxy {
       );
       return;
     }
+    // The peer's identity comes from its certificate only, never from what it sent.
+    delete headers[PEER_ID_HEADER];
+    const peer = this.peerId(stream.session);
+    if (peer !== undefined) headers[PEER_ID_HEADER] = peer;
     const authority = headers[':authority'] ?? '';
     const path = headers[':path'] ?? '';
     let target = this.route(authority, path, headers);
@@ -521,6 +605,20 @@ export class GrpcProxy {
       this.stats.active--;
     });
     call.start();
+  }
+
+  /** The first URI SAN of the session's client certificate (mutual TLS), computed once per session. */
+  private peerId(session: http2.Http2Session | undefined): string | undefined {
+    if (session === undefined || this.tlsOptions === undefined) return undefined;
+    if (this.peerIds.has(session)) return this.peerIds.get(session);
+    const socket = session.socket as TLSSocket;
+    let id: string | undefined;
+    if (typeof socket.getPeerCertificate === 'function' && socket.authorized) {
+      const san = socket.getPeerCertificate().subjectaltname ?? '';
+      id = /(?:^|,\s*)URI:([^,]+)/.exec(san)?.[1];
+    }
+    this.peerIds.set(session, id);
+    return id;
   }
 
   private reject(stream: http2.ServerHttp2Stream, code: number, detail: string): void {

@@ -317,3 +317,18 @@ test(
     );
   },
 );
+
+test('grpc-kube proxy TLS flags: halves of a pair and missing files are typed errors', async () => {
+  await assert.rejects(proxyCommand([...STATIC_INGRESS, '--tls-cert', '/nonexistent.crt']), {
+    code: 'GK_ERR_INVALID_OPTION',
+    field: '--tls-cert',
+  });
+  await assert.rejects(proxyCommand([...STATIC_INGRESS, '--backend-tls-ca', '/nonexistent.crt']), {
+    code: 'GK_ERR_INVALID_OPTION',
+    field: '--backend-tls-cert',
+  });
+  await assert.rejects(
+    proxyCommand([...STATIC_INGRESS, '--tls-cert', '/nonexistent.crt', '--tls-key', '/nonexistent.key']),
+    { code: 'GK_ERR_TLS' },
+  );
+});
