@@ -140,8 +140,20 @@ function isPort(p: unknown): p is number {
  * (it is for a Gateway, not for the mesh); throws InvalidRouteError for a route that is ours but wrong.
  */
 export function compileGrpcRoute(route: GrpcRoute): CompiledGrpcRoute | undefined {
+  const meta = (route as { metadata?: unknown } | null)?.metadata as GrpcRoute['metadata'] | undefined;
+  const key = `${String(meta?.namespace ?? 'default')}/${String(meta?.name ?? '?')}`;
+  try {
+    return compileChecked(route, key);
+  } catch (err) {
+    if (err instanceof GrpcKubeError) throw err;
+    // The API server validates routes against the CRD schema; a shape that slipped past it (an
+    // older CRD, a hostile writer) is an invalid route like any other, not a crash.
+    throw new InvalidRouteError(key, 'spec', `does not have the GRPCRoute shape (${(err as Error).message})`);
+  }
+}
+
+function compileChecked(route: GrpcRoute, key: string): CompiledGrpcRoute | undefined {
   const ns = route.metadata.namespace ?? 'default';
-  const key = `${ns}/${route.metadata.name ?? '?'}`;
   const spec = route.spec;
   if (spec === undefined || spec === null || typeof spec !== 'object')
     throw new InvalidRouteError(key, 'spec', 'is missing');
