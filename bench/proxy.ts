@@ -11,8 +11,11 @@
 //    core 1. `rowsAllCores` gives every proxy 2 workers/threads (grpc-kube --workers 2, nghttpx
 //    --workers=2, haproxy nbthread 2), nothing pinned: what each does with the machine, sharing it
 //    with the load and the backends. PROXY_BENCH_CORES=1 runs only the first.
+// TLS rows (`grpc-kube+TLS`, `nghttpx+TLS`): the same peers terminating TLS (ALPN h2, a P-256
+// certificate from a bench CA) for h2load, backends still h2c: the cost of TLS measured side by side.
 // Each peer runs `rounds` times, interleaved; rows report the mean. A peer that is not installed is an
-// error naming it (`npm run bench` installs them); one that fails while running is listed in `skipped`. Figures: {name, rps, p50Ms, p99Ms} and ratios to the best peer. The
+// error naming it (`npm run bench` installs them); one that fails while running is listed in `skipped`.
+// Figures: {name, rps, p50Ms, p99Ms} and ratios to the best peer. The
 // grpc-kube proxy's own count of RPCs it failed is read from its exit line (h2load sees only HTTP
 // statuses, not grpc-status).
 
@@ -22,6 +25,7 @@ import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createCa, signed } from '../src/cluster/real/pki.js';
 import { freePorts, waitForListen } from '../src/net/ports.js';
 
 interface Row {
@@ -43,6 +47,8 @@ interface Peer {
   readonly name: string;
   readonly bin: string;
   readonly pkg: string;
+  /** Clients speak TLS (ALPN h2) to it, with the bench CA's certificate in dir/proxy.{crt,key}. */
+  readonly tls?: boolean;
   start(dir: string, host: string, port: number, backends: readonly string[], at: Placement): ChildProcess;
 }
 
@@ -145,6 +151,40 @@ const PEERS: readonly Peer[] = [
         '--log-level=ERROR',
         '--errorlog-file=/dev/null',
         '--no-ocsp',
+      ]),
+  },
+  {
+    // TLS termination (ALPN h2) in front of the same h2c backends: the cost of TLS, side by side.
+    name: 'grpc-kube+TLS',
+    bin: process.execPath,
+    pkg: 'node',
+    tls: true,
+    start: (dir, host, port, backends, at) =>
+      grpcKube([
+        '--policy',
+        'round_robin',
+        '--tls-cert',
+        join(dir, 'proxy.crt'),
+        '--tls-key',
+        join(dir, 'proxy.key'),
+      ])(dir, host, port, backends, at),
+  },
+  {
+    name: 'nghttpx+TLS',
+    bin: '/usr/sbin/nghttpx',
+    pkg: 'nghttp2-proxy',
+    tls: true,
+    start: (dir, host, port, backends, at) =>
+      launch(at.core, '/usr/sbin/nghttpx', [
+        '--conf=/dev/null',
+        `--frontend=${host},${port}`,
+        ...backends.map((b) => `--backend=${b.replace(':', ',')};;proto=h2`),
+        `--workers=${at.workers}`,
+        '--log-level=ERROR',
+        '--errorlog-file=/dev/null',
+        '--no-ocsp',
+        join(dir, 'proxy.key'),
+        join(dir, 'proxy.crt'),
       ]),
   },
   {
@@ -288,6 +328,18 @@ export async function runProxyBench(
     await mkdir(join(dir, 'htdocs', 'grpckube.test.Json'), { recursive: true });
     await writeFile(join(dir, 'htdocs', PATH.slice(1)), frame(reply));
     await writeFile(join(dir, 'req.bin'), frame(Buffer.from('{}')));
+    if (peers.some((p) => p.tls === true)) {
+      // The TLS peers' serving certificate (P-256, as a cert-manager default would issue).
+      await createCa(dir, 'grpc-kube-bench-ca', 1);
+      await signed(
+        dir,
+        'proxy',
+        '/CN=proxy',
+        'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n' +
+          'extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.60\n',
+        1,
+      );
+    }
 
     const backends: string[] = [];
     for (const host of BACKEND_HOSTS) {
@@ -329,7 +381,8 @@ export async function runProxyBench(
           try {
             await waitForListen(host, port, () => child.exitCode === null);
             const label = `${peer.name.replace(/[^a-z0-9]+/gi, '-')}-${at.workers}-${round}`;
-            const r = await h2load(dir, `http://${host}:${port}${PATH}`, durationS, label, loadCore);
+            const scheme = peer.tls === true ? 'https' : 'http';
+            const r = await h2load(dir, `${scheme}://${host}:${port}${PATH}`, durationS, label, loadCore);
             if (r.failed > 0) notes.push(`${peer.name} (${tag}) round ${round}: ${r.failed} requests failed`);
             results.set(peer.name, [...(results.get(peer.name) ?? []), r]);
           } catch (err) {

@@ -35,6 +35,9 @@ export const ERROR_CODES = {
   GK_ERR_INVALID_ROUTE: 'A GRPCRoute is invalid; the error names the route and the field. It is not applied.',
   GK_ERR_PROXY_DATA_PLANE: 'The nghttpx data plane is missing, did not start, or refused a backend update.',
   GK_ERR_PROXY_WORKER: 'A `grpc-kube proxy --workers` worker exited before it could listen.',
+  GK_ERR_XDS_REFUSED:
+    'The xDS control plane refused resource names to a node: outside its namespaces, or over the cap per stream.',
+  GK_ERR_TLS: 'A certificate, key or CA file is missing, unreadable, or does not form a usable TLS identity.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

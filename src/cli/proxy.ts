@@ -4,6 +4,8 @@
 //                   [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
 //                   [--static svc.ns:port=ip:port,ip:port ...] [--grace-ms N] [--drain-delay-ms N]
 //                   [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes] [--workers N]
+//                   [--debug-statuses] [--tls-cert F --tls-key F [--tls-ca F]]
+//                   [--backend-tls-cert F --backend-tls-key F --backend-tls-ca F]
 //
 // Endpoints come from the Kubernetes API (in-cluster ServiceAccount, --kubeconfig or KUBECONFIG);
 // `--static` gives a Service a fixed list instead (no API needed). `--grpc-routes` follows GRPCRoute
@@ -14,7 +16,8 @@
 // --workers N runs N proxy processes on one listening socket (node:cluster; the primary accepts and
 // hands connections out round-robin), so a proxy pod uses N cores: node:http2 is single-threaded and
 // one process saturates one core. Each worker watches its Services itself (N watches); the primary
-// forwards SIGTERM/SIGINT to every worker, restarts a worker that dies (at most 5 times in 30 s), and
+// passes SIGTERM/SIGINT on to every worker (over IPC: when the whole process group got the signal,
+// each worker drains once, whichever arrives first), restarts a worker that dies (at most 5 times in 30 s), and
 // exits 0 once all of them drained.
 //
 // --data-plane nghttpx keeps grpc-kube's discovery and puts a native data path under it: nghttpx
@@ -38,9 +41,16 @@ export const PROXY_USAGE = `usage:
                   [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
                   [--static svc.ns:port=ip:port,ip:port] [--grace-ms N] [--drain-delay-ms N]
                   [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes] [--workers N]
+                  [--debug-statuses] [--tls-cert F --tls-key F [--tls-ca F]]
+                  [--backend-tls-cert F --backend-tls-key F --backend-tls-ca F]
       balance every gRPC call over the ready pods of a Service (sidecar: the call's authority
       names the Service; ingress: --target). SIGTERM drains within --grace-ms (default 10000).
       --workers N: N processes share the listening socket, one core each (default 1).
+      --debug-statuses: an ingress names backends and Services in the statuses it decides
+      (default: a generic message; a sidecar always names them).
+      --tls-*: serve TLS (ALPN h2); --tls-ca: mutual TLS, the client's URI SAN goes to routes and
+      backends as x-grpc-kube-peer-id. --backend-tls-*: mutual TLS to backends. Files are re-read
+      when they change.
       --data-plane nghttpx: ingress only; grpc-kube watches the Service and sets the backends of a
       local nghttpx (Debian's nghttp2-proxy), which carries the RPCs (round robin; --workers = its threads).
 `;
@@ -100,6 +110,13 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       'grpc-routes': { type: 'boolean' },
       workers: { type: 'string' },
       'data-plane': { type: 'string' },
+      'debug-statuses': { type: 'boolean' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
+      'backend-tls-cert': { type: 'string' },
+      'backend-tls-key': { type: 'string' },
+      'backend-tls-ca': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -197,6 +214,8 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       ...(values.target !== undefined ? { target: values.target } : {}),
       ...(values['max-attempts'] !== undefined ? { maxAttempts: Number(values['max-attempts']) } : {}),
       ...(maxAgeMs > 0 ? { maxConnectionAgeMs: Math.round(maxAgeMs) } : {}),
+      ...(values['debug-statuses'] === true ? { debugStatuses: true } : {}),
+      ...tlsOptions(values),
     };
     // The API is needed unless every target is static (a sidecar can name any Service).
     const { registry, namespace } = registryFor(
@@ -221,7 +240,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     if (mode === 'ingress' && values.target !== undefined) await proxy.watch(values.target);
     out(`grpc-kube proxy: ${mode} listening on ${proxy.address} (policy ${proxy.options.policy})`);
     io.onListening?.(proxy);
-    await untilStopped(io.signal);
+    await (cluster.isWorker && io.signal === undefined ? workerStopped() : untilStopped(io.signal));
     if (drainDelayMs > 0) {
       // Behind a Service: keep serving while the endpoint removal spreads to clients and kube-proxy.
       out(`grpc-kube proxy: terminating; serving ${drainDelayMs} ms more while the endpoint removal spreads`);
@@ -243,6 +262,56 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     // A --workers worker, stopped or failed: its IPC channel to the primary would keep it alive.
     if (cluster.isWorker) cluster.worker?.disconnect();
   }
+}
+
+/** What the primary sends a worker to have it drain (IPC, not a signal: see workerStopped). */
+const STOP_MESSAGE = 'grpc-kube:proxy:stop';
+
+/**
+ * A --workers worker stops at the primary's STOP_MESSAGE or at the first SIGTERM/SIGINT, and ignores
+ * the signals after it. Ctrl-C and systemd signal the whole process group, so a worker gets the
+ * signal itself and again from its primary; a second signal with no handler left would kill it in
+ * the middle of its drain (the primary then counted a failed worker and exited 1).
+ */
+function workerStopped(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let stopped = false;
+    const stop = (): void => {
+      if (stopped) return;
+      stopped = true;
+      process.off('message', onMessage);
+      resolve();
+    };
+    const onMessage = (m: unknown): void => {
+      if (m === STOP_MESSAGE) stop();
+    };
+    process.on('message', onMessage);
+    // Kept for the worker's life: a handler (even after stop) is what keeps a signal from killing it.
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}
+
+/** `--tls-*` and `--backend-tls-*` → proxy options; each set's files go together. */
+function tlsOptions(values: Record<string, unknown>): Pick<GrpcProxyOptions, 'tls' | 'backendTls'> {
+  const str = (k: string): string | undefined => (typeof values[k] === 'string' ? values[k] : undefined);
+  const out: Pick<GrpcProxyOptions, 'tls' | 'backendTls'> = {};
+  const cert = str('tls-cert');
+  const key = str('tls-key');
+  if ((cert === undefined) !== (key === undefined) || (str('tls-ca') !== undefined && cert === undefined))
+    throw new InvalidOptionError('--tls-cert', '--tls-cert and --tls-key go together (--tls-ca needs both)');
+  if (cert !== undefined && key !== undefined) {
+    const ca = str('tls-ca');
+    out.tls = { certFile: cert, keyFile: key, ...(ca !== undefined ? { caFile: ca } : {}) };
+  }
+  const bc = [str('backend-tls-cert'), str('backend-tls-key'), str('backend-tls-ca')];
+  if (bc.some((v) => v !== undefined)) {
+    const [certFile, keyFile, caFile] = bc;
+    if (certFile === undefined || keyFile === undefined || caFile === undefined)
+      throw new InvalidOptionError('--backend-tls-cert', '--backend-tls-cert, -key and -ca go together');
+    out.backendTls = { certFile, keyFile, caFile };
+  }
+  return out;
 }
 
 const WORKER_MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
@@ -353,7 +422,12 @@ async function runPrimary(
   const stopAll = (): void => {
     if (stopping) return;
     stopping = true;
-    for (const w of live) w.process.kill('SIGTERM');
+    for (const w of live) {
+      // A worker still starting has no handler yet: a signal ends it (it has nothing to drain).
+      // A channel closing under us means the worker is exiting anyway ('exit' accounts for it).
+      if (listened.has(w) && w.isConnected()) w.send(STOP_MESSAGE, undefined, () => {});
+      else w.process.kill('SIGTERM');
+    }
     if (live.size === 0) onStopped();
   };
   process.once('SIGTERM', stopAll);

@@ -29,11 +29,13 @@ export function endpointState(ep: SliceEndpoint): EndpointState {
  * A slice without ports (a headless Service with no ports) serves any numbered port.
  */
 export function slicePort(slice: EndpointSlice, sel: PortSelector): number | undefined {
-  const ports = slice.ports ?? [];
+  const ports = Array.isArray(slice.ports) ? slice.ports : [];
   if (ports.length === 0) return sel.kind === 'number' ? sel.port : undefined;
   for (const p of ports) {
-    if (p.port === null || p.port === undefined) continue;
-    if (sel.kind === 'number' ? p.port === sel.port : (p.name ?? '') === sel.name) return p.port;
+    // Only a real port number counts: what the watch hands us is JSON from the network.
+    const port = p?.port;
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) continue;
+    if (sel.kind === 'number' ? port === sel.port : (p.name ?? '') === sel.name) return port;
   }
   return undefined;
 }
@@ -49,14 +51,16 @@ export function slicePortsText(slices: Iterable<EndpointSlice>): string {
 
 /** Endpoints of one slice on the selected port; FQDN slices carry no IPs and give none. */
 export function sliceEndpoints(slice: EndpointSlice, sel: PortSelector): Endpoint[] {
-  if (slice.addressType === 'FQDN') return [];
+  if (slice === null || typeof slice !== 'object' || slice.addressType === 'FQDN') return [];
   const port = slicePort(slice, sel);
   if (port === undefined) return [];
   const out: Endpoint[] = [];
-  for (const ep of slice.endpoints ?? []) {
+  for (const ep of Array.isArray(slice.endpoints) ? slice.endpoints : []) {
+    if (ep === null || typeof ep !== 'object' || !Array.isArray(ep.addresses)) continue;
     const state = endpointState(ep);
-    const hints = ep.hints?.forZones?.map((z) => z.name);
-    for (const address of ep.addresses ?? []) {
+    const hints = Array.isArray(ep.hints?.forZones) ? ep.hints.forZones.map((z) => z?.name) : undefined;
+    for (const address of ep.addresses) {
+      if (typeof address !== 'string' || address === '') continue;
       out.push({
         address,
         port,

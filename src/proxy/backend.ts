@@ -5,6 +5,7 @@
 
 import http2 from 'node:http2';
 import { performance } from 'node:perf_hooks';
+import type { SecureContext } from 'node:tls';
 import type { EndpointStats } from '../balancer/endpoint-balancer.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { endpointKey } from '../discovery/endpoint.js';
@@ -19,6 +20,12 @@ export interface BackendOptions {
   ejectMaxMs: number;
   now: () => number;
   random: () => number;
+  /**
+   * TLS to backends: the context (identity for mutual TLS, CA to verify them), read at each new
+   * session so rotated files apply to the next connection. Backends are dialled by pod address,
+   * which their certificates do not name: they are verified by chain to the CA, not by name.
+   */
+  tls?: () => SecureContext;
 }
 
 /** What the proxy knows about a session, to decide whether a failed stream may be retried. */
@@ -134,10 +141,14 @@ export class Backend {
   private connect(): SessionInfo {
     const { address, port } = this.endpoint;
     const host = address.includes(':') ? `[${address}]` : address;
-    const session = http2.connect(`http://${host}:${port}`, {
+    const tls = this.opts.tls;
+    const session = http2.connect(`${tls === undefined ? 'http' : 'https'}://${host}:${port}`, {
       settings: { enablePush: false },
       // Plenty of headroom for metadata; the client side of the proxy enforces the real limit.
       maxHeaderListPairs: 256,
+      ...(tls !== undefined
+        ? { secureContext: tls(), ALPNProtocols: ['h2'], checkServerIdentity: () => undefined }
+        : {}),
     });
     const info: SessionInfo = { session, connected: false, goawayLastStreamId: undefined, streams: 0 };
     this.sessions.add(info);

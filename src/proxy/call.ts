@@ -37,6 +37,11 @@ export interface CallSettings {
   readonly syncTimeoutMs: number;
   /** After the proxy decided a status, how long the client gets to read it before a reset. */
   readonly finishGraceMs: number;
+  /**
+   * The status message a client gets for a failure the proxy decided; `detail` names backends and
+   * Services, which an ingress keeps from external callers (the detail goes to the 'fail' event).
+   */
+  clientMessage(code: number, detail: string): string;
   now(): number;
 }
 
@@ -85,6 +90,8 @@ export class ProxyCall {
   private ending = false;
   private finalTrailers: http2.OutgoingHttpHeaders | undefined;
   private finalCode: number = GrpcStatus.UNKNOWN;
+  /** Why the proxy ended the RPC itself, with backend and Service names (events, logs). */
+  failure = '';
   private lastError = '';
   private deadlineTimer: NodeJS.Timeout | undefined;
   private waitTimer: NodeJS.Timeout | undefined;
@@ -158,7 +165,7 @@ export class ProxyCall {
 
   /** End the RPC with a status decided by the proxy (shutdown, deadline, no backend). */
   abort(code: number, message: string): void {
-    this.fail(code, message);
+    this.fail(code, message, message);
   }
 
   private next(): void {
@@ -385,8 +392,11 @@ export class ProxyCall {
     this.events.done(this, code, byProxy);
   }
 
-  private fail(code: number, message: string): void {
+  /** `publicMessage`: what to tell any client, when the message names nothing internal. */
+  private fail(code: number, detail: string, publicMessage?: string): void {
     if (this.done) return;
+    this.failure = detail;
+    const message = publicMessage ?? this.settings.clientMessage(code, detail);
     this.complete(code, true);
     const att = this.attempt;
     this.attempt = undefined;

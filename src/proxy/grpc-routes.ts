@@ -2,9 +2,11 @@
 // mesh convention: parentRef = the Service) the xDS control plane reads, compiled by the same code
 // (src/xds/grpcroute.ts) so both data paths agree on precedence and validation. Per RPC: take the
 // target Service's route table, first rule whose method and headers match, then one backend Service
-// by weight. An invalid route keeps its last good version (the error goes to onError); without
-// any route a Service routes to itself.
+// by weight. Regular expressions are RE2, matched in linear time (src/adapter/re2.ts). An invalid
+// route keeps its last good version (the error goes to onError); without any route a Service routes
+// to itself.
 
+import { re2FullMatch } from '../adapter/re2.js';
 import type { GrpcKubeError } from '../errors.js';
 import type { KubeClient } from '../kube/client.js';
 import {
@@ -28,7 +30,6 @@ export class GrpcRouteTable {
   private readonly watcher: GrpcRouteWatcher;
   private readonly compiled = new Map<string, CompiledGrpcRoute>();
   private readonly tables = new Map<string, readonly RouteSpec[]>();
-  private readonly regexes = new Map<string, RegExp>();
   private readonly opts: GrpcRouteTableOptions;
   /** Bumped on every route change (tests wait for it). */
   version = 0;
@@ -108,26 +109,15 @@ export class GrpcRouteTable {
     this.version++;
   }
 
-  private regex(source: string): RegExp {
-    let re = this.regexes.get(source);
-    if (re === undefined) {
-      // Gateway API regexes match the whole value.
-      re = new RegExp(`^(?:${source})$`);
-      if (this.regexes.size > 1000) this.regexes.clear();
-      this.regexes.set(source, re);
-    }
-    return re;
-  }
-
   private pathMatches(m: PathMatch, path: string): boolean {
     if (m.kind === 'prefix') return path.startsWith(m.value);
     if (m.kind === 'exact') return path === m.value;
-    return this.regex(m.value).test(path);
+    return re2FullMatch(m.value, path);
   }
 
   private headerMatches(m: HeaderMatch, header: (name: string) => string | undefined): boolean {
     const v = header(m.name);
     if (v === undefined) return false;
-    return m.kind === 'exact' ? v === m.value : this.regex(m.value).test(v);
+    return m.kind === 'exact' ? v === m.value : re2FullMatch(m.value, v);
   }
 }

@@ -25,23 +25,35 @@ export function statusName(code: number): string {
 
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
 
-/** `grpc-timeout` → milliseconds; undefined when absent, malformed (ignored, as grpc-js does). */
+/**
+ * The longest timeout the proxy keeps: node's timers hold at most 2^31-1 ms (~24.8 days) and fire
+ * at once, with a TimeoutOverflowWarning, above it. Longer `grpc-timeout`s (grpc-go encodes "no
+ * deadline" as `2562047H`, its max Duration) are clamped to it, as grpc-js does for its own deadlines.
+ */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/**
+ * `grpc-timeout` → milliseconds, at most MAX_TIMEOUT_MS; undefined when absent or malformed
+ * (ignored, as grpc-js does).
+ */
 export function parseGrpcTimeout(value: string | string[] | undefined): number | undefined {
   if (typeof value !== 'string') return undefined;
   const m = /^(\d{1,8})([HMSmun])$/.exec(value);
   if (m === null) return undefined;
-  return Number(m[1]) * (UNIT_MS[m[2] as string] as number);
+  return Math.min(MAX_TIMEOUT_MS, Number(m[1]) * (UNIT_MS[m[2] as string] as number));
 }
 
-/** Milliseconds → `grpc-timeout`, at most 8 digits, rounded up so the backend never gets less. */
+/**
+ * Milliseconds → `grpc-timeout`, at most 8 digits, rounded up so the backend never gets less —
+ * except that it never exceeds MAX_TIMEOUT_MS: grpc-js servers read the header into an int32 (`| 0`),
+ * so `2147484S` would wrap to a negative deadline there and fail the call at once.
+ */
 export function formatGrpcTimeout(ms: number): string {
   const micros = Math.ceil(ms * 1000);
   if (micros < 1e8) return `${Math.max(1, micros)}u`;
   const millis = Math.ceil(ms);
   if (millis < 1e8) return `${millis}m`;
-  const secs = Math.ceil(ms / 1000);
-  if (secs < 1e8) return `${secs}S`;
-  return `${Math.min(99_999_999, Math.ceil(ms / 3_600_000))}H`;
+  return `${Math.min(Math.ceil(ms / 1000), Math.floor(MAX_TIMEOUT_MS / 1000))}S`;
 }
 
 /** Percent-encode a status message as the spec asks (everything outside 0x20–0x7E, and '%'). */

@@ -1,5 +1,5 @@
 // The L7 proxy's public surface: GrpcProxy (sidecar / ingress) and the per-RPC pickers.
-export { GrpcProxy, PROXY_CHANNEL_NAME } from './server.js';
+export { GrpcProxy, PEER_ID_HEADER, PROXY_CHANNEL_NAME } from './server.js';
 export type { GrpcProxyOptions, ProxyMode, ProxyStats, ProxyEvent } from './server.js';
 export { createPicker, parseProxyPolicy, PROXY_POLICIES } from './picker.js';
 export type { ProxyPicker, ProxyPolicy, PickerRuntime, PickerOptions } from './picker.js';

@@ -9,10 +9,17 @@
 // itself is a gRPC status whose message names the Service. drain() is the SIGTERM sequence: stop
 // accepting, GOAWAY every client, let RPCs finish within a grace, then
 // reset what is left.
+//
+// TLS: `tls` terminates TLS (ALPN h2) for clients — mutual TLS with a CA file, the client
+// certificate's URI SAN (a SPIFFE id) then travels as the `x-grpc-kube-peer-id` header, which route
+// rules can match and backends can read (a client cannot send it: the proxy always replaces it);
+// `backendTls` originates (mutual) TLS to backends. Both follow their files (src/tls/files.ts):
+// a rotated certificate applies to the next handshake, connections in use carry on.
 
 import diagnostics from 'node:diagnostics_channel';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import type { SourceRegistry } from '../discovery/registry.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import type { BackendOptions } from './backend.js';
@@ -28,6 +35,7 @@ import {
 } from './picker.js';
 import { ServicePool, staticFeed, type EndpointFeed } from './pool.js';
 import { ProxyTimings } from './timing.js';
+import { TlsFiles, type TlsFilesOptions } from '../tls/files.js';
 import {
   compileRoutes,
   parseServiceAuthority,
@@ -40,6 +48,9 @@ import {
 } from './target.js';
 
 export const PROXY_CHANNEL_NAME = 'grpc-kube:proxy';
+
+/** The request header carrying the client certificate's URI SAN (mutual TLS); never a client's own. */
+export const PEER_ID_HEADER = 'x-grpc-kube-peer-id';
 const channel = diagnostics.channel(PROXY_CHANNEL_NAME);
 
 /** Published on 'grpc-kube:proxy' for every retry and every RPC the proxy failed itself. */
@@ -101,6 +112,19 @@ export interface GrpcProxyOptions {
   syncTimeoutMs?: number;
   /** Most Services watched at once (sidecar authorities come from the client). Default 256. */
   maxServices?: number;
+  /**
+   * Put backend addresses and Service names in the statuses the proxy decides itself (no backend,
+   * backend reset, deadline...). Default: on for a sidecar (its caller is the pod's own app), off for
+   * an ingress, whose callers are outside and get a generic message; the full detail is always on the
+   * 'grpc-kube:proxy' channel.
+   */
+  debugStatuses?: boolean;
+  /** Serve TLS (ALPN h2); with `caFile`, mutual TLS, and the client's URI SAN in PEER_ID_HEADER. */
+  tls?: TlsFilesOptions;
+  /** TLS to backends, verified against `caFile`; `certFile`/`keyFile` are the proxy's client identity. */
+  backendTls?: TlsFilesOptions & { caFile: string };
+  /** Where TLS file problems are reported (a rotation that is not a valid identity). Default: stderr. */
+  onTlsError?: (err: GrpcKubeError) => void;
   /** Clock and RNG for the pickers and ejection jitter. */
   runtime?: PickerRuntime;
 }
@@ -124,6 +148,7 @@ interface Resolved {
   readonly connectTimeoutMs: number;
   readonly syncTimeoutMs: number;
   readonly maxServices: number;
+  readonly debugStatuses: boolean;
 }
 
 export interface ProxyStats {
@@ -193,6 +218,7 @@ function resolveOptions(o: GrpcProxyOptions): Resolved {
     connectTimeoutMs: intOption(o.connectTimeoutMs, 'connectTimeoutMs', 5000, 1),
     syncTimeoutMs: intOption(o.syncTimeoutMs, 'syncTimeoutMs', 5000, 1),
     maxServices: intOption(o.maxServices, 'maxServices', 256, 1),
+    debugStatuses: o.debugStatuses ?? o.mode === 'sidecar',
   });
 }
 
@@ -207,7 +233,13 @@ export class GrpcProxy {
     byCode: {},
     timings: new ProxyTimings(),
   };
-  private readonly server: http2.Http2Server;
+  private server: http2.Http2Server | http2.Http2SecureServer | undefined;
+  private readonly tlsOptions: GrpcProxyOptions['tls'];
+  private readonly backendTlsOptions: GrpcProxyOptions['backendTls'];
+  private readonly onTlsError: (err: GrpcKubeError) => void;
+  private readonly tlsFiles: TlsFiles[] = [];
+  private readonly peerIds = new WeakMap<http2.Http2Session, string | undefined>();
+  private backendContext: { generation: number; context: SecureContext } | undefined;
   private readonly pools = new Map<string, ServicePool>();
   private readonly calls = new Set<ProxyCall>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
@@ -240,7 +272,15 @@ export class GrpcProxy {
     if (needsRegistry && this.registry === undefined) {
       throw new InvalidOptionError('registry', 'is required: some targets are Services, not staticTargets');
     }
+    this.tlsOptions = options.tls;
+    this.backendTlsOptions = options.backendTls;
+    if (this.backendTlsOptions !== undefined && typeof this.backendTlsOptions.caFile !== 'string')
+      throw new InvalidOptionError('backendTls.caFile', 'is required: backends are verified against it');
+    this.onTlsError =
+      options.onTlsError ??
+      ((err) => process.stderr.write(`grpc-kube proxy: ${err.code}: ${err.message} (previous files kept)\n`));
     this.backendOpts = Object.freeze({
+      ...(this.backendTlsOptions !== undefined ? { tls: () => this.backendSecureContext() } : {}),
       idleMs: o.backendIdleMs,
       connectTimeoutMs: o.connectTimeoutMs,
       ejectBaseMs: 250,
@@ -248,12 +288,13 @@ export class GrpcProxy {
       now: () => this.runtime.now(),
       random: () => this.runtime.random(),
     });
-    this.settings = Object.freeze({
+    this.settings = Object.freeze<CallSettings>({
       maxAttempts: o.maxAttempts,
       retryBufferBytes: o.retryBufferBytes,
       syncTimeoutMs: o.syncTimeoutMs,
       finishGraceMs: 1000,
       now: () => Date.now(),
+      clientMessage: (code, detail) => this.clientMessage(code, detail),
     });
     this.events = {
       retry: (call, reason) => {
@@ -282,7 +323,7 @@ export class GrpcProxy {
               service: call.service,
               backends: call.backends,
               code,
-              detail: name,
+              detail: `${name}: ${call.failure}`,
             } satisfies ProxyEvent);
           }
         }
@@ -311,7 +352,40 @@ export class GrpcProxy {
         },
       });
     }
-    this.server = http2.createServer({
+  }
+
+  /** Start listening; resolves with the bound address. */
+  async listen(): Promise<AddressInfo> {
+    if (this.closed || this.server !== undefined)
+      throw new GrpcKubeError(
+        'GK_ERR_DESTROYED',
+        'the proxy was closed or is listening; create a new GrpcProxy',
+      );
+    if (this.backendTlsOptions !== undefined) {
+      this.tlsFiles.push(await TlsFiles.load(this.backendTlsOptions, this.onTlsError));
+    }
+    const server = await this.createServer();
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      server.once('error', onError);
+      server.listen(this.options.port, this.options.host, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+    this.bound = server.address() as AddressInfo;
+    await this.routeTable?.start();
+    // Configured targets are watched at once, so the first RPC does not wait for a list.
+    for (const t of [this.options.target, ...this.options.routes.map((r) => r.target)]) {
+      if (t !== undefined) this.poolFor(t);
+    }
+    return this.bound;
+  }
+
+  private async createServer(): Promise<http2.Http2Server | http2.Http2SecureServer> {
+    const o = this.options;
+    const common = {
       maxHeaderListPairs: 256,
       maxSessionMemory: 32,
       settings: {
@@ -319,30 +393,42 @@ export class GrpcProxy {
         maxConcurrentStreams: o.maxConcurrentStreams,
         enablePush: false,
       },
-    });
-    this.server.on('session', (s) => this.onSession(s));
-    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+    };
+    let server: http2.Http2Server | http2.Http2SecureServer;
+    if (this.tlsOptions === undefined) {
+      server = http2.createServer(common);
+    } else {
+      const files = await TlsFiles.load(this.tlsOptions, this.onTlsError);
+      this.tlsFiles.push(files);
+      const secure = http2.createSecureServer({
+        ...common,
+        ...files.secureContextOptions(),
+        ALPNProtocols: ['h2'],
+        allowHTTP1: false,
+        requestCert: files.options.caFile !== undefined,
+        rejectUnauthorized: files.mutual,
+      });
+      // Handshakes after a rotation use the new files; established connections keep theirs.
+      files.onChange((ctx) => secure.setSecureContext(ctx));
+      // A failed handshake is the client's problem, not the proxy's.
+      secure.on('tlsClientError', () => {});
+      server = secure;
+    }
+    server.on('session', (s) => this.onSession(s));
+    server.on('stream', (stream, headers) => this.onStream(stream, headers));
+    return server;
   }
 
-  /** Start listening; resolves with the bound address. */
-  async listen(): Promise<AddressInfo> {
-    if (this.closed)
-      throw new GrpcKubeError('GK_ERR_DESTROYED', 'the proxy was closed; create a new GrpcProxy');
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      this.server.once('error', onError);
-      this.server.listen(this.options.port, this.options.host, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
-    this.bound = this.server.address() as AddressInfo;
-    await this.routeTable?.start();
-    // Configured targets are watched at once, so the first RPC does not wait for a list.
-    for (const t of [this.options.target, ...this.options.routes.map((r) => r.target)]) {
-      if (t !== undefined) this.poolFor(t);
+  /** The backend TLS context of the current files, made once per rotation. */
+  private backendSecureContext(): SecureContext {
+    const files = this.tlsFiles[0] as TlsFiles;
+    if (this.backendContext?.generation !== files.generation) {
+      this.backendContext = {
+        generation: files.generation,
+        context: createSecureContext(files.secureContextOptions()),
+      };
     }
-    return this.bound;
+    return this.backendContext.context;
   }
 
   /** `host:port` clients dial. */
@@ -414,7 +500,10 @@ export class GrpcProxy {
   }
 
   private async runDrain(graceMs: number): Promise<void> {
-    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const server = this.server;
+    const serverClosed = new Promise<void>((resolve) =>
+      server === undefined || !server.listening ? resolve() : server.close(() => resolve()),
+    );
     for (const s of this.sessions) this.goaway(s);
     const deadline = Date.now() + graceMs;
     while (this.calls.size > 0 && Date.now() < deadline) {
@@ -433,6 +522,7 @@ export class GrpcProxy {
     }
     this.pools.clear();
     await this.routeTable?.stop();
+    for (const f of this.tlsFiles) f.close();
     await serverClosed;
   }
 
@@ -489,6 +579,10 @@ export class GrpcProxy {
       );
       return;
     }
+    // The peer's identity comes from its certificate only, never from what it sent.
+    delete headers[PEER_ID_HEADER];
+    const peer = this.peerId(stream.session);
+    if (peer !== undefined) headers[PEER_ID_HEADER] = peer;
     const authority = headers[':authority'] ?? '';
     const path = headers[':path'] ?? '';
     let target = this.route(authority, path, headers);
@@ -521,12 +615,41 @@ export class GrpcProxy {
     call.start();
   }
 
-  private reject(stream: http2.ServerHttp2Stream, code: number, message: string): void {
+  /** The first URI SAN of the session's client certificate (mutual TLS), computed once per session. */
+  private peerId(session: http2.Http2Session | undefined): string | undefined {
+    if (session === undefined || this.tlsOptions === undefined) return undefined;
+    if (this.peerIds.has(session)) return this.peerIds.get(session);
+    const socket = session.socket as TLSSocket;
+    let id: string | undefined;
+    if (typeof socket.getPeerCertificate === 'function' && socket.authorized) {
+      const san = socket.getPeerCertificate().subjectaltname ?? '';
+      id = /(?:^|,\s*)URI:([^,]+)/.exec(san)?.[1];
+    }
+    this.peerIds.set(session, id);
+    return id;
+  }
+
+  private reject(stream: http2.ServerHttp2Stream, code: number, detail: string): void {
     this.stats.rpcs++;
     this.stats.proxyFailures++;
     const name = statusName(code);
     this.stats.byCode[name] = (this.stats.byCode[name] ?? 0) + 1;
-    stream.respond(trailersOnly(code, message), { endStream: true });
+    if (channel.hasSubscribers) {
+      channel.publish({
+        kind: 'fail',
+        service: '',
+        backends: [],
+        code,
+        detail: `${name}: ${detail}`,
+      } satisfies ProxyEvent);
+    }
+    stream.respond(trailersOnly(code, this.clientMessage(code, detail)), { endStream: true });
+  }
+
+  /** What a client reads in a status the proxy decided: the detail, or a generic line (ingress). */
+  private clientMessage(code: number, detail: string): string {
+    if (this.options.debugStatuses) return detail;
+    return GENERIC_MESSAGE[code] ?? 'the proxy could not complete the call';
   }
 
   private route(authority: string, path: string, headers: http2.IncomingHttpHeaders): ServiceTarget | string {
@@ -579,6 +702,14 @@ export class GrpcProxy {
     }
   }
 }
+
+const GENERIC_MESSAGE: Readonly<Record<number, string>> = Object.freeze({
+  [GrpcStatus.UNAVAILABLE]: 'no backend is available for this call; retry later',
+  [GrpcStatus.DEADLINE_EXCEEDED]: 'deadline exceeded in the proxy',
+  [GrpcStatus.INTERNAL]: 'the backend failed the call',
+  [GrpcStatus.CANCELLED]: 'the backend cancelled the call',
+  [GrpcStatus.RESOURCE_EXHAUSTED]: 'the backend is overloaded',
+});
 
 function header(headers: http2.IncomingHttpHeaders): (name: string) => string | undefined {
   return (name) => {

@@ -3,6 +3,7 @@ export {
   createServerKit,
   createServerKit as serveWithKit,
   maxConnectionAgeOptions,
+  serverTlsCredentials,
   SERVER_CHANNEL_NAME,
   SERVER_KIT_DEFAULTS,
   type DelayFn,
@@ -11,6 +12,8 @@ export {
   type ServerKitEvent,
   type ServerKitOptions,
   type ServerPhase,
+  type ServerTls,
   type ShutdownResult,
   type SignalSource,
 } from './kit.js';
+export { TlsError, TlsFiles, type TlsFilesOptions } from '../tls/files.js';

@@ -11,11 +11,35 @@
 // and keeps the force-close timer itself. Events go to node:diagnostics_channel 'grpc-kube:server'.
 
 import diagnostics from 'node:diagnostics_channel';
-import type { Server } from '@grpc/grpc-js';
+import type { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { TlsFiles, type TlsError, type TlsFilesOptions } from '../tls/files.js';
 
 export const SERVER_CHANNEL_NAME = 'grpc-kube:server';
+
+export interface ServerTls {
+  /** Pass to server.bindAsync(); follows the files (mutual TLS when there is a caFile). */
+  readonly credentials: ServerCredentials;
+  readonly files: TlsFiles;
+  /** Stop watching the files (after the server stopped). */
+  close(): void;
+}
+
+/**
+ * TLS server credentials from certificate, key and optional CA files, re-read when they change:
+ * cert-manager or a SPIFFE helper rotates them in place, the next handshakes use the new set,
+ * connections in use keep theirs. Throws TlsError (GK_ERR_TLS) when the files are not a usable
+ * identity; a later bad set goes to `onError` and the last good one stays in use.
+ */
+export async function serverTlsCredentials(
+  options: TlsFilesOptions,
+  onError: (err: TlsError) => void = (err) =>
+    process.stderr.write(`grpc-kube server: ${err.code}: ${err.message} (previous files kept)\n`),
+): Promise<ServerTls> {
+  const files = await TlsFiles.load(options, onError);
+  return { credentials: files.serverCredentials(), files, close: () => files.close() };
+}
 const channel = diagnostics.channel(SERVER_CHANNEL_NAME);
 
 export type ServerPhase = 'starting' | 'serving' | 'draining' | 'stopped';

@@ -10,13 +10,23 @@
 // DeltaAggregatedResources (incremental xDS, for clients that ask, e.g. Envoy) shares the cache, the
 // demand counts and the ACK/NACK rules; it sends only resources whose per-resource version differs
 // from what the client holds, and names deletions (and unknown Listeners/Clusters) as removed.
+//
+// Access, per node: a name is served only when its namespace is one the node may read (default:
+// the node's own — from its mTLS certificate's SPIFFE URI SAN, else node metadata `namespace`, else
+// a node id `<namespace>/<pod>`, else `default`) and the stream holds at most `maxNamesPerStream` names of the type. A refused name is
+// not an error on the wire: it is left out of the subscription (no demand, so no watch and no API
+// request), the client hears that it does not exist, and the refusal is logged once per stream and
+// published as a 'refused' event (XdsRefusedError).
 
 import * as grpc from '@grpc/grpc-js';
 import { channel } from 'node:diagnostics_channel';
+import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { SnapshotCache } from './cache.js';
 import {
   adsServiceDefinition,
   allRequiredInSotw,
+  CDS,
+  EDS,
   isResourceTypeUrl,
   type DeltaDiscoveryRequest,
   type DeltaResponseFrame,
@@ -24,11 +34,49 @@ import {
   type DiscoveryResponseFrame,
   type ResourceTypeUrl,
 } from './protos.js';
+import { parseClusterName, parseListenerName } from './resources.js';
+import { TlsFiles, type TlsFilesOptions } from '../tls/files.js';
 
 export interface XdsNodeInfo {
   readonly id: string;
   readonly zone: string;
   readonly userAgent: string;
+  /** The namespace the node belongs to, which it may read. */
+  readonly namespace: string;
+  /** Where `namespace` came from: its mTLS certificate, its node metadata or id, or neither. */
+  readonly namespaceFrom: 'certificate' | 'metadata' | 'default';
+}
+
+/** Names refused to a node: outside the namespaces it may read, or over the cap per stream. */
+export class XdsRefusedError extends GrpcKubeError {
+  constructor(
+    readonly node: string,
+    readonly type: ResourceTypeUrl,
+    readonly names: readonly string[],
+    readonly reason: 'namespace' | 'cap',
+    detail: string,
+  ) {
+    super(
+      'GK_ERR_XDS_REFUSED',
+      `node "${node}": ${names.length} ${shortType(type)} name(s) refused (${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}): ${detail}`,
+    );
+    this.name = 'XdsRefusedError';
+  }
+}
+
+/** Who may subscribe to what. */
+export interface AdsAccessOptions {
+  /**
+   * Namespaces a node may read beyond its own, keyed by the node's namespace ('*': every node), or
+   * 'all' to let every node read every namespace (a trusted network, or one process-wide client
+   * as in the lab). Default: its own namespace only.
+   */
+  readonly allowNamespaces?: 'all' | Readonly<Record<string, readonly string[]>>;
+  /**
+   * Most names of one type one stream may hold. Default 100: a proxyless client holds one Listener
+   * per target it dials, and each name may cost an EndpointSlice watch.
+   */
+  readonly maxNamesPerStream?: number;
 }
 
 export type AdsEvent =
@@ -50,6 +98,12 @@ export type AdsEvent =
       readonly version: string;
       readonly nonce: string;
       readonly names: readonly string[];
+    }
+  | {
+      readonly kind: 'refused';
+      readonly stream: number;
+      readonly node: XdsNodeInfo | undefined;
+      readonly error: XdsRefusedError;
     }
   | {
       readonly kind: 'ack';
@@ -83,6 +137,7 @@ export interface AdsServerOptions {
   readonly onDemand?: (type: ResourceTypeUrl, name: string, wanted: boolean) => void;
   /** Where NACKs and protocol errors are logged; default: stderr. */
   readonly log?: (line: string) => void;
+  readonly access?: AdsAccessOptions;
 }
 
 interface TypeSub {
@@ -104,15 +159,46 @@ type DeltaCall = grpc.ServerDuplexStream<DeltaDiscoveryRequest, DeltaResponseFra
 
 class AdsStream {
   node: XdsNodeInfo | undefined;
+  /** Namespaces this stream's node may read (undefined: all), set with the node. */
+  readable: ReadonlySet<string> | undefined;
   readonly subs = new Map<ResourceTypeUrl, TypeSub>();
   readonly deltaSubs = new Map<ResourceTypeUrl, DeltaSub>();
+  /** Refusal kinds already logged on this stream (one line each, however many requests). */
+  readonly logged = new Set<string>();
   closed = false;
   constructor(
     readonly id: number,
     readonly call: AdsCall | DeltaCall,
     readonly delta: boolean,
+    /** The namespace in the peer's mTLS certificate (SPIFFE URI SAN), if any. */
+    readonly certNamespace: string | undefined,
   ) {}
 }
+
+/** `spiffe://<trust domain>/ns/<namespace>/sa/<account>` in a certificate's subjectaltname. */
+export function spiffeNamespace(subjectAltName: string | undefined): string | undefined {
+  if (subjectAltName === undefined) return undefined;
+  for (const part of subjectAltName.split(/,\s*/)) {
+    const m = /^URI:spiffe:\/\/[^/]+\/ns\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/sa\/[^/]+$/.exec(part);
+    if (m !== null) return m[1];
+  }
+  return undefined;
+}
+
+/** The namespace a resource name lives in (`svc.ns:port` for LDS/RDS, `ns/svc:port` for CDS/EDS). */
+function nameNamespace(type: ResourceTypeUrl, name: string): string | undefined {
+  return (type === CDS || type === EDS ? parseClusterName(name) : parseListenerName(name))?.namespace;
+}
+
+/** A string field of a google.protobuf.Struct as protobufjs decodes it. */
+function structString(struct: unknown, key: string): string | undefined {
+  const v = (struct as { fields?: Record<string, { stringValue?: unknown }> } | null | undefined)?.fields?.[
+    key
+  ]?.stringValue;
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 export class AdsServer {
   private readonly cache: SnapshotCache;
@@ -123,13 +209,24 @@ export class AdsServer {
   private readonly listeners = new Set<(e: AdsEvent) => void>();
   private readonly unlisten: () => void;
   private server: grpc.Server | undefined;
+  private tls: TlsFiles | undefined;
   private nextStream = 1;
   private nextNonce = 1;
   private closed = false;
-  readonly stats = { streams: 0, requests: 0, responses: 0, acks: 0, nacks: 0, stale: 0 };
+  private readonly allow: 'all' | ReadonlyMap<string, readonly string[]>;
+  private readonly maxNames: number;
+  readonly stats = { streams: 0, requests: 0, responses: 0, acks: 0, nacks: 0, stale: 0, refused: 0 };
 
   constructor(opts: AdsServerOptions) {
     this.cache = opts.cache;
+    const allow = opts.access?.allowNamespaces ?? {};
+    this.allow = allow === 'all' ? 'all' : new Map(Object.entries(allow));
+    this.maxNames = opts.access?.maxNamesPerStream ?? 100;
+    if (!Number.isInteger(this.maxNames) || this.maxNames < 1)
+      throw new InvalidOptionError(
+        'access.maxNamesPerStream',
+        `must be an integer >= 1, got ${this.maxNames}`,
+      );
     this.onDemand = opts.onDemand;
     this.log = opts.log ?? ((line) => process.stderr.write(`grpc-kube xds: ${line}\n`));
     this.unlisten = this.cache.onChange((type, changed) => this.push(type, changed));
@@ -163,18 +260,31 @@ export class AdsServer {
     });
   }
 
-  /** Serve on `address` (host:port, port 0 picks one); resolves with the bound port. */
-  async listen(address: string): Promise<number> {
+  /**
+   * Serve on `address` (host:port, port 0 picks one), over TLS when `tls` is given (mutual TLS with
+   * its caFile; the files are re-read when they change); resolves with the bound port.
+   */
+  async listen(address: string, tls?: TlsFilesOptions): Promise<number> {
     if (this.closed) throw new Error('the ADS server was closed');
+    let creds = grpc.ServerCredentials.createInsecure();
+    if (tls !== undefined) {
+      this.tls = await TlsFiles.load(tls, (err) =>
+        this.log(`${err.message} (the previous files stay in use)`),
+      );
+      creds = this.tls.serverCredentials();
+    }
     const server = new grpc.Server({ 'grpc.max_concurrent_streams': 100_000 });
     this.addTo(server);
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) =>
-        err ? reject(err) : resolve(p),
-      ),
+      server.bindAsync(address, creds, (err, p) => (err ? reject(err) : resolve(p))),
     );
     this.server = server;
     return port;
+  }
+
+  /** The TLS files in use (undefined: plaintext). */
+  get tlsFiles(): TlsFiles | undefined {
+    return this.tls;
   }
 
   /** End every stream and stop serving. Idempotent. */
@@ -186,6 +296,7 @@ export class AdsServer {
     const server = this.server;
     this.server = undefined;
     server?.forceShutdown();
+    this.tls?.close();
   }
 
   private emit(e: AdsEvent): void {
@@ -198,7 +309,13 @@ export class AdsServer {
       call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'control plane shutting down' });
       return;
     }
-    const stream = new AdsStream(this.nextStream++, call, delta);
+    let certNamespace: string | undefined;
+    try {
+      certNamespace = spiffeNamespace(call.getAuthContext().sslPeerCertificate?.subjectaltname);
+    } catch {
+      // No TLS: no certificate identity.
+    }
+    const stream = new AdsStream(this.nextStream++, call, delta, certNamespace);
     this.streams.set(stream.id, stream);
     this.stats.streams++;
     this.emit({ kind: 'stream-open', stream: stream.id, peer: call.getPeer() });
@@ -234,13 +351,86 @@ export class AdsServer {
   }
 
   private captureNode(stream: AdsStream, node: DiscoveryRequest['node']): void {
-    if (stream.node === undefined && node !== null) {
-      stream.node = {
-        id: node.id ?? '',
-        zone: node.locality?.zone ?? '',
-        userAgent: node.user_agent_name ?? '',
-      };
+    if (stream.node !== undefined) return;
+    // A certificate outranks what the node says about itself; without either, Kubernetes' default.
+    // Metadata `namespace` (Istio: `NAMESPACE`), else a node id `<namespace>/<pod>` (deploy/xds).
+    const claimed =
+      structString(node?.metadata, 'namespace') ??
+      structString(node?.metadata, 'NAMESPACE') ??
+      /^([^/]+)\/[^/]+$/.exec(node?.id ?? '')?.[1];
+    const fromMetadata = claimed !== undefined && DNS_LABEL.test(claimed) ? claimed : undefined;
+    const namespace = stream.certNamespace ?? fromMetadata ?? 'default';
+    stream.node = {
+      id: node?.id ?? '',
+      zone: node?.locality?.zone ?? '',
+      userAgent: node?.user_agent_name ?? '',
+      namespace,
+      namespaceFrom:
+        stream.certNamespace !== undefined
+          ? 'certificate'
+          : fromMetadata !== undefined
+            ? 'metadata'
+            : 'default',
+    };
+    if (this.allow === 'all') return;
+    stream.readable = new Set([
+      namespace,
+      ...(this.allow.get(namespace) ?? []),
+      ...(this.allow.get('*') ?? []),
+    ]);
+  }
+
+  /** Whether the stream's node may read `name`. */
+  private mayRead(stream: AdsStream, type: ResourceTypeUrl, name: string): boolean {
+    if (stream.readable === undefined) return true;
+    const ns = nameNamespace(type, name);
+    return ns !== undefined && stream.readable.has(ns);
+  }
+
+  /**
+   * Split requested names into those the node may hold and those refused; names already held stay
+   * first in line for the cap, so a re-sent list never loses what it had.
+   */
+  private admit(
+    stream: AdsStream,
+    type: ResourceTypeUrl,
+    held: ReadonlySet<string>,
+    requested: Iterable<string>,
+  ): Set<string> {
+    const out = new Set<string>();
+    const outside: string[] = [];
+    const over: string[] = [];
+    const wanted = [...requested];
+    const ordered = [...wanted.filter((n) => held.has(n)), ...wanted.filter((n) => !held.has(n))];
+    for (const n of ordered) {
+      if (out.has(n)) continue;
+      if (!this.mayRead(stream, type, n)) outside.push(n);
+      else if (out.size >= this.maxNames) over.push(n);
+      else out.add(n);
     }
+    const node = stream.node;
+    const why = {
+      namespace: `node namespace "${node?.namespace ?? '?'}" (from its ${node?.namespaceFrom ?? '?'}) may read only ${[...(stream.readable ?? [])].join(', ')}`,
+      cap: `more than ${this.maxNames} names on one stream`,
+    } as const;
+    for (const [reason, names] of [
+      ['namespace', outside],
+      ['cap', over],
+    ] as const) {
+      if (names.length > 0)
+        this.refuse(stream, new XdsRefusedError(node?.id ?? '?', type, names, reason, why[reason]));
+    }
+    return out;
+  }
+
+  private refuse(stream: AdsStream, error: XdsRefusedError): void {
+    this.stats.refused += error.names.length;
+    const key = `${error.type} ${error.reason}`;
+    if (!stream.logged.has(key)) {
+      stream.logged.add(key);
+      this.log(`stream ${stream.id}: ${error.message} (logged once per stream)`);
+    }
+    this.emit({ kind: 'refused', stream: stream.id, node: stream.node, error });
   }
 
   /** ACK / NACK / stale bookkeeping shared by both protocol variants. */
@@ -307,11 +497,17 @@ export class AdsServer {
 
     const first = !sub.seen;
     sub.seen = true;
-    const names = new Set(req.resource_names.filter((n) => n !== '*'));
+    const names = this.admit(
+      stream,
+      type,
+      sub.names,
+      req.resource_names.filter((n) => n !== '*'),
+    );
     const wasWildcard = sub.wildcard;
+    // An empty list is a wildcard subscription (LDS/CDS); one whose names were all refused is not.
     sub.wildcard =
       req.resource_names.includes('*') ||
-      (names.size === 0 && allRequiredInSotw(type) && (first || wasWildcard));
+      (req.resource_names.length === 0 && allRequiredInSotw(type) && (first || wasWildcard));
     let added = false;
     for (const n of names) if (!sub.names.has(n)) added = true;
     // Demand first, so a translator can fill the cache before we answer from it.
@@ -370,7 +566,7 @@ export class AdsServer {
   private send(stream: AdsStream, type: ResourceTypeUrl, sub: TypeSub): void {
     if (stream.closed) return;
     const names = sub.wildcard
-      ? this.cache.names(type)
+      ? this.cache.names(type).filter((n) => this.mayRead(stream, type, n))
       : [...sub.names].filter((n) => this.cache.has(type, n));
     // RDS/EDS: absence means "not yet", so there is nothing to say until one exists. LDS/CDS: the
     // answer lists everything, and a missing name tells the client the resource does not exist.
@@ -429,11 +625,15 @@ export class AdsServer {
     const names = new Set(sub.names);
     const fresh = new Set<string>();
     let wildcardOn = false;
+    const admitted = this.admit(stream, type, names, [
+      ...names,
+      ...req.resource_names_subscribe.filter((n) => n !== '*'),
+    ]);
     for (const n of req.resource_names_subscribe) {
       if (n === '*') {
         wildcardOn = !sub.wildcard;
         sub.wildcard = true;
-      } else if (!names.has(n)) {
+      } else if (!names.has(n) && admitted.has(n)) {
         names.add(n);
         fresh.add(n);
       }
@@ -452,7 +652,12 @@ export class AdsServer {
     this.changeDemand(type, sub.names, names);
     sub.names = names;
     const candidates = wildcardOn ? new Set([...this.cache.names(type), ...names]) : fresh;
-    if (candidates.size > 0) this.sendDelta(stream, type, sub, candidates, fresh);
+    // A refused Listener/Cluster does not exist for this node: say so, as for any unknown one.
+    const refused = allRequiredInSotw(type)
+      ? req.resource_names_subscribe.filter((n) => n !== '*' && !admitted.has(n))
+      : [];
+    if (candidates.size > 0 || refused.length > 0)
+      this.sendDelta(stream, type, sub, candidates, fresh, refused);
   }
 
   private sendDelta(
@@ -461,12 +666,14 @@ export class AdsServer {
     sub: DeltaSub,
     candidates: ReadonlySet<string>,
     fresh: ReadonlySet<string> = new Set(),
+    refused: readonly string[] = [],
   ): void {
     if (stream.closed) return;
     const resources: Array<{ name: string; version: string; any: Uint8Array }> = [];
-    const removed: string[] = [];
+    const removed: string[] = [...refused];
     for (const name of candidates) {
       if (!sub.wildcard && !sub.names.has(name)) continue;
+      if (sub.wildcard && !sub.names.has(name) && !this.mayRead(stream, type, name)) continue;
       const bytes = this.cache.get(type, name);
       const version = this.cache.resourceVersion(type, name);
       if (bytes !== undefined && version !== undefined) {

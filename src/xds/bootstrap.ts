@@ -13,6 +13,11 @@ export interface BootstrapOptions {
   readonly region?: string;
   /** Node cluster (free-form; envoy requires one). */
   readonly cluster?: string;
+  /**
+   * The client's namespace, sent as node metadata `namespace`: the control plane serves a node its
+   * own namespace only (unless the node's mTLS certificate names another). Default: none (`default`).
+   */
+  readonly namespace?: string;
 }
 
 export interface XdsBootstrap {
@@ -21,7 +26,12 @@ export interface XdsBootstrap {
     channel_creds: Array<{ type: string }>;
     server_features: string[];
   }>;
-  node: { id: string; cluster: string; locality: { region?: string; zone: string } };
+  node: {
+    id: string;
+    cluster: string;
+    locality: { region?: string; zone: string };
+    metadata?: { namespace: string };
+  };
 }
 
 export function xdsBootstrap(opts: BootstrapOptions): XdsBootstrap {
@@ -29,6 +39,8 @@ export function xdsBootstrap(opts: BootstrapOptions): XdsBootstrap {
     throw new InvalidOptionError('server', `must be host:port, got "${opts.server}"`);
   if (typeof opts.nodeId !== 'string' || opts.nodeId === '')
     throw new InvalidOptionError('nodeId', 'must be a non-empty string');
+  if (opts.namespace !== undefined && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(opts.namespace))
+    throw new InvalidOptionError('namespace', `must be a Kubernetes namespace name, got "${opts.namespace}"`);
   return {
     xds_servers: [
       { server_uri: opts.server, channel_creds: [{ type: 'insecure' }], server_features: ['xds_v3'] },
@@ -37,6 +49,7 @@ export function xdsBootstrap(opts: BootstrapOptions): XdsBootstrap {
       id: opts.nodeId,
       cluster: opts.cluster ?? 'grpc-kube',
       locality: { ...(opts.region ? { region: opts.region } : {}), zone: opts.zone ?? '' },
+      ...(opts.namespace !== undefined ? { metadata: { namespace: opts.namespace } } : {}),
     },
   };
 }

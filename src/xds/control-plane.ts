@@ -12,7 +12,8 @@ import { KubeClient } from '../kube/client.js';
 import { SourceRegistry } from '../discovery/registry.js';
 import type { Subscription } from '../discovery/kube-source.js';
 import type { BackoffOptions } from '../discovery/backoff.js';
-import { AdsServer, type AdsEvent } from './ads-server.js';
+import { AdsServer, type AdsAccessOptions, type AdsEvent } from './ads-server.js';
+import type { TlsFilesOptions } from '../tls/files.js';
 import { SnapshotCache } from './cache.js';
 import {
   compileGrpcRoute,
@@ -58,6 +59,10 @@ export interface XdsControlPlaneOptions {
   readonly backoff?: BackoffOptions;
   /** Route errors, NACKs and watch failures; default: stderr. */
   readonly log?: (line: string) => void;
+  /** Which namespaces each node may subscribe to, and the cap on names per stream (ads-server.ts). */
+  readonly access?: AdsAccessOptions;
+  /** Serve ADS over TLS (mTLS with `caFile`); the files are re-read when they change. */
+  readonly tls?: TlsFilesOptions;
 }
 
 /** diagnostics_channel on which every rejected GRPCRoute is published (InvalidRouteError). */
@@ -113,6 +118,7 @@ export class XdsControlPlane {
       cache: this.cache,
       log: this.log,
       onDemand: (type, name, wanted) => this.onDemand(type, name, wanted),
+      ...(opts.access !== undefined ? { access: opts.access } : {}),
     });
     if (opts.watchRoutes !== false) {
       this.routeWatcher = new GrpcRouteWatcher(client, {
@@ -144,7 +150,7 @@ export class XdsControlPlane {
     try {
       await cp.routeWatcher?.start();
       cp.rebuild();
-      cp.boundPort = await cp.ads.listen(opts.address ?? '127.0.0.1:0');
+      cp.boundPort = await cp.ads.listen(opts.address ?? '127.0.0.1:0', opts.tls);
     } catch (err) {
       await cp.close();
       throw err;

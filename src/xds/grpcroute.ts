@@ -5,6 +5,7 @@
 // reported (InvalidRouteError, naming the route and the field) and never reaches the config: the
 // caller keeps serving that route's last good version, or nothing if it never had one.
 
+import { re2Error } from '../adapter/re2.js';
 import { GrpcKubeError } from '../errors.js';
 import type { KubeObject } from '../kube/types.js';
 import {
@@ -118,11 +119,15 @@ function isServiceKind(group: string | undefined, kind: string | undefined): boo
   return (group === undefined || group === '' || group === 'core') && (kind ?? 'Service') === 'Service';
 }
 
+/** Gateway API regexes are RE2 (matched in linear time, see src/adapter/re2.ts); others are invalid. */
 function checkRegex(key: string, field: string, re: string): void {
-  try {
-    new RegExp(re);
-  } catch (err) {
-    throw new InvalidRouteError(key, field, `is not a valid regular expression (${String(err)})`);
+  const why = re2Error(re);
+  if (why !== undefined) {
+    throw new InvalidRouteError(
+      key,
+      field,
+      `is not a valid RE2 regular expression (${why}): ${JSON.stringify(re)}`,
+    );
   }
 }
 
@@ -135,8 +140,20 @@ function isPort(p: unknown): p is number {
  * (it is for a Gateway, not for the mesh); throws InvalidRouteError for a route that is ours but wrong.
  */
 export function compileGrpcRoute(route: GrpcRoute): CompiledGrpcRoute | undefined {
+  const meta = (route as { metadata?: unknown } | null)?.metadata as GrpcRoute['metadata'] | undefined;
+  const key = `${String(meta?.namespace ?? 'default')}/${String(meta?.name ?? '?')}`;
+  try {
+    return compileChecked(route, key);
+  } catch (err) {
+    if (err instanceof GrpcKubeError) throw err;
+    // The API server validates routes against the CRD schema; a shape that slipped past it (an
+    // older CRD, a hostile writer) is an invalid route like any other, not a crash.
+    throw new InvalidRouteError(key, 'spec', `does not have the GRPCRoute shape (${(err as Error).message})`);
+  }
+}
+
+function compileChecked(route: GrpcRoute, key: string): CompiledGrpcRoute | undefined {
   const ns = route.metadata.namespace ?? 'default';
-  const key = `${ns}/${route.metadata.name ?? '?'}`;
   const spec = route.spec;
   if (spec === undefined || spec === null || typeof spec !== 'object')
     throw new InvalidRouteError(key, 'spec', 'is missing');

@@ -123,6 +123,8 @@ export interface DiscoveryRequest {
     cluster?: string;
     locality?: { region?: string; zone?: string; sub_zone?: string };
     user_agent_name?: string;
+    /** google.protobuf.Struct as protobufjs decodes it: `{ fields: { key: { stringValue } } }`. */
+    metadata?: unknown;
   } | null;
   resource_names: string[];
   type_url: string;

@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import { proxyCommand, workerExecArgv } from '../../src/cli/proxy.js';
 import { DEFAULT_NGHTTPX } from '../../src/proxy/index.js';
 import { newJsonClient, startJsonServer, unary } from './fixtures/json-service.js';
+import { until } from '../helpers/kube.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
@@ -38,9 +39,23 @@ interface ProxyProcess {
 function spawnProxy(
   t: { after(fn: () => unknown): void },
   args: readonly string[],
+  detached = false,
 ): Omit<ProxyProcess, 'address'> {
-  const child = spawn(process.execPath, [MAIN, 'proxy', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.after(() => child.kill('SIGKILL'));
+  // detached: the proxy leads its own process group, which a test can signal as a whole (Ctrl-C).
+  const child = spawn(process.execPath, [MAIN, 'proxy', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached,
+  });
+  t.after(() => {
+    if (detached && child.exitCode === null && child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // The group is gone already.
+      }
+    }
+    child.kill('SIGKILL');
+  });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
@@ -56,20 +71,25 @@ async function proxyProcess(
   t: { after(fn: () => unknown): void },
   backendPorts: readonly number[],
   extra: readonly string[] = [],
+  detached = false,
 ): Promise<ProxyProcess> {
-  const p = spawnProxy(t, [
-    '--mode',
-    'ingress',
-    '--listen',
-    '127.0.0.1:0',
-    '--target',
-    'app.prod:9000',
-    '--static',
-    `app.prod:9000=${backendPorts.map((port) => `127.0.0.1:${port}`).join(',')}`,
-    '--grace-ms',
-    '3000',
-    ...extra,
-  ]);
+  const p = spawnProxy(
+    t,
+    [
+      '--mode',
+      'ingress',
+      '--listen',
+      '127.0.0.1:0',
+      '--target',
+      'app.prod:9000',
+      '--static',
+      `app.prod:9000=${backendPorts.map((port) => `127.0.0.1:${port}`).join(',')}`,
+      '--grace-ms',
+      '3000',
+      ...extra,
+    ],
+    detached,
+  );
   // With --workers the primary's line names the worker count; it comes once all of them listen.
   const ready = extra.includes('--workers') ? /listening on (\S+) \(\d+ workers\)/ : /listening on (\S+)/;
   let exitCode: number | null | undefined;
@@ -185,6 +205,37 @@ test('grpc-kube proxy --workers 2: connections spread over both workers; SIGTERM
   assert.ok(p.lines.includes('grpc-kube proxy: all 2 workers stopped'), p.lines.join('\n'));
 });
 
+test('grpc-kube proxy --workers 2: a signal to the whole process group (Ctrl-C, systemd) drains, with the drain delay, and exits 0', async (t) => {
+  const b = await startJsonServer('b0', '127.0.0.1');
+  t.after(() => b.kill());
+  const p = await proxyProcess(t, [b.port], ['--workers', '2', '--drain-delay-ms', '2000'], true);
+  const clients = Array.from({ length: 4 }, () => newJsonClient(p.address));
+  t.after(() => clients.forEach((c) => c.close()));
+  assert.deepEqual(
+    (await Promise.all(clients.map((c) => unary(c, {})))).map((r) => r.err?.code ?? 0),
+    Array(4).fill(0),
+  );
+  const slow = clients.map((c) => unary(c, { delayMs: 400 }, { deadlineMs: 10_000 }));
+  await until(() => b.inFlight === 4, 5000);
+  const signalledAt = Date.now();
+  // Every process of the group gets it: the primary and both workers.
+  process.kill(-(p.child.pid as number), 'SIGTERM');
+  await until(() => p.lines.filter((l) => l.includes('serving 2000 ms more')).length === 2, 5000);
+  // Within the drain delay the workers still serve new RPCs on the connections they have.
+  const during = await Promise.all(clients.map((c) => unary(c, {}, { deadlineMs: 5000 })));
+  const results = await Promise.all(slow);
+  const code = await p.exited;
+  const out = `${p.stderr()}\n${p.lines.join('\n')}`;
+  assert.equal(code, 0, out);
+  assert.ok(Date.now() - signalledAt >= 2000, `exited before the drain delay was over\n${out}`);
+  assert.deepEqual(
+    [...results, ...during].map((r) => r.err?.code ?? 0),
+    Array(8).fill(0),
+  );
+  assert.equal(p.lines.filter((l) => l.startsWith('grpc-kube proxy: stopped after')).length, 2, out);
+  assert.ok(p.lines.includes('grpc-kube proxy: all 2 workers stopped'), out);
+});
+
 test('grpc-kube proxy --workers: a bad count is a typed error, a worker that cannot listen stops them all', async (t) => {
   await assert.rejects(proxyCommand([...STATIC_INGRESS, '--workers', '0']), {
     code: 'GK_ERR_INVALID_OPTION',
@@ -266,3 +317,18 @@ test(
     );
   },
 );
+
+test('grpc-kube proxy TLS flags: halves of a pair and missing files are typed errors', async () => {
+  await assert.rejects(proxyCommand([...STATIC_INGRESS, '--tls-cert', '/nonexistent.crt']), {
+    code: 'GK_ERR_INVALID_OPTION',
+    field: '--tls-cert',
+  });
+  await assert.rejects(proxyCommand([...STATIC_INGRESS, '--backend-tls-ca', '/nonexistent.crt']), {
+    code: 'GK_ERR_INVALID_OPTION',
+    field: '--backend-tls-cert',
+  });
+  await assert.rejects(
+    proxyCommand([...STATIC_INGRESS, '--tls-cert', '/nonexistent.crt', '--tls-key', '/nonexistent.key']),
+    { code: 'GK_ERR_TLS' },
+  );
+});

@@ -49,6 +49,8 @@ async function ingress(
     mode: 'ingress',
     target: TARGET,
     staticTargets: { [TARGET]: eps },
+    // These tests read which backend and Service a failure names; ingress callers get those only on request.
+    debugStatuses: true,
     ...extra,
   });
   await proxy.listen();

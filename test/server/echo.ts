@@ -32,13 +32,12 @@ export interface StartedServer {
 export async function startEchoServer(
   handler: EchoHandler,
   options: grpc.ServerOptions = {},
+  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
 ): Promise<StartedServer> {
   const server = new grpc.Server(options);
   server.addService(ECHO_SERVICE, { Echo: handler as grpc.handleUnaryCall<Buffer, Buffer> });
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(err) : resolve(p),
-    );
+    server.bindAsync('127.0.0.1:0', credentials, (err, p) => (err ? reject(err) : resolve(p)));
   });
   return { server, port, address: `127.0.0.1:${port}` };
 }

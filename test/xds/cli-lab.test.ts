@@ -86,7 +86,7 @@ test('xds serve answers ADS from a kubeconfig file and stops on its signal', asy
   });
   await until(() => address !== '');
   const s = openAds(address);
-  s.send({ type: LDS, names: [`hello.lab:${port}`], nodeId: 'cli-test' });
+  s.send({ type: LDS, names: [`hello.lab:${port}`], nodeId: 'cli-test', namespace: 'lab' });
   const r = await s.next();
   assert.equal(r.resources.length, 1);
   s.close();

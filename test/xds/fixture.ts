@@ -109,6 +109,8 @@ export interface RawAds {
     version?: string;
     error?: string;
     nodeId?: string;
+    /** Node metadata `namespace` (first request only). */
+    namespace?: string;
   }): void;
   next(timeoutMs?: number): Promise<DecodedResponse>;
   close(): void;
@@ -145,9 +147,9 @@ function responses<T>(
   };
 }
 
-export function openAds(address: string): RawAds {
+export function openAds(address: string, creds = grpc.credentials.createInsecure()): RawAds {
   const Client = grpc.makeGenericClientConstructor(adsClientDefinition(), 'Ads');
-  const client = new Client(address, grpc.credentials.createInsecure());
+  const client = new Client(address, creds);
   const call = (
     client as unknown as { StreamAggregatedResources(): grpc.ClientDuplexStream<unknown, DecodedResponse> }
   ).StreamAggregatedResources();
@@ -157,7 +159,15 @@ export function openAds(address: string): RawAds {
     send(req) {
       call.write({
         version_info: req.version ?? '',
-        node: first ? { id: req.nodeId ?? 'raw', locality: { zone: 'zone-a' } } : null,
+        node: first
+          ? {
+              id: req.nodeId ?? 'raw',
+              locality: { zone: 'zone-a' },
+              ...(req.namespace !== undefined
+                ? { metadata: { fields: { namespace: { stringValue: req.namespace } } } }
+                : {}),
+            }
+          : null,
         resource_names: req.names,
         type_url: req.type,
         response_nonce: req.nonce ?? '',

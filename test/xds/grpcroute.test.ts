@@ -145,3 +145,36 @@ test('listener and cluster names round-trip and reject what we do not serve', ()
   for (const bad of ['app:80', 'app.ns', 'app.ns:0', 'App.ns:80', 'app.ns.svc:80', 'app.ns:70000'])
     assert.equal(parseListenerName(bad), undefined, bad);
 });
+
+test('regular expressions are RE2: what RE2 rejects (backreferences, lookaround, unbalanced) is an invalid route with the reason', () => {
+  const withRegex = (value: string): GrpcRoute['spec'] => ({
+    parentRefs: parent,
+    rules: [
+      {
+        matches: [{ headers: [{ type: 'RegularExpression', name: 'x-user', value }] }],
+        backendRefs: backend,
+      },
+    ],
+  });
+  const cases: Array<[string, RegExp]> = [
+    ['(a)\\1', /invalid escape sequence/],
+    ['(?=admin)a.*', /invalid perl operator/],
+    ['(?<!x)y', /invalid perl operator/],
+    // Valid inside the `^(?:…)$` the match wraps it in, invalid on its own.
+    ['a)|(b', /unexpected \)|missing \)/],
+    ['a{1001}', /invalid repetition size/],
+  ];
+  for (const [value, reason] of cases) {
+    assert.throws(
+      () => compileGrpcRoute(route(withRegex(value))),
+      (e: unknown) =>
+        e instanceof InvalidRouteError &&
+        e.field === 'spec.rules[0].matches[0].headers[0].value' &&
+        /RE2/.test(e.message) &&
+        reason.test(e.message),
+      value,
+    );
+  }
+  // RE2 syntax JavaScript lacks is accepted.
+  assert.ok(compileGrpcRoute(route(withRegex('(?i)alice|\\pL+'))));
+});

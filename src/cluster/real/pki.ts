@@ -52,7 +52,11 @@ async function ecKey(dir: string, name: string): Promise<void> {
   await openssl(dir, ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', name]);
 }
 
-async function signed(
+/**
+ * A key `name.key` and a certificate `name.crt` signed by the CA in `dir` (ca.crt, ca.key), with the
+ * given subject and X.509 extensions (openssl extfile text). Also used by tests that need TLS peers.
+ */
+export async function signed(
   dir: string,
   name: string,
   subject: string,
@@ -88,8 +92,8 @@ async function signed(
  * the first address of the service range: in-cluster clients reach the apiserver by it, so it belongs
  * in the serving certificate like the `kubernetes.default.svc` names.
  */
-export async function generateLabPki(dir: string, serviceClusterIp: string): Promise<LabPki> {
-  const days = 30;
+/** A self-signed CA in `dir` (ca.key, ca.crt). */
+export async function createCa(dir: string, commonName: string, days: number): Promise<void> {
   await ecKey(dir, 'ca.key');
   await openssl(dir, [
     'req',
@@ -98,7 +102,7 @@ export async function generateLabPki(dir: string, serviceClusterIp: string): Pro
     '-key',
     'ca.key',
     '-subj',
-    '/CN=grpc-kube-lab-ca',
+    `/CN=${commonName}`,
     '-days',
     String(days),
     '-sha256',
@@ -109,6 +113,11 @@ export async function generateLabPki(dir: string, serviceClusterIp: string): Pro
     '-out',
     'ca.crt',
   ]);
+}
+
+export async function generateLabPki(dir: string, serviceClusterIp: string): Promise<LabPki> {
+  const days = 30;
+  await createCa(dir, 'grpc-kube-lab-ca', days);
   const sans = [
     'DNS:localhost',
     'DNS:kubernetes',

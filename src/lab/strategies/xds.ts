@@ -19,6 +19,8 @@ export const xds: LabStrategy = {
       kubeConfigYaml: env.kubeConfigYaml,
       address: registeredXdsAddress() ?? '127.0.0.1:0',
       routeNamespace: env.namespace,
+      // The process has one xDS client (one node) for every run, whatever namespace a run uses.
+      access: { allowNamespaces: 'all' },
       log: (l) => {
         // Kept for the handle's diagnostics; the lab report reads traffic, not logs.
         if (lines.length < 200) lines.push(l);
