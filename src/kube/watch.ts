@@ -167,9 +167,13 @@ export class ListWatch<T extends KubeObject> {
                     cause: err,
                   },
                 );
-          // A bad answer may mean our state is wrong: read it whole again. A disconnect or a short
-          // watch leaves it right: watch again from where we are.
-          if (e.code !== 'GK_ERR_KUBE_UNREACHABLE' && !(err instanceof ShortWatchError))
+          // A bad answer may mean our state is wrong: read it whole again. A disconnect, no answer in
+          // time (a server restarting) or a short watch leaves it right: watch again from where we are.
+          if (
+            e.code !== 'GK_ERR_KUBE_UNREACHABLE' &&
+            e.code !== 'GK_ERR_KUBE_TIMEOUT' &&
+            !(err instanceof ShortWatchError)
+          )
             this.resourceVersion = undefined;
           this.setStatus('retrying');
           this.safely(() => this.handlers.onError(e));

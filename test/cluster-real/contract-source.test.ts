@@ -527,11 +527,15 @@ describe('KubernetesEndpointSource against the real kube-apiserver', { skip: ski
     await cp.restartApiServer();
     console.log(`# apiserver restarted in ${Date.now() - t0} ms`);
     await putSlice('echo-d', [{ ip: '10.244.4.1' }]);
+    // The old resourceVersion is gone after the restart: the source re-lists, by the 410 when its next
+    // watch asks for it, or at once when the restarting server gave it an answer that is not a plain
+    // disconnect (which one depends on the machine's speed). Either way it follows the new slice.
     await eventually(
-      're-listed after 410',
-      () => src.stats.expired >= 1 && r.now().includes('10.244.4.1=ready'),
+      're-listed after the restart',
+      () => (src.stats.expired >= 1 || src.stats.lists >= 2) && r.now().includes('10.244.4.1=ready'),
       30_000,
     );
+    t.diagnostic(`expired ${src.stats.expired}, lists ${src.stats.lists}, errors ${src.stats.errors}`);
     assert.ok(src.stats.lists >= 2, `lists ${src.stats.lists}`);
     assert.deepEqual(r.removed(), [], 'the re-list is diffed: no endpoint flapped');
     assert.deepEqual(r.now(), ['10.244.1.1=ready', '10.244.1.2=ready', '10.244.4.1=ready']);
