@@ -46,7 +46,7 @@ export interface NodeScriptRuntimeOptions {
   /** Path of the JavaScript file to run with this Node.js binary. */
   readonly script: string;
   /**
-   * Instead of the script: a shell command line run by /bin/sh -c (`grpc-kube lab --pod-command`),
+   * Instead of the script: a command line run as `/bin/sh -c 'exec CMD'` (`grpc-kube lab --pod-command`),
    * given the pod's identity in its environment, including PORT (= POD_PORT).
    */
   readonly shellCommand?: string;
@@ -102,7 +102,9 @@ export class NodeScriptRuntime implements PodRuntime {
    * (e.g. in `ip netns exec`). Throwing rejects start() with that error.
    */
   protected command(spec: PodStartSpec): readonly [string, string[]] {
-    if (this.opts.shellCommand !== undefined) return ['/bin/sh', ['-c', this.opts.shellCommand]];
+    // `exec`: the user's program replaces the shell, so it is the pod's process — it gets SIGTERM and
+    // SIGKILL, and dies with the kubelet (a shell in between would leave it running and undrained).
+    if (this.opts.shellCommand !== undefined) return ['/bin/sh', ['-c', `exec ${this.opts.shellCommand}`]];
     return [process.execPath, [this.opts.script, ...(this.opts.args?.(spec) ?? [])]];
   }
 

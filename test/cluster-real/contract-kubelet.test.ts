@@ -215,7 +215,8 @@ describe('RealKubelet on the real control plane', { skip }, () => {
     await eventually('namespace removed', () => !net.pods().some((p) => p.ip === victim.address), 10_000);
     await eventually('3 ready again', () => current.filter((e) => e.state === 'ready').length === 3, 30_000);
     assert.ok(kubelet.stats.binds >= 4);
-    assert.ok(kubelet.stats.deletes >= 1);
+    // Under load a DELETE can be retried after its first try landed: the retry then reads 404.
+    assert.ok(kubelet.stats.deletes + kubelet.stats.deletesAlreadyGone >= 1);
     assert.ok(kubelet.stats.heartbeats >= 2);
     assert.deepEqual(errors, []);
   });

@@ -50,7 +50,17 @@ for (const { name, clientDefaults } of CASES) {
           `${name} ${s}: rpcs ${r.rpcs} failed ${r.failed} balance ${r.balanceMaxOverMean} never served ${r.newPodsNeverServed} p99 ${r.latencyMs.p99} ms`,
         );
         assert.ok(r.rpcs > 100, `${s} ran`);
-        assert.equal(r.failed, 0, `${s}: ${JSON.stringify(r.failedByCode)}`);
+        if (name === 'pod-kill') {
+          // A SIGKILLed pod takes the RPCs it was answering with it: the proxy cannot know whether
+          // they ran, so it does not replay them. Only those may fail (at most one per client loop,
+          // 2 clients × 5), and only as UNAVAILABLE; everything else holds.
+          assert.ok(r.failed <= 10, `${s}: ${r.failed} failed`);
+          assert.deepEqual(
+            Object.keys(r.failedByCode).filter((c) => c !== 'UNAVAILABLE'),
+            [],
+            s,
+          );
+        } else assert.equal(r.failed, 0, `${s}: ${JSON.stringify(r.failedByCode)}`);
         assert.equal(r.newPodsNeverServed, 0, s);
         // P2C over a few hundred RPCs: ~1.0–1.4 here; ClusterIP in the same scenarios shows 2.5–5.
         // (canary-shift weights pods on purpose: balance is not the measure there, serving every

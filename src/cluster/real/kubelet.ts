@@ -57,6 +57,8 @@ export interface RealKubeletStats {
   statusWrites: number;
   conflicts: number;
   deletes: number;
+  /** Final DELETEs answered 404: the pod was already gone (e.g. a retried DELETE whose first try landed). */
+  deletesAlreadyGone: number;
   heartbeats: number;
   lists: number;
   watches: number;
@@ -99,6 +101,7 @@ export class RealKubelet implements PodWorkerHost {
     statusWrites: 0,
     conflicts: 0,
     deletes: 0,
+    deletesAlreadyGone: 0,
     heartbeats: 0,
     lists: 0,
     watches: 0,
@@ -573,7 +576,8 @@ export class RealKubelet implements PodWorkerHost {
       this.stats.deletes++;
     } catch (err) {
       const code = statusOf(err);
-      if (code !== 404 && code !== 409) throw err;
+      if (code === 404) this.stats.deletesAlreadyGone++;
+      else if (code !== 409) throw err;
     }
   }
 }
