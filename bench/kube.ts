@@ -6,7 +6,7 @@
 // three times over, timed from the server's first write to each subscriber's update (same-machine
 // wall clock). Then an empty-watch server (200, no event, end) measures how hard one channel hits
 // the API with the default backoff.
-// Figures (FIGURES.md): servicesWatched, staleServices (did not follow a change within 10 s),
+// Figures: servicesWatched, staleServices (did not follow a change within 10 s),
 // changeToAllChannelsMs {p50, p99}, requestsPerSecondEmptyWatchServer, bytesPerWatchedService.
 
 import { fork, type ChildProcess } from 'node:child_process';

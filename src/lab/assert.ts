@@ -24,7 +24,7 @@ export interface LabAssertion {
   readonly value: number;
 }
 
-/** The numeric figures of a run record an assertion may name (FIGURES.md keys). */
+/** The numeric figures of a run record an assertion may name (the `--json` keys, docs/lab.md). */
 export const ASSERTABLE_FIGURES: readonly string[] = [
   'rpcs',
   'failed',

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 
-/** The `harness` object of a lab run record (FIGURES.md key order). */
+/** The `harness` object of a lab run record (key order as `--json` writes it, docs/lab.md). */
 export interface HarnessRecord {
   loopDelayMsP99: number;
   loopDelayMsMax: number;
