@@ -7,6 +7,7 @@
 // byte offset, drip slowly, send garbage or truncated JSON, a huge line, an empty watch, a 410, hang,
 // go half-open, or behave.
 
+import { seededRandom } from '../../src/balancer/runtime.js';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as http from 'node:http';
@@ -92,17 +93,6 @@ interface WatchSub extends Selection {
   send: (c: Change) => void;
 }
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export const TOKEN = 'adversary-token';
 
 let pemCache: { key: Buffer; cert: Buffer } | undefined;
@@ -174,7 +164,7 @@ export class AdversarialApiServer {
       maxConcurrentStreams: 100,
       ...opts,
     };
-    this.rng = mulberry32(this.opts.seed);
+    this.rng = seededRandom(this.opts.seed);
   }
 
   static async start(opts: AdversarialOptions): Promise<AdversarialApiServer> {

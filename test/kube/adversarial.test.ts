@@ -5,19 +5,13 @@
 // follow the server within a bound: 0 crashes, 0 stale Services, requests and memory bounded.
 // GK_ADVERSARIAL_SEED picks another seed; GK_ADVERSARIAL_ROUNDS another number of rounds per transport.
 
+import { seededRandom } from '../../src/balancer/runtime.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
 import { KubeClient } from '../../src/kube/client.js';
 import { until } from '../helpers/kube.js';
-import {
-  AdversarialApiServer,
-  FAULTS,
-  mulberry32,
-  slice,
-  type Fault,
-  type Transport,
-} from './adversarial-server.js';
+import { AdversarialApiServer, FAULTS, slice, type Fault, type Transport } from './adversarial-server.js';
 
 const SEED = Number(process.env.GK_ADVERSARIAL_SEED ?? 13);
 const ROUNDS = Number(process.env.GK_ADVERSARIAL_ROUNDS ?? 70);
@@ -35,7 +29,7 @@ interface RunResult {
 }
 
 async function run(transport: Transport, seed: number): Promise<RunResult> {
-  const rng = mulberry32(seed);
+  const rng = seededRandom(seed);
   const api = await AdversarialApiServer.start({
     transport,
     seed,
@@ -66,7 +60,7 @@ async function run(transport: Transport, seed: number): Promise<RunResult> {
         backoff: { initialMs: 10, maxMs: 100 },
         listTimeoutMs: 400,
         bookmarkIntervalMs: 100,
-        random: mulberry32(seed * 31 + i),
+        random: seededRandom(seed * 31 + i),
       });
       sources.push(src);
       src.subscribe(

@@ -11,17 +11,10 @@ import type { Endpoint, EndpointView } from '../../src/discovery/endpoint.js';
 import type { EndpointListener } from '../../src/discovery/kube-source.js';
 import { seededRandom } from '../../src/balancer/runtime.js';
 import { createPicker } from '../../src/proxy/picker.js';
+import { until } from '../helpers/kube.js';
 import { ServicePool } from '../../src/proxy/pool.js';
 
 const view = (eps: Endpoint[]): EndpointView => ({ size: eps.length, endpoints: () => eps });
-
-async function until(check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 test('a new ready backend is warmed at once and gets no pick until its handshake completes', async (t) => {
   const h2 = http2.createServer();
@@ -56,11 +49,11 @@ test('a new ready backend is warmed at once and gets no pick until its handshake
 
   listener?.onEndpoints(view([a]), { added: [a], removed: [], changed: [] });
   // Warmed by the update alone: no RPC asked for it.
-  await until(() => pool.backend(keyA)?.handshaken === true, 'A to connect');
+  await until(() => pool.backend(keyA)?.handshaken === true, 20_000); // A connects
 
   listener?.onEndpoints(view([a, b]), { added: [b], removed: [], changed: [] });
   assert.equal(pool.backend(keyB)?.sessionCount, 1, 'B is being connected before any pick');
-  await until(() => held.length === 1, "B's TCP accept");
+  await until(() => held.length === 1, 20_000); // B's TCP accept
   const picks = new Map<string, number>();
   for (let i = 0; i < 200; i++) {
     const o = pool.pick(new Set());
