@@ -7,7 +7,7 @@
 // The verdict is a pure function of the figures and the run's deadline (harnessVerdict), so tests pin
 // it with hand-made numbers; the monitor also keeps a per-bucket series for the report's plots.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 
@@ -55,23 +55,51 @@ export const SATURATION_LIMITS = {
  * that outside work delays neither the clients' event loop nor, through inheritance, the pods and
  * proxies the lab starts (which the lab then makes nicer than itself, see POD_NICE). Returns the
  * function that puts back the niceness it found; a no-op where raising is not allowed.
+ *
+ * With the kernel's autogroup scheduling on (sched_autogroup_enabled, the default of most
+ * distributions), a process's niceness only weighs against processes of its own session: every
+ * session shares the CPU as one group. The lab therefore gives its session's group the same
+ * niceness, else a build or test run in another terminal takes half the machine whatever the lab's
+ * own niceness says.
  */
 export const LAB_PROCESS_NICE = -10;
 
+const AUTOGROUP = '/proc/self/autogroup';
+
+/** The niceness of this process's autogroup ("/autogroup-N nice K"), or undefined where there is none. */
+export function readAutogroupNice(text: string): number | undefined {
+  const m = /\bnice\s+(-?\d+)\s*$/.exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
 export function raiseLabPriority(nice = LAB_PROCESS_NICE): () => void {
-  let before: number;
+  const restore: Array<() => void> = [];
   try {
-    before = getPriority();
-    if (before <= nice) return () => {};
-    setPriority(nice);
+    const before = getPriority();
+    if (before > nice) {
+      setPriority(nice);
+      // Raising back to a nicer value is always allowed; nothing to do if the process is exiting.
+      restore.push(() => setPriority(before));
+    }
   } catch {
-    return () => {}; // EACCES without root: the lab runs at the niceness it was given
+    // EACCES without root: the lab runs at the niceness it was given
+  }
+  try {
+    const before = readAutogroupNice(readFileSync(AUTOGROUP, 'utf8'));
+    if (before !== undefined && before > nice) {
+      writeFileSync(AUTOGROUP, String(nice));
+      restore.push(() => writeFileSync(AUTOGROUP, String(before)));
+    }
+  } catch {
+    // No autogroup (kernel option off or absent) or no right to raise it: nothing to weigh against.
   }
   return () => {
-    try {
-      setPriority(before);
-    } catch {
-      // raising back to a nicer value is always allowed; nothing to do if the process is exiting
+    for (const r of restore.reverse()) {
+      try {
+        r();
+      } catch {
+        // best effort on the way out
+      }
     }
   };
 }

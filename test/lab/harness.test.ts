@@ -2,6 +2,8 @@
 // numbers, and the monitor against a real event-loop stall of this process.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { test } from 'node:test';
 import {
   HarnessMonitor,
@@ -9,6 +11,8 @@ import {
   busyPct,
   harnessVerdict,
   parseProcStat,
+  raiseLabPriority,
+  readAutogroupNice,
   type CpuTimes,
 } from '../../src/lab/harness.js';
 
@@ -95,4 +99,31 @@ test('HarnessMonitor sees a real stall of this event loop and the CPU readings i
   assert.equal(figures.machineCpuBusyPct, 45);
   assert.equal(series.loopLimitMs, 500);
   assert.deepEqual(m.stop(), { figures, series }, 'stop() is idempotent');
+});
+
+test('raiseLabPriority raises the process and its autogroup (root), and puts both back', (t) => {
+  assert.equal(readAutogroupNice('/autogroup-112 nice 0\n'), 0);
+  assert.equal(readAutogroupNice('/autogroup-7 nice -5'), -5);
+  assert.equal(readAutogroupNice('garbage'), undefined);
+  if (process.getuid?.() !== 0) {
+    t.skip('raising a priority needs root; without it the lab runs as it was started (a no-op)');
+    return;
+  }
+  const group = (): number | undefined => {
+    try {
+      return readAutogroupNice(readFileSync('/proc/self/autogroup', 'utf8'));
+    } catch {
+      return undefined; // a kernel without autogroup
+    }
+  };
+  const [nice0, group0] = [getPriority(), group()];
+  const restore = raiseLabPriority(-7);
+  try {
+    assert.equal(getPriority(), Math.min(nice0, -7));
+    if (group0 !== undefined) assert.equal(group(), Math.min(group0, -7));
+  } finally {
+    restore();
+  }
+  assert.equal(getPriority(), nice0);
+  assert.equal(group(), group0);
 });
