@@ -181,6 +181,11 @@ export class AdversarialApiServer {
     return this.subs.size;
   }
 
+  /** The label values (`key=value` → value) of the watches open now, sorted: who holds a watch. */
+  get watchedSelectors(): string[] {
+    return [...this.subs].map((s) => s.selector?.[1] ?? '').sort();
+  }
+
   kubeConfigYaml(extraCluster: string[] = []): string {
     const tlsLines =
       this.pem === undefined ? [] : [`    certificate-authority-data: ${this.pem.cert.toString('base64')}`];

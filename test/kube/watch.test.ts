@@ -241,17 +241,23 @@ test('HTTP/1.1: the watch limit is explicit: over it a Service is retrying with 
   for (let i = 0; i < 12; i++) api.put(SLICES, slice('default', `s${i}`, ['10.2.0.1']));
   const c = client(t, api, { maxHttp1Watches: 10 });
   const fs = Array.from({ length: 12 }, (_, i) => follow(t, c, `s${i}`));
-  await until(() => c.stats.watchLimitRejections >= 2 && api.openWatches === 10, 10_000);
+  const names = (status: string): string[] =>
+    fs.flatMap((f, i) => (f.src.status === status ? [`s${i}`] : [])).sort();
+  // The server counts a watch open before the client has read its response head: wait until the two
+  // sides agree (under load that takes a moment), then check that they agree on WHO holds a watch.
+  await until(
+    () => c.stats.watchLimitRejections >= 2 && api.openWatches === 10 && names('synced').length === 10,
+    20_000,
+  );
   assert.equal(c.stats.protocol, 'http/1.1');
-  const synced = fs.filter((f) => f.src.status === 'synced').length;
-  assert.equal(synced, 10, 'only Services with an open watch say synced');
-  assert.equal(fs.filter((f) => f.src.status === 'retrying').length, 2, 'the other two say retrying');
+  assert.deepEqual(names('synced'), api.watchedSelectors, 'only Services with an open watch say synced');
+  assert.equal(names('retrying').length, 2, 'the other two say retrying');
   // Free two watches: the two waiting Services get theirs and follow changes.
   await fs[0]?.src.stop();
   await fs[1]?.src.stop();
-  await until(() => fs.slice(2).every((f) => f.src.status === 'synced'), 10_000);
+  await until(() => fs.slice(2).every((f) => f.src.status === 'synced'), 20_000);
   for (let i = 2; i < 12; i++) api.put(SLICES, slice('default', `s${i}`, ['10.2.0.2']));
-  await until(() => fs.slice(2).every((f) => f.ips().join() === '10.2.0.2'), 10_000);
+  await until(() => fs.slice(2).every((f) => f.ips().join() === '10.2.0.2'), 20_000);
 });
 
 test('http:// servers (kubectl proxy) work without insecure-skip-tls-verify', async (t) => {
