@@ -7,29 +7,11 @@
 // module that loads grpc-js, and this module loads the lab itself with dynamic imports.
 
 import { writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { LAB_FLAGS, parseCommandLine } from './options.js';
 
 export async function labCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      scenario: { type: 'string' },
-      strategy: { type: 'string' },
-      quick: { type: 'boolean' },
-      json: { type: 'string' },
-      report: { type: 'string' },
-      seed: { type: 'string' },
-      cluster: { type: 'string' },
-      clients: { type: 'string' },
-      pacing: { type: 'string' },
-      pods: { type: 'string' },
-      'client-defaults': { type: 'boolean' },
-      'pod-nice': { type: 'string' },
-      'pod-command': { type: 'string' },
-      assert: { type: 'string', multiple: true },
-    },
-  });
+  const { values } = parseCommandLine(LAB_FLAGS, args);
   const { builtinScenarios, scaleScenario, SCENARIO_NAMES } = await import('../lab/scenario.js');
   const { STRATEGIES, OPTIONAL_STRATEGIES } = await import('../lab/strategies/index.js');
   const { runScenario, POD_SHUTDOWNS } = await import('../lab/runner.js');
