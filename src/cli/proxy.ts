@@ -18,6 +18,8 @@
 // --data-plane nghttpx keeps grpc-kube's discovery and puts a native data path under it: nghttpx
 // carries the RPCs, its backends replaced through its API on every EndpointSlice change (see
 // src/proxy/nghttpx.ts). Ingress with one --target, round robin; no GRPCRoutes or proxy retries.
+// Should nghttpx die, the command fails with GK_ERR_PROXY_DATA_PLANE (exit 1): a proxy process
+// that lives on with nothing listening would pass a liveness check and serve nobody.
 
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
@@ -126,6 +128,8 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       );
     }
     const { registry, namespace } = registryFor(!(values.target in staticTargets));
+    let died: (err: GrpcKubeError) => void = () => {};
+    const dataPlaneDied = new Promise<GrpcKubeError>((resolve) => (died = resolve));
     const dp = new NghttpxDataPlane({
       target: values.target,
       defaultNamespace: namespace,
@@ -135,6 +139,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       port: listen.port,
       workers,
       onError: (err) => process.stderr.write(`grpc-kube proxy: ${err.code}: ${err.message}\n`),
+      onExit: (err) => died(err),
     });
     // Listening for SIGTERM before nghttpx starts: a signal during start-up must still stop it,
     // not kill this process and leave nghttpx running.
@@ -146,7 +151,14 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       throw err;
     }
     out(`grpc-kube proxy: ingress listening on ${dp.address} (data plane nghttpx, ${workers} workers)`);
-    await stopped;
+    // nghttpx dying is this process failing: exit 1 (GK_ERR_PROXY_DATA_PLANE) so the pod restarts,
+    // instead of a live process with nothing listening.
+    const death = await Promise.race([stopped.then(() => undefined), dataPlaneDied]);
+    if (death !== undefined) {
+      await dp.stop(0);
+      await registry?.close();
+      throw death;
+    }
     if (drainDelayMs > 0) await new Promise((r) => setTimeout(r, drainDelayMs));
     out(`grpc-kube proxy: draining nghttpx (grace ${graceMs} ms)`);
     await dp.stop(graceMs);
