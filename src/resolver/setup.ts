@@ -3,7 +3,6 @@
 // per Service, and `dns-poll:///hello.default.svc.cluster.local:50051` re-resolves a headless
 // Service on an interval.
 
-import type { KubeConfig } from '@kubernetes/client-node';
 import {
   registerResolver,
   splitHostPort,
@@ -18,12 +17,16 @@ import { SourceRegistry } from '../discovery/registry.js';
 import { portSelectorText } from '../discovery/slices.js';
 import { GrpcKubeError, InvalidOptionError, InvalidTargetError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
+import type { KubeConfigLike } from '../kube/kubeconfig.js';
 import { EndpointResolver, serviceConfigFor, type ResolverSettings } from './endpoint-resolver.js';
 import { parseKubernetesTarget } from './target.js';
 
 export interface SetupOptions {
-  /** Where the Kubernetes API is: a KubeConfig, kubeconfig YAML, or a KubeClient. Default: in-cluster, then KUBECONFIG. */
-  kubeConfig?: KubeConfig | string | KubeClient;
+  /**
+   * Where the Kubernetes API is: kubeconfig YAML, a KubeClient, or a loaded configuration (ours, from
+   * loadKubeConfig(), or @kubernetes/client-node's KubeConfig). Default: KUBECONFIG, ~/.kube/config, then in-cluster.
+   */
+  kubeConfig?: KubeConfigLike | string | KubeClient;
   /** LB policy of the default service config (overridden per channel by `grpc-kube.lb_policy` or `grpc.service_config`). */
   defaultLbPolicy?: string;
   /** Default interval of `dns-poll:` targets (channel option `grpc-kube.dns_poll_interval_ms` overrides). */
