@@ -13,7 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { isAbsolute, join } from 'node:path';
 import { isIPv6 } from 'node:net';
-import { GrpcKubeError } from '../errors.js';
+import { GrpcKubeError, missingPackage } from '../errors.js';
 
 export interface KubeCluster {
   readonly name: string;
@@ -166,11 +166,10 @@ async function loadClientNode(cluster: KubeCluster | null, user: KubeUser): Prom
   try {
     mod = (await import('@kubernetes/client-node')) as unknown as typeof mod;
   } catch (err) {
-    throw new GrpcKubeError(
-      'GK_ERR_KUBE_CONFIG',
-      `the kubeconfig user "${user.name}" gets its credentials from a plugin (exec or auth-provider), which ` +
-        'needs @kubernetes/client-node: npm install @kubernetes/client-node',
-      { cause: err },
+    throw missingPackage(
+      '@kubernetes/client-node',
+      `the kubeconfig user "${user.name}" (credentials from an exec or auth-provider plugin)`,
+      err,
     );
   }
   const kc = new mod.KubeConfig();
