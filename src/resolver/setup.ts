@@ -102,8 +102,8 @@ function kubernetesSettings(target: GrpcUri, options: ChannelOptions): ResolverS
   const reg = registryOf(s);
   const ns = t.namespace ?? (reg instanceof SourceRegistry ? reg.kubeClient.defaultNamespace : 'default');
   const describe = `Service ${ns}/${t.service} port ${portSelectorText(t.port)}`;
-  if (!(reg instanceof SourceRegistry)) return { describe, open: reg, serviceConfig };
-  return { describe, open: (l) => reg.subscribe(ns, t.service, t.port, l), serviceConfig };
+  if (!(reg instanceof SourceRegistry)) return { describe, open: reg, serviceConfig, ready: ready() };
+  return { describe, open: (l) => reg.subscribe(ns, t.service, t.port, l), serviceConfig, ready: ready() };
 }
 
 class DnsPollResolver extends EndpointResolver {
@@ -138,10 +138,37 @@ function dnsPollSettings(target: GrpcUri, options: ChannelOptions): ResolverSett
       intervalMs: opt ?? s.opts.dnsPollIntervalMs,
       server: target.authority || undefined,
     });
-    return { describe: `DNS name ${host} port ${port}`, open: (l) => feed.subscribe(l), serviceConfig };
+    return {
+      describe: `DNS name ${host} port ${port}`,
+      open: (l) => feed.subscribe(l),
+      serviceConfig,
+      ready: ready(),
+    };
   } catch (err) {
     return { describe: uriToString(target), open: err as GrpcKubeError, serviceConfig };
   }
+}
+
+let policies: (() => Promise<unknown>) | undefined;
+let policiesReady: Promise<void> | undefined;
+
+/**
+ * grpc-kube/register: the grpc_kube_* policies are imported with the first `kubernetes:` or
+ * `dns-poll:` channel instead of at start-up, and that channel's first resolution waits for them
+ * (it waits for the API's list anyway). The root index imports them statically and sets no loader.
+ */
+export function loadPoliciesWithFirstChannel(load: () => Promise<unknown>): void {
+  policies = load;
+}
+
+function ready(): Promise<void> | undefined {
+  if (policies === undefined) return undefined;
+  const load = policies;
+  policiesReady ??= load().then(
+    () => undefined,
+    () => undefined, // a failed import leaves the policies unregistered; grpc-js then says which is missing
+  );
+  return policiesReady;
 }
 
 function current(): State {

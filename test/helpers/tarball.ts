@@ -47,20 +47,37 @@ async function npm(args: string[], cwd: string): Promise<string> {
  * install or `npm pack` from a clean clone runs is skipped here, the dist is the same).
  */
 export function pack(): Promise<Packed> {
-  packed ??= (async () => {
-    const dest = await tempDir('gk-pack-');
-    const out = await npm(['pack', '--ignore-scripts', '--json', '--pack-destination', dest], REPO_ROOT);
-    const info = (
-      JSON.parse(out) as Array<{ filename: string; files: { path: string }[]; unpackedSize: number }>
-    )[0];
-    if (info === undefined) throw new Error(`npm pack printed no package: ${out}`);
-    return {
-      tarball: join(dest, info.filename),
-      files: info.files.map((f) => f.path),
-      unpackedBytes: info.unpackedSize,
-    };
-  })();
+  packed ??= tempDir('gk-pack-').then((dest) => packInto(dest, { prepare: false }));
   return packed;
+}
+
+/** `npm pack` into `dest`; with `prepare` the package's own build runs first, as for a publish. */
+export async function packInto(dest: string, opts: { prepare: boolean }): Promise<Packed> {
+  const flags = opts.prepare ? [] : ['--ignore-scripts'];
+  const out = await npm(['pack', ...flags, '--json', '--pack-destination', dest], REPO_ROOT);
+  // With prepare, the build's own output precedes the JSON.
+  const info = (
+    JSON.parse(out.slice(out.indexOf('[\n'))) as Array<{
+      filename: string;
+      files: { path: string }[];
+      unpackedSize: number;
+    }>
+  )[0];
+  if (info === undefined) throw new Error(`npm pack printed no package: ${out}`);
+  return {
+    tarball: join(dest, info.filename),
+    files: info.files.map((f) => f.path),
+    unpackedBytes: info.unpackedSize,
+  };
+}
+
+/** Make `dir` a fresh ES-module project with `tarball` and `@grpc/grpc-js@grpcJs` installed. */
+export async function installInto(dir: string, tarball: string, grpcJs: string): Promise<void> {
+  await writeFile(
+    join(dir, 'package.json'),
+    JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, type: 'module' }),
+  );
+  await npm(['install', '--prefer-offline', tarball, `@grpc/grpc-js@${grpcJs}`], dir);
 }
 
 /** A fresh project with the tarball and this @grpc/grpc-js version installed (default: the newest 1.x). */
@@ -70,11 +87,7 @@ export function consumer(grpcJs = '^1'): Promise<Consumer> {
     c = (async () => {
       const { tarball } = await pack();
       const dir = await tempDir('gk-consumer-');
-      await writeFile(
-        join(dir, 'package.json'),
-        JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, type: 'module' }),
-      );
-      await npm(['install', '--prefer-offline', tarball, `@grpc/grpc-js@${grpcJs}`], dir);
+      await installInto(dir, tarball, grpcJs);
       return {
         dir,
         node: (args, env = process.env) =>
