@@ -96,6 +96,7 @@ export async function runStartupBench(): Promise<Record<string, unknown>> {
     const registerCpuMs = median(register.map((x) => x.cpu));
     const grpcJsCpuMs = median(grpcJs.map((x) => x.cpu));
     return {
+      bench: 'startup',
       importRegisterMs: Number(importRegisterMs.toFixed(1)),
       grpcJsImportMs: Number(grpcJsImportMs.toFixed(1)),
       importRatio: Number((importRegisterMs / grpcJsImportMs).toFixed(2)),
