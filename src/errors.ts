@@ -39,6 +39,7 @@ export const ERROR_CODES = {
   GK_ERR_XDS_REFUSED:
     'The xDS control plane refused resource names to a node: outside its namespaces, or over the cap per stream.',
   GK_ERR_TLS: 'A certificate, key or CA file is missing, unreadable, or does not form a usable TLS identity.',
+  GK_ERR_MISSING_PACKAGE: 'A feature needs an optional package that is not installed; the message names it.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -50,6 +51,13 @@ export class GrpcKubeError extends Error {
     this.code = code;
     this.name = 'GrpcKubeError';
   }
+}
+
+/** An optional package (peer dependency) `feature` needs is not installed. */
+export function missingPackage(pkg: string, feature: string, cause: unknown): GrpcKubeError {
+  return new GrpcKubeError('GK_ERR_MISSING_PACKAGE', `${feature} needs ${pkg}: npm install ${pkg}`, {
+    cause,
+  });
 }
 
 export class InvalidTargetError extends GrpcKubeError {

@@ -1,5 +1,5 @@
 // `grpc-kube lab`: every scenario against every strategy on a lab cluster (embedded or real), side by side.
-// Prints progress while it runs and a summary table at the end; --json writes the FIGURES.md records,
+// Prints progress while it runs and a summary table at the end; --json writes the docs/figures.md records,
 // --report a self-contained HTML page with per-pod traffic over time.
 //
 // grpc-js reads GRPC_NODE_USE_ALTERNATIVE_RESOLVER once, when it loads: the lab's headless
@@ -87,7 +87,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
     );
   }
   // Every strategy runs at once in this process: the offered load is held about constant as strategies
-  // are added (50 ms per loop for the seven of the seeds and grpc-kube's resolver, more for more).
+  // are added (50 ms per loop for the write-ups' seven and grpc-kube's resolver, more for more).
   const pacingMs = values.pacing === undefined ? Math.max(50, 10 * strategies.length) : Number(values.pacing);
   if (!Number.isFinite(pacingMs) || pacingMs < 0)
     throw new InvalidOptionError('--pacing', 'must be a number of ms >= 0');

@@ -4,8 +4,8 @@
 // connections) and over HTTP/1.1 otherwise (plain http:// servers such as `kubectl proxy`, TLS servers
 // without h2), where each watch holds a socket and the number of watches is capped explicitly
 // (`maxHttp1Watches`; over it → GK_ERR_KUBE_WATCH_LIMIT, counted in stats, never a silent queue).
-// Authentication and TLS come from @kubernetes/client-node's KubeConfig, applied to every request so a
-// rotated credential is picked up by the next one. kubeconfig `proxy-url` (http://) is honoured with an
+// Authentication and TLS come from a KubeConfigLike (ours, kubeconfig.ts, or client-node's), applied to
+// every request so a rotated credential is picked up by the next one. kubeconfig `proxy-url` (http://) is honoured with an
 // HTTP CONNECT tunnel. Bodies and lines are bounded, lists and watches abortable; answers become typed
 // KubeApiErrors and malformed events are rejected before anyone sees them.
 
@@ -15,9 +15,9 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { Duplex, Readable } from 'node:stream';
-import type { KubeConfig } from '@kubernetes/client-node';
 import { GrpcKubeError, InvalidOptionError, KubeApiError, type ErrorCode } from '../errors.js';
 import { kubeConfigFromString, loadDefaultKubeConfig } from './config.js';
+import { applyRequestOptions, type KubeConfigLike, type RequestAuthOptions } from './kubeconfig.js';
 import { LineSplitter, LineTooLongError } from './framing.js';
 import type { KubeList, KubeObject, KubeStatus, WatchEvent } from './types.js';
 
@@ -117,7 +117,7 @@ const DEFAULTS = {
 };
 
 export class KubeClient {
-  readonly kubeConfig: KubeConfig;
+  readonly kubeConfig: KubeConfigLike;
   readonly server: string;
   /** Namespace of the current context (or of the pod, in cluster); 'default' when none is set. */
   readonly defaultNamespace: string;
@@ -141,7 +141,7 @@ export class KubeClient {
   /** How the list pool connects (set per request: credentials may have rotated). */
   private connectFn: () => Promise<net.Socket> = () => Promise.reject(destroyed());
 
-  constructor(kubeConfig: KubeConfig, options: KubeClientOptions = {}) {
+  constructor(kubeConfig: KubeConfigLike, options: KubeClientOptions = {}) {
     const cluster = kubeConfig.getCurrentCluster();
     if (cluster === null || !cluster.server) {
       throw new GrpcKubeError(
@@ -403,22 +403,12 @@ export class KubeClient {
   }
 
   private async credentials(): Promise<Credentials> {
-    const o: {
-      headers?: Record<string, string>;
-      ca?: Buffer;
-      cert?: Buffer;
-      key?: Buffer;
-      rejectUnauthorized?: boolean;
-      servername?: string;
-    } = { headers: {} };
+    const o: RequestAuthOptions = { headers: {} };
     try {
       // Applied per request: token files and exec credentials may have rotated since the last one.
-      // applyOptions sets headers and TLS material without building an agent (which client-node
-      // refuses for http:// servers that kubectl itself accepts).
-      const kc = this.kubeConfig as unknown as { applyOptions?: (o: object) => Promise<void> };
-      if (typeof kc.applyOptions === 'function') await kc.applyOptions(o);
-      else await this.kubeConfig.applyToHTTPSOptions(o);
+      await applyRequestOptions(this.kubeConfig, o);
     } catch (err) {
+      if (err instanceof GrpcKubeError) throw err;
       throw new GrpcKubeError(
         'GK_ERR_KUBE_CONFIG',
         `could not apply Kubernetes credentials: ${String(err)}`,

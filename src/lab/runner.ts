@@ -80,7 +80,7 @@ export const POD_NICE = 10;
  * What a pod does on SIGTERM:
  *  - kit: the server kit — NOT_SERVING, 1 s for the endpoint removal to spread, GOAWAY, finish in-flight;
  *  - plain: GOAWAY and finish in-flight at once (grpc-go's GracefulStop; the kit with no delay);
- *  - naive: no handler, the process dies at once (the seeds' servers).
+ *  - naive: no handler, the process dies at once (the east-west demo's servers).
  */
 export const POD_SHUTDOWNS = ['kit', 'plain', 'naive'] as const;
 export type PodShutdown = (typeof POD_SHUTDOWNS)[number];

@@ -334,7 +334,7 @@ describe('deploy/ manifests', () => {
     for (const s of SCENARIOS) {
       const env = envOf(clientContainer(s));
       assert.deepEqual([env.get('TARGET'), env.get('LB_POLICY')], expected[s], s);
-      assert.equal(env.get('CONCURRENCY'), '10', `${s}: seed 004's ten concurrent RPCs`);
+      assert.equal(env.get('CONCURRENCY'), '10', `${s}: the east-west demo's ten concurrent RPCs`);
       assert.deepEqual(clientContainer(s).command, ['node', CLIENT_SCRIPT]);
     }
     // The sidecar routes by :authority; only its client sets one.
