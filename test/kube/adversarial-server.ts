@@ -183,6 +183,11 @@ export class AdversarialApiServer {
     return this.subs.size;
   }
 
+  /** Client connections open through the relay now. */
+  get connections(): number {
+    return this.pairs.size;
+  }
+
   /** The label values (`key=value` → value) of the watches open now, sorted: who holds a watch. */
   get watchedSelectors(): string[] {
     return [...this.subs].map((s) => s.selector?.[1] ?? '').sort();
@@ -311,11 +316,16 @@ export class AdversarialApiServer {
       this.track(up);
       client.on('error', () => up.destroy());
       up.on('error', () => client.destroy());
-      up.once('connect', () => this.pairs.set(up.localPort ?? 0, { client, up }));
+      // Keyed by the server side's peer port, kept here: a destroyed socket no longer knows its port.
+      let port: number | undefined;
+      up.once('connect', () => {
+        port = up.localPort;
+        if (port !== undefined) this.pairs.set(port, { client, up });
+      });
       client.pipe(up);
       up.pipe(client);
       const drop = (): void => {
-        this.pairs.delete(up.localPort ?? 0);
+        if (port !== undefined) this.pairs.delete(port);
         client.destroy();
         up.destroy();
       };
