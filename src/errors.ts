@@ -33,7 +33,8 @@ export const ERROR_CODES = {
     'A `grpc-kube lab --assert` is malformed or names an unknown scenario, strategy or figure.',
   GK_ERR_DESTROYED: 'An object was used after destroy() or close().',
   GK_ERR_INVALID_ROUTE: 'A GRPCRoute is invalid; the error names the route and the field. It is not applied.',
-  GK_ERR_PROXY_DATA_PLANE: 'The nghttpx data plane is missing, did not start, or refused a backend update.',
+  GK_ERR_PROXY_DATA_PLANE:
+    'The nghttpx data plane is missing, did not start, refused a backend update, or died (the proxy exits 1).',
   GK_ERR_PROXY_WORKER: 'A `grpc-kube proxy --workers` worker exited before it could listen.',
   GK_ERR_XDS_REFUSED:
     'The xDS control plane refused resource names to a node: outside its namespaces, or over the cap per stream.',

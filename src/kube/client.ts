@@ -386,15 +386,17 @@ export class KubeClient {
     if (this.closing.signal.aborted) throw destroyed();
     const all = AbortSignal.any([signal, this.closing.signal]);
     const path = this.url.pathname.replace(/\/+$/, '') + resourceUrlPath(rp) + '?' + q.toString();
-    const creds = await this.credentials();
-    this.stats.requests++;
-    const protocol = await this.negotiated(creds);
-    if (all.aborted) throw aborted(rp, watch ? 'watch' : 'list', all) ?? destroyed();
     try {
+      // Setting up a connection (credentials, ALPN, an HTTP/2 session's SETTINGS) is shared and bounded
+      // by connectTimeoutMs; a caller that aborts meanwhile leaves at once instead of waiting it out.
+      const creds = await abortable(this.credentials(), all);
+      this.stats.requests++;
+      const protocol = await abortable(this.negotiated(creds), all);
       return protocol === 'h2'
         ? await this.sendH2(path, creds, all, watch)
         : await this.sendH1(rp, path, creds, all, watch);
     } catch (err) {
+      if (all.aborted) throw aborted(rp, watch ? 'watch' : 'list', all) ?? destroyed();
       if (err instanceof GrpcKubeError) throw err;
       throw aborted(rp, watch ? 'watch' : 'list', all) ?? unreachable(rp, err);
     }
@@ -573,9 +575,10 @@ export class KubeClient {
    * SETTINGS arrived, so its limit is known before streams are opened on it (nghttp2 would queue
    * streams over the limit silently: a watch that looks open and never starts).
    */
-  private async session(creds: Credentials): Promise<H2Session> {
+  private async session(creds: Credentials, signal: AbortSignal): Promise<H2Session> {
     for (;;) {
       if (this.closing.signal.aborted) throw destroyed();
+      signal.throwIfAborted();
       for (const s of this.sessions) {
         const max = Math.min(s.session.remoteSettings.maxConcurrentStreams ?? 100, 1000);
         if (s.settled && !s.session.closed && !s.session.destroyed && s.active < max) {
@@ -597,7 +600,7 @@ export class KubeClient {
           () => (this.opening = undefined),
         );
       }
-      await this.opening;
+      await abortable(this.opening, signal);
     }
   }
 
@@ -607,7 +610,7 @@ export class KubeClient {
     signal: AbortSignal,
     watch: boolean,
   ): Promise<Exchange> {
-    const entry = await this.session(creds);
+    const entry = await this.session(creds, signal);
     if (watch) this.stats.activeWatches++;
     const stream = entry.session.request({ ':method': 'GET', ':path': path, ...creds.headers }, { signal });
     let released = false;
@@ -791,6 +794,25 @@ class ConnectAgent extends http.Agent {
     );
     return undefined;
   }
+}
+
+/** `p`, or a rejection with the signal's reason as soon as it aborts (`p` itself runs on). */
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err as Error);
+      },
+    );
+  });
 }
 
 function readBody(res: Readable, maxBytes: number, signal: AbortSignal): Promise<string> {
