@@ -228,3 +228,80 @@ test('an unreadable tokenFile or CA file is a typed error when the request is ma
   );
   await assert.rejects(noCa.applyOptions({}), /tokenFile "\/nonexistent\/token"/);
 });
+
+test('TLS and identity fields: -data material, insecure-skip-tls-verify, tls-server-name, as', async () => {
+  const b64 = (s: string): string => Buffer.from(s).toString('base64');
+  const kc = parseKubeConfig(
+    JSON.stringify({
+      clusters: [
+        {
+          name: 'c',
+          cluster: {
+            server: 'https://127.0.0.1:1',
+            'certificate-authority-data': b64('CA'),
+            'insecure-skip-tls-verify': true,
+            'tls-server-name': 'api.internal',
+          },
+        },
+      ],
+      users: [
+        {
+          name: 'u',
+          user: {
+            'client-certificate-data': b64('CERT'),
+            'client-key-data': b64('KEY'),
+            token: 'tok',
+            as: 'someone-else',
+          },
+        },
+      ],
+      contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }],
+      'current-context': 'c',
+    }),
+  );
+  const o: {
+    ca?: Buffer;
+    cert?: Buffer;
+    key?: Buffer;
+    rejectUnauthorized?: boolean;
+    servername?: string;
+    headers?: Record<string, string>;
+  } = {};
+  await kc.applyOptions(o);
+  assert.deepEqual(
+    {
+      ca: o.ca?.toString(),
+      cert: o.cert?.toString(),
+      key: o.key?.toString(),
+      rejectUnauthorized: o.rejectUnauthorized,
+      servername: o.servername,
+      headers: o.headers,
+    },
+    {
+      ca: 'CA',
+      cert: 'CERT',
+      key: 'KEY',
+      rejectUnauthorized: false,
+      servername: 'api.internal',
+      headers: { Authorization: 'Bearer tok', 'Impersonate-User': 'someone-else' },
+    },
+  );
+});
+
+test('tls-server-name is the name the server certificate is checked against', async (t) => {
+  const { api } = await tlsApi(t);
+  // The serving certificate names 127.0.0.1 and localhost, not nope.example.
+  for (const [name, ok] of [
+    ['localhost', true],
+    ['nope.example', false],
+  ] as const) {
+    const yaml = api
+      .kubeConfigYaml()
+      .replace(/( {4}certificate-authority-data: .*\n)/, `$1    tls-server-name: ${name}\n`);
+    assert.match(yaml, new RegExp(`tls-server-name: ${name}`));
+    const client = KubeClient.fromKubeConfigString(yaml);
+    t.after(() => client.close());
+    if (ok) await listOk(client);
+    else await assert.rejects(client.list({ ...SLICES, namespace: 'default' }), /nope\.example/);
+  }
+});
