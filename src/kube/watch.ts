@@ -31,6 +31,8 @@ export interface ListWatchHandlers<T extends KubeObject> {
   onError(error: GrpcKubeError): void;
   /** Status changes ('synced' once a watch is open). */
   onStatus?(status: ListWatchStatus): void;
+  /** A list or a watch request is about to be sent (for metrics). */
+  onStart?(what: 'list' | 'watch'): void;
 }
 
 export interface ListWatchOptions {
@@ -189,6 +191,7 @@ export class ListWatch<T extends KubeObject> {
 
   private async relist(): Promise<void> {
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.o.listTimeoutMs)]);
+    this.safely(() => this.handlers.onStart?.('list'));
     const list = await this.client.list<T>(this.rp, {
       ...(this.opts.labelSelector ? { labelSelector: this.opts.labelSelector } : {}),
       limit: this.o.pageSize,
@@ -213,6 +216,7 @@ export class ListWatch<T extends KubeObject> {
     let events = 0;
     let handlerError: unknown;
     this.stats.watches++;
+    this.safely(() => this.handlers.onStart?.('watch'));
     const ac = new AbortController();
     const signal = AbortSignal.any([this.abort.signal, ac.signal]);
     await this.client.watch<T>(
