@@ -227,7 +227,7 @@ export const INSTRUMENTS = {
   'grpc_kube.proxy.ejections': {
     kind: 'counter',
     unit: '{ejection}',
-    description: 'Outlier-detection ejections of a backend',
+    description: 'Ejections of a backend after a failed connect',
     attributes: ['grpc_kube.backend'],
   },
 
