@@ -5,7 +5,7 @@
 //                   [--static svc.ns:port=ip:port,ip:port ...] [--grace-ms N] [--drain-delay-ms N]
 //                   [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes] [--workers N]
 //                   [--debug-statuses] [--tls-cert F --tls-key F [--tls-ca F]]
-//                   [--backend-tls-cert F --backend-tls-key F --backend-tls-ca F]
+//                   [--backend-tls-cert F --backend-tls-key F --backend-tls-ca F] [--metrics-address H:P]
 //
 // Endpoints come from the Kubernetes API (in-cluster ServiceAccount, --kubeconfig or KUBECONFIG);
 // `--static` gives a Service a fixed list instead (no API needed). `--grpc-routes` follows GRPCRoute
@@ -27,6 +27,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { startMetrics } from './metrics.js';
 import { SourceRegistry } from '../discovery/registry.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
@@ -111,6 +112,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       workers: { type: 'string' },
       'data-plane': { type: 'string' },
       'debug-statuses': { type: 'boolean' },
+      'metrics-address': { type: 'string' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'tls-ca': { type: 'string' },
@@ -229,12 +231,15 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     }
     if (namespace !== undefined) options.defaultNamespace = namespace;
     const proxy = new GrpcProxy(options);
+    const metrics = await startMetrics(values['metrics-address']);
     try {
       await proxy.listen();
     } catch (err) {
       await registry?.close();
+      await metrics?.close();
       throw err;
     }
+    if (metrics !== undefined) out(`grpc-kube proxy: metrics at http://${metrics.address}/metrics`);
     // An ingress says it listens once it knows its Service's endpoints (or syncTimeout passed), as
     // kube-proxy programs a Service before traffic arrives: the first calls need not wait for a list.
     if (mode === 'ingress' && values.target !== undefined) await proxy.watch(values.target);
@@ -249,6 +254,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     out(`grpc-kube proxy: draining (${proxy.stats.active} RPCs in flight, grace ${graceMs} ms)`);
     await proxy.drain(graceMs);
     await registry?.close();
+    await metrics?.close();
     out(
       `grpc-kube proxy: stopped after ${proxy.stats.rpcs} RPCs, ${proxy.stats.proxyFailures} ended by the proxy (${proxy.stats.retries} retried); statuses ${JSON.stringify(proxy.stats.byCode)}`,
     );
