@@ -187,7 +187,7 @@ export const INSTRUMENTS = {
   'grpc_kube.server.drain.phase.duration': {
     kind: 'histogram',
     unit: 's',
-    description: 'Time spent in each step of a drain (propagation, goaway, force-close)',
+    description: 'Time spent in each step of a drain (propagation, goaway)',
     attributes: ['grpc_kube.drain.step'],
     buckets: LATENCY_S,
   },
@@ -293,10 +293,14 @@ const gaugeSources = new Set<GaugeSource>();
 
 /**
  * Report gauges from `source` at every collection until the returned function is called. Costs a
- * set entry; the source runs only when a reader collects.
+ * set entry; the source runs only when a reader collects. Every source is read by the table of the
+ * provider current at the last instruments() call, so a provider set after a component was created
+ * shows its gauges from the first value anything records.
  */
 export function registerGauges(source: GaugeSource): () => void {
   gaugeSources.add(source);
+  // Gauges are read by the callback of the current provider's table: make sure it exists.
+  instruments();
   return () => {
     gaugeSources.delete(source);
   };
