@@ -9,6 +9,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { startMetrics, writeMetricsFile } from './metrics.js';
 
 export async function labCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -28,6 +29,8 @@ export async function labCommand(args: string[]): Promise<number> {
       'pod-nice': { type: 'string' },
       'pod-command': { type: 'string' },
       assert: { type: 'string', multiple: true },
+      metrics: { type: 'string' },
+      'metrics-address': { type: 'string' },
     },
   });
   const { builtinScenarios, scaleScenario, SCENARIO_NAMES } = await import('../lab/scenario.js');
@@ -112,6 +115,11 @@ export async function labCommand(args: string[]): Promise<number> {
   out(
     `grpc-kube lab: ${scenarios.length} scenarios × ${strategies.length} strategies on the ${cluster} cluster${quick ? ' (quick)' : ''}, seed ${seed}`,
   );
+  const metrics = await startMetrics(values['metrics-address'], {
+    wantText: values.metrics !== undefined,
+    ...(values.metrics !== undefined ? { collectEveryMs: 1000 } : {}),
+  });
+  if (metrics?.address !== undefined) out(`grpc-kube lab: metrics at http://${metrics.address}/metrics`);
   const results = [];
   for (const sc of scenarios) {
     const scenario = quick ? scaleScenario(sc, timeScale) : sc;
@@ -138,6 +146,11 @@ export async function labCommand(args: string[]): Promise<number> {
   process.stdout.write(summaryTable(runs) + '\n');
   for (const w of saturationWarnings(runs, SATURATION_ADVICE)) out(w);
   out(`lab finished in ${Math.round((Date.now() - started) / 1000)} s`);
+  if (metrics !== undefined && values.metrics !== undefined) {
+    await writeMetricsFile(metrics, values.metrics);
+    out(`wrote ${values.metrics}`);
+  }
+  await metrics?.close();
   if (values.json !== undefined) {
     writeFileSync(
       values.json,

@@ -30,7 +30,7 @@ function hostPort(text: string, field: string): { host: string; port: number } {
  */
 export async function startMetrics(
   address: string | undefined,
-  opts: { wantText?: boolean; field?: string } = {},
+  opts: { wantText?: boolean; field?: string; collectEveryMs?: number } = {},
 ): Promise<MetricsEndpoint | undefined> {
   if (address === undefined && opts.wantText !== true) return undefined;
   const listen = address === undefined ? undefined : hostPort(address, opts.field ?? '--metrics-address');
@@ -61,6 +61,13 @@ export async function startMetrics(
     const a = s.address() as { address: string; port: number };
     bound = a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
   }
+  // Gauges are read at collection: a component stopped before the final text would be missing from
+  // it, so a run that writes the text at its end collects as it goes (each series keeps its last value).
+  const collector =
+    opts.collectEveryMs === undefined
+      ? undefined
+      : setInterval(() => void exporter.collect().catch(() => {}), opts.collectEveryMs);
+  collector?.unref();
   let closed = false;
   return {
     address: bound,
@@ -71,6 +78,7 @@ export async function startMetrics(
     async close() {
       if (closed) return;
       closed = true;
+      clearInterval(collector);
       if (server !== undefined) {
         server.closeAllConnections();
         await new Promise<void>((resolve) => server?.close(() => resolve()));

@@ -9,13 +9,14 @@ import type { AdsAccessOptions } from '../xds/ads-server.js';
 import { XdsControlPlane } from '../xds/control-plane.js';
 import { CLUSTER_LB_POLICIES, type ClusterLbPolicy } from '../xds/resources.js';
 import { untilStopped } from './stop.js';
+import { startMetrics } from './metrics.js';
 
 export const XDS_USAGE = `usage:
   grpc-kube xds serve [--kubeconfig FILE] [--address HOST] [--port N] [--route-namespace NS]
                       [--lb-policy ${CLUSTER_LB_POLICIES.join('|')}] [--target svc.ns:port ...]
                       [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]
                       [--allow-namespaces NODE_NS=NS,NS ... | --allow-namespaces all]
-                      [--max-names-per-stream N]
+                      [--max-names-per-stream N] [--metrics-address HOST:PORT]
       --address: default 127.0.0.1 without TLS, 0.0.0.0 with it. --tls-ca: mutual TLS; a client
       certificate's SPIFFE URI SAN (spiffe://…/ns/NS/sa/SA) sets the node's namespace.
       A node reads its own namespace only, unless --allow-namespaces grants more.
@@ -96,6 +97,7 @@ async function serve(
       'tls-ca': { type: 'string' },
       'allow-namespaces': { type: 'string', multiple: true },
       'max-names-per-stream': { type: 'string' },
+      'metrics-address': { type: 'string' },
     },
     strict: true,
   });
@@ -137,6 +139,8 @@ async function serve(
       );
     }
   }
+  const metrics = await startMetrics(values['metrics-address']);
+  if (metrics !== undefined) out(`grpc-kube xds: metrics at http://${metrics.address}/metrics`);
   const cp = await XdsControlPlane.start({
     kubeConfigYaml,
     address: `${address}:${port}`,
@@ -163,6 +167,7 @@ async function serve(
   await untilStopped(io.signal);
   offEvents();
   await cp.close();
+  await metrics?.close();
   return 0;
 }
 
