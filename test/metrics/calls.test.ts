@@ -2,6 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { clientCallMetrics, serverCallMetrics } from '../../src/metrics/index.js';
+import { clientDefaults } from '../../src/client/defaults.js';
+import { InvalidOptionError } from '../../src/errors.js';
 import { installTestMetrics, pointsOf, total } from '../helpers/metrics.js';
 
 // A real grpc-js server and client on loopback, JSON on the wire.
@@ -222,4 +224,18 @@ test('without a MeterProvider nothing is recorded and calls work as before', asy
   const after = await m.collect();
   assert.equal(total(after, 'grpc.client.attempt.started'), 1);
   assert.equal(total(after, 'grpc.server.call.started'), 1);
+});
+
+test('clientDefaults({ callMetrics }) puts the interceptor first; a bad value names the option', () => {
+  assert.equal(clientDefaults({ callMetrics: { target: 't' } }).interceptors?.length, 2);
+  assert.equal(clientDefaults({ callMetrics: true, deadlineAwarePicks: false }).interceptors?.length, 1);
+  assert.equal(clientDefaults().interceptors?.length, 1);
+  assert.throws(
+    () => clientDefaults({ callMetrics: 'yes' as unknown as boolean }),
+    (e: unknown) => e instanceof InvalidOptionError && e.field === 'callMetrics',
+  );
+  assert.throws(
+    () => clientCallMetrics({ target: '' }),
+    (e: unknown) => e instanceof InvalidOptionError && e.field === 'callMetrics.target',
+  );
 });
