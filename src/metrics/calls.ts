@@ -77,11 +77,22 @@ export function clientCallMetrics(options: ClientCallMetricsOptions = {}): Inter
     }
   }
   const locality = options.locality;
+  // Attribute objects per method and per (method, status), made once: calls only look them up.
+  const byMethod = new Map<string, { call: Attributes; byStatus: Map<number, Attributes> }>();
+  const attrsFor = (path: string): { call: Attributes; byStatus: Map<number, Attributes> } => {
+    let a = byMethod.get(path);
+    if (a === undefined) {
+      a = { call: { 'grpc.method': methodName(path), 'grpc.target': target }, byStatus: new Map() };
+      byMethod.set(path, a);
+    }
+    return a;
+  };
   return (callOptions, nextCall) => {
     const m = instruments();
     if (m === undefined) return new InterceptingCall(nextCall(callOptions));
     const def = callOptions.method_definition;
-    const callAttrs: Attributes = { 'grpc.method': methodName(def.path), 'grpc.target': target };
+    const attrs = attrsFor(def.path);
+    const callAttrs = attrs.call;
     const requestSerialize = def.requestSerialize as Serialize;
     const responseSerialize = responseSerializers.get(def.path);
     m['grpc.client.attempt.started'].add(1, callAttrs);
@@ -108,7 +119,11 @@ export function clientCallMetrics(options: ClientCallMetricsOptions = {}): Inter
             const seconds = secondsSince(startedMs);
             previousFrom(status.metadata);
             if (previous > 0) m['grpc.client.attempt.started'].add(previous, callAttrs);
-            const withStatus: Attributes = { ...callAttrs, 'grpc.status': grpcStatusName(status.code) };
+            let withStatus = attrs.byStatus.get(status.code);
+            if (withStatus === undefined) {
+              withStatus = { ...callAttrs, 'grpc.status': grpcStatusName(status.code) };
+              attrs.byStatus.set(status.code, withStatus);
+            }
             m['grpc.client.call.duration'].record(seconds, withStatus);
             const where = locality?.(call.getPeer());
             const attempt = where === undefined ? withStatus : { ...withStatus, 'grpc.lb.locality': where };

@@ -308,13 +308,25 @@ export function registerGauges(source: GaugeSource): () => void {
 
 let lastProvider: MeterProvider | undefined;
 let lastTable: Instruments | undefined;
+// One table per provider, so a provider set again (after metrics.disable()) is not given a second
+// set of instruments and gauge callbacks.
+const tables = new WeakMap<MeterProvider, Instruments | null>();
 
 /** The instruments of the global MeterProvider, or undefined when none is set (record nothing). */
 export function instruments(): Instruments | undefined {
   const provider = globalMeterProvider();
   if (provider === lastProvider) return lastTable;
   lastProvider = provider;
-  lastTable = provider === undefined ? undefined : build(provider.getMeter('grpc-kube'));
+  if (provider === undefined) {
+    lastTable = undefined;
+    return undefined;
+  }
+  let table = tables.get(provider);
+  if (table === undefined) {
+    table = build(provider.getMeter('grpc-kube')) ?? null;
+    tables.set(provider, table);
+  }
+  lastTable = table ?? undefined;
   return lastTable;
 }
 
