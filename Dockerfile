@@ -44,7 +44,9 @@ USER 0:0
 RUN apt-get update && apt-get install -y --no-install-recommends nghttp2-proxy && rm -rf /var/lib/apt/lists/*
 USER 1000:1000
 EXPOSE 15001
-CMD ["node", "dist/src/cli/main.js", "proxy", "--mode=ingress", "--listen=0.0.0.0:50051"]
+# A proxy needs its Service (`--mode=ingress --listen=0.0.0.0:50051 --target=svc.ns:port`, as
+# deploy/proxy passes): without one the default lists the flags instead of failing at start.
+CMD ["node", "dist/src/cli/main.js", "proxy", "--help"]
 
 FROM runtime AS xds
 EXPOSE 18000

@@ -1,11 +1,12 @@
 // `npm run bench -- <name>`: runs one benchmark; its last line of output is one JSON object with the
-// figures named in FIGURES.md.
+// figures named in docs/figures.md.
 const name = process.argv[2];
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   resolver: async () => (await import('./resolver.js')).runResolverBench(),
   xds: async () => (await import('./xds.js')).runXdsBench(),
   proxy: async () => (await import('./proxy.js')).runProxyBench(),
   kube: async () => (await import('./kube.js')).runKubeBench(),
+  startup: async () => (await import('./startup.js')).runStartupBench(),
 };
 const run = name === undefined ? undefined : benches[name];
 if (run === undefined) {

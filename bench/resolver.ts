@@ -1,4 +1,4 @@
-// `npm run bench -- resolver`: the resolver's figures (FIGURES.md), measured in one run.
+// `npm run bench -- resolver`: the resolver's figures (docs/figures.md), measured in one run.
 //  - firstRpcAfterPublishMs: a new Ready endpoint written to the API server → the first RPC it serves,
 //    under steady client load, over 20 trials.
 //  - throughputRatioVsStatic: unary RPC/s through kubernetes: + round_robin ÷ through a static ipv4:

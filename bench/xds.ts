@@ -1,4 +1,4 @@
-// `npm run bench -- xds`: the control plane's figures (FIGURES.md), measured in one run.
+// `npm run bench -- xds`: the control plane's figures (docs/figures.md), measured in one run.
 //  - streams: ADS streams held open on one control plane (raw grpc-js ADS clients, one connection
 //    each, in a child process so the control plane's memory is measured alone).
 //  - propagationMs: an EndpointSlice write to the API server → the last stream receiving the new

@@ -33,11 +33,13 @@ export const ERROR_CODES = {
     'A `grpc-kube lab --assert` is malformed or names an unknown scenario, strategy or figure.',
   GK_ERR_DESTROYED: 'An object was used after destroy() or close().',
   GK_ERR_INVALID_ROUTE: 'A GRPCRoute is invalid; the error names the route and the field. It is not applied.',
-  GK_ERR_PROXY_DATA_PLANE: 'The nghttpx data plane is missing, did not start, or refused a backend update.',
+  GK_ERR_PROXY_DATA_PLANE:
+    'The nghttpx data plane is missing, did not start, refused a backend update, or died (the proxy exits 1).',
   GK_ERR_PROXY_WORKER: 'A `grpc-kube proxy --workers` worker exited before it could listen.',
   GK_ERR_XDS_REFUSED:
     'The xDS control plane refused resource names to a node: outside its namespaces, or over the cap per stream.',
   GK_ERR_TLS: 'A certificate, key or CA file is missing, unreadable, or does not form a usable TLS identity.',
+  GK_ERR_MISSING_PACKAGE: 'A feature needs an optional package that is not installed; the message names it.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -49,6 +51,13 @@ export class GrpcKubeError extends Error {
     this.code = code;
     this.name = 'GrpcKubeError';
   }
+}
+
+/** An optional package (peer dependency) `feature` needs is not installed. */
+export function missingPackage(pkg: string, feature: string, cause: unknown): GrpcKubeError {
+  return new GrpcKubeError('GK_ERR_MISSING_PACKAGE', `${feature} needs ${pkg}: npm install ${pkg}`, {
+    cause,
+  });
 }
 
 export class InvalidTargetError extends GrpcKubeError {

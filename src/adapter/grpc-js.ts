@@ -1,6 +1,8 @@
 // The one module that touches @grpc/grpc-js's experimental API (resolvers, load-balancing policies,
-// pickers, subchannels). That API changes between minor versions, so the peer dependency is pinned
-// ~1.14 and every other module imports these names from here: an upgrade is fixed in one place.
+// pickers, subchannels). That API changes between minor versions, so every other module imports these
+// names from here: an upgrade is fixed in one place. The peer range starts at 1.14.0, whose resolver
+// listener takes StatusOr values (1.13 has no statusOrFromValue); the package tests run the README's
+// client at 1.14.0 and at the newest 1.x (test/package/consumer.test.ts).
 
 import { experimental, type ChannelOptions } from '@grpc/grpc-js';
 import type { Endpoint } from '../discovery/endpoint.js';

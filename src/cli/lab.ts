@@ -1,5 +1,5 @@
 // `grpc-kube lab`: every scenario against every strategy on a lab cluster (embedded or real), side by side.
-// Prints progress while it runs and a summary table at the end; --json writes the FIGURES.md records,
+// Prints progress while it runs and a summary table at the end; --json writes the docs/figures.md records,
 // --report a self-contained HTML page with per-pod traffic over time.
 //
 // grpc-js reads GRPC_NODE_USE_ALTERNATIVE_RESOLVER once, when it loads: the lab's headless
@@ -7,35 +7,28 @@
 // module that loads grpc-js, and this module loads the lab itself with dynamic imports.
 
 import { writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { LAB_FLAGS, parseCommandLine } from './options.js';
 import { startMetrics, writeMetricsFile } from './metrics.js';
 
-export async function labCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      scenario: { type: 'string' },
-      strategy: { type: 'string' },
-      quick: { type: 'boolean' },
-      json: { type: 'string' },
-      report: { type: 'string' },
-      seed: { type: 'string' },
-      cluster: { type: 'string' },
-      clients: { type: 'string' },
-      pacing: { type: 'string' },
-      pods: { type: 'string' },
-      'client-defaults': { type: 'boolean' },
-      'pod-nice': { type: 'string' },
-      'pod-command': { type: 'string' },
-      assert: { type: 'string', multiple: true },
-      metrics: { type: 'string' },
-      'metrics-address': { type: 'string' },
-    },
-  });
+/** A (scenario, strategy) that threw instead of running: in the JSON, the report and the summary. */
+export interface FailedRun {
+  readonly scenario: string;
+  readonly strategy: string;
+  readonly reason: string;
+}
+
+export interface LabCommandIo {
+  /** Scenarios and strategies selectable by name besides the built-in ones (tests). */
+  readonly scenarios?: readonly import('../lab/scenario.js').Scenario[];
+  readonly strategies?: readonly import('../lab/strategy.js').LabStrategy[];
+}
+
+export async function labCommand(args: string[], io: LabCommandIo = {}): Promise<number> {
+  const { values } = parseCommandLine(LAB_FLAGS, args);
   const { builtinScenarios, scaleScenario, SCENARIO_NAMES } = await import('../lab/scenario.js');
   const { STRATEGIES, OPTIONAL_STRATEGIES } = await import('../lab/strategies/index.js');
-  const { runScenario, POD_SHUTDOWNS } = await import('../lab/runner.js');
+  const { runScenario, failureReason, POD_SHUTDOWNS } = await import('../lab/runner.js');
   const { renderReport } = await import('../lab/report.js');
   const { SATURATION_ADVICE } = await import('../lab/harness.js');
   const { seededRandom } = await import('../balancer/index.js');
@@ -64,9 +57,13 @@ export async function labCommand(args: string[]): Promise<number> {
     }
     return all.filter((x) => names.includes(x.name));
   };
-  const scenarios = pick(builtinScenarios(), values.scenario, 'scenario', SCENARIO_NAMES);
-  // Optional strategies (proxy-nghttpx) run only when named.
-  const everyStrategy = [...STRATEGIES, ...OPTIONAL_STRATEGIES];
+  const everyScenario = [...builtinScenarios(), ...(io.scenarios ?? [])];
+  const scenarios = pick(everyScenario, values.scenario, 'scenario', [
+    ...SCENARIO_NAMES,
+    ...(io.scenarios ?? []).map((x) => x.name),
+  ]);
+  // Optional strategies (proxy-nghttpx, and the caller's) run only when named.
+  const everyStrategy = [...STRATEGIES, ...OPTIONAL_STRATEGIES, ...(io.strategies ?? [])];
   const strategies = pick(
     everyStrategy,
     values.strategy,
@@ -91,7 +88,7 @@ export async function labCommand(args: string[]): Promise<number> {
     );
   }
   // Every strategy runs at once in this process: the offered load is held about constant as strategies
-  // are added (50 ms per loop for the seven of the seeds and grpc-kube's resolver, more for more).
+  // are added (50 ms per loop for the write-ups' seven and grpc-kube's resolver, more for more).
   const pacingMs = values.pacing === undefined ? Math.max(50, 10 * strategies.length) : Number(values.pacing);
   if (!Number.isFinite(pacingMs) || pacingMs < 0)
     throw new InvalidOptionError('--pacing', 'must be a number of ms >= 0');
@@ -121,6 +118,9 @@ export async function labCommand(args: string[]): Promise<number> {
   });
   if (metrics?.address !== undefined) out(`grpc-kube lab: metrics at http://${metrics.address}/metrics`);
   const results = [];
+  // Each scenario (and within it each strategy) fails alone: the results of the others are kept,
+  // written and reported, and the command exits 1 naming what failed and why.
+  const failedRuns: FailedRun[] = [];
   for (const sc of scenarios) {
     const scenario = quick ? scaleScenario(sc, timeScale) : sc;
     out(`▶ ${scenario.name} (${Math.round(scenario.durationMs / 1000)} s): ${scenario.description}`);
@@ -137,13 +137,22 @@ export async function labCommand(args: string[]): Promise<number> {
       ...(podNice !== undefined ? { podNice } : {}),
       ...(podCommand !== undefined ? { podCommand } : {}),
       onProgress: out,
+    }).catch((err: unknown) => {
+      const reason = failureReason(err);
+      out(`  ${scenario.name}: FAILED: ${reason}`);
+      for (const s of strategies) failedRuns.push({ scenario: scenario.name, strategy: s.name, reason });
+      return undefined;
     });
+    if (r === undefined) continue;
     for (const s of r.skipped) out(`  ${scenario.name}: ${s.strategy} skipped (${s.why})`);
+    for (const f of r.failed) failedRuns.push({ scenario: scenario.name, ...f });
     results.push(r);
   }
   const runs = results.flatMap((r) => r.runs);
   const records = runs.map((r) => r.record);
   process.stdout.write(summaryTable(runs) + '\n');
+  const failedLines = failedRuns.map((f) => `FAILED ${f.scenario}/${f.strategy}: ${f.reason}`);
+  if (failedLines.length > 0) process.stdout.write(failedLines.join('\n') + '\n');
   for (const w of saturationWarnings(runs, SATURATION_ADVICE)) out(w);
   out(`lab finished in ${Math.round((Date.now() - started) / 1000)} s`);
   if (metrics !== undefined && values.metrics !== undefined) {
@@ -162,6 +171,7 @@ export async function labCommand(args: string[]): Promise<number> {
             strategy: r.record.strategy,
             podsPerClient: r.podsPerClient,
           })),
+          failedRuns,
         },
         null,
         2,
@@ -179,12 +189,16 @@ export async function labCommand(args: string[]): Promise<number> {
         notes: [
           `${cluster} cluster; ${clients} client channels per strategy × 5 RPCs in flight, paced ${pacingMs} ms; all strategies run at once against the same pods; pods: ${pods}${values['client-defaults'] ? '; clients with grpc-kube client defaults (retry on UNAVAILABLE)' : ''}`,
           ...results.flatMap((r) => r.skipped.map((s) => `${r.scenario}: ${s.strategy} skipped (${s.why})`)),
+          ...failedLines,
         ],
       }),
     );
     out(`wrote ${values.report}`);
   }
-  if (assertions.length === 0) return 0;
+  if (failedRuns.length > 0)
+    out(`lab: ${failedRuns.length} runs FAILED (listed above, in the JSON and the report)`);
+  const failedExit = failedRuns.length > 0 ? 1 : 0;
+  if (assertions.length === 0) return failedExit;
   const outcomes = checkAssertions(assertions, records);
   const failed = outcomes.filter((o) => !o.ok);
   for (const o of outcomes) {
@@ -192,7 +206,7 @@ export async function labCommand(args: string[]): Promise<number> {
     if (!o.ok) for (const d of o.details) out(`    ${d}`);
   }
   out(`assertions: ${outcomes.length - failed.length} held, ${failed.length} failed`);
-  return failed.length === 0 ? 0 : 1;
+  return failed.length === 0 ? failedExit : 1;
 }
 
 type Run = {

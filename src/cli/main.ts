@@ -3,8 +3,8 @@
 // Each subcommand lives in its own module; this file parses arguments and maps errors to exit codes.
 
 import './env.js';
-import { parseArgs } from 'node:util';
 import { GrpcKubeError } from '../errors.js';
+import { parseCommandLine, RESOLVE_FLAGS } from './options.js';
 import { resolveCommand } from './resolve.js';
 
 const USAGE = `usage:
@@ -18,6 +18,7 @@ const USAGE = `usage:
       a CI gate (exit 1 when one fails, 2 when one is malformed); --pod-command runs your own gRPC server
       as the pods (env PORT, POD_IP, POD_NAME; readiness from grpc.health.v1)
   grpc-kube xds serve|bootstrap ...      the xDS control plane, and the bootstrap its clients need
+                                         (grpc-kube xds serve --help)
   grpc-kube proxy --mode sidecar|ingress ... [--workers N] [--data-plane node|nghttpx]
       per-RPC gRPC proxy for clients that cannot embed grpc-kube (grpc-kube proxy --help)
 `;
@@ -25,11 +26,7 @@ const USAGE = `usage:
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === 'resolve') {
-    const { values, positionals } = parseArgs({
-      args: rest,
-      allowPositionals: true,
-      options: { kubeconfig: { type: 'string' }, context: { type: 'string' }, once: { type: 'boolean' } },
-    });
+    const { values, positionals } = parseCommandLine(RESOLVE_FLAGS, rest, { positionals: true });
     const target = positionals[0];
     if (target === undefined) {
       process.stderr.write(USAGE);

@@ -1,15 +1,10 @@
 // `grpc-kube proxy`: run the L7 proxy as a process (a sidecar container or an ingress Deployment).
-//
-//   grpc-kube proxy --mode sidecar|ingress --listen host:port [--kubeconfig FILE] [--context NAME]
-//                   [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
-//                   [--static svc.ns:port=ip:port,ip:port ...] [--grace-ms N] [--drain-delay-ms N]
-//                   [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes] [--workers N]
-//                   [--debug-statuses] [--tls-cert F --tls-key F [--tls-ca F]]
-//                   [--backend-tls-cert F --backend-tls-key F --backend-tls-ca F] [--metrics-address H:P]
+// Its flags are PROXY_FLAGS in options.ts (`grpc-kube proxy --help` lists them).
 //
 // Endpoints come from the Kubernetes API (in-cluster ServiceAccount, --kubeconfig or KUBECONFIG);
 // `--static` gives a Service a fixed list instead (no API needed). `--grpc-routes` follows GRPCRoute
-// objects (weights, method and header matches; RBAC: list/watch grpcroutes). SIGTERM (or SIGINT) drains: keep
+// objects in the pod's namespace (weights, method and header matches; RBAC: list/watch grpcroutes;
+// a watch error goes to stderr with its code). SIGTERM (or SIGINT) drains: keep
 // serving --drain-delay-ms (endpoint removal spreads), then stop accepting, GOAWAY clients, finish
 // RPCs in flight within --grace-ms, exit 0.
 //
@@ -23,11 +18,11 @@
 // --data-plane nghttpx keeps grpc-kube's discovery and puts a native data path under it: nghttpx
 // carries the RPCs, its backends replaced through its API on every EndpointSlice change (see
 // src/proxy/nghttpx.ts). Ingress with one --target, round robin; no GRPCRoutes or proxy retries.
+// Should nghttpx die, the command fails with GK_ERR_PROXY_DATA_PLANE (exit 1): a proxy process
+// that lives on with nothing listening would pass a liveness check and serve nobody.
 
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { startMetrics } from './metrics.js';
 import { SourceRegistry } from '../discovery/registry.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
@@ -35,26 +30,12 @@ import { loadKubeConfig } from '../kube/config.js';
 import { parseProxyPolicy } from '../proxy/picker.js';
 import { NghttpxDataPlane } from '../proxy/nghttpx.js';
 import { GrpcProxy, type GrpcProxyOptions } from '../proxy/server.js';
+import { parseCommandLine, parseHostPort, PROXY_FLAGS, usageOf } from './options.js';
+import { startMetrics } from './metrics.js';
+import { podNamespace } from './pod-namespace.js';
 import { untilStopped } from './stop.js';
 
-export const PROXY_USAGE = `usage:
-  grpc-kube proxy --mode sidecar|ingress --listen host:port [--kubeconfig FILE] [--context NAME]
-                  [--namespace NS] [--target svc.ns:port] [--policy round_robin|p2c|ewma]
-                  [--static svc.ns:port=ip:port,ip:port] [--grace-ms N] [--drain-delay-ms N]
-                  [--max-connection-age-ms N] [--max-attempts N] [--grpc-routes] [--workers N]
-                  [--debug-statuses] [--tls-cert F --tls-key F [--tls-ca F]]
-                  [--backend-tls-cert F --backend-tls-key F --backend-tls-ca F]
-      balance every gRPC call over the ready pods of a Service (sidecar: the call's authority
-      names the Service; ingress: --target). SIGTERM drains within --grace-ms (default 10000).
-      --workers N: N processes share the listening socket, one core each (default 1).
-      --debug-statuses: an ingress names backends and Services in the statuses it decides
-      (default: a generic message; a sidecar always names them).
-      --tls-*: serve TLS (ALPN h2); --tls-ca: mutual TLS, the client's URI SAN goes to routes and
-      backends as x-grpc-kube-peer-id. --backend-tls-*: mutual TLS to backends. Files are re-read
-      when they change.
-      --data-plane nghttpx: ingress only; grpc-kube watches the Service and sets the backends of a
-      local nghttpx (Debian's nghttp2-proxy), which carries the RPCs (round robin; --workers = its threads).
-`;
+export const PROXY_USAGE = usageOf('proxy') + '\n';
 
 export interface ProxyCommandIo {
   /** Stops the proxy like SIGTERM does (tests). Without it, SIGTERM and SIGINT do. */
@@ -62,14 +43,6 @@ export interface ProxyCommandIo {
   out?: (line: string) => void;
   /** Called once the proxy listens (tests). */
   onListening?: (proxy: GrpcProxy) => void;
-}
-
-function parseHostPort(text: string, field: string): { host: string; port: number } {
-  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(text);
-  if (m === null) throw new InvalidOptionError(field, `must be host:port, got "${text}"`);
-  const port = Number(m[2]);
-  if (port > 65535) throw new InvalidOptionError(field, `port ${port} is out of range`);
-  return { host: m[1] as string, port };
 }
 
 function parseStatic(values: readonly string[]): Record<string, { address: string; port: number }[]> {
@@ -92,37 +65,8 @@ function parseStatic(values: readonly string[]): Record<string, { address: strin
 
 export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Promise<number> {
   const out = io.out ?? ((l: string) => process.stdout.write(l + '\n'));
-  const { values } = parseArgs({
-    args,
-    allowPositionals: false,
-    options: {
-      mode: { type: 'string' },
-      listen: { type: 'string' },
-      kubeconfig: { type: 'string' },
-      context: { type: 'string' },
-      namespace: { type: 'string' },
-      target: { type: 'string' },
-      policy: { type: 'string' },
-      static: { type: 'string', multiple: true },
-      'grace-ms': { type: 'string' },
-      'max-attempts': { type: 'string' },
-      'max-connection-age-ms': { type: 'string' },
-      'drain-delay-ms': { type: 'string' },
-      'grpc-routes': { type: 'boolean' },
-      workers: { type: 'string' },
-      'data-plane': { type: 'string' },
-      'debug-statuses': { type: 'boolean' },
-      'metrics-address': { type: 'string' },
-      'tls-cert': { type: 'string' },
-      'tls-key': { type: 'string' },
-      'tls-ca': { type: 'string' },
-      'backend-tls-cert': { type: 'string' },
-      'backend-tls-key': { type: 'string' },
-      'backend-tls-ca': { type: 'string' },
-      help: { type: 'boolean' },
-    },
-  });
-  if (values.help === true) {
+  const { values, help } = parseCommandLine(PROXY_FLAGS, args);
+  if (help) {
     out(PROXY_USAGE);
     return 0;
   }
@@ -159,11 +103,21 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     throw new InvalidOptionError('--data-plane', `must be node or nghttpx, got "${dataPlane}"`);
   }
   // The Kubernetes client, unless every target is static (a sidecar can name any Service).
-  const registryFor = (needsApi: boolean): { registry?: SourceRegistry; namespace?: string } => {
-    if (!needsApi && values.kubeconfig === undefined) return { namespace: values.namespace };
+  // The Kubernetes client, unless every target is static (a sidecar can name any Service). The
+  // namespace (of `svc:port` names and of --grpc-routes) is the pod's own unless --namespace says.
+  const registryFor = (needsApi: boolean): { registry?: SourceRegistry; namespace: string } => {
+    if (!needsApi && values.kubeconfig === undefined)
+      return { namespace: podNamespace({ flag: values.namespace }).namespace };
     const client = new KubeClient(loadKubeConfig({ kubeconfig: values.kubeconfig, context: values.context }));
-    return { registry: new SourceRegistry(client), namespace: values.namespace ?? client.defaultNamespace };
+    const kc = client.kubeConfig;
+    const { namespace } = podNamespace({
+      flag: values.namespace,
+      kubeConfigNamespace: () => kc.getContextObject(kc.getCurrentContext())?.namespace,
+    });
+    return { registry: new SourceRegistry(client), namespace };
   };
+  if (values['all-namespaces'] === true && values['grpc-routes'] !== true)
+    throw new InvalidOptionError('--all-namespaces', 'goes with --grpc-routes (it widens their watch)');
   if (dataPlane === 'nghttpx') {
     const unsupported = (['policy', 'grpc-routes', 'max-attempts', 'max-connection-age-ms'] as const).find(
       (f) => values[f] !== undefined && !(f === 'policy' && values.policy === 'round_robin'),
@@ -175,6 +129,8 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       );
     }
     const { registry, namespace } = registryFor(!(values.target in staticTargets));
+    let died: (err: GrpcKubeError) => void = () => {};
+    const dataPlaneDied = new Promise<GrpcKubeError>((resolve) => (died = resolve));
     const dp = new NghttpxDataPlane({
       target: values.target,
       defaultNamespace: namespace,
@@ -184,6 +140,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       port: listen.port,
       workers,
       onError: (err) => process.stderr.write(`grpc-kube proxy: ${err.code}: ${err.message}\n`),
+      onExit: (err) => died(err),
     });
     // Listening for SIGTERM before nghttpx starts: a signal during start-up must still stop it,
     // not kill this process and leave nghttpx running.
@@ -195,7 +152,14 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       throw err;
     }
     out(`grpc-kube proxy: ingress listening on ${dp.address} (data plane nghttpx, ${workers} workers)`);
-    await stopped;
+    // nghttpx dying is this process failing: exit 1 (GK_ERR_PROXY_DATA_PLANE) so the pod restarts,
+    // instead of a live process with nothing listening.
+    const death = await Promise.race([stopped.then(() => undefined), dataPlaneDied]);
+    if (death !== undefined) {
+      await dp.stop(0);
+      await registry?.close();
+      throw death;
+    }
     if (drainDelayMs > 0) await new Promise((r) => setTimeout(r, drainDelayMs));
     out(`grpc-kube proxy: draining nghttpx (grace ${graceMs} ms)`);
     await dp.stop(graceMs);
@@ -225,11 +189,24 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
         ? Object.keys(staticTargets).length === 0
         : !((values.target ?? '') in staticTargets),
     );
+    options.defaultNamespace = namespace;
     if (registry !== undefined) {
       options.registry = registry;
-      if (values['grpc-routes'] === true) options.grpcRoutes = true;
+      if (values['grpc-routes'] === true) {
+        // A cluster-wide watch under a namespaced Role is 403 on every retry: the pod's own namespace.
+        options.grpcRoutes = values['all-namespaces'] === true ? true : { namespace };
+        out(
+          `grpc-kube proxy: GRPCRoutes in ${values['all-namespaces'] === true ? 'every namespace' : `namespace ${namespace}`}`,
+        );
+        // Retries come every few seconds while RBAC or the CRD is missing: each new error once.
+        let last = '';
+        options.onRouteError = (err) => {
+          const line = `grpc-kube proxy: GRPCRoute watch: ${err.code}: ${err.message}`;
+          if (line !== last) process.stderr.write(line + '\n');
+          last = line;
+        };
+      }
     }
-    if (namespace !== undefined) options.defaultNamespace = namespace;
     const proxy = new GrpcProxy(options);
     const metrics = await startMetrics(values['metrics-address']);
     try {

@@ -2,25 +2,25 @@
 // `grpc-kube xds bootstrap` prints the GRPC_XDS_BOOTSTRAP_CONFIG JSON a proxyless client needs.
 
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { KubeClient } from '../kube/client.js';
 import { xdsBootstrapJson } from '../xds/bootstrap.js';
 import type { AdsAccessOptions } from '../xds/ads-server.js';
 import { XdsControlPlane } from '../xds/control-plane.js';
 import { CLUSTER_LB_POLICIES, type ClusterLbPolicy } from '../xds/resources.js';
+import {
+  parseCommandLine,
+  parseHostPort,
+  usageOf,
+  XDS_BOOTSTRAP_FLAGS,
+  XDS_SERVE_FLAGS,
+  type FlagValues,
+} from './options.js';
+import { podNamespace } from './pod-namespace.js';
 import { untilStopped } from './stop.js';
 import { startMetrics } from './metrics.js';
 
-export const XDS_USAGE = `usage:
-  grpc-kube xds serve [--kubeconfig FILE] [--address HOST] [--port N] [--route-namespace NS]
-                      [--lb-policy ${CLUSTER_LB_POLICIES.join('|')}] [--target svc.ns:port ...]
-                      [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]
-                      [--allow-namespaces NODE_NS=NS,NS ... | --allow-namespaces all]
-                      [--max-names-per-stream N] [--metrics-address HOST:PORT]
-      --address: default 127.0.0.1 without TLS, 0.0.0.0 with it. --tls-ca: mutual TLS; a client
-      certificate's SPIFFE URI SAN (spiffe://…/ns/NS/sa/SA) sets the node's namespace.
-      A node reads its own namespace only, unless --allow-namespaces grants more.
-  grpc-kube xds bootstrap --server HOST:PORT --node-id ID [--zone ZONE] [--region REGION] [--namespace NS]`;
+export const XDS_USAGE = `${usageOf('xds serve')}\n\n${usageOf('xds bootstrap')}`;
 
 export interface XdsCommandIo {
   out?: (line: string) => void;
@@ -51,17 +51,11 @@ export async function xdsCommand(args: string[], io: XdsCommandIo = {}): Promise
 }
 
 function bootstrap(args: string[], out: (l: string) => void): number {
-  const { values } = parseArgs({
-    args,
-    options: {
-      server: { type: 'string' },
-      'node-id': { type: 'string' },
-      zone: { type: 'string' },
-      region: { type: 'string' },
-      namespace: { type: 'string' },
-    },
-    strict: true,
-  });
+  const { values, help } = parseCommandLine(XDS_BOOTSTRAP_FLAGS, args);
+  if (help) {
+    out(usageOf('xds bootstrap'));
+    return 0;
+  }
   if (values.server === undefined)
     throw new InvalidOptionError('--server', 'is required (HOST:PORT of the control plane)');
   if (values['node-id'] === undefined) throw new InvalidOptionError('--node-id', 'is required');
@@ -77,30 +71,21 @@ function bootstrap(args: string[], out: (l: string) => void): number {
   return 0;
 }
 
-async function serve(
-  args: string[],
-  out: (l: string) => void,
-  err: (l: string) => void,
-  io: XdsCommandIo,
-): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      kubeconfig: { type: 'string' },
-      address: { type: 'string' },
-      port: { type: 'string', default: '18000' },
-      'route-namespace': { type: 'string' },
-      'lb-policy': { type: 'string', default: 'round_robin' },
-      target: { type: 'string', multiple: true },
-      'tls-cert': { type: 'string' },
-      'tls-key': { type: 'string' },
-      'tls-ca': { type: 'string' },
-      'allow-namespaces': { type: 'string', multiple: true },
-      'max-names-per-stream': { type: 'string' },
-      'metrics-address': { type: 'string' },
-    },
-    strict: true,
-  });
+/** What `xds serve`'s flags ask for, checked without touching the network or the API. */
+export interface XdsServeSettings {
+  readonly host: string;
+  readonly port: number;
+  readonly tls?: { certFile: string; keyFile: string; caFile?: string };
+  readonly access: AdsAccessOptions;
+  readonly lbPolicy: ClusterLbPolicy;
+  readonly targets: readonly string[];
+  readonly kubeconfig?: string;
+  /** GRPCRoutes: this namespace (a flag), every namespace, or — undefined — the pod's own. */
+  readonly routeNamespace: string | 'all' | undefined;
+}
+
+/** `xds serve`'s flags → settings; every bad value is a typed error naming the flag. */
+export function xdsServeSettings(values: FlagValues<typeof XDS_SERVE_FLAGS>): XdsServeSettings {
   const cert = values['tls-cert'];
   const key = values['tls-key'];
   if ((cert === undefined) !== (key === undefined))
@@ -115,44 +100,92 @@ async function serve(
           ...(values['tls-ca'] !== undefined ? { caFile: values['tls-ca'] } : {}),
         }
       : undefined;
+  if (values.listen !== undefined && (values.address !== undefined || values.port !== undefined))
+    throw new InvalidOptionError('--listen', 'replaces --address and --port: give one or the other');
   // Plaintext ADS hands out pod addresses to whoever connects: loopback unless asked otherwise.
-  const address = values.address ?? (tls === undefined ? '127.0.0.1' : '0.0.0.0');
-  if (tls === undefined && !/^(127\.|::1$|localhost$)/.test(address))
-    err(
-      `grpc-kube xds: warning: serving plaintext ADS on ${address}; any peer that reaches it can read pod addresses (use --tls-cert/--tls-key/--tls-ca)`,
-    );
-  const access = parseAccess(values['allow-namespaces'] ?? [], values['max-names-per-stream']);
-  const port = Number(values.port);
+  let host = values.address ?? (tls === undefined ? '127.0.0.1' : '0.0.0.0');
+  let port = Number(values.port ?? '18000');
+  if (values.listen !== undefined) ({ host, port } = parseHostPort(values.listen, '--listen'));
   if (!Number.isInteger(port) || port < 0 || port > 65535)
     throw new InvalidOptionError('--port', `must be 0-65535, got "${values.port}"`);
-  const policy = values['lb-policy'] as ClusterLbPolicy;
+  const policy = (values['lb-policy'] ?? 'round_robin') as ClusterLbPolicy;
   if (!CLUSTER_LB_POLICIES.includes(policy))
     throw new InvalidOptionError('--lb-policy', `must be one of ${CLUSTER_LB_POLICIES.join(', ')}`);
-  let kubeConfigYaml: string | undefined;
-  if (values.kubeconfig !== undefined) {
+  const named = [values.namespace, values['route-namespace']].filter((n) => n !== undefined);
+  if (named.length > 1 && named[0] !== named[1])
+    throw new InvalidOptionError('--route-namespace', 'is another name for --namespace: give one');
+  if (named.length > 0 && values['all-namespaces'] === true)
+    throw new InvalidOptionError('--all-namespaces', 'and --namespace exclude each other');
+  if (named[0] !== undefined && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(named[0]))
+    throw new InvalidOptionError('--namespace', `must be a namespace name, got "${named[0]}"`);
+  return {
+    host,
+    port,
+    ...(tls !== undefined ? { tls } : {}),
+    access: parseAccess(values['allow-namespaces'] ?? [], values['max-names-per-stream']),
+    lbPolicy: policy,
+    targets: values.target ?? [],
+    ...(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : {}),
+    routeNamespace: values['all-namespaces'] === true ? 'all' : named[0],
+  };
+}
+
+async function serve(
+  args: string[],
+  out: (l: string) => void,
+  err: (l: string) => void,
+  io: XdsCommandIo,
+): Promise<number> {
+  const { values, help } = parseCommandLine(XDS_SERVE_FLAGS, args);
+  if (help) {
+    out(usageOf('xds serve'));
+    return 0;
+  }
+  const s = xdsServeSettings(values);
+  if (s.tls === undefined && !/^(127\.|::1$|localhost$)/.test(s.host))
+    err(
+      `grpc-kube xds: warning: serving plaintext ADS on ${s.host}; any peer that reaches it can read pod addresses (use --tls-cert/--tls-key/--tls-ca)`,
+    );
+  let kubeClient: KubeClient;
+  if (s.kubeconfig !== undefined) {
+    let yaml: string;
     try {
-      kubeConfigYaml = readFileSync(values.kubeconfig, 'utf8');
+      yaml = readFileSync(s.kubeconfig, 'utf8');
     } catch (e) {
       throw new GrpcKubeError(
         'GK_ERR_KUBECONFIG_NOT_FOUND',
-        `cannot read the kubeconfig file "${values.kubeconfig}" (--kubeconfig): ${(e as Error).message}`,
+        `cannot read the kubeconfig file "${s.kubeconfig}" (--kubeconfig): ${(e as Error).message}`,
       );
     }
+    kubeClient = KubeClient.fromKubeConfigString(yaml);
+  } else kubeClient = KubeClient.fromDefault();
+  const log = (l: string): void => err(`${new Date().toISOString()}  ${l}`);
+  let routeNamespace: string | undefined;
+  if (s.routeNamespace === 'all') log('GRPCRoutes: watching every namespace (--all-namespaces)');
+  else {
+    const kc = kubeClient.kubeConfig;
+    const pod = podNamespace({
+      flag: s.routeNamespace,
+      kubeConfigNamespace: () => kc.getContextObject(kc.getCurrentContext())?.namespace,
+    });
+    routeNamespace = pod.namespace;
+    log(`GRPCRoutes: watching namespace ${pod.namespace} (from ${pod.source})`);
   }
+  // The control plane owns the client from here (closing its registry closes it).
   const metrics = await startMetrics(values['metrics-address']);
   if (metrics !== undefined) out(`grpc-kube xds: metrics at http://${metrics.address}/metrics`);
   const cp = await XdsControlPlane.start({
-    kubeConfigYaml,
-    address: `${address}:${port}`,
-    access,
-    ...(tls !== undefined ? { tls } : {}),
-    routeNamespace: values['route-namespace'],
-    lbPolicy: policy,
-    targets: values.target ?? [],
-    log: (l) => err(`${new Date().toISOString()}  ${l}`),
+    kubeClient,
+    address: `${s.host}:${s.port}`,
+    access: s.access,
+    ...(s.tls !== undefined ? { tls: s.tls } : {}),
+    ...(routeNamespace !== undefined ? { routeNamespace } : {}),
+    lbPolicy: s.lbPolicy,
+    targets: s.targets,
+    log,
   });
   out(
-    `grpc-kube xds: ADS listening on ${cp.address} (state of the world; LDS/RDS/CDS/EDS; ${tls === undefined ? 'plaintext' : tls.caFile !== undefined ? 'mutual TLS' : 'TLS'})`,
+    `grpc-kube xds: ADS listening on ${cp.address} (state of the world; LDS/RDS/CDS/EDS; ${s.tls === undefined ? 'plaintext' : s.tls.caFile !== undefined ? 'mutual TLS' : 'TLS'})`,
   );
   io.onListening?.(cp.address);
   const offEvents = cp.onAdsEvent((e) => {

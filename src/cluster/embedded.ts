@@ -133,7 +133,7 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
   };
 }
 
-/** A Deployment of one container plus its headless Service, as the lab and the seeds use them. */
+/** A Deployment of one container plus its headless Service, as the lab and the field write-ups use them. */
 export interface AppSpec {
   readonly name: string;
   readonly namespace?: string;

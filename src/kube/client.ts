@@ -4,8 +4,8 @@
 // connections) and over HTTP/1.1 otherwise (plain http:// servers such as `kubectl proxy`, TLS servers
 // without h2), where each watch holds a socket and the number of watches is capped explicitly
 // (`maxHttp1Watches`; over it → GK_ERR_KUBE_WATCH_LIMIT, counted in stats, never a silent queue).
-// Authentication and TLS come from @kubernetes/client-node's KubeConfig, applied to every request so a
-// rotated credential is picked up by the next one. kubeconfig `proxy-url` (http://) is honoured with an
+// Authentication and TLS come from a KubeConfigLike (ours, kubeconfig.ts, or client-node's), applied to
+// every request so a rotated credential is picked up by the next one. kubeconfig `proxy-url` (http://) is honoured with an
 // HTTP CONNECT tunnel. Bodies and lines are bounded, lists and watches abortable; answers become typed
 // KubeApiErrors and malformed events are rejected before anyone sees them.
 
@@ -15,9 +15,9 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { Duplex, Readable } from 'node:stream';
-import type { KubeConfig } from '@kubernetes/client-node';
 import { GrpcKubeError, InvalidOptionError, KubeApiError, type ErrorCode } from '../errors.js';
 import { kubeConfigFromString, loadDefaultKubeConfig } from './config.js';
+import { applyRequestOptions, type KubeConfigLike, type RequestAuthOptions } from './kubeconfig.js';
 import { LineSplitter, LineTooLongError } from './framing.js';
 import type { KubeList, KubeObject, KubeStatus, WatchEvent } from './types.js';
 
@@ -117,7 +117,7 @@ const DEFAULTS = {
 };
 
 export class KubeClient {
-  readonly kubeConfig: KubeConfig;
+  readonly kubeConfig: KubeConfigLike;
   readonly server: string;
   /** Namespace of the current context (or of the pod, in cluster); 'default' when none is set. */
   readonly defaultNamespace: string;
@@ -141,7 +141,7 @@ export class KubeClient {
   /** How the list pool connects (set per request: credentials may have rotated). */
   private connectFn: () => Promise<net.Socket> = () => Promise.reject(destroyed());
 
-  constructor(kubeConfig: KubeConfig, options: KubeClientOptions = {}) {
+  constructor(kubeConfig: KubeConfigLike, options: KubeClientOptions = {}) {
     const cluster = kubeConfig.getCurrentCluster();
     if (cluster === null || !cluster.server) {
       throw new GrpcKubeError(
@@ -386,37 +386,29 @@ export class KubeClient {
     if (this.closing.signal.aborted) throw destroyed();
     const all = AbortSignal.any([signal, this.closing.signal]);
     const path = this.url.pathname.replace(/\/+$/, '') + resourceUrlPath(rp) + '?' + q.toString();
-    const creds = await this.credentials();
-    this.stats.requests++;
-    const protocol = await this.negotiated(creds);
-    if (all.aborted) throw aborted(rp, watch ? 'watch' : 'list', all) ?? destroyed();
     try {
+      // Setting up a connection (credentials, ALPN, an HTTP/2 session's SETTINGS) is shared and bounded
+      // by connectTimeoutMs; a caller that aborts meanwhile leaves at once instead of waiting it out.
+      const creds = await abortable(this.credentials(), all);
+      this.stats.requests++;
+      const protocol = await abortable(this.negotiated(creds), all);
       return protocol === 'h2'
         ? await this.sendH2(path, creds, all, watch)
         : await this.sendH1(rp, path, creds, all, watch);
     } catch (err) {
+      if (all.aborted) throw aborted(rp, watch ? 'watch' : 'list', all) ?? destroyed();
       if (err instanceof GrpcKubeError) throw err;
       throw aborted(rp, watch ? 'watch' : 'list', all) ?? unreachable(rp, err);
     }
   }
 
   private async credentials(): Promise<Credentials> {
-    const o: {
-      headers?: Record<string, string>;
-      ca?: Buffer;
-      cert?: Buffer;
-      key?: Buffer;
-      rejectUnauthorized?: boolean;
-      servername?: string;
-    } = { headers: {} };
+    const o: RequestAuthOptions = { headers: {} };
     try {
       // Applied per request: token files and exec credentials may have rotated since the last one.
-      // applyOptions sets headers and TLS material without building an agent (which client-node
-      // refuses for http:// servers that kubectl itself accepts).
-      const kc = this.kubeConfig as unknown as { applyOptions?: (o: object) => Promise<void> };
-      if (typeof kc.applyOptions === 'function') await kc.applyOptions(o);
-      else await this.kubeConfig.applyToHTTPSOptions(o);
+      await applyRequestOptions(this.kubeConfig, o);
     } catch (err) {
+      if (err instanceof GrpcKubeError) throw err;
       throw new GrpcKubeError(
         'GK_ERR_KUBE_CONFIG',
         `could not apply Kubernetes credentials: ${String(err)}`,
@@ -583,9 +575,10 @@ export class KubeClient {
    * SETTINGS arrived, so its limit is known before streams are opened on it (nghttp2 would queue
    * streams over the limit silently: a watch that looks open and never starts).
    */
-  private async session(creds: Credentials): Promise<H2Session> {
+  private async session(creds: Credentials, signal: AbortSignal): Promise<H2Session> {
     for (;;) {
       if (this.closing.signal.aborted) throw destroyed();
+      signal.throwIfAborted();
       for (const s of this.sessions) {
         const max = Math.min(s.session.remoteSettings.maxConcurrentStreams ?? 100, 1000);
         if (s.settled && !s.session.closed && !s.session.destroyed && s.active < max) {
@@ -607,7 +600,7 @@ export class KubeClient {
           () => (this.opening = undefined),
         );
       }
-      await this.opening;
+      await abortable(this.opening, signal);
     }
   }
 
@@ -617,7 +610,7 @@ export class KubeClient {
     signal: AbortSignal,
     watch: boolean,
   ): Promise<Exchange> {
-    const entry = await this.session(creds);
+    const entry = await this.session(creds, signal);
     if (watch) this.stats.activeWatches++;
     const stream = entry.session.request({ ':method': 'GET', ':path': path, ...creds.headers }, { signal });
     let released = false;
@@ -801,6 +794,25 @@ class ConnectAgent extends http.Agent {
     );
     return undefined;
   }
+}
+
+/** `p`, or a rejection with the signal's reason as soon as it aborts (`p` itself runs on). */
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err as Error);
+      },
+    );
+  });
 }
 
 function readBody(res: Readable, maxBytes: number, signal: AbortSignal): Promise<string> {

@@ -1,36 +1,32 @@
-// Finding and reading a kubeconfig, with errors that name what is missing: the --kubeconfig file that
-// does not exist, the context that is not in it, or the absence of any configuration at all (where
-// client-node would silently fall back to http://localhost:8080). The one door to client-node's
-// KubeConfig loading; everything else takes a loaded KubeConfig.
+// Finding a kubeconfig as kubectl does, with errors that name what is missing: the --kubeconfig file
+// that does not exist, the context that is not in it, or the absence of any configuration at all
+// (where client-node would silently fall back to http://localhost:8080). Parsing is kubeconfig.ts.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 import { GrpcKubeError } from '../errors.js';
-
-const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+import {
+  inClusterKubeConfig,
+  mergeKubeConfigs,
+  parseKubeConfig,
+  SERVICE_ACCOUNT_DIR,
+  type KubeConfig,
+} from './kubeconfig.js';
 
 export interface KubeConfigSource {
   /** A kubeconfig file (--kubeconfig); else KUBECONFIG, ~/.kube/config, then in-cluster. */
   kubeconfig?: string | undefined;
   /** A context of that kubeconfig (--context); else its current-context. */
   context?: string | undefined;
-  /** Environment and home directory, for tests. */
+  /** Environment, home directory and ServiceAccount mount, for tests. */
   env?: NodeJS.ProcessEnv;
   home?: string;
+  serviceAccountDir?: string;
 }
 
-export function kubeConfigFromString(yaml: string): KubeConfig {
-  const kc = new KubeConfig();
-  try {
-    kc.loadFromString(yaml);
-  } catch (err) {
-    throw new GrpcKubeError('GK_ERR_KUBE_CONFIG', `the kubeconfig is not valid YAML/JSON: ${String(err)}`, {
-      cause: err,
-    });
-  }
-  return kc;
+export function kubeConfigFromString(text: string): KubeConfig {
+  return parseKubeConfig(text);
 }
 
 /** Load a kubeconfig as kubectl would, or throw a typed error saying what to do. */
@@ -55,19 +51,16 @@ export function loadKubeConfig(src: KubeConfigSource = {}): KubeConfig {
       );
     }
     const home = join(src.home ?? homedir(), '.kube', 'config');
-    if (present.length > 0) {
-      kc = new KubeConfig();
-      try {
-        kc.loadFromDefault();
-      } catch (err) {
-        throw new GrpcKubeError('GK_ERR_KUBE_CONFIG', `cannot read KUBECONFIG: ${String(err)}`, {
-          cause: err,
-        });
-      }
-    } else if (existsSync(home)) kc = fromFile(home);
-    else if (existsSync(SERVICE_ACCOUNT_TOKEN) && env.KUBERNETES_SERVICE_HOST) {
-      kc = new KubeConfig();
-      kc.loadFromCluster();
+    const saDir = src.serviceAccountDir ?? SERVICE_ACCOUNT_DIR;
+    if (present.length > 0) kc = mergeKubeConfigs(present.map(fromFile));
+    else if (existsSync(home)) kc = fromFile(home);
+    else if (existsSync(join(saDir, 'token')) && env.KUBERNETES_SERVICE_HOST) {
+      kc = inClusterKubeConfig(
+        env.KUBERNETES_SERVICE_HOST,
+        env.KUBERNETES_SERVICE_PORT ?? '443',
+        readOptional(join(saDir, 'namespace')),
+        saDir,
+      );
     } else {
       throw new GrpcKubeError(
         'GK_ERR_KUBE_CONFIG',
@@ -107,7 +100,13 @@ function fromFile(file: string): KubeConfig {
       },
     );
   }
-  const kc = kubeConfigFromString(text);
-  kc.makePathsAbsolute(join(file, '..'));
-  return kc;
+  return parseKubeConfig(text, join(file, '..'));
+}
+
+function readOptional(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }

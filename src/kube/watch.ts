@@ -18,7 +18,7 @@
 import { GrpcKubeError } from '../errors.js';
 import { Backoff, type BackoffOptions } from '../discovery/backoff.js';
 import { isExpired, type KubeClient, type ResourcePath } from './client.js';
-import type { KubeObject, WatchEvent } from './types.js';
+import type { KubeList, KubeObject, WatchEvent } from './types.js';
 
 export type ListWatchStatus = 'starting' | 'synced' | 'retrying' | 'stopped';
 
@@ -190,13 +190,24 @@ export class ListWatch<T extends KubeObject> {
   }
 
   private async relist(): Promise<void> {
-    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.o.listTimeoutMs)]);
     this.safely(() => this.handlers.onStart?.('list'));
-    const list = await this.client.list<T>(this.rp, {
-      ...(this.opts.labelSelector ? { labelSelector: this.opts.labelSelector } : {}),
-      limit: this.o.pageSize,
-      signal,
-    });
+    // Not AbortSignal.any([.., AbortSignal.timeout()]): on Node 20 a garbage collection can take the
+    // timeout signal from under the composite, and a hung list then never times out.
+    const timeout = new AbortController();
+    const timer = setTimeout(
+      () => timeout.abort(new DOMException(`no list answer in ${this.o.listTimeoutMs} ms`, 'TimeoutError')),
+      this.o.listTimeoutMs,
+    );
+    let list: KubeList<T>;
+    try {
+      list = await this.client.list<T>(this.rp, {
+        ...(this.opts.labelSelector ? { labelSelector: this.opts.labelSelector } : {}),
+        limit: this.o.pageSize,
+        signal: AbortSignal.any([this.abort.signal, timeout.signal]),
+      });
+    } finally {
+      clearTimeout(timer);
+    }
     if (this.abort.signal.aborted) return;
     for (const it of list.items) {
       const why = this.validate(it);

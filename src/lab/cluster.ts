@@ -5,6 +5,7 @@
 // pod processes, takes the API down, and watches pods — the same calls on both.
 
 import { randomInt } from 'node:crypto';
+import { join } from 'node:path';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.js';
 import { NodeScriptRuntime } from '../cluster/pod-runtime.js';
 import { RESOURCES } from '../cluster/store-api.js';
@@ -12,6 +13,7 @@ import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
 import { GrpcKubeError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
 import type { KubeObject, WatchEvent } from '../kube/types.js';
+import { packageRoot } from './paths.js';
 import { POD_MAIN_SCRIPT } from './pod-main.js';
 import type { PodSignal } from './scenario.js';
 
@@ -135,6 +137,8 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
     ...(opts.podCommand !== undefined ? { podShellCommand: opts.podCommand } : {}),
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace],
+    // The GRPCRoute CRD, as a user installs it: without it canary-shift's route is a 404.
+    crdDir: join(packageRoot(), 'deploy', 'crds'),
   });
   const client = KubeClient.fromKubeConfigString(c.kubeConfigYaml);
   const path = (kind: 'deployments' | 'services', ns: string): string =>
@@ -157,7 +161,7 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
     },
     scale: (ns, name, replicas) => c.scale(ns, name, replicas),
     applyRoute: async (route) => {
-      // Needs the GRPCRoute CRD (deploy/crds/grpcroutes.yaml, or the upstream Gateway API CRDs).
+      // Served through the GRPCRoute CRD of deploy/crds, installed by startRealLabCluster.
       const ns = route.metadata.namespace ?? 'default';
       const base = `/apis/gateway.networking.k8s.io/v1/namespaces/${ns}/grpcroutes`;
       const grp = {

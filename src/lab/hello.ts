@@ -132,7 +132,7 @@ export class GreeterClient {
   }
 }
 
-/** The greeting the seeds' server sends back (seed 004): `<pod>: hello <client> #<counter>`. */
+/** The greeting the east-west demo's server sends back: `<pod>: hello <client> #<counter>`. */
 export function greeting(pod: string, request: HelloRequest): string {
   return `${pod}: hello ${request.client} #${request.counter}`;
 }

@@ -1,4 +1,4 @@
-// The lab's measures (FIGURES.md, `grpc-kube lab --json`): pure functions from the RPC records of a run
+// The lab's measures (docs/figures.md, `grpc-kube lab --json`): pure functions from the RPC records of a run
 // and its pod timeline to the run record, plus the per-client and per-pod views the report draws.
 // No clocks, no I/O: every number here can be checked by hand in test/lab/metrics.test.ts.
 
@@ -58,7 +58,7 @@ export interface Percentiles {
   p99: number | null;
 }
 
-/** The lab record of one (scenario, strategy) run, keys and order as in FIGURES.md. */
+/** The lab record of one (scenario, strategy) run, keys and order as in docs/figures.md. */
 export interface LabRunRecord {
   scenario: string;
   strategy: string;
@@ -242,7 +242,7 @@ export interface RunRecordInput {
   harness?: HarnessRecord;
 }
 
-/** The FIGURES.md record of one run. */
+/** The docs/figures.md record of one run. */
 export function computeRunRecord(input: RunRecordInput): LabRunRecord {
   const { records } = input;
   const failedByCode: Record<string, number> = {};

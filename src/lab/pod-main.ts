@@ -1,6 +1,6 @@
-// The lab's pod: one Hello server process (seed 004's server) on its own loopback address. It answers
+// The lab's pod: one Hello server process (the east-west demo's server) on its own loopback address. It answers
 // SayHello with its pod name, serves grpc.health.v1 (SERVING once its readiness delay has passed),
-// and on SIGTERM behaves either like the seeds' naive server (dies at once) or like a well-behaved one
+// and on SIGTERM behaves either like the east-west demo's naive server (dies at once) or like a well-behaved one
 // (NOT_SERVING, wait for endpoint propagation, GOAWAY so in-flight RPCs finish, force after the grace).
 // Run as `node dist/src/lab/pod-main.js '<PodConfig JSON>'`, or with GRPC_KUBE_POD_CONFIG set, or with
 // POD_NAME / POD_IP / POD_PORT and HELLO_* variables (the lab kubelet's pod runtime); with an IPC
@@ -304,7 +304,7 @@ async function main(): Promise<void> {
     });
   }
   // shutdown 'immediate': no SIGTERM handler, so Node's default applies — the process dies at once and
-  // the kernel closes its connections, exactly like the seeds' server without a shutdown hook.
+  // the kernel closes its connections, exactly like the east-west demo's server without a shutdown hook.
   send({ type: 'listening', host: config.host, port: pod.port });
 }
 

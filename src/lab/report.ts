@@ -1,6 +1,6 @@
 // The lab report (`grpc-kube lab --report FILE.html`): one self-contained HTML page — no external
 // resource, no script — with, per scenario, the per-pod RPC rate over time of every strategy (inline
-// SVG, one line per pod, markers for the scenario's events) and the summary table of FIGURES.md.
+// SVG, one line per pod, markers for the scenario's events) and the summary table of docs/figures.md.
 
 import type { LabRunRecord, Percentiles, RateSeries } from './metrics.js';
 import { SATURATION_ADVICE, type HarnessSeries } from './harness.js';

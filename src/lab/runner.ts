@@ -56,6 +56,14 @@ export interface ScenarioResult {
   readonly scenario: string;
   readonly runs: ReportRun[];
   readonly skipped: readonly { strategy: string; why: string }[];
+  /** Strategies that threw while starting: they ran no clients; the others' runs are kept. */
+  readonly failed: readonly { strategy: string; reason: string }[];
+}
+
+/** A failure as one line: the typed code when there is one, and the message. */
+export function failureReason(err: unknown): string {
+  if (err instanceof GrpcKubeError) return `${err.code}: ${err.message}`;
+  return err instanceof Error ? err.message : String(err);
 }
 
 const PROBE_PERIOD_MS = 100;
@@ -72,7 +80,7 @@ export const POD_NICE = 10;
  * What a pod does on SIGTERM:
  *  - kit: the server kit — NOT_SERVING, 1 s for the endpoint removal to spread, GOAWAY, finish in-flight;
  *  - plain: GOAWAY and finish in-flight at once (grpc-go's GracefulStop; the kit with no delay);
- *  - naive: no handler, the process dies at once (the seeds' servers).
+ *  - naive: no handler, the process dies at once (the east-west demo's servers).
  */
 export const POD_SHUTDOWNS = ['kit', 'plain', 'naive'] as const;
 export type PodShutdown = (typeof POD_SHUTDOWNS)[number];
@@ -214,7 +222,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     }
     return true;
   });
-  if (strategies.length === 0) return { scenario: scenario.name, runs: [], skipped };
+  if (strategies.length === 0) return { scenario: scenario.name, runs: [], skipped, failed: [] };
 
   let vip = 0;
   // Before anything starts: pods and proxies inherit the lab's niceness.
@@ -312,12 +320,22 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       10_000,
     );
 
+    // A strategy that cannot start fails alone: the others run the scenario as planned.
     const handles: Array<{ s: LabStrategy; h: StrategyHandle }> = [];
+    const failed: Array<{ strategy: string; reason: string }> = [];
     for (const s of strategies) {
-      const h = await s.start(env);
+      let h: StrategyHandle;
+      try {
+        h = await s.start(env);
+      } catch (err) {
+        failed.push({ strategy: s.name, reason: failureReason(err) });
+        progress(`  ${scenario.name}: ${s.name} FAILED to start: ${failureReason(err)}`);
+        continue;
+      }
       handles.push({ s, h });
       cleanups.push(() => h.close());
     }
+    if (handles.length === 0) return { scenario: scenario.name, runs: [], skipped, failed };
 
     const recorders = new Map<string, PodTimelineRecorder>();
     const clock = (): number => performance.now();
@@ -439,7 +457,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         harness: measured.series,
       });
     }
-    return { scenario: scenario.name, runs, skipped };
+    return { scenario: scenario.name, runs, skipped, failed };
   } finally {
     for (const c of cleanups.reverse()) {
       try {

@@ -1,4 +1,4 @@
-// The lab's workload: seed 004's client, bounded. Each client is one grpc-js channel that sends
+// The lab's workload: the east-west demo's client, bounded. Each client is one grpc-js channel that sends
 // `concurrency` Hello RPCs at once, waits for all of them, and loops (mode `rounds`, as the seed), or
 // keeps `concurrency` independent loops going (mode `loops`). Several clients stand for several client
 // pods. Every RPC lands in an RpcLog: start time, pod that answered, status code, latency, client.
@@ -115,9 +115,9 @@ export interface WorkloadOptions {
   channelOptions?: grpc.ChannelOptions;
   /** Separate channels (client pods). Default 1. */
   clients?: number;
-  /** RPCs in flight per client. Default 10 (seed 004). */
+  /** RPCs in flight per client. Default 10 (the east-west demo). */
   concurrency?: number;
-  /** `rounds` (default, seed 004: send `concurrency`, wait for all, loop) or `loops` (independent). */
+  /** `rounds` (default, the east-west demo: send `concurrency`, wait for all, loop) or `loops` (independent). */
   mode?: WorkloadMode;
   /** Stop starting RPCs after this long. Required. */
   durationMs: number;

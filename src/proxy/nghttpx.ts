@@ -45,8 +45,13 @@ export interface NghttpxDataPlaneOptions {
   bin?: string;
   /** How long start() waits for the first endpoint list. Default 5 s. */
   syncTimeoutMs?: number;
-  /** A backend update nghttpx refused, or nghttpx exiting on its own. */
+  /** A backend update nghttpx refused, or (without onExit) nghttpx exiting on its own. */
   onError?: (err: GrpcKubeError) => void;
+  /**
+   * nghttpx exited on its own after start() (killed, crashed): nothing carries RPCs any more. The
+   * error is GK_ERR_PROXY_DATA_PLANE with the exit status and nghttpx's last words. Default: onError.
+   */
+  onExit?: (err: GrpcKubeError) => void;
 }
 
 interface Backend {
@@ -70,6 +75,7 @@ export class NghttpxDataPlane {
   private readonly workers: number;
   private readonly syncTimeoutMs: number;
   private readonly onError: (err: GrpcKubeError) => void;
+  private readonly onExit: (err: GrpcKubeError) => void;
   private portOption: number;
   private child: ChildProcess | undefined;
   private apiPort = 0;
@@ -99,6 +105,7 @@ export class NghttpxDataPlane {
     }
     this.syncTimeoutMs = options.syncTimeoutMs ?? 5000;
     this.onError = options.onError ?? (() => {});
+    this.onExit = options.onExit ?? this.onError;
     const name = targetName(this.target);
     const fixed = Object.entries(options.staticTargets ?? {}).find(
       ([k]) => targetName(parseServiceTarget(k, ns, `staticTargets.${k}`)) === name,
@@ -177,7 +184,7 @@ export class NghttpxDataPlane {
     child.once('exit', (code, signal) => {
       process.off('exit', killOnExit);
       if (!this.stopping) {
-        this.onError(
+        this.onExit(
           new GrpcKubeError(
             'GK_ERR_PROXY_DATA_PLANE',
             `nghttpx exited (${signal ?? `code ${code}`}): ${this.stderr.trim().slice(-500)}`,

@@ -126,6 +126,11 @@ export interface GrpcProxyOptions {
   backendTls?: TlsFilesOptions & { caFile: string };
   /** Where TLS file problems are reported (a rotation that is not a valid identity). Default: stderr. */
   onTlsError?: (err: GrpcKubeError) => void;
+  /**
+   * Where GRPCRoute watch errors (403, 404 without the CRD, an outage) and rejected routes are
+   * reported, besides the 'grpc-kube:proxy' channel. Default: nowhere else.
+   */
+  onRouteError?: (err: GrpcKubeError) => void;
   /** Clock and RNG for the pickers and ejection jitter. */
   runtime?: PickerRuntime;
 }
@@ -353,6 +358,7 @@ export class GrpcProxy {
         namespace: ns,
         random: () => this.runtime.random(),
         onError: (err) => {
+          options.onRouteError?.(err);
           if (channel.hasSubscribers) {
             channel.publish({
               kind: 'route-error',

@@ -26,6 +26,8 @@ export interface ResolverSettings {
   readonly describe: string;
   readonly open: FeedOpener | GrpcKubeError;
   readonly serviceConfig: ResolvedServiceConfig | null;
+  /** Settles when what the service config names is loaded (the policies, under grpc-kube/register). */
+  readonly ready?: Promise<void> | undefined;
 }
 
 /** Channel option naming the LB policy the resolver's service config selects (default round_robin). */
@@ -48,6 +50,8 @@ export class EndpointResolver implements Resolver {
   private sub: Subscription | undefined;
   private pending: { view: EndpointView } | { err: GrpcKubeError } | undefined;
   private immediate: NodeJS.Immediate | undefined;
+  private isReady = false;
+  private waiting: Promise<void> | undefined;
 
   constructor(listener: ResolverListener, settings: ResolverSettings) {
     this.listener = listener;
@@ -77,6 +81,16 @@ export class EndpointResolver implements Resolver {
 
   private schedule(update: { view: EndpointView } | { err: GrpcKubeError }): void {
     this.pending = update;
+    const ready = this.settings.ready;
+    if (ready !== undefined && !this.isReady) {
+      // The first delivery waits for the policies its service config may name (the latest update
+      // is the one delivered; destroy() in between drops it).
+      this.waiting ??= ready.then(() => {
+        this.isReady = true;
+        if (this.pending !== undefined) this.schedule(this.pending);
+      });
+      return;
+    }
     this.immediate ??= setImmediate(() => {
       this.immediate = undefined;
       const u = this.pending;

@@ -3,7 +3,6 @@
 // per Service, and `dns-poll:///hello.default.svc.cluster.local:50051` re-resolves a headless
 // Service on an interval.
 
-import type { KubeConfig } from '@kubernetes/client-node';
 import {
   registerResolver,
   splitHostPort,
@@ -18,12 +17,16 @@ import { SourceRegistry } from '../discovery/registry.js';
 import { portSelectorText } from '../discovery/slices.js';
 import { GrpcKubeError, InvalidOptionError, InvalidTargetError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
+import type { KubeConfigLike } from '../kube/kubeconfig.js';
 import { EndpointResolver, serviceConfigFor, type ResolverSettings } from './endpoint-resolver.js';
 import { parseKubernetesTarget } from './target.js';
 
 export interface SetupOptions {
-  /** Where the Kubernetes API is: a KubeConfig, kubeconfig YAML, or a KubeClient. Default: in-cluster, then KUBECONFIG. */
-  kubeConfig?: KubeConfig | string | KubeClient;
+  /**
+   * Where the Kubernetes API is: kubeconfig YAML, a KubeClient, or a loaded configuration (ours, from
+   * loadKubeConfig(), or @kubernetes/client-node's KubeConfig). Default: KUBECONFIG, ~/.kube/config, then in-cluster.
+   */
+  kubeConfig?: KubeConfigLike | string | KubeClient;
   /** LB policy of the default service config (overridden per channel by `grpc-kube.lb_policy` or `grpc.service_config`). */
   defaultLbPolicy?: string;
   /** Default interval of `dns-poll:` targets (channel option `grpc-kube.dns_poll_interval_ms` overrides). */
@@ -99,8 +102,8 @@ function kubernetesSettings(target: GrpcUri, options: ChannelOptions): ResolverS
   const reg = registryOf(s);
   const ns = t.namespace ?? (reg instanceof SourceRegistry ? reg.kubeClient.defaultNamespace : 'default');
   const describe = `Service ${ns}/${t.service} port ${portSelectorText(t.port)}`;
-  if (!(reg instanceof SourceRegistry)) return { describe, open: reg, serviceConfig };
-  return { describe, open: (l) => reg.subscribe(ns, t.service, t.port, l), serviceConfig };
+  if (!(reg instanceof SourceRegistry)) return { describe, open: reg, serviceConfig, ready: ready() };
+  return { describe, open: (l) => reg.subscribe(ns, t.service, t.port, l), serviceConfig, ready: ready() };
 }
 
 class DnsPollResolver extends EndpointResolver {
@@ -135,10 +138,37 @@ function dnsPollSettings(target: GrpcUri, options: ChannelOptions): ResolverSett
       intervalMs: opt ?? s.opts.dnsPollIntervalMs,
       server: target.authority || undefined,
     });
-    return { describe: `DNS name ${host} port ${port}`, open: (l) => feed.subscribe(l), serviceConfig };
+    return {
+      describe: `DNS name ${host} port ${port}`,
+      open: (l) => feed.subscribe(l),
+      serviceConfig,
+      ready: ready(),
+    };
   } catch (err) {
     return { describe: uriToString(target), open: err as GrpcKubeError, serviceConfig };
   }
+}
+
+let policies: (() => Promise<unknown>) | undefined;
+let policiesReady: Promise<void> | undefined;
+
+/**
+ * grpc-kube/register: the grpc_kube_* policies are imported with the first `kubernetes:` or
+ * `dns-poll:` channel instead of at start-up, and that channel's first resolution waits for them
+ * (it waits for the API's list anyway). The root index imports them statically and sets no loader.
+ */
+export function loadPoliciesWithFirstChannel(load: () => Promise<unknown>): void {
+  policies = load;
+}
+
+function ready(): Promise<void> | undefined {
+  if (policies === undefined) return undefined;
+  const load = policies;
+  policiesReady ??= load().then(
+    () => undefined,
+    () => undefined, // a failed import leaves the policies unregistered; grpc-js then says which is missing
+  );
+  return policiesReady;
 }
 
 function current(): State {

@@ -12,7 +12,8 @@
 
 import diagnostics from 'node:diagnostics_channel';
 import type { Server, ServerCredentials } from '@grpc/grpc-js';
-import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
+import { createRequire } from 'node:module';
+import type { HealthImplementation, ServingStatus } from 'grpc-health-check';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { TlsFiles, type TlsError, type TlsFilesOptions } from '../tls/files.js';
 import { instruments, registerGauges, secondsSince } from '../metrics/instruments.js';
@@ -147,6 +148,13 @@ function checkMs(value: unknown, field: string, fallback: number): number {
   return value;
 }
 
+let healthMod: typeof import('grpc-health-check') | undefined;
+/** Loaded by the first server kit: it loads the health proto (~30 ms) that a client process never needs. */
+function healthModule(): typeof import('grpc-health-check') {
+  healthMod ??= createRequire(import.meta.url)('grpc-health-check') as typeof import('grpc-health-check');
+  return healthMod;
+}
+
 /**
  * Give `server` the health service, truthful readiness and the SIGTERM sequence. Call before
  * bindAsync (the health service must be added before the server starts); then setServing() once the
@@ -181,7 +189,7 @@ export function createServerKit(server: Server, options: ServerKitOptions = {}):
     throw new InvalidOptionError('exit', 'must be a function or null');
   const delay = options.delay ?? defaultDelay;
 
-  const health = new HealthImplementation({});
+  const health = new (healthModule().HealthImplementation)({});
   health.addToServer(server);
 
   let phase: ServerPhase = options.startServing === true ? 'serving' : 'starting';

@@ -3,7 +3,7 @@
 // in-process control plane (lab, benchmarks, demos): it pins the ADS address so later control
 // planes in the same process must listen on the same address (the client reconnects to it).
 
-import { GrpcKubeError } from '../errors.js';
+import { GrpcKubeError, missingPackage } from '../errors.js';
 import { xdsBootstrapJson } from './bootstrap.js';
 
 let registeredAddress: string | undefined;
@@ -33,7 +33,9 @@ export async function registerXdsClientOnce(address: string, nodeId: string, zon
     );
   }
   process.env['GRPC_XDS_BOOTSTRAP_CONFIG'] = xdsBootstrapJson({ server: address, nodeId, zone });
-  const mod = (await import('@grpc/grpc-js-xds')) as { register(): void };
+  const mod = (await import('@grpc/grpc-js-xds').catch((err: unknown) => {
+    throw missingPackage('@grpc/grpc-js-xds', 'the proxyless xDS client', err);
+  })) as { register(): void };
   mod.register();
   registeredAddress = address;
 }

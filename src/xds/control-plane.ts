@@ -128,7 +128,9 @@ export class XdsControlPlane {
           // Retries come every few seconds during an outage or a missing RBAC rule: say it once.
           if (err.message === this.lastRouteWatchError) return;
           this.lastRouteWatchError = err.message;
-          this.log(`GRPCRoute watch: ${err.message} (retrying; routes in force stay as they are)`);
+          this.log(
+            `GRPCRoute watch: ${err.code}: ${err.message} (retrying; routes in force stay as they are)`,
+          );
         },
         onChange: (routes) => {
           this.lastRouteWatchError = undefined;

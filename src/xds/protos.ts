@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import protobuf from 'protobufjs';
 import type { ServiceDefinition } from '@grpc/grpc-js';
+import { missingPackage } from '../errors.js';
 
 export const TYPE_URL_PREFIX = 'type.googleapis.com/';
 export const LDS = 'type.googleapis.com/envoy.config.listener.v3.Listener';
@@ -52,7 +53,12 @@ let descriptorRegistered = false;
 export function protoDirs(): string[] {
   const require = createRequire(import.meta.url);
   // The package's main file is build/src/index.js; its deps/ folder sits at the package root.
-  const main = require.resolve('@grpc/grpc-js-xds');
+  let main: string;
+  try {
+    main = require.resolve('@grpc/grpc-js-xds');
+  } catch (err) {
+    throw missingPackage('@grpc/grpc-js-xds', 'the xDS control plane (its envoy protos)', err);
+  }
   const pkgRoot = path.resolve(path.dirname(main), '..', '..');
   return ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => path.join(pkgRoot, 'deps', d));
 }

@@ -9,7 +9,6 @@
 
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
 
 import { startEmbeddedCluster, type AppSpec } from '../../src/cluster/embedded.js';
 import { NodeScriptRuntime } from '../../src/cluster/pod-runtime.js';
@@ -18,6 +17,7 @@ import { startRealLabCluster } from '../../src/cluster/real/cluster.js';
 import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
 import { KubeClient } from '../../src/kube/client.js';
 import { POD_MAIN_SCRIPT } from '../../src/lab/pod-main.js';
+import { eventually } from '../helpers/wait.js';
 
 const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
 const root = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -59,14 +59,6 @@ interface Observed {
   readonly byRole: Record<Role, string[]>;
   /** Fewest ready endpoints seen during the rolling update (maxUnavailable 2 of 5 allows 3). */
   readonly minReadyDuringUpdate: number;
-}
-
-async function eventually(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (let i = 0; i < 100_000 && !check(); i++) {
-    if (Date.now() > end) assert.fail(`${what}: not within ${timeoutMs} ms`);
-    await delay(20);
-  }
 }
 
 /** Runs the scenario on one cluster and returns the per-role sequences our source saw. */

@@ -5,7 +5,6 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
 
 import { deploymentManifest, headlessServiceManifest } from '../../src/cluster/embedded.js';
 import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
@@ -20,6 +19,7 @@ import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
 import { KubeClient } from '../../src/kube/client.js';
 import { GreeterClient } from '../../src/lab/hello.js';
 import { POD_MAIN_SCRIPT } from '../../src/lab/pod-main.js';
+import { eventually } from '../helpers/wait.js';
 
 const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
 const root = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -33,20 +33,6 @@ const skip =
 const NS = 'lab';
 const CIDR = '10.246.0.0/16';
 const core = { group: '', version: 'v1', resource: 'x' } as const;
-
-async function eventually(
-  what: string,
-  check: () => boolean | Promise<boolean>,
-  timeoutMs = 30_000,
-): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000; i++) {
-    if (await check()) return;
-    if (Date.now() > end) break;
-    await delay(Math.min(25 * 2 ** Math.min(i, 4), 300));
-  }
-  assert.fail(`${what}: not within ${timeoutMs} ms`);
-}
 
 describe('RealKubelet on the real control plane', { skip }, () => {
   let cp: RealControlPlane;
@@ -127,14 +113,18 @@ describe('RealKubelet on the real control plane', { skip }, () => {
       core,
     );
     // Pods are refused until the namespace's default ServiceAccount exists.
-    await eventually('default ServiceAccount', async () => {
-      try {
-        await api.request('GET', `/api/v1/namespaces/${NS}/serviceaccounts/default`, undefined, core);
-        return true;
-      } catch {
-        return false;
-      }
-    });
+    await eventually(
+      'default ServiceAccount',
+      async () => {
+        try {
+          await api.request('GET', `/api/v1/namespaces/${NS}/serviceaccounts/default`, undefined, core);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      30_000,
+    );
     const app = {
       name: 'hello',
       namespace: NS,
@@ -204,14 +194,18 @@ describe('RealKubelet on the real control plane', { skip }, () => {
     assert.ok(h.indexOf('ready') < h.indexOf('draining'), h.join(' → '));
     const exit = await proc.exited;
     assert.equal(exit.code, 0, 'graceful pod exits 0 on SIGTERM within the grace');
-    await eventually('pod object deleted', async () => {
-      try {
-        await api.request('GET', `/api/v1/namespaces/${NS}/pods/${victim.pod}`, undefined, core);
-        return false;
-      } catch {
-        return true;
-      }
-    });
+    await eventually(
+      'pod object deleted',
+      async () => {
+        try {
+          await api.request('GET', `/api/v1/namespaces/${NS}/pods/${victim.pod}`, undefined, core);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      30_000,
+    );
     await eventually('namespace removed', () => !net.pods().some((p) => p.ip === victim.address), 10_000);
     await eventually('3 ready again', () => current.filter((e) => e.state === 'ready').length === 3, 30_000);
     assert.ok(kubelet.stats.binds >= 4);

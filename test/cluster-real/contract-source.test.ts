@@ -36,6 +36,7 @@ import {
 import { GrpcKubeError, KubeApiError } from '../../src/errors.js';
 import { KubeClient } from '../../src/kube/client.js';
 import { normalise, rawGet, rawWatch, type RawAuth } from './contract-http.js';
+import { eventually } from '../helpers/wait.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
 export const RECORDING_PATH = join(repoRoot, 'test', 'cluster-real', 'fixtures', 'real-apiserver.json');
@@ -78,21 +79,6 @@ function recorder(): Recorder {
     removed: () => r.diffs.flatMap((d) => d.removed.map((e) => e.address)),
   };
   return r;
-}
-
-/** Polls with a real deadline (the control plane has no clock to inject); bounded by count too. */
-async function eventually(
-  what: string,
-  check: () => boolean | Promise<boolean>,
-  timeoutMs = 15_000,
-): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000; i++) {
-    if (await check()) return;
-    if (Date.now() > end) break;
-    await delay(Math.min(25 * 2 ** Math.min(i, 4), 400));
-  }
-  assert.fail(`${what}: not within ${timeoutMs} ms`);
 }
 
 function apiCode(err: unknown): number | undefined {

@@ -4,7 +4,7 @@
 // dist/examples/hello/server.js; the example client (runHelloClient, the same loop as its main)
 // dials kubernetes:///hello.hello-kubernetes:<port> through setup() and clientDefaults(). Checked:
 // every pod answers, no RPC fails, and after a scale-up 3 → 5 the new pods answer within a second
-// of turning Ready — seed 004's headless failure, gone.
+// of turning Ready — the east-west demo's headless failure, gone.
 //
 // What the lab kubelets do not do, adapted here and nowhere else: they implement no downward API
 // (POD_NAME comes from the kubelet itself, so valueFrom entries are dropped); the port is moved off

@@ -7,11 +7,13 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import yaml from 'js-yaml';
 
+import { commandOf, COMMANDS, parseCommandLine, parseHostPort, PROXY_FLAGS } from '../../src/cli/options.js';
+import { xdsServeSettings } from '../../src/cli/xds.js';
 import { GrpcKubeError } from '../../src/errors.js';
 import { xdsBootstrap } from '../../src/xds/bootstrap.js';
 import { idOf, renderKustomization, strategicMerge, type KubeObject } from './kustomize.js';
@@ -32,6 +34,7 @@ type Scenario = (typeof SCENARIOS)[number];
 
 const SERVER_SCRIPT = 'dist/examples/hello/server.js';
 const CLIENT_SCRIPT = 'dist/examples/hello/client.js';
+const CLI_SCRIPT = 'dist/src/cli/main.js';
 /** Seconds the process needs to exit after its drain, on top of the kit's timings. */
 const EXIT_MARGIN_S = 3;
 
@@ -331,7 +334,7 @@ describe('deploy/ manifests', () => {
     for (const s of SCENARIOS) {
       const env = envOf(clientContainer(s));
       assert.deepEqual([env.get('TARGET'), env.get('LB_POLICY')], expected[s], s);
-      assert.equal(env.get('CONCURRENCY'), '10', `${s}: seed 004's ten concurrent RPCs`);
+      assert.equal(env.get('CONCURRENCY'), '10', `${s}: the east-west demo's ten concurrent RPCs`);
       assert.deepEqual(clientContainer(s).command, ['node', CLIENT_SCRIPT]);
     }
     // The sidecar routes by :authority; only its client sets one.
@@ -563,9 +566,184 @@ describe('deploy/ manifests', () => {
           nodeId: `hello-${s}/hello-client-x`,
         }),
       );
+      // The control plane listens on the Service's port (what its flags mean is checked below, by
+      // the CLI's own parser).
       const cp = deployments(s).find((d) => d.name === 'grpc-kube-xds')?.spec.template.spec.containers[0];
-      assert.deepEqual(cp?.command, ['node', 'dist/src/cli/main.js', 'xds', 'serve']);
-      assert.ok(cp?.args?.includes(`--listen=0.0.0.0:${port}`));
+      const line = commandLine(cp as Container, `hello-${s}`);
+      assert.deepEqual(line.slice(0, 4), ['node', CLI_SCRIPT, 'xds', 'serve']);
+      assert.equal(
+        xdsServeSettings(parseCommandLine(COMMANDS['xds serve'].flags, line.slice(4)).values).port,
+        port,
+      );
     }
+  });
+});
+
+/** A container's command and args with $(VAR) expanded as the kubelet does (fieldRefs as this pod's). */
+function commandLine(c: Container, namespace: string): string[] {
+  const env = new Map<string, string>();
+  const expand = (text: string): string =>
+    text.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (all, name: string) => env.get(name) ?? all);
+  for (const e of c.env ?? []) {
+    const ref = e.valueFrom?.fieldRef?.fieldPath;
+    env.set(
+      e.name,
+      e.value !== undefined
+        ? expand(e.value)
+        : ref === 'metadata.namespace'
+          ? namespace
+          : ref === 'metadata.name'
+            ? 'pod-0'
+            : '',
+    );
+  }
+  return [...(c.command ?? []), ...(c.args ?? [])].map(expand);
+}
+
+/**
+ * Run a container's command line through the CLI's own parser and option checks, as the process
+ * would at start-up: an unknown flag, a flag without its value, or a value the command refuses
+ * throws here as it would crash-loop the pod. `ports` are the container's (or image's) ports: a
+ * server must listen on one of them. Returns the command run (or the script, for the examples).
+ */
+function checkCommandLine(
+  where: string,
+  argv: readonly string[],
+  ports: readonly number[],
+  namespace?: string,
+): string {
+  assert.equal(argv[0], 'node', `${where}: node runs the script itself (SIGTERM reaches it)`);
+  const script = argv[1] ?? '';
+  if (script !== CLI_SCRIPT) {
+    // The examples take their settings from the environment and no argument.
+    assert.ok([SERVER_SCRIPT, CLIENT_SCRIPT].includes(script), `${where}: runs ${script}`);
+    assert.deepEqual(argv.slice(2), [], `${where}: ${script} takes no arguments`);
+    return script;
+  }
+  const cmd = commandOf(argv.slice(2));
+  assert.ok(cmd !== undefined, `${where}: "${argv.slice(2, 4).join(' ')}" is a grpc-kube command`);
+  let values: Record<string, unknown>;
+  try {
+    const parsed = parseCommandLine(COMMANDS[cmd.command].flags, cmd.args);
+    // --help prints the flags and exits 0 (the proxy image's default: it needs its Service named).
+    if (parsed.help) return `${cmd.command} --help`;
+    values = parsed.values;
+    if (cmd.command === 'xds serve') {
+      const s = xdsServeSettings(parsed.values as Parameters<typeof xdsServeSettings>[0]);
+      assert.ok(ports.includes(s.port), `${where}: ADS on ${s.port}, the container has ${ports.join(',')}`);
+      // Other pods dial it through its Service: not loopback.
+      assert.equal(s.host, '0.0.0.0', `${where}: ADS listens on every interface`);
+      if (namespace !== undefined)
+        assert.ok(
+          [undefined, namespace].includes(s.routeNamespace),
+          `${where}: GRPCRoutes of its own namespace`,
+        );
+    } else if (cmd.command === 'proxy') {
+      const v = parsed.values as { mode?: string; listen?: string; target?: string };
+      assert.ok(v.mode === 'sidecar' || v.mode === 'ingress', `${where}: --mode ${v.mode}`);
+      if (v.mode === 'ingress') assert.ok(v.target !== undefined, `${where}: an ingress names its --target`);
+      const { port } = parseHostPort(v.listen ?? '127.0.0.1:15001', '--listen');
+      assert.ok(
+        ports.includes(port),
+        `${where}: the proxy listens on ${port}, the container has ${ports.join(',')}`,
+      );
+    } else assert.fail(`${where}: deploy/ runs xds serve and proxy, not ${cmd.command}`);
+  } catch (e) {
+    if (e instanceof assert.AssertionError) throw e;
+    assert.fail(`${where}: ${argv.slice(2).join(' ')}: ${(e as Error).message}`);
+  }
+  assert.ok(Object.keys(values).length > 0);
+  return cmd.command;
+}
+
+/** The Dockerfile's stages: name → [parent, lines]. */
+function dockerStages(text: string): Map<string, { from: string; lines: string[] }> {
+  const out = new Map<string, { from: string; lines: string[] }>();
+  let cur: string[] | undefined;
+  for (const line of text.split('\n')) {
+    const m = /^FROM (\S+) AS (\S+)$/.exec(line);
+    if (m !== null) {
+      cur = [];
+      out.set(m[2] as string, { from: m[1] as string, lines: cur });
+    } else if (cur !== undefined && line.trim() !== '' && !line.startsWith('#')) cur.push(line.trim());
+  }
+  return out;
+}
+
+describe('every command line shipped runs under the CLI as built', () => {
+  it('each container in deploy/ parses with the command’s own flags and option checks', () => {
+    const seen: string[] = [];
+    for (const s of SCENARIOS) {
+      for (const o of objects(s)) {
+        const template = (o['spec'] as { template?: { spec?: PodSpec } } | undefined)?.template?.spec;
+        const pod = o.kind === 'Pod' ? (o['spec'] as PodSpec) : template;
+        if (pod === undefined) continue;
+        for (const c of allContainers(pod)) {
+          const where = `deploy/${s} ${o.kind}/${o.metadata.name}/${c.name}`;
+          const ports = (c.ports ?? []).map((p) => p.containerPort);
+          // A sidecar's port is in its startup probe (loopback only: no containerPort to publish).
+          const probePort = c.startupProbe?.tcpSocket?.port;
+          if (typeof probePort === 'number') ports.push(probePort);
+          const ran = checkCommandLine(where, commandLine(c, `hello-${s}`), ports, `hello-${s}`);
+          seen.push(`${s} ${o.metadata.name}/${c.name}: ${ran}`);
+        }
+      }
+    }
+    // Every container was looked at: the CLI runs exactly where the overlays put it.
+    const cli = seen.filter((x) => !x.endsWith('.js')).sort();
+    assert.deepEqual(cli, [
+      'canary grpc-kube-xds/xds: xds serve',
+      'proxy hello-proxy/proxy: proxy',
+      'sidecar hello-client/proxy: proxy',
+      'xds grpc-kube-xds/xds: xds serve',
+    ]);
+    assert.equal(seen.length, cli.length + 2 * SCENARIOS.length + 1, seen.join('\n'));
+  });
+
+  it('each Dockerfile target’s CMD parses with the command’s own flags and option checks', () => {
+    const stages = dockerStages(readFileSync(join(repoRoot, 'Dockerfile'), 'utf8'));
+    const seen: string[] = [];
+    for (const [name, stage] of stages) {
+      const cmd = stage.lines.find((l) => l.startsWith('CMD '));
+      if (cmd === undefined) continue;
+      const exposed = (st: { from: string; lines: string[] } | undefined): number[] =>
+        st === undefined
+          ? []
+          : [
+              ...st.lines
+                .filter((l) => l.startsWith('EXPOSE '))
+                .flatMap((l) => l.split(/\s+/).slice(1).map(Number)),
+              ...exposed(stages.get(st.from)),
+            ];
+      const argv = JSON.parse(cmd.slice(4)) as string[];
+      seen.push(`${name}: ${checkCommandLine(`Dockerfile ${name}`, argv, exposed(stage))}`);
+    }
+    assert.deepEqual(seen, [
+      `client: ${CLIENT_SCRIPT}`,
+      'proxy: proxy --help',
+      'xds: xds serve',
+      `server: ${SERVER_SCRIPT}`,
+    ]);
+  });
+
+  it('would catch a flag the CLI does not know, a missing value, and a value it refuses', () => {
+    const xds = ['node', CLI_SCRIPT, 'xds', 'serve'];
+    assert.equal(
+      checkCommandLine('ok', [...xds, '--listen=0.0.0.0:18000', '--namespace=ns'], [18000], 'ns'),
+      'xds serve',
+    );
+    for (const [bad, why] of [
+      [[...xds, '--listen=0.0.0.0:18000', '--bind=x'], /Unknown option '--bind'/],
+      [[...xds, '--listen'], /argument missing/],
+      [[...xds, '--listen=0.0.0.0'], /must be host:port/],
+      [[...xds, '--listen=0.0.0.0:18001'], /ADS on 18001/],
+      [['node', CLI_SCRIPT, 'proxy', '--mode=ingress', '--listen=0.0.0.0:18000'], /names its --target/],
+      [['node', CLI_SCRIPT, 'xds', 'serv'], /is a grpc-kube command/],
+      [['node', SERVER_SCRIPT, '--port=1'], /takes no arguments/],
+    ] as const) {
+      assert.throws(() => checkCommandLine('bad', bad, [18000], 'ns'), why);
+    }
+    // The table is what the parser knows: every flag of the proxy manifest is in it.
+    assert.ok('listen' in PROXY_FLAGS && 'drain-delay-ms' in PROXY_FLAGS);
   });
 });

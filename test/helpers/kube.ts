@@ -2,6 +2,7 @@
 // (as the EndpointSlice controller would), read back by the code under test over real HTTP.
 
 import { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import type { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
 import { RESOURCES } from '../../src/cluster/store-api.js';
 import { SERVICE_NAME_LABEL, type EndpointSlice, type SliceEndpoint } from '../../src/kube/types.js';
 
@@ -65,15 +66,21 @@ export async function startApi(opts: { bookmarkIntervalMs?: number } = {}): Prom
   return api;
 }
 
-/** Poll `check` on every tick of the event loop (and at most every `everyMs`) until it holds. */
-export async function until(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs = 5000,
-  everyMs = 5,
-): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+export { until } from './wait.js';
+
+/** Subscribes to port 50051 of `src`; the returned function reads the addresses it serves now. */
+export function servedIps(src: KubernetesEndpointSource): () => string {
+  let ips = '';
+  src.subscribe(
+    { kind: 'number', port: 50051 },
+    {
+      onEndpoints: (v) =>
+        (ips = v
+          .endpoints()
+          .map((e) => e.address)
+          .join()),
+      onError: () => {},
+    },
+  );
+  return () => ips;
 }

@@ -150,6 +150,8 @@ export class AdversarialApiServer {
   private server!: http.Server | https.Server | http2.Http2SecureServer;
   private relay!: net.Server;
   private readonly pairs = new Map<number, { client: net.Socket; up: net.Socket }>();
+  /** Every socket and HTTP/2 session either server ever had, for close() to end them all. */
+  private readonly live = new Set<{ destroy(): unknown }>();
   private readonly hung = new Set<() => void>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private pem: { key: Buffer; cert: Buffer } | undefined;
@@ -179,6 +181,11 @@ export class AdversarialApiServer {
 
   get openWatches(): number {
     return this.subs.size;
+  }
+
+  /** Client connections open through the relay now. */
+  get connections(): number {
+    return this.pairs.size;
   }
 
   /** The label values (`key=value` → value) of the watches open now, sorted: who holds a watch. */
@@ -254,6 +261,10 @@ export class AdversarialApiServer {
       client.destroy();
       up.destroy();
     }
+    // Also what pairs may not hold yet (a relay socket still connecting) and the servers' own
+    // sessions: server.close() waits for every one of them.
+    for (const x of this.live) x.destroy();
+    this.live.clear();
     this.subs.clear();
     await Promise.all([
       new Promise<void>((r) => this.relay.close(() => r())),
@@ -292,20 +303,29 @@ export class AdversarialApiServer {
           : https.createServer({ ...this.pem }, handler);
     }
     this.server.on('error', () => {});
-    (this.server as http2.Http2SecureServer).on('session', (s: http2.ServerHttp2Session) =>
-      s.on('error', () => {}),
-    );
+    this.server.on('connection', (sock: net.Socket) => this.track(sock));
+    (this.server as http2.Http2SecureServer).on('session', (s: http2.ServerHttp2Session) => {
+      s.on('error', () => {});
+      this.track(s);
+    });
     await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
     const inner = (this.server.address() as net.AddressInfo).port;
     this.relay = net.createServer((client) => {
       const up = net.connect(inner, '127.0.0.1');
+      this.track(client);
+      this.track(up);
       client.on('error', () => up.destroy());
       up.on('error', () => client.destroy());
-      up.once('connect', () => this.pairs.set(up.localPort ?? 0, { client, up }));
+      // Keyed by the server side's peer port, kept here: a destroyed socket no longer knows its port.
+      let port: number | undefined;
+      up.once('connect', () => {
+        port = up.localPort;
+        if (port !== undefined) this.pairs.set(port, { client, up });
+      });
       client.pipe(up);
       up.pipe(client);
       const drop = (): void => {
-        this.pairs.delete(up.localPort ?? 0);
+        if (port !== undefined) this.pairs.delete(port);
         client.destroy();
         up.destroy();
       };
@@ -314,6 +334,11 @@ export class AdversarialApiServer {
     });
     await new Promise<void>((r) => this.relay.listen(0, '127.0.0.1', () => r()));
     this.port = (this.relay.address() as net.AddressInfo).port;
+  }
+
+  private track(x: { destroy(): unknown; once(ev: 'close', fn: () => void): unknown }): void {
+    this.live.add(x);
+    x.once('close', () => this.live.delete(x));
   }
 
   /** Silence a connection both ways without closing it (a peer that vanished). */

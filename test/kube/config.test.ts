@@ -14,7 +14,7 @@ import { KubeClient } from '../../src/kube/client.js';
 import { loadKubeConfig } from '../../src/kube/config.js';
 import { GrpcKubeError } from '../../src/errors.js';
 import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
-import { until } from '../helpers/kube.js';
+import { servedIps, until } from '../helpers/kube.js';
 import { AdversarialApiServer, slice } from './adversarial-server.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -140,21 +140,10 @@ for (const transport of ['h2', 'http'] as const) {
     t.after(() => c.close());
     const src = new KubernetesEndpointSource(c, 'default', 'a', { backoff: { initialMs: 10, maxMs: 50 } });
     t.after(() => src.stop());
-    let ips = '';
-    src.subscribe(
-      { kind: 'number', port: 50051 },
-      {
-        onEndpoints: (v) =>
-          (ips = v
-            .endpoints()
-            .map((e) => e.address)
-            .join()),
-        onError: () => {},
-      },
-    );
-    await until(() => ips === '10.4.0.1');
+    const ips = servedIps(src);
+    await until(() => ips() === '10.4.0.1');
     api.put('endpointslices', slice('default', 'a', ['10.4.0.2']));
-    await until(() => ips === '10.4.0.2');
+    await until(() => ips() === '10.4.0.2');
     assert.ok(proxy.tunnels() >= 1, 'traffic went through the proxy');
   });
 }

@@ -5,14 +5,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
 import type { KubeSourceOptions } from '../../src/discovery/kube-source.js';
-import { KubeClient, type KubeClientOptions } from '../../src/kube/client.js';
+import { KubeClient, type KubeClientOptions, type ResourcePath } from '../../src/kube/client.js';
 import { LineSplitter, LineTooLongError } from '../../src/kube/framing.js';
+import { ListWatch, type ListWatchStatus } from '../../src/kube/watch.js';
 import { GrpcRouteWatcher } from '../../src/xds/route-watcher.js';
 import type { GrpcKubeError } from '../../src/errors.js';
 import { until } from '../helpers/kube.js';
 import { AdversarialApiServer, slice, type Fault, type Transport } from './adversarial-server.js';
 
 const SLICES = 'endpointslices';
+const RP: ResourcePath = { group: 'discovery.k8s.io', version: 'v1', resource: SLICES, namespace: 'default' };
 
 interface Followed {
   src: KubernetesEndpointSource;
@@ -23,7 +25,7 @@ interface Followed {
 async function server(
   t: { after(fn: () => unknown): void },
   transport: Transport,
-  opts: { bookmarkIntervalMs?: number; hugeBytes?: number } = {},
+  opts: { bookmarkIntervalMs?: number; hugeBytes?: number; maxConcurrentStreams?: number } = {},
 ): Promise<AdversarialApiServer> {
   const api = await AdversarialApiServer.start({ transport, ...opts });
   t.after(() => api.close());
@@ -63,6 +65,40 @@ function follow(
   return { src, ips: () => last, errors };
 }
 
+/** An injected clock: the loop's waits advance it (and are recorded) instead of sleeping. */
+function fakeClock(): {
+  readonly ms: number;
+  delays: number[];
+  options: { now: () => number; delay: (ms: number) => Promise<void> };
+} {
+  let now = 0;
+  const delays: number[] = [];
+  return {
+    get ms() {
+      return now;
+    },
+    delays,
+    options: {
+      now: () => now,
+      delay: async (ms) => {
+        delays.push(ms);
+        now += ms;
+        await new Promise((r) => setImmediate(r));
+      },
+    },
+  };
+}
+
+/** The waits grew to the cap (± the 20 % jitter), never past it, and were jittered. */
+function assertBackedOff(delays: readonly number[], maxMs: number): void {
+  const top = Math.max(...delays);
+  assert.ok(top >= 0.8 * maxMs && top <= 1.2 * maxMs, `longest wait ${top} ms: ${delays.join()}`);
+  assert.ok(
+    delays.some((d) => d % 100 !== 0),
+    `waits not jittered: ${delays.join()}`,
+  );
+}
+
 /** The first `n` requests of `kind` get `fault`, the rest behave. */
 function firstN(api: AdversarialApiServer, kind: 'list' | 'watch', fault: Fault, n: number): void {
   let left = n;
@@ -90,6 +126,35 @@ test('line framing is linear, bounded, and splits across chunks', () => {
   assert.equal(pushed, 64);
 });
 
+test('line framing costs the same per byte whatever the chunk size (no rescan or re-copy of the line)', () => {
+  // One 8 MiB line fed in 4 KiB chunks and in 256 KiB chunks. Framing that rescans or re-copies the
+  // buffered line on every chunk (the quadratic kind) does ~64x more work for the small chunks;
+  // linear framing does about the same. CPU time (a loaded machine barely moves it), the large chunks
+  // measured best of 5, the small ones stopped as soon as they pass 8x that.
+  const lineBytes = 8 * 1024 * 1024;
+  const feed = (chunkBytes: number, budgetUs: number): number => {
+    const chunk = Buffer.alloc(chunkBytes, 0x61);
+    const s = new LineSplitter(2 * lineBytes);
+    let got = 0;
+    const t0 = process.cpuUsage();
+    const spent = (): number => {
+      const d = process.cpuUsage(t0);
+      return d.user + d.system;
+    };
+    for (let i = 0; i < lineBytes / chunkBytes; i++) {
+      s.push(chunk, () => {});
+      if (i % 64 === 63 && spent() > budgetUs) return spent();
+    }
+    s.push(Buffer.from('\n'), (l) => (got = l.length));
+    assert.equal(got, lineBytes);
+    return spent();
+  };
+  const large = Math.min(...Array.from({ length: 5 }, () => feed(256 * 1024, Infinity)));
+  const budgetUs = 8 * large + 10_000;
+  const small = Math.min(...Array.from({ length: 3 }, () => feed(4 * 1024, budgetUs)));
+  assert.ok(small <= budgetUs, `4 KiB chunks: ${small} us CPU; 256 KiB chunks: ${large} us`);
+});
+
 for (const fault of ['null', 'error-no-object', 'no-metadata', 'garbage', 'truncated'] as const) {
   test(`a watch line "${fault}" is a typed error and a re-list, never a crash`, async (t) => {
     const api = await server(t, 'h2');
@@ -101,6 +166,16 @@ for (const fault of ['null', 'error-no-object', 'no-metadata', 'garbage', 'trunc
     assert.ok(f.src.stats.lists >= 2, 'the bad event made the source re-list');
     api.put(SLICES, slice('default', 'a', ['10.0.0.2']));
     await until(() => f.ips().join() === '10.0.0.2');
+  });
+
+  test(`KubeClient.watch: a "${fault}" line rejects done with GK_ERR_KUBE_PROTOCOL and is never delivered`, async (t) => {
+    const api = await server(t, 'h2');
+    api.fault = () => fault;
+    const c = client(t, api);
+    const delivered: unknown[] = [];
+    const w = c.watch(RP, { resourceVersion: '0' }, (ev) => delivered.push(ev));
+    await assert.rejects(w.done, (e: GrpcKubeError) => e.code === 'GK_ERR_KUBE_PROTOCOL');
+    assert.deepEqual(delivered, []);
   });
 }
 
@@ -127,20 +202,14 @@ test('an empty-watch server sees <= 5 requests per second per channel (injected 
   api.put(SLICES, slice('default', 'a', ['10.0.0.1']));
   api.fault = (k) => (k === 'watch' ? 'empty' : 'none');
   const c = client(t, api);
-  let now = 0;
-  const f = follow(t, c, 'a', {
-    backoff: {}, // defaults: 500 ms .. 15 s
-    now: () => now,
-    delay: async (ms) => {
-      now += ms;
-      await new Promise((r) => setImmediate(r));
-    },
-  });
-  await until(() => now >= 60_000, 20_000);
-  const rate = (api.requests.list + api.requests.watch) / (now / 1000);
+  const clock = fakeClock();
+  const f = follow(t, c, 'a', { backoff: {} /* defaults: 500 ms .. 15 s */, ...clock.options });
+  await until(() => clock.ms >= 60_000, 20_000);
+  const rate = (api.requests.list + api.requests.watch) / (clock.ms / 1000);
   assert.ok(rate <= 5, `${rate} requests/s`);
   assert.ok(f.src.stats.shortWatches >= 3, 'empty watches count as failures');
   assert.notEqual(f.src.status, 'synced');
+  assertBackedOff(clock.delays, 15_000);
 });
 
 test('a 410 storm backs off instead of looping', async (t) => {
@@ -148,18 +217,12 @@ test('a 410 storm backs off instead of looping', async (t) => {
   api.put(SLICES, slice('default', 'a', ['10.0.0.1']));
   api.fault = (k) => (k === 'watch' ? 'gone' : 'none');
   const c = client(t, api);
-  let now = 0;
-  const f = follow(t, c, 'a', {
-    backoff: {},
-    now: () => now,
-    delay: async (ms) => {
-      now += ms;
-      await new Promise((r) => setImmediate(r));
-    },
-  });
-  await until(() => now >= 60_000, 20_000);
+  const clock = fakeClock();
+  const f = follow(t, c, 'a', { backoff: {}, ...clock.options });
+  await until(() => clock.ms >= 60_000, 20_000);
   assert.ok(f.src.stats.expired >= 3);
-  assert.ok((api.requests.list + api.requests.watch) / (now / 1000) <= 5);
+  assert.ok((api.requests.list + api.requests.watch) / (clock.ms / 1000) <= 5);
+  assertBackedOff(clock.delays, 15_000);
 });
 
 test('the GRPCRoute watcher uses the same loop: no hot loop on an empty-watch server', async (t) => {
@@ -167,23 +230,20 @@ test('the GRPCRoute watcher uses the same loop: no hot loop on an empty-watch se
   api.put('grpcroutes', { metadata: { name: 'r', namespace: 'default' }, spec: {} });
   api.fault = (k) => (k === 'watch' ? 'empty' : 'none');
   const c = client(t, api);
-  let now = 0;
+  const clock = fakeClock();
   let changes = 0;
   const w = new GrpcRouteWatcher(c, {
     onChange: () => changes++,
     onError: () => {},
     backoff: { initialMs: 500, maxMs: 15_000 },
-    now: () => now,
-    delay: async (ms) => {
-      now += ms;
-      await new Promise((r) => setImmediate(r));
-    },
+    ...clock.options,
   });
   t.after(() => w.stop());
   await w.start();
-  await until(() => now >= 60_000, 20_000);
+  await until(() => clock.ms >= 60_000, 20_000);
   assert.ok(changes >= 1);
-  assert.ok((api.requests.list + api.requests.watch) / (now / 1000) <= 5);
+  assert.ok((api.requests.list + api.requests.watch) / (clock.ms / 1000) <= 5);
+  assertBackedOff(clock.delays, 15_000);
 });
 
 test('a hung list times out (GK_ERR_KUBE_TIMEOUT) and stop() returns at once whatever the server does', async (t) => {
@@ -205,6 +265,39 @@ test('a hung list times out (GK_ERR_KUBE_TIMEOUT) and stop() returns at once wha
   assert.ok(Date.now() - t0 < 1000, `stop took ${Date.now() - t0} ms`);
 });
 
+for (const transport of ['h2', 'https1', 'http'] as const) {
+  test(`close() (${transport}) ends a hung list and an open watch at once and leaves no connection`, async (t) => {
+    const api = await server(t, transport);
+    api.put(SLICES, slice('default', 'a', ['10.0.0.1']));
+    const c = client(t, api);
+    await c.list(RP); // leaves a kept-alive connection (HTTP/1.1 pool, HTTP/2 session)
+    const settled: string[] = [];
+    const w = c.watch(RP, { resourceVersion: '0' }, () => {});
+    w.done.then(
+      () => settled.push('watch'),
+      () => settled.push('watch'),
+    );
+    api.fault = (k) => (k === 'list' ? 'hang' : 'none');
+    let listError: GrpcKubeError | undefined;
+    c.list(RP).then(
+      () => settled.push('list answered'),
+      (e: GrpcKubeError) => {
+        listError = e;
+        settled.push('list');
+      },
+    );
+    await until(() => api.openWatches === 1 && api.requests.list === 2);
+    // The server answers nothing from here on; close() alone must end everything.
+    const t0 = Date.now();
+    c.close();
+    await until(() => settled.length === 2 && api.connections === 0);
+    process.stdout.write(`# close() ${transport}: all ended in ${Date.now() - t0} ms\n`);
+    assert.deepEqual(settled.sort(), ['list', 'watch']);
+    assert.equal(listError?.code, 'GK_ERR_DESTROYED');
+    await assert.rejects(c.list(RP), (e: GrpcKubeError) => e.code === 'GK_ERR_DESTROYED');
+  });
+}
+
 for (const transport of ['h2', 'https1'] as const) {
   test(`a half-open connection is found (${transport === 'h2' ? 'HTTP/2 PING' : 'idle time-out'}) and the watch comes back`, async (t) => {
     const api = await server(t, transport, { bookmarkIntervalMs: 100 });
@@ -221,6 +314,41 @@ for (const transport of ['h2', 'https1'] as const) {
   });
 }
 
+test('a watch the server accepts and never answers is dropped and opened again (no headers in time)', async (t) => {
+  const api = await server(t, 'h2', { bookmarkIntervalMs: 100 });
+  api.put(SLICES, slice('default', 'a', ['10.0.0.1']));
+  const c = client(t, api);
+  firstN(api, 'watch', 'hang', 1);
+  // h2: the session answers PING, so only the headers time-out can find the hung stream.
+  const f = follow(t, c, 'a', { bookmarkIntervalMs: 100 });
+  await until(() => f.ips().join() === '10.0.0.1' && api.requests.watch >= 1);
+  api.put(SLICES, slice('default', 'a', ['10.0.0.2']));
+  await until(() => f.ips().join() === '10.0.0.2', 10_000);
+  assert.ok(api.requests.watch >= 2);
+});
+
+test('the GRPCRoute watcher finds a half-open connection (idle time-out) and follows the next change', async (t) => {
+  const api = await server(t, 'https1', { bookmarkIntervalMs: 100 });
+  api.put('grpcroutes', { metadata: { name: 'r', namespace: 'default' }, spec: {} });
+  const c = client(t, api);
+  firstN(api, 'watch', 'half-open', 1);
+  let names: string[] = [];
+  const w = new GrpcRouteWatcher(c, {
+    onChange: (routes) => (names = [...routes.keys()].sort()),
+    onError: () => {},
+    bookmarkIntervalMs: 100,
+    backoff: { initialMs: 10, maxMs: 50 },
+  });
+  t.after(() => w.stop());
+  await w.start();
+  assert.deepEqual(names, ['default/r']);
+  // The change comes after the watch went silent, so only a new watch can bring it.
+  await until(() => api.requests.watch >= 1);
+  api.put('grpcroutes', { metadata: { name: 'r2', namespace: 'default' }, spec: {} });
+  await until(() => names.join() === 'default/r,default/r2', 10_000);
+  assert.ok(api.requests.watch >= 2, 'the silent watch was dropped and opened again');
+});
+
 test('200 Services over HTTP/2 from one client: every one follows its change (no 64-watch cap)', async (t) => {
   const api = await server(t, 'h2');
   const n = 200;
@@ -233,6 +361,22 @@ test('200 Services over HTTP/2 from one client: every one follows its change (no
   assert.equal(c.stats.protocol, 'h2');
   assert.equal(c.stats.activeWatches, n);
   // The server allows 100 streams per connection: the client opened more sessions, queued nothing.
+  assert.ok(c.stats.sessions >= 2, `${c.stats.sessions} sessions`);
+});
+
+test('HTTP/2: 120 watches opened at once on a fresh client all start (no stream sent before the server limit is known)', async (t) => {
+  // 50 streams per connection: below the 100 that Node assumes for a peer until its SETTINGS arrive.
+  const api = await server(t, 'h2', { maxConcurrentStreams: 50 });
+  const c = client(t, api);
+  const n = 120;
+  let opened = 0;
+  const failures: unknown[] = [];
+  for (let i = 0; i < n; i++) {
+    const w = c.watch(RP, { resourceVersion: '0', onOpen: () => opened++ }, () => {});
+    w.done.catch((e: unknown) => failures.push(e));
+  }
+  await until(() => opened === n && api.openWatches === n, 20_000);
+  assert.deepEqual(failures, []);
   assert.ok(c.stats.sessions >= 2, `${c.stats.sessions} sessions`);
 });
 
@@ -258,6 +402,42 @@ test('HTTP/1.1: the watch limit is explicit: over it a Service is retrying with 
   await until(() => fs.slice(2).every((f) => f.src.status === 'synced'), 20_000);
   for (let i = 2; i < 12; i++) api.put(SLICES, slice('default', `s${i}`, ['10.2.0.2']));
   await until(() => fs.slice(2).every((f) => f.ips().join() === '10.2.0.2'), 20_000);
+});
+
+test('HTTP/1.1 (http://): 80 Services each hold a watch and follow their change (no socket pool cap below maxHttp1Watches)', async (t) => {
+  const api = await server(t, 'http');
+  const n = 80; // over the 64 sockets the old shared agent allowed
+  for (let i = 0; i < n; i++) api.put(SLICES, slice('default', `s${i}`, ['10.5.0.1']));
+  const c = client(t, api);
+  const fs = Array.from({ length: n }, (_, i) => follow(t, c, `s${i}`));
+  await until(() => fs.every((f) => f.src.status === 'synced') && api.openWatches === n, 20_000);
+  for (let i = 0; i < n; i++) api.put(SLICES, slice('default', `s${i}`, ['10.5.0.2']));
+  await until(() => fs.every((f) => f.ips().join() === '10.5.0.2'), 20_000);
+  assert.equal(c.stats.protocol, 'http/1.1');
+  assert.equal(c.stats.activeWatches, n);
+  assert.equal(c.stats.watchLimitRejections, 0);
+});
+
+test('a watch refused by the HTTP/1.1 limit never reports synced, not even between its re-lists', async (t) => {
+  const api = await server(t, 'https1');
+  api.put(SLICES, slice('default', 'a', ['10.6.0.1']));
+  api.put(SLICES, slice('default', 'b', ['10.6.0.1']));
+  const c = client(t, api, { maxHttp1Watches: 1 });
+  const a = follow(t, c, 'a');
+  await until(() => a.src.status === 'synced' && api.openWatches === 1);
+  // Every status change of the second loop is recorded, so a 'synced' that lasts a microsecond counts.
+  const statuses: ListWatchStatus[] = [];
+  const lw = new ListWatch(
+    c,
+    RP,
+    { onList: () => {}, onEvent: () => {}, onError: () => {}, onStatus: (s) => statuses.push(s) },
+    { labelSelector: 'kubernetes.io/service-name=b', backoff: { initialMs: 10, maxMs: 20 } },
+  );
+  t.after(() => lw.stop());
+  lw.start();
+  await until(() => lw.stats.lists >= 3);
+  assert.ok(c.stats.watchLimitRejections >= 2);
+  assert.deepEqual([...new Set(statuses)], ['retrying']);
 });
 
 test('http:// servers (kubectl proxy) work without insecure-skip-tls-verify', async (t) => {

@@ -11,7 +11,7 @@ import { chromiumSkip, openFile } from '../helpers/chromium.js';
 import { unsaturatedLab } from '../helpers/lab.js';
 
 // The user's command, as a user runs it: `grpc-kube lab --quick` in its own process, then the
-// seeds' findings asserted from its JSON, side by side (ratios, not absolute times).
+// the field write-ups' findings asserted from its JSON, side by side (ratios, not absolute times).
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
@@ -71,7 +71,7 @@ function run(json: LabJson, scenario: string, strategy: string): LabRunRecord {
 }
 
 test(
-  'grpc-kube lab --quick reproduces the seeds and shows the kubernetes resolver fixing them',
+  'grpc-kube lab --quick reproduces the failures of the field write-ups and shows the kubernetes resolver fixing them',
   { timeout: 240_000 },
   async (t) => {
     const { json, stdout } = await runLabOnce(t);

@@ -93,7 +93,7 @@ test('the run record of the hand-worked run', () => {
     // first start 0, last end 1900 + 1000
     durationMs: 2900,
   });
-  // The FIGURES.md key order.
+  // The docs/figures.md key order.
   assert.deepEqual(Object.keys(record), [
     'scenario',
     'strategy',

@@ -53,7 +53,7 @@ test('RpcLog grows, interns pod names, stores failures as pod -1', () => {
   assert.equal(log.tMs.length, 5000);
 });
 
-test('rounds (seed 004): ten concurrent RPCs, wait for all, loop; round_robin spreads them evenly', async (t) => {
+test('rounds (the east-west demo): ten concurrent RPCs, wait for all, loop; round_robin spreads them evenly', async (t) => {
   const list = await pods(t, '127.0.9', [0, 0, 0]);
   const log = await runWorkload({ target: staticTarget(list), channelOptions: ROUND_ROBIN, durationMs: 400 });
   assert.ok(log.length >= 30, `${log.length} RPCs`);

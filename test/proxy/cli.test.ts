@@ -318,6 +318,35 @@ test(
   },
 );
 
+test(
+  'grpc-kube proxy --data-plane nghttpx: when nghttpx dies, the proxy exits 1 with GK_ERR_PROXY_DATA_PLANE',
+  {
+    skip: existsSync(DEFAULT_NGHTTPX) ? false : 'nghttpx not found: apt-get install -y nghttp2-proxy',
+    // A proxy that outlives its data plane never exits: fail then, rather than hang the suite.
+    timeout: 120_000,
+  },
+  async (t) => {
+    const b = await startJsonServer('x0', '127.0.0.1');
+    t.after(() => b.kill());
+    const p = await proxyProcess(t, [b.port], ['--data-plane', 'nghttpx']);
+    const client = newJsonClient(p.address);
+    t.after(() => client.close());
+    assert.equal((await unary(client, {})).res?.server, 'x0');
+    // nghttpx is this proxy's child (its workers are threads): kill it as the OOM killer would.
+    const nghttpx = (await import('node:child_process'))
+      .execFileSync('pgrep', ['-P', String(p.child.pid), '-x', 'nghttpx'], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .map(Number);
+    assert.equal(nghttpx.length, 1, `nghttpx children: ${nghttpx.join(',')}`);
+    process.kill(nghttpx[0] as number, 'SIGKILL');
+    assert.equal(await p.exited, 1, p.stderr());
+    assert.match(p.stderr(), /GK_ERR_PROXY_DATA_PLANE: nghttpx exited \(SIGKILL\)/);
+    // Once, from the command's failure, not also from the data plane's error callback.
+    assert.equal(p.stderr().match(/GK_ERR_PROXY_DATA_PLANE/g)?.length, 1, p.stderr());
+  },
+);
+
 test('grpc-kube proxy TLS flags: halves of a pair and missing files are typed errors', async () => {
   await assert.rejects(proxyCommand([...STATIC_INGRESS, '--tls-cert', '/nonexistent.crt']), {
     code: 'GK_ERR_INVALID_OPTION',

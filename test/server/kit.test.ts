@@ -20,6 +20,7 @@ import {
 } from '../../src/server/index.js';
 import { InvalidOptionError } from '../../src/errors.js';
 import { echo, ECHO_SERVICE, type EchoHandler } from './echo.js';
+import { until } from '../helpers/wait.js';
 
 type HealthClient = grpc.Client & {
   check(
@@ -78,11 +79,6 @@ function recordEvents(t: { after(fn: () => void): void }): ServerKitEvent[] {
   diagnostics.subscribe(SERVER_CHANNEL_NAME, onMessage);
   t.after(() => diagnostics.unsubscribe(SERVER_CHANNEL_NAME, onMessage));
   return events;
-}
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (let k = 0; k < 500 && !cond(); k++) await new Promise((r) => setTimeout(r, 2));
-  assert.ok(cond(), what);
 }
 
 async function start(handler: EchoHandler, opts: ServerKitOptions) {
@@ -179,7 +175,7 @@ test('SIGTERM: NOT_SERVING at once, serve during propagation, then GOAWAY: in-fl
   });
   assert.equal(await checkHealth(health), 'SERVING');
   const slow = echo(client, 'slow', 5000);
-  await until(() => slowEntered, 'slow RPC reached the handler');
+  await until(() => slowEntered, 5000, 2, 'slow RPC reached the handler');
 
   signals.emit('SIGTERM');
   signals.emit('SIGTERM'); // a second signal does not start a second sequence
@@ -241,7 +237,7 @@ test('SIGTERM: when the grace period runs out, connections are force-closed and 
   const client = new grpc.Client(address, grpc.credentials.createInsecure());
   t.after(() => client.close());
   const stuck = echo(client, 'stuck', 10_000);
-  await until(() => entered, 'stuck RPC reached the handler');
+  await until(() => entered, 5000, 2, 'stuck RPC reached the handler');
   signals.emit('SIGTERM');
   await delay.until(1);
   delay.release(0);

@@ -23,6 +23,7 @@ import {
   type RealControlPlane,
   type RealControlPlaneOptions,
 } from './control-plane.js';
+import { installCrds, readCrds } from './crds.js';
 import { LabApi, statusOf } from './kube-http.js';
 import { RealKubelet } from './kubelet.js';
 import { NetnsScriptRuntime } from './kubelet-runtime.js';
@@ -40,6 +41,11 @@ export interface RealLabClusterOptions {
   readonly probePeriodMs?: number;
   /** Namespaces to create (and wait for their default ServiceAccount) at start. */
   readonly namespaces?: readonly string[];
+  /**
+   * A kustomization directory of CustomResourceDefinitions (deploy/crds: the GRPCRoute CRD) to
+   * install at start, waiting until each is Established.
+   */
+  readonly crdDir?: string;
   readonly controlPlane?: RealControlPlaneOptions;
   readonly network?: LabNetworkOptions;
   readonly heartbeatMs?: number;
@@ -195,6 +201,7 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
   };
 
   try {
+    if (opts.crdDir !== undefined) await installCrds(a, readCrds(opts.crdDir));
     for (const ns of opts.namespaces ?? []) await ensureNamespace(ns);
   } catch (err) {
     await stop();

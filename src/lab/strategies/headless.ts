@@ -1,4 +1,4 @@
-// The headless-Service strategies of the seeds: grpc-js's own `dns:` resolver against the lab's DNS
+// The headless-Service strategies of the field write-ups: grpc-js's own `dns:` resolver against the lab's DNS
 // server (which answers the Service's ready pod IPs, as CoreDNS does). grpc-js resolves once and
 // again only when a connection breaks, and never more often than every 30 s.
 
@@ -51,7 +51,7 @@ export const headlessDnsRoundRobin: LabStrategy = {
   },
 };
 
-/** Seed 004: the same client against servers that close connections after 10 s (+ 20 s grace). */
+/** The east-west demo: the same client against servers that close connections after 10 s (+ 20 s grace). */
 export const maxConnectionAge: LabStrategy = {
   name: 'max-connection-age',
   description: 'headless + dns round_robin, servers with max_connection_age 10 s + grace 20 s',
