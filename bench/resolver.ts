@@ -3,13 +3,15 @@
 //    under steady client load, over 20 trials.
 //  - throughputRatioVsStatic: unary RPC/s through kubernetes: + round_robin ÷ through a static ipv4:
 //    list + round_robin, same servers, rounds interleaved (A B B A …) so drift cancels out.
+//  - throughputRatioWithMetrics: the same kubernetes: channel (grpc_kube_p2c) with a MeterProvider and
+//    the A66 interceptor on ÷ off, rounds interleaved; the goal is >= 0.95.
 //  - sliceEventCpuUs: client CPU per EndpointSlice event with 5,000 endpoints in 50 slices (the API
 //    server runs in a child process so only the client's work is counted).
 //  - watchesFor100Channels: watches the API server sees for 100 channels to one Service.
 
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { setup } from '../src/index.js';
+import { clientDefaults, setup } from '../src/index.js';
 import { KubeClient } from '../src/kube/client.js';
 import { KubernetesEndpointSource } from '../src/discovery/kube-source.js';
 import { newEchoClient, startEchoServer, who, type Echo, type EchoServer } from '../test/helpers/echo.js';
@@ -116,32 +118,12 @@ export async function throughput(): Promise<{ ratio: number; kubernetesRps: numb
   const stat = newEchoClient(`ipv4:${servers.map((s) => `${s.host}:${s.port}`).join(',')}`, {
     'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
   });
-  const ROUND_MS = 1000;
-  const PAIRS = 8;
-  const measure = async (c: Echo): Promise<number> => {
-    const l = load(c, 32);
-    await new Promise((r) => setTimeout(r, ROUND_MS));
-    return l.stop();
-  };
-  let k = 0;
-  let s = 0;
-  const ratios: number[] = [];
   try {
-    // warm-up both, then pairs in alternating order (A B, B A, …); the figure is the median of the
-    // per-pair ratios, so a burst of load from elsewhere on the machine spoils one pair, not the result.
-    await measure(kube);
-    await measure(stat);
-    for (let i = 0; i < PAIRS; i++) {
-      const first = i % 2 === 0 ? kube : stat;
-      const second = first === kube ? stat : kube;
-      const a = await measure(first);
-      const b = await measure(second);
-      const nk = first === kube ? a : b;
-      const ns = first === kube ? b : a;
-      k += nk;
-      s += ns;
-      ratios.push(nk / ns);
-    }
+    const r = await interleaved(
+      () => measure(kube),
+      () => measure(stat),
+    );
+    return { ratio: r.ratio, kubernetesRps: r.aRps, staticRps: r.bRps };
   } finally {
     kube.close();
     stat.close();
@@ -149,15 +131,101 @@ export async function throughput(): Promise<{ ratio: number; kubernetesRps: numb
     for (const x of servers) x.kill();
     await api.close();
   }
+}
+
+const ROUND_MS = 1000;
+const PAIRS = 8;
+
+/** RPC/s of a 1 s closed loop of 32 concurrent calls on `c`. */
+async function measure(c: Echo): Promise<number> {
+  const l = load(c, 32);
+  await new Promise((r) => setTimeout(r, ROUND_MS));
+  return l.stop();
+}
+
+/**
+ * A ÷ B throughput: warm-up both, then pairs in alternating order (A B, B A, …); the figure is the
+ * median of the per-pair ratios, so a burst of load from elsewhere on the machine spoils one pair,
+ * not the result.
+ */
+async function interleaved(
+  a: () => Promise<number>,
+  b: () => Promise<number>,
+): Promise<{ ratio: number; aRps: number; bRps: number }> {
+  let na = 0;
+  let nb = 0;
+  const ratios: number[] = [];
+  await a();
+  await b();
+  for (let i = 0; i < PAIRS; i++) {
+    const x = i % 2 === 0 ? await a() : await b();
+    const y = i % 2 === 0 ? await b() : await a();
+    const ra = i % 2 === 0 ? x : y;
+    const rb = i % 2 === 0 ? y : x;
+    na += ra;
+    nb += rb;
+    ratios.push(ra / rb);
+  }
   ratios.sort((x, y) => x - y);
   const median = ((ratios[PAIRS / 2 - 1] ?? 0) + (ratios[PAIRS / 2] ?? 0)) / 2;
   log(`  per-pair ratios: ${ratios.map((r) => r.toFixed(3)).join(' ')}`);
   const secs = (PAIRS * ROUND_MS) / 1000;
   return {
     ratio: Math.round(median * 1000) / 1000,
-    kubernetesRps: Math.round(k / secs),
-    staticRps: Math.round(s / secs),
+    aRps: Math.round(na / secs),
+    bRps: Math.round(nb / secs),
   };
+}
+
+/**
+ * Metrics on ÷ off: kubernetes: + grpc_kube_p2c, with a MeterProvider (read by OpenTelemetry's
+ * Prometheus exporter, scraped once per round as a server would be) and the A66 interceptor, against
+ * the same without either; same servers, rounds interleaved.
+ */
+export async function throughputWithMetrics(): Promise<{ ratio: number; onRps: number; offRps: number }> {
+  const [{ metrics }, { MeterProvider }, { PrometheusExporter }] = await Promise.all([
+    import('@opentelemetry/api'),
+    import('@opentelemetry/sdk-metrics'),
+    import('@opentelemetry/exporter-prometheus'),
+  ]);
+  const exporter = new PrometheusExporter({ preventServerStart: true });
+  const provider = new MeterProvider({ readers: [exporter] });
+  const api = await startApi();
+  const first = await startEchoServer('pod-1', '127.0.15.1', 0);
+  const servers = [
+    first,
+    await startEchoServer('pod-2', '127.0.15.2', first.port),
+    await startEchoServer('pod-3', '127.0.15.3', first.port),
+  ];
+  const gk = setup({ kubeConfig: api.kubeConfigYaml() });
+  new SliceWriter(api, 'hello', first.port).put(
+    'hello-a',
+    servers.map((s) => ({ ip: s.host, pod: s.name })),
+  );
+  const target = `kubernetes:///hello.default:${first.port}`;
+  const off = newEchoClient(target, clientDefaults({ lbPolicy: 'grpc_kube_p2c' }));
+  const on = newEchoClient(target, clientDefaults({ lbPolicy: 'grpc_kube_p2c', callMetrics: { target } }));
+  try {
+    const r = await interleaved(
+      async () => {
+        metrics.setGlobalMeterProvider(provider);
+        const n = await measure(on);
+        await exporter.collect();
+        metrics.disable();
+        return n;
+      },
+      () => measure(off),
+    );
+    return { ratio: r.ratio, onRps: r.aRps, offRps: r.bRps };
+  } finally {
+    metrics.disable();
+    on.close();
+    off.close();
+    await gk.close();
+    for (const x of servers) x.kill();
+    await api.close();
+    await provider.shutdown();
+  }
 }
 
 export async function sliceEventCpu(): Promise<{ us: number; events: number }> {
@@ -242,15 +310,21 @@ export async function runResolverBench(): Promise<Record<string, unknown>> {
   log('resolver bench: CPU per slice event, 5,000 endpoints in 50 slices…');
   const cpu = await sliceEventCpu();
   log(`  ${cpu.us} µs per event over ${cpu.events} events`);
+  log('resolver bench: throughput with metrics on vs off (MeterProvider + A66 interceptor; interleaved)…');
+  const wm = await throughputWithMetrics();
+  log(`  on ${wm.onRps} rps, off ${wm.offRps} rps, ratio ${wm.ratio}`);
   const watches = await watchesFor100();
   log(`  watches for 100 channels: ${watches}`);
   return {
     bench: 'resolver',
     firstRpcAfterPublishMs: { p50: prop.p50, p99: prop.p99, trials: prop.trials },
     throughputRatioVsStatic: tp.ratio,
+    throughputRatioWithMetrics: wm.ratio,
     sliceEventCpuUs: cpu.us,
     watchesFor100Channels: watches,
     kubernetesRps: tp.kubernetesRps,
     staticRps: tp.staticRps,
+    metricsOnRps: wm.onRps,
+    metricsOffRps: wm.offRps,
   };
 }

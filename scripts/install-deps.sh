@@ -13,6 +13,7 @@
 #   nghttp2-client  h2load: the proxy bench's load generator
 #   nghttp2-server  nghttpd: the proxy bench's backends
 #   haproxy         a proxy bench peer
+#   prometheus      the real-Prometheus metrics test (scrapes a proxy's /metrics, PromQL over its API)
 set -euo pipefail
 
 need=()
@@ -22,6 +23,7 @@ need=()
 [ -x /usr/bin/h2load ] || need+=(nghttp2-client)
 [ -x /usr/sbin/nghttpd ] || need+=(nghttp2-server)
 [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
 
 [ "${#need[@]}" -eq 0 ] && exit 0
 if [ "${1:-}" = --check ]; then

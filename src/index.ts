@@ -58,3 +58,4 @@ export {
 } from './balancer/index.js';
 export * from './client/index.js';
 export * from './server/index.js';
+export * from './metrics/index.js';

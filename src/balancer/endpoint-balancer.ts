@@ -29,6 +29,8 @@ import type { Endpoint } from '../discovery/endpoint.js';
 import { slowStartFactor, type CommonPolicyConfig, type SlowStartConfig } from './config.js';
 import { policyRuntime, type PolicyRuntime } from './runtime.js';
 import { accrue, OutlierState, runOutlierChecks } from './outlier.js';
+import type { Attributes } from '../metrics/api.js';
+import { instruments, registerGauges } from '../metrics/instruments.js';
 
 /**
  * Call metadata carrying the call's absolute deadline (epoch ms), set by deadlineInterceptor():
@@ -66,7 +68,12 @@ export class EndpointStats {
   stampMs: number;
   /** Outlier-detection counts, ejection and pushback. */
   readonly outlier = new OutlierState();
-  constructor(initialRttMs: number, nowMs: number) {
+  constructor(
+    initialRttMs: number,
+    nowMs: number,
+    /** The endpoint's metric attributes (policy and address). */
+    readonly attributes: Attributes = {},
+  ) {
     this.rttMs = initialRttMs;
     this.stampMs = nowMs;
   }
@@ -224,6 +231,7 @@ export class TwoChoicePicker implements Picker {
     return {
       ...result,
       onCallStarted: () => {
+        instruments()?.['grpc_kube.balancer.picks'].add(1, stats.attributes);
         call = { startedMs: runtime.now() };
         stats.outstanding++;
         stats.inflight.add(call);
@@ -297,6 +305,7 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
   private resolutionNote = '';
   private readonly runtime: PolicyRuntime;
   private outlierTimer: { readonly intervalMs: number; readonly timer: NodeJS.Timeout } | null = null;
+  private readonly unregisterGauges: () => void;
 
   constructor(
     private readonly helper: ChannelControlHelper,
@@ -304,6 +313,24 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
     runtime?: PolicyRuntime,
   ) {
     this.runtime = runtime ?? policyRuntime();
+    const policy = { 'grpc_kube.policy': descriptor.typeName };
+    this.unregisterGauges = registerGauges((observe) => {
+      const now = this.runtime.now();
+      const slowStart = this.config?.common.slowStart;
+      const panic = this.state === ConnectivityState.READY && this.lastShape.panic;
+      observe('grpc_kube.balancer.panic', panic ? 1 : 0, policy);
+      for (const c of this.children.values()) {
+        const a = c.stats.attributes;
+        observe('grpc_kube.balancer.outstanding', c.stats.outstanding, a);
+        observe('grpc_kube.balancer.ewma_latency', c.stats.rttMs / 1000, a);
+        const ramping = slowStart !== undefined && c.warmSince !== null;
+        observe(
+          'grpc_kube.balancer.slow_start_weight',
+          ramping ? slowStartFactor(now - (c.warmSince ?? now), slowStart) : 1,
+          a,
+        );
+      }
+    });
   }
 
   updateAddressList(
@@ -382,7 +409,15 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
     const od = this.config?.common.outlierDetection;
     if (this.destroyed || od === undefined) return;
     const entries = [...this.children.values()].map((c) => ({ name: c.name, outlier: c.stats.outlier }));
+    const wasIn = entries.filter((e) => e.outlier.ejectedAtMs === null);
     if (runOutlierChecks(entries, od, this.runtime.now(), this.runtime.random)) this.recompute();
+    const m = instruments();
+    if (m === undefined) return;
+    for (const e of wasIn) {
+      const child = this.children.get(e.name);
+      if (e.outlier.ejectedAtMs !== null && child !== undefined)
+        m['grpc_kube.balancer.ejections'].add(1, child.stats.attributes);
+    }
   }
 
   private createChild(
@@ -404,11 +439,15 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
         this.recompute();
       },
     });
+    const keys = endpoint.addresses.map(subchannelAddressToString);
     const child: Child = {
       name,
-      keys: endpoint.addresses.map(subchannelAddressToString),
+      keys,
       leaf: new LeafLoadBalancer(endpoint, childHelper, options, note),
-      stats: new EndpointStats(this.scorer?.initialRttMs ?? 0, now),
+      stats: new EndpointStats(this.scorer?.initialRttMs ?? 0, now, {
+        'grpc_kube.policy': this.descriptor.typeName,
+        'grpc_kube.endpoint': keys.join(','),
+      }),
       info: undefined,
       wasReady: false,
       lastError: null,
@@ -534,6 +573,7 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
 
   destroy(): void {
     this.destroyed = true;
+    this.unregisterGauges();
     if (this.outlierTimer !== null) clearInterval(this.outlierTimer.timer);
     this.outlierTimer = null;
     for (const child of this.children.values()) child.leaf.destroy();

@@ -9,6 +9,7 @@
 import { writeFileSync } from 'node:fs';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { LAB_FLAGS, parseCommandLine } from './options.js';
+import { startMetrics, writeMetricsFile } from './metrics.js';
 
 /** A (scenario, strategy) that threw instead of running: in the JSON, the report and the summary. */
 export interface FailedRun {
@@ -111,6 +112,11 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   out(
     `grpc-kube lab: ${scenarios.length} scenarios × ${strategies.length} strategies on the ${cluster} cluster${quick ? ' (quick)' : ''}, seed ${seed}`,
   );
+  const metrics = await startMetrics(values['metrics-address'], {
+    wantText: values.metrics !== undefined,
+    ...(values.metrics !== undefined ? { collectEveryMs: 1000 } : {}),
+  });
+  if (metrics?.address !== undefined) out(`grpc-kube lab: metrics at http://${metrics.address}/metrics`);
   const results = [];
   // Each scenario (and within it each strategy) fails alone: the results of the others are kept,
   // written and reported, and the command exits 1 naming what failed and why.
@@ -149,6 +155,11 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   if (failedLines.length > 0) process.stdout.write(failedLines.join('\n') + '\n');
   for (const w of saturationWarnings(runs, SATURATION_ADVICE)) out(w);
   out(`lab finished in ${Math.round((Date.now() - started) / 1000)} s`);
+  if (metrics !== undefined && values.metrics !== undefined) {
+    await writeMetricsFile(metrics, values.metrics);
+    out(`wrote ${values.metrics}`);
+  }
+  await metrics?.close();
   if (values.json !== undefined) {
     writeFileSync(
       values.json,

@@ -13,6 +13,7 @@ const USAGE = `usage:
   grpc-kube lab [--scenario NAME,...] [--strategy NAME,...] [--quick] [--json FILE] [--report FILE.html] [--seed N]
                 [--pods kit|plain|naive] [--client-defaults] [--clients N] [--pacing MS] [--cluster embedded|real]
                 [--assert "SCENARIO/STRATEGY:FIGURE<OP>NUMBER" ...] [--pod-command "CMD"] [--pod-nice N]
+                [--metrics FILE] [--metrics-address HOST:PORT]
       run the lab's scenarios against each strategy on an embedded cluster and report; --assert makes it
       a CI gate (exit 1 when one fails, 2 when one is malformed); --pod-command runs your own gRPC server
       as the pods (env PORT, POD_IP, POD_NAME; readiness from grpc.health.v1)

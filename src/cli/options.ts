@@ -59,6 +59,12 @@ export const RESOLVE_FLAGS = {
   once: { type: 'boolean', help: 'print the first endpoint set (or error) and exit' },
 } as const satisfies FlagTable;
 
+const METRICS_ADDRESS_FLAG = {
+  type: 'string',
+  value: 'HOST:PORT',
+  help: 'serve every metric in Prometheus text at /metrics (docs/metrics.md)',
+} as const;
+
 export const XDS_SERVE_FLAGS = {
   kubeconfig: KUBECONFIG,
   listen: {
@@ -100,6 +106,7 @@ export const XDS_SERVE_FLAGS = {
     help: 'namespaces a node may read besides its own',
   },
   'max-names-per-stream': { type: 'string', value: 'N', help: 'names one ADS stream may subscribe to' },
+  'metrics-address': METRICS_ADDRESS_FLAG,
 } as const satisfies FlagTable;
 
 export const XDS_BOOTSTRAP_FLAGS = {
@@ -168,6 +175,7 @@ export const PROXY_FLAGS = {
     type: 'boolean',
     help: 'an ingress names backends and Services in the statuses it decides',
   },
+  'metrics-address': METRICS_ADDRESS_FLAG,
   'tls-cert': { type: 'string', value: 'FILE', help: 'serve TLS (ALPN h2) with this certificate' },
   'tls-key': { type: 'string', value: 'FILE', help: 'the key of --tls-cert' },
   'tls-ca': {
@@ -205,6 +213,12 @@ export const LAB_FLAGS = {
   },
   'pod-nice': { type: 'string', value: 'N', help: 'niceness of the pod processes (0-19)' },
   'pod-command': { type: 'string', value: 'CMD', help: 'run your own gRPC server as the pods (sh -c)' },
+  metrics: {
+    type: 'string',
+    value: 'FILE',
+    help: 'write every metric in Prometheus text at the end of the run',
+  },
+  'metrics-address': METRICS_ADDRESS_FLAG,
   assert: {
     type: 'string',
     multiple: true,

@@ -31,6 +31,7 @@ import { parseProxyPolicy } from '../proxy/picker.js';
 import { NghttpxDataPlane } from '../proxy/nghttpx.js';
 import { GrpcProxy, type GrpcProxyOptions } from '../proxy/server.js';
 import { parseCommandLine, parseHostPort, PROXY_FLAGS, usageOf } from './options.js';
+import { startMetrics } from './metrics.js';
 import { podNamespace } from './pod-namespace.js';
 import { untilStopped } from './stop.js';
 
@@ -207,12 +208,15 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
       }
     }
     const proxy = new GrpcProxy(options);
+    const metrics = await startMetrics(values['metrics-address']);
     try {
       await proxy.listen();
     } catch (err) {
       await registry?.close();
+      await metrics?.close();
       throw err;
     }
+    if (metrics !== undefined) out(`grpc-kube proxy: metrics at http://${metrics.address}/metrics`);
     // An ingress says it listens once it knows its Service's endpoints (or syncTimeout passed), as
     // kube-proxy programs a Service before traffic arrives: the first calls need not wait for a list.
     if (mode === 'ingress' && values.target !== undefined) await proxy.watch(values.target);
@@ -227,6 +231,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     out(`grpc-kube proxy: draining (${proxy.stats.active} RPCs in flight, grace ${graceMs} ms)`);
     await proxy.drain(graceMs);
     await registry?.close();
+    await metrics?.close();
     out(
       `grpc-kube proxy: stopped after ${proxy.stats.rpcs} RPCs, ${proxy.stats.proxyFailures} ended by the proxy (${proxy.stats.retries} retried); statuses ${JSON.stringify(proxy.stats.byCode)}`,
     );

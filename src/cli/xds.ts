@@ -18,6 +18,7 @@ import {
 } from './options.js';
 import { podNamespace } from './pod-namespace.js';
 import { untilStopped } from './stop.js';
+import { startMetrics } from './metrics.js';
 
 export const XDS_USAGE = `${usageOf('xds serve')}\n\n${usageOf('xds bootstrap')}`;
 
@@ -171,6 +172,8 @@ async function serve(
     log(`GRPCRoutes: watching namespace ${pod.namespace} (from ${pod.source})`);
   }
   // The control plane owns the client from here (closing its registry closes it).
+  const metrics = await startMetrics(values['metrics-address']);
+  if (metrics !== undefined) out(`grpc-kube xds: metrics at http://${metrics.address}/metrics`);
   const cp = await XdsControlPlane.start({
     kubeClient,
     address: `${s.host}:${s.port}`,
@@ -197,6 +200,7 @@ async function serve(
   await untilStopped(io.signal);
   offEvents();
   await cp.close();
+  await metrics?.close();
   return 0;
 }
 

@@ -19,6 +19,7 @@ import {
   parseOutlierDetection,
   type OutlierDetectionJson,
 } from '../balancer/outlier.js';
+import { clientCallMetrics, type ClientCallMetricsOptions } from '../metrics/calls.js';
 
 export type StatusCodeName = keyof typeof Status;
 
@@ -83,6 +84,11 @@ export interface ClientDefaultsOptions {
    * `interceptors`, which only a Client constructor reads. Default true.
    */
   readonly deadlineAwarePicks?: boolean;
+  /**
+   * Record gRFC A66 call metrics (docs/metrics.md) with clientCallMetrics(): `true`, or its options
+   * (`target` for grpc.target). Adds `interceptors`, which only a Client constructor reads. Default off.
+   */
+  readonly callMetrics?: boolean | ClientCallMetricsOptions;
   /** Ping period on a connection. Default 10 000 ms. */
   readonly keepaliveTimeMs?: number;
   /** How long to wait for the ping ack before declaring the connection dead. Default 5 000 ms. */
@@ -305,8 +311,14 @@ export function clientDefaults(opts: ClientDefaultsOptions = {}): ChannelOptions
   const deadlineAware = opts.deadlineAwarePicks ?? true;
   if (typeof deadlineAware !== 'boolean')
     throw new InvalidOptionError('deadlineAwarePicks', 'must be a boolean');
+  const cm = opts.callMetrics ?? false;
+  if (typeof cm !== 'boolean' && (typeof cm !== 'object' || cm === null))
+    throw new InvalidOptionError('callMetrics', 'must be a boolean or { target?, services?, locality? }');
+  const interceptors: Interceptor[] = [];
+  if (cm !== false) interceptors.push(clientCallMetrics(cm === true ? {} : cm));
+  if (deadlineAware) interceptors.push(deadlineInterceptor);
   return {
-    ...(deadlineAware ? { interceptors: [deadlineInterceptor] } : {}),
+    ...(interceptors.length > 0 ? { interceptors } : {}),
     'grpc.service_config': JSON.stringify(defaultServiceConfig(opts)),
     'grpc.enable_retries': opts.retry === false ? 0 : 1,
     'grpc.keepalive_time_ms': keepaliveTimeMs,

@@ -18,6 +18,7 @@ import {
   type ListWatchStats,
   type ListWatchStatus,
 } from '../kube/watch.js';
+import { instruments, registerGauges, secondsSince } from '../metrics/instruments.js';
 import { EndpointSet, isEmptyDiff, type Endpoint, type EndpointDiff, type EndpointView } from './endpoint.js';
 import {
   portSelectorKey,
@@ -80,6 +81,11 @@ export class KubernetesEndpointSource {
   private synced = false;
   private lastError: GrpcKubeError | undefined;
   private stopping = false;
+  /** performance.now() of the list in flight and of the last list or event, for metrics. */
+  private listStartedMs = 0;
+  private lastEventMs: number | undefined;
+  private readonly metricAttrs: { readonly 'grpc_kube.service': string };
+  private readonly unregisterGauges: () => void;
 
   constructor(client: KubeClient, namespace: string, service: string, opts: KubeSourceOptions = {}) {
     this.namespace = namespace;
@@ -91,6 +97,7 @@ export class KubernetesEndpointSource {
         onList: (items, rv) => this.onList(items, rv),
         onEvent: (type, obj) => this.onEvent(type, obj),
         onError: (err) => this.fail(err),
+        onStart: (what) => this.onStart(what),
       },
       {
         labelSelector: `${SERVICE_NAME_LABEL}=${service}`,
@@ -107,6 +114,22 @@ export class KubernetesEndpointSource {
       },
       sliceProblem,
     );
+    this.metricAttrs = { 'grpc_kube.service': this.name };
+    this.unregisterGauges = registerGauges((observe) => {
+      if (this.lastEventMs !== undefined)
+        observe('grpc_kube.resolver.time_since_last_event', secondsSince(this.lastEventMs), this.metricAttrs);
+      for (const view of this.views.values()) {
+        const counts = { ready: 0, draining: 0, unready: 0 };
+        for (const e of view.set.endpoints()) counts[e.state]++;
+        const target = `${this.name} port ${portSelectorText(view.selector)}`;
+        for (const [state, n] of Object.entries(counts)) {
+          observe('grpc_kube.resolver.endpoints', n, {
+            'grpc_kube.target': target,
+            'grpc_kube.endpoint.state': state,
+          });
+        }
+      }
+    });
   }
 
   get name(): string {
@@ -184,6 +207,7 @@ export class KubernetesEndpointSource {
   async stop(): Promise<void> {
     if (!this.stopping) {
       this.stopping = true;
+      this.unregisterGauges();
       for (const v of this.views.values()) v.listeners.clear();
       this.publish('stop');
     }
@@ -195,6 +219,11 @@ export class KubernetesEndpointSource {
     for (const s of items) if (s.metadata.name) this.slices.set(s.metadata.name, s);
     this.synced = true;
     this.lastError = undefined;
+    this.lastEventMs = performance.now();
+    instruments()?.['grpc_kube.resolver.list.duration'].record(
+      (this.lastEventMs - this.listStartedMs) / 1000,
+      this.metricAttrs,
+    );
     this.publish('list', `${items.length} slices at resourceVersion ${rv}`);
     for (const view of this.views.values()) this.rebuildView(view);
   }
@@ -202,6 +231,7 @@ export class KubernetesEndpointSource {
   private onEvent(type: 'ADDED' | 'MODIFIED' | 'DELETED', obj: EndpointSlice): void {
     const name = obj.metadata.name;
     if (!name) return;
+    this.lastEventMs = performance.now();
     if (type === 'DELETED') this.slices.delete(name);
     else this.slices.set(name, obj);
     this.publish('event', `${type} ${name}`);
@@ -246,8 +276,15 @@ export class KubernetesEndpointSource {
     );
   }
 
+  private onStart(what: 'list' | 'watch'): void {
+    if (what === 'list') this.listStartedMs = performance.now();
+    const name = what === 'list' ? 'grpc_kube.resolver.list.started' : 'grpc_kube.resolver.watch.started';
+    instruments()?.[name].add(1, this.metricAttrs);
+  }
+
   private fail(err: GrpcKubeError): void {
     this.publish('error', err.message);
+    instruments()?.['grpc_kube.resolver.errors'].add(1, { ...this.metricAttrs, 'error.type': err.code });
     if (this.synced) return; // keep serving the last known set
     this.lastError = err;
     for (const view of this.views.values()) for (const l of view.listeners) l.onError(err);

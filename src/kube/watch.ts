@@ -31,6 +31,8 @@ export interface ListWatchHandlers<T extends KubeObject> {
   onError(error: GrpcKubeError): void;
   /** Status changes ('synced' once a watch is open). */
   onStatus?(status: ListWatchStatus): void;
+  /** A list or a watch request is about to be sent (for metrics). */
+  onStart?(what: 'list' | 'watch'): void;
 }
 
 export interface ListWatchOptions {
@@ -188,6 +190,7 @@ export class ListWatch<T extends KubeObject> {
   }
 
   private async relist(): Promise<void> {
+    this.safely(() => this.handlers.onStart?.('list'));
     // Not AbortSignal.any([.., AbortSignal.timeout()]): on Node 20 a garbage collection can take the
     // timeout signal from under the composite, and a hung list then never times out.
     const timeout = new AbortController();
@@ -224,6 +227,7 @@ export class ListWatch<T extends KubeObject> {
     let events = 0;
     let handlerError: unknown;
     this.stats.watches++;
+    this.safely(() => this.handlers.onStart?.('watch'));
     const ac = new AbortController();
     const signal = AbortSignal.any([this.abort.signal, ac.signal]);
     await this.client.watch<T>(

@@ -9,6 +9,7 @@ import type { SecureContext } from 'node:tls';
 import type { EndpointStats } from '../balancer/endpoint-balancer.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { endpointKey } from '../discovery/endpoint.js';
+import { instruments } from '../metrics/instruments.js';
 
 export interface BackendOptions {
   /** Close a session after this long without streams. */
@@ -198,5 +199,6 @@ export class Backend {
     const base = Math.min(this.opts.ejectMaxMs, this.opts.ejectBaseMs * 2 ** Math.min(this.failures - 1, 20));
     const jitter = 0.8 + 0.4 * this.opts.random();
     this.ejectedUntilMs = this.opts.now() + base * jitter;
+    instruments()?.['grpc_kube.proxy.ejections'].add(1, { 'grpc_kube.backend': this.key });
   }
 }

@@ -24,6 +24,7 @@ import type { SourceRegistry } from '../discovery/registry.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import type { BackendOptions } from './backend.js';
 import { GrpcRouteTable } from './grpc-routes.js';
+import { instruments } from '../metrics/instruments.js';
 import { ProxyCall, type CallEvents, type CallSettings } from './call.js';
 import { GrpcStatus, isGrpcContentType, parseGrpcTimeout, statusName, trailersOnly } from './grpc-wire.js';
 import {
@@ -304,6 +305,7 @@ export class GrpcProxy {
     this.events = {
       retry: (call, reason) => {
         this.stats.retries++;
+        instruments()?.['grpc_kube.proxy.retries'].add(1, { 'grpc_kube.route': call.service });
         if (channel.hasSubscribers) {
           channel.publish({
             kind: 'retry',
@@ -316,6 +318,16 @@ export class GrpcProxy {
       done: (call, code, byProxy) => {
         const name = statusName(code);
         this.stats.byCode[name] = (this.stats.byCode[name] ?? 0) + 1;
+        const m = instruments();
+        if (m !== undefined) {
+          const attrs = {
+            'grpc_kube.route': call.service,
+            'grpc_kube.backend': call.backends.at(-1) ?? 'none',
+            'grpc.status': name,
+          };
+          m['grpc_kube.proxy.requests'].add(1, attrs);
+          m['grpc_kube.proxy.request.duration'].record(call.timing.totalMs / 1000, attrs);
+        }
         this.stats.timings.record(
           { service: call.service, backends: call.backends, status: name },
           call.timing,
@@ -640,6 +652,11 @@ export class GrpcProxy {
     this.stats.proxyFailures++;
     const name = statusName(code);
     this.stats.byCode[name] = (this.stats.byCode[name] ?? 0) + 1;
+    instruments()?.['grpc_kube.proxy.requests'].add(1, {
+      'grpc_kube.route': 'none',
+      'grpc_kube.backend': 'none',
+      'grpc.status': name,
+    });
     if (channel.hasSubscribers) {
       channel.publish({
         kind: 'fail',

@@ -16,6 +16,7 @@ import { createRequire } from 'node:module';
 import type { HealthImplementation, ServingStatus } from 'grpc-health-check';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { TlsFiles, type TlsError, type TlsFilesOptions } from '../tls/files.js';
+import { instruments, registerGauges, secondsSince } from '../metrics/instruments.js';
 
 export const SERVER_CHANNEL_NAME = 'grpc-kube:server';
 
@@ -112,7 +113,7 @@ export interface ServerKit {
   hold(reason: string): () => void;
   /** Run the SIGTERM sequence now; idempotent, resolves when the server is stopped. */
   shutdown(reason?: string): Promise<ShutdownResult>;
-  /** Detach the signal listeners; does not touch the server. */
+  /** Detach from the signals and stop reporting the phase gauge (which shows `stopped` until then). */
   close(): void;
 }
 
@@ -220,6 +221,11 @@ export function createServerKit(server: Server, options: ServerKitOptions = {}):
     void kit.shutdown('signal');
   };
   for (const sig of signals) signalSource.on(sig, onSignal);
+  const phases: readonly ServerPhase[] = ['starting', 'serving', 'draining', 'stopped'];
+  const unregisterGauges = registerGauges((observe) => {
+    for (const p of phases)
+      observe('grpc_kube.server.serving', p === phase ? 1 : 0, { 'grpc_kube.server.phase': p });
+  });
   function detach(): void {
     if (closed) return;
     closed = true;
@@ -231,7 +237,14 @@ export function createServerKit(server: Server, options: ServerKitOptions = {}):
     applyHealth();
     publish({ phase: 'draining', reason });
     const waits = new AbortController();
+    let stepStartedMs = performance.now();
     await delay(propagationDelayMs, waits.signal);
+    const m = instruments();
+    m?.['grpc_kube.server.drain.phase.duration'].record(secondsSince(stepStartedMs), {
+      'grpc_kube.drain.step': 'propagation',
+    });
+    stepStartedMs = performance.now();
+    m?.['grpc_kube.server.goaways'].add(1);
     publish({ phase: 'goaway', reason });
     const graceful = new Promise<'done'>((resolve) => server.tryShutdown(() => resolve('done')));
     const outcome = await Promise.race([
@@ -239,6 +252,9 @@ export function createServerKit(server: Server, options: ServerKitOptions = {}):
       delay(graceMs, waits.signal).then(() => 'grace-over' as const),
     ]);
     waits.abort();
+    m?.['grpc_kube.server.drain.phase.duration'].record(secondsSince(stepStartedMs), {
+      'grpc_kube.drain.step': 'goaway',
+    });
     const forced = outcome === 'grace-over';
     if (forced) {
       publish({ phase: 'force-close', reason });
@@ -293,7 +309,10 @@ export function createServerKit(server: Server, options: ServerKitOptions = {}):
       shutdownPromise ??= runShutdown(reason);
       return shutdownPromise;
     },
-    close: detach,
+    close() {
+      detach();
+      unregisterGauges();
+    },
   };
   applyHealth();
   publish({ phase: phase === 'serving' ? 'serving' : 'starting' });

@@ -36,6 +36,7 @@ import {
 } from './protos.js';
 import { parseClusterName, parseListenerName } from './resources.js';
 import { TlsFiles, type TlsFilesOptions } from '../tls/files.js';
+import { instruments, registerGauges, secondsSince } from '../metrics/instruments.js';
 
 export interface XdsNodeInfo {
   readonly id: string;
@@ -147,6 +148,8 @@ interface TypeSub {
   nonce: string;
   sentVersion: string;
   ackedVersion: string;
+  /** performance.now() when the response with `nonce` was sent, for the push latency. */
+  sentAtMs?: number;
 }
 
 interface DeltaSub extends TypeSub {
@@ -208,6 +211,7 @@ export class AdsServer {
   private readonly demand = new Map<ResourceTypeUrl, Map<string, number>>();
   private readonly listeners = new Set<(e: AdsEvent) => void>();
   private readonly unlisten: () => void;
+  private readonly unregisterGauges: () => void;
   private server: grpc.Server | undefined;
   private tls: TlsFiles | undefined;
   private nextStream = 1;
@@ -230,6 +234,16 @@ export class AdsServer {
     this.onDemand = opts.onDemand;
     this.log = opts.log ?? ((line) => process.stderr.write(`grpc-kube xds: ${line}\n`));
     this.unlisten = this.cache.onChange((type, changed) => this.push(type, changed));
+    this.unregisterGauges = registerGauges((observe) => {
+      observe('grpc_kube.xds.clients', this.streams.size, {});
+      for (const stream of this.streams.values()) {
+        for (const [type, sub] of [...stream.subs, ...stream.deltaSubs]) {
+          const version = Number(sub.ackedVersion);
+          if (sub.ackedVersion === '' || !Number.isFinite(version)) continue;
+          observe('grpc_kube.xds.version', version, { 'xds.type': type, 'xds.node': stream.node?.id ?? '' });
+        }
+      }
+    });
   }
 
   /** Streams currently open. */
@@ -292,6 +306,7 @@ export class AdsServer {
     if (this.closed) return;
     this.closed = true;
     this.unlisten();
+    this.unregisterGauges();
     for (const s of [...this.streams.values()]) this.closeStream(s);
     const server = this.server;
     this.server = undefined;
@@ -448,6 +463,7 @@ export class AdsServer {
       this.stats.stale++;
     } else if (error !== null && (error.code ?? 0) !== 0) {
       this.stats.nacks++;
+      this.recordAnswer('grpc_kube.xds.nacks', stream, type, sub);
       const message = error.message ?? '';
       this.log(
         `NACK from ${stream.node?.id ?? '?'} (stream ${stream.id}) for ${shortType(type)} version ` +
@@ -464,9 +480,23 @@ export class AdsServer {
       });
     } else {
       this.stats.acks++;
+      this.recordAnswer('grpc_kube.xds.acks', stream, type, sub);
       sub.ackedVersion = sub.sentVersion;
       this.emit({ kind: 'ack', stream: stream.id, node: stream.node, type, version: sub.sentVersion });
     }
+  }
+
+  private recordAnswer(
+    name: 'grpc_kube.xds.acks' | 'grpc_kube.xds.nacks',
+    stream: AdsStream,
+    type: ResourceTypeUrl,
+    sub: TypeSub,
+  ): void {
+    const m = instruments();
+    if (m === undefined) return;
+    m[name].add(1, { 'xds.type': type, 'xds.node': stream.node?.id ?? '' });
+    if (sub.sentAtMs !== undefined)
+      m['grpc_kube.xds.push.duration'].record(secondsSince(sub.sentAtMs), { 'xds.type': type });
   }
 
   private onRequest(stream: AdsStream, req: DiscoveryRequest): void {
@@ -580,6 +610,7 @@ export class AdsServer {
     const nonce = String(this.nextNonce++);
     sub.nonce = nonce;
     sub.sentVersion = version;
+    sub.sentAtMs = performance.now();
     this.stats.responses++;
     (stream.call as AdsCall).write({ version_info: version, type_url: type, nonce, resources });
     this.emit({ kind: 'response', stream: stream.id, type, version, nonce, names });
@@ -691,6 +722,7 @@ export class AdsServer {
     const nonce = String(this.nextNonce++);
     sub.nonce = nonce;
     sub.sentVersion = version;
+    sub.sentAtMs = performance.now();
     this.stats.responses++;
     (stream.call as DeltaCall).write({
       system_version_info: version,

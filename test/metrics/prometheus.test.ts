@@ -1,0 +1,160 @@
+// A real Prometheus (Debian's package) scrapes `grpc-kube proxy --metrics-address`, and PromQL over
+// its HTTP API returns the series the proxy recorded: the whole path a user's dashboard takes.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { proxyCommand } from '../../src/cli/proxy.js';
+import { freePorts } from '../../src/net/ports.js';
+import { until } from '../helpers/kube.js';
+import { newJsonClient, startJsonServer, unary } from '../proxy/fixtures/json-service.js';
+
+const PROMETHEUS = '/usr/bin/prometheus';
+
+function prometheusSkip(): string | false {
+  if (existsSync(PROMETHEUS)) return false;
+  if (process.getuid?.() === 0) {
+    const script = fileURLToPath(new URL('../../../scripts/install-deps.sh', import.meta.url));
+    spawnSync('bash', [script], { stdio: 'inherit' });
+    if (existsSync(PROMETHEUS)) return false;
+  }
+  return `${PROMETHEUS} not found: install Debian's prometheus (scripts/install-deps.sh as root)`;
+}
+
+interface Sample {
+  metric: Record<string, string>;
+  value: [number, string];
+}
+
+async function query(api: string, promql: string): Promise<Sample[]> {
+  const res = await fetch(`${api}/api/v1/query?query=${encodeURIComponent(promql)}`);
+  const body = (await res.json()) as { status: string; data?: { result: Sample[] }; error?: string };
+  if (body.status !== 'success') throw new Error(`${promql}: ${body.error ?? res.status}`);
+  return body.data?.result ?? [];
+}
+
+test(
+  'Prometheus scrapes grpc-kube proxy --metrics-address; PromQL returns its requests by status and backend',
+  { skip: prometheusSkip() },
+  async (t) => {
+    const backends = [];
+    for (let i = 0; i < 2; i++) {
+      const s = await startJsonServer(`b${i}`, `127.0.14.${i + 1}`);
+      t.after(() => s.kill());
+      backends.push(s);
+    }
+    const lines: string[] = [];
+    const stop = new AbortController();
+    let listening: (address: string) => void = () => {};
+    const proxyAddress = new Promise<string>((resolve) => (listening = resolve));
+    const done = proxyCommand(
+      [
+        '--mode',
+        'ingress',
+        '--listen',
+        '127.0.0.1:0',
+        '--target',
+        'app.prod:9000',
+        '--static',
+        `app.prod:9000=${backends.map((b) => b.address).join(',')}`,
+        '--metrics-address',
+        '127.0.0.1:0',
+      ],
+      { signal: stop.signal, out: (l) => lines.push(l), onListening: (p) => listening(p.address) },
+    );
+    t.after(async () => {
+      stop.abort();
+      await done;
+    });
+    const client = newJsonClient(await proxyAddress);
+    t.after(() => client.close());
+    const metricsAt = /metrics at http:\/\/(\S+)\/metrics/.exec(lines.join('\n'))?.[1];
+    assert.ok(metricsAt, lines.join('\n'));
+    for (let i = 0; i < 20; i++) assert.equal((await unary(client, { payload: 'x' })).err, undefined);
+    for (let i = 0; i < 3; i++)
+      assert.equal(
+        (await unary(client, { fail: { code: grpc.status.NOT_FOUND, message: 'no' } })).err?.code,
+        grpc.status.NOT_FOUND,
+      );
+    const scrape = await (await fetch(`http://${metricsAt}/metrics`)).text();
+    const excerpt = scrape
+      .split('\n')
+      .filter((l) => l.startsWith('grpc_kube_proxy_request') && !l.includes('_bucket'))
+      .join('\n');
+    t.diagnostic(`scrape excerpt:\n${excerpt}`);
+
+    const dir = await mkdtemp(join(tmpdir(), 'grpc-kube-prometheus-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const config = join(dir, 'prometheus.yml');
+    await writeFile(
+      config,
+      [
+        'global:',
+        '  scrape_interval: 500ms',
+        '  scrape_timeout: 400ms',
+        'scrape_configs:',
+        '  - job_name: grpc-kube-proxy',
+        '    static_configs:',
+        `      - targets: ['${metricsAt}']`,
+        '',
+      ].join('\n'),
+    );
+    const [webPort] = await freePorts(1);
+    const api = `http://127.0.0.1:${webPort}`;
+    const prom = spawn(
+      PROMETHEUS,
+      [
+        `--config.file=${config}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${webPort}`,
+        '--log.level=warn',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    prom.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<void>((resolve) => prom.once('exit', () => resolve()));
+    t.after(async () => {
+      prom.kill('SIGTERM');
+      await exited;
+    });
+
+    // Until the first scrape is stored (bounded; the assertions below are on values, not time).
+    await until(
+      async () => {
+        try {
+          return (await query(api, 'sum(grpc_kube_proxy_requests_total)')).length > 0;
+        } catch {
+          return false;
+        }
+      },
+      60_000,
+      250,
+    ).catch((err: Error) => assert.fail(`${err.message}; prometheus said: ${stderr}`));
+
+    const up = await query(api, 'up{job="grpc-kube-proxy"}');
+    assert.equal(up[0]?.value[1], '1');
+    const byStatus = Object.fromEntries(
+      (await query(api, 'sum by (grpc_status) (grpc_kube_proxy_requests_total)')).map((s) => [
+        s.metric.grpc_status,
+        Number(s.value[1]),
+      ]),
+    );
+    assert.deepEqual(byStatus, { OK: 20, NOT_FOUND: 3 });
+    const byBackend = Object.fromEntries(
+      (await query(api, 'sum by (grpc_kube_backend) (grpc_kube_proxy_requests_total)')).map((s) => [
+        s.metric.grpc_kube_backend,
+        Number(s.value[1]),
+      ]),
+    );
+    assert.deepEqual(byBackend, Object.fromEntries(backends.map((b) => [b.address, b.started.Unary ?? 0])));
+    const count = await query(api, 'sum(grpc_kube_proxy_request_duration_count)');
+    assert.equal(count[0]?.value[1], '23');
+  },
+);
