@@ -205,6 +205,10 @@ export const LAB_FLAGS = {
   },
   'pod-nice': { type: 'string', value: 'N', help: 'niceness of the pod processes (0-19)' },
   'pod-command': { type: 'string', value: 'CMD', help: 'run your own gRPC server as the pods (sh -c)' },
+  tls: {
+    type: 'boolean',
+    help: 'mutual TLS end to end, then the same scenarios in plaintext, and what TLS cost',
+  },
   assert: {
     type: 'string',
     multiple: true,

@@ -4,16 +4,17 @@
 //    stays in the lab's process; a pod gets its own certificate and key, and the CA to verify peers);
 //  - the lab's proxies: their listening address;
 //  - clients: a SPIFFE URI SAN (`spiffe://cluster.local/ns/<ns>/sa/lab-client`), for mutual TLS.
-// P-256 keys, made with openssl through the lab PKI helpers (src/cluster/real/pki.ts): node:crypto
-// makes keys but not X.509 certificates.
+// P-256 keys and certificates made in this process (src/lab/x509.ts), written to a private temp dir.
 
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tlsConnect, createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { createCa, signed } from '../cluster/real/pki.js';
-import { InvalidOptionError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import type { PodProcess, PodRuntime, PodStartSpec } from '../cluster/pod-runtime.js';
+import { createCertificateAuthority, type Issued } from './x509.js';
 
 export interface CertFiles {
   readonly certFile: string;
@@ -31,7 +32,6 @@ export const POD_TLS_ENV = Object.freeze({
 
 /** The lab certificates live one run: a day is plenty. */
 const DAYS = 1;
-const LEAF = 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n';
 
 export interface LabTls {
   readonly dir: string;
@@ -59,57 +59,45 @@ export function serviceDnsNames(service: string, namespace: string): string[] {
 
 export async function createLabTls(namespace: string): Promise<LabTls> {
   const dir = await mkdtemp(join(tmpdir(), 'grpc-kube-lab-tls-'));
+  const write = async (name: string, m: Issued): Promise<CertFiles> => {
+    const f = { certFile: join(dir, `${name}.crt`), keyFile: join(dir, `${name}.key`) };
+    await writeFile(f.certFile, m.cert);
+    await writeFile(f.keyFile, m.key, { mode: 0o600 });
+    return f;
+  };
   try {
-    await createCa(dir, 'grpc-kube-lab-tls-ca', DAYS);
-    const spiffe = `spiffe://cluster.local/ns/${namespace}/sa/lab-client`;
-    await signed(
-      dir,
-      'client',
-      '/CN=lab-client',
-      `${LEAF}extendedKeyUsage=clientAuth\nsubjectAltName=URI:${spiffe}\n`,
-      DAYS,
-    );
-    const [ca, clientCert, clientKey] = await Promise.all(
-      ['ca.crt', 'client.crt', 'client.key'].map((f) => readFile(join(dir, f))),
-    );
-    const files = (name: string): CertFiles => ({
-      certFile: join(dir, `${name}.crt`),
-      keyFile: join(dir, `${name}.key`),
+    const ca = createCertificateAuthority('grpc-kube-lab-tls-ca', DAYS);
+    await writeFile(join(dir, 'ca.crt'), ca.cert);
+    const clientId = ca.issue('lab-client', {
+      uris: [`spiffe://cluster.local/ns/${namespace}/sa/lab-client`],
     });
-    // One issuance per name: two pods starting on one IP at once share it.
+    const client = await write('client', clientId);
+    const credentials = grpc.credentials.createSsl(
+      Buffer.from(ca.cert),
+      Buffer.from(clientId.key),
+      Buffer.from(clientId.cert),
+    );
+    // One issuance per name and SANs: two pods starting on one IP share it.
     const pending = new Map<string, Promise<CertFiles>>();
     let serial = 0;
-    let issued = 0;
-    const credentials = grpc.credentials.createSsl(ca as Buffer, clientKey as Buffer, clientCert as Buffer);
     return {
       dir,
       caFile: join(dir, 'ca.crt'),
-      client: files('client'),
+      client,
       get issued() {
-        return issued;
+        return serial;
       },
       issue(name, sans) {
         if (!/^[a-z0-9][a-z0-9.-]*$/.test(name))
           return Promise.reject(
             new InvalidOptionError('name', `must be a DNS label-like file name, got "${name}"`),
           );
-        const alt = [...(sans.ips ?? []).map((ip) => `IP:${ip}`), ...(sans.dns ?? []).map((d) => `DNS:${d}`)];
-        const key = `${name}|${alt.join(',')}`;
+        const key = JSON.stringify([name, sans.ips ?? [], sans.dns ?? []]);
         let p = pending.get(key);
         if (p === undefined) {
           const file = `${name}-${++serial}`;
-          p = signed(
-            dir,
-            file,
-            `/CN=${name}`,
-            `${LEAF}extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${alt.join(',')}\n`,
-            DAYS,
-          ).then(() => {
-            issued++;
-            return files(file);
-          });
+          p = Promise.resolve().then(() => write(file, ca.issue(name, sans)));
           pending.set(key, p);
-          p.catch(() => pending.delete(key));
         }
         return p;
       },
@@ -145,4 +133,70 @@ export class TlsPodRuntime implements PodRuntime {
       },
     });
   }
+}
+
+export interface TlsRelay {
+  /** host:port the relay listens on (plaintext, loopback). */
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A loopback listener whose connections are carried to `upstream` over mutual TLS (ALPN h2), for a
+ * client that cannot speak TLS itself: grpc-js-xds 1.14 accepts only `insecure` and `google_default`
+ * bootstrap channel_creds, so the lab's xDS clients reach the TLS control plane through this relay,
+ * as Envoy reaches istiod through its pilot-agent. The bytes are HTTP/2 either way (h2c prior
+ * knowledge inside, h2 in TLS outside); the relay reads none of them.
+ */
+export async function startTlsRelay(o: {
+  listen: string;
+  upstream: { host: string; port: number; servername: string };
+  tls: LabTls;
+}): Promise<TlsRelay> {
+  const [ca, cert, key] = await Promise.all(
+    [o.tls.caFile, o.tls.client.certFile, o.tls.client.keyFile].map((f) => readFile(f)),
+  );
+  const secureContext = createSecureContext({ ca, cert, key });
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ noDelay: true }, (inner) => {
+    const outer = tlsConnect({
+      host: o.upstream.host,
+      port: o.upstream.port,
+      servername: o.upstream.servername,
+      secureContext,
+      ALPNProtocols: ['h2'],
+    });
+    for (const s of [inner, outer]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.once('close', () => {
+        sockets.delete(s);
+        // Either side gone: the other goes too (the client reconnects, as to a restarted server).
+        inner.destroy();
+        outer.destroy();
+      });
+    }
+    inner.pipe(outer);
+    outer.pipe(inner);
+  });
+  const m = /^(.*):(\d+)$/.exec(o.listen);
+  if (m === null) throw new InvalidOptionError('listen', `must be host:port, got "${o.listen}"`);
+  await new Promise<void>((resolve, reject) => {
+    const fail = (err: Error): void =>
+      reject(new GrpcKubeError('GK_ERR_LAB', `the TLS relay cannot listen on ${o.listen}: ${err.message}`));
+    server.once('error', fail);
+    server.listen(Number(m[2]), m[1], () => {
+      server.off('error', fail);
+      resolve();
+    });
+  });
+  const bound = server.address() as net.AddressInfo;
+  return {
+    address: `${bound.address}:${bound.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }

@@ -83,6 +83,7 @@ test(
         'scenario',
         'strategy',
         'cluster',
+        'tls',
         'rpcs',
         'failed',
         'failedByCode',

@@ -98,6 +98,7 @@ test('the run record of the hand-worked run', () => {
     'scenario',
     'strategy',
     'cluster',
+    'tls',
     'rpcs',
     'failed',
     'failedByCode',
