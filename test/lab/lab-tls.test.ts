@@ -1,6 +1,5 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +9,7 @@ import { runScenario } from '../../src/lab/runner.js';
 import { builtinScenarios } from '../../src/lab/scenario.js';
 import { STRATEGIES, strategyByName } from '../../src/lab/strategies/index.js';
 import { tlsCostRows } from '../../src/lab/tls-cost.js';
-import { unsaturatedLab } from '../helpers/lab.js';
+import { runNode, unsaturatedLab } from '../helpers/lab.js';
 
 // `grpc-kube lab --tls` as a user runs it: every strategy with mutual TLS end to end (pods, the
 // ClusterIP hop, proxies both ways, the xDS control plane behind its relay), then the same scenario
@@ -55,18 +54,7 @@ test(
     const { runs, stdout, stderr } = await unsaturatedLab(
       t,
       async () => {
-        const { code, stdout, stderr } = await new Promise<{
-          code: number | null;
-          stdout: string;
-          stderr: string;
-        }>((resolve) => {
-          const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-          let out = '';
-          let err = '';
-          child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-          child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-          child.on('exit', (c) => resolve({ code: c, stdout: out, stderr: err }));
-        });
+        const { code, stdout, stderr } = await runNode(args);
         assert.equal(code, 0, `grpc-kube lab --tls failed:\n${stderr.slice(-3000)}`);
         const json = JSON.parse(await readFile(jsonFile, 'utf8')) as { runs: LabRunRecord[] };
         return { runs: json.runs, stdout, stderr };
