@@ -69,7 +69,9 @@ test(
     );
     for (const r of runs) {
       assert.deepEqual(Object.keys(r).slice(0, 4), ['scenario', 'strategy', 'cluster', 'tls']);
-      assert.ok(r.rpcs > 50, `${r.strategy} tls=${r.tls} ran ${r.rpcs} RPCs`);
+      // Pods speak mutual TLS only (pod-tls.test.ts): an RPC that succeeded went over TLS to the
+      // pod, through every hop of its strategy.
+      assert.ok(r.rpcs - r.failed > 20, `${r.strategy} tls=${r.tls}: ${r.rpcs - r.failed} RPCs succeeded`);
     }
     for (const name of LOSSLESS) {
       const r = record(runs, name, true);
