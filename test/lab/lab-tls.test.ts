@@ -78,7 +78,7 @@ test(
       assert.equal(r.failed, 0, `${name} over TLS: ${JSON.stringify(r.failedByCode)}`);
       assert.equal(r.newPodsNeverServed, 0, `${name} over TLS served every new pod`);
     }
-    // TLS changes nothing about the seeds' finding: DNS-based clients still lose RPCs in a rollout.
+    // TLS changes nothing about the field's finding: DNS-based clients still lose RPCs in a rollout.
     assert.ok(record(runs, 'headless-dns-round-robin', true).failed > 0);
     assert.doesNotMatch(stderr, /skipped/, 'no default strategy is skipped with --tls');
 
