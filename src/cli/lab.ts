@@ -1,6 +1,7 @@
 // `grpc-kube lab`: every scenario against every strategy on a lab cluster (embedded or real), side by side.
 // Prints progress while it runs and a summary table at the end; --json writes the docs/figures.md records,
-// --report a self-contained HTML page with per-pod traffic over time.
+// --report a self-contained HTML page with per-pod traffic over time. --tls runs every scenario with
+// mutual TLS end to end (a CA made for the run), then again in plaintext, and prints what TLS cost.
 //
 // grpc-js reads GRPC_NODE_USE_ALTERNATIVE_RESOLVER once, when it loads: the lab's headless
 // strategies need it (their dns: targets name the lab's DNS server), so main.ts sets it before any
@@ -10,6 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { LAB_FLAGS, parseCommandLine } from './options.js';
 import { startMetrics, writeMetricsFile } from './metrics.js';
+import { textTable } from '../lab/text-table.js';
 
 /** A (scenario, strategy) that threw instead of running: in the JSON, the report and the summary. */
 export interface FailedRun {
@@ -32,6 +34,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   const { renderReport } = await import('../lab/report.js');
   const { SATURATION_ADVICE } = await import('../lab/harness.js');
   const { seededRandom } = await import('../balancer/index.js');
+  const { tlsCostTable } = await import('../lab/tls-cost.js');
   const { grpcUsesAlternativeResolver } = await import('../lab/dns-server.js');
 
   const cluster = values.cluster ?? 'embedded';
@@ -103,6 +106,12 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   const podCommand = values['pod-command'];
   if (podCommand !== undefined && podCommand.trim() === '')
     throw new InvalidOptionError('--pod-command', 'must be a command line (run by /bin/sh -c)');
+  // TLS first, then the same scenarios in plaintext: the cost of TLS from one run.
+  const tlsSets = values.tls === true ? [true, false] : [false];
+  if (values.tls === true && cluster !== 'embedded')
+    throw new InvalidOptionError('--tls', 'runs on the embedded cluster only');
+  if (values.tls === true && podCommand !== undefined)
+    throw new InvalidOptionError('--tls', "runs the lab's Hello pods only (not --pod-command)");
   const podNice = values['pod-nice'] === undefined ? undefined : Number(values['pod-nice']);
   if (podNice !== undefined && !(Number.isInteger(podNice) && podNice >= 0 && podNice <= 19))
     throw new InvalidOptionError('--pod-nice', 'must be an integer 0..19');
@@ -110,7 +119,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   const out = (l: string): void => void process.stderr.write(l + '\n');
   const started = Date.now();
   out(
-    `grpc-kube lab: ${scenarios.length} scenarios × ${strategies.length} strategies on the ${cluster} cluster${quick ? ' (quick)' : ''}, seed ${seed}`,
+    `grpc-kube lab: ${scenarios.length} scenarios × ${strategies.length} strategies on the ${cluster} cluster${quick ? ' (quick)' : ''}${values.tls === true ? ', with TLS then without' : ''}, seed ${seed}`,
   );
   const metrics = await startMetrics(values['metrics-address'], {
     wantText: values.metrics !== undefined,
@@ -121,10 +130,13 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   // Each scenario (and within it each strategy) fails alone: the results of the others are kept,
   // written and reported, and the command exits 1 naming what failed and why.
   const failedRuns: FailedRun[] = [];
-  for (const sc of scenarios) {
+  for (const { tls, sc } of tlsSets.flatMap((tls) => scenarios.map((sc) => ({ tls, sc })))) {
     const scenario = quick ? scaleScenario(sc, timeScale) : sc;
-    out(`▶ ${scenario.name} (${Math.round(scenario.durationMs / 1000)} s): ${scenario.description}`);
+    out(
+      `▶ ${scenario.name}${tls ? ' with TLS' : ''} (${Math.round(scenario.durationMs / 1000)} s): ${scenario.description}`,
+    );
     const r = await runScenario({
+      tls,
       scenario,
       strategies,
       timeScale,
@@ -138,14 +150,15 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
       ...(podCommand !== undefined ? { podCommand } : {}),
       onProgress: out,
     }).catch((err: unknown) => {
-      const reason = failureReason(err);
+      const reason = `${tls ? 'with TLS: ' : ''}${failureReason(err)}`;
       out(`  ${scenario.name}: FAILED: ${reason}`);
       for (const s of strategies) failedRuns.push({ scenario: scenario.name, strategy: s.name, reason });
       return undefined;
     });
     if (r === undefined) continue;
     for (const s of r.skipped) out(`  ${scenario.name}: ${s.strategy} skipped (${s.why})`);
-    for (const f of r.failed) failedRuns.push({ scenario: scenario.name, ...f });
+    for (const f of r.failed)
+      failedRuns.push({ scenario: scenario.name, ...f, ...(tls ? { reason: `with TLS: ${f.reason}` } : {}) });
     results.push(r);
   }
   const runs = results.flatMap((r) => r.runs);
@@ -153,6 +166,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   process.stdout.write(summaryTable(runs) + '\n');
   const failedLines = failedRuns.map((f) => `FAILED ${f.scenario}/${f.strategy}: ${f.reason}`);
   if (failedLines.length > 0) process.stdout.write(failedLines.join('\n') + '\n');
+  if (values.tls === true) process.stdout.write(tlsCostTable(records) + '\n');
   for (const w of saturationWarnings(runs, SATURATION_ADVICE)) out(w);
   out(`lab finished in ${Math.round((Date.now() - started) / 1000)} s`);
   if (metrics !== undefined && values.metrics !== undefined) {
@@ -215,9 +229,11 @@ type Run = {
 };
 
 function summaryTable(runs: readonly Run[]): string {
+  const withTls = runs.some((r) => r.record.tls);
   const head = [
     'scenario',
     'strategy',
+    ...(withTls ? ['tls'] : []),
     'rpcs',
     'failed',
     'success',
@@ -233,6 +249,7 @@ function summaryTable(runs: readonly Run[]): string {
   const rows = runs.map(({ record: r, podsPerClient }) => [
     r.scenario,
     r.strategy,
+    ...(withTls ? [r.tls ? 'yes' : 'no'] : []),
     String(r.rpcs),
     String(r.failed),
     (r.successRate * 100).toFixed(2) + '%',
@@ -244,13 +261,7 @@ function summaryTable(runs: readonly Run[]): string {
     r.harness ? `${f(r.harness.loopDelayMsP99, 1)}/${f(r.harness.loopDelayMsMax, 1)}` : '–',
     r.harness ? `${Math.round(r.harness.machineCpuBusyPct)}%${r.harness.saturated ? ' SATURATED' : ''}` : '–',
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string =>
-    cells
-      .map((c, i) => c.padEnd(widths[i] ?? 0))
-      .join('  ')
-      .trimEnd();
-  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+  return textTable(head, rows);
 }
 
 /** One warning per saturated scenario (its strategies share the harness), saying what to do. */

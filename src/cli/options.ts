@@ -219,6 +219,10 @@ export const LAB_FLAGS = {
     help: 'write every metric in Prometheus text at the end of the run',
   },
   'metrics-address': METRICS_ADDRESS_FLAG,
+  tls: {
+    type: 'boolean',
+    help: 'mutual TLS end to end, then the same scenarios in plaintext, and what TLS cost',
+  },
   assert: {
     type: 'string',
     multiple: true,

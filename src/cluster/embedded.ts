@@ -147,8 +147,10 @@ export interface AppSpec {
   readonly maxSurge?: number | string;
   readonly maxUnavailable?: number | string;
   readonly terminationGracePeriodSeconds?: number;
-  /** Readiness probe (grpc.health.v1 on the container port). */
+  /** Readiness probe (grpc.health.v1 on the container port, or on `port`). */
   readonly probe?: {
+    /** A plaintext health port apart from a TLS container port (the kubelet probes in plaintext). */
+    port?: number;
     periodMs?: number;
     failureThreshold?: number;
     successThreshold?: number;
@@ -195,7 +197,7 @@ export function deploymentManifest(app: AppSpec): Deployment {
               env: Object.entries(app.env ?? {}).map(([name, value]) => ({ name, value })),
               ports: [{ name: app.portName ?? 'grpc', containerPort: port, protocol: 'TCP' }],
               readinessProbe: {
-                grpc: { port },
+                grpc: { port: app.probe?.port ?? port },
                 periodSeconds: Math.max(1, Math.ceil((periodMs ?? 10_000) / 1000)),
                 failureThreshold: app.probe?.failureThreshold ?? 3,
                 successThreshold: app.probe?.successThreshold ?? 1,

@@ -10,12 +10,13 @@ import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.
 import { NodeScriptRuntime } from '../cluster/pod-runtime.js';
 import { RESOURCES } from '../cluster/store-api.js';
 import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
-import { GrpcKubeError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
 import type { KubeObject, WatchEvent } from '../kube/types.js';
 import { packageRoot } from './paths.js';
 import { POD_MAIN_SCRIPT } from './pod-main.js';
 import type { PodSignal } from './scenario.js';
+import { TlsPodRuntime, type LabTls } from './tls.js';
 
 export type ClusterKind = 'embedded' | 'real';
 
@@ -64,6 +65,8 @@ export interface LabClusterOptions {
   readonly podNice: number;
   /** The user's server instead of the lab's Hello (`--pod-command`), run by /bin/sh -c. */
   readonly podCommand?: string;
+  /** `lab --tls`: each pod gets a certificate from this CA when it starts (embedded cluster only). */
+  readonly tls?: LabTls;
 }
 
 export async function startLabCluster(kind: ClusterKind, opts: LabClusterOptions): Promise<LabCluster> {
@@ -80,12 +83,13 @@ export function labLoopbackPrefix(): string {
 
 async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
   const loopbackPrefix = labLoopbackPrefix();
+  const runtime = new NodeScriptRuntime({
+    script: POD_MAIN_SCRIPT,
+    nice: opts.podNice,
+    ...(opts.podCommand !== undefined ? { shellCommand: opts.podCommand } : {}),
+  });
   const c: EmbeddedCluster = await startEmbeddedCluster({
-    runtime: new NodeScriptRuntime({
-      script: POD_MAIN_SCRIPT,
-      nice: opts.podNice,
-      ...(opts.podCommand !== undefined ? { shellCommand: opts.podCommand } : {}),
-    }),
+    runtime: opts.tls === undefined ? runtime : new TlsPodRuntime(runtime, opts.tls),
     ipPool: { first: `${loopbackPrefix}.2.1` },
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace],
@@ -129,6 +133,11 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
 }
 
 async function real(opts: LabClusterOptions): Promise<LabCluster> {
+  if (opts.tls !== undefined)
+    throw new InvalidOptionError(
+      '--tls',
+      'runs on the embedded cluster only (the real kubelet issues no pod certificates yet)',
+    );
   // Loaded only here: the real control plane needs root, Go-built binaries and network namespaces.
   const { startRealLabCluster } = await import('../cluster/real/cluster.js');
   const c = await startRealLabCluster({

@@ -63,6 +63,8 @@ export interface LabRunRecord {
   scenario: string;
   strategy: string;
   cluster: string;
+  /** Pods served mutual TLS and every hop spoke TLS (`lab --tls`). */
+  tls: boolean;
   rpcs: number;
   failed: number;
   failedByCode: Record<string, number>;
@@ -232,6 +234,8 @@ export interface RunRecordInput {
   scenario: string;
   strategy: string;
   cluster?: string;
+  /** Default false. */
+  tls?: boolean;
   records: RpcRecordsView;
   timeline: readonly PodTimeline[];
   /** The steady part of the run for balanceMaxOverMean, [fromMs, toMs). */
@@ -270,6 +274,7 @@ export function computeRunRecord(input: RunRecordInput): LabRunRecord {
     scenario: input.scenario,
     strategy: input.strategy,
     cluster: input.cluster ?? 'embedded',
+    tls: input.tls ?? false,
     rpcs,
     failed,
     failedByCode: sortKeys(failedByCode),

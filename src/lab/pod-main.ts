@@ -5,6 +5,10 @@
 // Run as `node dist/src/lab/pod-main.js '<PodConfig JSON>'`, or with GRPC_KUBE_POD_CONFIG set, or with
 // POD_NAME / POD_IP / POD_PORT and HELLO_* variables (the lab kubelet's pod runtime); with an IPC
 // channel it reports `listening`, `ready` and `terminating` to its parent. `spawnPod` does that.
+// With TLS files (HELLO_TLS_CERT / _KEY / _CA, `grpc-kube lab --tls`) the gRPC port serves mutual TLS
+// through the server kit (files re-read when they change) and grpc.health.v1 also answers in
+// plaintext on HELLO_HEALTH_PORT, where the kubelet's readiness probe (plaintext, as Kubernetes'
+// gRPC probe is) reads it.
 // SIGUSR2 toggles overload: every SayHello then answers RESOURCE_EXHAUSTED with
 // `grpc-retry-pushback-ms` (the overload scenario); SIGSTOP from the lab freezes it (blackhole).
 
@@ -12,8 +16,9 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import type { HealthImplementation } from 'grpc-health-check';
-import { createServerKit } from '../server/kit.js';
+import { createServerKit, serverTlsCredentials, type ServerTls } from '../server/kit.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { POD_TLS_ENV } from './tls.js';
 import { addGreeter, greeting, type HelloReply, type HelloRequest } from './hello.js';
 
 export type ShutdownMode = 'immediate' | 'graceful';
@@ -43,6 +48,12 @@ export interface PodConfig {
   maxLifetimeMs: number;
   /** While overloaded: the `grpc-retry-pushback-ms` sent with each RESOURCE_EXHAUSTED. */
   overloadPushbackMs: number;
+  /** PEM files: with tlsCertFile and tlsKeyFile the gRPC port serves TLS; with tlsCaFile, mutual TLS. */
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  tlsCaFile?: string;
+  /** A second, plaintext port serving grpc.health.v1 only (the probe's); 0 = none. */
+  healthPort: number;
 }
 
 export const POD_CONFIG_ENV = 'GRPC_KUBE_POD_CONFIG';
@@ -58,6 +69,7 @@ const DEFAULTS: Omit<PodConfig, 'name' | 'host'> = {
   maxConnectionAgeGraceMs: 0,
   maxLifetimeMs: 15 * 60_000,
   overloadPushbackMs: 1000,
+  healthPort: 0,
 };
 
 const NUMBER_FIELDS = [
@@ -70,7 +82,9 @@ const NUMBER_FIELDS = [
   'maxConnectionAgeGraceMs',
   'maxLifetimeMs',
   'overloadPushbackMs',
+  'healthPort',
 ] as const;
+const FILE_FIELDS = ['tlsCertFile', 'tlsKeyFile', 'tlsCaFile'] as const;
 
 /** Validate a pod config field by field (unknown fields are errors), fill defaults, freeze. */
 export function parsePodConfig(input: unknown): Readonly<PodConfig> {
@@ -78,7 +92,7 @@ export function parsePodConfig(input: unknown): Readonly<PodConfig> {
     throw new InvalidOptionError('pod config', 'must be an object');
   }
   const raw = input as Record<string, unknown>;
-  const known = new Set<string>(['name', 'host', 'shutdown', ...NUMBER_FIELDS]);
+  const known = new Set<string>(['name', 'host', 'shutdown', ...NUMBER_FIELDS, ...FILE_FIELDS]);
   for (const key of Object.keys(raw)) {
     if (!known.has(key)) throw new InvalidOptionError(`pod config.${key}`, 'is not a known field');
   }
@@ -97,7 +111,19 @@ export function parsePodConfig(input: unknown): Readonly<PodConfig> {
     }
     out[key] = v;
   }
-  if (out.port > 65535) throw new InvalidOptionError('pod config.port', 'must be <= 65535');
+  for (const key of FILE_FIELDS) {
+    const v = raw[key];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v === '')
+      throw new InvalidOptionError(`pod config.${key}`, 'must be a file path');
+    out[key] = v;
+  }
+  if ((out.tlsCertFile === undefined) !== (out.tlsKeyFile === undefined))
+    throw new InvalidOptionError('pod config.tlsCertFile', 'and tlsKeyFile go together');
+  if (out.tlsCaFile !== undefined && out.tlsCertFile === undefined)
+    throw new InvalidOptionError('pod config.tlsCaFile', 'needs tlsCertFile and tlsKeyFile');
+  for (const key of ['port', 'healthPort'] as const)
+    if (out[key] > 65535) throw new InvalidOptionError(`pod config.${key}`, 'must be <= 65535');
   if (raw['shutdown'] !== undefined) {
     if (raw['shutdown'] !== 'immediate' && raw['shutdown'] !== 'graceful') {
       throw new InvalidOptionError('pod config.shutdown', 'must be "immediate" or "graceful"');
@@ -117,6 +143,8 @@ export type PodMessage =
 export interface RunningPod {
   readonly config: Readonly<PodConfig>;
   readonly port: number;
+  /** The plaintext health port (0 without one). */
+  readonly healthPort: number;
   readonly server: grpc.Server;
   readonly health: HealthImplementation;
   /** Resolves when health turns SERVING. */
@@ -176,23 +204,45 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
     return new Promise((resolve) => later(config.responseDelayMs, () => resolve(reply)));
   });
 
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(
-      `${config.host}:${config.port}`,
-      grpc.ServerCredentials.createInsecure(),
-      (err, bound) => {
-        if (err)
-          reject(
-            new GrpcKubeError(
-              'GK_ERR_LAB',
-              `pod ${config.name}: cannot listen on ${config.host}:${config.port}: ${err.message}`,
-              { cause: err },
-            ),
-          );
-        else resolve(bound);
+  let tls: ServerTls | undefined;
+  if (config.tlsCertFile !== undefined && config.tlsKeyFile !== undefined) {
+    tls = await serverTlsCredentials(
+      {
+        certFile: config.tlsCertFile,
+        keyFile: config.tlsKeyFile,
+        ...(config.tlsCaFile !== undefined ? { caFile: config.tlsCaFile } : {}),
       },
+      (err) =>
+        process.stderr.write(`pod ${config.name}: ${err.code}: ${err.message} (previous files kept)\n`),
     );
-  });
+  }
+  // The probe's port: grpc.health.v1 in plaintext, the same health state as the gRPC port's.
+  let healthServer: grpc.Server | undefined;
+  let port: number;
+  let healthPort = 0;
+  try {
+    port = await bind(
+      server,
+      config,
+      config.port,
+      tls?.credentials ?? grpc.ServerCredentials.createInsecure(),
+    );
+    if (config.healthPort > 0) {
+      healthServer = new grpc.Server();
+      health.addToServer(healthServer);
+      healthPort = await bind(
+        healthServer,
+        config,
+        config.healthPort,
+        grpc.ServerCredentials.createInsecure(),
+      );
+    }
+  } catch (err) {
+    server.forceShutdown();
+    healthServer?.forceShutdown();
+    tls?.close();
+    throw err;
+  }
 
   let markReady: () => void = () => {};
   const ready = new Promise<void>((resolve) => (markReady = resolve));
@@ -212,6 +262,8 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
     for (const t of timers) clearTimeout(t);
     timers.clear();
     server.forceShutdown();
+    healthServer?.forceShutdown();
+    tls?.close();
     onClosed(); // a drain in progress ends here too
   };
 
@@ -230,7 +282,28 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
   const overload = (on: boolean): void => {
     overloaded = on;
   };
-  return { config, port, server, health, ready, drain, close, overload };
+  return { config, port, healthPort, server, health, ready, drain, close, overload };
+}
+
+function bind(
+  server: grpc.Server,
+  config: Readonly<PodConfig>,
+  port: number,
+  credentials: grpc.ServerCredentials,
+): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${config.host}:${port}`, credentials, (err, bound) => {
+      if (err)
+        reject(
+          new GrpcKubeError(
+            'GK_ERR_LAB',
+            `pod ${config.name}: cannot listen on ${config.host}:${port}: ${err.message}`,
+            { cause: err },
+          ),
+        );
+      else resolve(bound);
+    });
+  });
 }
 
 function send(message: PodMessage): void {
@@ -252,6 +325,10 @@ export const POD_ENV: Readonly<Record<string, keyof PodConfig>> = Object.freeze(
   HELLO_MAX_CONNECTION_AGE_GRACE_MS: 'maxConnectionAgeGraceMs',
   HELLO_MAX_LIFETIME_MS: 'maxLifetimeMs',
   HELLO_OVERLOAD_PUSHBACK_MS: 'overloadPushbackMs',
+  HELLO_HEALTH_PORT: 'healthPort',
+  [POD_TLS_ENV.cert]: 'tlsCertFile',
+  [POD_TLS_ENV.key]: 'tlsKeyFile',
+  [POD_TLS_ENV.ca]: 'tlsCaFile',
 });
 
 /** Pod config from POD_* / HELLO_* environment variables (see POD_ENV). */
@@ -260,7 +337,7 @@ export function podConfigFromEnv(env: NodeJS.ProcessEnv): Readonly<PodConfig> {
   for (const [variable, field] of Object.entries(POD_ENV)) {
     const value = env[variable];
     if (value === undefined || value === '') continue;
-    if (field === 'name' || field === 'host' || field === 'shutdown') {
+    if (['name', 'host', 'shutdown', ...FILE_FIELDS].includes(field)) {
       raw[field] = value;
     } else {
       if (!/^\d+$/.test(value))

@@ -14,7 +14,7 @@ import { KubeClient } from '../kube/client.js';
 import { setup as setupResolvers, type GrpcKube } from '../resolver/setup.js';
 import { registerPolicies } from '../balancer/index.js';
 import { clientDefaults } from '../client/defaults.js';
-import { GrpcKubeError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { LabDnsServer } from './dns-server.js';
 import { computeRunRecord, distinctPodsPerClient, podRateSeries, type LabRunRecord } from './metrics.js';
 import type { ReportRun, ScenarioEvent } from './report.js';
@@ -24,9 +24,12 @@ import type { AppFlavour, LabEnv, LabStrategy, StrategyHandle } from './strategy
 import { PodTimelineRecorder } from './timeline.js';
 import { HarnessMonitor, harnessVerdict, raiseLabPriority } from './harness.js';
 import { startWorkload, type WorkloadRun } from './workload.js';
+import { createLabTls, LAB_TLS_DNS_ENV, serviceDnsNames } from './tls.js';
 
 export const LAB_NAMESPACE = 'lab';
 export const LAB_PORT = 50051;
+/** With --tls: the pods' plaintext grpc.health.v1 port, where the kubelet's probe reads them. */
+export const LAB_PROBE_PORT = 50052;
 
 export interface RunOptions {
   readonly scenario: Scenario;
@@ -49,6 +52,8 @@ export interface RunOptions {
   readonly podCommand?: string;
   /** CPU niceness of the pods, 0..19. Default POD_NICE. */
   readonly podNice?: number;
+  /** Mutual TLS end to end with a CA made for the run (embedded cluster, the lab's Hello pods). */
+  readonly tls?: boolean;
   readonly onProgress?: (line: string) => void;
 }
 
@@ -125,21 +130,37 @@ async function applyApps(
     const service = flavour === 'plain' ? 'hello' : 'hello-maxage';
     const slow = scenario.slowPod !== undefined;
     const base = scenario.responseDelayMs ?? 0;
+    // With TLS every pod's certificate carries its clients' authority, its Service's names (the
+    // canary's pods carry `hello`'s: their clients dial `hello`).
+    const tlsEnv = (): Record<string, string> =>
+      opts.tls === true
+        ? {
+            HELLO_HEALTH_PORT: String(LAB_PROBE_PORT),
+            [LAB_TLS_DNS_ENV]: serviceDnsNames(service, LAB_NAMESPACE).join(','),
+          }
+        : {};
     const app = (name: string, replicas: number, delayMs: number): AppSpec => ({
       name,
       namespace: LAB_NAMESPACE,
       replicas,
       port: LAB_PORT,
-      env: podEnv({
-        delayMs,
-        maxAge: flavour === 'maxage',
-        pods: opts.pods ?? 'kit',
-        timeScale: opts.timeScale,
-      }),
+      env: {
+        ...podEnv({
+          delayMs,
+          maxAge: flavour === 'maxage',
+          pods: opts.pods ?? 'kit',
+          timeScale: opts.timeScale,
+        }),
+        ...tlsEnv(),
+      },
       maxSurge: scenario.maxSurge,
       maxUnavailable: scenario.maxUnavailable,
       terminationGracePeriodSeconds: 5,
-      probe: { periodMs: PROBE_PERIOD_MS, failureThreshold: 1 },
+      probe: {
+        periodMs: PROBE_PERIOD_MS,
+        failureThreshold: 1,
+        ...(opts.tls === true ? { port: LAB_PROBE_PORT } : {}),
+      },
       labels: { svc: service },
     });
     const main = app(service, slow ? scenario.replicas - 1 : scenario.replicas, base);
@@ -216,6 +237,10 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       skipped.push({ strategy: s.name, why: "needs the lab's Hello server to set a max connection age" });
       return false;
     }
+    if (opts.tls === true && s.noTls !== undefined) {
+      skipped.push({ strategy: s.name, why: `no TLS: ${s.noTls}` });
+      return false;
+    }
     if (userPods && scenario.slowPod !== undefined) {
       skipped.push({ strategy: s.name, why: "the slow pod is the lab's Hello server with a delay" });
       return false;
@@ -224,7 +249,11 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
   });
   if (strategies.length === 0) return { scenario: scenario.name, runs: [], skipped, failed: [] };
 
+  if (opts.tls === true && userPods)
+    throw new InvalidOptionError('--tls', "runs the lab's Hello pods only (not --pod-command)");
   let vip = 0;
+  // A CA for this run only; its files go with the run.
+  const tls = opts.tls === true ? await createLabTls(LAB_NAMESPACE) : undefined;
   // Before anything starts: pods and proxies inherit the lab's niceness.
   const restorePriority = raiseLabPriority();
   let cluster: LabCluster;
@@ -235,12 +264,18 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       random: opts.random,
       podNice: opts.podNice ?? POD_NICE,
       ...(opts.podCommand !== undefined ? { podCommand: opts.podCommand } : {}),
+      ...(tls !== undefined ? { tls } : {}),
     });
   } catch (err) {
     restorePriority();
+    await tls?.remove();
     throw err;
   }
-  const cleanups: Array<() => Promise<void> | void> = [restorePriority, () => cluster.stop()];
+  const cleanups: Array<() => Promise<void> | void> = [
+    () => tls?.remove(),
+    restorePriority,
+    () => cluster.stop(),
+  ];
   try {
     const flavours = [...new Set(strategies.map((s) => s.flavour))];
     const apps = await applyApps(cluster, scenario, flavours, opts);
@@ -308,6 +343,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       random: opts.random,
       nextVip: () => `${cluster.loopbackPrefix}.1.${++vip}`,
       timeScale: opts.timeScale,
+      tls,
       clientOptions: (policy) =>
         opts.clientDefaults
           ? clientDefaults({ lbPolicy: policy })
@@ -370,6 +406,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       w: startWorkload({
         target: h.target,
         channelOptions: h.channelOptions ?? {},
+        ...(tls !== undefined ? { credentials: tls.channelCredentials() } : {}),
         clients: opts.clients ?? 2,
         concurrency: opts.concurrency ?? 5,
         mode: 'loops',
@@ -436,6 +473,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         scenario: scenario.name,
         strategy: s.name,
         cluster: cluster.kind,
+        tls: tls !== undefined,
         records: w.log,
         timeline,
         steadyWindowMs: [scenario.steady.fromMs, scenario.steady.toMs],

@@ -7,6 +7,7 @@ import type { ChannelOptions } from '@grpc/grpc-js';
 import type { LabCluster } from './cluster.js';
 import type { SourceRegistry } from '../discovery/registry.js';
 import type { LabDnsServer } from './dns-server.js';
+import type { LabTls } from './tls.js';
 
 /** Which Deployment flavour a strategy's clients talk to. */
 export type AppFlavour = 'plain' | 'maxage';
@@ -41,6 +42,13 @@ export interface LabEnv {
    * --client-defaults the grpc-kube client defaults (retry on UNAVAILABLE, keepalive) around it.
    */
   clientOptions(policy: string): ChannelOptions;
+  /**
+   * `lab --tls`: the run's CA and certificates. Pods serve mutual TLS and clients hold the lab CA and
+   * a client certificate (the runner gives every strategy's clients tls.channelCredentials());
+   * a strategy names the identity to verify where its authority is not in the pods' certificates
+   * and makes its own hops (proxies, control plane) speak TLS. Undefined: plaintext.
+   */
+  readonly tls: LabTls | undefined;
   /** A progress line for the lab's output (what a strategy's helpers said, e.g. a proxy's exit line). */
   log(line: string): void;
 }
@@ -64,5 +72,7 @@ export interface LabStrategy {
    * user's own server (`--pod-command`).
    */
   readonly hidesPod?: boolean;
+  /** Why this strategy cannot run with `lab --tls` (it is skipped with this reason); unset: it can. */
+  readonly noTls?: string;
   start(env: LabEnv): Promise<StrategyHandle>;
 }

@@ -113,6 +113,8 @@ export interface WorkloadOptions {
   target: string;
   /** Strategy's channel options; merged over the workload defaults (local subchannel pool, no proxy). */
   channelOptions?: grpc.ChannelOptions;
+  /** Channel credentials. Default insecure. */
+  credentials?: grpc.ChannelCredentials;
   /** Separate channels (client pods). Default 1. */
   clients?: number;
   /** RPCs in flight per client. Default 10 (the east-west demo). */
@@ -201,7 +203,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   const log = new RpcLog();
   const clients: GreeterClient[] = [];
   for (let i = 0; i < clientCount; i++)
-    clients.push(new GreeterClient(options.target, undefined, channelOptions));
+    clients.push(new GreeterClient(options.target, options.credentials, channelOptions));
   /** One RPC of client `ci`; `done(err, pod)` with the pod that answered ('' when unknown). */
   const call = (
     ci: number,

@@ -1,6 +1,5 @@
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { LabRunRecord } from '../../src/lab/metrics.js';
 import { STRATEGIES } from '../../src/lab/strategies/index.js';
 import { chromiumSkip, openFile } from '../helpers/chromium.js';
-import { unsaturatedLab } from '../helpers/lab.js';
+import { runNode, unsaturatedLab } from '../helpers/lab.js';
 
 // The user's command, as a user runs it: `grpc-kube lab --quick` in its own process, then the
 // the field write-ups' findings asserted from its JSON, side by side (ratios, not absolute times).
@@ -44,18 +43,7 @@ async function runLabOnce(t: TestContext): Promise<NonNullable<typeof result>> {
   result = await unsaturatedLab(
     t,
     async () => {
-      const { code, stdout, stderr } = await new Promise<{
-        code: number | null;
-        stdout: string;
-        stderr: string;
-      }>((resolve) => {
-        const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-        let out = '';
-        let err = '';
-        child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-        child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-        child.on('exit', (c) => resolve({ code: c, stdout: out, stderr: err }));
-      });
+      const { code, stdout, stderr } = await runNode(args);
       assert.equal(code, 0, `grpc-kube lab failed:\n${stderr.slice(-3000)}`);
       return { json: JSON.parse(await readFile(jsonFile, 'utf8')) as LabJson, report, stdout };
     },
@@ -83,6 +71,7 @@ test(
         'scenario',
         'strategy',
         'cluster',
+        'tls',
         'rpcs',
         'failed',
         'failedByCode',

@@ -79,6 +79,7 @@ test('the run record of the hand-worked run', () => {
     scenario: 'scale-up',
     strategy: 'kubernetes',
     cluster: 'embedded',
+    tls: false,
     rpcs: 13,
     failed: 3,
     failedByCode: { DEADLINE_EXCEEDED: 1, UNAVAILABLE: 2 },
@@ -98,6 +99,7 @@ test('the run record of the hand-worked run', () => {
     'scenario',
     'strategy',
     'cluster',
+    'tls',
     'rpcs',
     'failed',
     'failedByCode',
@@ -112,6 +114,7 @@ test('the run record of the hand-worked run', () => {
     scenario: 's',
     strategy: 'x',
     cluster: 'real',
+    tls: true,
     records,
     timeline,
     steadyWindowMs: [0, 2000],
@@ -119,6 +122,7 @@ test('the run record of the hand-worked run', () => {
   });
   assert.equal(given.durationMs, 60_000);
   assert.equal(given.cluster, 'real');
+  assert.equal(given.tls, true);
 });
 
 test('an empty run', () => {
@@ -134,6 +138,7 @@ test('an empty run', () => {
       scenario: 's',
       strategy: 'x',
       cluster: 'embedded',
+      tls: false,
       rpcs: 0,
       failed: 0,
       failedByCode: {},

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { service as healthService } from 'grpc-health-check';
+import { checkHealth } from '../helpers/health.js';
 import { GrpcKubeError } from '../../src/errors.js';
 import { GreeterClient } from '../../src/lab/hello.js';
 import { spawn as spawnProcess } from 'node:child_process';
@@ -13,26 +13,6 @@ import {
   startPod,
   type PodProcess,
 } from '../../src/lab/pod-main.js';
-
-const HealthClient = grpc.makeGenericClientConstructor(healthService, 'Health');
-
-function checkHealth(target: string, service = ''): Promise<string> {
-  const client = new HealthClient(target, grpc.credentials.createInsecure());
-  return new Promise((resolve, reject) => {
-    client.makeUnaryRequest(
-      '/grpc.health.v1.Health/Check',
-      (m: { service: string }) => healthService['Check']!.requestSerialize(m),
-      (b: Buffer) => healthService['Check']!.responseDeserialize(b) as { status: string },
-      { service },
-      { deadline: Date.now() + 2000 },
-      (err, res) => {
-        client.close();
-        if (err || !res) reject(err);
-        else resolve(res.status);
-      },
-    );
-  });
-}
 
 function rpcResult(
   client: GreeterClient,

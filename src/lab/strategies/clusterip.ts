@@ -39,6 +39,11 @@ export const clusterip: LabStrategy = {
     await firstSync;
     return {
       target: `ipv4:${fwd.address}`,
+      // TLS passes the L4 hop to the pod: clients verify the Service's name, which they would
+      // have dialled (the pods' certificates carry it, not the virtual IP).
+      ...(env.tls !== undefined
+        ? { channelOptions: { 'grpc.ssl_target_name_override': env.apps.plain.dnsName } }
+        : {}),
       close: async () => {
         sub.unsubscribe();
         await fwd.close();

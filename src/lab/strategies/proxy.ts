@@ -20,6 +20,7 @@ import { onProcessExit, startProcess, tailFile } from '../../cluster/real/proces
 import { GrpcKubeError } from '../../errors.js';
 import { NghttpxDataPlane } from '../../proxy/nghttpx.js';
 import type { LabEnv, LabStrategy, StrategyHandle } from '../strategy.js';
+import type { LabTls } from '../tls.js';
 
 /** Grace a strategy's proxy gives RPCs in flight when the lab closes it. */
 const CLOSE_GRACE_MS = 1000;
@@ -41,13 +42,14 @@ async function startProxy(
   const dir = await mkdtemp(join(tmpdir(), `grpc-kube-lab-${mode}-`));
   const kubeconfig = join(dir, 'kubeconfig');
   await writeFile(kubeconfig, env.kubeConfigYaml, { mode: 0o600 });
+  const host = env.nextVip();
   const args = [
     CLI,
     'proxy',
     '--mode',
     mode,
     '--listen',
-    `${env.nextVip()}:0`,
+    `${host}:0`,
     '--kubeconfig',
     kubeconfig,
     '--namespace',
@@ -58,6 +60,7 @@ async function startProxy(
     '--grace-ms',
     String(CLOSE_GRACE_MS),
     ...(mode === 'ingress' ? ['--target', service] : []),
+    ...(env.tls !== undefined ? await tlsArgs(env.tls, mode, host) : []),
   ];
   const log = join(dir, 'proxy.log');
   // With the lab's process: a lab killed by a signal takes its proxies with it (as its pods).
@@ -97,6 +100,23 @@ async function startProxy(
   };
 }
 
+/**
+ * With --tls the proxy terminates mutual TLS (a certificate for its address and its name) and
+ * originates it to the pods, presenting the same certificate and verifying them against the lab CA.
+ */
+async function tlsArgs(tls: LabTls, mode: 'ingress' | 'sidecar', host: string): Promise<string[]> {
+  const own = await tls.issue(`proxy-${mode}`, { ips: [host], dns: [proxyName(mode)] });
+  return [
+    ...['--tls-cert', own.certFile, '--tls-key', own.keyFile, '--tls-ca', tls.caFile],
+    ...['--backend-tls-cert', own.certFile, '--backend-tls-key', own.keyFile, '--backend-tls-ca', tls.caFile],
+  ];
+}
+
+/** The name clients verify a lab proxy by (an IP as TLS server name is not allowed, RFC 6066). */
+function proxyName(mode: 'ingress' | 'sidecar'): string {
+  return `grpc-kube-${mode}.lab.local`;
+}
+
 async function proxyHandle(
   env: LabEnv,
   mode: 'ingress' | 'sidecar',
@@ -108,6 +128,7 @@ async function proxyHandle(
     channelOptions: {
       ...env.clientOptions('pick_first'),
       ...(authority !== undefined ? { 'grpc.default_authority': authority } : {}),
+      ...(env.tls !== undefined ? { 'grpc.ssl_target_name_override': proxyName(mode) } : {}),
     },
     close: () => p.close(),
   };
@@ -138,6 +159,8 @@ export const proxyNghttpx: LabStrategy = {
     'nghttpx (C) as the data plane, its backends set from the EndpointSlice watch: round robin per RPC',
   flavour: 'plain',
   canRoute: false,
+  noTls:
+    "the lab's NghttpxDataPlane has a plaintext frontend and h2c backends (TLS in nghttpx is measured by `npm run bench -- proxy`)",
   async start(env) {
     const dp = new NghttpxDataPlane({
       target: `${env.apps.plain.service}.${env.namespace}:${env.port}`,
