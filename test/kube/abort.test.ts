@@ -104,21 +104,24 @@ test('a list the server never answers times out (and is retried) while garbage c
   v8.setFlagsFromString('--expose_gc');
   const gc = vm.runInNewContext('gc') as () => void;
   const api = await AdversarialApiServer.start({ transport: 'https1' });
-  t.after(() => api.close());
   api.put('endpointslices', slice('default', 'a', ['10.9.0.1']));
   let hung = 0;
   api.fault = (kind) => (kind === 'list' && hung++ === 0 ? 'hang' : 'none');
   const client = KubeClient.fromKubeConfigString(api.kubeConfigYaml());
-  t.after(() => client.close());
   const src = new KubernetesEndpointSource(client, 'default', 'a', {
     listTimeoutMs: 300,
     backoff: { initialMs: 10, maxMs: 50 },
   });
-  t.after(() => src.stop());
   const ips = servedIps(src);
   // Collect garbage all through the hung list: the time-out must still fire.
   const collector = setInterval(gc, 20);
-  t.after(() => clearInterval(collector));
+  // In the order a user tears down: collections stop, the source, the client, the server.
+  t.after(async () => {
+    clearInterval(collector);
+    await src.stop();
+    client.close();
+    await api.close();
+  });
   await until(() => ips() === '10.9.0.1', BOUND_MS, 5, 'the hung list timed out and the retry listed');
   assert.ok(api.requests.list >= 2, `${api.requests.list} lists`);
 });
