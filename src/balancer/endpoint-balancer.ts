@@ -61,6 +61,8 @@ export interface BalancerEvent {
 export class EndpointStats {
   /** Calls started on this endpoint and not yet ended. */
   outstanding = 0;
+  /** Calls ended on this endpoint, whatever their status: 0 means nothing is known of it yet. */
+  ended = 0;
   /** Start times of those calls, oldest first (Set keeps insertion order, and time only grows). */
   readonly inflight = new Set<{ readonly startedMs: number }>();
   /** Peak-EWMA round-trip estimate, ms, as of `stampMs`. */
@@ -170,10 +172,14 @@ export class TwoChoicePicker implements Picker {
 
   /**
    * May `c` take a call with `leftMs` to its deadline? Not while its server pushed back, nor when its
-   * predicted latency exceeds what is left.
+   * predicted latency exceeds what is left, nor while it is still answering its first call: an
+   * endpoint that has finished no call yet takes one at a time (a probe), so a new pod that turns out
+   * slow has one call waiting on it per client, not one per comparison it wins on an estimate that is
+   * only a default. (When no candidate is usable, the scores decide as before.)
    */
   usable(c: Candidate, nowMs: number, leftMs: number): boolean {
     if (c.stats.outlier.avoidUntilMs > nowMs) return false;
+    if (c.stats.ended === 0 && c.stats.outstanding > 0) return false;
     const predict = this.scorer.predictMs;
     return predict === undefined || leftMs === Infinity || predict(c.stats, nowMs) <= leftMs;
   }
@@ -240,6 +246,7 @@ export class TwoChoicePicker implements Picker {
       onCallEnded: (code, details, metadata) => {
         if (call !== null) {
           stats.outstanding--;
+          stats.ended++;
           stats.inflight.delete(call);
           const now = runtime.now();
           scorer.observe(stats, call.startedMs, now, code);

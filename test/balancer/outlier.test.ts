@@ -232,6 +232,7 @@ test('deadline-aware picks (ewma): an endpoint predicted slower than the time le
   a.rttMs = 300;
   a.stampMs = clock.now();
   b.outstanding = 9;
+  b.ended = 20; // B has answered calls before: it is not on its first one
   const withDeadline = (leftMs: number) => {
     const metadata = new Metadata();
     metadata.set(DEADLINE_METADATA_KEY, String(clock.now() + leftMs));

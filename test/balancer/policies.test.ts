@@ -582,3 +582,32 @@ test('ewma: a call in flight longer than the estimate counts before it ends', ()
   assert.equal(a.rttMs, 500, 'the finished call is a peak sample');
   lb.destroy();
 });
+
+test('an endpoint that has finished no call yet takes one call at a time while another can take it', () => {
+  // The slow-pod lab run: at start every endpoint carries only the default estimate; A answers its
+  // first call in 100 ms while B's first call is still running. B must not win further calls on its
+  // default estimate — in the lab, B was the 10× slower pod and each such call missed its deadline.
+  for (const make of [ewma, p2c]) {
+    const clock = new ManualClock(0);
+    const { helper, lb, config } = make({}, scriptedRandom([0, 0]), clock); // samples A, then B
+    lb.updateAddressList(endpoints(A, B), config, {}, '');
+    helper.connect(A);
+    helper.connect(B);
+    const picker = helper.last.picker;
+    const first = pickOnce(picker, 'hold');
+    assert.equal(first.key, A, 'idle tie: first sampled');
+    const probe = pickOnce(picker, 'hold');
+    assert.equal(probe.key, B);
+    clock.advance(100);
+    first.result.onCallEnded?.(Status.OK, '', new Metadata());
+    // A (answered, now 2 calls in flight) against B (one call of 100 ms, no answer yet): A each time.
+    // Without the rule, EWMA costs A 100·3 = 300 against B's 100·2 = 200, and P2C counts 2 against 1.
+    const got = [0, 1, 2].map(() => pickOnce(picker, 'hold').key);
+    assert.deepEqual(got, [A, A, A], make.name);
+    // B's first answer ends its probation; it competes on its figures again.
+    clock.advance(20);
+    probe.result.onCallEnded?.(Status.OK, '', new Metadata());
+    assert.equal(pickOnce(picker, 'hold').key, B, make.name);
+    lb.destroy();
+  }
+});
