@@ -20,7 +20,13 @@ COPY tsconfig.json ./
 COPY proto ./proto
 COPY src ./src
 COPY examples ./examples
-RUN npx tsc -p tsconfig.json && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+# The image is an application of the library: the peers its CLI needs (grpc-js, and grpc-js-xds for the
+# xds target) become its dependencies at the locked versions; then every dev-only package is dropped.
+RUN npx tsc -p tsconfig.json \
+ && node -e "const fs = require('fs'); const p = require('./package.json'); const l = require('./package-lock.json'); \
+      for (const n of ['@grpc/grpc-js', '@grpc/grpc-js-xds']) p.dependencies[n] = l.packages['node_modules/' + n].version; \
+      delete p.devDependencies; fs.writeFileSync('package.json', JSON.stringify(p, null, 2));" \
+ && npm install --omit=dev --ignore-scripts --no-audit --no-fund
 
 # ---- runtime: production node_modules, compiled JS and the protos; non-root ----
 FROM node:${NODE_VERSION}-bookworm-slim AS runtime

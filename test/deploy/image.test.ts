@@ -1,7 +1,8 @@
 // The image without a container engine (none on the machines that run these tests): the Dockerfile's
 // runtime stage is rebuilt as a directory from its own COPY --from=build lines, and the Hello server
 // and client run from there — so a file the image forgets (a proto, a compiled module) fails here.
-// Every package the shipped code imports must survive `npm prune --omit=dev`, and the file set sent
+// Every package the shipped code imports must survive the build stage's `npm install --omit=dev`
+// (after it pins the peers the CLI needs as the image's dependencies), and the file set sent
 // to the build (.dockerignore) must hold everything the build stage copies.
 
 import assert from 'node:assert/strict';
@@ -111,8 +112,8 @@ describe('Dockerfile', () => {
         .at(-1),
       'USER 1000:1000',
     );
-    // Dev dependencies are pruned before the runtime stage copies node_modules.
-    assert.ok(all.get('build')?.some((l) => l.includes('npm prune --omit=dev')));
+    // Dev dependencies are dropped before the runtime stage copies node_modules.
+    assert.ok(all.get('build')?.some((l) => l.includes('npm install --omit=dev')));
   });
 
   it('.dockerignore sends every path the build stage copies', () => {
@@ -136,6 +137,11 @@ describe('Dockerfile', () => {
     const lock = JSON.parse(readFileSync(join(repoRoot, 'package-lock.json'), 'utf8')) as {
       packages: Record<string, { dev?: boolean }>;
     };
+    const dockerfile = readFileSync(join(repoRoot, 'Dockerfile'), 'utf8');
+    const pinList = /for \(const n of \[([^\]]*)\]\) p\.dependencies\[n\]/.exec(dockerfile)?.[1] ?? '';
+    const pinned = new Set([...pinList.matchAll(/'([^']+)'/g)].map((m) => m[1] as string));
+    assert.ok(pinned.has('@grpc/grpc-js'), 'the build stage pins the grpc-js peer for the image');
+    for (const n of pinned) assert.ok(n in pkg.peerDependencies, `${n} is pinned but is not a peer`);
     const files = [join(repoRoot, 'dist', 'src'), join(repoRoot, 'dist', 'examples')]
       .flatMap(filesUnder)
       .filter((f) => f.endsWith('.js'));
@@ -150,10 +156,11 @@ describe('Dockerfile', () => {
         const name = spec.startsWith('@')
           ? spec.split('/').slice(0, 2).join('/')
           : (spec.split('/')[0] as string);
-        // What `npm prune --omit=dev` keeps: every package the lock file does not mark dev-only.
+        // What the build stage keeps: every package the lock file does not mark dev-only, and the
+        // peers it pins as the image's own dependencies.
         const entry = lock.packages[`node_modules/${name}`];
         assert.ok(
-          entry !== undefined && entry.dev !== true,
+          entry !== undefined && (entry.dev !== true || pinned.has(name)),
           `${relative(repoRoot, f)} imports ${name}, which the image lacks`,
         );
         if (!prod.has(name)) undeclared.add(`${name} (${relative(repoRoot, f)})`);
