@@ -12,21 +12,14 @@ import { after, describe, it } from 'node:test';
 
 import { startEmbeddedCluster, type AppSpec } from '../../src/cluster/embedded.js';
 import { NodeScriptRuntime } from '../../src/cluster/pod-runtime.js';
-import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
 import { startRealLabCluster } from '../../src/cluster/real/cluster.js';
 import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
 import { KubeClient } from '../../src/kube/client.js';
 import { POD_MAIN_SCRIPT } from '../../src/lab/pod-main.js';
 import { eventually } from '../helpers/wait.js';
+import { realLabSkip } from '../helpers/real.js';
 
-const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
-const root = typeof process.getuid === 'function' && process.getuid() === 0;
-const skip =
-  !realRequired && !controlPlaneBinariesPresent()
-    ? `real control plane not built (${controlPlaneBinDir()})`
-    : !root
-      ? 'needs root for network namespaces'
-      : false;
+const skip = realLabSkip();
 
 const NS = 'lab';
 const PROBE_MS = 200;

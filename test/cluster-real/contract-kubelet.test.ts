@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { deploymentManifest, headlessServiceManifest } from '../../src/cluster/embedded.js';
-import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
 import { startRealControlPlane, type RealControlPlane } from '../../src/cluster/real/control-plane.js';
 import { LabApi } from '../../src/cluster/real/kube-http.js';
 import { RealKubelet } from '../../src/cluster/real/kubelet.js';
@@ -20,15 +19,9 @@ import { KubeClient } from '../../src/kube/client.js';
 import { GreeterClient } from '../../src/lab/hello.js';
 import { POD_MAIN_SCRIPT } from '../../src/lab/pod-main.js';
 import { eventually } from '../helpers/wait.js';
+import { realLabSkip } from '../helpers/real.js';
 
-const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
-const root = typeof process.getuid === 'function' && process.getuid() === 0;
-const skip =
-  !realRequired && !controlPlaneBinariesPresent()
-    ? `real control plane not built (${controlPlaneBinDir()})`
-    : !root
-      ? 'needs root for network namespaces'
-      : false;
+const skip = realLabSkip();
 
 const NS = 'lab';
 const CIDR = '10.246.0.0/16';

@@ -7,22 +7,15 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 
-import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
 import { startRealLabCluster } from '../../src/cluster/real/cluster.js';
 import type { Pod } from '../../src/cluster/controllers/kinds.js';
 import { RESOURCES } from '../../src/cluster/store-api.js';
 import type { LabCluster } from '../../src/lab/cluster.js';
 import { POD_MAIN_SCRIPT } from '../../src/lab/pod-main.js';
 import { PodTimelineRecorder } from '../../src/lab/timeline.js';
+import { realLabSkip } from '../helpers/real.js';
 
-const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
-const root = typeof process.getuid === 'function' && process.getuid() === 0;
-const skip =
-  !realRequired && !controlPlaneBinariesPresent()
-    ? `real control plane not built (${controlPlaneBinDir()})`
-    : !root
-      ? 'needs root for network namespaces'
-      : false;
+const skip = realLabSkip();
 
 describe('startRealLabCluster', { skip }, () => {
   it('runs the lab app, restarts a rollout, feeds the pod timeline, and cleans up', async (t) => {

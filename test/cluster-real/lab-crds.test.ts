@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
 import { readCrds } from '../../src/cluster/real/crds.js';
 import { KubeClient } from '../../src/kube/client.js';
 import { startLabCluster } from '../../src/lab/cluster.js';
@@ -15,15 +14,9 @@ import { canaryGrpcRoute } from '../../src/lab/strategies/xds.js';
 import type { KubeObject } from '../../src/kube/types.js';
 import type { GrpcRoute } from '../../src/xds/grpcroute.js';
 import { join } from 'node:path';
+import { realLabSkip } from '../helpers/real.js';
 
-const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
-const root = typeof process.getuid === 'function' && process.getuid() === 0;
-const skip =
-  !realRequired && !controlPlaneBinariesPresent()
-    ? `real control plane not built (${controlPlaneBinDir()})`
-    : !root
-      ? 'needs root for network namespaces'
-      : false;
+const skip = realLabSkip();
 
 describe('the real lab cluster', () => {
   it('reads deploy/crds as its kustomization lists it: the GRPCRoute CRD', () => {
