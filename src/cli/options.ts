@@ -106,6 +106,22 @@ export const XDS_SERVE_FLAGS = {
     help: 'namespaces a node may read besides its own',
   },
   'max-names-per-stream': { type: 'string', value: 'N', help: 'names one ADS stream may subscribe to' },
+  'upstream-tls-ca-instance': {
+    type: 'string',
+    value: 'NAME',
+    help: "gRFC A29: Clusters carry an UpstreamTlsContext; NAME is the clients' CA certificate provider",
+  },
+  'upstream-tls-identity-instance': {
+    type: 'string',
+    value: 'NAME',
+    help: "the clients' certificate provider for their own certificate (mutual TLS)",
+  },
+  'upstream-tls-san': {
+    type: 'string',
+    multiple: true,
+    value: 'exact|prefix|suffix|contains=VALUE',
+    help: "a SAN the server's certificate must carry (any one of them)",
+  },
   'metrics-address': METRICS_ADDRESS_FLAG,
 } as const satisfies FlagTable;
 
@@ -115,6 +131,12 @@ export const XDS_BOOTSTRAP_FLAGS = {
   zone: { type: 'string', value: 'ZONE', help: "the node's locality zone" },
   region: { type: 'string', value: 'REGION', help: "the node's locality region" },
   namespace: { type: 'string', value: 'NS', help: "the node's namespace (what it may read)" },
+  'certificate-provider': {
+    type: 'string',
+    multiple: true,
+    value: 'NAME=ca=FILE,cert=FILE,key=FILE[,refresh-ms=N]',
+    help: 'a file_watcher certificate provider (gRFC A29) for XdsChannelCredentials',
+  },
 } as const satisfies FlagTable;
 
 export const PROXY_FLAGS = {

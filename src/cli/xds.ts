@@ -4,10 +4,16 @@
 import { readFileSync } from 'node:fs';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
-import { xdsBootstrapJson } from '../xds/bootstrap.js';
+import { xdsBootstrapJson, type FileWatcherProvider } from '../xds/bootstrap.js';
 import type { AdsAccessOptions } from '../xds/ads-server.js';
 import { XdsControlPlane } from '../xds/control-plane.js';
-import { CLUSTER_LB_POLICIES, type ClusterLbPolicy } from '../xds/resources.js';
+import {
+  checkUpstreamTls,
+  CLUSTER_LB_POLICIES,
+  type ClusterLbPolicy,
+  type SanMatch,
+  type UpstreamTls,
+} from '../xds/resources.js';
 import {
   parseCommandLine,
   parseHostPort,
@@ -66,9 +72,76 @@ function bootstrap(args: string[], out: (l: string) => void): number {
       zone: values.zone,
       region: values.region,
       namespace: values.namespace,
+      ...(values['certificate-provider'] !== undefined
+        ? { certificateProviders: parseCertificateProviders(values['certificate-provider']) }
+        : {}),
     }),
   );
   return 0;
+}
+
+const PROVIDER_KEYS: Record<string, keyof FileWatcherProvider> = {
+  ca: 'caCertificateFile',
+  cert: 'certificateFile',
+  key: 'privateKeyFile',
+  'refresh-ms': 'refreshIntervalMs',
+};
+
+/** `NAME=ca=FILE,cert=FILE,key=FILE[,refresh-ms=N]` (repeatable) → file_watcher providers by name. */
+export function parseCertificateProviders(specs: readonly string[]): Record<string, FileWatcherProvider> {
+  const out: Record<string, FileWatcherProvider> = {};
+  for (const spec of specs) {
+    const eq = spec.indexOf('=');
+    const name = spec.slice(0, eq);
+    if (eq <= 0 || name in out)
+      throw new InvalidOptionError(
+        '--certificate-provider',
+        `wants NAME=ca=FILE,cert=FILE,key=FILE (each NAME once), got "${spec}"`,
+      );
+    const p: Record<string, string | number> = {};
+    for (const part of spec.slice(eq + 1).split(',')) {
+      const i = part.indexOf('=');
+      const field = PROVIDER_KEYS[part.slice(0, i)];
+      if (i <= 0 || field === undefined || part.slice(i + 1) === '')
+        throw new InvalidOptionError(
+          '--certificate-provider',
+          `"${part}" in "${spec}": keys are ca, cert, key, refresh-ms, each =VALUE`,
+        );
+      p[field] = field === 'refreshIntervalMs' ? Number(part.slice(i + 1)) : part.slice(i + 1);
+    }
+    out[name] = p as FileWatcherProvider;
+  }
+  return out;
+}
+
+/** `--upstream-tls-*` → the A29 UpstreamTlsContext every Cluster carries, or none. */
+function parseUpstreamTls(values: FlagValues<typeof XDS_SERVE_FLAGS>): UpstreamTls | undefined {
+  const ca = values['upstream-tls-ca-instance'];
+  if (ca === undefined) {
+    if (values['upstream-tls-identity-instance'] !== undefined || values['upstream-tls-san'] !== undefined)
+      throw new InvalidOptionError(
+        '--upstream-tls-ca-instance',
+        'is needed by the other --upstream-tls-* flags',
+      );
+    return undefined;
+  }
+  const sans = (values['upstream-tls-san'] ?? []).map((spec): SanMatch => {
+    const i = spec.indexOf('=');
+    const kind = spec.slice(0, i);
+    if (i <= 0 || !['exact', 'prefix', 'suffix', 'contains'].includes(kind))
+      throw new InvalidOptionError(
+        '--upstream-tls-san',
+        `wants exact|prefix|suffix|contains=VALUE, got "${spec}"`,
+      );
+    return { [kind]: spec.slice(i + 1) } as unknown as SanMatch;
+  });
+  return checkUpstreamTls({
+    caInstance: ca,
+    ...(values['upstream-tls-identity-instance'] !== undefined
+      ? { identityInstance: values['upstream-tls-identity-instance'] }
+      : {}),
+    subjectAltNames: sans,
+  });
 }
 
 /** What `xds serve`'s flags ask for, checked without touching the network or the API. */
@@ -78,6 +151,7 @@ export interface XdsServeSettings {
   readonly tls?: { certFile: string; keyFile: string; caFile?: string };
   readonly access: AdsAccessOptions;
   readonly lbPolicy: ClusterLbPolicy;
+  readonly upstreamTls?: UpstreamTls;
   readonly targets: readonly string[];
   readonly kubeconfig?: string;
   /** GRPCRoutes: this namespace (a flag), every namespace, or — undefined — the pod's own. */
@@ -111,6 +185,7 @@ export function xdsServeSettings(values: FlagValues<typeof XDS_SERVE_FLAGS>): Xd
   const policy = (values['lb-policy'] ?? 'round_robin') as ClusterLbPolicy;
   if (!CLUSTER_LB_POLICIES.includes(policy))
     throw new InvalidOptionError('--lb-policy', `must be one of ${CLUSTER_LB_POLICIES.join(', ')}`);
+  const upstreamTls = parseUpstreamTls(values);
   const named = [values.namespace, values['route-namespace']].filter((n) => n !== undefined);
   if (named.length > 1 && named[0] !== named[1])
     throw new InvalidOptionError('--route-namespace', 'is another name for --namespace: give one');
@@ -124,6 +199,7 @@ export function xdsServeSettings(values: FlagValues<typeof XDS_SERVE_FLAGS>): Xd
     ...(tls !== undefined ? { tls } : {}),
     access: parseAccess(values['allow-namespaces'] ?? [], values['max-names-per-stream']),
     lbPolicy: policy,
+    ...(upstreamTls !== undefined ? { upstreamTls } : {}),
     targets: values.target ?? [],
     ...(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : {}),
     routeNamespace: values['all-namespaces'] === true ? 'all' : named[0],
@@ -181,6 +257,7 @@ async function serve(
     ...(s.tls !== undefined ? { tls: s.tls } : {}),
     ...(routeNamespace !== undefined ? { routeNamespace } : {}),
     lbPolicy: s.lbPolicy,
+    ...(s.upstreamTls !== undefined ? { upstreamTls: s.upstreamTls } : {}),
     targets: s.targets,
     log,
   });

@@ -28,11 +28,13 @@ import {
   buildClusterLoadAssignment,
   buildListener,
   buildRouteConfiguration,
+  checkUpstreamTls,
   CLUSTER_LB_POLICIES,
   parseClusterName,
   parseListenerName,
   type ClusterLbPolicy,
   type ServiceRef,
+  type UpstreamTls,
 } from './resources.js';
 import { GrpcRouteWatcher } from './route-watcher.js';
 
@@ -63,6 +65,8 @@ export interface XdsControlPlaneOptions {
   readonly access?: AdsAccessOptions;
   /** Serve ADS over TLS (mTLS with `caFile`); the files are re-read when they change. */
   readonly tls?: TlsFilesOptions;
+  /** gRFC A29: every Cluster tells XdsChannelCredentials clients to use mTLS (resources.ts). */
+  readonly upstreamTls?: UpstreamTls;
 }
 
 /** diagnostics_channel on which every rejected GRPCRoute is published (InvalidRouteError). */
@@ -89,6 +93,7 @@ export class XdsControlPlane {
   private readonly routeWatcher: GrpcRouteWatcher | undefined;
   private readonly log: (line: string) => void;
   private readonly lbPolicy: ClusterLbPolicy;
+  private readonly upstreamTls: UpstreamTls | undefined;
   private readonly idleTtlMs: number;
   private readonly targets = new Map<string, Target>();
   private readonly compiled = new Map<string, CompiledGrpcRoute>();
@@ -105,6 +110,7 @@ export class XdsControlPlane {
     this.lbPolicy = opts.lbPolicy ?? 'round_robin';
     if (!CLUSTER_LB_POLICIES.includes(this.lbPolicy))
       throw new InvalidOptionError('lbPolicy', `must be one of ${CLUSTER_LB_POLICIES.join(', ')}`);
+    this.upstreamTls = opts.upstreamTls !== undefined ? checkUpstreamTls(opts.upstreamTls) : undefined;
     this.idleTtlMs = opts.idleTargetTtlMs ?? 60_000;
     if (!(this.idleTtlMs >= 0)) throw new InvalidOptionError('idleTargetTtlMs', 'must be >= 0');
     const client =
@@ -279,7 +285,7 @@ export class XdsControlPlane {
     const added: Array<[string, Uint8Array]> = [];
     for (const [name, ref] of wantedClusters) {
       if (this.clusters.has(name)) continue;
-      added.push([name, buildCluster(name, this.lbPolicy)]);
+      added.push([name, buildCluster(name, this.lbPolicy, undefined, this.upstreamTls)]);
       this.watchCluster(name, ref);
     }
     this.cache.update(CDS, added);

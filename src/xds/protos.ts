@@ -21,6 +21,8 @@ export const HCM =
   'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 export const ROUTER = 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router';
 export const TYPED_STRUCT = 'type.googleapis.com/xds.type.v3.TypedStruct';
+export const UPSTREAM_TLS =
+  'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
 
 /** The four resource types of ADS, in the order a client needs them. */
 export const RESOURCE_TYPES = [LDS, RDS, CDS, EDS] as const;
@@ -44,6 +46,7 @@ const FILES = [
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
   'xds/type/v3/typed_struct.proto',
+  'envoy/extensions/transport_sockets/tls/v3/tls.proto',
 ];
 
 let root: protobuf.Root | undefined;

@@ -9,7 +9,20 @@
 
 import type { Endpoint } from '../discovery/endpoint.js';
 import { KUBE_OUTLIER_DETECTION, type OutlierDetectionConfig } from '../balancer/outlier.js';
-import { any, CDS, EDS, encodeAny, encodeMessage, HCM, LDS, RDS, ROUTER, TYPED_STRUCT } from './protos.js';
+import { InvalidOptionError } from '../errors.js';
+import {
+  any,
+  CDS,
+  EDS,
+  encodeAny,
+  encodeMessage,
+  HCM,
+  LDS,
+  RDS,
+  ROUTER,
+  TYPED_STRUCT,
+  UPSTREAM_TLS,
+} from './protos.js';
 
 export interface ServiceRef {
   readonly namespace: string;
@@ -167,12 +180,84 @@ export function outlierDetectionProto(c: OutlierDetectionConfig): Record<string,
   return out;
 }
 
+/** A SAN the server's certificate must carry; grpc-js-xds compares `exact` with every SAN (a DNS
+ * wildcard in the certificate matches too) and the others with every SAN's value. */
+export type SanMatch =
+  | { readonly exact: string }
+  | { readonly prefix: string }
+  | { readonly suffix: string }
+  | { readonly contains: string };
+
+/**
+ * gRFC A29, client side: the Cluster's `transport_socket` is an UpstreamTlsContext whose CA (and,
+ * for mutual TLS, identity) come from certificate-provider instances named in the client's
+ * bootstrap (`certificate_providers`, see bootstrap.ts). Only clients built with
+ * XdsChannelCredentials use it; others keep their own credentials.
+ */
+export interface UpstreamTls {
+  /** Instance whose CA file verifies the server. */
+  readonly caInstance: string;
+  /** Instance whose certificate and key the client presents; without it, TLS without a client cert. */
+  readonly identityInstance?: string;
+  /** The server must carry one of these SANs; empty: any certificate from the CA. */
+  readonly subjectAltNames?: readonly SanMatch[];
+}
+
+const INSTANCE_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
+
+/** Checked once at the edge (the control plane's options), then built into every Cluster. */
+export function checkUpstreamTls(t: UpstreamTls): UpstreamTls {
+  for (const [field, v] of [
+    ['upstreamTls.caInstance', t.caInstance],
+    ['upstreamTls.identityInstance', t.identityInstance],
+  ] as const)
+    if (v !== undefined && (typeof v !== 'string' || !INSTANCE_NAME.test(v)))
+      throw new InvalidOptionError(field, `must be a certificate provider instance name, got "${String(v)}"`);
+  const sans = t.subjectAltNames ?? [];
+  for (const m of sans) {
+    const keys = Object.keys(m);
+    const v = (m as Record<string, unknown>)[keys[0] ?? ''];
+    if (
+      keys.length !== 1 ||
+      !['exact', 'prefix', 'suffix', 'contains'].includes(keys[0] ?? '') ||
+      typeof v !== 'string' ||
+      v === ''
+    )
+      throw new InvalidOptionError(
+        'upstreamTls.subjectAltNames',
+        `each entry is one of {exact|prefix|suffix|contains: "non-empty"}, got ${JSON.stringify(m)}`,
+      );
+  }
+  return Object.freeze({
+    caInstance: t.caInstance,
+    ...(t.identityInstance !== undefined ? { identityInstance: t.identityInstance } : {}),
+    subjectAltNames: Object.freeze(sans.map((m) => Object.freeze({ ...m }))),
+  });
+}
+
+function upstreamTlsSocket(t: UpstreamTls): Record<string, unknown> {
+  const common: Record<string, unknown> = {
+    // grpc-js-xds reads the deprecated StringMatcher list, not match_typed_subject_alt_names.
+    validation_context: {
+      ca_certificate_provider_instance: { instance_name: t.caInstance },
+      match_subject_alt_names: t.subjectAltNames ?? [],
+    },
+  };
+  if (t.identityInstance !== undefined)
+    common['tls_certificate_provider_instance'] = { instance_name: t.identityInstance };
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typed_config: any(UPSTREAM_TLS, { common_tls_context: common }),
+  };
+}
+
 /** Every Cluster carries KUBE_OUTLIER_DETECTION unless told otherwise (grpc-js-xds wraps the
  * cluster's policy in its outlier_detection balancer). */
 export function buildCluster(
   name: string,
   policy: ClusterLbPolicy = 'round_robin',
   outlierDetection: OutlierDetectionConfig | null = KUBE_OUTLIER_DETECTION,
+  upstreamTls?: UpstreamTls,
 ): EncodedResource {
   const cluster: Record<string, unknown> = {
     name,
@@ -181,6 +266,7 @@ export function buildCluster(
     connect_timeout: { seconds: 5 },
   };
   if (outlierDetection !== null) cluster['outlier_detection'] = outlierDetectionProto(outlierDetection);
+  if (upstreamTls !== undefined) cluster['transport_socket'] = upstreamTlsSocket(upstreamTls);
   if (policy === 'round_robin') cluster['lb_policy'] = 'ROUND_ROBIN';
   else if (policy === 'ring_hash') cluster['lb_policy'] = 'RING_HASH';
   else {

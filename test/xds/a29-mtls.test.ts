@@ -1,0 +1,257 @@
+// gRFC A29 end to end: a real @grpc/grpc-js-xds client built with XdsChannelCredentials (insecure
+// fallback) and a bootstrap with file_watcher certificate providers, our control plane sending
+// Clusters with an UpstreamTlsContext, and real grpc-js servers that require client certificates —
+// all certificates from one lab CA (and a second, foreign CA for the cases that must fail).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import { createCertificateAuthority, type Issued } from '../../src/lab/x509.js';
+import { parseCertificateProviders, xdsServeSettings } from '../../src/cli/xds.js';
+import { parseCommandLine, XDS_SERVE_FLAGS } from '../../src/cli/options.js';
+import { xdsBootstrap, xdsBootstrapJson } from '../../src/xds/bootstrap.js';
+import { XdsControlPlane } from '../../src/xds/control-plane.js';
+import type { UpstreamTls } from '../../src/xds/resources.js';
+import { SliceWriter, startApi } from '../helpers/kube.js';
+import { eventually } from '../helpers/wait.js';
+import { echoService, EchoClient, type Echo, type WhoReply } from '../helpers/echo.js';
+
+const SPIFFE = 'spiffe://lab.grpc-kube/ns/default/sa';
+const dir = mkdtempSync(path.join(tmpdir(), 'gk-a29-'));
+const ca = createCertificateAuthority('grpc-kube lab CA', 1);
+const foreign = createCertificateAuthority('some other CA', 1);
+
+function files(name: string, id: Issued): { cert: string; key: string } {
+  const cert = path.join(dir, `${name}.crt`);
+  const key = path.join(dir, `${name}.key`);
+  writeFileSync(cert, id.cert);
+  writeFileSync(key, id.key);
+  return { cert, key };
+}
+
+const caFile = path.join(dir, 'ca.crt');
+writeFileSync(caFile, ca.cert);
+const clientId = files('client', ca.issue('client', { uris: [`${SPIFFE}/client`] }));
+
+/** The SAN every server must carry, as the control plane tells the clients. */
+const TLS: UpstreamTls = {
+  caInstance: 'lab-ca',
+  identityInstance: 'lab-identity',
+  subjectAltNames: [{ exact: `${SPIFFE}/good` }],
+};
+
+let api: EmbeddedApiServer;
+let cp: XdsControlPlane;
+let XdsChannelCredentials: new (fallback: grpc.ChannelCredentials) => grpc.ChannelCredentials;
+const servers: grpc.Server[] = [];
+const clients: grpc.Client[] = [];
+const ports = new Map<string, number>();
+const served = new Map<string, number>();
+
+/** A grpc-js server that answers with its name and the URI SAN of the client's certificate. */
+async function startServer(service: string, ip: string, creds: grpc.ServerCredentials): Promise<void> {
+  const server = new grpc.Server();
+  server.addService(echoService, {
+    who: (call: grpc.ServerUnaryCall<object, WhoReply>, cb: grpc.sendUnaryData<WhoReply>) => {
+      served.set(service, (served.get(service) ?? 0) + 1);
+      const peer = call.getAuthContext().sslPeerCertificate?.subjectaltname ?? 'none';
+      cb(null, { server: `${service} peer=${peer}` });
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${ip}:0`, creds, (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  servers.push(server);
+  ports.set(service, port);
+  new SliceWriter(api, service, port).put(`${service}-a`, [{ ip }]);
+}
+
+/** mTLS server: its certificate from `issuer` with `sans`, clients' certificates checked against `trust`. */
+function mtls(issuer: typeof ca, uri: string, trust = ca): grpc.ServerCredentials {
+  const id = issuer.issue('server', { uris: [uri], ips: ['127.0.0.1'] });
+  return grpc.ServerCredentials.createSsl(
+    Buffer.from(trust.cert),
+    [{ cert_chain: Buffer.from(id.cert), private_key: Buffer.from(id.key) }],
+    true,
+  );
+}
+
+function call(service: string): Promise<string> {
+  const client = new EchoClient(
+    `xds:///${service}.default:${ports.get(service)}`,
+    new XdsChannelCredentials(grpc.credentials.createInsecure()),
+  ) as unknown as Echo;
+  clients.push(client);
+  return new Promise((resolve, reject) =>
+    client.who({}, { deadline: Date.now() + 3000 }, (err, res) => {
+      client.close();
+      return err ? reject(err) : resolve(res?.server ?? '');
+    }),
+  );
+}
+
+async function settles(service: string, ok: boolean): Promise<string> {
+  let last = '';
+  await eventually(`${service} ${ok ? 'answers' : 'fails'}`, async () => {
+    try {
+      last = await call(service);
+      return ok;
+    } catch (e) {
+      last = `${(e as grpc.ServiceError).code}: ${(e as Error).message}`;
+      return !ok;
+    }
+  });
+  return last;
+}
+
+async function restartControlPlane(upstreamTls: UpstreamTls | undefined): Promise<void> {
+  const address = cp.address;
+  await cp.close();
+  cp = await XdsControlPlane.start({
+    kubeConfigYaml: api.kubeConfigYaml(),
+    address,
+    watchRoutes: false,
+    log: () => {},
+    ...(upstreamTls !== undefined ? { upstreamTls } : {}),
+  });
+}
+
+before(async () => {
+  api = await startApi();
+  await startServer('good', '127.0.0.31', mtls(ca, `${SPIFFE}/good`));
+  await startServer('othersan', '127.0.0.32', mtls(ca, `${SPIFFE}/impostor`));
+  await startServer('foreign', '127.0.0.33', mtls(foreign, `${SPIFFE}/good`));
+  // Trusts only client certificates of the foreign CA: ours is refused.
+  await startServer('strict', '127.0.0.34', mtls(ca, `${SPIFFE}/good`, foreign));
+  await startServer('plain', '127.0.0.35', grpc.ServerCredentials.createInsecure());
+  cp = await XdsControlPlane.start({
+    kubeConfigYaml: api.kubeConfigYaml(),
+    watchRoutes: false,
+    log: () => {},
+    upstreamTls: TLS,
+  });
+  process.env['GRPC_XDS_BOOTSTRAP_CONFIG'] = xdsBootstrapJson({
+    server: cp.address,
+    nodeId: 'default/a29-client',
+    zone: 'zone-a',
+    certificateProviders: {
+      'lab-ca': { caCertificateFile: caFile, refreshIntervalMs: 1000 },
+      'lab-identity': {
+        certificateFile: clientId.cert,
+        privateKeyFile: clientId.key,
+        refreshIntervalMs: 1000,
+      },
+    },
+  });
+  const xds = (await import('@grpc/grpc-js-xds')) as unknown as {
+    register(): void;
+    XdsChannelCredentials: typeof XdsChannelCredentials;
+  };
+  xds.register();
+  XdsChannelCredentials = xds.XdsChannelCredentials;
+});
+
+after(async () => {
+  for (const c of clients) c.close();
+  await cp?.close();
+  for (const s of servers) s.forceShutdown();
+  await api?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('A29: the client presents its lab identity over mTLS and the server sees it', async () => {
+  const reply = await settles('good', true);
+  assert.equal(reply, `good peer=URI:${SPIFFE}/client`);
+});
+
+test('A29: a server whose SAN the Cluster does not list is refused', async () => {
+  const err = await settles('othersan', false);
+  assert.match(err, /^14: .*No matching subject alternative name/, err);
+});
+
+test('A29: a server certificate from another CA is refused', async () => {
+  const err = await settles('foreign', false);
+  assert.match(err, /^14: .*unable to verify the first certificate/, err);
+});
+
+test('A29: a server that trusts another CA refuses our client certificate', async () => {
+  const err = await settles('strict', false);
+  assert.match(err, /^14: /, err);
+  assert.equal(served.get('strict') ?? 0, 0);
+});
+
+test('A29: with TLS in the Cluster the client never falls back to plaintext', async () => {
+  const err = await settles('plain', false);
+  assert.match(err, /^14: .*wrong version number/, err);
+});
+
+test('A29: without an identity instance the client sends no certificate and the mTLS server refuses it', async () => {
+  await restartControlPlane({ caInstance: 'lab-ca', subjectAltNames: TLS.subjectAltNames ?? [] });
+  const err = await settles('good', false);
+  assert.match(err, /^14: .*certificate required/, err);
+});
+
+test('A29: without an UpstreamTlsContext the client uses its fallback (plaintext) credentials', async () => {
+  await restartControlPlane(undefined);
+  assert.equal(await settles('plain', true), 'plain peer=none');
+  const before = served.get('good') ?? 0;
+  const err = await settles('good', false);
+  assert.match(err, /^14: /, err);
+  assert.equal(served.get('good') ?? 0, before);
+  // And back: the same channel set-up turns mTLS on again when the Cluster asks for it.
+  await restartControlPlane(TLS);
+  assert.equal(await settles('good', true), `good peer=URI:${SPIFFE}/client`);
+});
+
+test('A29 flags: xds serve and xds bootstrap turn their flags into the resources and bootstrap, or a typed error', () => {
+  const s = xdsServeSettings(
+    parseCommandLine(XDS_SERVE_FLAGS, [
+      '--upstream-tls-ca-instance',
+      'lab-ca',
+      '--upstream-tls-identity-instance',
+      'lab-identity',
+      '--upstream-tls-san',
+      `prefix=${SPIFFE}/`,
+    ]).values,
+  );
+  assert.deepEqual(s.upstreamTls, {
+    caInstance: 'lab-ca',
+    identityInstance: 'lab-identity',
+    subjectAltNames: [{ prefix: `${SPIFFE}/` }],
+  });
+  const bad = (args: string[]) => () => xdsServeSettings(parseCommandLine(XDS_SERVE_FLAGS, args).values);
+  for (const args of [
+    ['--upstream-tls-san', 'exact=x'],
+    ['--upstream-tls-ca-instance', 'a', '--upstream-tls-san', 'regex=x'],
+    ['--upstream-tls-ca-instance', 'a b'],
+  ])
+    assert.throws(bad(args), { code: 'GK_ERR_INVALID_OPTION' }, args.join(' '));
+
+  const providers = parseCertificateProviders(['lab-ca=ca=/ca.crt,refresh-ms=1500', 'me=cert=/c,key=/k']);
+  const boot = xdsBootstrap({ server: 'xds:18000', nodeId: 'n', certificateProviders: providers });
+  assert.deepEqual(boot.certificate_providers, {
+    'lab-ca': {
+      plugin_name: 'file_watcher',
+      config: { ca_certificate_file: '/ca.crt', refresh_interval: '1.500s' },
+    },
+    me: {
+      plugin_name: 'file_watcher',
+      config: { certificate_file: '/c', private_key_file: '/k', refresh_interval: '10s' },
+    },
+  });
+  for (const spec of ['x', 'x=ca', 'x=pem=/p', 'x=cert=/c'])
+    assert.throws(
+      () =>
+        xdsBootstrap({
+          server: 'xds:1',
+          nodeId: 'n',
+          certificateProviders: parseCertificateProviders([spec]),
+        }),
+      { code: 'GK_ERR_INVALID_OPTION' },
+      spec,
+    );
+});
