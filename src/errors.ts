@@ -39,6 +39,8 @@ export const ERROR_CODES = {
   GK_ERR_XDS_REFUSED:
     'The xDS control plane refused resource names to a node: outside its namespaces, or over the cap per stream.',
   GK_ERR_TLS: 'A certificate, key or CA file is missing, unreadable, or does not form a usable TLS identity.',
+  GK_ERR_TLS_PEER_NAME:
+    "A backend's TLS certificate chains to the CA but does not name the backend (its address, Service DNS name or the configured server name).",
   GK_ERR_MISSING_PACKAGE: 'A feature needs an optional package that is not installed; the message names it.',
 } as const;
 

@@ -212,6 +212,11 @@ export const PROXY_FLAGS = {
   },
   'backend-tls-key': { type: 'string', value: 'FILE', help: 'the key of --backend-tls-cert' },
   'backend-tls-ca': { type: 'string', value: 'FILE', help: 'the CA backends are verified against' },
+  'backend-tls-server-name': {
+    type: 'string',
+    value: 'NAME',
+    help: "the DNS name or spiffe:// URI every backend's certificate must carry (default: its pod IP or Service DNS name)",
+  },
 } as const satisfies FlagTable;
 
 export const LAB_FLAGS = {

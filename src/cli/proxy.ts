@@ -288,11 +288,20 @@ function tlsOptions(values: Record<string, unknown>): Pick<GrpcProxyOptions, 'tl
     out.tls = { certFile: cert, keyFile: key, ...(ca !== undefined ? { caFile: ca } : {}) };
   }
   const bc = [str('backend-tls-cert'), str('backend-tls-key'), str('backend-tls-ca')];
-  if (bc.some((v) => v !== undefined)) {
+  const serverName = str('backend-tls-server-name');
+  if (bc.some((v) => v !== undefined) || serverName !== undefined) {
     const [certFile, keyFile, caFile] = bc;
     if (certFile === undefined || keyFile === undefined || caFile === undefined)
-      throw new InvalidOptionError('--backend-tls-cert', '--backend-tls-cert, -key and -ca go together');
-    out.backendTls = { certFile, keyFile, caFile };
+      throw new InvalidOptionError(
+        '--backend-tls-cert',
+        '--backend-tls-cert, -key and -ca go together (--backend-tls-server-name needs them)',
+      );
+    if (serverName !== undefined && (serverName === '' || /[\s,]/.test(serverName)))
+      throw new InvalidOptionError(
+        '--backend-tls-server-name',
+        `must be one DNS name or URI, got "${serverName}"`,
+      );
+    out.backendTls = { certFile, keyFile, caFile, ...(serverName !== undefined ? { serverName } : {}) };
   }
   return out;
 }

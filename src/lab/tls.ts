@@ -47,15 +47,7 @@ export interface LabTls {
   remove(): Promise<void>;
 }
 
-/** The DNS names a Service's pods answer for: `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`. */
-export function serviceDnsNames(service: string, namespace: string): string[] {
-  return [
-    service,
-    `${service}.${namespace}`,
-    `${service}.${namespace}.svc`,
-    `${service}.${namespace}.svc.cluster.local`,
-  ];
-}
+export { serviceDnsNames } from '../tls/names.js';
 
 export async function createLabTls(namespace: string): Promise<LabTls> {
   const dir = await mkdtemp(join(tmpdir(), 'grpc-kube-lab-tls-'));

@@ -5,7 +5,8 @@
 
 import http2 from 'node:http2';
 import { performance } from 'node:perf_hooks';
-import type { SecureContext } from 'node:tls';
+import { checkServerIdentity, type PeerCertificate, type SecureContext } from 'node:tls';
+import { GrpcKubeError } from '../errors.js';
 import type { EndpointStats } from '../balancer/endpoint-balancer.js';
 import type { Endpoint } from '../discovery/endpoint.js';
 import { endpointKey } from '../discovery/endpoint.js';
@@ -21,12 +22,59 @@ export interface BackendOptions {
   ejectMaxMs: number;
   now: () => number;
   random: () => number;
+  /** TLS to backends; without it, h2c. */
+  tls?: BackendTls;
   /**
-   * TLS to backends: the context (identity for mutual TLS, CA to verify them), read at each new
-   * session so rotated files apply to the next connection. Backends are dialled by pod address,
-   * which their certificates do not name: they are verified by chain to the CA, not by name.
+   * The DNS names of the Service these backends belong to (`svc.ns`, `svc.ns.svc`, …): without a
+   * `tls.serverName`, a certificate naming one of them (or the pod address) is accepted.
    */
-  tls?: () => SecureContext;
+  serviceNames?: readonly string[];
+}
+
+export interface BackendTls {
+  /** Identity for mutual TLS and the CA to verify backends, read at each new session so rotated
+   * files apply to the next connection. */
+  context: () => SecureContext;
+  /**
+   * The name every backend's certificate must carry: a DNS SAN (wildcards as in HTTPS; also sent as
+   * SNI) or, for `spiffe://…`, an exact URI SAN. Default: the pod address dialled (an IP SAN) or one
+   * of `serviceNames` (DNS SANs), what cert-manager's and the lab's pod certificates carry.
+   */
+  serverName?: string;
+  /** Called for each handshake refused because the certificate names someone else. */
+  onPeerNameError?: (err: PeerNameError) => void;
+}
+
+/** A backend's certificate chains to the CA but names someone else: the handshake is refused. */
+export class PeerNameError extends GrpcKubeError {
+  readonly backend: string;
+  constructor(backend: string, wanted: readonly string[], cert: PeerCertificate) {
+    super(
+      'GK_ERR_TLS_PEER_NAME',
+      `backend ${backend}: its TLS certificate names ${cert.subjectaltname ?? 'nothing (no SANs)'}, none of ${wanted.join(', ')}; issue it for the pod address or the Service DNS name, or set --backend-tls-server-name to a name it carries`,
+    );
+    this.name = 'PeerNameError';
+    this.backend = backend;
+  }
+}
+
+/** Names a certificate may carry for this backend, best first (the first DNS one is the SNI). */
+export function acceptedPeerNames(
+  address: string,
+  tls: Pick<BackendTls, 'serverName'>,
+  serviceNames: readonly string[] = [],
+): string[] {
+  return tls.serverName !== undefined ? [tls.serverName] : [...serviceNames, address];
+}
+
+/** True when `cert` carries none of `names` (a URI SAN exactly; other names as node:tls checks hosts). */
+export function peerNameMismatch(names: readonly string[], cert: PeerCertificate): boolean {
+  const uris = (cert.subjectaltname ?? '').split(', ').filter((e) => e.startsWith('URI:'));
+  return !names.some((n) =>
+    /^[a-z][a-z0-9+.-]*:\/\//i.test(n)
+      ? uris.includes(`URI:${n}`)
+      : checkServerIdentity(n, cert) === undefined,
+  );
 }
 
 /** What the proxy knows about a session, to decide whether a failed stream may be retried. */
@@ -147,9 +195,7 @@ export class Backend {
       settings: { enablePush: false },
       // Plenty of headroom for metadata; the client side of the proxy enforces the real limit.
       maxHeaderListPairs: 256,
-      ...(tls !== undefined
-        ? { secureContext: tls(), ALPNProtocols: ['h2'], checkServerIdentity: () => undefined }
-        : {}),
+      ...(tls !== undefined ? this.tlsConnectOptions(tls, address) : {}),
     });
     const info: SessionInfo = { session, connected: false, goawayLastStreamId: undefined, streams: 0 };
     this.sessions.add(info);
@@ -192,6 +238,23 @@ export class Backend {
       if (this.current === info) this.current = undefined;
     });
     return info;
+  }
+
+  private tlsConnectOptions(tls: BackendTls, address: string): http2.SecureClientSessionOptions {
+    const names = acceptedPeerNames(address, tls, this.opts.serviceNames);
+    // SNI is a DNS name: the first one we accept, if any (never an IP or a URI).
+    const sni = names.find((n) => !/:/.test(n) && !/^[0-9.]+$/.test(n));
+    return {
+      secureContext: tls.context(),
+      ALPNProtocols: ['h2'],
+      ...(sni !== undefined ? { servername: sni } : {}),
+      checkServerIdentity: (_host, cert) => {
+        if (!peerNameMismatch(names, cert)) return undefined;
+        const err = new PeerNameError(this.key, names, cert);
+        tls.onPeerNameError?.(err);
+        return err;
+      },
+    };
   }
 
   private ejectAfterFailure(): void {

@@ -37,6 +37,7 @@ import {
 import { ServicePool, staticFeed, type EndpointFeed } from './pool.js';
 import { ProxyTimings } from './timing.js';
 import { TlsFiles, type TlsFilesOptions } from '../tls/files.js';
+import { serviceDnsNames } from '../tls/names.js';
 import {
   compileRoutes,
   parseServiceAuthority,
@@ -123,7 +124,11 @@ export interface GrpcProxyOptions {
   /** Serve TLS (ALPN h2); with `caFile`, mutual TLS, and the client's URI SAN in PEER_ID_HEADER. */
   tls?: TlsFilesOptions;
   /** TLS to backends, verified against `caFile`; `certFile`/`keyFile` are the proxy's client identity. */
-  backendTls?: TlsFilesOptions & { caFile: string };
+  backendTls?: TlsFilesOptions & {
+    caFile: string;
+    /** The name backends' certificates must carry (backend.ts); default: pod address or Service DNS name. */
+    serverName?: string;
+  };
   /** Where TLS file problems are reported (a rotation that is not a valid identity). Default: stderr. */
   onTlsError?: (err: GrpcKubeError) => void;
   /**
@@ -286,7 +291,17 @@ export class GrpcProxy {
       options.onTlsError ??
       ((err) => process.stderr.write(`grpc-kube proxy: ${err.code}: ${err.message} (previous files kept)\n`));
     this.backendOpts = Object.freeze({
-      ...(this.backendTlsOptions !== undefined ? { tls: () => this.backendSecureContext() } : {}),
+      ...(this.backendTlsOptions !== undefined
+        ? {
+            tls: {
+              context: () => this.backendSecureContext(),
+              ...(this.backendTlsOptions.serverName !== undefined
+                ? { serverName: this.backendTlsOptions.serverName }
+                : {}),
+              onPeerNameError: (e: GrpcKubeError) => this.onTlsError(e),
+            },
+          }
+        : {}),
       idleMs: o.backendIdleMs,
       connectTimeoutMs: o.connectTimeoutMs,
       ejectBaseMs: 250,
@@ -705,7 +720,12 @@ export class GrpcProxy {
       return `Service ${name} is not among the proxy's static targets`;
     }
     const policy = this.options.servicePolicies[`${t.namespace}/${t.service}`] ?? this.options.policy;
-    pool = new ServicePool(name, feed, createPicker(policy, this.runtime), this.backendOpts, this.runtime);
+    // Backends of this Service may present a certificate for its DNS names (not the bare short name).
+    const backendOpts = {
+      ...this.backendOpts,
+      serviceNames: serviceDnsNames(t.service, t.namespace).slice(1),
+    };
+    pool = new ServicePool(name, feed, createPicker(policy, this.runtime), backendOpts, this.runtime);
     this.pools.set(name, pool);
     return pool;
   }

@@ -68,7 +68,8 @@ async function tlsProxy(
     target: Object.keys(backends)[0],
     staticTargets,
     tls: { ...pki.cert('proxy'), caFile: pki.ca, refreshMs: 50 },
-    backendTls: { ...pki.cert('proxy-client'), caFile: pki.ca, refreshMs: 50 },
+    // The test CA's backend certificate names localhost, not the 127.0.0.x each backend listens on.
+    backendTls: { ...pki.cert('proxy-client'), caFile: pki.ca, refreshMs: 50, serverName: 'localhost' },
     debugStatuses: true,
     ...extra,
   });
@@ -163,7 +164,7 @@ test('certificate rotation under load: proxy and backend-client files swapped mi
     { 'app.prod:9000': app },
     {
       tls: { ...serving, caFile: pki.ca, refreshMs: 50 },
-      backendTls: { ...backendId, caFile: pki.ca, refreshMs: 50 },
+      backendTls: { ...backendId, caFile: pki.ca, refreshMs: 50, serverName: 'localhost' },
       // Clients reconnect every ~150 ms: handshakes keep happening across the swap.
       maxConnectionAgeMs: 150,
       backendIdleMs: 100,
