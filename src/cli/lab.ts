@@ -108,8 +108,6 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
     throw new InvalidOptionError('--pod-command', 'must be a command line (run by /bin/sh -c)');
   // TLS first, then the same scenarios in plaintext: the cost of TLS from one run.
   const tlsSets = values.tls === true ? [true, false] : [false];
-  if (values.tls === true && cluster !== 'embedded')
-    throw new InvalidOptionError('--tls', 'runs on the embedded cluster only');
   if (values.tls === true && podCommand !== undefined)
     throw new InvalidOptionError('--tls', "runs the lab's Hello pods only (not --pod-command)");
   const podNice = values['pod-nice'] === undefined ? undefined : Number(values['pod-nice']);

@@ -7,10 +7,10 @@
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.js';
-import { NodeScriptRuntime } from '../cluster/pod-runtime.js';
+import { NodeScriptRuntime, type PodRuntime } from '../cluster/pod-runtime.js';
 import { RESOURCES } from '../cluster/store-api.js';
 import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { GrpcKubeError } from '../errors.js';
 import { KubeClient } from '../kube/client.js';
 import type { KubeObject, WatchEvent } from '../kube/types.js';
 import { packageRoot } from './paths.js';
@@ -65,7 +65,7 @@ export interface LabClusterOptions {
   readonly podNice: number;
   /** The user's server instead of the lab's Hello (`--pod-command`), run by /bin/sh -c. */
   readonly podCommand?: string;
-  /** `lab --tls`: each pod gets a certificate from this CA when it starts (embedded cluster only). */
+  /** `lab --tls`: each pod gets a certificate from this CA when it starts. */
   readonly tls?: LabTls;
 }
 
@@ -133,17 +133,15 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
 }
 
 async function real(opts: LabClusterOptions): Promise<LabCluster> {
-  if (opts.tls !== undefined)
-    throw new InvalidOptionError(
-      '--tls',
-      'runs on the embedded cluster only (the real kubelet issues no pod certificates yet)',
-    );
+  const tls = opts.tls;
   // Loaded only here: the real control plane needs root, Go-built binaries and network namespaces.
   const { startRealLabCluster } = await import('../cluster/real/cluster.js');
   const c = await startRealLabCluster({
     podScript: POD_MAIN_SCRIPT,
     podNice: opts.podNice,
     ...(opts.podCommand !== undefined ? { podShellCommand: opts.podCommand } : {}),
+    // Each pod gets a certificate for its netns address and its Service's names as it starts.
+    ...(tls !== undefined ? { wrapRuntime: (r: PodRuntime) => new TlsPodRuntime(r, tls) } : {}),
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace],
     // The GRPCRoute CRD, as a user installs it: without it canary-shift's route is a 404.

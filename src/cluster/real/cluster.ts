@@ -27,6 +27,7 @@ import { installCrds, readCrds } from './crds.js';
 import { LabApi, statusOf } from './kube-http.js';
 import { RealKubelet } from './kubelet.js';
 import { NetnsScriptRuntime } from './kubelet-runtime.js';
+import type { PodRuntime } from '../pod-runtime.js';
 import { httpWatchStore, type WatchStore } from './watch-store.js';
 import { createLabNetwork, type LabNetwork, type LabNetworkOptions } from './netns.js';
 
@@ -36,6 +37,8 @@ export interface RealLabClusterOptions {
   /** Pod CPU niceness and an optional shell command instead of the script (NodeScriptRuntimeOptions). */
   readonly podNice?: number;
   readonly podShellCommand?: string;
+  /** Wraps the pods' runtime (the lab's TLS gives each pod a certificate before it starts). */
+  readonly wrapRuntime?: (runtime: PodRuntime) => PodRuntime;
   /** Default: lab-node-1 in zone-a and lab-node-2 in zone-b (as the embedded cluster). */
   readonly nodes?: readonly KubeletNode[];
   readonly probePeriodMs?: number;
@@ -129,12 +132,14 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
     kubelet = new RealKubelet({
       kubeConfig: cp.adminKubeConfig,
       network,
-      runtime: new NetnsScriptRuntime({
-        network,
-        script: opts.podScript,
-        ...(opts.podNice !== undefined ? { nice: opts.podNice } : {}),
-        ...(opts.podShellCommand !== undefined ? { shellCommand: opts.podShellCommand } : {}),
-      }),
+      runtime: (opts.wrapRuntime ?? ((r: PodRuntime) => r))(
+        new NetnsScriptRuntime({
+          network,
+          script: opts.podScript,
+          ...(opts.podNice !== undefined ? { nice: opts.podNice } : {}),
+          ...(opts.podShellCommand !== undefined ? { shellCommand: opts.podShellCommand } : {}),
+        }),
+      ),
       nodes: opts.nodes ?? [
         { name: 'lab-node-1', zone: 'zone-a' },
         { name: 'lab-node-2', zone: 'zone-b' },
