@@ -44,6 +44,7 @@ const FILES = [
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
   'xds/type/v3/typed_struct.proto',
+  'envoy/service/status/v3/csds.proto',
 ];
 
 let root: protobuf.Root | undefined;
