@@ -83,9 +83,10 @@ interface MethodAttrs {
   readonly byStatus: Map<number, Attributes>;
 }
 
-// Method definitions whose serializers a call has wrapped. grpc-js builds one definition per call;
-// one seen twice is shared, and its calls fall back to serializing messages again to size them.
-const wrappedDefinitions = new WeakSet<object>();
+// Marks a method definition whose serializers a call has wrapped. grpc-js builds one definition per
+// call; one seen marked is shared, and its calls fall back to serializing messages again to size
+// them. (A property, not a WeakSet: a WeakSet entry per call is work for the garbage collector.)
+const WRAPPED = Symbol('grpc-kube.callMetrics.wrapped');
 
 /**
  * One call's recorder: it is both the call handed up the interceptor chain and the listener handed
@@ -230,7 +231,8 @@ export function clientCallMetrics(options: ClientCallMetricsOptions = {}): Inter
     const m = instruments();
     if (m === undefined) return nextCall(callOptions);
     const def = callOptions.method_definition;
-    const shared = wrappedDefinitions.has(def);
+    const marked = def as MethodDefinitionOf & { [WRAPPED]?: true };
+    const shared = marked[WRAPPED] === true;
     const call = new MeteredCall(
       nextCall(callOptions),
       m,
@@ -241,7 +243,7 @@ export function clientCallMetrics(options: ClientCallMetricsOptions = {}): Inter
         : undefined,
     );
     if (!shared) {
-      wrappedDefinitions.add(def);
+      marked[WRAPPED] = true;
       call.wrap(def);
     }
     return call;
