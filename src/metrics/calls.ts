@@ -6,14 +6,21 @@
 //   counts every attempt (grpc-js reports how many ran before the last in grpc-previous-rpc-attempts);
 //   attempt duration and sizes are recorded once per call, for the attempt that decided it, timed
 //   from the call's start (exact for a call that was not retried).
-// - Messages reach interceptors and handlers unserialized; sizes are those of the serialized message
-//   (grpc-js sends uncompressed unless told otherwise), serialized again for the count. A client's
-//   method definition has no response serializer: pass the service definitions to size responses.
+// - Messages reach interceptors and handlers unserialized. grpc-js 1.14 gives each client call its
+//   own method definition object, the one its bottom call serializes with: the interceptor wraps
+//   that object's requestSerialize / responseDeserialize for the call and counts the bytes grpc-js
+//   produces anyway (uncompressed: grpc-js sends uncompressed unless told otherwise). Should a
+//   definition be shared between calls (a callInvocationTransformer may do that), its calls size
+//   messages by serializing them again, responses only for the `services` passed in the options.
+//   The server wrapper serializes again for the count.
 
 import {
-  InterceptingCall,
+  type InterceptingListener,
+  type InterceptorOptions,
   type Metadata,
+  type NextCall,
   status as Status,
+  type StatusObject,
   type Interceptor,
   type ServiceDefinition,
   type UntypedHandleCall,
@@ -21,14 +28,19 @@ import {
 } from '@grpc/grpc-js';
 import { InvalidOptionError } from '../errors.js';
 import type { Attributes } from './api.js';
-import { instruments, registerGauges, secondsSince } from './instruments.js';
+import { instruments, registerGauges, secondsSince, type Instruments } from './instruments.js';
+
+type MessageContext = Parameters<NextCallResult['sendMessageWithContext']>[0];
 
 const PREVIOUS_ATTEMPTS = 'grpc-previous-rpc-attempts';
 
 export interface ClientCallMetricsOptions {
   /** grpc.target: the channel's target as the user wrote it. Default 'other' (A66's value for unknown). */
   readonly target?: string;
-  /** Service definitions of the clients (e.g. `GreeterClient.service`), to size responses. */
+  /**
+   * Service definitions of the clients (e.g. `GreeterClient.service`): only used to size responses
+   * of calls whose method definition grpc-js shares between calls (see the header).
+   */
   readonly services?: readonly ServiceDefinition[];
   /** grpc.lb.locality (gRFC A78) of the peer address that served the call; omitted when undefined. */
   readonly locality?: (peer: string) => string | undefined;
@@ -62,6 +74,134 @@ function sizeOf(serialize: Serialize | undefined, message: unknown): number {
   }
 }
 
+type NextCallResult = ReturnType<NextCall>;
+type MethodDefinitionOf = InterceptorOptions['method_definition'];
+type Deserialize = (bytes: Buffer) => unknown;
+
+interface MethodAttrs {
+  readonly call: Attributes;
+  readonly byStatus: Map<number, Attributes>;
+}
+
+// Marks a method definition whose serializers a call has wrapped. grpc-js builds one definition per
+// call; one seen marked is shared, and its calls fall back to serializing messages again to size
+// them. (A property, not a WeakSet: a WeakSet entry per call is work for the garbage collector.)
+const WRAPPED = Symbol('grpc-kube.callMetrics.wrapped');
+
+/**
+ * One call's recorder: it is both the call handed up the interceptor chain and the listener handed
+ * down, so a call costs this object and, on the fast path, two serializer wrappers — no requester,
+ * no listener builders, no per-message closures.
+ */
+class MeteredCall {
+  private listener: Partial<InterceptingListener> | undefined;
+  private readonly startedMs = performance.now();
+  private sent = 0;
+  private rcvd = 0;
+  private previous = 0;
+  // The wrapped definition and its own serializers, put back when the call ends.
+  private def: MethodDefinitionOf | undefined;
+  private serialize: Serialize | undefined;
+  private deserialize: Deserialize | undefined;
+
+  constructor(
+    private readonly next: NextCallResult,
+    private readonly m: Instruments,
+    private readonly attrs: MethodAttrs,
+    private readonly locality: ((peer: string) => string | undefined) | undefined,
+    // Set on the fallback path only: sizes come from serializing messages again.
+    private readonly reserialize: { request: Serialize; response: Serialize | undefined } | undefined,
+  ) {
+    m['grpc.client.attempt.started'].add(1, attrs.call);
+  }
+
+  /** Counts the bytes grpc-js itself serializes and deserializes, by wrapping the call's own definition. */
+  wrap(def: MethodDefinitionOf): void {
+    const serialize = def.requestSerialize as Serialize;
+    const deserialize = def.responseDeserialize as Deserialize;
+    this.def = def;
+    this.serialize = serialize;
+    this.deserialize = deserialize;
+    def.requestSerialize = (value: unknown): Buffer => {
+      const bytes = serialize(value);
+      this.sent += bytes.length;
+      return bytes;
+    };
+    def.responseDeserialize = (bytes: Buffer): unknown => {
+      this.rcvd += bytes.length;
+      return deserialize(bytes);
+    };
+  }
+
+  // The call, as the interceptor above (or the client) sees it.
+  start(metadata: Metadata, listener?: Partial<InterceptingListener>): void {
+    this.listener = listener;
+    this.next.start(metadata, this);
+  }
+  sendMessageWithContext(context: MessageContext, message: unknown): void {
+    if (this.reserialize !== undefined) this.sent += sizeOf(this.reserialize.request, message);
+    this.next.sendMessageWithContext(context, message);
+  }
+  sendMessage(message: unknown): void {
+    this.sendMessageWithContext({}, message);
+  }
+  startRead(): void {
+    this.next.startRead();
+  }
+  halfClose(): void {
+    this.next.halfClose();
+  }
+  cancelWithStatus(code: Status, details: string): void {
+    this.next.cancelWithStatus(code, details);
+  }
+  getPeer(): string {
+    return this.next.getPeer();
+  }
+  getAuthContext(): ReturnType<NextCallResult['getAuthContext']> {
+    return this.next.getAuthContext();
+  }
+
+  // The listener, as the call below sees it.
+  onReceiveMetadata(metadata: Metadata): void {
+    this.previousFrom(metadata);
+    this.listener?.onReceiveMetadata?.(metadata);
+  }
+  onReceiveMessage(message: unknown): void {
+    if (this.reserialize !== undefined) this.rcvd += sizeOf(this.reserialize.response, message);
+    this.listener?.onReceiveMessage?.(message);
+  }
+  onReceiveStatus(status: StatusObject): void {
+    const def = this.def;
+    if (def !== undefined) {
+      def.requestSerialize = this.serialize as Serialize;
+      def.responseDeserialize = this.deserialize as Deserialize;
+    }
+    const m = this.m;
+    const seconds = secondsSince(this.startedMs);
+    this.previousFrom(status.metadata);
+    if (this.previous > 0) m['grpc.client.attempt.started'].add(this.previous, this.attrs.call);
+    let withStatus = this.attrs.byStatus.get(status.code);
+    if (withStatus === undefined) {
+      withStatus = { ...this.attrs.call, 'grpc.status': grpcStatusName(status.code) };
+      this.attrs.byStatus.set(status.code, withStatus);
+    }
+    m['grpc.client.call.duration'].record(seconds, withStatus);
+    const where = this.locality?.(this.next.getPeer());
+    const attempt = where === undefined ? withStatus : { ...withStatus, 'grpc.lb.locality': where };
+    m['grpc.client.attempt.duration'].record(seconds, attempt);
+    m['grpc.client.attempt.sent_total_compressed_message_size'].record(this.sent, attempt);
+    m['grpc.client.attempt.rcvd_total_compressed_message_size'].record(this.rcvd, attempt);
+    this.listener?.onReceiveStatus?.(status);
+  }
+
+  private previousFrom(md: Metadata | undefined): void {
+    const v = md?.get(PREVIOUS_ATTEMPTS)[0];
+    if (v === undefined) return;
+    const n = Number(v);
+    if (Number.isInteger(n) && n > this.previous) this.previous = n;
+  }
+}
+
 /**
  * A grpc-js client interceptor recording gRFC A66's client metrics: pass it in the client's
  * `interceptors` option (or `clientDefaults({ callMetrics })`).
@@ -78,8 +218,8 @@ export function clientCallMetrics(options: ClientCallMetricsOptions = {}): Inter
   }
   const locality = options.locality;
   // Attribute objects per method and per (method, status), made once: calls only look them up.
-  const byMethod = new Map<string, { call: Attributes; byStatus: Map<number, Attributes> }>();
-  const attrsFor = (path: string): { call: Attributes; byStatus: Map<number, Attributes> } => {
+  const byMethod = new Map<string, MethodAttrs>();
+  const attrsFor = (path: string): MethodAttrs => {
     let a = byMethod.get(path);
     if (a === undefined) {
       a = { call: { 'grpc.method': methodName(path), 'grpc.target': target }, byStatus: new Map() };
@@ -87,60 +227,30 @@ export function clientCallMetrics(options: ClientCallMetricsOptions = {}): Inter
     }
     return a;
   };
-  return (callOptions, nextCall) => {
+  const interceptor = (callOptions: InterceptorOptions, nextCall: NextCall): NextCallResult => {
     const m = instruments();
-    if (m === undefined) return new InterceptingCall(nextCall(callOptions));
+    if (m === undefined) return nextCall(callOptions);
     const def = callOptions.method_definition;
-    const attrs = attrsFor(def.path);
-    const callAttrs = attrs.call;
-    const requestSerialize = def.requestSerialize as Serialize;
-    const responseSerialize = responseSerializers.get(def.path);
-    m['grpc.client.attempt.started'].add(1, callAttrs);
-    const startedMs = performance.now();
-    let sent = 0;
-    let rcvd = 0;
-    let previous = 0;
-    const previousFrom = (md: Metadata | undefined): void => {
-      const n = Number(md?.get(PREVIOUS_ATTEMPTS)[0] ?? 0);
-      if (Number.isInteger(n) && n > previous) previous = n;
-    };
-    const call: InterceptingCall = new InterceptingCall(nextCall(callOptions), {
-      start(metadata, _listener, next) {
-        next(metadata, {
-          onReceiveMetadata(md, nextMetadata) {
-            previousFrom(md);
-            nextMetadata(md);
-          },
-          onReceiveMessage(message, nextMessage) {
-            rcvd += sizeOf(responseSerialize, message);
-            nextMessage(message);
-          },
-          onReceiveStatus(status, nextStatus) {
-            const seconds = secondsSince(startedMs);
-            previousFrom(status.metadata);
-            if (previous > 0) m['grpc.client.attempt.started'].add(previous, callAttrs);
-            let withStatus = attrs.byStatus.get(status.code);
-            if (withStatus === undefined) {
-              withStatus = { ...callAttrs, 'grpc.status': grpcStatusName(status.code) };
-              attrs.byStatus.set(status.code, withStatus);
-            }
-            m['grpc.client.call.duration'].record(seconds, withStatus);
-            const where = locality?.(call.getPeer());
-            const attempt = where === undefined ? withStatus : { ...withStatus, 'grpc.lb.locality': where };
-            m['grpc.client.attempt.duration'].record(seconds, attempt);
-            m['grpc.client.attempt.sent_total_compressed_message_size'].record(sent, attempt);
-            m['grpc.client.attempt.rcvd_total_compressed_message_size'].record(rcvd, attempt);
-            nextStatus(status);
-          },
-        });
-      },
-      sendMessage(message, next) {
-        sent += sizeOf(requestSerialize, message);
-        next(message);
-      },
-    });
+    const marked = def as MethodDefinitionOf & { [WRAPPED]?: true };
+    const shared = marked[WRAPPED] === true;
+    const call = new MeteredCall(
+      nextCall(callOptions),
+      m,
+      attrsFor(def.path),
+      locality,
+      shared
+        ? { request: def.requestSerialize as Serialize, response: responseSerializers.get(def.path) }
+        : undefined,
+    );
+    if (!shared) {
+      marked[WRAPPED] = true;
+      call.wrap(def);
+    }
     return call;
   };
+  // grpc-js types an interceptor as returning its InterceptingCall class, but only ever uses the
+  // InterceptingCallInterface that NextCall returns, which MeteredCall implements.
+  return interceptor as unknown as Interceptor;
 }
 
 let serverInFlight = 0;

@@ -37,6 +37,7 @@ import {
 import { parseClusterName, parseListenerName } from './resources.js';
 import { TlsFiles, type TlsFilesOptions } from '../tls/files.js';
 import { instruments, registerGauges, secondsSince } from '../metrics/instruments.js';
+import { addCsdsService } from './csds.js';
 
 export interface XdsNodeInfo {
   readonly id: string;
@@ -150,6 +151,35 @@ interface TypeSub {
   ackedVersion: string;
   /** performance.now() when the response with `nonce` was sent, for the push latency. */
   sentAtMs?: number;
+  // What CSDS reports (gRFC A40): names in the response awaiting an answer (→ their version), names
+  // the client ACKed (→ version and when), and the last NACK until the next ACK.
+  pending: Map<string, string>;
+  readonly acked: Map<string, { readonly version: string; readonly atMs: number }>;
+  nack?: { readonly version: string; readonly message: string; readonly atMs: number };
+}
+
+/** One subscribed resource of one client as CSDS reports it. */
+export interface XdsResourceStatus {
+  readonly type: ResourceTypeUrl;
+  readonly name: string;
+  /** The version the client holds (ACKed), else the one sent to it, else ''. */
+  readonly version: string;
+  /** REQUESTED: asked for, not (yet) sent or not yet answered; ACKED; NACKED: the last response was. */
+  readonly status: 'REQUESTED' | 'ACKED' | 'NACKED';
+  /** SYNCED: holds what was last sent; NOT_SENT; STALE: a response awaits its answer; ERROR: NACKed. */
+  readonly config: 'SYNCED' | 'NOT_SENT' | 'STALE' | 'ERROR';
+  /** Date.now() of the last ACK of this name. */
+  readonly ackedAtMs?: number;
+  readonly nack?: { readonly version: string; readonly message: string; readonly atMs: number };
+  /** The resource (google.protobuf.Any bytes) when the cache still holds the version the client has. */
+  readonly resource?: Uint8Array;
+}
+
+/** One connected client (an ADS stream) as CSDS reports it. */
+export interface XdsClientStatus {
+  readonly stream: number;
+  readonly node: XdsNodeInfo;
+  readonly resources: readonly XdsResourceStatus[];
 }
 
 interface DeltaSub extends TypeSub {
@@ -261,17 +291,56 @@ export class AdsServer {
     return [...this.streams.values()].flatMap((s) => (s.node ? [s.node] : []));
   }
 
+  /**
+   * What each connected client asked for, was sent, and ACKed or NACKed, per resource — the
+   * answer of CSDS (src/xds/csds.ts). Streams that have not said who they are yet are left out.
+   */
+  clientStatus(): XdsClientStatus[] {
+    const out: XdsClientStatus[] = [];
+    for (const stream of this.streams.values()) {
+      if (stream.node === undefined) continue;
+      const resources: XdsResourceStatus[] = [];
+      for (const [type, sub] of [...stream.subs, ...stream.deltaSubs]) {
+        const names = new Set(sub.names);
+        if (sub.wildcard) for (const n of [...sub.acked.keys(), ...sub.pending.keys()]) names.add(n);
+        for (const name of [...names].sort()) resources.push(this.resourceStatus(type, sub, name));
+      }
+      out.push({ stream: stream.id, node: stream.node, resources });
+    }
+    return out;
+  }
+
+  private resourceStatus(type: ResourceTypeUrl, sub: TypeSub, name: string): XdsResourceStatus {
+    const acked = sub.acked.get(name);
+    const pending = sub.pending.get(name);
+    const base = { type, name, ...(acked !== undefined ? { ackedAtMs: acked.atMs } : {}) };
+    let status: Omit<XdsResourceStatus, 'type' | 'name' | 'ackedAtMs' | 'resource'>;
+    if (pending !== undefined && sub.nack !== undefined)
+      status = { version: acked?.version ?? '', status: 'NACKED', config: 'ERROR', nack: sub.nack };
+    else if (pending !== undefined)
+      status = { version: acked?.version ?? pending, status: acked ? 'ACKED' : 'REQUESTED', config: 'STALE' };
+    else if (acked !== undefined) status = { version: acked.version, status: 'ACKED', config: 'SYNCED' };
+    else status = { version: '', status: 'REQUESTED', config: 'NOT_SENT' };
+    // The cache's bytes are the ones the client holds while the resource has not changed since the
+    // version it holds (a resource's version is the type's version when it last changed).
+    const changedAt = Number(this.cache.resourceVersion(type, name) ?? NaN);
+    const current =
+      status.version !== '' && changedAt <= Number(status.version) ? this.cache.get(type, name) : undefined;
+    return { ...base, ...status, ...(current !== undefined ? { resource: current } : {}) };
+  }
+
   on(listener: (e: AdsEvent) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
 
-  /** Add the ADS service to a grpc-js server the caller owns. */
+  /** Add the ADS service, and CSDS (src/xds/csds.ts) beside it, to a grpc-js server the caller owns. */
   addTo(server: grpc.Server): void {
     server.addService(adsServiceDefinition(), {
       StreamAggregatedResources: (call: AdsCall) => this.handle(call, false),
       DeltaAggregatedResources: (call: DeltaCall) => this.handle(call, true),
     });
+    addCsdsService(server, () => this.clientStatus());
   }
 
   /**
@@ -465,6 +534,7 @@ export class AdsServer {
       this.stats.nacks++;
       this.recordAnswer('grpc_kube.xds.nacks', stream, type, sub);
       const message = error.message ?? '';
+      sub.nack = { version: sub.sentVersion, message, atMs: Date.now() };
       this.log(
         `NACK from ${stream.node?.id ?? '?'} (stream ${stream.id}) for ${shortType(type)} version ` +
           `${sub.sentVersion}; the client keeps version ${keptVersion || '(none)'}: ${message}`,
@@ -482,6 +552,12 @@ export class AdsServer {
       this.stats.acks++;
       this.recordAnswer('grpc_kube.xds.acks', stream, type, sub);
       sub.ackedVersion = sub.sentVersion;
+      const atMs = Date.now();
+      // State of the world: the ACKed response is all the client holds of the type.
+      if (!stream.delta) sub.acked.clear();
+      for (const [n, v] of sub.pending) sub.acked.set(n, { version: v, atMs });
+      sub.pending = new Map();
+      sub.nack = undefined;
       this.emit({ kind: 'ack', stream: stream.id, node: stream.node, type, version: sub.sentVersion });
     }
   }
@@ -519,7 +595,16 @@ export class AdsServer {
     });
     let sub = stream.subs.get(type);
     if (sub === undefined) {
-      sub = { names: new Set(), wildcard: false, seen: false, nonce: '', sentVersion: '', ackedVersion: '' };
+      sub = {
+        names: new Set(),
+        wildcard: false,
+        seen: false,
+        nonce: '',
+        sentVersion: '',
+        ackedVersion: '',
+        pending: new Map(),
+        acked: new Map(),
+      };
       stream.subs.set(type, sub);
     }
 
@@ -611,6 +696,7 @@ export class AdsServer {
     sub.nonce = nonce;
     sub.sentVersion = version;
     sub.sentAtMs = performance.now();
+    sub.pending = new Map(names.map((n) => [n, version]));
     this.stats.responses++;
     (stream.call as AdsCall).write({ version_info: version, type_url: type, nonce, resources });
     this.emit({ kind: 'response', stream: stream.id, type, version, nonce, names });
@@ -645,6 +731,8 @@ export class AdsServer {
         nonce: '',
         sentVersion: '',
         ackedVersion: '',
+        pending: new Map(),
+        acked: new Map(),
         sent: new Map(),
       };
       stream.deltaSubs.set(type, sub);
@@ -678,6 +766,7 @@ export class AdsServer {
       else {
         names.delete(n);
         sub.sent.delete(n);
+        sub.acked.delete(n);
       }
     }
     this.changeDemand(type, sub.names, names);
@@ -723,6 +812,8 @@ export class AdsServer {
     sub.nonce = nonce;
     sub.sentVersion = version;
     sub.sentAtMs = performance.now();
+    sub.pending = new Map(resources.map((r) => [r.name, r.version]));
+    for (const n of removed) sub.acked.delete(n);
     this.stats.responses++;
     (stream.call as DeltaCall).write({
       system_version_info: version,

@@ -47,6 +47,7 @@ const FILES = [
   'envoy/extensions/filters/http/router/v3/router.proto',
   'xds/type/v3/typed_struct.proto',
   'envoy/extensions/transport_sockets/tls/v3/tls.proto',
+  'envoy/service/status/v3/csds.proto',
 ];
 
 let root: protobuf.Root | undefined;

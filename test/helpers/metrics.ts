@@ -15,6 +15,8 @@ export interface Point {
   readonly value: number;
   readonly count?: number;
   readonly sum?: number;
+  readonly min?: number;
+  readonly max?: number;
 }
 
 export interface TestMetrics {
@@ -44,6 +46,8 @@ export function installTestMetrics(): TestMetrics {
                   value: p.value.count,
                   count: p.value.count,
                   sum: p.value.sum ?? 0,
+                  ...(p.value.min === undefined ? {} : { min: p.value.min }),
+                  ...(p.value.max === undefined ? {} : { max: p.value.max }),
                 },
           );
           out.set(metric.descriptor.name, points);

@@ -208,6 +208,86 @@ test('server streaming: every message is sized on both sides', async (t) => {
   assert.equal(total(all, 'grpc.client.call.duration', { ...M, 'grpc.target': 'other' }), 1);
 });
 
+test('sizes come from the bytes grpc-js serializes: right without `services`, per call under concurrency', async (t) => {
+  const m = installTestMetrics();
+  t.after(() => m.close());
+  const server = await startServer();
+  t.after(() => server.stop());
+  const c = client(server.port, { interceptors: [clientCallMetrics()] });
+  t.after(() => c.close());
+  // Concurrent calls of very different sizes: a count leaking from one call into another would move
+  // the histogram's min or max off the smallest and largest single-call sizes.
+  const requests = [1, 500, 3, 2000, 40].map((n) => ({ text: 'x'.repeat(n) }));
+  const results = await Promise.all(requests.map((r) => unary(c, r)));
+  assert.ok(results.every((r) => r.code === 0));
+  const got: Req[] = [];
+  await new Promise<void>((resolve, reject) => {
+    const s = c.stream({ n: 3 });
+    s.on('data', (d: Req) => got.push(d));
+    s.on('error', reject);
+    s.on('end', () => resolve());
+  });
+  const all = await m.collect();
+  const U = { 'grpc.method': 'grpckube.test.Calls/Unary', 'grpc.status': 'OK' };
+  const sent = pointsOf(all, 'grpc.client.attempt.sent_total_compressed_message_size', U)[0];
+  const sizes = requests.map(bytes);
+  assert.equal(
+    sent?.sum,
+    sizes.reduce((a, b) => a + b, 0),
+  );
+  assert.equal(sent?.min, Math.min(...sizes));
+  assert.equal(sent?.max, Math.max(...sizes));
+  const replies = requests.map((r) => bytes({ text: `re:${r.text}` }));
+  const rcvd = pointsOf(all, 'grpc.client.attempt.rcvd_total_compressed_message_size', U)[0];
+  assert.equal(
+    rcvd?.sum,
+    replies.reduce((a, b) => a + b, 0),
+  );
+  assert.equal(rcvd?.min, Math.min(...replies));
+  assert.equal(rcvd?.max, Math.max(...replies));
+  const S = { 'grpc.method': 'grpckube.test.Calls/Stream', 'grpc.status': 'OK' };
+  assert.equal(
+    pointsOf(all, 'grpc.client.attempt.rcvd_total_compressed_message_size', S)[0]?.sum,
+    got.reduce((n, r) => n + bytes(r), 0),
+  );
+  assert.equal(
+    pointsOf(all, 'grpc.client.attempt.sent_total_compressed_message_size', S)[0]?.sum,
+    bytes({ n: 3 }),
+  );
+});
+
+test('a method definition shared between calls is left as it was and sized by serializing again', async (t) => {
+  const m = installTestMetrics();
+  t.after(() => m.close());
+  const server = await startServer();
+  t.after(() => server.stop());
+  const shared = { ...service.unary } as grpc.MethodDefinition<unknown, unknown>;
+  const own = { serialize: shared.requestSerialize, deserialize: shared.responseDeserialize };
+  // A callInvocationTransformer may hand grpc-js the same definition object for every call.
+  const c = client(server.port, {
+    interceptors: [clientCallMetrics({ services: [service] })],
+    callInvocationTransformer: (props: grpc.CallProperties<unknown, unknown>) => ({
+      ...props,
+      methodDefinition: shared,
+    }),
+  } as grpc.ChannelOptions);
+  t.after(() => c.close());
+  const requests = [{ text: 'a' }, { text: 'bbbb' }, { text: 'cc' }];
+  for (const r of requests) assert.equal((await unary(c, r)).code, 0);
+  assert.equal(shared.requestSerialize, own.serialize);
+  assert.equal(shared.responseDeserialize, own.deserialize);
+  const all = await m.collect();
+  const U = { 'grpc.method': 'grpckube.test.Calls/Unary', 'grpc.status': 'OK' };
+  assert.equal(
+    pointsOf(all, 'grpc.client.attempt.sent_total_compressed_message_size', U)[0]?.sum,
+    requests.reduce((n, r) => n + bytes(r), 0),
+  );
+  assert.equal(
+    pointsOf(all, 'grpc.client.attempt.rcvd_total_compressed_message_size', U)[0]?.sum,
+    requests.reduce((n, r) => n + bytes({ text: `re:${r.text}` }), 0),
+  );
+});
+
 test('without a MeterProvider nothing is recorded and calls work as before', async (t) => {
   const server = await startServer();
   t.after(() => server.stop());

@@ -1,21 +1,58 @@
-// A real Prometheus (Debian's package) scrapes `grpc-kube proxy --metrics-address`, and PromQL over
-// its HTTP API returns the series the proxy recorded: the whole path a user's dashboard takes.
+// A real Prometheus (Debian's package) scrapes `grpc-kube proxy --metrics-address` and a running
+// `grpc-kube xds serve --metrics-address` (its own process, as users run it), and PromQL over its
+// HTTP API returns the series each recorded: the whole path a user's dashboard takes.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { proxyCommand } from '../../src/cli/proxy.js';
 import { freePorts } from '../../src/net/ports.js';
-import { until } from '../helpers/kube.js';
+import { LDS } from '../../src/xds/protos.js';
+import { startApi, until } from '../helpers/kube.js';
+import { openAds } from '../xds/fixture.js';
 import { newJsonClient, startJsonServer, unary } from '../proxy/fixtures/json-service.js';
 
 const PROMETHEUS = '/usr/bin/prometheus';
+const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+/** `grpc-kube xds serve --metrics-address` in a child process; resolves with its two addresses. */
+async function startXdsServe(
+  kubeconfig: string,
+): Promise<{ ads: string; metrics: string; stop(): Promise<void> }> {
+  const child = spawn(
+    process.execPath,
+    [CLI, 'xds', 'serve', '--kubeconfig', kubeconfig, '--port', '0', '--metrics-address', '127.0.0.1:0'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  let metrics = '';
+  const ads = await new Promise<string>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout });
+    lines.on('line', (l) => {
+      metrics ||= /metrics at http:\/\/(\S+)\/metrics/.exec(l)?.[1] ?? '';
+      const a = /ADS listening on (\S+)/.exec(l)?.[1];
+      if (a !== undefined) resolve(a);
+    });
+    void exited.then(() => reject(new Error(`xds serve exited: ${stderr}`)));
+  });
+  return {
+    ads,
+    metrics,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
 
 function prometheusSkip(): string | false {
   if (existsSync(PROMETHEUS)) return false;
@@ -40,7 +77,7 @@ async function query(api: string, promql: string): Promise<Sample[]> {
 }
 
 test(
-  'Prometheus scrapes grpc-kube proxy --metrics-address; PromQL returns its requests by status and backend',
+  'Prometheus scrapes proxy and xds serve --metrics-address; PromQL returns requests by status and backend, and the xDS clients and ACKs',
   { skip: prometheusSkip() },
   async (t) => {
     const backends = [];
@@ -89,6 +126,22 @@ test(
       .join('\n');
     t.diagnostic(`scrape excerpt:\n${excerpt}`);
 
+    // The xDS control plane, with one client that has ACKed one Listener.
+    const kube = await startApi();
+    t.after(() => kube.stop());
+    const dir0 = await mkdtemp(join(tmpdir(), 'grpc-kube-prometheus-kc-'));
+    t.after(() => rm(dir0, { recursive: true, force: true }));
+    const kubeconfig = join(dir0, 'kubeconfig');
+    await writeFile(kubeconfig, kube.kubeConfigYaml());
+    const xds = await startXdsServe(kubeconfig);
+    t.after(() => xds.stop());
+    assert.ok(xds.metrics !== '', 'xds serve printed its metrics address');
+    const ads = openAds(xds.ads);
+    t.after(() => ads.close());
+    ads.send({ type: LDS, names: ['hello.default:50051'], nodeId: 'prom-node' });
+    const r = await ads.next();
+    ads.send({ type: LDS, names: ['hello.default:50051'], nonce: r.nonce, version: r.version_info });
+
     const dir = await mkdtemp(join(tmpdir(), 'grpc-kube-prometheus-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
     const config = join(dir, 'prometheus.yml');
@@ -102,6 +155,9 @@ test(
         '  - job_name: grpc-kube-proxy',
         '    static_configs:',
         `      - targets: ['${metricsAt}']`,
+        '  - job_name: grpc-kube-xds',
+        '    static_configs:',
+        `      - targets: ['${xds.metrics}']`,
         '',
       ].join('\n'),
     );
@@ -129,7 +185,10 @@ test(
     await until(
       async () => {
         try {
-          return (await query(api, 'sum(grpc_kube_proxy_requests_total)')).length > 0;
+          return (
+            (await query(api, 'sum(grpc_kube_proxy_requests_total)')).length > 0 &&
+            (await query(api, 'grpc_kube_xds_acks_total')).length > 0
+          );
         } catch {
           return false;
         }
@@ -156,5 +215,20 @@ test(
     assert.deepEqual(byBackend, Object.fromEntries(backends.map((b) => [b.address, b.started.Unary ?? 0])));
     const count = await query(api, 'sum(grpc_kube_proxy_request_duration_count)');
     assert.equal(count[0]?.value[1], '23');
+
+    assert.equal((await query(api, 'up{job="grpc-kube-xds"}'))[0]?.value[1], '1');
+    const clients = await query(api, 'grpc_kube_xds_clients{job="grpc-kube-xds"}');
+    t.diagnostic(`PromQL grpc_kube_xds_clients{job="grpc-kube-xds"} → ${JSON.stringify(clients)}`);
+    assert.equal(clients.length, 1);
+    assert.equal(clients[0]?.value[1], '1');
+    const acks = await query(
+      api,
+      'sum by (xds_node, xds_type) (grpc_kube_xds_acks_total{job="grpc-kube-xds"})',
+    );
+    t.diagnostic(`PromQL sum by (xds_node, xds_type) (grpc_kube_xds_acks_total) → ${JSON.stringify(acks)}`);
+    assert.deepEqual(
+      acks.map((a) => [a.metric.xds_node, a.metric.xds_type, a.value[1]]),
+      [['prom-node', LDS, '1']],
+    );
   },
 );
