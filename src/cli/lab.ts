@@ -237,6 +237,7 @@ function summaryTable(runs: readonly Run[]): string {
     'rpcs',
     'failed',
     'success',
+    'attempts (+retry %)',
     'ready→1st p50/p99 ms',
     'never served',
     'balance',
@@ -253,6 +254,7 @@ function summaryTable(runs: readonly Run[]): string {
     String(r.rpcs),
     String(r.failed),
     (r.successRate * 100).toFixed(2) + '%',
+    r.attempts == null ? '–' : `${r.attempts} (${signed(r.retryLoadPct ?? null)})`,
     `${f(r.readyToFirstRpcMs.p50)}/${f(r.readyToFirstRpcMs.p99)}`,
     String(r.newPodsNeverServed),
     f(r.balanceMaxOverMean, 2),
@@ -262,6 +264,12 @@ function summaryTable(runs: readonly Run[]): string {
     r.harness ? `${Math.round(r.harness.machineCpuBusyPct)}%${r.harness.saturated ? ' SATURATED' : ''}` : '–',
   ]);
   return textTable(head, rows);
+}
+
+/** A retry-load percentage with its sign: +3.1%, -0.2%. */
+function signed(pct: number | null): string {
+  if (pct === null) return '–';
+  return `${pct >= 0 ? '+' : ''}${pct.toFixed(1)}%`;
 }
 
 /** One warning per saturated scenario (its strategies share the harness), saying what to do. */

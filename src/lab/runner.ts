@@ -25,6 +25,11 @@ import { PodTimelineRecorder } from './timeline.js';
 import { HarnessMonitor, harnessVerdict, raiseLabPriority } from './harness.js';
 import { startWorkload, type WorkloadRun } from './workload.js';
 import { createLabTls, LAB_TLS_DNS_ENV, serviceDnsNames } from './tls.js';
+import { readReceivedCounts } from './hello.js';
+import { COUNT_FLUSH_MS } from './pod-main.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export const LAB_NAMESPACE = 'lab';
 export const LAB_PORT = 50051;
@@ -96,8 +101,10 @@ function podEnv(o: {
   maxAge: boolean;
   pods: PodShutdown;
   timeScale: number;
+  countDir: string | undefined;
 }): Record<string, string> {
   const env: Record<string, string> = {
+    ...(o.countDir !== undefined ? { HELLO_COUNT_DIR: o.countDir } : {}),
     HELLO_RESPONSE_DELAY_MS: String(o.delayMs),
     HELLO_SHUTDOWN: o.pods === 'naive' ? 'immediate' : 'graceful',
     HELLO_DRAIN_DELAY_MS: String(o.pods === 'kit' ? Math.round(KIT_PROPAGATION_DELAY_MS * o.timeScale) : 0),
@@ -124,6 +131,7 @@ async function applyApps(
   scenario: Scenario,
   flavours: AppFlavour[],
   opts: RunOptions,
+  countDir: string | undefined,
 ): Promise<AppDeployments[]> {
   const out: AppDeployments[] = [];
   for (const flavour of flavours) {
@@ -150,6 +158,7 @@ async function applyApps(
           maxAge: flavour === 'maxage',
           pods: opts.pods ?? 'kit',
           timeScale: opts.timeScale,
+          countDir,
         }),
         ...tlsEnv(),
       },
@@ -278,7 +287,11 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
   ];
   try {
     const flavours = [...new Set(strategies.map((s) => s.flavour))];
-    const apps = await applyApps(cluster, scenario, flavours, opts);
+    // The lab's Hello pods count the requests they receive per client (the workload's clients are
+    // `<strategy>-<i>`): every retry and hedge is one more, which the clients' record cannot show.
+    const countDir = userPods ? undefined : await mkdtemp(join(tmpdir(), 'grpc-kube-lab-counts-'));
+    if (countDir !== undefined) cleanups.push(() => rm(countDir, { recursive: true, force: true }));
+    const apps = await applyApps(cluster, scenario, flavours, opts, countDir);
     const readyTimeoutMs = 30_000;
     for (const a of apps) {
       await cluster.waitForReadyPods(LAB_NAMESPACE, { svc: a.service }, scenario.replicas, readyTimeoutMs);
@@ -464,6 +477,12 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       );
     }
 
+    // Pods rewrite their counts every COUNT_FLUSH_MS: wait for the last RPCs' to land.
+    let received: Map<string, number> | undefined;
+    if (countDir !== undefined) {
+      await new Promise((r) => setTimeout(r, 3 * COUNT_FLUSH_MS));
+      received = readReceivedCounts(countDir);
+    }
     const runs: ReportRun[] = [];
     for (const { s, w } of workloads) {
       const recorder = recorders.get(s.flavour) as PodTimelineRecorder;
@@ -481,6 +500,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         // Every strategy of a scenario runs at once in this process: they share one harness.
         harness: { ...measured.figures, ...verdict },
       });
+      Object.assign(record, retryLoad(record.rpcs, received, s.name, opts.clients ?? 2));
       const series = podRateSeries(w.log, {
         bucketMs: seriesBucketMs,
         endMs: scenario.durationMs,
@@ -505,6 +525,24 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       }
     }
   }
+}
+
+/**
+ * Attempts = requests the pods received from a strategy's clients (`<strategy>-<i>`); retryLoadPct =
+ * (attempts − calls) / calls, in %: the extra load retries and hedges put on the pods. Null without
+ * counts (`--pod-command`: the user's server does not count). A call that reached no pod (no
+ * endpoint, a connection refused) makes no attempt, so the figure can be below 0.
+ */
+export function retryLoad(
+  calls: number,
+  received: ReadonlyMap<string, number> | undefined,
+  strategy: string,
+  clients: number,
+): { attempts: number | null; retryLoadPct: number | null } {
+  if (received === undefined) return { attempts: null, retryLoadPct: null };
+  let attempts = 0;
+  for (let ci = 0; ci < clients; ci++) attempts += received.get(`${strategy}-${ci}`) ?? 0;
+  return { attempts, retryLoadPct: calls > 0 ? ((attempts - calls) / calls) * 100 : null };
 }
 
 async function applyStep(
