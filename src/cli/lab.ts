@@ -112,6 +112,18 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
     throw new InvalidOptionError('--tls', 'runs on the embedded cluster only');
   if (values.tls === true && podCommand !== undefined)
     throw new InvalidOptionError('--tls', "runs the lab's Hello pods only (not --pod-command)");
+  const hedgeMs = values.hedge === undefined ? undefined : Number(values.hedge);
+  if (hedgeMs !== undefined && !(Number.isInteger(hedgeMs) && hedgeMs > 0))
+    throw new InvalidOptionError('--hedge', 'must be a whole number of ms > 0');
+  if ((values.idempotent === true || hedgeMs !== undefined) && values['client-defaults'] !== true)
+    throw new InvalidOptionError(
+      values.idempotent === true ? '--idempotent' : '--hedge',
+      'needs --client-defaults',
+    );
+  const retryOptions = {
+    ...(values.idempotent === true ? { idempotent: true } : {}),
+    ...(hedgeMs !== undefined ? { hedgeMs } : {}),
+  };
   const podNice = values['pod-nice'] === undefined ? undefined : Number(values['pod-nice']);
   if (podNice !== undefined && !(Number.isInteger(podNice) && podNice >= 0 && podNice <= 19))
     throw new InvalidOptionError('--pod-nice', 'must be an integer 0..19');
@@ -146,6 +158,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
       pods,
       cluster,
       clientDefaults: values['client-defaults'] ?? false,
+      ...retryOptions,
       ...(podNice !== undefined ? { podNice } : {}),
       ...(podCommand !== undefined ? { podCommand } : {}),
       onProgress: out,
@@ -164,6 +177,9 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   const runs = results.flatMap((r) => r.runs);
   const records = runs.map((r) => r.record);
   process.stdout.write(summaryTable(runs) + '\n');
+  const { blackholeLine } = await import('../lab/blackhole.js');
+  for (const r of records)
+    if (r.blackhole) process.stdout.write(blackholeLine(r.strategy, r.blackhole) + '\n');
   const failedLines = failedRuns.map((f) => `FAILED ${f.scenario}/${f.strategy}: ${f.reason}`);
   if (failedLines.length > 0) process.stdout.write(failedLines.join('\n') + '\n');
   if (values.tls === true) process.stdout.write(tlsCostTable(records) + '\n');

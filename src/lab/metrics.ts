@@ -82,6 +82,8 @@ export interface LabRunRecord {
   attempts?: number | null;
   /** (attempts − rpcs) / rpcs in %: the extra load retries and hedges put on the pods. */
   retryLoadPct?: number | null;
+  /** The blackhole scenario's figures (src/lab/blackhole.ts); set by the lab runner. */
+  blackhole?: import('./blackhole.js').BlackholeFigures;
   /** How loaded the lab itself was (present in every record the lab writes; see harness.ts). */
   harness?: HarnessRecord;
 }

@@ -18,7 +18,8 @@ import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { LabDnsServer } from './dns-server.js';
 import { computeRunRecord, distinctPodsPerClient, podRateSeries, type LabRunRecord } from './metrics.js';
 import type { ReportRun, ScenarioEvent } from './report.js';
-import type { Scenario, ScenarioStep } from './scenario.js';
+import type { PodSignal, Scenario, ScenarioStep } from './scenario.js';
+import { blackholeFigures, keepaliveWindowMs, watchUnready } from './blackhole.js';
 import { MAX_CONNECTION_AGE_GRACE_MS, MAX_CONNECTION_AGE_MS } from './strategies/headless.js';
 import type { AppFlavour, LabEnv, LabStrategy, StrategyHandle } from './strategy.js';
 import { PodTimelineRecorder } from './timeline.js';
@@ -53,6 +54,10 @@ export interface RunOptions {
   readonly pods?: PodShutdown;
   /** Clients use grpc-kube's client defaults (retry on UNAVAILABLE, keepalive) around their policy. */
   readonly clientDefaults?: boolean;
+  /** With clientDefaults: SayHello is idempotent (retried on RESOURCE_EXHAUSTED and ABORTED too). */
+  readonly idempotent?: boolean;
+  /** With clientDefaults: hedge SayHello, a second attempt after this many ms (implies idempotent). */
+  readonly hedgeMs?: number;
   /** The user's gRPC server as the pods' program (`--pod-command`), instead of the lab's Hello. */
   readonly podCommand?: string;
   /** CPU niceness of the pods, 0..19. Default POD_NICE. */
@@ -102,8 +107,10 @@ function podEnv(o: {
   pods: PodShutdown;
   timeScale: number;
   countDir: string | undefined;
+  pushbackMs: number | undefined;
 }): Record<string, string> {
   const env: Record<string, string> = {
+    ...(o.pushbackMs !== undefined ? { HELLO_OVERLOAD_PUSHBACK_MS: String(o.pushbackMs) } : {}),
     ...(o.countDir !== undefined ? { HELLO_COUNT_DIR: o.countDir } : {}),
     HELLO_RESPONSE_DELAY_MS: String(o.delayMs),
     HELLO_SHUTDOWN: o.pods === 'naive' ? 'immediate' : 'graceful',
@@ -159,6 +166,7 @@ async function applyApps(
           pods: opts.pods ?? 'kit',
           timeScale: opts.timeScale,
           countDir,
+          pushbackMs: scenario.overloadPushbackMs,
         }),
         ...tlsEnv(),
       },
@@ -359,7 +367,13 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       tls,
       clientOptions: (policy) =>
         opts.clientDefaults
-          ? clientDefaults({ lbPolicy: policy })
+          ? clientDefaults({
+              lbPolicy: policy,
+              ...(opts.idempotent === true || opts.hedgeMs !== undefined
+                ? { idempotentMethods: [{ service: 'hello.Greeter' }] }
+                : {}),
+              ...(opts.hedgeMs !== undefined ? { hedging: { delayMs: opts.hedgeMs } } : {}),
+            })
           : { 'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ [policy]: {} }] }) },
       log: progress,
     };
@@ -414,29 +428,43 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     const harness = new HarnessMonitor({ bucketMs: seriesBucketMs });
     harness.start();
     cleanups.push(() => void harness.stop());
-    const workloads: Array<{ s: LabStrategy; w: WorkloadRun }> = handles.map(({ s, h }) => ({
-      s,
-      w: startWorkload({
-        target: h.target,
-        channelOptions: h.channelOptions ?? {},
-        ...(tls !== undefined ? { credentials: tls.channelCredentials() } : {}),
-        clients: opts.clients ?? 2,
-        concurrency: opts.concurrency ?? 5,
-        mode: 'loops',
-        durationMs: scenario.durationMs,
-        deadlineMs: scenario.deadlineMs,
-        pacingMs: opts.pacingMs ?? 50,
-        clientName: s.name,
-        clock,
-        originMs: origin,
-        // A user's server answers grpc.health.v1 (the pod contract); the pod is the connection's peer.
-        rpc: userPods ? 'health' : 'hello',
+    const workloads: Array<{ s: LabStrategy; h: StrategyHandle; w: WorkloadRun }> = handles.map(
+      ({ s, h }) => ({
+        s,
+        h,
+        w: startWorkload({
+          target: h.target,
+          channelOptions: h.channelOptions ?? {},
+          ...(tls !== undefined ? { credentials: tls.channelCredentials() } : {}),
+          clients: opts.clients ?? 2,
+          concurrency: opts.concurrency ?? 5,
+          mode: 'loops',
+          durationMs: scenario.durationMs,
+          deadlineMs: scenario.deadlineMs,
+          pacingMs: opts.pacingMs ?? 50,
+          clientName: s.name,
+          clock,
+          originMs: origin,
+          // A user's server answers grpc.health.v1 (the pod contract); the pod is the connection's peer.
+          rpc: userPods ? 'health' : 'hello',
+        }),
       }),
-    }));
+    );
     cleanups.push(async () => {
       await Promise.all(workloads.map((x) => x.w.stop()));
     });
 
+    // A blackholed pod per Service: when, and when the API showed it not Ready.
+    const blackholes = new Map<
+      string,
+      { pod: string; atMs: number; unready: ReturnType<typeof watchUnready> }
+    >();
+    const onKilled = (app: AppDeployments, pod: string, signal: PodSignal): void => {
+      if (signal !== 'SIGSTOP' || blackholes.has(app.service)) return;
+      const unready = watchUnready(cluster, LAB_NAMESPACE, `svc=${app.service}`, pod, clock);
+      blackholes.set(app.service, { pod, atMs: clock() - origin, unready });
+      cleanups.push(() => unready.stop());
+    };
     const events: ScenarioEvent[] = [];
     const timers: NodeJS.Timeout[] = [];
     const stepErrors: unknown[] = [];
@@ -448,7 +476,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
           events.push({ atMs: clock() - origin, label });
           progress(`  ${scenario.name}: ${label}`);
         };
-        applyStep(cluster, apps, step, opts.random, timers, mark).catch((err: unknown) =>
+        applyStep(cluster, apps, step, opts.random, timers, mark, onKilled).catch((err: unknown) =>
           stepErrors.push(err),
         );
       }, step.atMs);
@@ -484,7 +512,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       received = readReceivedCounts(countDir);
     }
     const runs: ReportRun[] = [];
-    for (const { s, w } of workloads) {
+    for (const { s, h, w } of workloads) {
       const recorder = recorders.get(s.flavour) as PodTimelineRecorder;
       if (userPods) w.log.renamePods((peer) => recorder.podForAddress(peer) ?? peer);
       const timeline = recorder.timelines();
@@ -501,6 +529,15 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         harness: { ...measured.figures, ...verdict },
       });
       Object.assign(record, retryLoad(record.rpcs, received, s.name, opts.clients ?? 2));
+      const hole = blackholes.get(appOf(s.flavour).service);
+      if (hole !== undefined) {
+        const unreadyAt = hole.unready.unreadyAtMs();
+        record.blackhole = blackholeFigures(
+          w.log,
+          { pod: hole.pod, atMs: hole.atMs, unreadyAtMs: unreadyAt === null ? null : unreadyAt - origin },
+          keepaliveWindowMs(h.channelOptions ?? {}),
+        );
+      }
       const series = podRateSeries(w.log, {
         bucketMs: seriesBucketMs,
         endMs: scenario.durationMs,
@@ -552,6 +589,7 @@ async function applyStep(
   random: () => number,
   timers: NodeJS.Timeout[],
   mark: (label: string) => void,
+  onKilled: (app: AppDeployments, pod: string, signal: PodSignal) => void,
 ): Promise<void> {
   switch (step.action) {
     case 'scale':
@@ -572,7 +610,8 @@ async function applyStep(
           .sort();
         for (let i = 0; i < step.count && pods.length > 0; i++) {
           const [name] = pods.splice(Math.floor(random() * pods.length), 1);
-          cluster.killPodProcess(LAB_NAMESPACE, name as string, step.signal);
+          await cluster.killPodProcess(LAB_NAMESPACE, name as string, step.signal);
+          onKilled(a, name as string, step.signal);
         }
       }
       return;
