@@ -110,6 +110,18 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   const tlsSets = values.tls === true ? [true, false] : [false];
   if (values.tls === true && podCommand !== undefined)
     throw new InvalidOptionError('--tls', "runs the lab's Hello pods only (not --pod-command)");
+  const hedgeMs = values.hedge === undefined ? undefined : Number(values.hedge);
+  if (hedgeMs !== undefined && !(Number.isInteger(hedgeMs) && hedgeMs > 0))
+    throw new InvalidOptionError('--hedge', 'must be a whole number of ms > 0');
+  if ((values.idempotent === true || hedgeMs !== undefined) && values['client-defaults'] !== true)
+    throw new InvalidOptionError(
+      values.idempotent === true ? '--idempotent' : '--hedge',
+      'needs --client-defaults',
+    );
+  const retryOptions = {
+    ...(values.idempotent === true ? { idempotent: true } : {}),
+    ...(hedgeMs !== undefined ? { hedgeMs } : {}),
+  };
   const podNice = values['pod-nice'] === undefined ? undefined : Number(values['pod-nice']);
   if (podNice !== undefined && !(Number.isInteger(podNice) && podNice >= 0 && podNice <= 19))
     throw new InvalidOptionError('--pod-nice', 'must be an integer 0..19');
@@ -144,6 +156,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
       pods,
       cluster,
       clientDefaults: values['client-defaults'] ?? false,
+      ...retryOptions,
       ...(podNice !== undefined ? { podNice } : {}),
       ...(podCommand !== undefined ? { podCommand } : {}),
       onProgress: out,
@@ -162,6 +175,9 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   const runs = results.flatMap((r) => r.runs);
   const records = runs.map((r) => r.record);
   process.stdout.write(summaryTable(runs) + '\n');
+  const { blackholeLine } = await import('../lab/blackhole.js');
+  for (const r of records)
+    if (r.blackhole) process.stdout.write(blackholeLine(r.strategy, r.blackhole) + '\n');
   const failedLines = failedRuns.map((f) => `FAILED ${f.scenario}/${f.strategy}: ${f.reason}`);
   if (failedLines.length > 0) process.stdout.write(failedLines.join('\n') + '\n');
   if (values.tls === true) process.stdout.write(tlsCostTable(records) + '\n');
@@ -235,6 +251,7 @@ function summaryTable(runs: readonly Run[]): string {
     'rpcs',
     'failed',
     'success',
+    'attempts (+retry %)',
     'ready→1st p50/p99 ms',
     'never served',
     'balance',
@@ -251,6 +268,7 @@ function summaryTable(runs: readonly Run[]): string {
     String(r.rpcs),
     String(r.failed),
     (r.successRate * 100).toFixed(2) + '%',
+    r.attempts == null ? '–' : `${r.attempts} (${signed(r.retryLoadPct ?? null)})`,
     `${f(r.readyToFirstRpcMs.p50)}/${f(r.readyToFirstRpcMs.p99)}`,
     String(r.newPodsNeverServed),
     f(r.balanceMaxOverMean, 2),
@@ -260,6 +278,12 @@ function summaryTable(runs: readonly Run[]): string {
     r.harness ? `${Math.round(r.harness.machineCpuBusyPct)}%${r.harness.saturated ? ' SATURATED' : ''}` : '–',
   ]);
   return textTable(head, rows);
+}
+
+/** A retry-load percentage with its sign: +3.1%, -0.2%. */
+function signed(pct: number | null): string {
+  if (pct === null) return '–';
+  return `${pct >= 0 ? '+' : ''}${pct.toFixed(1)}%`;
 }
 
 /** One warning per saturated scenario (its strategies share the harness), saying what to do. */

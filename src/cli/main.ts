@@ -11,7 +11,7 @@ const USAGE = `usage:
   grpc-kube resolve <target> [--kubeconfig FILE] [--context NAME] [--once]
       print the live endpoint set of kubernetes:///svc.ns:port or dns-poll:///host:port and every change
   grpc-kube lab [--scenario NAME,...] [--strategy NAME,...] [--quick] [--json FILE] [--report FILE.html] [--seed N]
-                [--pods kit|plain|naive] [--client-defaults] [--clients N] [--pacing MS] [--cluster embedded|real]
+                [--pods kit|plain|naive] [--client-defaults [--idempotent] [--hedge MS]] [--clients N] [--pacing MS] [--cluster embedded|real]
                 [--assert "SCENARIO/STRATEGY:FIGURE<OP>NUMBER" ...] [--pod-command "CMD"] [--pod-nice N]
                 [--metrics FILE] [--metrics-address HOST:PORT]
       run the lab's scenarios against each strategy on an embedded cluster and report; --assert makes it

@@ -238,6 +238,15 @@ export const LAB_FLAGS = {
     type: 'boolean',
     help: "clients with grpc-kube's client defaults (retry on UNAVAILABLE)",
   },
+  idempotent: {
+    type: 'boolean',
+    help: 'with --client-defaults: SayHello is idempotent (also retried on RESOURCE_EXHAUSTED, ABORTED)',
+  },
+  hedge: {
+    type: 'string',
+    value: 'MS',
+    help: 'with --client-defaults: hedge SayHello every MS (2 attempts)',
+  },
   'pod-nice': { type: 'string', value: 'N', help: 'niceness of the pod processes (0-19)' },
   'pod-command': { type: 'string', value: 'CMD', help: 'run your own gRPC server as the pods (sh -c)' },
   metrics: {

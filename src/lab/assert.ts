@@ -36,6 +36,8 @@ export const ASSERTABLE_FIGURES: readonly string[] = [
   'latencyMs.p99',
   'successRate',
   'durationMs',
+  'attempts',
+  'retryLoadPct',
   'harness.loopDelayMsP99',
   'harness.loopDelayMsMax',
   'harness.machineCpuBusyPct',

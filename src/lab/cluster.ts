@@ -37,8 +37,12 @@ export interface LabCluster {
   /** What `kubectl rollout restart` does: a new template annotation, hence a rolling update. */
   restartRollout(namespace: string, name: string, stamp: string): Promise<void>;
   listPods(namespace: string, labelSelector: string): Promise<Pod[]>;
-  /** Signal a pod's process directly (a crash, an OOM kill): the kubelet sees it die. */
-  killPodProcess(namespace: string, name: string, signal: PodSignal): void;
+  /**
+   * Signal a pod's process directly (a crash, an OOM kill): the kubelet sees it die. SIGSTOP is the
+   * blackhole: the embedded cluster freezes the process (its kernel still accepts connections); the
+   * real one drops every packet to and from the pod in its network namespace, the process runs on.
+   */
+  killPodProcess(namespace: string, name: string, signal: PodSignal): void | Promise<void>;
   /** Take the Kubernetes API away from clients until apiUp(). */
   apiDown(): Promise<void>;
   apiUp(): Promise<void>;
@@ -202,7 +206,13 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
           { labelSelector },
         )
       ).items,
-    killPodProcess: (ns, name, signal) => c.kubelet.podProcess(ns, name)?.kill(signal),
+    killPodProcess: async (ns, name, signal) => {
+      if (signal !== 'SIGSTOP') return void c.kubelet.podProcess(ns, name)?.kill(signal);
+      const ip = c.kubelet.podIP(ns, name);
+      if (ip === undefined)
+        throw new GrpcKubeError('GK_ERR_LAB', `pod ${ns}/${name} has no address to blackhole`);
+      await c.network.blackholePod(ip);
+    },
     // kube-apiserver stopped for real: clients and controllers alike lose the API, as in an outage.
     apiDown: () => c.controlPlane.stopApiServer(),
     apiUp: () => c.controlPlane.startApiServer(),

@@ -2,6 +2,7 @@
 // typed server and client helpers, so the pod process, the workload and tests speak the same contract.
 // The proto is found from the package root, so this works from src/ under a TS runner and from dist/.
 
+import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -135,4 +136,56 @@ export class GreeterClient {
 /** The greeting the east-west demo's server sends back: `<pod>: hello <client> #<counter>`. */
 export function greeting(pod: string, request: HelloRequest): string {
   return `${pod}: hello ${request.client} #${request.counter}`;
+}
+
+/** At most this many distinct client names are counted apart; the rest share OTHER_CLIENTS. */
+export const MAX_COUNTED_CLIENTS = 1024;
+export const OTHER_CLIENTS = '*';
+
+/**
+ * SayHello requests a pod received, by HelloRequest.client: the lab's measure of attempts (each
+ * retry or hedge reaches a pod as one more request), which the client's own record cannot count.
+ * The names are the clients' own; a client that invents names fills at most MAX_COUNTED_CLIENTS
+ * counters, the rest are counted together.
+ */
+export class ReceivedCounter {
+  private readonly counts = new Map<string, number>();
+  private changed = false;
+
+  add(client: string): void {
+    const key = this.counts.has(client) || this.counts.size < MAX_COUNTED_CLIENTS ? client : OTHER_CLIENTS;
+    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+    this.changed = true;
+  }
+
+  snapshot(): Record<string, number> {
+    return Object.fromEntries(this.counts);
+  }
+
+  /** Write the counts to `file` (whole, through a rename) if they changed since the last write. */
+  flush(file: string): void {
+    if (!this.changed) return;
+    this.changed = false;
+    const tmp = `${file}.tmp`;
+    writeFileSync(tmp, JSON.stringify(this.snapshot()));
+    renameSync(tmp, file);
+  }
+}
+
+/** Requests received per client name, summed over every pod's count file in `dir` (see ReceivedCounter). */
+export function readReceivedCounts(dir: string): Map<string, number> {
+  const total = new Map<string, number>();
+  for (const name of readdirSync(dir)) {
+    if (!name.endsWith('.json')) continue;
+    let counts: unknown;
+    try {
+      counts = JSON.parse(readFileSync(join(dir, name), 'utf8'));
+    } catch {
+      continue; // a pod killed mid-write leaves only its .tmp; a torn file is not ours to trust
+    }
+    if (typeof counts !== 'object' || counts === null) continue;
+    for (const [client, n] of Object.entries(counts as Record<string, unknown>))
+      if (typeof n === 'number' && Number.isFinite(n)) total.set(client, (total.get(client) ?? 0) + n);
+  }
+  return total;
 }

@@ -77,6 +77,13 @@ export interface LabRunRecord {
   latencyMs: Percentiles;
   successRate: number;
   durationMs: number;
+  /** Requests the pods received from this strategy's clients (every retry and hedge counts);
+   *  null when the pods do not count (`--pod-command`). Set by the lab runner. */
+  attempts?: number | null;
+  /** (attempts − rpcs) / rpcs in %: the extra load retries and hedges put on the pods. */
+  retryLoadPct?: number | null;
+  /** The blackhole scenario's figures (src/lab/blackhole.ts); set by the lab runner. */
+  blackhole?: import('./blackhole.js').BlackholeFigures;
   /** How loaded the lab itself was (present in every record the lab writes; see harness.ts). */
   harness?: HarnessRecord;
 }

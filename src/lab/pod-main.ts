@@ -19,7 +19,8 @@ import type { HealthImplementation } from 'grpc-health-check';
 import { createServerKit, serverTlsCredentials, type ServerTls } from '../server/kit.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { POD_TLS_ENV } from './tls.js';
-import { addGreeter, greeting, type HelloReply, type HelloRequest } from './hello.js';
+import { join } from 'node:path';
+import { addGreeter, greeting, ReceivedCounter, type HelloReply, type HelloRequest } from './hello.js';
 
 export type ShutdownMode = 'immediate' | 'graceful';
 
@@ -54,7 +55,13 @@ export interface PodConfig {
   tlsCaFile?: string;
   /** A second, plaintext port serving grpc.health.v1 only (the probe's); 0 = none. */
   healthPort: number;
+  /** A directory where the pod keeps `<name>.json`: SayHello requests received per client name
+   *  (ReceivedCounter), rewritten every COUNT_FLUSH_MS while they change and when the pod closes. */
+  countDir?: string;
 }
+
+/** How often a pod with a countDir rewrites its counts: a SIGKILLed pod loses at most this long's. */
+export const COUNT_FLUSH_MS = 100;
 
 export const POD_CONFIG_ENV = 'GRPC_KUBE_POD_CONFIG';
 
@@ -84,7 +91,7 @@ const NUMBER_FIELDS = [
   'overloadPushbackMs',
   'healthPort',
 ] as const;
-const FILE_FIELDS = ['tlsCertFile', 'tlsKeyFile', 'tlsCaFile'] as const;
+const FILE_FIELDS = ['tlsCertFile', 'tlsKeyFile', 'tlsCaFile', 'countDir'] as const;
 
 /** Validate a pod config field by field (unknown fields are errors), fill defaults, freeze. */
 export function parsePodConfig(input: unknown): Readonly<PodConfig> {
@@ -155,6 +162,8 @@ export interface RunningPod {
   close(): void;
   /** Shed every SayHello with RESOURCE_EXHAUSTED and pushback (true), or serve again (false). */
   overload(on: boolean): void;
+  /** SayHello requests received so far, by HelloRequest.client. */
+  received(): Record<string, number>;
 }
 
 export interface PodHooks {
@@ -192,8 +201,22 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
     timers.add(t);
   };
 
+  const received = new ReceivedCounter();
+  const countFile = config.countDir !== undefined ? join(config.countDir, `${config.name}.json`) : undefined;
+  const flushCounts = (): void => {
+    if (countFile === undefined) return;
+    try {
+      received.flush(countFile);
+    } catch (err) {
+      process.stderr.write(`pod ${config.name}: cannot write ${countFile}: ${String(err)}\n`);
+    }
+  };
+  const flusher = countFile !== undefined ? setInterval(flushCounts, COUNT_FLUSH_MS) : undefined;
+  flusher?.unref();
+
   let overloaded = false;
   addGreeter(server, (request: HelloRequest): HelloReply | Promise<HelloReply> => {
+    received.add(request.client);
     if (overloaded) {
       const metadata = new grpc.Metadata();
       metadata.set('grpc-retry-pushback-ms', String(config.overloadPushbackMs));
@@ -259,6 +282,8 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
   const close = (): void => {
     if (closed) return;
     closed = true;
+    clearInterval(flusher);
+    flushCounts();
     for (const t of timers) clearTimeout(t);
     timers.clear();
     server.forceShutdown();
@@ -282,7 +307,18 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
   const overload = (on: boolean): void => {
     overloaded = on;
   };
-  return { config, port, healthPort, server, health, ready, drain, close, overload };
+  return {
+    config,
+    port,
+    healthPort,
+    server,
+    health,
+    ready,
+    drain,
+    close,
+    overload,
+    received: () => received.snapshot(),
+  };
 }
 
 function bind(
@@ -326,6 +362,7 @@ export const POD_ENV: Readonly<Record<string, keyof PodConfig>> = Object.freeze(
   HELLO_MAX_LIFETIME_MS: 'maxLifetimeMs',
   HELLO_OVERLOAD_PUSHBACK_MS: 'overloadPushbackMs',
   HELLO_HEALTH_PORT: 'healthPort',
+  HELLO_COUNT_DIR: 'countDir',
   [POD_TLS_ENV.cert]: 'tlsCertFile',
   [POD_TLS_ENV.key]: 'tlsKeyFile',
   [POD_TLS_ENV.ca]: 'tlsCaFile',

@@ -18,13 +18,19 @@ import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { LabDnsServer } from './dns-server.js';
 import { computeRunRecord, distinctPodsPerClient, podRateSeries, type LabRunRecord } from './metrics.js';
 import type { ReportRun, ScenarioEvent } from './report.js';
-import type { Scenario, ScenarioStep } from './scenario.js';
+import type { PodSignal, Scenario, ScenarioStep } from './scenario.js';
+import { blackholeFigures, keepaliveWindowMs, watchUnready } from './blackhole.js';
 import { MAX_CONNECTION_AGE_GRACE_MS, MAX_CONNECTION_AGE_MS } from './strategies/headless.js';
 import type { AppFlavour, LabEnv, LabStrategy, StrategyHandle } from './strategy.js';
 import { PodTimelineRecorder } from './timeline.js';
 import { HarnessMonitor, harnessVerdict, raiseLabPriority } from './harness.js';
 import { startWorkload, type WorkloadRun } from './workload.js';
 import { createLabTls, LAB_TLS_DNS_ENV, serviceDnsNames } from './tls.js';
+import { readReceivedCounts } from './hello.js';
+import { COUNT_FLUSH_MS } from './pod-main.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export const LAB_NAMESPACE = 'lab';
 export const LAB_PORT = 50051;
@@ -48,6 +54,10 @@ export interface RunOptions {
   readonly pods?: PodShutdown;
   /** Clients use grpc-kube's client defaults (retry on UNAVAILABLE, keepalive) around their policy. */
   readonly clientDefaults?: boolean;
+  /** With clientDefaults: SayHello is idempotent (retried on RESOURCE_EXHAUSTED and ABORTED too). */
+  readonly idempotent?: boolean;
+  /** With clientDefaults: hedge SayHello, a second attempt after this many ms (implies idempotent). */
+  readonly hedgeMs?: number;
   /** The user's gRPC server as the pods' program (`--pod-command`), instead of the lab's Hello. */
   readonly podCommand?: string;
   /** CPU niceness of the pods, 0..19. Default POD_NICE. */
@@ -96,8 +106,12 @@ function podEnv(o: {
   maxAge: boolean;
   pods: PodShutdown;
   timeScale: number;
+  countDir: string | undefined;
+  pushbackMs: number | undefined;
 }): Record<string, string> {
   const env: Record<string, string> = {
+    ...(o.pushbackMs !== undefined ? { HELLO_OVERLOAD_PUSHBACK_MS: String(o.pushbackMs) } : {}),
+    ...(o.countDir !== undefined ? { HELLO_COUNT_DIR: o.countDir } : {}),
     HELLO_RESPONSE_DELAY_MS: String(o.delayMs),
     HELLO_SHUTDOWN: o.pods === 'naive' ? 'immediate' : 'graceful',
     HELLO_DRAIN_DELAY_MS: String(o.pods === 'kit' ? Math.round(KIT_PROPAGATION_DELAY_MS * o.timeScale) : 0),
@@ -124,6 +138,7 @@ async function applyApps(
   scenario: Scenario,
   flavours: AppFlavour[],
   opts: RunOptions,
+  countDir: string | undefined,
 ): Promise<AppDeployments[]> {
   const out: AppDeployments[] = [];
   for (const flavour of flavours) {
@@ -150,6 +165,8 @@ async function applyApps(
           maxAge: flavour === 'maxage',
           pods: opts.pods ?? 'kit',
           timeScale: opts.timeScale,
+          countDir,
+          pushbackMs: scenario.overloadPushbackMs,
         }),
         ...tlsEnv(),
       },
@@ -278,7 +295,11 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
   ];
   try {
     const flavours = [...new Set(strategies.map((s) => s.flavour))];
-    const apps = await applyApps(cluster, scenario, flavours, opts);
+    // The lab's Hello pods count the requests they receive per client (the workload's clients are
+    // `<strategy>-<i>`): every retry and hedge is one more, which the clients' record cannot show.
+    const countDir = userPods ? undefined : await mkdtemp(join(tmpdir(), 'grpc-kube-lab-counts-'));
+    if (countDir !== undefined) cleanups.push(() => rm(countDir, { recursive: true, force: true }));
+    const apps = await applyApps(cluster, scenario, flavours, opts, countDir);
     const readyTimeoutMs = 30_000;
     for (const a of apps) {
       await cluster.waitForReadyPods(LAB_NAMESPACE, { svc: a.service }, scenario.replicas, readyTimeoutMs);
@@ -346,7 +367,13 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       tls,
       clientOptions: (policy) =>
         opts.clientDefaults
-          ? clientDefaults({ lbPolicy: policy })
+          ? clientDefaults({
+              lbPolicy: policy,
+              ...(opts.idempotent === true || opts.hedgeMs !== undefined
+                ? { idempotentMethods: [{ service: 'hello.Greeter' }] }
+                : {}),
+              ...(opts.hedgeMs !== undefined ? { hedging: { delayMs: opts.hedgeMs } } : {}),
+            })
           : { 'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ [policy]: {} }] }) },
       log: progress,
     };
@@ -401,29 +428,43 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     const harness = new HarnessMonitor({ bucketMs: seriesBucketMs });
     harness.start();
     cleanups.push(() => void harness.stop());
-    const workloads: Array<{ s: LabStrategy; w: WorkloadRun }> = handles.map(({ s, h }) => ({
-      s,
-      w: startWorkload({
-        target: h.target,
-        channelOptions: h.channelOptions ?? {},
-        ...(tls !== undefined ? { credentials: tls.channelCredentials() } : {}),
-        clients: opts.clients ?? 2,
-        concurrency: opts.concurrency ?? 5,
-        mode: 'loops',
-        durationMs: scenario.durationMs,
-        deadlineMs: scenario.deadlineMs,
-        pacingMs: opts.pacingMs ?? 50,
-        clientName: s.name,
-        clock,
-        originMs: origin,
-        // A user's server answers grpc.health.v1 (the pod contract); the pod is the connection's peer.
-        rpc: userPods ? 'health' : 'hello',
+    const workloads: Array<{ s: LabStrategy; h: StrategyHandle; w: WorkloadRun }> = handles.map(
+      ({ s, h }) => ({
+        s,
+        h,
+        w: startWorkload({
+          target: h.target,
+          channelOptions: h.channelOptions ?? {},
+          ...(tls !== undefined ? { credentials: tls.channelCredentials() } : {}),
+          clients: opts.clients ?? 2,
+          concurrency: opts.concurrency ?? 5,
+          mode: 'loops',
+          durationMs: scenario.durationMs,
+          deadlineMs: scenario.deadlineMs,
+          pacingMs: opts.pacingMs ?? 50,
+          clientName: s.name,
+          clock,
+          originMs: origin,
+          // A user's server answers grpc.health.v1 (the pod contract); the pod is the connection's peer.
+          rpc: userPods ? 'health' : 'hello',
+        }),
       }),
-    }));
+    );
     cleanups.push(async () => {
       await Promise.all(workloads.map((x) => x.w.stop()));
     });
 
+    // A blackholed pod per Service: when, and when the API showed it not Ready.
+    const blackholes = new Map<
+      string,
+      { pod: string; atMs: number; unready: ReturnType<typeof watchUnready> }
+    >();
+    const onKilled = (app: AppDeployments, pod: string, signal: PodSignal): void => {
+      if (signal !== 'SIGSTOP' || blackholes.has(app.service)) return;
+      const unready = watchUnready(cluster, LAB_NAMESPACE, `svc=${app.service}`, pod, clock);
+      blackholes.set(app.service, { pod, atMs: clock() - origin, unready });
+      cleanups.push(() => unready.stop());
+    };
     const events: ScenarioEvent[] = [];
     const timers: NodeJS.Timeout[] = [];
     const stepErrors: unknown[] = [];
@@ -435,7 +476,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
           events.push({ atMs: clock() - origin, label });
           progress(`  ${scenario.name}: ${label}`);
         };
-        applyStep(cluster, apps, step, opts.random, timers, mark).catch((err: unknown) =>
+        applyStep(cluster, apps, step, opts.random, timers, mark, onKilled).catch((err: unknown) =>
           stepErrors.push(err),
         );
       }, step.atMs);
@@ -464,8 +505,14 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       );
     }
 
+    // Pods rewrite their counts every COUNT_FLUSH_MS: wait for the last RPCs' to land.
+    let received: Map<string, number> | undefined;
+    if (countDir !== undefined) {
+      await new Promise((r) => setTimeout(r, 3 * COUNT_FLUSH_MS));
+      received = readReceivedCounts(countDir);
+    }
     const runs: ReportRun[] = [];
-    for (const { s, w } of workloads) {
+    for (const { s, h, w } of workloads) {
       const recorder = recorders.get(s.flavour) as PodTimelineRecorder;
       if (userPods) w.log.renamePods((peer) => recorder.podForAddress(peer) ?? peer);
       const timeline = recorder.timelines();
@@ -481,6 +528,16 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         // Every strategy of a scenario runs at once in this process: they share one harness.
         harness: { ...measured.figures, ...verdict },
       });
+      Object.assign(record, retryLoad(record.rpcs, received, s.name, opts.clients ?? 2));
+      const hole = blackholes.get(appOf(s.flavour).service);
+      if (hole !== undefined) {
+        const unreadyAt = hole.unready.unreadyAtMs();
+        record.blackhole = blackholeFigures(
+          w.log,
+          { pod: hole.pod, atMs: hole.atMs, unreadyAtMs: unreadyAt === null ? null : unreadyAt - origin },
+          keepaliveWindowMs(h.channelOptions ?? {}),
+        );
+      }
       const series = podRateSeries(w.log, {
         bucketMs: seriesBucketMs,
         endMs: scenario.durationMs,
@@ -507,6 +564,24 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
   }
 }
 
+/**
+ * Attempts = requests the pods received from a strategy's clients (`<strategy>-<i>`); retryLoadPct =
+ * (attempts − calls) / calls, in %: the extra load retries and hedges put on the pods. Null without
+ * counts (`--pod-command`: the user's server does not count). A call that reached no pod (no
+ * endpoint, a connection refused) makes no attempt, so the figure can be below 0.
+ */
+export function retryLoad(
+  calls: number,
+  received: ReadonlyMap<string, number> | undefined,
+  strategy: string,
+  clients: number,
+): { attempts: number | null; retryLoadPct: number | null } {
+  if (received === undefined) return { attempts: null, retryLoadPct: null };
+  let attempts = 0;
+  for (let ci = 0; ci < clients; ci++) attempts += received.get(`${strategy}-${ci}`) ?? 0;
+  return { attempts, retryLoadPct: calls > 0 ? ((attempts - calls) / calls) * 100 : null };
+}
+
 async function applyStep(
   cluster: LabCluster,
   apps: readonly AppDeployments[],
@@ -514,6 +589,7 @@ async function applyStep(
   random: () => number,
   timers: NodeJS.Timeout[],
   mark: (label: string) => void,
+  onKilled: (app: AppDeployments, pod: string, signal: PodSignal) => void,
 ): Promise<void> {
   switch (step.action) {
     case 'scale':
@@ -534,7 +610,8 @@ async function applyStep(
           .sort();
         for (let i = 0; i < step.count && pods.length > 0; i++) {
           const [name] = pods.splice(Math.floor(random() * pods.length), 1);
-          cluster.killPodProcess(LAB_NAMESPACE, name as string, step.signal);
+          await cluster.killPodProcess(LAB_NAMESPACE, name as string, step.signal);
+          onKilled(a, name as string, step.signal);
         }
       }
       return;

@@ -18,6 +18,7 @@ export const SCENARIO_NAMES = [
   'slow-pod',
   'blackhole',
   'overload',
+  'overload-retry',
   'api-outage-during-rollout',
 ] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
@@ -54,6 +55,8 @@ export interface Scenario {
   readonly responseDelayMs?: number;
   /** One of the replicas (a Deployment of its own behind the same Service) is `factor` times slower. */
   readonly slowPod?: { readonly factor: number };
+  /** The `grpc-retry-pushback-ms` an overloaded pod sends. Default 1000 (the pod's). */
+  readonly overloadPushbackMs?: number;
   readonly steps: readonly ScenarioStep[];
 }
 
@@ -84,6 +87,7 @@ export const SCENARIO_SCHEMA = {
     durationMs: { type: 'integer', minimum: 1000, maximum: 600000 },
     canaryReplicas: { type: 'integer', minimum: 1, maximum: 50 },
     responseDelayMs: { type: 'integer', minimum: 0, maximum: 10000 },
+    overloadPushbackMs: { type: 'integer', minimum: 0, maximum: 60000 },
     slowPod: {
       type: 'object',
       additionalProperties: false,

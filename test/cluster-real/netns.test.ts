@@ -1,7 +1,8 @@
 // The lab network: real network namespaces and veth pairs (needs root and iproute2, skipped
 // otherwise). A grpc-js server inside a pod namespace answers a client on the host at its pod IP, an
 // address of the CIDR without a pod fails locally (EHOSTUNREACH, the unreachable route), the pod has
-// no way out but the gateway, and teardown removes everything, twice without error.
+// no way out but the gateway, a blackholed pod drops everything silently (the real cluster's
+// blackhole scenario), and teardown removes everything, twice without error.
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -79,6 +80,22 @@ function waitForLine(child: ChildProcess, re: RegExp, ms: number): Promise<void>
       clearTimeout(timer);
       reject(new Error(`server exited (${code}): ${out}`));
     });
+  });
+}
+
+/** What a TCP connect to host:50051 comes to within `ms`: 'connected', 'timeout' or the error code. */
+function connectOutcome(host: string, ms: number): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const sock = net.connect({ host, port: 50051, timeout: ms });
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve('connected');
+    });
+    sock.once('timeout', () => {
+      sock.destroy();
+      resolve('timeout');
+    });
+    sock.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
   });
 }
 
@@ -164,19 +181,18 @@ describe('lab network (netns + veth)', { skip: canRun() }, () => {
   });
 
   it('an address of the CIDR without a pod fails locally with EHOSTUNREACH', async () => {
-    const code = await new Promise<string>((resolve) => {
-      const sock = net.connect({ host: noPod, port: 50051, timeout: 5_000 });
-      sock.once('connect', () => {
-        sock.destroy();
-        resolve('connected');
-      });
-      sock.once('timeout', () => {
-        sock.destroy();
-        resolve('timeout');
-      });
-      sock.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
-    });
-    assert.equal(code, 'EHOSTUNREACH');
+    assert.equal(await connectOutcome(noPod, 5_000), 'EHOSTUNREACH');
+  });
+
+  it('blackholePod drops every packet to and from the pod, silently; the other pod still answers', async () => {
+    assert.equal(await connectOutcome(podB, 5_000), 'connected');
+    await lab.blackholePod(podB);
+    // No RST and no ICMP: the connection attempt just never completes.
+    assert.equal(await connectOutcome(podB, 1_500), 'timeout');
+    assert.equal(await connectOutcome(podA, 5_000), 'connected');
+    // The pod's process runs on: only its network is gone.
+    assert.ok(servers.every((s) => s.exitCode === null && s.signalCode === null));
+    await assert.rejects(lab.blackholePod(noPod), { code: 'GK_ERR_INVALID_OPTION' });
   });
 
   it('teardown kills pod processes and removes namespaces, links, routes; twice is fine', async () => {

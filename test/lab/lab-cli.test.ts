@@ -82,7 +82,14 @@ test(
         'successRate',
         'durationMs',
         'harness',
+        'attempts',
+        'retryLoadPct',
       ]);
+      // The pods counted what they received: every call that reached a pod is at least one attempt.
+      assert.ok(
+        typeof r.attempts === 'number' && r.attempts >= r.rpcs - r.failed,
+        `${r.scenario}/${r.strategy}: attempts ${r.attempts} for ${r.rpcs} calls, ${r.failed} failed`,
+      );
       assert.deepEqual(Object.keys(r.harness ?? {}), [
         'loopDelayMsP99',
         'loopDelayMsMax',

@@ -3,7 +3,17 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { checkHealth } from '../helpers/health.js';
 import { GrpcKubeError } from '../../src/errors.js';
-import { GreeterClient } from '../../src/lab/hello.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  GreeterClient,
+  MAX_COUNTED_CLIENTS,
+  OTHER_CLIENTS,
+  readReceivedCounts,
+  ReceivedCounter,
+} from '../../src/lab/hello.js';
+import { retryLoad } from '../../src/lab/runner.js';
 import { spawn as spawnProcess } from 'node:child_process';
 import {
   POD_MAIN_SCRIPT,
@@ -256,4 +266,70 @@ test('in-process pod: close() during drain() ends the drain at once', async () =
   await drained;
   pod.close();
   await pod.drain();
+});
+
+test('the pod counts the requests it receives per client, retries included, in its count file', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'gk-counts-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const pod = await startPod(
+    parsePodConfig({ name: 'counted', host: '127.0.2.23', port: 0, countDir: dir, overloadPushbackMs: 0 }),
+  );
+  t.after(() => pod.close());
+  await pod.ready;
+  const plain = new GreeterClient(`127.0.2.23:${pod.port}`);
+  t.after(() => plain.close());
+  for (let i = 0; i < 3; i++) await plain.sayHello({ client: 'a', counter: i });
+  await plain.sayHello({ client: 'b', counter: 0 });
+  // A client that retries RESOURCE_EXHAUSTED up to 3 attempts: one call, three requests on the pod.
+  const retrying = new GreeterClient(`127.0.2.23:${pod.port}`, undefined, {
+    'grpc.service_config': JSON.stringify({
+      methodConfig: [
+        {
+          name: [{ service: 'hello.Greeter' }],
+          retryPolicy: {
+            maxAttempts: 3,
+            initialBackoff: '0.01s',
+            maxBackoff: '0.01s',
+            backoffMultiplier: 1,
+            retryableStatusCodes: ['RESOURCE_EXHAUSTED'],
+          },
+        },
+      ],
+    }),
+  });
+  t.after(() => retrying.close());
+  pod.overload(true);
+  await assert.rejects(retrying.sayHello({ client: 'r-0', counter: 0 }), {
+    code: grpc.status.RESOURCE_EXHAUSTED,
+  });
+  assert.deepEqual(pod.received(), { a: 3, b: 1, 'r-0': 3 });
+  pod.close();
+  const counts = readReceivedCounts(dir);
+  assert.deepEqual(Object.fromEntries(counts), { a: 3, b: 1, 'r-0': 3 });
+  // The lab's figure: strategy r's one client (`r-0`) made 1 call and 3 attempts, +200 % load.
+  assert.deepEqual(retryLoad(1, counts, 'r', 1), { attempts: 3, retryLoadPct: 200 });
+  assert.equal(
+    retryLoad(
+      4,
+      new Map([
+        ['s-0', 3],
+        ['s-1', 1],
+        ['s-10', 9],
+      ]),
+      's',
+      2,
+    ).attempts,
+    4,
+  );
+  assert.deepEqual(retryLoad(4, undefined, 's', 2), { attempts: null, retryLoadPct: null });
+});
+
+test('ReceivedCounter counts at most MAX_COUNTED_CLIENTS names apart, the rest together', () => {
+  const c = new ReceivedCounter();
+  for (let i = 0; i < MAX_COUNTED_CLIENTS + 5; i++) c.add(`n${i}`);
+  c.add('n0');
+  const snap = c.snapshot();
+  assert.equal(Object.keys(snap).length, MAX_COUNTED_CLIENTS + 1);
+  assert.equal(snap['n0'], 2);
+  assert.equal(snap[OTHER_CLIENTS], 5);
 });

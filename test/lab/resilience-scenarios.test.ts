@@ -21,6 +21,13 @@ test('blackhole, overload and api-outage-during-rollout are in the default set, 
     all.get('overload')?.steps.map((s) => ('signal' in s ? s.signal : s.action)),
     ['SIGUSR2'],
   );
+  // overload-retry: the same shedding pod, with a pushback short enough to retry within the deadline.
+  const retry = all.get('overload-retry');
+  assert.deepEqual(
+    retry?.steps.map((s) => ('signal' in s ? s.signal : s.action)),
+    ['SIGUSR2'],
+  );
+  assert.ok((retry?.overloadPushbackMs ?? Infinity) < (retry?.deadlineMs ?? 0) / 2);
   const rollout = all.get('api-outage-during-rollout');
   const [roll, down] = rollout?.steps ?? [];
   assert.equal(roll?.action, 'rollout');

@@ -44,6 +44,13 @@ export interface LabNetwork {
   addPod(ip: string): Promise<PodNetwork>;
   /** Kills whatever still runs in the namespace, then removes it, its veth pair and route. */
   removePod(ip: string): Promise<void>;
+  /**
+   * Drops every packet to and from the pod, silently (no RST, no ICMP): a pfifo of length 0 as the
+   * root qdisc of both ends of its veth pair, so the pod's answers, ACKs and SYN-ACKs and everything
+   * sent to it are tail-dropped. Needs only iproute2's tc (no netem, no netfilter). Lasts until the
+   * pod is removed.
+   */
+  blackholePod(ip: string): Promise<void>;
   /** Removes every pod, the gateway address and (last) the unreachable route. Idempotent. */
   teardown(): Promise<void>;
 }
@@ -115,6 +122,27 @@ function ip(args: readonly string[]): Promise<string> {
         );
     });
   });
+}
+
+function tc(args: readonly string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('tc', args, { timeout: 10_000 }, (err, _stdout, stderr) => {
+      if (err === null) resolve();
+      else
+        reject(
+          new GrpcKubeError(
+            'GK_ERR_LAB',
+            `tc ${args.join(' ')} failed: ${stderr.trim() || err.message} (tc is in Debian's iproute2)`,
+            { cause: err },
+          ),
+        );
+    });
+  });
+}
+
+/** tc arguments that make `dev`'s egress drop every packet: a FIFO that holds none. */
+export function dropAllQdisc(dev: string): string[] {
+  return ['qdisc', 'replace', 'dev', dev, 'root', 'pfifo', 'limit', '0'];
 }
 
 function ipSync(args: readonly string[]): void {
@@ -318,6 +346,12 @@ export async function createLabNetwork(opts: LabNetworkOptions = {}): Promise<La
       return pod;
     },
     removePod,
+    async blackholePod(podIp: string): Promise<void> {
+      const pod = pods.get(podIp);
+      if (pod === undefined) throw new InvalidOptionError('ip', `${podIp} has no pod network`);
+      await tc(['-n', pod.netns, ...dropAllQdisc('eth0')]);
+      await tc(dropAllQdisc(pod.hostVeth));
+    },
     teardown(): Promise<void> {
       tearingDown ??= (async () => {
         for (const p of [...pods.keys()]) await removePod(p);
