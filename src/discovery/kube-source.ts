@@ -7,11 +7,17 @@
 // and endpoints move between them. While the API is unreachable the last known set stays served;
 // errors reach subscribers only when there is no set to serve (first list failed) — then as typed
 // errors (403 names the missing RBAC verb), never as a silent empty list.
+//
+// A numeric port means what it means to Kubernetes: the Service port. Before its first list the
+// source reads the Service once (and again at every re-list); a Service port of that number selects
+// the slice port of the same name, which is the pod's target port (80 → targetPort 50051 gives
+// 50051). Without such a Service port, or without the Service (a 404, or no RBAC `get services`),
+// the number is an endpoint port, as before.
 
 import { channel } from 'node:diagnostics_channel';
 import { GrpcKubeError } from '../errors.js';
 import type { KubeClient, ResourcePath } from '../kube/client.js';
-import { SERVICE_NAME_LABEL, type EndpointSlice } from '../kube/types.js';
+import { SERVICE_NAME_LABEL, type EndpointSlice, type KubeObject } from '../kube/types.js';
 import {
   ListWatch,
   type ListWatchOptions,
@@ -66,6 +72,24 @@ interface PortView {
   portError: GrpcKubeError | undefined;
 }
 
+const SERVICES: Omit<ResourcePath, 'namespace'> = { group: '', version: 'v1', resource: 'services' };
+
+interface ServiceObject extends KubeObject {
+  spec?: { ports?: unknown };
+}
+
+/** Service port number → its name ('' for the one unnamed port), from an answer off the network. */
+function servicePortNames(svc: ServiceObject): ReadonlyMap<number, string> {
+  const out = new Map<number, string>();
+  const ports = svc.spec?.ports;
+  for (const p of Array.isArray(ports) ? (ports as Array<Record<string, unknown> | null>) : []) {
+    const port = p?.['port'];
+    const name = p?.['name'] ?? '';
+    if (typeof port === 'number' && Number.isInteger(port) && typeof name === 'string') out.set(port, name);
+  }
+  return out;
+}
+
 const SLICES: Omit<ResourcePath, 'namespace'> = {
   group: 'discovery.k8s.io',
   version: 'v1',
@@ -86,10 +110,19 @@ export class KubernetesEndpointSource {
   private lastEventMs: number | undefined;
   private readonly metricAttrs: { readonly 'grpc_kube.service': string };
   private readonly unregisterGauges: () => void;
+  private readonly client: KubeClient;
+  private readonly getTimeoutMs: number;
+  /** The Service's port names by number (empty: no Service, or not readable). */
+  private servicePorts: ReadonlyMap<number, string> = new Map();
+  /** The first read of the Service; the list-watch starts once it is settled. */
+  private serviceRead: Promise<void> | undefined;
+  private serviceSettled = false;
 
   constructor(client: KubeClient, namespace: string, service: string, opts: KubeSourceOptions = {}) {
     this.namespace = namespace;
     this.service = service;
+    this.client = client;
+    this.getTimeoutMs = opts.listTimeoutMs ?? 10_000;
     this.lw = new ListWatch<EndpointSlice>(
       client,
       { ...SLICES, namespace },
@@ -200,7 +233,46 @@ export class KubernetesEndpointSource {
 
   start(): void {
     if (this.stopping) return;
-    this.lw.start();
+    if (this.serviceSettled) this.lw.start();
+    else
+      this.serviceRead ??= this.readService().then(() => {
+        this.serviceSettled = true;
+        if (!this.stopping) this.lw.start();
+      });
+  }
+
+  /**
+   * Read the Service's ports; true when they changed. Any failure (404, 403 without `get services`,
+   * an outage) keeps what is known: numbers then select endpoint ports.
+   */
+  private async readService(): Promise<boolean> {
+    let ports: ReadonlyMap<number, string>;
+    try {
+      const svc = await this.client.get<ServiceObject>(
+        { ...SERVICES, namespace: this.namespace },
+        this.service,
+        {
+          signal: AbortSignal.timeout(this.getTimeoutMs),
+        },
+      );
+      ports = servicePortNames(svc);
+    } catch (err) {
+      this.publish(
+        'error',
+        `Service ports not read (numbers select endpoint ports): ${(err as Error).message}`,
+      );
+      return false;
+    }
+    const before = [...this.servicePorts].join();
+    this.servicePorts = ports;
+    return [...ports].join() !== before;
+  }
+
+  /** What a view selects on the slices: a Service port number becomes that port's name. */
+  private sliceSelector(sel: PortSelector): PortSelector {
+    if (sel.kind !== 'number') return sel;
+    const name = this.servicePorts.get(sel.port);
+    return name === undefined ? sel : { kind: 'name', name };
   }
 
   /** Stop watching; no listener is called afterwards. Idempotent. */
@@ -226,6 +298,11 @@ export class KubernetesEndpointSource {
     );
     this.publish('list', `${items.length} slices at resourceVersion ${rv}`);
     for (const view of this.views.values()) this.rebuildView(view);
+    // A re-list (after an outage, a 410) reads the Service again: its ports may have changed.
+    if (this.serviceSettled)
+      void this.readService().then((changed) => {
+        if (changed && !this.stopping) for (const view of this.views.values()) this.rebuildView(view);
+      });
   }
 
   private onEvent(type: 'ADDED' | 'MODIFIED' | 'DELETED', obj: EndpointSlice): void {
@@ -236,7 +313,7 @@ export class KubernetesEndpointSource {
     else this.slices.set(name, obj);
     this.publish('event', `${type} ${name}`);
     for (const view of this.views.values()) {
-      const eps = type === 'DELETED' ? [] : sliceEndpoints(obj, view.selector);
+      const eps = type === 'DELETED' ? [] : sliceEndpoints(obj, this.sliceSelector(view.selector));
       const diff = view.set.replaceGroup(name, eps);
       this.afterChange(view, diff);
     }
@@ -244,7 +321,8 @@ export class KubernetesEndpointSource {
 
   private rebuildView(view: PortView): void {
     const groups = new Map<string, Endpoint[]>();
-    for (const [name, s] of this.slices) groups.set(name, sliceEndpoints(s, view.selector));
+    const sel = this.sliceSelector(view.selector);
+    for (const [name, s] of this.slices) groups.set(name, sliceEndpoints(s, sel));
     const diff = view.set.replaceAll(groups);
     const firstTime = !view.delivered;
     view.delivered = true;
@@ -269,10 +347,15 @@ export class KubernetesEndpointSource {
   /** Slices exist but none offers the port: a mistake in the target, worth saying so. */
   private portErrorFor(view: PortView): GrpcKubeError | undefined {
     if (this.slices.size === 0 || view.set.size > 0) return undefined;
-    for (const s of this.slices.values()) if (slicePort(s, view.selector) !== undefined) return undefined;
+    const sel = this.sliceSelector(view.selector);
+    for (const s of this.slices.values()) if (slicePort(s, sel) !== undefined) return undefined;
+    const via =
+      sel === view.selector
+        ? ''
+        : ` (Service port ${portSelectorText(view.selector)} is named ${portSelectorText(sel)})`;
     return new GrpcKubeError(
       'GK_ERR_PORT_NOT_FOUND',
-      `Service ${this.name} has no port ${portSelectorText(view.selector)}; its EndpointSlices have ${slicePortsText(this.slices.values())}`,
+      `Service ${this.name} has no port ${portSelectorText(view.selector)}${via}; its EndpointSlices have ${slicePortsText(this.slices.values())}`,
     );
   }
 
