@@ -104,9 +104,82 @@ test('without RBAC `get services` a number is an endpoint port (no Service port 
   });
   const kc = api.kubeConfigYaml('slices-only');
   assert.equal(await firstAnswer(t, kc, { kind: 'number', port: 80 }), 'GK_ERR_PORT_NOT_FOUND');
+  // The error says why 80 was not followed to 50051.
+  const src = new KubernetesEndpointSource(KubeClient.fromKubeConfigString(kc), 'default', 'hello');
+  t.after(() => src.stop());
+  let message = '';
+  src.subscribe(
+    { kind: 'number', port: 80 },
+    { onEndpoints: () => {}, onError: (e) => (message = e.message) },
+  );
+  await until(() => message !== '', 20_000);
+  assert.match(message, /forbidden \(403\): grant RBAC `get services`.*80 was taken as an endpoint port/);
   assert.deepEqual(await firstAnswer(t, kc, { kind: 'number', port: 50051 }), [
     '10.1.0.1:50051',
     '10.1.0.2:50051',
+  ]);
+});
+
+test('a Service read that hangs delays no name and holds a number only until it answers', async (t) => {
+  const api = await embedded(t, 'grpc');
+  const release = api.holdRequests('/api/v1/namespaces/default/services/hello');
+  t.after(release);
+  const src = new KubernetesEndpointSource(
+    KubeClient.fromKubeConfigString(api.kubeConfigYaml()),
+    'default',
+    'hello',
+    { backoff: { initialMs: 20, maxMs: 100 } },
+  );
+  t.after(() => src.stop());
+  const got: Record<string, string[]> = {};
+  for (const sel of [
+    { kind: 'name', name: 'grpc' },
+    { kind: 'number', port: 80 },
+  ] as const)
+    src.subscribe(sel, {
+      onEndpoints: (view) => (got[sel.kind] ??= view.endpoints().map((e) => `${e.address}:${e.port}`)),
+      onError: (err) => (got[sel.kind] ??= [err.code]),
+    });
+  // The list is not queued behind the held Service read: the name is served while it hangs.
+  await until(() => got['name'] !== undefined, 20_000);
+  assert.deepEqual(got['name'], ['10.1.0.1:50051', '10.1.0.2:50051']);
+  // The number waits for the Service, then means its port 80 (not an endpoint port 80: no such port).
+  assert.equal(got['number'], undefined);
+  release();
+  await until(() => got['number'] !== undefined, 20_000);
+  assert.deepEqual(got['number'], ['10.1.0.1:50051', '10.1.0.2:50051']);
+});
+
+test('a Service read that never answers is cut at listTimeoutMs: the number is an endpoint port', async (t) => {
+  const api = await embedded(t, 'grpc');
+  t.after(api.holdRequests('/api/v1/namespaces/default/services/hello'));
+  const src = new KubernetesEndpointSource(
+    KubeClient.fromKubeConfigString(api.kubeConfigYaml()),
+    'default',
+    'hello',
+    { backoff: { initialMs: 60_000, maxMs: 60_000 }, listTimeoutMs: 300 },
+  );
+  t.after(() => src.stop());
+  let answer: string[] | undefined;
+  src.subscribe(
+    { kind: 'number', port: 50051 },
+    { onEndpoints: (view) => (answer ??= view.endpoints().map((e) => e.address)), onError: () => {} },
+  );
+  await until(() => answer !== undefined, 20_000);
+  assert.deepEqual(answer, ['10.1.0.1', '10.1.0.2']);
+});
+
+test('slices without a port of the Service port name (written by hand) are matched by number', async (t) => {
+  const api = await startApi();
+  t.after(() => api.close());
+  // Service port 50051 is named grpc; the slice's one port 50051 has no name.
+  api.store.create(RESOURCES.services, {
+    ...service('grpc'),
+    spec: { ports: [{ name: 'grpc', port: 50051, targetPort: 50051, protocol: 'TCP' }] },
+  } as never);
+  new SliceWriter(api, 'hello', 50051, 'default', '').put('hello-a', [{ ip: '10.1.0.1' }]);
+  assert.deepEqual(await firstAnswer(t, api.kubeConfigYaml(), { kind: 'number', port: 50051 }), [
+    '10.1.0.1:50051',
   ]);
 });
 
