@@ -183,6 +183,8 @@ export class EmbeddedApiServer {
   private faults: Fault[] = [];
   private partitioned = false;
   private parked: Array<() => void> = [];
+  /** Path prefixes whose requests are held unanswered (holdRequests), with the requests held. */
+  private readonly holds = new Map<string, Array<() => void>>();
   private closed = false;
   private starting: Promise<void> | undefined;
 
@@ -369,6 +371,19 @@ export class EmbeddedApiServer {
     for (const s of [...this.streams]) s.flush();
   }
 
+  /**
+   * Requests under `pathPrefix` are accepted and not answered (a server stuck on one resource) until
+   * the returned function is called, which answers them.
+   */
+  holdRequests(pathPrefix: string): () => void {
+    const held: Array<() => void> = [];
+    this.holds.set(pathPrefix, held);
+    return () => {
+      if (this.holds.get(pathPrefix) === held) this.holds.delete(pathPrefix);
+      for (const run of held.splice(0)) run();
+    };
+  }
+
   /** The next `count` requests (optionally only under `pathPrefix`) answer `status` (default 503). */
   failNextRequests(count: number, opts: { status?: number; pathPrefix?: string } = {}): void {
     if (!Number.isInteger(count) || count < 0)
@@ -396,7 +411,10 @@ export class EmbeddedApiServer {
       if (res.destroyed) return;
       this.handle(req, res).catch((err: unknown) => this.sendError(res, err));
     };
-    if (this.partitioned) this.parked.push(run);
+    const path = req.url ?? '/';
+    const held = [...this.holds].find(([prefix]) => path.startsWith(prefix))?.[1];
+    if (held !== undefined) held.push(run);
+    else if (this.partitioned) this.parked.push(run);
     else run();
   }
 

@@ -7,11 +7,22 @@
 // and endpoints move between them. While the API is unreachable the last known set stays served;
 // errors reach subscribers only when there is no set to serve (first list failed) — then as typed
 // errors (403 names the missing RBAC verb), never as a silent empty list.
+//
+// A numeric port means what it means to Kubernetes: the Service port. Beside its first list (not
+// before it: names never wait) the source reads the Service, and again at every re-list; a Service
+// port of that number selects the slice port of the same name, which is the pod's target port (80 →
+// targetPort 50051 gives 50051, whether the targetPort is a number or a container port's name). A
+// numbered subscription waits for that read (bounded by listTimeoutMs), so it never sees the number
+// taken the other way first. Without such a Service port, without the Service (404), or without RBAC
+// `get services` (403), the number is an endpoint port, as before — a fallback, not an error: a
+// GK_ERR_PORT_NOT_FOUND that follows says why the Service was not read. A slice without a port of
+// the Service port's name (one written by hand) is matched by the number too. Other failures
+// (time-out, 5xx) keep what was read and retry with backoff.
 
 import { channel } from 'node:diagnostics_channel';
-import { GrpcKubeError } from '../errors.js';
+import { GrpcKubeError, KubeApiError } from '../errors.js';
 import type { KubeClient, ResourcePath } from '../kube/client.js';
-import { SERVICE_NAME_LABEL, type EndpointSlice } from '../kube/types.js';
+import { SERVICE_NAME_LABEL, type EndpointSlice, type KubeObject } from '../kube/types.js';
 import {
   ListWatch,
   type ListWatchOptions,
@@ -19,6 +30,7 @@ import {
   type ListWatchStatus,
 } from '../kube/watch.js';
 import { instruments, registerGauges, secondsSince } from '../metrics/instruments.js';
+import { Backoff } from './backoff.js';
 import { EndpointSet, isEmptyDiff, type Endpoint, type EndpointDiff, type EndpointView } from './endpoint.js';
 import {
   portSelectorKey,
@@ -66,6 +78,24 @@ interface PortView {
   portError: GrpcKubeError | undefined;
 }
 
+const SERVICES: Omit<ResourcePath, 'namespace'> = { group: '', version: 'v1', resource: 'services' };
+
+interface ServiceObject extends KubeObject {
+  spec?: { ports?: unknown };
+}
+
+/** Service port number → its name ('' for the one unnamed port), from an answer off the network. */
+export function servicePortNames(svc: ServiceObject): ReadonlyMap<number, string> {
+  const out = new Map<number, string>();
+  const ports = svc.spec?.ports;
+  for (const p of Array.isArray(ports) ? (ports as Array<Record<string, unknown> | null>) : []) {
+    const port = p?.['port'];
+    const name = p?.['name'] ?? '';
+    if (typeof port === 'number' && Number.isInteger(port) && typeof name === 'string') out.set(port, name);
+  }
+  return out;
+}
+
 const SLICES: Omit<ResourcePath, 'namespace'> = {
   group: 'discovery.k8s.io',
   version: 'v1',
@@ -86,10 +116,24 @@ export class KubernetesEndpointSource {
   private lastEventMs: number | undefined;
   private readonly metricAttrs: { readonly 'grpc_kube.service': string };
   private readonly unregisterGauges: () => void;
+  private readonly client: KubeClient;
+  private readonly getTimeoutMs: number;
+  /** The Service's port names by number (empty: no Service, or not readable). */
+  private servicePorts: ReadonlyMap<number, string> = new Map();
+  /** 'unread' until the first read of the Service settles; numbered views wait for it. */
+  private serviceState: 'unread' | 'reading' | 'read' = 'unread';
+  /** Why the Service's ports are not known (404, 403, an outage), for GK_ERR_PORT_NOT_FOUND. */
+  private serviceNote: string | undefined;
+  private readonly serviceBackoff: Backoff;
+  private serviceAbort: AbortController | undefined;
+  private serviceRetry: NodeJS.Timeout | undefined;
 
   constructor(client: KubeClient, namespace: string, service: string, opts: KubeSourceOptions = {}) {
     this.namespace = namespace;
     this.service = service;
+    this.client = client;
+    this.getTimeoutMs = opts.listTimeoutMs ?? 10_000;
+    this.serviceBackoff = new Backoff({ ...opts.backoff, ...(opts.random ? { random: opts.random } : {}) });
     this.lw = new ListWatch<EndpointSlice>(
       client,
       { ...SLICES, namespace },
@@ -201,6 +245,84 @@ export class KubernetesEndpointSource {
   start(): void {
     if (this.stopping) return;
     this.lw.start();
+    if (this.serviceState === 'unread') this.readService();
+  }
+
+  /**
+   * Read the Service's ports (one at a time), then rebuild the views if they changed. A 404 or 403
+   * settles it: numbers select endpoint ports. Other failures keep what is known and retry.
+   */
+  private readService(): void {
+    if (this.stopping || this.serviceAbort !== undefined) return;
+    clearTimeout(this.serviceRetry);
+    this.serviceRetry = undefined;
+    if (this.serviceState === 'unread') this.serviceState = 'reading';
+    const ac = new AbortController();
+    this.serviceAbort = ac;
+    // Our own timer, not AbortSignal.timeout(): under AbortSignal.any (the client's) Node 20 can
+    // collect it and a hung read would hold numbered views for ever.
+    const timer = setTimeout(
+      () => ac.abort(new DOMException(`no answer in ${this.getTimeoutMs} ms`, 'TimeoutError')),
+      this.getTimeoutMs,
+    );
+    timer.unref();
+    const rp = { ...SERVICES, namespace: this.namespace };
+    this.client
+      .get<ServiceObject>(rp, this.service, { signal: ac.signal })
+      .then(
+        (svc) => this.serviceAnswered(ac, servicePortNames(svc), undefined),
+        (err: unknown) => {
+          const status = err instanceof KubeApiError ? err.status : undefined;
+          const note =
+            status === 404
+              ? `there is no Service ${this.name}`
+              : status === 403
+                ? `reading Service ${this.name} is forbidden (403): grant RBAC \`get services\` to map Service ports to target ports`
+                : `Service ${this.name} not read: ${(err as Error).message}`;
+          this.publish('error', `${note}; numbers select endpoint ports`);
+          const settled = status === 404 || status === 403;
+          this.serviceAnswered(ac, settled ? new Map() : this.servicePorts, note);
+          if (!settled && !this.stopping) {
+            this.serviceRetry = setTimeout(() => this.readService(), this.serviceBackoff.next());
+            this.serviceRetry.unref();
+          }
+        },
+      )
+      .finally(() => clearTimeout(timer));
+  }
+
+  private serviceAnswered(
+    ac: AbortController,
+    ports: ReadonlyMap<number, string>,
+    note: string | undefined,
+  ): void {
+    if (this.serviceAbort !== ac || this.stopping) return;
+    this.serviceAbort = undefined;
+    if (note === undefined) this.serviceBackoff.reset();
+    const first = this.serviceState !== 'read';
+    const changed = [...ports].join() !== [...this.servicePorts].join() || note !== this.serviceNote;
+    this.serviceState = 'read';
+    this.servicePorts = ports;
+    this.serviceNote = note;
+    if (!this.synced || !(first || changed)) return;
+    for (const view of this.views.values()) if (view.selector.kind === 'number') this.rebuildView(view);
+  }
+
+  /** A numbered view waits for the first read of the Service: until then its number means nothing. */
+  private held(view: PortView): boolean {
+    return view.selector.kind === 'number' && this.serviceState !== 'read';
+  }
+
+  /**
+   * What a view selects on one slice: a Service port number becomes that port's name when the
+   * slice has a port of that name; else the number is an endpoint port.
+   */
+  private sliceSelector(sel: PortSelector, slice: EndpointSlice): PortSelector {
+    if (sel.kind !== 'number') return sel;
+    const name = this.servicePorts.get(sel.port);
+    if (name === undefined) return sel;
+    const named: PortSelector = { kind: 'name', name };
+    return slicePort(slice, named) !== undefined ? named : sel;
   }
 
   /** Stop watching; no listener is called afterwards. Idempotent. */
@@ -208,6 +330,8 @@ export class KubernetesEndpointSource {
     if (!this.stopping) {
       this.stopping = true;
       this.unregisterGauges();
+      clearTimeout(this.serviceRetry);
+      this.serviceAbort?.abort();
       for (const v of this.views.values()) v.listeners.clear();
       this.publish('stop');
     }
@@ -226,6 +350,8 @@ export class KubernetesEndpointSource {
     );
     this.publish('list', `${items.length} slices at resourceVersion ${rv}`);
     for (const view of this.views.values()) this.rebuildView(view);
+    // A re-list (after an outage, a 410) reads the Service again: its ports may have changed.
+    if (this.serviceState === 'read') this.readService();
   }
 
   private onEvent(type: 'ADDED' | 'MODIFIED' | 'DELETED', obj: EndpointSlice): void {
@@ -236,15 +362,18 @@ export class KubernetesEndpointSource {
     else this.slices.set(name, obj);
     this.publish('event', `${type} ${name}`);
     for (const view of this.views.values()) {
-      const eps = type === 'DELETED' ? [] : sliceEndpoints(obj, view.selector);
+      if (this.held(view)) continue;
+      const eps = type === 'DELETED' ? [] : sliceEndpoints(obj, this.sliceSelector(view.selector, obj));
       const diff = view.set.replaceGroup(name, eps);
       this.afterChange(view, diff);
     }
   }
 
   private rebuildView(view: PortView): void {
+    if (this.held(view)) return;
     const groups = new Map<string, Endpoint[]>();
-    for (const [name, s] of this.slices) groups.set(name, sliceEndpoints(s, view.selector));
+    for (const [name, s] of this.slices)
+      groups.set(name, sliceEndpoints(s, this.sliceSelector(view.selector, s)));
     const diff = view.set.replaceAll(groups);
     const firstTime = !view.delivered;
     view.delivered = true;
@@ -269,10 +398,20 @@ export class KubernetesEndpointSource {
   /** Slices exist but none offers the port: a mistake in the target, worth saying so. */
   private portErrorFor(view: PortView): GrpcKubeError | undefined {
     if (this.slices.size === 0 || view.set.size > 0) return undefined;
-    for (const s of this.slices.values()) if (slicePort(s, view.selector) !== undefined) return undefined;
+    const sel = view.selector;
+    for (const s of this.slices.values())
+      if (slicePort(s, this.sliceSelector(sel, s)) !== undefined) return undefined;
+    let via = '';
+    if (sel.kind === 'number') {
+      const name = this.servicePorts.get(sel.port);
+      if (name !== undefined)
+        via = ` (Service port ${sel.port} is named ${portSelectorText({ kind: 'name', name })})`;
+      else if (this.serviceNote !== undefined)
+        via = ` (${this.serviceNote}, so ${sel.port} was taken as an endpoint port)`;
+    }
     return new GrpcKubeError(
       'GK_ERR_PORT_NOT_FOUND',
-      `Service ${this.name} has no port ${portSelectorText(view.selector)}; its EndpointSlices have ${slicePortsText(this.slices.values())}`,
+      `Service ${this.name} has no port ${portSelectorText(sel)}${via}; its EndpointSlices have ${slicePortsText(this.slices.values())}`,
     );
   }
 

@@ -57,6 +57,8 @@ export interface ResourcePath {
   version: string;
   resource: string;
   namespace?: string | undefined;
+  /** One object (get), not the collection. */
+  name?: string | undefined;
 }
 
 export interface KubeClientOptions {
@@ -218,6 +220,19 @@ export class KubeClient {
       metadata: { resourceVersion: typeof rv === 'string' ? rv : undefined },
       items,
     };
+  }
+
+  /** Read one object (`get`): the answer is checked as a list item is. */
+  async get<T extends KubeObject>(
+    rp: ResourcePath,
+    name: string,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<T> {
+    const one = { ...rp, name };
+    const o = (await this.requestJson(one, 'get', new URLSearchParams(), opts.signal)) as T;
+    const why = objectProblem(o);
+    if (why !== undefined) throw protocolError(one, `the object ${why}`);
+    return o;
   }
 
   /**
@@ -716,7 +731,8 @@ export class KubeClient {
 export function resourceUrlPath(rp: ResourcePath): string {
   const base = rp.group === '' ? `/api/${rp.version}` : `/apis/${rp.group}/${rp.version}`;
   const ns = rp.namespace !== undefined ? `/namespaces/${encodeURIComponent(rp.namespace)}` : '';
-  return `${base}${ns}/${rp.resource}`;
+  const name = rp.name !== undefined ? `/${encodeURIComponent(rp.name)}` : '';
+  return `${base}${ns}/${rp.resource}${name}`;
 }
 
 /** Why a decoded object cannot be used (undefined when it can): the checks every watch event passes. */

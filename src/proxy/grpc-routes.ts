@@ -4,7 +4,8 @@
 // target Service's route table, first rule whose method and headers match, then one backend Service
 // by weight. Regular expressions are RE2, matched in linear time (src/adapter/re2.ts). An invalid
 // route keeps its last good version (the error goes to onError); without any route a Service routes
-// to itself.
+// to itself. A backend's port is its Service port (Gateway API); the pool's endpoint source maps it to
+// the pods' target port.
 
 import { re2FullMatch } from '../adapter/re2.js';
 import type { GrpcKubeError } from '../errors.js';

@@ -2,8 +2,8 @@
 //   kubernetes:///svc.ns:port        kubernetes:///svc.ns.svc.cluster.local:grpc
 //   kubernetes:///svc:port           (namespace of the pod / kubeconfig context)
 //   kubernetes://ns/svc:port
-// A numeric port is the endpoint (container) port as EndpointSlices list it; a name is the Service
-// port's name.
+// A numeric port is the Service port when the Service has it (kube-source.ts maps it to the slice
+// port of the same name), else the endpoint (container) port; a name is the Service port's name.
 
 import { InvalidTargetError } from '../errors.js';
 import type { PortSelector } from '../discovery/slices.js';

@@ -4,6 +4,9 @@
 // rule's backendRefs as weighted clusters. Validation is field by field; a route with any error is
 // reported (InvalidRouteError, naming the route and the field) and never reaches the config: the
 // caller keeps serving that route's last good version, or nothing if it never had one.
+// Ports (parentRef.port, backendRef.port) are Service ports, as the Gateway API defines them: the
+// cluster `ns/svc:80` is resolved by the endpoint source, which follows Service port 80 to its
+// target port (src/discovery/kube-source.ts).
 
 import { re2Error } from '../adapter/re2.js';
 import { GrpcKubeError } from '../errors.js';

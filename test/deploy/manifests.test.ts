@@ -424,15 +424,17 @@ describe('deploy/ manifests', () => {
     const read = 'get,list,watch';
     const slices = `discovery.k8s.io/endpointslices:${read}`;
     const routes = `gateway.networking.k8s.io/grpcroutes:${read}`;
+    // A numeric port in a target is the Service port: the Service is read (get only) to map it.
+    const services = '/services:get';
     const expected: Record<Scenario, Record<string, string[]>> = {
       clusterip: {},
       headless: {},
       'max-connection-age': {},
-      kubernetes: { 'hello-client': [slices] },
-      proxy: { 'grpc-kube-proxy': [slices, routes] },
-      sidecar: { 'hello-client': [slices, routes] },
-      xds: { 'grpc-kube-xds': [slices, routes] },
-      canary: { 'grpc-kube-xds': [slices, routes] },
+      kubernetes: { 'hello-client': [services, slices] },
+      proxy: { 'grpc-kube-proxy': [services, slices, routes] },
+      sidecar: { 'hello-client': [services, slices, routes] },
+      xds: { 'grpc-kube-xds': [services, slices, routes] },
+      canary: { 'grpc-kube-xds': [services, slices, routes] },
     };
     for (const s of SCENARIOS) {
       const used = new Set<string>();

@@ -19,6 +19,7 @@ async function scaleUpRun(
   subnet: string,
   pod: { maxConnectionAgeMs?: number; maxConnectionAgeGraceMs?: number },
   channel: Record<string, number | string>,
+  scheme: 'dns' | 'dns-poll' = 'dns',
 ): Promise<ReturnType<typeof computeRunRecord>> {
   const { startWorkload } = await import('../../src/lab/workload.js');
   const { spawnPod } = await import('../../src/lab/pod-main.js');
@@ -53,7 +54,10 @@ async function scaleUpRun(
   await Promise.all([1, 2, 3].map((i) => start(i, false)));
   origin = performance.now();
   const run = startWorkload({
-    target: dnsTarget(dns.address, 'hello.default.svc.cluster.local', PORT),
+    target:
+      scheme === 'dns'
+        ? dnsTarget(dns.address, 'hello.default.svc.cluster.local', PORT)
+        : `dns-poll://${dns.address}/hello.default.svc.cluster.local:${PORT}`,
     channelOptions: { 'grpc.service_config': ROUND_ROBIN, ...channel },
     durationMs: 20_000,
     originMs: origin,
@@ -80,6 +84,25 @@ test('headless-dns-round-robin: pods added by a scale-up get no RPC', async (t) 
   assert.equal(r.failed, 0, JSON.stringify(r));
   assert.equal(r.newPodsNeverServed, 2);
   assert.deepEqual(r.readyToFirstRpcMs, { p50: null, p99: null });
+});
+
+test('dns-poll: pods added by a scale-up are served within a poll interval, connections untouched', async (t) => {
+  const { setup } = await import('../../src/resolver/setup.js');
+  const { dnsPoll } = await import('../../src/lab/strategies/dns-poll.js');
+  const kube = setup();
+  t.after(() => kube.close());
+  // The strategy's own options at a 0.04 time scale (5 s → 200 ms), as a quick lab run sets them.
+  const handle = await dnsPoll.start({
+    dns: { address: '127.0.0.1:53' },
+    apps: { plain: { dnsName: 'x' } },
+    port: PORT,
+    timeScale: 0.04,
+    clientOptions: () => ({}),
+  } as never);
+  const r = await scaleUpRun(t, '127.0.23', {}, { ...handle.channelOptions } as never, 'dns-poll');
+  assert.equal(r.newPodsNeverServed, 0, JSON.stringify(r));
+  assert.ok(r.readyToFirstRpcMs.p99 !== null, JSON.stringify(r.readyToFirstRpcMs));
+  assert.equal(r.failed, 0, JSON.stringify(r));
 });
 
 test('max-connection-age: new pods get RPCs once connections age out and DNS may be asked again', async (t) => {

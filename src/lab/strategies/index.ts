@@ -1,6 +1,7 @@
 // Every lab strategy, in report order. A new strategy is a file beside this one and a line here.
 import type { LabStrategy } from '../strategy.js';
 import { clusterip } from './clusterip.js';
+import { dnsPoll } from './dns-poll.js';
 import { headlessDnsRoundRobin, headlessPickFirst, maxConnectionAge } from './headless.js';
 import { kubernetes, kubernetesEwma, kubernetesP2c } from './kubernetes.js';
 import { proxy, proxyNghttpx, sidecar } from './proxy.js';
@@ -11,6 +12,7 @@ export const STRATEGIES: readonly LabStrategy[] = Object.freeze([
   headlessPickFirst,
   headlessDnsRoundRobin,
   maxConnectionAge,
+  dnsPoll,
   kubernetes,
   kubernetesP2c,
   kubernetesEwma,
