@@ -206,14 +206,26 @@ export interface UpstreamTls {
 
 const INSTANCE_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
 
+/** The certificate-provider instance names of `t` (options field `option`), `required` present. */
+function checkInstances(
+  option: string,
+  t: { readonly caInstance?: string; readonly identityInstance?: string },
+  required: 'caInstance' | 'identityInstance',
+): void {
+  if (t[required] === undefined) throw new InvalidOptionError(`${option}.${required}`, 'is required');
+  for (const k of ['caInstance', 'identityInstance'] as const) {
+    const v: unknown = t[k];
+    if (v !== undefined && (typeof v !== 'string' || !INSTANCE_NAME.test(v)))
+      throw new InvalidOptionError(
+        `${option}.${k}`,
+        `must be a certificate provider instance name, got "${String(v)}"`,
+      );
+  }
+}
+
 /** Checked once at the edge (the control plane's options), then built into every Cluster. */
 export function checkUpstreamTls(t: UpstreamTls): UpstreamTls {
-  for (const [field, v] of [
-    ['upstreamTls.caInstance', t.caInstance],
-    ['upstreamTls.identityInstance', t.identityInstance],
-  ] as const)
-    if (v !== undefined && (typeof v !== 'string' || !INSTANCE_NAME.test(v)))
-      throw new InvalidOptionError(field, `must be a certificate provider instance name, got "${String(v)}"`);
+  checkInstances('upstreamTls', t, 'caInstance');
   const sans = t.subjectAltNames ?? [];
   for (const m of sans) {
     const keys = Object.keys(m);
@@ -266,15 +278,11 @@ export interface DownstreamTls {
 
 /** Checked once at the edge, like checkUpstreamTls. */
 export function checkDownstreamTls(t: DownstreamTls): DownstreamTls {
-  for (const [field, v] of [
-    ['serverTls.identityInstance', t.identityInstance],
-    ['serverTls.caInstance', t.caInstance],
-  ] as const)
-    if (v !== undefined && (typeof v !== 'string' || !INSTANCE_NAME.test(v)))
-      throw new InvalidOptionError(field, `must be a certificate provider instance name, got "${String(v)}"`);
-  if (t.identityInstance === undefined)
-    throw new InvalidOptionError('serverTls.identityInstance', 'is required (the server presents it)');
-  return Object.freeze({ ...t });
+  checkInstances('serverTls', t, 'identityInstance');
+  return Object.freeze({
+    identityInstance: t.identityInstance,
+    ...(t.caInstance !== undefined ? { caInstance: t.caInstance } : {}),
+  });
 }
 
 /** The server Listener name grpc-js-xds's XdsServer asks for, `%s` being its `host:port`. */

@@ -16,7 +16,7 @@ import { parseCertificateProviders, xdsServeSettings } from '../../src/cli/xds.j
 import { parseCommandLine, XDS_SERVE_FLAGS } from '../../src/cli/options.js';
 import { xdsBootstrap, xdsBootstrapJson } from '../../src/xds/bootstrap.js';
 import { XdsControlPlane } from '../../src/xds/control-plane.js';
-import type { DownstreamTls, UpstreamTls } from '../../src/xds/resources.js';
+import { checkUpstreamTls, type DownstreamTls, type UpstreamTls } from '../../src/xds/resources.js';
 import { SliceWriter, startApi } from '../helpers/kube.js';
 import { eventually } from '../helpers/wait.js';
 import { echoService, EchoClient, type Echo, type WhoReply } from '../helpers/echo.js';
@@ -302,6 +302,11 @@ test('A29 flags: xds serve and xds bootstrap turn their flags into the resources
     ['--server-tls-identity-instance', 'a/b'],
   ])
     assert.throws(bad(args), { code: 'GK_ERR_INVALID_OPTION' }, args.join(' '));
+  for (const bad of [
+    { caInstance: undefined as unknown as string },
+    { caInstance: 'ca', identityInstance: '' },
+  ])
+    assert.throws(() => checkUpstreamTls(bad), { code: 'GK_ERR_INVALID_OPTION' });
 
   assert.deepEqual(
     xdsServeSettings(
