@@ -116,6 +116,16 @@ export const XDS_SERVE_FLAGS = {
     value: 'NAME',
     help: "the clients' certificate provider for their own certificate (mutual TLS)",
   },
+  'server-tls-identity-instance': {
+    type: 'string',
+    value: 'NAME',
+    help: "gRFC A36: XdsServers' server Listeners carry a DownstreamTlsContext with this certificate provider",
+  },
+  'server-tls-ca-instance': {
+    type: 'string',
+    value: 'NAME',
+    help: "the XdsServers' CA certificate provider: clients must present a certificate (mutual TLS)",
+  },
   'upstream-tls-san': {
     type: 'string',
     multiple: true,
@@ -131,6 +141,10 @@ export const XDS_BOOTSTRAP_FLAGS = {
   zone: { type: 'string', value: 'ZONE', help: "the node's locality zone" },
   region: { type: 'string', value: 'REGION', help: "the node's locality region" },
   namespace: { type: 'string', value: 'NS', help: "the node's namespace (what it may read)" },
+  'xds-server': {
+    type: 'boolean',
+    help: 'for an XdsServer: add server_listener_resource_name_template (gRFC A36)',
+  },
   'certificate-provider': {
     type: 'string',
     multiple: true,

@@ -8,9 +8,11 @@ import { xdsBootstrapJson, type FileWatcherProvider } from '../xds/bootstrap.js'
 import type { AdsAccessOptions } from '../xds/ads-server.js';
 import { XdsControlPlane } from '../xds/control-plane.js';
 import {
+  checkDownstreamTls,
   checkUpstreamTls,
   CLUSTER_LB_POLICIES,
   type ClusterLbPolicy,
+  type DownstreamTls,
   type SanMatch,
   type UpstreamTls,
 } from '../xds/resources.js';
@@ -72,6 +74,7 @@ function bootstrap(args: string[], out: (l: string) => void): number {
       zone: values.zone,
       region: values.region,
       namespace: values.namespace,
+      ...(values['xds-server'] === true ? { forXdsServer: true } : {}),
       ...(values['certificate-provider'] !== undefined
         ? { certificateProviders: parseCertificateProviders(values['certificate-provider']) }
         : {}),
@@ -152,6 +155,7 @@ export interface XdsServeSettings {
   readonly access: AdsAccessOptions;
   readonly lbPolicy: ClusterLbPolicy;
   readonly upstreamTls?: UpstreamTls;
+  readonly serverTls?: DownstreamTls;
   readonly targets: readonly string[];
   readonly kubeconfig?: string;
   /** GRPCRoutes: this namespace (a flag), every namespace, or — undefined — the pod's own. */
@@ -186,6 +190,18 @@ export function xdsServeSettings(values: FlagValues<typeof XDS_SERVE_FLAGS>): Xd
   if (!CLUSTER_LB_POLICIES.includes(policy))
     throw new InvalidOptionError('--lb-policy', `must be one of ${CLUSTER_LB_POLICIES.join(', ')}`);
   const upstreamTls = parseUpstreamTls(values);
+  const serverId = values['server-tls-identity-instance'];
+  if (values['server-tls-ca-instance'] !== undefined && serverId === undefined)
+    throw new InvalidOptionError('--server-tls-ca-instance', 'needs --server-tls-identity-instance');
+  const serverTls =
+    serverId !== undefined
+      ? checkDownstreamTls({
+          identityInstance: serverId,
+          ...(values['server-tls-ca-instance'] !== undefined
+            ? { caInstance: values['server-tls-ca-instance'] }
+            : {}),
+        })
+      : undefined;
   const named = [values.namespace, values['route-namespace']].filter((n) => n !== undefined);
   if (named.length > 1 && named[0] !== named[1])
     throw new InvalidOptionError('--route-namespace', 'is another name for --namespace: give one');
@@ -200,6 +216,7 @@ export function xdsServeSettings(values: FlagValues<typeof XDS_SERVE_FLAGS>): Xd
     access: parseAccess(values['allow-namespaces'] ?? [], values['max-names-per-stream']),
     lbPolicy: policy,
     ...(upstreamTls !== undefined ? { upstreamTls } : {}),
+    ...(serverTls !== undefined ? { serverTls } : {}),
     targets: values.target ?? [],
     ...(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : {}),
     routeNamespace: values['all-namespaces'] === true ? 'all' : named[0],
@@ -258,6 +275,7 @@ async function serve(
     ...(routeNamespace !== undefined ? { routeNamespace } : {}),
     lbPolicy: s.lbPolicy,
     ...(s.upstreamTls !== undefined ? { upstreamTls: s.upstreamTls } : {}),
+    ...(s.serverTls !== undefined ? { serverTls: s.serverTls } : {}),
     targets: s.targets,
     log,
   });

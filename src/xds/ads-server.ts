@@ -28,13 +28,14 @@ import {
   CDS,
   EDS,
   isResourceTypeUrl,
+  LDS,
   type DeltaDiscoveryRequest,
   type DeltaResponseFrame,
   type DiscoveryRequest,
   type DiscoveryResponseFrame,
   type ResourceTypeUrl,
 } from './protos.js';
-import { parseClusterName, parseListenerName } from './resources.js';
+import { parseClusterName, parseListenerName, parseServerListenerName } from './resources.js';
 import { TlsFiles, type TlsFilesOptions } from '../tls/files.js';
 import { instruments, registerGauges, secondsSince } from '../metrics/instruments.js';
 import { addCsdsService } from './csds.js';
@@ -467,6 +468,9 @@ export class AdsServer {
   /** Whether the stream's node may read `name`. */
   private mayRead(stream: AdsStream, type: ResourceTypeUrl, name: string): boolean {
     if (stream.readable === undefined) return true;
+    // A server Listener (gRFC A36) is named by the asking server's own address and holds no pod
+    // address: any node may read it.
+    if (type === LDS && parseServerListenerName(name) !== undefined) return true;
     const ns = nameNamespace(type, name);
     return ns !== undefined && stream.readable.has(ns);
   }

@@ -6,6 +6,7 @@
 // grpc-js-xds 1.14 knows) that the Clusters' UpstreamTlsContext names (resources.ts).
 
 import { InvalidOptionError } from '../errors.js';
+import { SERVER_LISTENER_TEMPLATE } from './resources.js';
 
 export interface BootstrapOptions {
   /** host:port of the control plane's ADS endpoint. */
@@ -20,6 +21,8 @@ export interface BootstrapOptions {
    * own namespace only (unless the node's mTLS certificate names another). Default: none (`default`).
    */
   readonly namespace?: string;
+  /** For an XdsServer (gRFC A36): add the server Listener name template our control plane answers. */
+  readonly forXdsServer?: boolean;
   /** Certificate-provider instances by name (gRFC A29), re-read every `refreshIntervalMs`. */
   readonly certificateProviders?: Readonly<Record<string, FileWatcherProvider>>;
 }
@@ -92,6 +95,7 @@ export interface XdsBootstrap {
     metadata?: { namespace: string };
   };
   certificate_providers?: Record<string, FileWatcherJson>;
+  server_listener_resource_name_template?: string;
 }
 
 export function xdsBootstrap(opts: BootstrapOptions): XdsBootstrap {
@@ -111,6 +115,9 @@ export function xdsBootstrap(opts: BootstrapOptions): XdsBootstrap {
       locality: { ...(opts.region ? { region: opts.region } : {}), zone: opts.zone ?? '' },
       ...(opts.namespace !== undefined ? { metadata: { namespace: opts.namespace } } : {}),
     },
+    ...(opts.forXdsServer === true
+      ? { server_listener_resource_name_template: SERVER_LISTENER_TEMPLATE }
+      : {}),
     ...(opts.certificateProviders !== undefined
       ? {
           certificate_providers: Object.fromEntries(

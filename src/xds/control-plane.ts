@@ -35,6 +35,10 @@ import {
   type ClusterLbPolicy,
   type ServiceRef,
   type UpstreamTls,
+  buildServerListener,
+  checkDownstreamTls,
+  parseServerListenerName,
+  type DownstreamTls,
 } from './resources.js';
 import { GrpcRouteWatcher } from './route-watcher.js';
 
@@ -67,6 +71,8 @@ export interface XdsControlPlaneOptions {
   readonly tls?: TlsFilesOptions;
   /** gRFC A29: every Cluster tells XdsChannelCredentials clients to use mTLS (resources.ts). */
   readonly upstreamTls?: UpstreamTls;
+  /** gRFC A36: server Listeners (XdsServer) carry this DownstreamTlsContext; default plaintext. */
+  readonly serverTls?: DownstreamTls;
 }
 
 /** diagnostics_channel on which every rejected GRPCRoute is published (InvalidRouteError). */
@@ -94,6 +100,9 @@ export class XdsControlPlane {
   private readonly log: (line: string) => void;
   private readonly lbPolicy: ClusterLbPolicy;
   private readonly upstreamTls: UpstreamTls | undefined;
+  private readonly serverTls: DownstreamTls | undefined;
+  /** Server Listener names (gRFC A36) some XdsServer subscribes to. */
+  private readonly serverListeners = new Set<string>();
   private readonly idleTtlMs: number;
   private readonly targets = new Map<string, Target>();
   private readonly compiled = new Map<string, CompiledGrpcRoute>();
@@ -111,6 +120,7 @@ export class XdsControlPlane {
     if (!CLUSTER_LB_POLICIES.includes(this.lbPolicy))
       throw new InvalidOptionError('lbPolicy', `must be one of ${CLUSTER_LB_POLICIES.join(', ')}`);
     this.upstreamTls = opts.upstreamTls !== undefined ? checkUpstreamTls(opts.upstreamTls) : undefined;
+    this.serverTls = opts.serverTls !== undefined ? checkDownstreamTls(opts.serverTls) : undefined;
     this.idleTtlMs = opts.idleTargetTtlMs ?? 60_000;
     if (!(this.idleTtlMs >= 0)) throw new InvalidOptionError('idleTargetTtlMs', 'must be >= 0');
     const client =
@@ -208,6 +218,14 @@ export class XdsControlPlane {
 
   private onDemand(type: ResourceTypeUrl, name: string, wanted: boolean): void {
     if (type !== LDS || this.closed) return;
+    if (parseServerListenerName(name) !== undefined) {
+      // Built from the name alone: nothing to watch.
+      if (wanted && !this.serverListeners.has(name)) {
+        this.serverListeners.add(name);
+        this.cache.update(LDS, [[name, buildServerListener(name, this.serverTls)]]);
+      } else if (!wanted && this.serverListeners.delete(name)) this.cache.update(LDS, [[name, undefined]]);
+      return;
+    }
     const existing = this.targets.get(name);
     if (wanted) {
       if (existing) {
@@ -278,7 +296,8 @@ export class XdsControlPlane {
       rds.push([name, buildRouteConfiguration(name, routes)]);
       lds.push([name, buildListener(name)]);
     }
-    for (const name of this.cache.names(LDS)) if (!this.targets.has(name)) lds.push([name, undefined]);
+    for (const name of this.cache.names(LDS))
+      if (!this.targets.has(name) && !this.serverListeners.has(name)) lds.push([name, undefined]);
     for (const name of this.cache.names(RDS)) if (!this.targets.has(name)) rds.push([name, undefined]);
 
     // Make before break: new clusters exist before a route names them; old ones go after it stops.

@@ -21,6 +21,8 @@ export const HCM =
   'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 export const ROUTER = 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router';
 export const TYPED_STRUCT = 'type.googleapis.com/xds.type.v3.TypedStruct';
+export const DOWNSTREAM_TLS =
+  'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext';
 export const UPSTREAM_TLS =
   'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
 

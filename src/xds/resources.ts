@@ -13,6 +13,7 @@ import { InvalidOptionError } from '../errors.js';
 import {
   any,
   CDS,
+  DOWNSTREAM_TLS,
   EDS,
   encodeAny,
   encodeMessage,
@@ -205,14 +206,26 @@ export interface UpstreamTls {
 
 const INSTANCE_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
 
+/** The certificate-provider instance names of `t` (options field `option`), `required` present. */
+function checkInstances(
+  option: string,
+  t: { readonly caInstance?: string; readonly identityInstance?: string },
+  required: 'caInstance' | 'identityInstance',
+): void {
+  if (t[required] === undefined) throw new InvalidOptionError(`${option}.${required}`, 'is required');
+  for (const k of ['caInstance', 'identityInstance'] as const) {
+    const v: unknown = t[k];
+    if (v !== undefined && (typeof v !== 'string' || !INSTANCE_NAME.test(v)))
+      throw new InvalidOptionError(
+        `${option}.${k}`,
+        `must be a certificate provider instance name, got "${String(v)}"`,
+      );
+  }
+}
+
 /** Checked once at the edge (the control plane's options), then built into every Cluster. */
 export function checkUpstreamTls(t: UpstreamTls): UpstreamTls {
-  for (const [field, v] of [
-    ['upstreamTls.caInstance', t.caInstance],
-    ['upstreamTls.identityInstance', t.identityInstance],
-  ] as const)
-    if (v !== undefined && (typeof v !== 'string' || !INSTANCE_NAME.test(v)))
-      throw new InvalidOptionError(field, `must be a certificate provider instance name, got "${String(v)}"`);
+  checkInstances('upstreamTls', t, 'caInstance');
   const sans = t.subjectAltNames ?? [];
   for (const m of sans) {
     const keys = Object.keys(m);
@@ -249,6 +262,87 @@ function upstreamTlsSocket(t: UpstreamTls): Record<string, unknown> {
     name: 'envoy.transport_sockets.tls',
     typed_config: any(UPSTREAM_TLS, { common_tls_context: common }),
   };
+}
+
+/**
+ * gRFC A36/A29, server side: what an XdsServer built with XdsServerCredentials serves with. The
+ * server's bootstrap sets `server_listener_resource_name_template` to SERVER_LISTENER_TEMPLATE
+ * (bootstrap.ts) and lists these certificate-provider instances.
+ */
+export interface DownstreamTls {
+  /** Instance whose certificate and key the server presents. */
+  readonly identityInstance: string;
+  /** Instance whose CA verifies clients; with it, clients must present a certificate (mTLS). */
+  readonly caInstance?: string;
+}
+
+/** Checked once at the edge, like checkUpstreamTls. */
+export function checkDownstreamTls(t: DownstreamTls): DownstreamTls {
+  checkInstances('serverTls', t, 'identityInstance');
+  return Object.freeze({
+    identityInstance: t.identityInstance,
+    ...(t.caInstance !== undefined ? { caInstance: t.caInstance } : {}),
+  });
+}
+
+/** The server Listener name grpc-js-xds's XdsServer asks for, `%s` being its `host:port`. */
+export const SERVER_LISTENER_TEMPLATE = 'grpc/server?xds.resource.listening_address=%s';
+const SERVER_LISTENER_PREFIX = SERVER_LISTENER_TEMPLATE.slice(0, -2);
+
+/** The address of a server Listener name, or undefined when the name is not one. */
+export function parseServerListenerName(name: string): { host: string; port: number } | undefined {
+  if (!name.startsWith(SERVER_LISTENER_PREFIX)) return undefined;
+  const m = /^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(
+    name.slice(SERVER_LISTENER_PREFIX.length),
+  );
+  if (m === null || !validPort(Number(m[2]))) return undefined;
+  return { host: (m[1] as string).replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+}
+
+/**
+ * A server Listener at `address`: one default filter chain whose inline RouteConfiguration lets
+ * every RPC through (non_forwarding_action, what A36 servers require), and with `tls` a
+ * DownstreamTlsContext naming the server's certificate-provider instances. The address must be the
+ * one in the name: grpc-js-xds refuses a Listener for another address.
+ */
+export function buildServerListener(name: string, tls?: DownstreamTls): EncodedResource {
+  const address = parseServerListenerName(name);
+  if (address === undefined)
+    throw new InvalidOptionError('name', `"${name}" is not ${SERVER_LISTENER_TEMPLATE} with a host:port`);
+  const hcm = {
+    stat_prefix: name,
+    route_config: {
+      name: 'grpc-kube-server',
+      virtual_hosts: [
+        { name: 'all', domains: ['*'], routes: [{ match: { prefix: '' }, non_forwarding_action: {} }] },
+      ],
+    },
+    http_filters: [{ name: 'envoy.filters.http.router', typed_config: any(ROUTER, {}) }],
+  };
+  const chain: Record<string, unknown> = {
+    name: 'default',
+    filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: any(HCM, hcm) }],
+  };
+  if (tls !== undefined) {
+    const common: Record<string, unknown> = {
+      tls_certificate_provider_instance: { instance_name: tls.identityInstance },
+    };
+    if (tls.caInstance !== undefined)
+      common['validation_context'] = { ca_certificate_provider_instance: { instance_name: tls.caInstance } };
+    chain['transport_socket'] = {
+      name: 'envoy.transport_sockets.tls',
+      typed_config: any(DOWNSTREAM_TLS, {
+        common_tls_context: common,
+        ...(tls.caInstance !== undefined ? { require_client_certificate: { value: true } } : {}),
+      }),
+    };
+  }
+  const listener = {
+    name,
+    address: { socket_address: { address: address.host, port_value: address.port } },
+    default_filter_chain: chain,
+  };
+  return encodeAny(LDS, encodeMessage(LDS, listener));
 }
 
 /** Every Cluster carries KUBE_OUTLIER_DETECTION unless told otherwise (grpc-js-xds wraps the

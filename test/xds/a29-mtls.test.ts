@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -15,7 +16,7 @@ import { parseCertificateProviders, xdsServeSettings } from '../../src/cli/xds.j
 import { parseCommandLine, XDS_SERVE_FLAGS } from '../../src/cli/options.js';
 import { xdsBootstrap, xdsBootstrapJson } from '../../src/xds/bootstrap.js';
 import { XdsControlPlane } from '../../src/xds/control-plane.js';
-import type { UpstreamTls } from '../../src/xds/resources.js';
+import { checkUpstreamTls, type DownstreamTls, type UpstreamTls } from '../../src/xds/resources.js';
 import { SliceWriter, startApi } from '../helpers/kube.js';
 import { eventually } from '../helpers/wait.js';
 import { echoService, EchoClient, type Echo, type WhoReply } from '../helpers/echo.js';
@@ -47,21 +48,28 @@ const TLS: UpstreamTls = {
 let api: EmbeddedApiServer;
 let cp: XdsControlPlane;
 let XdsChannelCredentials: new (fallback: grpc.ChannelCredentials) => grpc.ChannelCredentials;
+let XdsServerCredentials: new (fallback: grpc.ServerCredentials) => grpc.ServerCredentials;
+let XdsServer: new (options?: object) => grpc.Server;
 const servers: grpc.Server[] = [];
 const clients: grpc.Client[] = [];
 const ports = new Map<string, number>();
 const served = new Map<string, number>();
 
-/** A grpc-js server that answers with its name and the URI SAN of the client's certificate. */
-async function startServer(service: string, ip: string, creds: grpc.ServerCredentials): Promise<void> {
-  const server = new grpc.Server();
-  server.addService(echoService, {
+/** Answers with the service's name and the URI SAN of the client's certificate. */
+function whoHandler(service: string): grpc.UntypedServiceImplementation {
+  return {
     who: (call: grpc.ServerUnaryCall<object, WhoReply>, cb: grpc.sendUnaryData<WhoReply>) => {
       served.set(service, (served.get(service) ?? 0) + 1);
       const peer = call.getAuthContext().sslPeerCertificate?.subjectaltname ?? 'none';
       cb(null, { server: `${service} peer=${peer}` });
     },
-  });
+  };
+}
+
+/** A grpc-js server on `ip` behind the Service `service` (one EndpointSlice). */
+async function startServer(service: string, ip: string, creds: grpc.ServerCredentials): Promise<void> {
+  const server = new grpc.Server();
+  server.addService(echoService, whoHandler(service));
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${ip}:0`, creds, (err, p) => (err ? reject(err) : resolve(p))),
   );
@@ -108,7 +116,10 @@ async function settles(service: string, ok: boolean): Promise<string> {
   return last;
 }
 
-async function restartControlPlane(upstreamTls: UpstreamTls | undefined): Promise<void> {
+async function restartControlPlane(
+  upstreamTls: UpstreamTls | undefined,
+  serverTls?: DownstreamTls,
+): Promise<void> {
   const address = cp.address;
   await cp.close();
   cp = await XdsControlPlane.start({
@@ -117,6 +128,7 @@ async function restartControlPlane(upstreamTls: UpstreamTls | undefined): Promis
     watchRoutes: false,
     log: () => {},
     ...(upstreamTls !== undefined ? { upstreamTls } : {}),
+    ...(serverTls !== undefined ? { serverTls } : {}),
   });
 }
 
@@ -150,9 +162,11 @@ before(async () => {
   const xds = (await import('@grpc/grpc-js-xds')) as unknown as {
     register(): void;
     XdsChannelCredentials: typeof XdsChannelCredentials;
+    XdsServerCredentials: typeof XdsServerCredentials;
+    XdsServer: typeof XdsServer;
   };
   xds.register();
-  XdsChannelCredentials = xds.XdsChannelCredentials;
+  ({ XdsChannelCredentials, XdsServerCredentials, XdsServer } = xds);
 });
 
 after(async () => {
@@ -207,6 +221,62 @@ test('A29: without an UpstreamTlsContext the client uses its fallback (plaintext
   assert.equal(await settles('good', true), `good peer=URI:${SPIFFE}/client`);
 });
 
+test(
+  'A36 + A29: an XdsServer takes its mTLS from our server Listener; the xDS client reaches it over mTLS from CDS',
+  { timeout: 60_000 },
+  async (t) => {
+    await restartControlPlane(TLS, { identityInstance: 'server-identity', caInstance: 'lab-ca' });
+    const serverId = files(
+      'xds-server',
+      ca.issue('server', { uris: [`${SPIFFE}/good`], ips: ['127.0.0.1'] }),
+    );
+    // XdsServer listens on the port of the address it is given, on every interface: find a free one.
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const server = new XdsServer({
+      'grpc.TEST_ONLY_DO_NOT_USE_IN_PROD.xds_bootstrap_config': xdsBootstrapJson({
+        server: cp.address,
+        nodeId: 'default/a36-server',
+        zone: 'zone-a',
+        forXdsServer: true,
+        certificateProviders: {
+          'lab-ca': { caCertificateFile: caFile },
+          'server-identity': { certificateFile: serverId.cert, privateKeyFile: serverId.key },
+        },
+      }),
+    });
+    t.after(() => server.forceShutdown());
+    server.addService(echoService, whoHandler('xds-server'));
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(
+        `127.0.0.1:${port}`,
+        new XdsServerCredentials(grpc.ServerCredentials.createInsecure()),
+        (err) => (err ? reject(err) : resolve()),
+      ),
+    );
+    ports.set('xds-server', port);
+    new SliceWriter(api, 'xds-server', port).put('xds-server-a', [{ ip: '127.0.0.1' }]);
+    assert.equal(await settles('xds-server', true), `xds-server peer=URI:${SPIFFE}/client`);
+
+    // Dialled directly: TLS without a client certificate, and plaintext, get no call.
+    const before = served.get('xds-server');
+    for (const creds of [
+      grpc.credentials.createSsl(Buffer.from(ca.cert), null, null, { checkServerIdentity: () => undefined }),
+      grpc.credentials.createInsecure(),
+    ]) {
+      const direct = new EchoClient(`127.0.0.1:${port}`, creds) as unknown as Echo;
+      const err = await new Promise<grpc.ServiceError | null>((resolve) =>
+        direct.who({}, { deadline: Date.now() + 3000 }, (e) => resolve(e)),
+      );
+      direct.close();
+      assert.equal(err?.code, grpc.status.UNAVAILABLE);
+    }
+    assert.equal(served.get('xds-server'), before);
+  },
+);
+
 test('A29 flags: xds serve and xds bootstrap turn their flags into the resources and bootstrap, or a typed error', () => {
   const s = xdsServeSettings(
     parseCommandLine(XDS_SERVE_FLAGS, [
@@ -228,9 +298,31 @@ test('A29 flags: xds serve and xds bootstrap turn their flags into the resources
     ['--upstream-tls-san', 'exact=x'],
     ['--upstream-tls-ca-instance', 'a', '--upstream-tls-san', 'regex=x'],
     ['--upstream-tls-ca-instance', 'a b'],
+    ['--server-tls-ca-instance', 'lab-ca'],
+    ['--server-tls-identity-instance', 'a/b'],
   ])
     assert.throws(bad(args), { code: 'GK_ERR_INVALID_OPTION' }, args.join(' '));
+  for (const bad of [
+    { caInstance: undefined as unknown as string },
+    { caInstance: 'ca', identityInstance: '' },
+  ])
+    assert.throws(() => checkUpstreamTls(bad), { code: 'GK_ERR_INVALID_OPTION' });
 
+  assert.deepEqual(
+    xdsServeSettings(
+      parseCommandLine(XDS_SERVE_FLAGS, [
+        '--server-tls-identity-instance',
+        'srv',
+        '--server-tls-ca-instance',
+        'lab-ca',
+      ]).values,
+    ).serverTls,
+    { identityInstance: 'srv', caInstance: 'lab-ca' },
+  );
+  assert.equal(
+    xdsBootstrap({ server: 'xds:1', nodeId: 'n', forXdsServer: true }).server_listener_resource_name_template,
+    'grpc/server?xds.resource.listening_address=%s',
+  );
   const providers = parseCertificateProviders(['lab-ca=ca=/ca.crt,refresh-ms=1500', 'me=cert=/c,key=/k']);
   const boot = xdsBootstrap({ server: 'xds:18000', nodeId: 'n', certificateProviders: providers });
   assert.deepEqual(boot.certificate_providers, {
