@@ -8,6 +8,10 @@ import * as grpc from '@grpc/grpc-js';
 import { GreeterClient } from '../../src/lab/hello.js';
 import { spawnPod } from '../../src/lab/pod-main.js';
 import { builtinScenarios, SCENARIO_NAMES } from '../../src/lab/scenario.js';
+import { fileURLToPath } from 'node:url';
+import { runNode } from '../helpers/lab.js';
+
+const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
 test('blackhole, overload and api-outage-during-rollout are in the default set, with their steps', () => {
   const all = new Map(builtinScenarios().map((s) => [s.name, s]));
@@ -70,4 +74,19 @@ test('SIGUSR2 toggles a pod into shedding RESOURCE_EXHAUSTED with pushback, and 
   });
   pod.kill('SIGUSR2');
   assert.equal((await until(grpc.status.OK)).code, grpc.status.OK);
+});
+
+test('--idempotent and --hedge need --client-defaults and a whole number of ms, checked before anything runs', async () => {
+  for (const [args, why] of [
+    [['--hedge', '150'], /--hedge.*needs --client-defaults/],
+    [['--idempotent'], /--idempotent.*needs --client-defaults/],
+    [['--client-defaults', '--hedge', '0'], /--hedge.*whole number of ms > 0/],
+    [['--client-defaults', '--hedge', '1.5'], /--hedge.*whole number of ms > 0/],
+  ] as const) {
+    const r = await runNode([CLI, 'lab', '--scenario', 'overload-retry', ...args]);
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.match(r.stderr, /GK_ERR_INVALID_OPTION/);
+    assert.match(r.stderr, why);
+    assert.doesNotMatch(r.stderr, /scenarios ×/, 'nothing ran');
+  }
 });
