@@ -15,14 +15,16 @@ ARG NODE_VERSION=20
 FROM node:${NODE_VERSION}-bookworm AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
+# The workspaces (packages/*: the core, xds, proxy) with their sources: npm ci links them into node_modules.
+COPY packages ./packages
 RUN npm ci --ignore-scripts --no-audit --no-fund
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.base.json ./
 COPY proto ./proto
 COPY src ./src
 COPY examples ./examples
 # The image is an application of the library: the peers its CLI needs (grpc-js, and grpc-js-xds for the
 # xds target) become its dependencies at the locked versions; then every dev-only package is dropped.
-RUN npx tsc -p tsconfig.json \
+RUN npx tsc -b tsconfig.json \
  && node -e "const fs = require('fs'); const p = require('./package.json'); const l = require('./package-lock.json'); \
       for (const n of ['@grpc/grpc-js', '@grpc/grpc-js-xds']) p.dependencies[n] = l.packages['node_modules/' + n].version; \
       delete p.devDependencies; fs.writeFileSync('package.json', JSON.stringify(p, null, 2));" \
@@ -35,6 +37,7 @@ WORKDIR /app
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/proto ./proto
+COPY --from=build /src/packages ./packages
 COPY --from=build /src/dist/src ./dist/src
 COPY --from=build /src/dist/examples ./dist/examples
 # uid/gid 1000 is the image's `node` user; numeric so that runAsNonRoot can verify it.

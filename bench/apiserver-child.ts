@@ -3,7 +3,7 @@
 // endpoint's readiness each) and answers {mutated: n}.
 import { EmbeddedApiServer } from '../src/cluster/apiserver.js';
 import { RESOURCES } from '../src/cluster/store-api.js';
-import { SERVICE_NAME_LABEL, type EndpointSlice } from '../src/kube/types.js';
+import { SERVICE_NAME_LABEL, type EndpointSlice } from 'grpc-kube/internal/kube/types.js';
 
 const SLICES = 50;
 const PER_SLICE = 100;

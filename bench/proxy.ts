@@ -26,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createCa, signed } from '../src/cluster/real/pki.js';
-import { freePorts, waitForListen } from '../src/net/ports.js';
+import { freePorts, waitForListen } from 'grpc-kube/internal/net/ports.js';
 
 interface Row {
   name: string;

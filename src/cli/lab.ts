@@ -8,7 +8,7 @@
 // module that loads grpc-js, and this module loads the lab itself with dynamic imports.
 
 import { writeFileSync } from 'node:fs';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { LAB_FLAGS, parseCommandLine } from './options.js';
 import { startMetrics, writeMetricsFile } from './metrics.js';
 import { textTable } from '../lab/text-table.js';
@@ -33,7 +33,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   const { runScenario, failureReason, POD_SHUTDOWNS } = await import('../lab/runner.js');
   const { renderReport } = await import('../lab/report.js');
   const { SATURATION_ADVICE } = await import('../lab/harness.js');
-  const { seededRandom } = await import('../balancer/index.js');
+  const { seededRandom } = await import('grpc-kube/internal/balancer/index.js');
   const { tlsCostTable } = await import('../lab/tls-cost.js');
   const { grpcUsesAlternativeResolver } = await import('../lab/dns-server.js');
 

@@ -3,7 +3,7 @@
 // Each subcommand lives in its own module; this file parses arguments and maps errors to exit codes.
 
 import './env.js';
-import { GrpcKubeError } from '../errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { parseCommandLine, RESOLVE_FLAGS } from './options.js';
 import { resolveCommand } from './resolve.js';
 

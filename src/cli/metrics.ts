@@ -5,7 +5,7 @@
 
 import http from 'node:http';
 import { writeFile } from 'node:fs/promises';
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 export interface MetricsEndpoint {
   /** host:port the /metrics server listens on, when it serves one. */

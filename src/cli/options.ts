@@ -5,7 +5,7 @@
 // This module imports nothing heavy: the tables are read before any command module loads.
 
 import { parseArgs } from 'node:util';
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 export interface Flag {
   readonly type: 'string' | 'boolean';

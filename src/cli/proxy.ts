@@ -17,19 +17,19 @@
 //
 // --data-plane nghttpx keeps grpc-kube's discovery and puts a native data path under it: nghttpx
 // carries the RPCs, its backends replaced through its API on every EndpointSlice change (see
-// src/proxy/nghttpx.ts). Ingress with one --target, round robin; no GRPCRoutes or proxy retries.
+// packages/proxy/src/nghttpx.ts). Ingress with one --target, round robin; no GRPCRoutes or proxy retries.
 // Should nghttpx die, the command fails with GK_ERR_PROXY_DATA_PLANE (exit 1): a proxy process
 // that lives on with nothing listening would pass a liveness check and serve nobody.
 
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
-import { SourceRegistry } from '../discovery/registry.js';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
-import { KubeClient } from '../kube/client.js';
-import { loadKubeConfig } from '../kube/config.js';
-import { parseProxyPolicy } from '../proxy/picker.js';
-import { NghttpxDataPlane } from '../proxy/nghttpx.js';
-import { GrpcProxy, type GrpcProxyOptions } from '../proxy/server.js';
+import { SourceRegistry } from 'grpc-kube/internal/discovery/registry.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { loadKubeConfig } from 'grpc-kube/internal/kube/config.js';
+import { parseProxyPolicy } from '@grpc-kube/proxy/internal/picker.js';
+import { NghttpxDataPlane } from '@grpc-kube/proxy/internal/nghttpx.js';
+import { GrpcProxy, type GrpcProxyOptions } from '@grpc-kube/proxy/internal/server.js';
 import { parseCommandLine, parseHostPort, PROXY_FLAGS, usageOf } from './options.js';
 import { startMetrics } from './metrics.js';
 import { podNamespace } from './pod-namespace.js';

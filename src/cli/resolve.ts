@@ -2,15 +2,15 @@
 // timestamp, like `kubectl get -w`, for debugging discovery in a real cluster. Reads the same
 // discovery code the resolvers use, so what it prints is what channels see.
 
-import { DnsPollFeed } from '../discovery/dns-source.js';
-import type { Endpoint, EndpointDiff, EndpointView } from '../discovery/endpoint.js';
-import { endpointKey } from '../discovery/endpoint.js';
-import type { EndpointListener, Subscription } from '../discovery/kube-source.js';
-import { SourceRegistry } from '../discovery/registry.js';
-import { GrpcKubeError, InvalidTargetError } from '../errors.js';
-import { KubeClient } from '../kube/client.js';
-import { loadKubeConfig } from '../kube/config.js';
-import { parseKubernetesTarget } from '../resolver/target.js';
+import { DnsPollFeed } from 'grpc-kube/internal/discovery/dns-source.js';
+import type { Endpoint, EndpointDiff, EndpointView } from 'grpc-kube/internal/discovery/endpoint.js';
+import { endpointKey } from 'grpc-kube/internal/discovery/endpoint.js';
+import type { EndpointListener, Subscription } from 'grpc-kube/internal/discovery/kube-source.js';
+import { SourceRegistry } from 'grpc-kube/internal/discovery/registry.js';
+import { GrpcKubeError, InvalidTargetError } from 'grpc-kube/internal/errors.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { loadKubeConfig } from 'grpc-kube/internal/kube/config.js';
+import { parseKubernetesTarget } from 'grpc-kube/internal/resolver/target.js';
 
 export interface ResolveCommandOptions {
   target: string;

@@ -2,12 +2,12 @@
 // `grpc-kube xds bootstrap` prints the GRPC_XDS_BOOTSTRAP_CONFIG JSON a proxyless client needs.
 
 import { readFileSync } from 'node:fs';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
-import { KubeClient } from '../kube/client.js';
-import { xdsBootstrapJson } from '../xds/bootstrap.js';
-import type { AdsAccessOptions } from '../xds/ads-server.js';
-import { XdsControlPlane } from '../xds/control-plane.js';
-import { CLUSTER_LB_POLICIES, type ClusterLbPolicy } from '../xds/resources.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { xdsBootstrapJson } from '@grpc-kube/xds/internal/bootstrap.js';
+import type { AdsAccessOptions } from '@grpc-kube/xds/internal/ads-server.js';
+import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
+import { CLUSTER_LB_POLICIES, type ClusterLbPolicy } from '@grpc-kube/xds/internal/resources.js';
 import {
   parseCommandLine,
   parseHostPort,

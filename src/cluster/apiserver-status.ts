@@ -2,8 +2,8 @@
 // (k8s.io/apimachinery/pkg/api/errors). The store throws them; the HTTP layer sends `status` as the body,
 // so in-process callers and HTTP clients see the same message, reason and code.
 
-import { KubeApiError, type ErrorCode } from '../errors.js';
-import type { KubeStatus } from '../kube/types.js';
+import { KubeApiError, type ErrorCode } from 'grpc-kube/internal/errors.js';
+import type { KubeStatus } from 'grpc-kube/internal/kube/types.js';
 import type { ResourceType } from './store-api.js';
 
 /** A KubeApiError that carries the exact Status object the API server answers with. */

@@ -8,8 +8,8 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
-import type { KubeObject, WatchEvent } from '../kube/types.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import type { KubeObject, WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import { RESOURCES, type ResourceType } from './store-api.js';
 import { MemoryStore, STATUS_SUBRESOURCE, type StoreDeleteOptions, type StoreListOptions } from './store.js';
 import {

@@ -28,7 +28,7 @@ import {
   type Pod,
   type Service,
 } from './controllers/kinds.js';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 export interface EmbeddedClusterOptions {
   readonly runtime: PodRuntime;

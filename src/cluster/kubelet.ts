@@ -10,7 +10,7 @@
 // (restartPolicy Always, or OnFailure after a failure) with capped backoff, or left Failed/Succeeded.
 
 import { RESOURCES, type ObjectStore } from './store-api.js';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { WorkQueue } from './controllers/queue.js';
 import {
   HOSTNAME_LABEL,

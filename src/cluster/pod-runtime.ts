@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { Container } from './controllers/kinds.js';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 export interface PodStartSpec {
   readonly namespace: string;

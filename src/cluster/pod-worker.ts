@@ -8,7 +8,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
-import { GrpcKubeError } from '../errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import {
   splitKey,
   type Container,

@@ -4,7 +4,7 @@
 // from a resourceVersion replays the retained history after it, or fails with 410 Expired when that
 // history was compacted away; DELETED events carry the object's last state with a new resourceVersion.
 
-import type { KubeObject, WatchEvent } from '../kube/types.js';
+import type { KubeObject, WatchEvent } from 'grpc-kube/internal/kube/types.js';
 
 export interface ResourceType {
   /** '' for the core group. */

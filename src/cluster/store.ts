@@ -7,7 +7,7 @@
 // event to every watcher, so all watchers see one sequence.
 
 import { randomUUID } from 'node:crypto';
-import type { KubeObject, ObjectMeta, WatchEvent, WatchEventType } from '../kube/types.js';
+import type { KubeObject, ObjectMeta, WatchEvent, WatchEventType } from 'grpc-kube/internal/kube/types.js';
 import {
   RESOURCES,
   type DeleteOptions,
@@ -37,7 +37,7 @@ import {
   type FieldSelector,
   type LabelSelector,
 } from './selector.js';
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 export interface MemoryStoreOptions {
   /** Events kept for watch-from-resourceVersion; older ones are compacted (410). Default 10000. */

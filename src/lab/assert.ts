@@ -8,7 +8,7 @@
 // Checking is strict too: an assertion that matches no run, a figure with no value (a p99 over no
 // new pod), or a run whose harness was saturated fails, with its reason — never passes silently.
 
-import { GrpcKubeError } from '../errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import type { LabRunRecord } from './metrics.js';
 import { STATUS_NAMES } from './metrics.js';
 

@@ -10,9 +10,9 @@ import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.
 import { NodeScriptRuntime } from '../cluster/pod-runtime.js';
 import { RESOURCES } from '../cluster/store-api.js';
 import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
-import { KubeClient } from '../kube/client.js';
-import type { KubeObject, WatchEvent } from '../kube/types.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import type { KubeObject, WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import { packageRoot } from './paths.js';
 import { POD_MAIN_SCRIPT } from './pod-main.js';
 import type { PodSignal } from './scenario.js';

@@ -5,7 +5,7 @@
 // connections already pinned to it (conntrack keeps them); only the backend closing them does.
 
 import net from 'node:net';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 export interface ClusterIpBackend {
   host: string;

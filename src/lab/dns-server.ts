@@ -8,7 +8,7 @@
 import dgram from 'node:dgram';
 import { createRequire } from 'node:module';
 import { isIPv4 } from 'node:net';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 export interface DnsServerOptions {
   /** Loopback address to listen on. Default 127.0.0.1. */

@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { GrpcKubeError } from '../errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { packageRoot } from './paths.js';
 
 export interface HelloRequest {

@@ -16,8 +16,8 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import type { HealthImplementation } from 'grpc-health-check';
-import { createServerKit, serverTlsCredentials, type ServerTls } from '../server/kit.js';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { createServerKit, serverTlsCredentials, type ServerTls } from 'grpc-kube/internal/server/kit.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { POD_TLS_ENV } from './tls.js';
 import { addGreeter, greeting, type HelloReply, type HelloRequest } from './hello.js';
 

@@ -5,7 +5,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
-import { GrpcKubeError } from '../errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { packageRoot } from './paths.js';
 
 export const SCENARIO_NAMES = [

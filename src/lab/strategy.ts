@@ -5,7 +5,7 @@
 
 import type { ChannelOptions } from '@grpc/grpc-js';
 import type { LabCluster } from './cluster.js';
-import type { SourceRegistry } from '../discovery/registry.js';
+import type { SourceRegistry } from 'grpc-kube/internal/discovery/registry.js';
 import type { LabDnsServer } from './dns-server.js';
 import type { LabTls } from './tls.js';
 

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect, createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import type { PodProcess, PodRuntime, PodStartSpec } from '../cluster/pod-runtime.js';
 import { createCertificateAuthority, type Issued } from './x509.js';
 

@@ -4,7 +4,7 @@
 // pods. Every RPC lands in an RpcLog: start time, pod that answered, status code, latency, client.
 
 import * as grpc from '@grpc/grpc-js';
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { GreeterClient } from './hello.js';
 import type { RpcRecordsView } from './metrics.js';
 

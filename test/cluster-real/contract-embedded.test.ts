@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
 import { RESOURCES } from '../../src/cluster/store-api.js';
-import type { EndpointSlice } from '../../src/kube/types.js';
+import type { EndpointSlice } from 'grpc-kube/internal/kube/types.js';
 import { normalise, rawGet, rawWatch, type RawAuth } from './contract-http.js';
 
 const RECORDING_PATH = join(

@@ -16,8 +16,8 @@ import { RealKubelet } from '../../src/cluster/real/kubelet.js';
 import type { LabNetwork } from '../../src/cluster/real/netns.js';
 import { httpWatchStore } from '../../src/cluster/real/watch-store.js';
 import { RESOURCES } from '../../src/cluster/store-api.js';
-import { GrpcKubeError } from '../../src/errors.js';
-import type { WatchEvent } from '../../src/kube/types.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import type { WatchEvent } from 'grpc-kube/internal/kube/types.js';
 
 const RP = { group: '', version: 'v1', resource: 'pods', namespace: 'default' };
 

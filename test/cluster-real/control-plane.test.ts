@@ -23,7 +23,7 @@ import {
 } from '@kubernetes/client-node';
 import type { V1EndpointSlice } from '@kubernetes/client-node';
 
-import { GrpcKubeError } from '../../src/errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import {
   ETCD_VERSION,
   KUBE_VERSION,

@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { GrpcKubeError } from '../../src/errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { createLabNetwork, type LabNetwork } from '../../src/cluster/real/netns.js';
 
 function canRun(): string | false {

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { GrpcKubeError } from '../../src/errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { freePorts, reapLeftovers, startProcess, waitHealthy } from '../../src/cluster/real/processes.js';
 
 const work = mkdtempSync(join(tmpdir(), 'grpc-kube-proc-test-'));

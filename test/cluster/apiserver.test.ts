@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { DiscoveryV1Api, KubeConfig, CoreV1Api, Watch } from '@kubernetes/client-node';
 import { EmbeddedApiServer, type EmbeddedApiServerOptions } from '../../src/cluster/apiserver.js';
 import { RESOURCES } from '../../src/cluster/store-api.js';
-import type { KubeObject } from '../../src/kube/types.js';
+import type { KubeObject } from 'grpc-kube/internal/kube/types.js';
 
 const ES_PATH = '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices';
 const POD_PATH = '/api/v1/namespaces/default/pods';

@@ -8,7 +8,7 @@ import {
   SERVICE_NAME_LABEL,
   type EndpointSlice,
   type SliceEndpoint,
-} from '../../src/kube/types.js';
+} from 'grpc-kube/internal/kube/types.js';
 import type { Node, Pod, Service } from '../../src/cluster/controllers/kinds.js';
 import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
 

@@ -14,7 +14,7 @@ import {
 import { NodeScriptRuntime } from '../../src/cluster/pod-runtime.js';
 import { RESOURCES } from '../../src/cluster/store-api.js';
 import { isPodReady, type Pod } from '../../src/cluster/controllers/kinds.js';
-import type { EndpointSlice, KubeList } from '../../src/kube/types.js';
+import type { EndpointSlice, KubeList } from 'grpc-kube/internal/kube/types.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/health-pod.js', import.meta.url));
 const NS = 'lab';

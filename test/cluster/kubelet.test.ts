@@ -10,7 +10,7 @@ import { RESOURCES, type ObjectStore } from '../../src/cluster/store-api.js';
 import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '../../src/cluster/kubelet.js';
 import { NodeScriptRuntime } from '../../src/cluster/pod-runtime.js';
 import { isPodReady, podCondition, type Node, type Pod } from '../../src/cluster/controllers/kinds.js';
-import type { WatchEvent } from '../../src/kube/types.js';
+import type { WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/health-pod.js', import.meta.url));

@@ -24,7 +24,7 @@ import { RESOURCES } from '../../src/cluster/store-api.js';
 import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
 import { startRealLabCluster } from '../../src/cluster/real/cluster.js';
 import type { Deployment, Service } from '../../src/cluster/controllers/kinds.js';
-import { setup } from '../../src/resolver/setup.js';
+import { setup } from 'grpc-kube/internal/resolver/setup.js';
 import { clientConfigFromEnv } from '../../examples/hello/config.js';
 import { runHelloClient, type RoundResult } from '../../examples/hello/client.js';
 import { renderKustomization, type KubeObject } from './kustomize.js';

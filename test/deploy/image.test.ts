@@ -129,11 +129,23 @@ describe('Dockerfile', () => {
   });
 
   it('every package the image’s code imports is a production dependency', () => {
-    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
-      dependencies: Record<string, string>;
-      peerDependencies: Record<string, string>;
+    type Manifest = {
+      name: string;
+      workspaces?: string[];
+      dependencies?: Record<string, string>;
+      peerDependencies?: Record<string, string>;
     };
-    const prod = new Set([...Object.keys(pkg.dependencies), ...Object.keys(pkg.peerDependencies)]);
+    const read = (dir: string): Manifest =>
+      JSON.parse(readFileSync(join(repoRoot, dir, 'package.json'), 'utf8')) as Manifest;
+    const root = read('.');
+    const workspaces = (root.workspaces ?? []).map(read);
+    // The root's dependencies, the workspace packages themselves, and theirs.
+    const prod = new Set([
+      ...Object.keys(root.dependencies ?? {}),
+      ...workspaces.flatMap((w) => [w.name, ...Object.keys(w.dependencies ?? {})]),
+    ]);
+    const peers = new Set(workspaces.flatMap((w) => Object.keys(w.peerDependencies ?? {})));
+    for (const n of peers) prod.add(n);
     const lock = JSON.parse(readFileSync(join(repoRoot, 'package-lock.json'), 'utf8')) as {
       packages: Record<string, { dev?: boolean }>;
     };
@@ -141,8 +153,12 @@ describe('Dockerfile', () => {
     const pinList = /for \(const n of \[([^\]]*)\]\) p\.dependencies\[n\]/.exec(dockerfile)?.[1] ?? '';
     const pinned = new Set([...pinList.matchAll(/'([^']+)'/g)].map((m) => m[1] as string));
     assert.ok(pinned.has('@grpc/grpc-js'), 'the build stage pins the grpc-js peer for the image');
-    for (const n of pinned) assert.ok(n in pkg.peerDependencies, `${n} is pinned but is not a peer`);
-    const files = [join(repoRoot, 'dist', 'src'), join(repoRoot, 'dist', 'examples')]
+    for (const n of pinned) assert.ok(peers.has(n), `${n} is pinned but is not a peer of our packages`);
+    const files = [
+      join(repoRoot, 'dist', 'src'),
+      join(repoRoot, 'dist', 'examples'),
+      ...(root.workspaces ?? []).map((w) => join(repoRoot, w, 'dist', 'src')),
+    ]
       .flatMap(filesUnder)
       .filter((f) => f.endsWith('.js'));
     assert.ok(files.length > 20);

@@ -14,8 +14,8 @@ import yaml from 'js-yaml';
 
 import { commandOf, COMMANDS, parseCommandLine, parseHostPort, PROXY_FLAGS } from '../../src/cli/options.js';
 import { xdsServeSettings } from '../../src/cli/xds.js';
-import { GrpcKubeError } from '../../src/errors.js';
-import { xdsBootstrap } from '../../src/xds/bootstrap.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { xdsBootstrap } from '@grpc-kube/xds/internal/bootstrap.js';
 import { idOf, renderKustomization, strategicMerge, type KubeObject } from './kustomize.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');

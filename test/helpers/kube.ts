@@ -2,9 +2,9 @@
 // (as the EndpointSlice controller would), read back by the code under test over real HTTP.
 
 import { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import type { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
+import type { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-source.js';
 import { RESOURCES } from '../../src/cluster/store-api.js';
-import { SERVICE_NAME_LABEL, type EndpointSlice, type SliceEndpoint } from '../../src/kube/types.js';
+import { SERVICE_NAME_LABEL, type EndpointSlice, type SliceEndpoint } from 'grpc-kube/internal/kube/types.js';
 
 export interface Ep {
   ip: string;

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { GrpcKubeError } from '../../src/errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { LabDnsServer, dnsTarget, grpcUsesAlternativeResolver } from '../../src/lab/dns-server.js';
 
 // grpc-js reads this once when it loads; every grpc-js import in this file is dynamic, after this line.

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { labCommand, type FailedRun } from '../../src/cli/lab.js';
-import { GrpcKubeError } from '../../src/errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import type { LabRunRecord } from '../../src/lab/metrics.js';
 import { builtinScenarios, type Scenario } from '../../src/lab/scenario.js';
 import type { LabStrategy } from '../../src/lab/strategy.js';

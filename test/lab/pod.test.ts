@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { checkHealth } from '../helpers/health.js';
-import { GrpcKubeError } from '../../src/errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { GreeterClient } from '../../src/lab/hello.js';
 import { spawn as spawnProcess } from 'node:child_process';
 import {

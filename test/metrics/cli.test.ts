@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { xdsCommand } from '../../src/cli/xds.js';
-import { LDS } from '../../src/xds/protos.js';
+import { LDS } from '@grpc-kube/xds/internal/protos.js';
 import { startApi, until } from '../helpers/kube.js';
 import { openAds } from '../xds/fixture.js';
 

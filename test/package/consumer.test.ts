@@ -13,41 +13,44 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
 import { SliceWriter, until } from '../helpers/kube.js';
-import { consumer, pack, removePacked, REPO_ROOT } from '../helpers/tarball.js';
+import { consumer, pack, PACKAGES, removePacked, REPO_ROOT } from '../helpers/tarball.js';
 
 after(() => removePacked());
 
 /** The oldest @grpc/grpc-js the peer range admits (package.json says why the range is what it is). */
 const OLDEST_GRPC_JS = '1.14.0';
 
-test('the tarball holds the built library, its types, LICENSE and README; no tests, sources or maps', async () => {
-  const { files } = await pack();
-  for (const f of [
-    'package.json',
-    'LICENSE',
-    'README.md',
-    'dist/src/index.js',
-    'dist/src/index.d.ts',
-    'dist/src/register.js',
-    'dist/src/xds/index.d.ts',
-    'dist/src/proxy/index.d.ts',
-    'proto/hello.proto',
-  ])
-    assert.ok(files.includes(f), `${f} is packed`);
-  const stray = files.filter((f) =>
-    /^(src|test|bench|dist\/test|dist\/bench)\/|\.map$|\.tsbuildinfo$/.test(f),
-  );
-  assert.deepEqual(stray, []);
-  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
-    exports: Record<string, { types?: string; default?: string }>;
-  };
-  for (const [entry, target] of Object.entries(pkg.exports)) {
-    if (typeof target === 'string') continue;
-    for (const path of [target.types, target.default])
-      assert.ok(
-        path !== undefined && files.includes(path.replace(/^\.\//, '')),
-        `${entry} → ${path} is packed`,
-      );
+/** What each tarball must hold besides package.json, LICENSE and README.md. */
+const MUST_HOLD: Readonly<Record<string, readonly string[]>> = {
+  'grpc-kube': ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/register.js', 'dist/src/register.d.ts'],
+  '@grpc-kube/xds': ['dist/src/index.js', 'dist/src/index.d.ts'],
+  '@grpc-kube/proxy': ['dist/src/index.js', 'dist/src/index.d.ts'],
+};
+
+test('each tarball holds its built code, its types, LICENSE and README; no tests, sources or maps', async () => {
+  const set = await pack();
+  assert.deepEqual(Object.keys(set).sort(), [...PACKAGES].sort());
+  for (const name of PACKAGES) {
+    const files: readonly string[] = set[name]?.files ?? [];
+    for (const f of ['package.json', 'LICENSE', 'README.md', ...(MUST_HOLD[name] ?? [])])
+      assert.ok(files.includes(f), `${name}: ${f} is packed`);
+    const stray = files.filter((f) =>
+      /^(src|test|bench|dist\/test|dist\/bench)\/|\.map$|\.tsbuildinfo$/.test(f),
+    );
+    assert.deepEqual(stray, [], name);
+    const dir = join(REPO_ROOT, 'packages', name.replace(/^@grpc-kube\//, ''));
+    const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+      exports: Record<string, string | { types?: string; default?: string }>;
+    };
+    for (const [entry, target] of Object.entries(pkg.exports)) {
+      // `./internal/*.js` is a pattern over dist/src, which the `files` check above covers.
+      if (typeof target === 'string' || entry.includes('*')) continue;
+      for (const path of [target.types, target.default])
+        assert.ok(
+          path !== undefined && files.includes(path.replace(/^\.\//, '')),
+          `${name}: ${entry} → ${path} is packed`,
+        );
+    }
   }
 });
 
@@ -56,8 +59,8 @@ test('ESM: every entry point imports from the installed tarball', async () => {
   await writeFile(
     join(c.dir, 'esm.mjs'),
     `import * as core from 'grpc-kube';
-import * as xds from 'grpc-kube/xds';
-import * as proxy from 'grpc-kube/proxy';
+import * as xds from '@grpc-kube/xds';
+import * as proxy from '@grpc-kube/proxy';
 await import('grpc-kube/register');
 const missing = await xds.registerXdsClientOnce('127.0.0.1:1', 'node').then(() => 'registered', (e) => e.code);
 console.log(JSON.stringify({
@@ -92,7 +95,7 @@ test(
       join(c.dir, 'cjs.cjs'),
       `const core = require('grpc-kube');
 require('grpc-kube/register');
-const proxy = require('grpc-kube/proxy');
+const proxy = require('@grpc-kube/proxy');
 console.log(JSON.stringify({ setup: typeof core.setup, policies: core.POLICY_NAMES, proxy: typeof proxy.GrpcProxy }));
 `,
     );
@@ -107,8 +110,8 @@ console.log(JSON.stringify({ setup: typeof core.setup, policies: core.POLICY_NAM
 
 const TS_CONSUMER = `import * as grpc from '@grpc/grpc-js';
 import { setup, loadKubeConfig, KubeClient, GrpcKubeError, type KubeConfigLike, type SetupOptions } from 'grpc-kube';
-import { XdsControlPlane } from 'grpc-kube/xds';
-import { GrpcProxy } from 'grpc-kube/proxy';
+import { XdsControlPlane } from '@grpc-kube/xds';
+import { GrpcProxy } from '@grpc-kube/proxy';
 import 'grpc-kube/register';
 
 const options: SetupOptions = { defaultLbPolicy: 'grpc_kube_p2c', dnsPollIntervalMs: 5000 };

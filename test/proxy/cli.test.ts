@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { proxyCommand, workerExecArgv } from '../../src/cli/proxy.js';
-import { DEFAULT_NGHTTPX } from '../../src/proxy/index.js';
+import { DEFAULT_NGHTTPX } from '@grpc-kube/proxy/internal/index.js';
 import { newJsonClient, startJsonServer, unary } from './fixtures/json-service.js';
 import { until } from '../helpers/kube.js';
 

@@ -8,7 +8,7 @@ import { unsaturatedLab } from '../helpers/lab.js';
 import { runScenario } from '../../src/lab/runner.js';
 import { builtinScenarios, scaleScenario } from '../../src/lab/scenario.js';
 import { proxy, sidecar } from '../../src/lab/strategies/proxy.js';
-import { seededRandom } from '../../src/balancer/runtime.js';
+import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
 
 const QUICK = 0.3;
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
-import { setup, type GrpcKube } from '../../src/index.js';
+import { setup, type GrpcKube } from 'grpc-kube/internal/index.js';
 import { newEchoClient, startEchoServer, who, type Echo, type EchoServer } from '../helpers/echo.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';

@@ -12,7 +12,7 @@ import { RESOURCES } from '../../src/cluster/store-api.js';
 import { xdsCommand } from '../../src/cli/xds.js';
 import { canaryGrpcRoute, xds } from '../../src/lab/strategies/xds.js';
 import type { LabEnv } from '../../src/lab/strategy.js';
-import { LDS } from '../../src/xds/protos.js';
+import { LDS } from '@grpc-kube/xds/internal/protos.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 import { newEchoClient, startEchoServer, who, type EchoServer } from '../helpers/echo.js';
 import { openAds, spread } from './fixture.js';

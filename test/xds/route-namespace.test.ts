@@ -16,7 +16,7 @@ import { RESOURCES } from '../../src/cluster/store-api.js';
 import { podNamespace } from '../../src/cli/pod-namespace.js';
 import { xdsCommand } from '../../src/cli/xds.js';
 import { canaryGrpcRoute } from '../../src/lab/strategies/xds.js';
-import { LDS, RDS } from '../../src/xds/protos.js';
+import { LDS, RDS } from '@grpc-kube/xds/internal/protos.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 import { openAds } from './fixture.js';
 

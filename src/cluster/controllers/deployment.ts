@@ -8,8 +8,8 @@
 // is about to delete never count. Recreate scales everything old to zero and waits for the pods to go.
 
 import { RESOURCES, type ObjectStore } from '../store-api.js';
-import type { KubeObject } from '../../kube/types.js';
-import { InvalidOptionError } from '../../errors.js';
+import type { KubeObject } from 'grpc-kube/internal/kube/types.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { QueueController, isChange } from './queue.js';
 import { SAFE_ALPHABET, isPodActive } from './replicaset.js';
 import {

@@ -16,8 +16,8 @@ import {
   type EndpointSlice,
   type KubeObject,
   type SliceEndpoint,
-} from '../../kube/types.js';
-import { InvalidOptionError } from '../../errors.js';
+} from 'grpc-kube/internal/kube/types.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { QueueController, isChange } from './queue.js';
 import {
   ZONE_LABEL,

@@ -1,9 +1,9 @@
 // The core/v1 and apps/v1 object shapes the embedded controllers and the lab kubelet read and write
 // (Pod, Service, Node, ReplicaSet, Deployment). Field names and optionality follow the Kubernetes API,
 // restricted to what these controllers use; objects round-trip through the store unchanged.
-// They live here rather than in src/kube/types.ts because only the cluster parts need them.
+// They live here rather than in packages/grpc-kube/src/kube/types.ts because only the cluster parts need them.
 
-import type { KubeObject } from '../../kube/types.js';
+import type { KubeObject } from 'grpc-kube/internal/kube/types.js';
 import type { ObjectStore, ResourceType } from '../store-api.js';
 
 export interface LabelSelector {

@@ -6,7 +6,7 @@
 // deleted (the garbage collector's job in a real cluster). Watch-driven through a WorkQueue.
 
 import { RESOURCES, type ObjectStore } from '../store-api.js';
-import type { KubeObject, WatchEvent } from '../../kube/types.js';
+import type { KubeObject, WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import { QueueController, isChange } from './queue.js';
 import {
   controllerOf,

@@ -7,7 +7,7 @@ import { accessSync, constants } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-import { GrpcKubeError } from '../../errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 
 /** Kubernetes release built from go/kube (k8s.io/kubernetes, staging modules at v0.<minor>.<patch>). */
 export const KUBE_VERSION = 'v1.36.3';

@@ -6,7 +6,7 @@
 
 import { setTimeout as delay } from 'node:timers/promises';
 
-import { GrpcKubeError, InvalidOptionError } from '../../errors.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { isRolloutComplete } from '../controllers/deployment.js';
 import {
   POD_TEMPLATE_HASH_LABEL,
@@ -17,7 +17,7 @@ import {
 } from '../controllers/kinds.js';
 import { deploymentManifest, headlessServiceManifest, type AppSpec } from '../embedded.js';
 import type { KubeletNode } from '../kubelet.js';
-import type { ResourcePath } from '../../kube/client.js';
+import type { ResourcePath } from 'grpc-kube/internal/kube/client.js';
 import {
   startRealControlPlane,
   type RealControlPlane,

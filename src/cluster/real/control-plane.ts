@@ -9,7 +9,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { GrpcKubeError, InvalidOptionError } from '../../errors.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { ETCD_VERSION, KUBE_VERSION, findControlPlaneBinaries } from './binaries.js';
 import { generateLabPki, type LabPki } from './pki.js';
 import {

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { loadAllYaml, loadYaml } from '@kubernetes/client-node';
 
-import { GrpcKubeError } from '../../errors.js';
-import type { ResourcePath } from '../../kube/client.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import type { ResourcePath } from 'grpc-kube/internal/kube/client.js';
 import { statusOf, type LabApi } from './kube-http.js';
 
 export interface CrdObject {

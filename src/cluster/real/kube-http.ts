@@ -7,10 +7,10 @@ import * as https from 'node:https';
 import * as http from 'node:http';
 import { KubeConfig } from '@kubernetes/client-node';
 
-import { Backoff } from '../../discovery/backoff.js';
-import { GrpcKubeError } from '../../errors.js';
-import { errorFromStatus, type ResourcePath } from '../../kube/client.js';
-import type { KubeStatus } from '../../kube/types.js';
+import { Backoff } from 'grpc-kube/internal/discovery/backoff.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { errorFromStatus, type ResourcePath } from 'grpc-kube/internal/kube/client.js';
+import type { KubeStatus } from 'grpc-kube/internal/kube/types.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 

@@ -3,7 +3,7 @@
 // node process itself). The pod's namespace must exist (LabNetwork.addPod) before start(). Like
 // NodeScriptRuntime (which it extends, wrapping only the command), children die with this process.
 
-import { GrpcKubeError } from '../../errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { NodeScriptRuntime, type PodStartSpec } from '../pod-runtime.js';
 import type { LabNetwork } from './netns.js';
 

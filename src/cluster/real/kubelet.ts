@@ -12,10 +12,15 @@
 // All writes are async HTTP and per pod strictly in order (one chain per pod); a status write is
 // GET → mutate → PUT status, retried on 409.
 
-import { InvalidOptionError } from '../../errors.js';
-import { Backoff } from '../../discovery/backoff.js';
-import { KubeClient, isExpired, type ResourcePath, type WatchHandle } from '../../kube/client.js';
-import type { WatchEvent } from '../../kube/types.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import { Backoff } from 'grpc-kube/internal/discovery/backoff.js';
+import {
+  KubeClient,
+  isExpired,
+  type ResourcePath,
+  type WatchHandle,
+} from 'grpc-kube/internal/kube/client.js';
+import type { WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import { isPodTerminal, keyOf, splitKey, type Node, type Pod, type PodStatus } from '../controllers/kinds.js';
 import { IpPool, labNodeObject, type IpAllocator, type KubeletNode } from '../kubelet.js';
 import type { PodProcess, PodRuntime } from '../pod-runtime.js';

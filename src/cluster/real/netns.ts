@@ -15,7 +15,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
-import { GrpcKubeError, InvalidOptionError } from '../../errors.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { onProcessExit } from './processes.js';
 
 export const DEFAULT_LAB_CIDR = '10.244.0.0/16';

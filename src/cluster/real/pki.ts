@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { GrpcKubeError } from '../../errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 
 export interface LabPki {
   readonly caCert: string;

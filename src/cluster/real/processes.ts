@@ -12,7 +12,7 @@ import * as https from 'node:https';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 
-import { GrpcKubeError } from '../../errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 
 export interface ManagedProcess {
   readonly name: string;
@@ -110,7 +110,7 @@ export async function tailFile(path: string, lines = 30, maxBytes = 64 * 1024): 
   }
 }
 
-export { freePorts } from '../../net/ports.js';
+export { freePorts } from 'grpc-kube/internal/net/ports.js';
 
 export interface ProbeTarget {
   readonly url: string;

@@ -4,9 +4,9 @@
 // events that bring the caller's view up to date (ADDED / MODIFIED / DELETED), and other failures are
 // retried with jittered backoff. Events arrive asynchronously (the embedded store's are synchronous).
 
-import { Backoff } from '../../discovery/backoff.js';
-import { KubeClient, isExpired, type WatchHandle } from '../../kube/client.js';
-import type { KubeObject, WatchEvent } from '../../kube/types.js';
+import { Backoff } from 'grpc-kube/internal/discovery/backoff.js';
+import { KubeClient, isExpired, type WatchHandle } from 'grpc-kube/internal/kube/client.js';
+import type { KubeObject, WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import type { ObjectStore, ResourceType, WatchOptions } from '../store-api.js';
 
 export type WatchStore = Pick<ObjectStore, 'watch'>;

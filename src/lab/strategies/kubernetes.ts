@@ -1,7 +1,7 @@
 // The grpc-kube strategies: the `kubernetes:` resolver watching EndpointSlices, with round_robin or
 // one of our policies (P2C least-request, peak-EWMA).
 
-import { EWMA_POLICY_NAME, P2C_POLICY_NAME } from '../../balancer/index.js';
+import { EWMA_POLICY_NAME, P2C_POLICY_NAME } from 'grpc-kube/internal/balancer/index.js';
 import type { LabStrategy } from '../strategy.js';
 
 function kubernetesStrategy(name: string, policy: string, description: string): LabStrategy {

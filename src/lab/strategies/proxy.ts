@@ -17,8 +17,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { onProcessExit, startProcess, tailFile } from '../../cluster/real/processes.js';
-import { GrpcKubeError } from '../../errors.js';
-import { NghttpxDataPlane } from '../../proxy/nghttpx.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { NghttpxDataPlane } from '@grpc-kube/proxy/internal/nghttpx.js';
 import type { LabEnv, LabStrategy, StrategyHandle } from '../strategy.js';
 import type { LabTls } from '../tls.js';
 

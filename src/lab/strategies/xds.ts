@@ -6,9 +6,9 @@
 // (bootstrap channel_creds: `insecure` or `google_default` only, docs/xds.md), so its client dials
 // a loopback relay in this process that carries the stream over mutual TLS (src/lab/tls.ts).
 
-import type { GrpcRoute } from '../../xds/grpcroute.js';
-import { registeredXdsAddress, registerXdsClientOnce } from '../../xds/client-registration.js';
-import { XdsControlPlane } from '../../xds/control-plane.js';
+import type { GrpcRoute } from 'grpc-kube/internal/route/grpcroute.js';
+import { registeredXdsAddress, registerXdsClientOnce } from '@grpc-kube/xds/internal/client-registration.js';
+import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
 import type { LabStrategy } from '../strategy.js';
 import { startTlsRelay, type TlsRelay } from '../tls.js';
 

@@ -1,7 +1,7 @@
 // grpc-kube's public API. `setup()` registers the `kubernetes:` and `dns-poll:` resolvers with
 // grpc-js; the discovery pieces are exported for consumers that want the live EndpointSet itself.
 // The import graph stays as light as grpc-js's own (test/package/core-graph.test.ts): the xDS control
-// plane and the L7 proxy are the entry points `grpc-kube/xds` and `grpc-kube/proxy`.
+// plane and the L7 proxy are the packages `@grpc-kube/xds` and `@grpc-kube/proxy`.
 
 export { setup, DNS_POLL_INTERVAL_OPTION, type SetupOptions, type GrpcKube } from './resolver/setup.js';
 export { LB_POLICY_OPTION } from './resolver/endpoint-resolver.js';

@@ -1,13 +1,13 @@
 // Per-RPC backend choice for the L7 proxy: round_robin, P2C least-request and peak-EWMA over the
-// proxy's own HTTP/2 sessions. The same rules as the grpc-js policies in src/balancer (and the same
+// proxy's own HTTP/2 sessions. The same rules as the grpc-js policies in packages/grpc-kube/src/balancer (and the same
 // EndpointStats / peak-EWMA arithmetic), without grpc-js's subchannel machinery: the proxy hands in
 // the candidate list for each pick (ready, not ejected, not already tried by this RPC), so a pick is
 // synchronous, never throws and never waits. Time and randomness are injected for tests.
 
 import { performance } from 'node:perf_hooks';
-import { EndpointStats } from '../balancer/endpoint-balancer.js';
-import { EWMA_DEFAULTS, decayedRttMs, observeRtt } from '../balancer/ewma.js';
-import { InvalidOptionError } from '../errors.js';
+import { EndpointStats } from 'grpc-kube/internal/balancer/endpoint-balancer.js';
+import { EWMA_DEFAULTS, decayedRttMs, observeRtt } from 'grpc-kube/internal/balancer/ewma.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 export const PROXY_POLICIES = ['round_robin', 'p2c', 'ewma'] as const;
 export type ProxyPolicy = (typeof PROXY_POLICIES)[number];

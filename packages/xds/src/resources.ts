@@ -7,48 +7,22 @@
 // `<service>.<namespace>:<port>`; each backend (Service, port) → Cluster and ClusterLoadAssignment
 // `<namespace>/<service>:<port>`. Ports are endpoint (container) ports, as for `kubernetes:` targets.
 
-import type { Endpoint } from '../discovery/endpoint.js';
-import { KUBE_OUTLIER_DETECTION, type OutlierDetectionConfig } from '../balancer/outlier.js';
+import type { Endpoint } from 'grpc-kube/internal/discovery/endpoint.js';
+import { KUBE_OUTLIER_DETECTION, type OutlierDetectionConfig } from 'grpc-kube/internal/balancer/outlier.js';
 import { any, CDS, EDS, encodeAny, encodeMessage, HCM, LDS, RDS, ROUTER, TYPED_STRUCT } from './protos.js';
+import type { RouteSpec } from 'grpc-kube/internal/route/spec.js';
 
-export interface ServiceRef {
-  readonly namespace: string;
-  readonly service: string;
-  readonly port: number;
-}
-
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-
-function validPort(p: number): boolean {
-  return Number.isInteger(p) && p > 0 && p < 65536;
-}
-
-/** `svc.ns:port` → ServiceRef, or undefined when the name is not one we serve. */
-export function parseListenerName(name: string): ServiceRef | undefined {
-  const m = /^([^.:/]+)\.([^.:/]+):(\d+)$/.exec(name);
-  if (m === null) return undefined;
-  const [, service, namespace, portText] = m as unknown as [string, string, string, string];
-  const port = Number(portText);
-  if (!DNS_LABEL.test(service) || !DNS_LABEL.test(namespace) || !validPort(port)) return undefined;
-  return { service, namespace, port };
-}
-
-export function listenerName(ref: ServiceRef): string {
-  return `${ref.service}.${ref.namespace}:${ref.port}`;
-}
-
-export function clusterName(ref: ServiceRef): string {
-  return `${ref.namespace}/${ref.service}:${ref.port}`;
-}
-
-export function parseClusterName(name: string): ServiceRef | undefined {
-  const m = /^([^/]+)\/([^:]+):(\d+)$/.exec(name);
-  if (m === null) return undefined;
-  const [, namespace, service, portText] = m as unknown as [string, string, string, string];
-  const port = Number(portText);
-  if (!DNS_LABEL.test(service) || !DNS_LABEL.test(namespace) || !validPort(port)) return undefined;
-  return { namespace, service, port };
-}
+export {
+  clusterName,
+  listenerName,
+  parseClusterName,
+  parseListenerName,
+  type HeaderMatch,
+  type PathMatch,
+  type RouteSpec,
+  type ServiceRef,
+  type WeightedCluster,
+} from 'grpc-kube/internal/route/spec.js';
 
 /** Cluster-level balancing: envoy's enum policies, or one of ours through the custom-LB TypedStruct. */
 export type ClusterLbPolicy = 'round_robin' | 'ring_hash' | 'grpc_kube_p2c' | 'grpc_kube_ewma';
@@ -74,31 +48,6 @@ export function buildListener(name: string): EncodedResource {
   };
   const listener = { name, api_listener: { api_listener: any(HCM, hcm) } };
   return encodeAny(LDS, encodeMessage(LDS, listener));
-}
-
-export interface WeightedCluster {
-  readonly cluster: string;
-  readonly weight: number;
-}
-
-export type PathMatch =
-  | { readonly kind: 'prefix'; readonly value: string }
-  | { readonly kind: 'exact'; readonly value: string }
-  | { readonly kind: 'regex'; readonly value: string };
-
-export interface HeaderMatch {
-  readonly name: string;
-  readonly kind: 'exact' | 'regex';
-  readonly value: string;
-}
-
-export interface RouteSpec {
-  /** For diagnostics: `namespace/route#rule.match`, or `default`. */
-  readonly name: string;
-  readonly path: PathMatch;
-  readonly headers: readonly HeaderMatch[];
-  /** Non-empty; every weight > 0. */
-  readonly clusters: readonly WeightedCluster[];
 }
 
 function routeMatch(r: RouteSpec): Record<string, unknown> {

@@ -3,7 +3,7 @@
 // server_features ["xds_v3"], and a node with an id and a locality (grpc-js-xds requires one).
 // Set it as GRPC_XDS_BOOTSTRAP_CONFIG (JSON text) before @grpc/grpc-js-xds is loaded.
 
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 export interface BootstrapOptions {
   /** host:port of the control plane's ADS endpoint. */

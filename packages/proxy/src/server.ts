@@ -13,18 +13,18 @@
 // TLS: `tls` terminates TLS (ALPN h2) for clients — mutual TLS with a CA file, the client
 // certificate's URI SAN (a SPIFFE id) then travels as the `x-grpc-kube-peer-id` header, which route
 // rules can match and backends can read (a client cannot send it: the proxy always replaces it);
-// `backendTls` originates (mutual) TLS to backends. Both follow their files (src/tls/files.ts):
+// `backendTls` originates (mutual) TLS to backends. Both follow their files (packages/grpc-kube/src/tls/files.ts):
 // a rotated certificate applies to the next handshake, connections in use carry on.
 
 import diagnostics from 'node:diagnostics_channel';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
-import type { SourceRegistry } from '../discovery/registry.js';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import type { SourceRegistry } from 'grpc-kube/internal/discovery/registry.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import type { BackendOptions } from './backend.js';
 import { GrpcRouteTable } from './grpc-routes.js';
-import { instruments } from '../metrics/instruments.js';
+import { instruments } from 'grpc-kube/internal/metrics/instruments.js';
 import { ProxyCall, type CallEvents, type CallSettings } from './call.js';
 import { GrpcStatus, isGrpcContentType, parseGrpcTimeout, statusName, trailersOnly } from './grpc-wire.js';
 import {
@@ -36,7 +36,7 @@ import {
 } from './picker.js';
 import { ServicePool, staticFeed, type EndpointFeed } from './pool.js';
 import { ProxyTimings } from './timing.js';
-import { TlsFiles, type TlsFilesOptions } from '../tls/files.js';
+import { TlsFiles, type TlsFilesOptions } from 'grpc-kube/internal/tls/files.js';
 import {
   compileRoutes,
   parseServiceAuthority,

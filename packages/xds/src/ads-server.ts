@@ -20,7 +20,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import { channel } from 'node:diagnostics_channel';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { SnapshotCache } from './cache.js';
 import {
   adsServiceDefinition,
@@ -35,8 +35,8 @@ import {
   type ResourceTypeUrl,
 } from './protos.js';
 import { parseClusterName, parseListenerName } from './resources.js';
-import { TlsFiles, type TlsFilesOptions } from '../tls/files.js';
-import { instruments, registerGauges, secondsSince } from '../metrics/instruments.js';
+import { TlsFiles, type TlsFilesOptions } from 'grpc-kube/internal/tls/files.js';
+import { instruments, registerGauges, secondsSince } from 'grpc-kube/internal/metrics/instruments.js';
 
 export interface XdsNodeInfo {
   readonly id: string;

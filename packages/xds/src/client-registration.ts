@@ -3,7 +3,7 @@
 // in-process control plane (lab, benchmarks, demos): it pins the ADS address so later control
 // planes in the same process must listen on the same address (the client reconnects to it).
 
-import { GrpcKubeError, missingPackage } from '../errors.js';
+import { GrpcKubeError, missingPackage } from 'grpc-kube/internal/errors.js';
 import { xdsBootstrapJson } from './bootstrap.js';
 
 let registeredAddress: string | undefined;

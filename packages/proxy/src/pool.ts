@@ -3,10 +3,10 @@
 // Draining and unready endpoints keep their sessions for the streams in flight but get no new RPCs;
 // removed endpoints close gracefully. RPCs that arrive before the first endpoint list wait for it.
 
-import type { GrpcKubeError } from '../errors.js';
-import type { Endpoint, EndpointView } from '../discovery/endpoint.js';
-import { endpointKey } from '../discovery/endpoint.js';
-import type { EndpointListener, Subscription } from '../discovery/kube-source.js';
+import type { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import type { Endpoint, EndpointView } from 'grpc-kube/internal/discovery/endpoint.js';
+import { endpointKey } from 'grpc-kube/internal/discovery/endpoint.js';
+import type { EndpointListener, Subscription } from 'grpc-kube/internal/discovery/kube-source.js';
 import { Backend, type BackendOptions } from './backend.js';
 import type { PickerRuntime, ProxyPicker } from './picker.js';
 

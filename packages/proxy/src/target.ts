@@ -4,8 +4,8 @@
 // the method path prefix or a header. A numeric port is the endpoint (container) port, as in
 // `kubernetes:///svc.ns:port`; a port name selects the Service port of that name.
 
-import { InvalidOptionError } from '../errors.js';
-import type { PortSelector } from '../discovery/slices.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import type { PortSelector } from 'grpc-kube/internal/discovery/slices.js';
 
 export interface ServiceTarget {
   readonly namespace: string;

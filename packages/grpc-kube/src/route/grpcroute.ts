@@ -15,7 +15,7 @@ import {
   type RouteSpec,
   type ServiceRef,
   type WeightedCluster,
-} from './resources.js';
+} from './spec.js';
 
 export interface GrpcRouteParentRef {
   group?: string;
@@ -119,7 +119,7 @@ function isServiceKind(group: string | undefined, kind: string | undefined): boo
   return (group === undefined || group === '' || group === 'core') && (kind ?? 'Service') === 'Service';
 }
 
-/** Gateway API regexes are RE2 (matched in linear time, see src/adapter/re2.ts); others are invalid. */
+/** Gateway API regexes are RE2 (matched in linear time, see packages/grpc-kube/src/adapter/re2.ts); others are invalid. */
 function checkRegex(key: string, field: string, re: string): void {
   const why = re2Error(re);
   if (why !== undefined) {

@@ -6,10 +6,10 @@
 import http2 from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import type { SecureContext } from 'node:tls';
-import type { EndpointStats } from '../balancer/endpoint-balancer.js';
-import type { Endpoint } from '../discovery/endpoint.js';
-import { endpointKey } from '../discovery/endpoint.js';
-import { instruments } from '../metrics/instruments.js';
+import type { EndpointStats } from 'grpc-kube/internal/balancer/endpoint-balancer.js';
+import type { Endpoint } from 'grpc-kube/internal/discovery/endpoint.js';
+import { endpointKey } from 'grpc-kube/internal/discovery/endpoint.js';
+import { instruments } from 'grpc-kube/internal/metrics/instruments.js';
 
 export interface BackendOptions {
   /** Close a session after this long without streams. */

@@ -17,8 +17,8 @@ export {
   type GrpcRouteRule,
   type GrpcBackendRef,
   type CompiledGrpcRoute,
-} from './grpcroute.js';
-export { GrpcRouteWatcher } from './route-watcher.js';
+} from 'grpc-kube/internal/route/grpcroute.js';
+export { GrpcRouteWatcher } from 'grpc-kube/internal/route/route-watcher.js';
 export { registerXdsClientOnce, registeredXdsAddress } from './client-registration.js';
 export { xdsBootstrap, xdsBootstrapJson, type BootstrapOptions, type XdsBootstrap } from './bootstrap.js';
 export {

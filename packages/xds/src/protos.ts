@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import protobuf from 'protobufjs';
 import type { ServiceDefinition } from '@grpc/grpc-js';
-import { missingPackage } from '../errors.js';
+import { missingPackage } from 'grpc-kube/internal/errors.js';
 
 export const TYPE_URL_PREFIX = 'type.googleapis.com/';
 export const LDS = 'type.googleapis.com/envoy.config.listener.v3.Listener';

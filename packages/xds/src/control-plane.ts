@@ -7,13 +7,13 @@
 // kept for `idleTargetTtlMs` so a reconnecting client finds it warm, then dropped with its watches.
 
 import { channel } from 'node:diagnostics_channel';
-import { GrpcKubeError, InvalidOptionError } from '../errors.js';
-import { KubeClient } from '../kube/client.js';
-import { SourceRegistry } from '../discovery/registry.js';
-import type { Subscription } from '../discovery/kube-source.js';
-import type { BackoffOptions } from '../discovery/backoff.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { SourceRegistry } from 'grpc-kube/internal/discovery/registry.js';
+import type { Subscription } from 'grpc-kube/internal/discovery/kube-source.js';
+import type { BackoffOptions } from 'grpc-kube/internal/discovery/backoff.js';
 import { AdsServer, type AdsAccessOptions, type AdsEvent } from './ads-server.js';
-import type { TlsFilesOptions } from '../tls/files.js';
+import type { TlsFilesOptions } from 'grpc-kube/internal/tls/files.js';
 import { SnapshotCache } from './cache.js';
 import {
   compileGrpcRoute,
@@ -21,7 +21,7 @@ import {
   routesForTarget,
   type CompiledGrpcRoute,
   type GrpcRoute,
-} from './grpcroute.js';
+} from 'grpc-kube/internal/route/grpcroute.js';
 import { CDS, EDS, LDS, RDS, type ResourceTypeUrl } from './protos.js';
 import {
   buildCluster,
@@ -34,7 +34,7 @@ import {
   type ClusterLbPolicy,
   type ServiceRef,
 } from './resources.js';
-import { GrpcRouteWatcher } from './route-watcher.js';
+import { GrpcRouteWatcher } from 'grpc-kube/internal/route/route-watcher.js';
 
 export interface XdsControlPlaneOptions {
   /** Kubernetes access: a client, or a kubeconfig (YAML text); default: in-cluster / KUBECONFIG. */

@@ -1,22 +1,27 @@
 // Weighted and header routes for the proxy, from the same GRPCRoute objects (Gateway API, GAMMA
 // mesh convention: parentRef = the Service) the xDS control plane reads, compiled by the same code
-// (src/xds/grpcroute.ts) so both data paths agree on precedence and validation. Per RPC: take the
+// (packages/grpc-kube/src/route/grpcroute.ts) so both data paths agree on precedence and validation. Per RPC: take the
 // target Service's route table, first rule whose method and headers match, then one backend Service
-// by weight. Regular expressions are RE2, matched in linear time (src/adapter/re2.ts). An invalid
+// by weight. Regular expressions are RE2, matched in linear time (packages/grpc-kube/src/adapter/re2.ts). An invalid
 // route keeps its last good version (the error goes to onError); without any route a Service routes
 // to itself.
 
-import { re2FullMatch } from '../adapter/re2.js';
-import type { GrpcKubeError } from '../errors.js';
-import type { KubeClient } from '../kube/client.js';
+import { re2FullMatch } from 'grpc-kube/internal/adapter/re2.js';
+import type { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import type { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import {
   compileGrpcRoute,
   routesForTarget,
   type CompiledGrpcRoute,
   type GrpcRoute,
-} from '../xds/grpcroute.js';
-import { parseClusterName, type HeaderMatch, type PathMatch, type RouteSpec } from '../xds/resources.js';
-import { GrpcRouteWatcher } from '../xds/route-watcher.js';
+} from 'grpc-kube/internal/route/grpcroute.js';
+import {
+  parseClusterName,
+  type HeaderMatch,
+  type PathMatch,
+  type RouteSpec,
+} from 'grpc-kube/internal/route/spec.js';
+import { GrpcRouteWatcher } from 'grpc-kube/internal/route/route-watcher.js';
 import type { ServiceTarget } from './target.js';
 
 export interface GrpcRouteTableOptions {
