@@ -19,7 +19,7 @@ import {
   type ServerKitEvent,
   type ServerKitOptions,
 } from 'grpc-kube/internal/server/index.js';
-import { addGreeter, greeting } from '../../src/lab/hello.js';
+import { addGreeter, greeting } from '@grpc-kube/lab/internal/lab/hello.js';
 import { serverConfigFromEnv, type HelloServerConfig } from './config.js';
 
 export const GREETER_SERVICE = 'hello.Greeter';

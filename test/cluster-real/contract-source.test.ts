@@ -25,8 +25,14 @@ import {
   type V1EndpointSlice,
 } from '@kubernetes/client-node';
 
-import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
-import { startRealControlPlane, type RealControlPlane } from '../../src/cluster/real/control-plane.js';
+import {
+  controlPlaneBinDir,
+  controlPlaneBinariesPresent,
+} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
+import {
+  startRealControlPlane,
+  type RealControlPlane,
+} from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
 import type { Endpoint, EndpointDiff } from 'grpc-kube/internal/discovery/endpoint.js';
 import {
   KubernetesEndpointSource,

@@ -4,8 +4,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemoryStore } from '../../src/cluster/store.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
+import { MemoryStore } from '@grpc-kube/lab/internal/cluster/store.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import { KubeApiError } from 'grpc-kube/internal/errors.js';
 import type { EndpointSlice, KubeObject, WatchEvent } from 'grpc-kube/internal/kube/types.js';
 

@@ -101,8 +101,8 @@ describe('Dockerfile', () => {
     const cmd = (s: string): string | undefined => all.get(s)?.find((l) => l.startsWith('CMD'));
     assert.equal(cmd('server'), 'CMD ["node", "dist/examples/hello/server.js"]');
     assert.equal(cmd('client'), 'CMD ["node", "dist/examples/hello/client.js"]');
-    assert.match(cmd('proxy') ?? '', /^CMD \["node", "dist\/src\/cli\/main\.js", "proxy"/);
-    assert.match(cmd('xds') ?? '', /^CMD \["node", "dist\/src\/cli\/main\.js", "xds", "serve"/);
+    assert.match(cmd('proxy') ?? '', /^CMD \["node", "packages\/cli\/dist\/src\/main\.js", "proxy"/);
+    assert.match(cmd('xds') ?? '', /^CMD \["node", "packages\/cli\/dist\/src\/main\.js", "xds", "serve"/);
     // The proxy image carries nghttpx for --data-plane nghttpx, and still runs as uid 1000.
     assert.ok(all.get('proxy')?.some((l) => /apt-get install .*nghttp2-proxy/.test(l)));
     assert.equal(
@@ -155,7 +155,6 @@ describe('Dockerfile', () => {
     assert.ok(pinned.has('@grpc/grpc-js'), 'the build stage pins the grpc-js peer for the image');
     for (const n of pinned) assert.ok(peers.has(n), `${n} is pinned but is not a peer of our packages`);
     const files = [
-      join(repoRoot, 'dist', 'src'),
       join(repoRoot, 'dist', 'examples'),
       ...(root.workspaces ?? []).map((w) => join(repoRoot, w, 'dist', 'src')),
     ]
@@ -200,7 +199,11 @@ describe('Dockerfile', () => {
         if (src.endsWith('node_modules')) symlinkSync(from, to, 'dir');
         else cpSync(from, to, { recursive: true });
       }
-      for (const f of ['dist/examples/hello/server.js', 'dist/src/cli/main.js', 'proto/hello.proto']) {
+      for (const f of [
+        'dist/examples/hello/server.js',
+        'packages/cli/dist/src/main.js',
+        'proto/hello.proto',
+      ]) {
         assert.ok(existsSync(join(dir, f)), `${f} is in the image`);
       }
       assert.ok(!existsSync(join(dir, 'dist', 'test')), 'no tests in the image');

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { KubernetesEndpointSource, type EndpointListener } from 'grpc-kube/internal/discovery/kube-source.js';
 import type { Endpoint, EndpointDiff } from 'grpc-kube/internal/discovery/endpoint.js';
 import { KubeClient } from 'grpc-kube/internal/kube/client.js';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import type { PortSelector } from 'grpc-kube/internal/discovery/slices.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';

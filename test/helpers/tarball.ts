@@ -119,7 +119,8 @@ export function consumer(grpcJs = '^1'): Promise<Consumer> {
   return c;
 }
 
-async function tempDir(prefix: string): Promise<string> {
+/** A temp directory that removePacked() removes. */
+export async function tempDir(prefix: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   dirs.push(dir);
   return dir;

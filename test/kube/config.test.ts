@@ -17,7 +17,7 @@ import { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-sour
 import { servedIps, until } from '../helpers/kube.js';
 import { AdversarialApiServer, slice } from './adversarial-server.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../../packages/cli/dist/src/main.js', import.meta.url));
 
 function tmp(t: { after(fn: () => unknown): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'gk-kubeconfig-'));

@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { KubeConfig as ClientNodeKubeConfig } from '@kubernetes/client-node';
-import { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import { loadKubeConfig } from 'grpc-kube/internal/kube/config.js';
 import { parseKubeConfig, type KubeConfigLike } from 'grpc-kube/internal/kube/kubeconfig.js';

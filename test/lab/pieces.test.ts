@@ -4,9 +4,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { LabDnsServer, dnsTarget, grpcUsesAlternativeResolver } from '../../src/lab/dns-server.js';
-import { computeRunRecord, type PodTimeline } from '../../src/lab/metrics.js';
-import type { PodProcess } from '../../src/lab/pod-main.js';
+import {
+  LabDnsServer,
+  dnsTarget,
+  grpcUsesAlternativeResolver,
+} from '@grpc-kube/lab/internal/lab/dns-server.js';
+import { computeRunRecord, type PodTimeline } from '@grpc-kube/lab/internal/lab/metrics.js';
+import type { PodProcess } from '@grpc-kube/lab/internal/lab/pod-main.js';
 
 // grpc-js reads this when it loads; modules that import grpc-js are imported dynamically below.
 process.env['GRPC_NODE_USE_ALTERNATIVE_RESOLVER'] = 'true';
@@ -20,8 +24,8 @@ async function scaleUpRun(
   pod: { maxConnectionAgeMs?: number; maxConnectionAgeGraceMs?: number },
   channel: Record<string, number | string>,
 ): Promise<ReturnType<typeof computeRunRecord>> {
-  const { startWorkload } = await import('../../src/lab/workload.js');
-  const { spawnPod } = await import('../../src/lab/pod-main.js');
+  const { startWorkload } = await import('@grpc-kube/lab/internal/lab/workload.js');
+  const { spawnPod } = await import('@grpc-kube/lab/internal/lab/pod-main.js');
   assert.ok(
     grpcUsesAlternativeResolver(),
     'grpc-js must resolve dns: with c-ares to reach the lab DNS server',

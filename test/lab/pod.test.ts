@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { checkHealth } from '../helpers/health.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
-import { GreeterClient } from '../../src/lab/hello.js';
+import { GreeterClient } from '@grpc-kube/lab/internal/lab/hello.js';
 import { spawn as spawnProcess } from 'node:child_process';
 import {
   POD_MAIN_SCRIPT,
@@ -12,7 +12,7 @@ import {
   spawnPod,
   startPod,
   type PodProcess,
-} from '../../src/lab/pod-main.js';
+} from '@grpc-kube/lab/internal/lab/pod-main.js';
 
 function rpcResult(
   client: GreeterClient,

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { proxyCommand } from '../../src/cli/proxy.js';
+import { proxyCommand } from '@grpc-kube/cli/internal/proxy.js';
 import { freePorts } from 'grpc-kube/internal/net/ports.js';
 import { until } from '../helpers/kube.js';
 import { newJsonClient, startJsonServer, unary } from '../proxy/fixtures/json-service.js';

@@ -11,9 +11,17 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import { SliceWriter, until } from '../helpers/kube.js';
-import { consumer, pack, PACKAGES, removePacked, REPO_ROOT } from '../helpers/tarball.js';
+import {
+  consumer,
+  installInto,
+  pack,
+  PACKAGES,
+  removePacked,
+  REPO_ROOT,
+  tempDir,
+} from '../helpers/tarball.js';
 
 after(() => removePacked());
 
@@ -25,6 +33,8 @@ const MUST_HOLD: Readonly<Record<string, readonly string[]>> = {
   'grpc-kube': ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/register.js', 'dist/src/register.d.ts'],
   '@grpc-kube/xds': ['dist/src/index.js', 'dist/src/index.d.ts'],
   '@grpc-kube/proxy': ['dist/src/index.js', 'dist/src/index.d.ts'],
+  '@grpc-kube/lab': ['dist/src/lab/runner.js', 'dist/src/cluster/embedded.js'],
+  '@grpc-kube/cli': ['dist/src/main.js'],
 };
 
 test('each tarball holds its built code, its types, LICENSE and README; no tests, sources or maps', async () => {
@@ -81,6 +91,39 @@ console.log(JSON.stringify({
     // @grpc/grpc-js-xds is an optional peer: without it the xDS client says what to install.
     missing: 'GK_ERR_MISSING_PACKAGE',
   });
+});
+
+test('CLI: resolve needs only the core; xds, proxy and lab name the package to install', async () => {
+  const set = await pack();
+  const dir = await tempDir('gk-cli-');
+  await installInto(
+    dir,
+    ['grpc-kube', '@grpc-kube/cli'].map((n) => set[n]?.tarball ?? ''),
+    '^1',
+  );
+  const run = (args: string[]): Promise<{ code: number; out: string }> =>
+    new Promise((resolve) => {
+      const child = spawn(process.execPath, [join(dir, 'node_modules', '.bin', 'grpc-kube'), ...args], {
+        cwd: dir,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      child.once('exit', (code) => resolve({ code: code ?? -1, out }));
+    });
+  const help = await run(['--help']);
+  assert.equal(help.code, 0, help.out);
+  assert.match(help.out, /resolve/);
+  for (const [args, pkg] of [
+    [['xds', 'serve'], '@grpc-kube/xds'],
+    [['proxy', '--mode=ingress', '--target=a.b:1'], '@grpc-kube/proxy'],
+    [['lab'], '@grpc-kube/lab'],
+  ] as const) {
+    const r = await run([...args]);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, new RegExp(`GK_ERR_MISSING_PACKAGE: .*npm install ${pkg}`), r.out);
+  }
 });
 
 const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);

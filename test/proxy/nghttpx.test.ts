@@ -8,9 +8,9 @@ import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { DEFAULT_NGHTTPX, NghttpxDataPlane, backendConfig } from '@grpc-kube/proxy/internal/index.js';
-import { runScenario } from '../../src/lab/runner.js';
-import { builtinScenarios, scaleScenario } from '../../src/lab/scenario.js';
-import { proxyNghttpx } from '../../src/lab/strategies/proxy.js';
+import { runScenario } from '@grpc-kube/lab/internal/lab/runner.js';
+import { builtinScenarios, scaleScenario } from '@grpc-kube/lab/internal/lab/scenario.js';
+import { proxyNghttpx } from '@grpc-kube/lab/internal/lab/strategies/proxy.js';
 import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
 import { newJsonClient, startJsonServer, unary, type JsonServer } from './fixtures/json-service.js';
 

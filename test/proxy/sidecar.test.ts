@@ -14,7 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import { SourceRegistry } from 'grpc-kube/internal/discovery/registry.js';
 import { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import type { KubeObject } from 'grpc-kube/internal/kube/types.js';
 import { GrpcProxy, type GrpcProxyOptions } from '@grpc-kube/proxy/internal/index.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';

@@ -5,8 +5,8 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import { SERVICE_NAME_LABEL, type EndpointSlice } from 'grpc-kube/internal/kube/types.js';
 import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
 import { InvalidRouteError } from 'grpc-kube/internal/route/grpcroute.js';

@@ -8,8 +8,8 @@ import {
   type DecodedDeltaResponse,
   type DecodedResponse,
 } from '@grpc-kube/xds/internal/protos.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import type { GrpcRoute } from 'grpc-kube/internal/route/grpcroute.js';
 import { xdsBootstrapJson } from '@grpc-kube/xds/internal/bootstrap.js';
 import type { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import { xdsBootstrapJson } from '@grpc-kube/xds/internal/bootstrap.js';
 import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
 import type { AdsEvent } from '@grpc-kube/xds/internal/ads-server.js';

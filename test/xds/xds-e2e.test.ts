@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
 import { CDS, EDS, LDS, RDS, encodeAny, encodeMessage } from '@grpc-kube/xds/internal/protos.js';
 import { buildCluster } from '@grpc-kube/xds/internal/resources.js';

@@ -24,7 +24,7 @@ import type { LabTls } from '../tls.js';
 
 /** Grace a strategy's proxy gives RPCs in flight when the lab closes it. */
 const CLOSE_GRACE_MS = 1000;
-const CLI = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../../../../cli/dist/src/main.js', import.meta.url));
 const SETPRIV = '/usr/bin/setpriv';
 const START_TIMEOUT_MS = 20_000;
 

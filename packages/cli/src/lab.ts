@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { LAB_FLAGS, parseCommandLine } from './options.js';
 import { startMetrics, writeMetricsFile } from './metrics.js';
-import { textTable } from '../lab/text-table.js';
+import { textTable } from '@grpc-kube/lab/internal/lab/text-table.js';
 
 /** A (scenario, strategy) that threw instead of running: in the JSON, the report and the summary. */
 export interface FailedRun {
@@ -22,20 +22,21 @@ export interface FailedRun {
 
 export interface LabCommandIo {
   /** Scenarios and strategies selectable by name besides the built-in ones (tests). */
-  readonly scenarios?: readonly import('../lab/scenario.js').Scenario[];
-  readonly strategies?: readonly import('../lab/strategy.js').LabStrategy[];
+  readonly scenarios?: readonly import('@grpc-kube/lab/internal/lab/scenario.js').Scenario[];
+  readonly strategies?: readonly import('@grpc-kube/lab/internal/lab/strategy.js').LabStrategy[];
 }
 
 export async function labCommand(args: string[], io: LabCommandIo = {}): Promise<number> {
   const { values } = parseCommandLine(LAB_FLAGS, args);
-  const { builtinScenarios, scaleScenario, SCENARIO_NAMES } = await import('../lab/scenario.js');
-  const { STRATEGIES, OPTIONAL_STRATEGIES } = await import('../lab/strategies/index.js');
-  const { runScenario, failureReason, POD_SHUTDOWNS } = await import('../lab/runner.js');
-  const { renderReport } = await import('../lab/report.js');
-  const { SATURATION_ADVICE } = await import('../lab/harness.js');
+  const { builtinScenarios, scaleScenario, SCENARIO_NAMES } =
+    await import('@grpc-kube/lab/internal/lab/scenario.js');
+  const { STRATEGIES, OPTIONAL_STRATEGIES } = await import('@grpc-kube/lab/internal/lab/strategies/index.js');
+  const { runScenario, failureReason, POD_SHUTDOWNS } = await import('@grpc-kube/lab/internal/lab/runner.js');
+  const { renderReport } = await import('@grpc-kube/lab/internal/lab/report.js');
+  const { SATURATION_ADVICE } = await import('@grpc-kube/lab/internal/lab/harness.js');
   const { seededRandom } = await import('grpc-kube/internal/balancer/index.js');
-  const { tlsCostTable } = await import('../lab/tls-cost.js');
-  const { grpcUsesAlternativeResolver } = await import('../lab/dns-server.js');
+  const { tlsCostTable } = await import('@grpc-kube/lab/internal/lab/tls-cost.js');
+  const { grpcUsesAlternativeResolver } = await import('@grpc-kube/lab/internal/lab/dns-server.js');
 
   const cluster = values.cluster ?? 'embedded';
   if (cluster !== 'embedded' && cluster !== 'real') {
@@ -99,7 +100,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   if (!POD_SHUTDOWNS.includes(pods))
     throw new InvalidOptionError('--pods', `must be one of ${POD_SHUTDOWNS.join(', ')}`);
   // Assertions are checked before anything runs: a typo must not cost a whole lab run.
-  const { parseAssertion, checkAssertions } = await import('../lab/assert.js');
+  const { parseAssertion, checkAssertions } = await import('@grpc-kube/lab/internal/lab/assert.js');
   const assertions = (values.assert ?? []).map((a) =>
     parseAssertion(a, { scenarios: SCENARIO_NAMES, strategies: everyStrategy.map((s) => s.name) }),
   );
@@ -224,7 +225,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
 }
 
 type Run = {
-  record: import('../lab/metrics.js').LabRunRecord;
+  record: import('@grpc-kube/lab/internal/lab/metrics.js').LabRunRecord;
   podsPerClient?: readonly number[] | undefined;
 };
 

@@ -3,7 +3,7 @@
 // Each subcommand lives in its own module; this file parses arguments and maps errors to exit codes.
 
 import './env.js';
-import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { GrpcKubeError, missingPackage } from 'grpc-kube/internal/errors.js';
 import { parseCommandLine, RESOLVE_FLAGS } from './options.js';
 import { resolveCommand } from './resolve.js';
 
@@ -43,11 +43,15 @@ async function main(argv: string[]): Promise<number> {
     });
   }
   if (cmd === 'xds') {
-    const { xdsCommand } = await import('./xds.js');
+    const { xdsCommand } = await subcommand('@grpc-kube/xds', 'grpc-kube xds', () => import('./xds.js'));
     return xdsCommand(rest);
   }
   if (cmd === 'proxy') {
-    const { proxyCommand } = await import('./proxy.js');
+    const { proxyCommand } = await subcommand(
+      '@grpc-kube/proxy',
+      'grpc-kube proxy',
+      () => import('./proxy.js'),
+    );
     return proxyCommand(rest);
   }
   if (cmd === 'lab') {
@@ -55,11 +59,26 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(USAGE);
       return 0;
     }
-    const { labCommand } = await import('./lab.js');
+    const { labCommand } = await subcommand('@grpc-kube/lab', 'grpc-kube lab', () => import('./lab.js'));
     return labCommand(rest);
   }
   process.stderr.write(USAGE);
   return cmd === undefined || cmd === 'help' || cmd === '--help' ? 0 : 2;
+}
+
+/**
+ * A subcommand's module, loaded when it runs; its package is an optional peer of the CLI, and when it
+ * is not installed the command says which one to install.
+ */
+async function subcommand<T>(pkg: string, feature: string, load: () => Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (err) {
+    const e = err as { code?: unknown; message?: unknown };
+    if (e.code === 'ERR_MODULE_NOT_FOUND' && String(e.message).includes(`'${pkg}'`))
+      throw missingPackage(pkg, feature, err);
+    throw err;
+  }
 }
 
 main(process.argv.slice(2)).then(
