@@ -15,14 +15,15 @@ ARG NODE_VERSION=20
 FROM node:${NODE_VERSION}-bookworm AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
+# The workspaces (packages/*: the core, xds, proxy, lab, cli) with their sources: npm ci links them into node_modules.
+COPY packages ./packages
 RUN npm ci --ignore-scripts --no-audit --no-fund
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.base.json ./
 COPY proto ./proto
-COPY src ./src
 COPY examples ./examples
 # The image is an application of the library: the peers its CLI needs (grpc-js, and grpc-js-xds for the
 # xds target) become its dependencies at the locked versions; then every dev-only package is dropped.
-RUN npx tsc -p tsconfig.json \
+RUN npx tsc -b tsconfig.json \
  && node -e "const fs = require('fs'); const p = require('./package.json'); const l = require('./package-lock.json'); \
       for (const n of ['@grpc/grpc-js', '@grpc/grpc-js-xds']) p.dependencies[n] = l.packages['node_modules/' + n].version; \
       delete p.devDependencies; fs.writeFileSync('package.json', JSON.stringify(p, null, 2));" \
@@ -35,7 +36,7 @@ WORKDIR /app
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/proto ./proto
-COPY --from=build /src/dist/src ./dist/src
+COPY --from=build /src/packages ./packages
 COPY --from=build /src/dist/examples ./dist/examples
 # uid/gid 1000 is the image's `node` user; numeric so that runAsNonRoot can verify it.
 USER 1000:1000
@@ -52,11 +53,11 @@ USER 1000:1000
 EXPOSE 15001
 # A proxy needs its Service (`--mode=ingress --listen=0.0.0.0:50051 --target=svc.ns:port`, as
 # deploy/proxy passes): without one the default lists the flags instead of failing at start.
-CMD ["node", "dist/src/cli/main.js", "proxy", "--help"]
+CMD ["node", "packages/cli/dist/src/main.js", "proxy", "--help"]
 
 FROM runtime AS xds
 EXPOSE 18000
-CMD ["node", "dist/src/cli/main.js", "xds", "serve", "--listen=0.0.0.0:18000"]
+CMD ["node", "packages/cli/dist/src/main.js", "xds", "serve", "--listen=0.0.0.0:18000"]
 
 # Last, so that a plain `docker build .` gives the server.
 FROM runtime AS server

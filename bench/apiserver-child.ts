@@ -1,9 +1,9 @@
 // An embedded API server in its own process, so the resolver bench measures only the client's CPU.
 // Holds one Service with 5,000 endpoints in 50 slices; on {mutate: n} it modifies n slices (one
 // endpoint's readiness each) and answers {mutated: n}.
-import { EmbeddedApiServer } from '../src/cluster/apiserver.js';
-import { RESOURCES } from '../src/cluster/store-api.js';
-import { SERVICE_NAME_LABEL, type EndpointSlice } from '../src/kube/types.js';
+import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { SERVICE_NAME_LABEL, type EndpointSlice } from 'grpc-kube/internal/kube/types.js';
 
 const SLICES = 50;
 const PER_SLICE = 100;

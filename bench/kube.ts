@@ -13,9 +13,9 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { SourceRegistry } from '../src/discovery/registry.js';
-import type { Subscription } from '../src/discovery/kube-source.js';
-import { KubeClient } from '../src/kube/client.js';
+import { SourceRegistry } from 'grpc-kube/internal/discovery/registry.js';
+import type { Subscription } from 'grpc-kube/internal/discovery/kube-source.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
 
 const SERVICES = Number(process.env.GK_BENCH_SERVICES ?? 1000);
 const ROUNDS = 3;

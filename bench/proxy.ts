@@ -25,8 +25,8 @@ import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createCa, signed } from '../src/cluster/real/pki.js';
-import { freePorts, waitForListen } from '../src/net/ports.js';
+import { createCa, signed } from '@grpc-kube/lab/internal/cluster/real/pki.js';
+import { freePorts, waitForListen } from 'grpc-kube/internal/net/ports.js';
 
 interface Row {
   name: string;
@@ -54,7 +54,7 @@ interface Peer {
 
 const BACKEND_HOSTS = ['127.0.0.51', '127.0.0.52', '127.0.0.53'];
 const PATH = '/grpckube.test.Json/Unary';
-const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../packages/cli/dist/src/main.js', import.meta.url));
 
 function has(bin: string): boolean {
   return existsSync(bin);

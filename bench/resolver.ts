@@ -11,9 +11,9 @@
 
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { clientDefaults, setup } from '../src/index.js';
-import { KubeClient } from '../src/kube/client.js';
-import { KubernetesEndpointSource } from '../src/discovery/kube-source.js';
+import { clientDefaults, setup } from 'grpc-kube/internal/index.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-source.js';
 import { newEchoClient, startEchoServer, who, type Echo, type EchoServer } from '../test/helpers/echo.js';
 import { SliceWriter, startApi, until } from '../test/helpers/kube.js';
 

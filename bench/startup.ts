@@ -1,15 +1,18 @@
 // `npm run bench -- startup`: what the core costs a process that imports it (docs/figures.md).
-// The package is packed as for a publish (`npm pack`, which runs the prepare build) and installed from
-// the tarball into a fresh project, so the figures are those of what a user installs.
+// Every package is packed as for a publish (`npm pack -w`, which runs each one's prepack build) and the
+// core's tarball alone is installed into a fresh project, so the figures are those of what a user of
+// the resolver installs.
 //  - importRegisterMs: `await import('grpc-kube/register')` in a fresh node process (it loads
 //    @grpc/grpc-js too), median of RUNS processes.
 //  - grpcJsImportMs: `await import('@grpc/grpc-js')` alone, the same way; the two alternate, so
 //    both see the same machine load.
 //  - importRatio: importRegisterMs / grpcJsImportMs (goal <= 1.5). The same three as CPU time
 //    (user + system of the process, *CpuMs, importRatioCpu), which a loaded machine disturbs less.
-//  - coreInstallBytes: the bytes on disk of everything npm installed for grpc-kube (the package and
-//    its dependencies), @grpc/grpc-js (the user's own peer) excluded; grpcJsInstallBytes beside it.
-//  - coreTarballFiles: files in the tarball; packageBytes: the package's own unpacked size.
+//  - coreInstallBytes: the bytes on disk of everything npm installed for the core package grpc-kube
+//    (the package and its dependencies), @grpc/grpc-js (the user's own peer) excluded;
+//    grpcJsInstallBytes beside it.
+//  - coreTarballFiles: files in the core's tarball; packageBytes: its own unpacked size;
+//    tarballFiles: the files of every package's tarball, by name.
 
 import { execFile } from 'node:child_process';
 import { lstat, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -65,12 +68,14 @@ async function packageSizes(modules: string): Promise<Map<string, number>> {
 export async function runStartupBench(): Promise<Record<string, unknown>> {
   const root = await mkdtemp(join(tmpdir(), 'gk-bench-startup-'));
   try {
-    log('packing (npm pack runs the prepare build) ...');
-    const packed = await packInto(root, { prepare: true });
+    log('packing every package (npm pack -w runs each prepack build) ...');
+    const set = await packInto(root, { prepare: true });
+    const packed = set['grpc-kube'];
+    if (packed === undefined) throw new Error('npm pack made no grpc-kube tarball');
     const dir = join(root, 'consumer');
     await mkdir(dir);
     log(`installing ${packed.tarball} into a fresh project ...`);
-    await installInto(dir, packed.tarball, '^1');
+    await installInto(dir, [packed.tarball], '^1');
     // One untimed import of each first: the page cache, not the code, decides a first cold read.
     await importMs(dir, 'grpc-kube/register');
     await importMs(dir, '@grpc/grpc-js');
@@ -108,6 +113,7 @@ export async function runStartupBench(): Promise<Record<string, unknown>> {
       grpcJsInstallBytes,
       coreTarballFiles: packed.files.length,
       packageBytes: packed.unpackedBytes,
+      tarballFiles: Object.fromEntries(Object.entries(set).map(([name, p]) => [name, p.files.length])),
     };
   } finally {
     await rm(root, { recursive: true, force: true });

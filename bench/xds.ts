@@ -11,8 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import * as grpc from '@grpc/grpc-js';
-import { XdsControlPlane } from '../src/xds/control-plane.js';
-import { adsClientDefinition, EDS, type DecodedResponse } from '../src/xds/protos.js';
+import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
+import { adsClientDefinition, EDS, type DecodedResponse } from '@grpc-kube/xds/internal/protos.js';
 import { SliceWriter, startApi, until } from '../test/helpers/kube.js';
 
 const STREAMS = 1000;

@@ -12,7 +12,7 @@
 #
 # Environment: GRPC_KUBE_CACHE (default ~/.cache/grpc-kube). GOCACHE / GOMODCACHE keep Go's defaults,
 # which are outside the repo. The bin dir is named after both pinned versions so that bumping either
-# one can never reuse a stale binary; src/cluster/real/binaries.ts computes the same name.
+# one can never reuse a stale binary; packages/lab/src/cluster/real/binaries.ts computes the same name.
 set -euo pipefail
 
 # The whole body is one compound command, so bash parses it all before running any of it: a build

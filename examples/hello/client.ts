@@ -9,10 +9,10 @@
 
 import { pathToFileURL } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { setup } from '../../src/resolver/setup.js';
-import { clientDefaults } from '../../src/client/index.js';
-import { GrpcKubeError } from '../../src/errors.js';
-import { GreeterClient } from '../../src/lab/hello.js';
+import { setup } from 'grpc-kube/internal/resolver/setup.js';
+import { clientDefaults } from 'grpc-kube/internal/client/index.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { GreeterClient } from '@grpc-kube/lab/internal/lab/hello.js';
 import { clientConfigFromEnv, type HelloClientConfig } from './config.js';
 
 export interface RoundResult {

@@ -3,7 +3,7 @@
 // a pod that runs with a silently wrong setting. The manifests in deploy/ set exactly these variables.
 
 import { hostname } from 'node:os';
-import { InvalidOptionError } from '../../src/errors.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 

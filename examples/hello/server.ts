@@ -10,7 +10,7 @@
 import diagnostics from 'node:diagnostics_channel';
 import { pathToFileURL } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { GrpcKubeError } from '../../src/errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import {
   SERVER_CHANNEL_NAME,
   createServerKit,
@@ -18,8 +18,8 @@ import {
   type ServerKit,
   type ServerKitEvent,
   type ServerKitOptions,
-} from '../../src/server/index.js';
-import { addGreeter, greeting } from '../../src/lab/hello.js';
+} from 'grpc-kube/internal/server/index.js';
+import { addGreeter, greeting } from '@grpc-kube/lab/internal/lab/hello.js';
 import { serverConfigFromEnv, type HelloServerConfig } from './config.js';
 
 export const GREETER_SERVICE = 'hello.Greeter';

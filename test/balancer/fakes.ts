@@ -15,9 +15,9 @@ import {
   type Picker,
   type SubchannelAddress,
   type SubchannelInterface,
-} from '../../src/adapter/grpc-js.js';
+} from 'grpc-kube/internal/adapter/grpc-js.js';
 import { Metadata } from '@grpc/grpc-js';
-import type { Endpoint } from '../../src/discovery/endpoint.js';
+import type { Endpoint } from 'grpc-kube/internal/discovery/endpoint.js';
 
 type Listener = (
   sc: SubchannelInterface,

@@ -13,12 +13,19 @@ import {
   P2cConfig,
   P2cLoadBalancer,
   seededRandom,
-} from '../../src/balancer/index.js';
-import { DEADLINE_METADATA_KEY, type TwoChoicePicker } from '../../src/balancer/endpoint-balancer.js';
-import { ejectionDurationMs, parseOutlierDetection, pushbackMs } from '../../src/balancer/outlier.js';
-import { InvalidOptionError } from '../../src/errors.js';
+} from 'grpc-kube/internal/balancer/index.js';
+import {
+  DEADLINE_METADATA_KEY,
+  type TwoChoicePicker,
+} from 'grpc-kube/internal/balancer/endpoint-balancer.js';
+import {
+  ejectionDurationMs,
+  parseOutlierDetection,
+  pushbackMs,
+} from 'grpc-kube/internal/balancer/outlier.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { FakeHelper, countPicks, endpoints, pickArgs } from './fakes.js';
-import { PickResultType, type Picker } from '../../src/adapter/grpc-js.js';
+import { PickResultType, type Picker } from 'grpc-kube/internal/adapter/grpc-js.js';
 
 const A = '10.0.0.1:80';
 const B = '10.0.0.2:80';

@@ -6,7 +6,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import diagnostics from 'node:diagnostics_channel';
 import { connectivityState as ConnectivityState } from '@grpc/grpc-js';
-import { PickResultType, statusOrFromError, parseLoadBalancingConfig } from '../../src/adapter/grpc-js.js';
+import {
+  PickResultType,
+  statusOrFromError,
+  parseLoadBalancingConfig,
+} from 'grpc-kube/internal/adapter/grpc-js.js';
 import { status as Status, Metadata } from '@grpc/grpc-js';
 import {
   EwmaConfig,
@@ -21,10 +25,10 @@ import {
   p2cServiceConfigEntry,
   BALANCER_CHANNEL_NAME,
   type BalancerEvent,
-} from '../../src/balancer/index.js';
-import { decayedRttMs, observeRtt } from '../../src/balancer/ewma.js';
-import { EndpointStats, TwoChoicePicker } from '../../src/balancer/endpoint-balancer.js';
-import { InvalidOptionError } from '../../src/errors.js';
+} from 'grpc-kube/internal/balancer/index.js';
+import { decayedRttMs, observeRtt } from 'grpc-kube/internal/balancer/ewma.js';
+import { EndpointStats, TwoChoicePicker } from 'grpc-kube/internal/balancer/endpoint-balancer.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { FakeHelper, countPicks, endpoints, infoOptions, pickOnce, scriptedRandom } from './fakes.js';
 
 const A = '10.0.0.1:80';

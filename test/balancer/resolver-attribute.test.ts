@@ -12,10 +12,14 @@ import {
   statusOrFromValue,
   type GrpcUri,
   type ResolverListener,
-} from '../../src/adapter/grpc-js.js';
-import type { Endpoint } from '../../src/discovery/endpoint.js';
-import { BALANCER_CHANNEL_NAME, registerPolicies, type BalancerEvent } from '../../src/balancer/index.js';
-import { clientDefaults } from '../../src/client/defaults.js';
+} from 'grpc-kube/internal/adapter/grpc-js.js';
+import type { Endpoint } from 'grpc-kube/internal/discovery/endpoint.js';
+import {
+  BALANCER_CHANNEL_NAME,
+  registerPolicies,
+  type BalancerEvent,
+} from 'grpc-kube/internal/balancer/index.js';
+import { clientDefaults } from 'grpc-kube/internal/client/defaults.js';
 import { echo, startEchoServer, type StartedServer } from '../server/echo.js';
 
 const SCHEME = 'gk-balancer-test';

@@ -5,8 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { registerPolicies } from '../../src/balancer/index.js';
-import { clientDefaults } from '../../src/client/defaults.js';
+import { registerPolicies } from 'grpc-kube/internal/balancer/index.js';
+import { clientDefaults } from 'grpc-kube/internal/client/defaults.js';
 import { echo, startEchoServer, type StartedServer } from '../server/echo.js';
 
 // Loopback on a shared 2-core machine adds ~10 ms to every call, so the server-side times are

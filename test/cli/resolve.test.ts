@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { resolveCommand } from '../../src/cli/resolve.js';
+import { resolveCommand } from '@grpc-kube/cli/internal/resolve.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 
 const clock = () => new Date('2026-11-23T12:00:00.000Z');

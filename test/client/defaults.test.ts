@@ -4,8 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { clientDefaults, defaultServiceConfig } from '../../src/client/defaults.js';
-import { InvalidOptionError } from '../../src/errors.js';
+import { clientDefaults, defaultServiceConfig } from 'grpc-kube/internal/client/defaults.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { echo, startEchoServer, ECHO_PATH } from '../server/echo.js';
 
 test('defaults: retry UNAVAILABLE for every method, keepalive in seconds, no proxy, round_robin', () => {

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { clientDefaults } from '../../src/client/defaults.js';
+import { clientDefaults } from 'grpc-kube/internal/client/defaults.js';
 import { echo } from '../server/echo.js';
 
 const SERVER = fileURLToPath(new URL('./echo-process.js', import.meta.url));

@@ -6,11 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import '../../src/balancer/index.js';
-import { clientDefaults, defaultServiceConfig } from '../../src/client/defaults.js';
-import { DEADLINE_METADATA_KEY } from '../../src/balancer/endpoint-balancer.js';
-import { parseLoadBalancingConfig } from '../../src/adapter/grpc-js.js';
-import { InvalidOptionError } from '../../src/errors.js';
+import 'grpc-kube/internal/balancer/index.js';
+import { clientDefaults, defaultServiceConfig } from 'grpc-kube/internal/client/defaults.js';
+import { DEADLINE_METADATA_KEY } from 'grpc-kube/internal/balancer/endpoint-balancer.js';
+import { parseLoadBalancingConfig } from 'grpc-kube/internal/adapter/grpc-js.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { echo, ECHO_PATH, startEchoServer, type StartedServer } from '../server/echo.js';
 
 const fastRetry = { initialBackoffMs: 1, maxBackoffMs: 2 };

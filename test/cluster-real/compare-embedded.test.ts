@@ -10,12 +10,12 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 
-import { startEmbeddedCluster, type AppSpec } from '../../src/cluster/embedded.js';
-import { NodeScriptRuntime } from '../../src/cluster/pod-runtime.js';
-import { startRealLabCluster } from '../../src/cluster/real/cluster.js';
-import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
-import { KubeClient } from '../../src/kube/client.js';
-import { POD_MAIN_SCRIPT } from '../../src/lab/pod-main.js';
+import { startEmbeddedCluster, type AppSpec } from '@grpc-kube/lab/internal/cluster/embedded.js';
+import { NodeScriptRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
+import { startRealLabCluster } from '@grpc-kube/lab/internal/cluster/real/cluster.js';
+import { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-source.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { POD_MAIN_SCRIPT } from '@grpc-kube/lab/internal/lab/pod-main.js';
 import { eventually } from '../helpers/wait.js';
 import { realLabSkip } from '../helpers/real.js';
 

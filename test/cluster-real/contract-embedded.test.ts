@@ -10,9 +10,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import type { EndpointSlice } from '../../src/kube/types.js';
+import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import type { EndpointSlice } from 'grpc-kube/internal/kube/types.js';
 import { normalise, rawGet, rawWatch, type RawAuth } from './contract-http.js';
 
 const RECORDING_PATH = join(

@@ -6,18 +6,21 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
-import { deploymentManifest, headlessServiceManifest } from '../../src/cluster/embedded.js';
-import { startRealControlPlane, type RealControlPlane } from '../../src/cluster/real/control-plane.js';
-import { LabApi } from '../../src/cluster/real/kube-http.js';
-import { RealKubelet } from '../../src/cluster/real/kubelet.js';
-import { NetnsScriptRuntime } from '../../src/cluster/real/kubelet-runtime.js';
-import { createLabNetwork, type LabNetwork } from '../../src/cluster/real/netns.js';
-import type { Node, Pod } from '../../src/cluster/controllers/kinds.js';
-import type { Endpoint } from '../../src/discovery/endpoint.js';
-import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
-import { KubeClient } from '../../src/kube/client.js';
-import { GreeterClient } from '../../src/lab/hello.js';
-import { POD_MAIN_SCRIPT } from '../../src/lab/pod-main.js';
+import { deploymentManifest, headlessServiceManifest } from '@grpc-kube/lab/internal/cluster/embedded.js';
+import {
+  startRealControlPlane,
+  type RealControlPlane,
+} from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
+import { LabApi } from '@grpc-kube/lab/internal/cluster/real/kube-http.js';
+import { RealKubelet } from '@grpc-kube/lab/internal/cluster/real/kubelet.js';
+import { NetnsScriptRuntime } from '@grpc-kube/lab/internal/cluster/real/kubelet-runtime.js';
+import { createLabNetwork, type LabNetwork } from '@grpc-kube/lab/internal/cluster/real/netns.js';
+import type { Node, Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
+import type { Endpoint } from 'grpc-kube/internal/discovery/endpoint.js';
+import { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-source.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { GreeterClient } from '@grpc-kube/lab/internal/lab/hello.js';
+import { POD_MAIN_SCRIPT } from '@grpc-kube/lab/internal/lab/pod-main.js';
 import { eventually } from '../helpers/wait.js';
 import { realLabSkip } from '../helpers/real.js';
 

@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 
-import { startRealLabCluster } from '../../src/cluster/real/cluster.js';
-import type { Pod } from '../../src/cluster/controllers/kinds.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import type { LabCluster } from '../../src/lab/cluster.js';
-import { POD_MAIN_SCRIPT } from '../../src/lab/pod-main.js';
-import { PodTimelineRecorder } from '../../src/lab/timeline.js';
+import { startRealLabCluster } from '@grpc-kube/lab/internal/cluster/real/cluster.js';
+import type { Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import type { LabCluster } from '@grpc-kube/lab/internal/lab/cluster.js';
+import { POD_MAIN_SCRIPT } from '@grpc-kube/lab/internal/lab/pod-main.js';
+import { PodTimelineRecorder } from '@grpc-kube/lab/internal/lab/timeline.js';
 import { realLabSkip } from '../helpers/real.js';
 
 const skip = realLabSkip();

@@ -9,15 +9,15 @@ import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 
-import { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import type { Pod } from '../../src/cluster/controllers/kinds.js';
-import { LabApi, statusOf } from '../../src/cluster/real/kube-http.js';
-import { RealKubelet } from '../../src/cluster/real/kubelet.js';
-import type { LabNetwork } from '../../src/cluster/real/netns.js';
-import { httpWatchStore } from '../../src/cluster/real/watch-store.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import { GrpcKubeError } from '../../src/errors.js';
-import type { WatchEvent } from '../../src/kube/types.js';
+import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import type { Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
+import { LabApi, statusOf } from '@grpc-kube/lab/internal/cluster/real/kube-http.js';
+import { RealKubelet } from '@grpc-kube/lab/internal/cluster/real/kubelet.js';
+import type { LabNetwork } from '@grpc-kube/lab/internal/cluster/real/netns.js';
+import { httpWatchStore } from '@grpc-kube/lab/internal/cluster/real/watch-store.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import type { WatchEvent } from 'grpc-kube/internal/kube/types.js';
 
 const RP = { group: '', version: 'v1', resource: 'pods', namespace: 'default' };
 

@@ -25,16 +25,22 @@ import {
   type V1EndpointSlice,
 } from '@kubernetes/client-node';
 
-import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
-import { startRealControlPlane, type RealControlPlane } from '../../src/cluster/real/control-plane.js';
-import type { Endpoint, EndpointDiff } from '../../src/discovery/endpoint.js';
+import {
+  controlPlaneBinDir,
+  controlPlaneBinariesPresent,
+} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
+import {
+  startRealControlPlane,
+  type RealControlPlane,
+} from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
+import type { Endpoint, EndpointDiff } from 'grpc-kube/internal/discovery/endpoint.js';
 import {
   KubernetesEndpointSource,
   type EndpointListener,
   type KubeSourceOptions,
-} from '../../src/discovery/kube-source.js';
-import { GrpcKubeError, KubeApiError } from '../../src/errors.js';
-import { KubeClient } from '../../src/kube/client.js';
+} from 'grpc-kube/internal/discovery/kube-source.js';
+import { GrpcKubeError, KubeApiError } from 'grpc-kube/internal/errors.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import { normalise, rawGet, rawWatch, type RawAuth } from './contract-http.js';
 import { eventually } from '../helpers/wait.js';
 

@@ -23,16 +23,19 @@ import {
 } from '@kubernetes/client-node';
 import type { V1EndpointSlice } from '@kubernetes/client-node';
 
-import { GrpcKubeError } from '../../src/errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import {
   ETCD_VERSION,
   KUBE_VERSION,
   controlPlaneBinDir,
   controlPlaneBinariesPresent,
   findControlPlaneBinaries,
-} from '../../src/cluster/real/binaries.js';
-import { startRealControlPlane, type RealControlPlane } from '../../src/cluster/real/control-plane.js';
-import { reapLeftovers } from '../../src/cluster/real/processes.js';
+} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
+import {
+  startRealControlPlane,
+  type RealControlPlane,
+} from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
+import { reapLeftovers } from '@grpc-kube/lab/internal/cluster/real/processes.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
 const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
@@ -314,7 +317,9 @@ describe('real control plane', { skip: skipReal }, () => {
 describe('real control plane after a crash of its owner', { skip: skipReal }, () => {
   it("the next start reaps the SIGKILLed owner's etcd, apiserver and controller-manager", async () => {
     const runDir = mkdtempSync(join(tmpdir(), 'grpc-kube-crash-run-'));
-    const mod = fileURLToPath(new URL('../../src/cluster/real/control-plane.js', import.meta.url));
+    const mod = fileURLToPath(
+      new URL('../../../packages/lab/dist/src/cluster/real/control-plane.js', import.meta.url),
+    );
     const script = `
       import { startRealControlPlane } from ${JSON.stringify(mod)};
       const cp = await startRealControlPlane({ runDir: ${JSON.stringify(runDir)} });

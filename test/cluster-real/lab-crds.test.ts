@@ -6,13 +6,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { readCrds } from '../../src/cluster/real/crds.js';
-import { KubeClient } from '../../src/kube/client.js';
-import { startLabCluster } from '../../src/lab/cluster.js';
-import { packageRoot } from '../../src/lab/paths.js';
-import { canaryGrpcRoute } from '../../src/lab/strategies/xds.js';
-import type { KubeObject } from '../../src/kube/types.js';
-import type { GrpcRoute } from '../../src/xds/grpcroute.js';
+import { readCrds } from '@grpc-kube/lab/internal/cluster/real/crds.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { startLabCluster } from '@grpc-kube/lab/internal/lab/cluster.js';
+import { packageRoot } from '@grpc-kube/lab/internal/lab/paths.js';
+import { canaryGrpcRoute } from '@grpc-kube/lab/internal/lab/strategies/xds.js';
+import type { KubeObject } from 'grpc-kube/internal/kube/types.js';
+import type { GrpcRoute } from 'grpc-kube/internal/route/grpcroute.js';
 import { join } from 'node:path';
 import { realLabSkip } from '../helpers/real.js';
 

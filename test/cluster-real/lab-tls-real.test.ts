@@ -10,11 +10,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { LabRunRecord } from '../../src/lab/metrics.js';
+import type { LabRunRecord } from '@grpc-kube/lab/internal/lab/metrics.js';
 import { runNode, unsaturatedLab } from '../helpers/lab.js';
 import { realLabSkip } from '../helpers/real.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../../packages/cli/dist/src/main.js', import.meta.url));
 const LOSSLESS = ['kubernetes', 'kubernetes-p2c', 'kubernetes-ewma', 'proxy', 'sidecar', 'xds'];
 
 let dir: string | undefined;

@@ -16,8 +16,8 @@ import { pathToFileURL } from 'node:url';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { GrpcKubeError } from '../../src/errors.js';
-import { createLabNetwork, type LabNetwork } from '../../src/cluster/real/netns.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { createLabNetwork, type LabNetwork } from '@grpc-kube/lab/internal/cluster/real/netns.js';
 
 function canRun(): string | false {
   if (process.getuid?.() !== 0) return 'needs root (network namespaces)';

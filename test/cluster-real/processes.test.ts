@@ -19,8 +19,13 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { GrpcKubeError } from '../../src/errors.js';
-import { freePorts, reapLeftovers, startProcess, waitHealthy } from '../../src/cluster/real/processes.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import {
+  freePorts,
+  reapLeftovers,
+  startProcess,
+  waitHealthy,
+} from '@grpc-kube/lab/internal/cluster/real/processes.js';
 
 const work = mkdtempSync(join(tmpdir(), 'grpc-kube-proc-test-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -146,7 +151,9 @@ describe('startProcess / waitHealthy', () => {
 
 describe('exit hooks', () => {
   it('a SIGTERM to the owner kills its registered children', async () => {
-    const mod = fileURLToPath(new URL('../../src/cluster/real/processes.js', import.meta.url));
+    const mod = fileURLToPath(
+      new URL('../../../packages/lab/dist/src/cluster/real/processes.js', import.meta.url),
+    );
     const script = `
       import { startProcess, onProcessExit } from ${JSON.stringify(mod)};
       const p = startProcess('child', '/bin/sleep', ['60'], ${JSON.stringify(join(work, 'hook.log'))});

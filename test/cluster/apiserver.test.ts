@@ -10,9 +10,12 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DiscoveryV1Api, KubeConfig, CoreV1Api, Watch } from '@kubernetes/client-node';
-import { EmbeddedApiServer, type EmbeddedApiServerOptions } from '../../src/cluster/apiserver.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import type { KubeObject } from '../../src/kube/types.js';
+import {
+  EmbeddedApiServer,
+  type EmbeddedApiServerOptions,
+} from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import type { KubeObject } from 'grpc-kube/internal/kube/types.js';
 
 const ES_PATH = '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices';
 const POD_PATH = '/api/v1/namespaces/default/pods';

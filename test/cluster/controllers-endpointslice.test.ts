@@ -1,15 +1,18 @@
 // The EndpointSlice controller against the MemoryStore: slicing, conditions, churn, coalescing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RESOURCES, type ObjectStore } from '../../src/cluster/store-api.js';
-import { EndpointSliceController, CONTROLLER_NAME } from '../../src/cluster/controllers/endpointslice.js';
+import { RESOURCES, type ObjectStore } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import {
+  EndpointSliceController,
+  CONTROLLER_NAME,
+} from '@grpc-kube/lab/internal/cluster/controllers/endpointslice.js';
 import {
   MANAGED_BY_LABEL,
   SERVICE_NAME_LABEL,
   type EndpointSlice,
   type SliceEndpoint,
-} from '../../src/kube/types.js';
-import type { Node, Pod, Service } from '../../src/cluster/controllers/kinds.js';
+} from 'grpc-kube/internal/kube/types.js';
+import type { Node, Pod, Service } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
 import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
 
 function service(extra: Partial<Service['spec']> = {}): Service {

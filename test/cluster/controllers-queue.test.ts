@@ -2,7 +2,7 @@
 // running, retries with backoff, nothing after close().
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WorkQueue } from '../../src/cluster/controllers/queue.js';
+import { WorkQueue } from '@grpc-kube/lab/internal/cluster/controllers/queue.js';
 
 test('a burst of adds for one key is one reconcile; different keys run in order', async () => {
   const runs: string[] = [];

@@ -1,21 +1,24 @@
 // Deployment and ReplicaSet controllers against the object store, with a simulated node agent.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RESOURCES, type ObjectStore } from '../../src/cluster/store-api.js';
+import { RESOURCES, type ObjectStore } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import {
   DeploymentController,
   isRolloutComplete,
   resolveSurgeUnavailable,
   templateHash,
-} from '../../src/cluster/controllers/deployment.js';
-import { ReplicaSetController, compareForDeletion } from '../../src/cluster/controllers/replicaset.js';
+} from '@grpc-kube/lab/internal/cluster/controllers/deployment.js';
+import {
+  ReplicaSetController,
+  compareForDeletion,
+} from '@grpc-kube/lab/internal/cluster/controllers/replicaset.js';
 import {
   POD_TEMPLATE_HASH_LABEL,
   isPodReady,
   type Deployment,
   type Pod,
   type ReplicaSet,
-} from '../../src/cluster/controllers/kinds.js';
+} from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
 import { newStore } from './fixtures/store.js';
 import { SimKubelet, type SimKubeletOptions } from './fixtures/sim-kubelet.js';
 

@@ -10,11 +10,11 @@ import {
   startEmbeddedCluster,
   waitForState,
   type EmbeddedCluster,
-} from '../../src/cluster/embedded.js';
-import { NodeScriptRuntime } from '../../src/cluster/pod-runtime.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import { isPodReady, type Pod } from '../../src/cluster/controllers/kinds.js';
-import type { EndpointSlice, KubeList } from '../../src/kube/types.js';
+} from '@grpc-kube/lab/internal/cluster/embedded.js';
+import { NodeScriptRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { isPodReady, type Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
+import type { EndpointSlice, KubeList } from 'grpc-kube/internal/kube/types.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/health-pod.js', import.meta.url));
 const NS = 'lab';

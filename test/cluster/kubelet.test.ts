@@ -6,11 +6,16 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
-import { RESOURCES, type ObjectStore } from '../../src/cluster/store-api.js';
-import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '../../src/cluster/kubelet.js';
-import { NodeScriptRuntime } from '../../src/cluster/pod-runtime.js';
-import { isPodReady, podCondition, type Node, type Pod } from '../../src/cluster/controllers/kinds.js';
-import type { WatchEvent } from '../../src/kube/types.js';
+import { RESOURCES, type ObjectStore } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '@grpc-kube/lab/internal/cluster/kubelet.js';
+import { NodeScriptRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
+import {
+  isPodReady,
+  podCondition,
+  type Node,
+  type Pod,
+} from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
+import type { WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/health-pod.js', import.meta.url));

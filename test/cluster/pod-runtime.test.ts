@@ -8,7 +8,9 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 
-const RUNTIME = fileURLToPath(new URL('../../src/cluster/pod-runtime.js', import.meta.url));
+const RUNTIME = fileURLToPath(
+  new URL('../../../packages/lab/dist/src/cluster/pod-runtime.js', import.meta.url),
+);
 
 const alive = (pid: number): boolean => {
   try {
@@ -65,7 +67,7 @@ const podSpec = (name: string, ip: string, port: number) => ({
 });
 
 test('pods run at the niceness the runtime is given, from their first instruction', async (t) => {
-  const { NodeScriptRuntime } = await import('../../src/cluster/pod-runtime.js');
+  const { NodeScriptRuntime } = await import('@grpc-kube/lab/internal/cluster/pod-runtime.js');
   assert.throws(() => new NodeScriptRuntime({ script: '-e', nice: 20 }), { code: 'GK_ERR_INVALID_OPTION' });
   assert.throws(() => new NodeScriptRuntime({ script: '-e', nice: -1 }), { code: 'GK_ERR_INVALID_OPTION' });
   // The pod prints the niceness it started with (field 19 of /proc/self/stat, after the command name).
@@ -86,7 +88,7 @@ test('pods run at the niceness the runtime is given, from their first instructio
 });
 
 test('a shell command runs as the pod, with the pod contract in its environment', async () => {
-  const { NodeScriptRuntime } = await import('../../src/cluster/pod-runtime.js');
+  const { NodeScriptRuntime } = await import('@grpc-kube/lab/internal/cluster/pod-runtime.js');
   const lines: string[] = [];
   const rt = new NodeScriptRuntime({
     script: 'unused',

@@ -2,8 +2,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseFieldSelector, parseLabelSelector } from '../../src/cluster/selector.js';
-import { KubeApiError } from '../../src/errors.js';
+import { parseFieldSelector, parseLabelSelector } from '@grpc-kube/lab/internal/cluster/selector.js';
+import { KubeApiError } from 'grpc-kube/internal/errors.js';
 
 const LABELS = { app: 'web', tier: 'front', version: '3', 'example.com/team': 'a' };
 

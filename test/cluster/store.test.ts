@@ -4,10 +4,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemoryStore } from '../../src/cluster/store.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import { KubeApiError } from '../../src/errors.js';
-import type { EndpointSlice, KubeObject, WatchEvent } from '../../src/kube/types.js';
+import { MemoryStore } from '@grpc-kube/lab/internal/cluster/store.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { KubeApiError } from 'grpc-kube/internal/errors.js';
+import type { EndpointSlice, KubeObject, WatchEvent } from 'grpc-kube/internal/kube/types.js';
 
 const ES = RESOURCES.endpointslices;
 const PODS = RESOURCES.pods;

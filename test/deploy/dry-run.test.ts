@@ -20,8 +20,14 @@ import { setTimeout as delay } from 'node:timers/promises';
 
 import { KubeConfig } from '@kubernetes/client-node';
 
-import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
-import { startRealControlPlane, type RealControlPlane } from '../../src/cluster/real/control-plane.js';
+import {
+  controlPlaneBinDir,
+  controlPlaneBinariesPresent,
+} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
+import {
+  startRealControlPlane,
+  type RealControlPlane,
+} from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
 import { applyOrder, idOf, renderKustomization, type KubeObject } from './kustomize.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 
-import { GrpcKubeError } from '../../src/errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { clientConfigFromEnv, serverConfigFromEnv } from '../../examples/hello/config.js';
 import { formatRound, runHelloClient, type RoundResult } from '../../examples/hello/client.js';
 import { startHelloServer, type HelloServer } from '../../examples/hello/server.js';

@@ -18,13 +18,16 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 
-import { startEmbeddedCluster } from '../../src/cluster/embedded.js';
-import { NodeScriptRuntime } from '../../src/cluster/pod-runtime.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
-import { startRealLabCluster } from '../../src/cluster/real/cluster.js';
-import type { Deployment, Service } from '../../src/cluster/controllers/kinds.js';
-import { setup } from '../../src/resolver/setup.js';
+import { startEmbeddedCluster } from '@grpc-kube/lab/internal/cluster/embedded.js';
+import { NodeScriptRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import {
+  controlPlaneBinDir,
+  controlPlaneBinariesPresent,
+} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
+import { startRealLabCluster } from '@grpc-kube/lab/internal/cluster/real/cluster.js';
+import type { Deployment, Service } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
+import { setup } from 'grpc-kube/internal/resolver/setup.js';
 import { clientConfigFromEnv } from '../../examples/hello/config.js';
 import { runHelloClient, type RoundResult } from '../../examples/hello/client.js';
 import { renderKustomization, type KubeObject } from './kustomize.js';

@@ -101,8 +101,8 @@ describe('Dockerfile', () => {
     const cmd = (s: string): string | undefined => all.get(s)?.find((l) => l.startsWith('CMD'));
     assert.equal(cmd('server'), 'CMD ["node", "dist/examples/hello/server.js"]');
     assert.equal(cmd('client'), 'CMD ["node", "dist/examples/hello/client.js"]');
-    assert.match(cmd('proxy') ?? '', /^CMD \["node", "dist\/src\/cli\/main\.js", "proxy"/);
-    assert.match(cmd('xds') ?? '', /^CMD \["node", "dist\/src\/cli\/main\.js", "xds", "serve"/);
+    assert.match(cmd('proxy') ?? '', /^CMD \["node", "packages\/cli\/dist\/src\/main\.js", "proxy"/);
+    assert.match(cmd('xds') ?? '', /^CMD \["node", "packages\/cli\/dist\/src\/main\.js", "xds", "serve"/);
     // The proxy image carries nghttpx for --data-plane nghttpx, and still runs as uid 1000.
     assert.ok(all.get('proxy')?.some((l) => /apt-get install .*nghttp2-proxy/.test(l)));
     assert.equal(
@@ -129,11 +129,23 @@ describe('Dockerfile', () => {
   });
 
   it('every package the image’s code imports is a production dependency', () => {
-    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
-      dependencies: Record<string, string>;
-      peerDependencies: Record<string, string>;
+    type Manifest = {
+      name: string;
+      workspaces?: string[];
+      dependencies?: Record<string, string>;
+      peerDependencies?: Record<string, string>;
     };
-    const prod = new Set([...Object.keys(pkg.dependencies), ...Object.keys(pkg.peerDependencies)]);
+    const read = (dir: string): Manifest =>
+      JSON.parse(readFileSync(join(repoRoot, dir, 'package.json'), 'utf8')) as Manifest;
+    const root = read('.');
+    const workspaces = (root.workspaces ?? []).map(read);
+    // The root's dependencies, the workspace packages themselves, and theirs.
+    const prod = new Set([
+      ...Object.keys(root.dependencies ?? {}),
+      ...workspaces.flatMap((w) => [w.name, ...Object.keys(w.dependencies ?? {})]),
+    ]);
+    const peers = new Set(workspaces.flatMap((w) => Object.keys(w.peerDependencies ?? {})));
+    for (const n of peers) prod.add(n);
     const lock = JSON.parse(readFileSync(join(repoRoot, 'package-lock.json'), 'utf8')) as {
       packages: Record<string, { dev?: boolean }>;
     };
@@ -141,8 +153,11 @@ describe('Dockerfile', () => {
     const pinList = /for \(const n of \[([^\]]*)\]\) p\.dependencies\[n\]/.exec(dockerfile)?.[1] ?? '';
     const pinned = new Set([...pinList.matchAll(/'([^']+)'/g)].map((m) => m[1] as string));
     assert.ok(pinned.has('@grpc/grpc-js'), 'the build stage pins the grpc-js peer for the image');
-    for (const n of pinned) assert.ok(n in pkg.peerDependencies, `${n} is pinned but is not a peer`);
-    const files = [join(repoRoot, 'dist', 'src'), join(repoRoot, 'dist', 'examples')]
+    for (const n of pinned) assert.ok(peers.has(n), `${n} is pinned but is not a peer of our packages`);
+    const files = [
+      join(repoRoot, 'dist', 'examples'),
+      ...(root.workspaces ?? []).map((w) => join(repoRoot, w, 'dist', 'src')),
+    ]
       .flatMap(filesUnder)
       .filter((f) => f.endsWith('.js'));
     assert.ok(files.length > 20);
@@ -184,7 +199,11 @@ describe('Dockerfile', () => {
         if (src.endsWith('node_modules')) symlinkSync(from, to, 'dir');
         else cpSync(from, to, { recursive: true });
       }
-      for (const f of ['dist/examples/hello/server.js', 'dist/src/cli/main.js', 'proto/hello.proto']) {
+      for (const f of [
+        'dist/examples/hello/server.js',
+        'packages/cli/dist/src/main.js',
+        'proto/hello.proto',
+      ]) {
         assert.ok(existsSync(join(dir, f)), `${f} is in the image`);
       }
       assert.ok(!existsSync(join(dir, 'dist', 'test')), 'no tests in the image');

@@ -16,7 +16,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import yaml from 'js-yaml';
-import { InvalidOptionError } from '../../src/errors.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 export interface KubeObject {
   apiVersion: string;

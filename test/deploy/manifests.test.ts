@@ -12,10 +12,16 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import yaml from 'js-yaml';
 
-import { commandOf, COMMANDS, parseCommandLine, parseHostPort, PROXY_FLAGS } from '../../src/cli/options.js';
-import { xdsServeSettings } from '../../src/cli/xds.js';
-import { GrpcKubeError } from '../../src/errors.js';
-import { xdsBootstrap } from '../../src/xds/bootstrap.js';
+import {
+  commandOf,
+  COMMANDS,
+  parseCommandLine,
+  parseHostPort,
+  PROXY_FLAGS,
+} from '@grpc-kube/cli/internal/options.js';
+import { xdsServeSettings } from '@grpc-kube/cli/internal/xds.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { xdsBootstrap } from '@grpc-kube/xds/internal/bootstrap.js';
 import { idOf, renderKustomization, strategicMerge, type KubeObject } from './kustomize.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
@@ -34,7 +40,7 @@ type Scenario = (typeof SCENARIOS)[number];
 
 const SERVER_SCRIPT = 'dist/examples/hello/server.js';
 const CLIENT_SCRIPT = 'dist/examples/hello/client.js';
-const CLI_SCRIPT = 'dist/src/cli/main.js';
+const CLI_SCRIPT = 'packages/cli/dist/src/main.js';
 /** Seconds the process needs to exit after its drain, on top of the kit's timings. */
 const EXIT_MARGIN_S = 3;
 

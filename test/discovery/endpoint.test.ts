@@ -1,6 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EndpointSet, endpointKey, isEmptyDiff, type Endpoint } from '../../src/discovery/endpoint.js';
+import {
+  EndpointSet,
+  endpointKey,
+  isEmptyDiff,
+  type Endpoint,
+} from 'grpc-kube/internal/discovery/endpoint.js';
 
 const ep = (
   address: string,

@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { KubernetesEndpointSource, type EndpointListener } from '../../src/discovery/kube-source.js';
-import type { Endpoint, EndpointDiff } from '../../src/discovery/endpoint.js';
-import { KubeClient } from '../../src/kube/client.js';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import type { PortSelector } from '../../src/discovery/slices.js';
-import { GrpcKubeError } from '../../src/errors.js';
+import { KubernetesEndpointSource, type EndpointListener } from 'grpc-kube/internal/discovery/kube-source.js';
+import type { Endpoint, EndpointDiff } from 'grpc-kube/internal/discovery/endpoint.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import type { PortSelector } from 'grpc-kube/internal/discovery/slices.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 
 interface Recorder extends EndpointListener {

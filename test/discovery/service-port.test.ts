@@ -7,16 +7,19 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import { controlPlaneBinDir, controlPlaneBinariesPresent } from '../../src/cluster/real/binaries.js';
-import { startRealControlPlane } from '../../src/cluster/real/control-plane.js';
-import { LabApi } from '../../src/cluster/real/kube-http.js';
-import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
-import type { PortSelector } from '../../src/discovery/slices.js';
-import type { GrpcKubeError } from '../../src/errors.js';
-import { KubeClient } from '../../src/kube/client.js';
-import { SERVICE_NAME_LABEL } from '../../src/kube/types.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import {
+  controlPlaneBinDir,
+  controlPlaneBinariesPresent,
+} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
+import { startRealControlPlane } from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
+import { LabApi } from '@grpc-kube/lab/internal/cluster/real/kube-http.js';
+import { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-source.js';
+import type { PortSelector } from 'grpc-kube/internal/discovery/slices.js';
+import type { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { SERVICE_NAME_LABEL } from 'grpc-kube/internal/kube/types.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 
 /** Service hello: port 80 → targetPort 50051, named `portName` ('' = the one unnamed port). */

@@ -1,7 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { endpointState, sliceEndpoints, slicePort, slicePortsText } from '../../src/discovery/slices.js';
-import type { EndpointSlice, SliceEndpoint } from '../../src/kube/types.js';
+import {
+  endpointState,
+  sliceEndpoints,
+  slicePort,
+  slicePortsText,
+} from 'grpc-kube/internal/discovery/slices.js';
+import type { EndpointSlice, SliceEndpoint } from 'grpc-kube/internal/kube/types.js';
 
 const slice = (
   endpoints: SliceEndpoint[],

@@ -2,7 +2,7 @@
 // with fields dropped, retyped, swapped for hostile values; strings with characters inserted,
 // deleted, repeated), so a failure replays from its seed and case number.
 
-import { seededRandom } from '../../src/balancer/runtime.js';
+import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
 
 export class Gen {
   readonly random: () => number;

@@ -5,13 +5,13 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { GrpcKubeError } from '../../src/errors.js';
-import { sliceEndpoints } from '../../src/discovery/slices.js';
-import type { EndpointSlice } from '../../src/kube/types.js';
-import { parseGrpcTimeout, MAX_TIMEOUT_MS } from '../../src/proxy/grpc-wire.js';
-import { parseServiceAuthority } from '../../src/proxy/target.js';
-import { parseKubernetesTarget } from '../../src/resolver/target.js';
-import { compileGrpcRoute, type GrpcRoute } from '../../src/xds/grpcroute.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { sliceEndpoints } from 'grpc-kube/internal/discovery/slices.js';
+import type { EndpointSlice } from 'grpc-kube/internal/kube/types.js';
+import { parseGrpcTimeout, MAX_TIMEOUT_MS } from '@grpc-kube/proxy/internal/grpc-wire.js';
+import { parseServiceAuthority } from '@grpc-kube/proxy/internal/target.js';
+import { parseKubernetesTarget } from 'grpc-kube/internal/resolver/target.js';
+import { compileGrpcRoute, type GrpcRoute } from 'grpc-kube/internal/route/grpcroute.js';
 import { Gen } from './gen.js';
 
 const CASES = 5000;

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
-import { GrpcProxy } from '../../src/proxy/index.js';
+import { GrpcProxy } from '@grpc-kube/proxy/internal/index.js';
 import { until } from '../helpers/kube.js';
 import {
   JSON_SERVICE,

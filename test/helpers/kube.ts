@@ -1,10 +1,10 @@
 // Test fixtures on the embedded API server: EndpointSlices of a Service written through the store
 // (as the EndpointSlice controller would), read back by the code under test over real HTTP.
 
-import { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import type { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import { SERVICE_NAME_LABEL, type EndpointSlice, type SliceEndpoint } from '../../src/kube/types.js';
+import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import type { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-source.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { SERVICE_NAME_LABEL, type EndpointSlice, type SliceEndpoint } from 'grpc-kube/internal/kube/types.js';
 
 export interface Ep {
   ip: string;

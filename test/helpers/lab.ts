@@ -4,7 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import type { TestContext } from 'node:test';
-import type { LabRunRecord } from '../../src/lab/metrics.js';
+import type { LabRunRecord } from '@grpc-kube/lab/internal/lab/metrics.js';
 
 export async function unsaturatedLab<T>(
   t: TestContext,

@@ -1,11 +1,11 @@
-// A test PKI made with openssl through the lab's own PKI code (src/cluster/real/pki.ts): a CA, a
+// A test PKI made with openssl through the lab's own PKI code (packages/lab/src/cluster/real/pki.ts): a CA, a
 // serving certificate for loopback, and client certificates carrying SPIFFE URI SANs
 // (`spiffe://cluster.local/ns/<ns>/sa/<sa>`), in a fresh temp dir removed after the test.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createCa, signed } from '../../src/cluster/real/pki.js';
+import { createCa, signed } from '@grpc-kube/lab/internal/cluster/real/pki.js';
 
 export interface TestPki {
   readonly dir: string;

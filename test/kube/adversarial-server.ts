@@ -7,7 +7,7 @@
 // byte offset, drip slowly, send garbage or truncated JSON, a huge line, an empty watch, a 410, hang,
 // go half-open, or behave.
 
-import { seededRandom } from '../../src/balancer/runtime.js';
+import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as http from 'node:http';

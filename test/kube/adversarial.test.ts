@@ -5,11 +5,11 @@
 // follow the server within a bound: 0 crashes, 0 stale Services, requests and memory bounded.
 // GK_ADVERSARIAL_SEED picks another seed; GK_ADVERSARIAL_ROUNDS another number of rounds per transport.
 
-import { seededRandom } from '../../src/balancer/runtime.js';
+import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
-import { KubeClient } from '../../src/kube/client.js';
+import { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-source.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import { until } from '../helpers/kube.js';
 import { AdversarialApiServer, FAULTS, slice, type Fault, type Transport } from './adversarial-server.js';
 

@@ -10,14 +10,14 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { KubeClient } from '../../src/kube/client.js';
-import { loadKubeConfig } from '../../src/kube/config.js';
-import { GrpcKubeError } from '../../src/errors.js';
-import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { loadKubeConfig } from 'grpc-kube/internal/kube/config.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-source.js';
 import { servedIps, until } from '../helpers/kube.js';
 import { AdversarialApiServer, slice } from './adversarial-server.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../../packages/cli/dist/src/main.js', import.meta.url));
 
 function tmp(t: { after(fn: () => unknown): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'gk-kubeconfig-'));

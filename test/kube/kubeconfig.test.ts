@@ -1,4 +1,4 @@
-// The kubeconfig reader (src/kube/kubeconfig.ts) against a real TLS API server on loopback: a pod's
+// The kubeconfig reader (packages/grpc-kube/src/kube/kubeconfig.ts) against a real TLS API server on loopback: a pod's
 // two ServiceAccount files (a rotated token is read by the next request), client certificates from
 // relative paths, KUBECONFIG merged as kubectl merges it, an exec plugin through client-node (loaded
 // only then), client-node's own KubeConfig accepted as is, and typed errors for bad files.
@@ -9,11 +9,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { KubeConfig as ClientNodeKubeConfig } from '@kubernetes/client-node';
-import { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import { KubeClient } from '../../src/kube/client.js';
-import { loadKubeConfig } from '../../src/kube/config.js';
-import { parseKubeConfig, type KubeConfigLike } from '../../src/kube/kubeconfig.js';
-import { GrpcKubeError } from '../../src/errors.js';
+import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { loadKubeConfig } from 'grpc-kube/internal/kube/config.js';
+import { parseKubeConfig, type KubeConfigLike } from 'grpc-kube/internal/kube/kubeconfig.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { testPki, type TestPki } from '../helpers/pki.js';
 
 const SLICES = { group: 'discovery.k8s.io', version: 'v1', resource: 'endpointslices' };

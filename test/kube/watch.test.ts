@@ -3,13 +3,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { KubernetesEndpointSource } from '../../src/discovery/kube-source.js';
-import type { KubeSourceOptions } from '../../src/discovery/kube-source.js';
-import { KubeClient, type KubeClientOptions, type ResourcePath } from '../../src/kube/client.js';
-import { LineSplitter, LineTooLongError } from '../../src/kube/framing.js';
-import { ListWatch, type ListWatchStatus } from '../../src/kube/watch.js';
-import { GrpcRouteWatcher } from '../../src/xds/route-watcher.js';
-import type { GrpcKubeError } from '../../src/errors.js';
+import { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-source.js';
+import type { KubeSourceOptions } from 'grpc-kube/internal/discovery/kube-source.js';
+import { KubeClient, type KubeClientOptions, type ResourcePath } from 'grpc-kube/internal/kube/client.js';
+import { LineSplitter, LineTooLongError } from 'grpc-kube/internal/kube/framing.js';
+import { ListWatch, type ListWatchStatus } from 'grpc-kube/internal/kube/watch.js';
+import { GrpcRouteWatcher } from 'grpc-kube/internal/route/route-watcher.js';
+import type { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { until } from '../helpers/kube.js';
 import { AdversarialApiServer, slice, type Fault, type Transport } from './adversarial-server.js';
 

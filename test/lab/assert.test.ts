@@ -3,8 +3,8 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { checkAssertions, parseAssertion } from '../../src/lab/assert.js';
-import { computeRunRecord, recordsFromRows, type LabRunRecord } from '../../src/lab/metrics.js';
+import { checkAssertions, parseAssertion } from '@grpc-kube/lab/internal/lab/assert.js';
+import { computeRunRecord, recordsFromRows, type LabRunRecord } from '@grpc-kube/lab/internal/lab/metrics.js';
 
 const known = { scenarios: ['scale-up', 'rolling-update'], strategies: ['kubernetes', 'clusterip'] };
 

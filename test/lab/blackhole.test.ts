@@ -4,9 +4,9 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { blackholeFigures, blackholeLine, keepaliveWindowMs } from '../../src/lab/blackhole.js';
-import { recordsFromRows } from '../../src/lab/metrics.js';
-import { clientDefaults } from '../../src/client/defaults.js';
+import { blackholeFigures, blackholeLine, keepaliveWindowMs } from '@grpc-kube/lab/internal/lab/blackhole.js';
+import { recordsFromRows } from '@grpc-kube/lab/internal/lab/metrics.js';
+import { clientDefaults } from 'grpc-kube/internal/client/defaults.js';
 
 test('blackholeFigures: in flight at the moment, started after it, and the last pick of the pod', () => {
   const records = recordsFromRows([

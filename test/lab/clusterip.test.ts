@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { ClusterIpForwarder } from '../../src/lab/clusterip.js';
-import { GreeterClient } from '../../src/lab/hello.js';
-import { parsePodConfig, startPod, type RunningPod } from '../../src/lab/pod-main.js';
+import { ClusterIpForwarder } from '@grpc-kube/lab/internal/lab/clusterip.js';
+import { GreeterClient } from '@grpc-kube/lab/internal/lab/hello.js';
+import { parsePodConfig, startPod, type RunningPod } from '@grpc-kube/lab/internal/lab/pod-main.js';
 
 type T = { after: (fn: () => unknown) => void };
 

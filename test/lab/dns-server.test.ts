@@ -2,8 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { GrpcKubeError } from '../../src/errors.js';
-import { LabDnsServer, dnsTarget, grpcUsesAlternativeResolver } from '../../src/lab/dns-server.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import {
+  LabDnsServer,
+  dnsTarget,
+  grpcUsesAlternativeResolver,
+} from '@grpc-kube/lab/internal/lab/dns-server.js';
 
 // grpc-js reads this once when it loads; every grpc-js import in this file is dynamic, after this line.
 process.env['GRPC_NODE_USE_ALTERNATIVE_RESOLVER'] = 'true';
@@ -110,8 +114,8 @@ test('bad options and use after close are typed errors', async () => {
 });
 
 test("grpc-js's own dns: resolver resolves through the lab server (headless round_robin and pick_first)", async (t) => {
-  const { startPod, parsePodConfig } = await import('../../src/lab/pod-main.js');
-  const { GreeterClient } = await import('../../src/lab/hello.js');
+  const { startPod, parsePodConfig } = await import('@grpc-kube/lab/internal/lab/pod-main.js');
+  const { GreeterClient } = await import('@grpc-kube/lab/internal/lab/hello.js');
   assert.equal(grpcUsesAlternativeResolver(), true);
   const pods = [];
   let port = 0;

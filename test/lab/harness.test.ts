@@ -14,7 +14,7 @@ import {
   raiseLabPriority,
   readAutogroupNice,
   type CpuTimes,
-} from '../../src/lab/harness.js';
+} from '@grpc-kube/lab/internal/lab/harness.js';
 
 test('parseProcStat: busy = all but idle and iowait, over the first (all cores) line', () => {
   const t = parseProcStat('cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n');

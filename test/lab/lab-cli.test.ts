@@ -4,15 +4,15 @@ import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { LabRunRecord } from '../../src/lab/metrics.js';
-import { STRATEGIES } from '../../src/lab/strategies/index.js';
+import type { LabRunRecord } from '@grpc-kube/lab/internal/lab/metrics.js';
+import { STRATEGIES } from '@grpc-kube/lab/internal/lab/strategies/index.js';
 import { chromiumSkip, openFile } from '../helpers/chromium.js';
 import { runNode, unsaturatedLab } from '../helpers/lab.js';
 
 // The user's command, as a user runs it: `grpc-kube lab --quick` in its own process, then the
 // the field write-ups' findings asserted from its JSON, side by side (ratios, not absolute times).
 
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../../packages/cli/dist/src/main.js', import.meta.url));
 
 interface LabJson {
   runs: LabRunRecord[];

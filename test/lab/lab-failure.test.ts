@@ -9,11 +9,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { labCommand, type FailedRun } from '../../src/cli/lab.js';
-import { GrpcKubeError } from '../../src/errors.js';
-import type { LabRunRecord } from '../../src/lab/metrics.js';
-import { builtinScenarios, type Scenario } from '../../src/lab/scenario.js';
-import type { LabStrategy } from '../../src/lab/strategy.js';
+import { labCommand, type FailedRun } from '@grpc-kube/cli/internal/lab.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import type { LabRunRecord } from '@grpc-kube/lab/internal/lab/metrics.js';
+import { builtinScenarios, type Scenario } from '@grpc-kube/lab/internal/lab/scenario.js';
+import type { LabStrategy } from '@grpc-kube/lab/internal/lab/strategy.js';
 
 let dir: string | undefined;
 after(() => (dir === undefined ? undefined : rm(dir, { recursive: true, force: true })));

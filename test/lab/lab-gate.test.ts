@@ -10,10 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import type { LabRunRecord } from '../../src/lab/metrics.js';
+import type { LabRunRecord } from '@grpc-kube/lab/internal/lab/metrics.js';
 import { unsaturatedLab } from '../helpers/lab.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../../packages/cli/dist/src/main.js', import.meta.url));
 const USER_SERVER = fileURLToPath(new URL('./fixtures/user-server.js', import.meta.url));
 
 interface LabJson {

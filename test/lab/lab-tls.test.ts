@@ -4,11 +4,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { LabRunRecord } from '../../src/lab/metrics.js';
-import { runScenario } from '../../src/lab/runner.js';
-import { builtinScenarios } from '../../src/lab/scenario.js';
-import { STRATEGIES, strategyByName } from '../../src/lab/strategies/index.js';
-import { tlsCostRows } from '../../src/lab/tls-cost.js';
+import type { LabRunRecord } from '@grpc-kube/lab/internal/lab/metrics.js';
+import { runScenario } from '@grpc-kube/lab/internal/lab/runner.js';
+import { builtinScenarios } from '@grpc-kube/lab/internal/lab/scenario.js';
+import { STRATEGIES, strategyByName } from '@grpc-kube/lab/internal/lab/strategies/index.js';
+import { tlsCostRows } from '@grpc-kube/lab/internal/lab/tls-cost.js';
 import { runNode, unsaturatedLab } from '../helpers/lab.js';
 
 // `grpc-kube lab --tls` as a user runs it: every strategy with mutual TLS end to end (pods, the
@@ -16,7 +16,7 @@ import { runNode, unsaturatedLab } from '../helpers/lab.js';
 // in plaintext, and the cost table. Asserted: behaviour (no RPC lost where the plaintext lab loses
 // none, every record marked), not the cost, which the full-length run measures.
 
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../../packages/cli/dist/src/main.js', import.meta.url));
 /** The strategies that follow the EndpointSlices: no RPC lost in a rollout, TLS or not. */
 const LOSSLESS = ['kubernetes', 'kubernetes-p2c', 'kubernetes-ewma', 'proxy', 'sidecar', 'xds'];
 

@@ -15,7 +15,7 @@ import {
   statusName,
   type PodTimeline,
   type RpcRow,
-} from '../../src/lab/metrics.js';
+} from '@grpc-kube/lab/internal/lab/metrics.js';
 
 // A small run worked out by hand. Pods a, b, f were there at the start; c and d came during the run
 // (d never got an RPC), e was created but never turned Ready; f started terminating at 1800.

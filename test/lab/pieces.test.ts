@@ -4,9 +4,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { LabDnsServer, dnsTarget, grpcUsesAlternativeResolver } from '../../src/lab/dns-server.js';
-import { computeRunRecord, type PodTimeline } from '../../src/lab/metrics.js';
-import type { PodProcess } from '../../src/lab/pod-main.js';
+import {
+  LabDnsServer,
+  dnsTarget,
+  grpcUsesAlternativeResolver,
+} from '@grpc-kube/lab/internal/lab/dns-server.js';
+import { computeRunRecord, type PodTimeline } from '@grpc-kube/lab/internal/lab/metrics.js';
+import type { PodProcess } from '@grpc-kube/lab/internal/lab/pod-main.js';
 
 // grpc-js reads this when it loads; modules that import grpc-js are imported dynamically below.
 process.env['GRPC_NODE_USE_ALTERNATIVE_RESOLVER'] = 'true';
@@ -21,8 +25,8 @@ async function scaleUpRun(
   channel: Record<string, number | string>,
   scheme: 'dns' | 'dns-poll' = 'dns',
 ): Promise<ReturnType<typeof computeRunRecord>> {
-  const { startWorkload } = await import('../../src/lab/workload.js');
-  const { spawnPod } = await import('../../src/lab/pod-main.js');
+  const { startWorkload } = await import('@grpc-kube/lab/internal/lab/workload.js');
+  const { spawnPod } = await import('@grpc-kube/lab/internal/lab/pod-main.js');
   assert.ok(
     grpcUsesAlternativeResolver(),
     'grpc-js must resolve dns: with c-ares to reach the lab DNS server',
@@ -87,8 +91,8 @@ test('headless-dns-round-robin: pods added by a scale-up get no RPC', async (t) 
 });
 
 test('dns-poll: pods added by a scale-up are served within a poll interval, connections untouched', async (t) => {
-  const { setup } = await import('../../src/resolver/setup.js');
-  const { dnsPoll } = await import('../../src/lab/strategies/dns-poll.js');
+  const { setup } = await import('grpc-kube/internal/resolver/setup.js');
+  const { dnsPoll } = await import('@grpc-kube/lab/internal/lab/strategies/dns-poll.js');
   const kube = setup();
   t.after(() => kube.close());
   // The strategy's own options at a 0.04 time scale (5 s → 200 ms), as a quick lab run sets them.

@@ -3,12 +3,17 @@ import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { checkHealth } from '../helpers/health.js';
-import { startEmbeddedCluster } from '../../src/cluster/embedded.js';
-import { NodeScriptRuntime } from '../../src/cluster/pod-runtime.js';
-import type { Pod } from '../../src/cluster/controllers/kinds.js';
-import { GreeterClient } from '../../src/lab/hello.js';
-import { POD_MAIN_SCRIPT, parsePodConfig, spawnPod } from '../../src/lab/pod-main.js';
-import { LAB_TLS_DNS_ENV, TlsPodRuntime, createLabTls, serviceDnsNames } from '../../src/lab/tls.js';
+import { startEmbeddedCluster } from '@grpc-kube/lab/internal/cluster/embedded.js';
+import { NodeScriptRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
+import type { Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
+import { GreeterClient } from '@grpc-kube/lab/internal/lab/hello.js';
+import { POD_MAIN_SCRIPT, parsePodConfig, spawnPod } from '@grpc-kube/lab/internal/lab/pod-main.js';
+import {
+  LAB_TLS_DNS_ENV,
+  TlsPodRuntime,
+  createLabTls,
+  serviceDnsNames,
+} from '@grpc-kube/lab/internal/lab/tls.js';
 
 // `grpc-kube lab --tls` pods: mutual TLS on the gRPC port with a certificate from the lab CA for the
 // pod's IP and its Service's names, plaintext grpc.health.v1 on a probe port. Real processes, real

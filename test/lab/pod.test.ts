@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { checkHealth } from '../helpers/health.js';
-import { GrpcKubeError } from '../../src/errors.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,8 +12,8 @@ import {
   OTHER_CLIENTS,
   readReceivedCounts,
   ReceivedCounter,
-} from '../../src/lab/hello.js';
-import { retryLoad } from '../../src/lab/runner.js';
+} from '@grpc-kube/lab/internal/lab/hello.js';
+import { retryLoad } from '@grpc-kube/lab/internal/lab/runner.js';
 import { spawn as spawnProcess } from 'node:child_process';
 import {
   POD_MAIN_SCRIPT,
@@ -22,7 +22,7 @@ import {
   spawnPod,
   startPod,
   type PodProcess,
-} from '../../src/lab/pod-main.js';
+} from '@grpc-kube/lab/internal/lab/pod-main.js';
 
 function rpcResult(
   client: GreeterClient,

@@ -11,8 +11,8 @@ import {
   recordsFromRows,
   type PodTimeline,
   type RpcRow,
-} from '../../src/lab/metrics.js';
-import { renderReport, type ReportRun } from '../../src/lab/report.js';
+} from '@grpc-kube/lab/internal/lab/metrics.js';
+import { renderReport, type ReportRun } from '@grpc-kube/lab/internal/lab/report.js';
 import { chromiumSkip, openFile } from '../helpers/chromium.js';
 
 const DURATION_MS = 10_000;

@@ -6,12 +6,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { runScenario } from '../../src/lab/runner.js';
-import { builtinScenarios } from '../../src/lab/scenario.js';
-import { strategyByName } from '../../src/lab/strategies/index.js';
-import type { LabStrategy } from '../../src/lab/strategy.js';
+import { runScenario } from '@grpc-kube/lab/internal/lab/runner.js';
+import { builtinScenarios } from '@grpc-kube/lab/internal/lab/scenario.js';
+import { strategyByName } from '@grpc-kube/lab/internal/lab/strategies/index.js';
+import type { LabStrategy } from '@grpc-kube/lab/internal/lab/strategy.js';
 import { unsaturatedLab } from '../helpers/lab.js';
-import { seededRandom } from '../../src/balancer/runtime.js';
+import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
 
 function scenario(name: string) {
   const s = builtinScenarios().find((x) => x.name === name);

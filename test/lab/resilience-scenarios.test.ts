@@ -5,13 +5,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { GreeterClient } from '../../src/lab/hello.js';
-import { spawnPod } from '../../src/lab/pod-main.js';
-import { builtinScenarios, SCENARIO_NAMES } from '../../src/lab/scenario.js';
+import { GreeterClient } from '@grpc-kube/lab/internal/lab/hello.js';
+import { spawnPod } from '@grpc-kube/lab/internal/lab/pod-main.js';
+import { builtinScenarios, SCENARIO_NAMES } from '@grpc-kube/lab/internal/lab/scenario.js';
 import { fileURLToPath } from 'node:url';
 import { runNode } from '../helpers/lab.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../../packages/cli/dist/src/main.js', import.meta.url));
 
 test('blackhole, overload and api-outage-during-rollout are in the default set, with their steps', () => {
   const all = new Map(builtinScenarios().map((s) => [s.name, s]));

@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { ClusterIpForwarder } from '../../src/lab/clusterip.js';
-import { computeRunRecord, distinctPodsPerClient, rpcsPerPod } from '../../src/lab/metrics.js';
-import { parsePodConfig, startPod, type RunningPod } from '../../src/lab/pod-main.js';
-import { RpcLog, runWorkload, startWorkload } from '../../src/lab/workload.js';
+import { ClusterIpForwarder } from '@grpc-kube/lab/internal/lab/clusterip.js';
+import { computeRunRecord, distinctPodsPerClient, rpcsPerPod } from '@grpc-kube/lab/internal/lab/metrics.js';
+import { parsePodConfig, startPod, type RunningPod } from '@grpc-kube/lab/internal/lab/pod-main.js';
+import { RpcLog, runWorkload, startWorkload } from '@grpc-kube/lab/internal/lab/workload.js';
 
 type T = { after: (fn: () => unknown) => void };
 

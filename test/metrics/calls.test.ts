@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { clientCallMetrics, serverCallMetrics } from '../../src/metrics/index.js';
-import { clientDefaults } from '../../src/client/defaults.js';
-import { InvalidOptionError } from '../../src/errors.js';
+import { clientCallMetrics, serverCallMetrics } from 'grpc-kube/internal/metrics/index.js';
+import { clientDefaults } from 'grpc-kube/internal/client/defaults.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { installTestMetrics, pointsOf, total } from '../helpers/metrics.js';
 
 // A real grpc-js server and client on loopback, JSON on the wire.

@@ -9,12 +9,12 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { xdsCommand } from '../../src/cli/xds.js';
-import { LDS } from '../../src/xds/protos.js';
+import { xdsCommand } from '@grpc-kube/cli/internal/xds.js';
+import { LDS } from '@grpc-kube/xds/internal/protos.js';
 import { startApi, until } from '../helpers/kube.js';
 import { openAds } from '../xds/fixture.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../../packages/cli/dist/src/main.js', import.meta.url));
 
 test('xds serve --metrics-address serves ACKs per node and the clients gauge at /metrics, 404 elsewhere', async (t) => {
   const api = await startApi();

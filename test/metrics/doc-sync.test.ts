@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { INSTRUMENTS } from '../../src/metrics/instruments.js';
+import { INSTRUMENTS } from 'grpc-kube/internal/metrics/instruments.js';
 
 // docs/metrics.md's instrument table, row for row, against the code's table: same names, kinds,
 // units and attributes, and every attribute explained.

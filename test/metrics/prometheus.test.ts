@@ -12,15 +12,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { proxyCommand } from '../../src/cli/proxy.js';
-import { freePorts } from '../../src/net/ports.js';
-import { LDS } from '../../src/xds/protos.js';
+import { proxyCommand } from '@grpc-kube/cli/internal/proxy.js';
+import { freePorts } from 'grpc-kube/internal/net/ports.js';
+import { LDS } from '@grpc-kube/xds/internal/protos.js';
 import { startApi, until } from '../helpers/kube.js';
 import { openAds } from '../xds/fixture.js';
 import { newJsonClient, startJsonServer, unary } from '../proxy/fixtures/json-service.js';
 
 const PROMETHEUS = '/usr/bin/prometheus';
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../../packages/cli/dist/src/main.js', import.meta.url));
 
 /** `grpc-kube xds serve --metrics-address` in a child process; resolves with its two addresses. */
 async function startXdsServe(

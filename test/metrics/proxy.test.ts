@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
-import { GrpcProxy } from '../../src/proxy/index.js';
+import { GrpcProxy } from '@grpc-kube/proxy/internal/index.js';
 import { installTestMetrics, pointsOf, total } from '../helpers/metrics.js';
 import { newJsonClient, startJsonServer, unary, type JsonServer } from '../proxy/fixtures/json-service.js';
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { setup, clientDefaults } from '../../src/index.js';
+import { setup, clientDefaults } from 'grpc-kube/internal/index.js';
 import { newEchoClient, startEchoServer, who, type EchoServer } from '../helpers/echo.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 import { installTestMetrics, pointsOf, total } from '../helpers/metrics.js';

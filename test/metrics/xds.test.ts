@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import { SERVICE_NAME_LABEL, type EndpointSlice } from '../../src/kube/types.js';
-import { XdsControlPlane } from '../../src/xds/control-plane.js';
-import { CDS, LDS } from '../../src/xds/protos.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { SERVICE_NAME_LABEL, type EndpointSlice } from 'grpc-kube/internal/kube/types.js';
+import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
+import { CDS, LDS } from '@grpc-kube/xds/internal/protos.js';
 import { startApi, until } from '../helpers/kube.js';
 import { installTestMetrics, pointsOf, total } from '../helpers/metrics.js';
 import { openAds } from '../xds/fixture.js';

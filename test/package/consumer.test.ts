@@ -11,43 +11,56 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import { SliceWriter, until } from '../helpers/kube.js';
-import { consumer, pack, removePacked, REPO_ROOT } from '../helpers/tarball.js';
+import {
+  consumer,
+  installInto,
+  pack,
+  PACKAGES,
+  removePacked,
+  REPO_ROOT,
+  tempDir,
+} from '../helpers/tarball.js';
 
 after(() => removePacked());
 
 /** The oldest @grpc/grpc-js the peer range admits (package.json says why the range is what it is). */
 const OLDEST_GRPC_JS = '1.14.0';
 
-test('the tarball holds the built library, its types, LICENSE and README; no tests, sources or maps', async () => {
-  const { files } = await pack();
-  for (const f of [
-    'package.json',
-    'LICENSE',
-    'README.md',
-    'dist/src/index.js',
-    'dist/src/index.d.ts',
-    'dist/src/register.js',
-    'dist/src/xds/index.d.ts',
-    'dist/src/proxy/index.d.ts',
-    'proto/hello.proto',
-  ])
-    assert.ok(files.includes(f), `${f} is packed`);
-  const stray = files.filter((f) =>
-    /^(src|test|bench|dist\/test|dist\/bench)\/|\.map$|\.tsbuildinfo$/.test(f),
-  );
-  assert.deepEqual(stray, []);
-  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
-    exports: Record<string, { types?: string; default?: string }>;
-  };
-  for (const [entry, target] of Object.entries(pkg.exports)) {
-    if (typeof target === 'string') continue;
-    for (const path of [target.types, target.default])
-      assert.ok(
-        path !== undefined && files.includes(path.replace(/^\.\//, '')),
-        `${entry} → ${path} is packed`,
-      );
+/** What each tarball must hold besides package.json, LICENSE and README.md. */
+const MUST_HOLD: Readonly<Record<string, readonly string[]>> = {
+  'grpc-kube': ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/register.js', 'dist/src/register.d.ts'],
+  '@grpc-kube/xds': ['dist/src/index.js', 'dist/src/index.d.ts'],
+  '@grpc-kube/proxy': ['dist/src/index.js', 'dist/src/index.d.ts'],
+  '@grpc-kube/lab': ['dist/src/lab/runner.js', 'dist/src/cluster/embedded.js'],
+  '@grpc-kube/cli': ['dist/src/main.js'],
+};
+
+test('each tarball holds its built code, its types, LICENSE and README; no tests, sources or maps', async () => {
+  const set = await pack();
+  assert.deepEqual(Object.keys(set).sort(), [...PACKAGES].sort());
+  for (const name of PACKAGES) {
+    const files: readonly string[] = set[name]?.files ?? [];
+    for (const f of ['package.json', 'LICENSE', 'README.md', ...(MUST_HOLD[name] ?? [])])
+      assert.ok(files.includes(f), `${name}: ${f} is packed`);
+    const stray = files.filter((f) =>
+      /^(src|test|bench|dist\/test|dist\/bench)\/|\.map$|\.tsbuildinfo$/.test(f),
+    );
+    assert.deepEqual(stray, [], name);
+    const dir = join(REPO_ROOT, 'packages', name.replace(/^@grpc-kube\//, ''));
+    const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+      exports: Record<string, string | { types?: string; default?: string }>;
+    };
+    for (const [entry, target] of Object.entries(pkg.exports)) {
+      // `./internal/*.js` is a pattern over dist/src, which the `files` check above covers.
+      if (typeof target === 'string' || entry.includes('*')) continue;
+      for (const path of [target.types, target.default])
+        assert.ok(
+          path !== undefined && files.includes(path.replace(/^\.\//, '')),
+          `${name}: ${entry} → ${path} is packed`,
+        );
+    }
   }
 });
 
@@ -56,8 +69,8 @@ test('ESM: every entry point imports from the installed tarball', async () => {
   await writeFile(
     join(c.dir, 'esm.mjs'),
     `import * as core from 'grpc-kube';
-import * as xds from 'grpc-kube/xds';
-import * as proxy from 'grpc-kube/proxy';
+import * as xds from '@grpc-kube/xds';
+import * as proxy from '@grpc-kube/proxy';
 await import('grpc-kube/register');
 const missing = await xds.registerXdsClientOnce('127.0.0.1:1', 'node').then(() => 'registered', (e) => e.code);
 console.log(JSON.stringify({
@@ -80,6 +93,39 @@ console.log(JSON.stringify({
   });
 });
 
+test('CLI: resolve needs only the core; xds, proxy and lab name the package to install', async () => {
+  const set = await pack();
+  const dir = await tempDir('gk-cli-');
+  await installInto(
+    dir,
+    ['grpc-kube', '@grpc-kube/cli'].map((n) => set[n]?.tarball ?? ''),
+    '^1',
+  );
+  const run = (args: string[]): Promise<{ code: number; out: string }> =>
+    new Promise((resolve) => {
+      const child = spawn(process.execPath, [join(dir, 'node_modules', '.bin', 'grpc-kube'), ...args], {
+        cwd: dir,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      child.once('exit', (code) => resolve({ code: code ?? -1, out }));
+    });
+  const help = await run(['--help']);
+  assert.equal(help.code, 0, help.out);
+  assert.match(help.out, /resolve/);
+  for (const [args, pkg] of [
+    [['xds', 'serve'], '@grpc-kube/xds'],
+    [['proxy', '--mode=ingress', '--target=a.b:1'], '@grpc-kube/proxy'],
+    [['lab'], '@grpc-kube/lab'],
+  ] as const) {
+    const r = await run([...args]);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, new RegExp(`GK_ERR_MISSING_PACKAGE: .*npm install ${pkg}`), r.out);
+  }
+});
+
 const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
 const requireEsm = (major === 20 && minor >= 19) || (major === 22 && minor >= 12) || major >= 23;
 
@@ -92,7 +138,7 @@ test(
       join(c.dir, 'cjs.cjs'),
       `const core = require('grpc-kube');
 require('grpc-kube/register');
-const proxy = require('grpc-kube/proxy');
+const proxy = require('@grpc-kube/proxy');
 console.log(JSON.stringify({ setup: typeof core.setup, policies: core.POLICY_NAMES, proxy: typeof proxy.GrpcProxy }));
 `,
     );
@@ -107,8 +153,8 @@ console.log(JSON.stringify({ setup: typeof core.setup, policies: core.POLICY_NAM
 
 const TS_CONSUMER = `import * as grpc from '@grpc/grpc-js';
 import { setup, loadKubeConfig, KubeClient, GrpcKubeError, type KubeConfigLike, type SetupOptions } from 'grpc-kube';
-import { XdsControlPlane } from 'grpc-kube/xds';
-import { GrpcProxy } from 'grpc-kube/proxy';
+import { XdsControlPlane } from '@grpc-kube/xds';
+import { GrpcProxy } from '@grpc-kube/proxy';
 import 'grpc-kube/register';
 
 const options: SetupOptions = { defaultLbPolicy: 'grpc_kube_p2c', dnsPollIntervalMs: 5000 };

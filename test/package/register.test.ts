@@ -31,10 +31,10 @@ test('register: channels naming grpc_kube_p2c work; the policy is loaded with th
   writeFileSync(
     join(dir, 'client.mjs'),
     `const { experimental } = await import(${at('node_modules/@grpc/grpc-js/build/src/index.js')});
-await import(${at('dist/src/register.js')});
+await import(${at('packages/grpc-kube/dist/src/register.js')});
 // The same loader, slowed down: the first resolution must wait for it, however fast its feed is.
-const { loadPoliciesWithFirstChannel } = await import(${at('dist/src/resolver/setup.js')});
-loadPoliciesWithFirstChannel(() => new Promise((r) => setTimeout(r, 500)).then(() => import(${at('dist/src/balancer/index.js')})));
+const { loadPoliciesWithFirstChannel } = await import(${at('packages/grpc-kube/dist/src/resolver/setup.js')});
+loadPoliciesWithFirstChannel(() => new Promise((r) => setTimeout(r, 500)).then(() => import(${at('packages/grpc-kube/dist/src/balancer/index.js')})));
 const { newEchoClient, who } = await import(${at('dist/test/helpers/echo.js')});
 const atStart = experimental.isLoadBalancerNameRegistered('grpc_kube_p2c');
 const p2c = { 'grpc-kube.lb_policy': 'grpc_kube_p2c' };

@@ -10,10 +10,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import type { GrpcKubeError } from '../../src/errors.js';
-import { createCertificateAuthority, type Sans } from '../../src/lab/x509.js';
-import { acceptedPeerNames } from '../../src/proxy/backend.js';
-import { GrpcProxy } from '../../src/proxy/index.js';
+import type { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { createCertificateAuthority, type Sans } from '@grpc-kube/lab/internal/lab/x509.js';
+import { acceptedPeerNames } from '@grpc-kube/proxy/internal/backend.js';
+import { GrpcProxy } from '@grpc-kube/proxy/internal/index.js';
 import { newJsonClient, startJsonServer, unary, type JsonServer } from './fixtures/json-service.js';
 
 type T = { after(fn: () => unknown): void };

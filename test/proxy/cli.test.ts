@@ -7,12 +7,12 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { proxyCommand, workerExecArgv } from '../../src/cli/proxy.js';
-import { DEFAULT_NGHTTPX } from '../../src/proxy/index.js';
+import { proxyCommand, workerExecArgv } from '@grpc-kube/cli/internal/proxy.js';
+import { DEFAULT_NGHTTPX } from '@grpc-kube/proxy/internal/index.js';
 import { newJsonClient, startJsonServer, unary } from './fixtures/json-service.js';
 import { until } from '../helpers/kube.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../../packages/cli/dist/src/main.js', import.meta.url));
 
 /** Flags of an ingress proxy to one static target, for the flag-checking cases. */
 const STATIC_INGRESS = [

@@ -8,8 +8,8 @@ import diagnostics from 'node:diagnostics_channel';
 import http2 from 'node:http2';
 import { test } from 'node:test';
 import { Worker } from 'node:worker_threads';
-import { GrpcProxy, PROXY_CHANNEL_NAME, type ProxyEvent } from '../../src/proxy/index.js';
-import { formatGrpcTimeout, parseGrpcTimeout } from '../../src/proxy/grpc-wire.js';
+import { GrpcProxy, PROXY_CHANNEL_NAME, type ProxyEvent } from '@grpc-kube/proxy/internal/index.js';
+import { formatGrpcTimeout, parseGrpcTimeout } from '@grpc-kube/proxy/internal/grpc-wire.js';
 import { JSON_SERVICE, startJsonServer } from './fixtures/json-service.js';
 
 type T = { after(fn: () => unknown): void };
@@ -178,7 +178,11 @@ test('GRPCRoute regex matching is linear time (RE2): (a|aa)+ against 5000 client
   const values = ['aaaa', 'a'.repeat(40) + 'b', 'a'.repeat(5000) + 'b', 'a'.repeat(5000)];
   const worker = new Worker(ROUTE_WORKER, {
     eval: true,
-    workerData: { module: new URL('../../src/proxy/grpc-routes.js', import.meta.url).href, route, values },
+    workerData: {
+      module: new URL('../../../packages/proxy/dist/src/grpc-routes.js', import.meta.url).href,
+      route,
+      values,
+    },
   });
   t.after(() => worker.terminate());
   // A bound far above what RE2 needs (milliseconds), far below what backtracking needs (2^40 steps).

@@ -5,10 +5,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { unsaturatedLab } from '../helpers/lab.js';
-import { runScenario } from '../../src/lab/runner.js';
-import { builtinScenarios, scaleScenario } from '../../src/lab/scenario.js';
-import { proxy, sidecar } from '../../src/lab/strategies/proxy.js';
-import { seededRandom } from '../../src/balancer/runtime.js';
+import { runScenario } from '@grpc-kube/lab/internal/lab/runner.js';
+import { builtinScenarios, scaleScenario } from '@grpc-kube/lab/internal/lab/scenario.js';
+import { proxy, sidecar } from '@grpc-kube/lab/internal/lab/strategies/proxy.js';
+import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
 
 const QUICK = 0.3;
 

@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { GrpcKubeError } from '../../src/errors.js';
-import { DEFAULT_NGHTTPX, NghttpxDataPlane, backendConfig } from '../../src/proxy/index.js';
-import { runScenario } from '../../src/lab/runner.js';
-import { builtinScenarios, scaleScenario } from '../../src/lab/scenario.js';
-import { proxyNghttpx } from '../../src/lab/strategies/proxy.js';
-import { seededRandom } from '../../src/balancer/runtime.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
+import { DEFAULT_NGHTTPX, NghttpxDataPlane, backendConfig } from '@grpc-kube/proxy/internal/index.js';
+import { runScenario } from '@grpc-kube/lab/internal/lab/runner.js';
+import { builtinScenarios, scaleScenario } from '@grpc-kube/lab/internal/lab/scenario.js';
+import { proxyNghttpx } from '@grpc-kube/lab/internal/lab/strategies/proxy.js';
+import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
 import { newJsonClient, startJsonServer, unary, type JsonServer } from './fixtures/json-service.js';
 
 const skip = existsSync(DEFAULT_NGHTTPX)

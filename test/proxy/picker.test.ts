@@ -4,15 +4,15 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ManualClock, seededRandom } from '../../src/balancer/runtime.js';
+import { ManualClock, seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
 import {
   decodeGrpcMessage,
   encodeGrpcMessage,
   formatGrpcTimeout,
   parseGrpcTimeout,
-} from '../../src/proxy/grpc-wire.js';
-import { createPicker, parseProxyPolicy, type ProxyPicker } from '../../src/proxy/picker.js';
-import { parseServiceAuthority } from '../../src/proxy/target.js';
+} from '@grpc-kube/proxy/internal/grpc-wire.js';
+import { createPicker, parseProxyPolicy, type ProxyPicker } from '@grpc-kube/proxy/internal/picker.js';
+import { parseServiceAuthority } from '@grpc-kube/proxy/internal/target.js';
 
 function backends(p: ProxyPicker, n: number): { name: string; stats: ReturnType<ProxyPicker['newStats']> }[] {
   return Array.from({ length: n }, (_, i) => ({ name: `b${i}`, stats: p.newStats() }));

@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import type { Endpoint, EndpointView } from '../../src/discovery/endpoint.js';
-import type { EndpointListener } from '../../src/discovery/kube-source.js';
-import { seededRandom } from '../../src/balancer/runtime.js';
-import { createPicker } from '../../src/proxy/picker.js';
+import type { Endpoint, EndpointView } from 'grpc-kube/internal/discovery/endpoint.js';
+import type { EndpointListener } from 'grpc-kube/internal/discovery/kube-source.js';
+import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
+import { createPicker } from '@grpc-kube/proxy/internal/picker.js';
 import { until } from '../helpers/kube.js';
-import { ServicePool } from '../../src/proxy/pool.js';
+import { ServicePool } from '@grpc-kube/proxy/internal/pool.js';
 
 const view = (eps: Endpoint[]): EndpointView => ({ size: eps.length, endpoints: () => eps });
 

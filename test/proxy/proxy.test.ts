@@ -15,7 +15,7 @@ import {
   PROXY_CHANNEL_NAME,
   type ProxyEvent,
   type GrpcProxyOptions,
-} from '../../src/proxy/index.js';
+} from '@grpc-kube/proxy/internal/index.js';
 import { until } from '../helpers/kube.js';
 import {
   newJsonClient,

@@ -11,12 +11,12 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import { SourceRegistry } from '../../src/discovery/registry.js';
-import { KubeClient } from '../../src/kube/client.js';
-import { seededRandom } from '../../src/balancer/runtime.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import type { KubeObject } from '../../src/kube/types.js';
-import { GrpcProxy, type GrpcProxyOptions } from '../../src/proxy/index.js';
+import { SourceRegistry } from 'grpc-kube/internal/discovery/registry.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import type { KubeObject } from 'grpc-kube/internal/kube/types.js';
+import { GrpcProxy, type GrpcProxyOptions } from '@grpc-kube/proxy/internal/index.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 import { newJsonClient, startJsonServer, unary, type JsonServer } from './fixtures/json-service.js';
 

@@ -8,7 +8,7 @@ import { copyFile, readFile } from 'node:fs/promises';
 import { connect, type PeerCertificate } from 'node:tls';
 import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { GrpcProxy, PEER_ID_HEADER, type GrpcProxyOptions } from '../../src/proxy/index.js';
+import { GrpcProxy, PEER_ID_HEADER, type GrpcProxyOptions } from '@grpc-kube/proxy/internal/index.js';
 import { until } from '../helpers/kube.js';
 import { testPki, type TestPki } from '../helpers/pki.js';
 import {

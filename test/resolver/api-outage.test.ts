@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setup } from '../../src/index.js';
+import { setup } from 'grpc-kube/internal/index.js';
 import { newEchoClient, startEchoServer, who } from '../helpers/echo.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 

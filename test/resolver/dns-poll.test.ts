@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setup } from '../../src/index.js';
-import { DnsPollFeed } from '../../src/discovery/dns-source.js';
-import { LabDnsServer } from '../../src/lab/dns-server.js';
+import { setup } from 'grpc-kube/internal/index.js';
+import { DnsPollFeed } from 'grpc-kube/internal/discovery/dns-source.js';
+import { LabDnsServer } from '@grpc-kube/lab/internal/lab/dns-server.js';
 import { newEchoClient, startEchoServer, who } from '../helpers/echo.js';
 import { until } from '../helpers/kube.js';
 

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
-import { setup, type GrpcKube } from '../../src/index.js';
+import { setup, type GrpcKube } from 'grpc-kube/internal/index.js';
 import { newEchoClient, startEchoServer, who, type Echo, type EchoServer } from '../helpers/echo.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 
 interface Fixture {
   api: EmbeddedApiServer;

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EndpointResolver, pickable } from '../../src/resolver/endpoint-resolver.js';
-import type { EndpointListener } from '../../src/discovery/kube-source.js';
-import { ENDPOINT_INFO_ATTRIBUTE, type ResolverListener } from '../../src/adapter/grpc-js.js';
-import { viewOf, type Endpoint } from '../../src/discovery/endpoint.js';
-import { GrpcKubeError } from '../../src/errors.js';
+import { EndpointResolver, pickable } from 'grpc-kube/internal/resolver/endpoint-resolver.js';
+import type { EndpointListener } from 'grpc-kube/internal/discovery/kube-source.js';
+import { ENDPOINT_INFO_ATTRIBUTE, type ResolverListener } from 'grpc-kube/internal/adapter/grpc-js.js';
+import { viewOf, type Endpoint } from 'grpc-kube/internal/discovery/endpoint.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 
 function feed() {
   const f = {

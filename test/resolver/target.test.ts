@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseKubernetesTarget } from '../../src/resolver/target.js';
-import { GrpcKubeError } from '../../src/errors.js';
+import { parseKubernetesTarget } from 'grpc-kube/internal/resolver/target.js';
+import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 
 test('kubernetes: target forms users know', () => {
   const table: Array<[string | undefined, string, unknown]> = [

@@ -6,8 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { createServerKit, type ServerKit } from '../../src/server/index.js';
-import { clientDefaults } from '../../src/client/defaults.js';
+import { createServerKit, type ServerKit } from 'grpc-kube/internal/server/index.js';
+import { clientDefaults } from 'grpc-kube/internal/client/defaults.js';
 import { echo, ECHO_SERVICE } from './echo.js';
 
 async function startKitServer(

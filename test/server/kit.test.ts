@@ -17,8 +17,8 @@ import {
   type DelayFn,
   type ServerKitEvent,
   type ServerKitOptions,
-} from '../../src/server/index.js';
-import { InvalidOptionError } from '../../src/errors.js';
+} from 'grpc-kube/internal/server/index.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { echo, ECHO_SERVICE, type EchoHandler } from './echo.js';
 import { until } from '../helpers/wait.js';
 

@@ -8,7 +8,7 @@ import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { connect, type PeerCertificate } from 'node:tls';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { serverTlsCredentials } from '../../src/server/index.js';
+import { serverTlsCredentials } from 'grpc-kube/internal/server/index.js';
 import { until } from '../helpers/kube.js';
 import { testPki } from '../helpers/pki.js';
 import { echo, startEchoServer } from './echo.js';

@@ -5,11 +5,11 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import { SERVICE_NAME_LABEL, type EndpointSlice } from '../../src/kube/types.js';
-import { XdsControlPlane } from '../../src/xds/control-plane.js';
-import { InvalidRouteError } from '../../src/xds/grpcroute.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { SERVICE_NAME_LABEL, type EndpointSlice } from 'grpc-kube/internal/kube/types.js';
+import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
+import { InvalidRouteError } from 'grpc-kube/internal/route/grpcroute.js';
 import {
   CDS,
   EDS,
@@ -19,7 +19,7 @@ import {
   ROUTER,
   decodeMessage,
   type DecodedResponse,
-} from '../../src/xds/protos.js';
+} from '@grpc-kube/xds/internal/protos.js';
 import { startApi, until } from '../helpers/kube.js';
 import { nextEvent, openAds, openDeltaAds, putRoute, routeObject, type RawAds } from './fixture.js';
 

@@ -4,10 +4,10 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { registerPolicies } from '../../src/balancer/index.js';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import { XdsControlPlane } from '../../src/xds/control-plane.js';
-import { CDS, decodeMessage } from '../../src/xds/protos.js';
+import { registerPolicies } from 'grpc-kube/internal/balancer/index.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
+import { CDS, decodeMessage } from '@grpc-kube/xds/internal/protos.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 import { newEchoClient, startEchoServer, who, type Echo, type EchoServer } from '../helpers/echo.js';
 import { registerXdsClient, spread } from './fixture.js';

@@ -4,9 +4,9 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import { XdsControlPlane } from '../../src/xds/control-plane.js';
-import { CDS, EDS, LDS, RDS } from '../../src/xds/protos.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
+import { CDS, EDS, LDS, RDS } from '@grpc-kube/xds/internal/protos.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 import { openAds } from './fixture.js';
 

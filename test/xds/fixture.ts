@@ -7,13 +7,13 @@ import {
   adsClientDefinition,
   type DecodedDeltaResponse,
   type DecodedResponse,
-} from '../../src/xds/protos.js';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import type { GrpcRoute } from '../../src/xds/grpcroute.js';
-import { xdsBootstrapJson } from '../../src/xds/bootstrap.js';
-import type { XdsControlPlane } from '../../src/xds/control-plane.js';
-import type { AdsEvent } from '../../src/xds/ads-server.js';
+} from '@grpc-kube/xds/internal/protos.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import type { GrpcRoute } from 'grpc-kube/internal/route/grpcroute.js';
+import { xdsBootstrapJson } from '@grpc-kube/xds/internal/bootstrap.js';
+import type { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
+import type { AdsEvent } from '@grpc-kube/xds/internal/ads-server.js';
 import { who, type Echo } from '../helpers/echo.js';
 
 let registered = false;

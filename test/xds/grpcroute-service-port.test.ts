@@ -6,9 +6,9 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RESOURCES } from '../../src/cluster/store-api.js';
-import { XdsControlPlane } from '../../src/xds/control-plane.js';
-import { EDS, LDS, decodeMessage } from '../../src/xds/protos.js';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
+import { EDS, LDS, decodeMessage } from '@grpc-kube/xds/internal/protos.js';
 import { SliceWriter, startApi } from '../helpers/kube.js';
 import { openAds, putRoute, routeObject } from './fixture.js';
 

@@ -8,8 +8,8 @@ import {
   InvalidRouteError,
   routesForTarget,
   type GrpcRoute,
-} from '../../src/xds/grpcroute.js';
-import { parseClusterName, parseListenerName } from '../../src/xds/resources.js';
+} from 'grpc-kube/internal/route/grpcroute.js';
+import { parseClusterName, parseListenerName } from '@grpc-kube/xds/internal/resources.js';
 
 function route(spec: GrpcRoute['spec'], name = 'r'): GrpcRoute {
   return { metadata: { name, namespace: 'ns' }, spec };

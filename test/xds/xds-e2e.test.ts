@@ -5,10 +5,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
-import { XdsControlPlane } from '../../src/xds/control-plane.js';
-import { CDS, EDS, LDS, RDS, encodeAny, encodeMessage } from '../../src/xds/protos.js';
-import { buildCluster } from '../../src/xds/resources.js';
+import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
+import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
+import { CDS, EDS, LDS, RDS, encodeAny, encodeMessage } from '@grpc-kube/xds/internal/protos.js';
+import { buildCluster } from '@grpc-kube/xds/internal/resources.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 import { newEchoClient, startEchoServer, who, type Echo, type EchoServer } from '../helpers/echo.js';
 import { nextEvent, putRoute, registerXdsClient, routeObject, spread } from './fixture.js';

@@ -1,0 +1,656 @@
+// The lab runner: one scenario, every selected strategy side by side. A fresh embedded cluster per
+// scenario runs the Hello Deployments (a plain one, and one with max connection age for the strategy
+// that needs it); each strategy drives its own clients against the same pods at the same time, so
+// every strategy sees exactly the same scale-up, rollout, kill or outage. The scenario's steps act on
+// the cluster at their times; pod lives and every RPC are recorded on one clock, then measured.
+
+import { deploymentManifest, type AppSpec } from '../cluster/embedded.js';
+import type { Service } from '../cluster/controllers/kinds.js';
+import { startLabCluster, type ClusterKind, type LabCluster } from './cluster.js';
+import type { KubeObject } from 'grpc-kube/internal/kube/types.js';
+import { canaryGrpcRoute } from './strategies/xds.js';
+import { SourceRegistry } from 'grpc-kube/internal/discovery/registry.js';
+import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { setup as setupResolvers, type GrpcKube } from 'grpc-kube/internal/resolver/setup.js';
+import { registerPolicies } from 'grpc-kube/internal/balancer/index.js';
+import { clientDefaults } from 'grpc-kube/internal/client/defaults.js';
+import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import { LabDnsServer } from './dns-server.js';
+import { computeRunRecord, distinctPodsPerClient, podRateSeries, type LabRunRecord } from './metrics.js';
+import type { ReportRun, ScenarioEvent } from './report.js';
+import type { PodSignal, Scenario, ScenarioStep } from './scenario.js';
+import { blackholeFigures, keepaliveWindowMs, watchUnready } from './blackhole.js';
+import { MAX_CONNECTION_AGE_GRACE_MS, MAX_CONNECTION_AGE_MS } from './strategies/headless.js';
+import type { AppFlavour, LabEnv, LabStrategy, StrategyHandle } from './strategy.js';
+import { PodTimelineRecorder } from './timeline.js';
+import { HarnessMonitor, harnessVerdict, raiseLabPriority } from './harness.js';
+import { startWorkload, type WorkloadRun } from './workload.js';
+import { createLabTls, LAB_TLS_DNS_ENV, serviceDnsNames } from './tls.js';
+import { readReceivedCounts } from './hello.js';
+import { COUNT_FLUSH_MS } from './pod-main.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const LAB_NAMESPACE = 'lab';
+export const LAB_PORT = 50051;
+/** With --tls: the pods' plaintext grpc.health.v1 port, where the kubelet's probe reads them. */
+export const LAB_PROBE_PORT = 50052;
+
+export interface RunOptions {
+  readonly scenario: Scenario;
+  readonly strategies: readonly LabStrategy[];
+  /** 1 for the real timings; --quick uses less (scenario times are already scaled by the caller). */
+  readonly timeScale: number;
+  readonly random: () => number;
+  /** Client channels per strategy, and RPCs in flight per client. */
+  readonly clients?: number;
+  readonly concurrency?: number;
+  /** Minimum ms between a loop's RPC starts (caps the load so 2 cores can run every strategy at once). */
+  readonly pacingMs?: number;
+  /** embedded (default) or real. */
+  readonly cluster?: ClusterKind;
+  /** Pod SIGTERM behaviour (see POD_SHUTDOWNS). Default 'kit'. */
+  readonly pods?: PodShutdown;
+  /** Clients use grpc-kube's client defaults (retry on UNAVAILABLE, keepalive) around their policy. */
+  readonly clientDefaults?: boolean;
+  /** With clientDefaults: SayHello is idempotent (retried on RESOURCE_EXHAUSTED and ABORTED too). */
+  readonly idempotent?: boolean;
+  /** With clientDefaults: hedge SayHello, a second attempt after this many ms (implies idempotent). */
+  readonly hedgeMs?: number;
+  /** The user's gRPC server as the pods' program (`--pod-command`), instead of the lab's Hello. */
+  readonly podCommand?: string;
+  /** CPU niceness of the pods, 0..19. Default POD_NICE. */
+  readonly podNice?: number;
+  /** Mutual TLS end to end with a CA made for the run (embedded cluster, the lab's Hello pods). */
+  readonly tls?: boolean;
+  readonly onProgress?: (line: string) => void;
+}
+
+export interface ScenarioResult {
+  readonly scenario: string;
+  readonly runs: ReportRun[];
+  readonly skipped: readonly { strategy: string; why: string }[];
+  /** Strategies that threw while starting: they ran no clients; the others' runs are kept. */
+  readonly failed: readonly { strategy: string; reason: string }[];
+}
+
+/** A failure as one line: the typed code when there is one, and the message. */
+export function failureReason(err: unknown): string {
+  if (err instanceof GrpcKubeError) return `${err.code}: ${err.message}`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+const PROBE_PERIOD_MS = 100;
+/**
+ * Pods run 10 nicer than the lab's process (nice(1) is relative; as root the lab first raises itself
+ * to LAB_PROCESS_NICE, so its pods sit at 0, level with outside work): on 2 cores, pods booting at
+ * once (~150 ms of CPU each) would otherwise stall the clients' event loop and fail RPCs no strategy
+ * lost. Much nicer is worse: pods at 19 beside a busy core answer late and every strategy loses RPCs
+ * to DEADLINE_EXCEEDED (measured; docs/lab.md).
+ */
+export const POD_NICE = 10;
+
+/**
+ * What a pod does on SIGTERM:
+ *  - kit: the server kit — NOT_SERVING, 1 s for the endpoint removal to spread, GOAWAY, finish in-flight;
+ *  - plain: GOAWAY and finish in-flight at once (grpc-go's GracefulStop; the kit with no delay);
+ *  - naive: no handler, the process dies at once (the east-west demo's servers).
+ */
+export const POD_SHUTDOWNS = ['kit', 'plain', 'naive'] as const;
+export type PodShutdown = (typeof POD_SHUTDOWNS)[number];
+const KIT_PROPAGATION_DELAY_MS = 1000;
+
+function podEnv(o: {
+  delayMs: number;
+  maxAge: boolean;
+  pods: PodShutdown;
+  timeScale: number;
+  countDir: string | undefined;
+  pushbackMs: number | undefined;
+}): Record<string, string> {
+  const env: Record<string, string> = {
+    ...(o.pushbackMs !== undefined ? { HELLO_OVERLOAD_PUSHBACK_MS: String(o.pushbackMs) } : {}),
+    ...(o.countDir !== undefined ? { HELLO_COUNT_DIR: o.countDir } : {}),
+    HELLO_RESPONSE_DELAY_MS: String(o.delayMs),
+    HELLO_SHUTDOWN: o.pods === 'naive' ? 'immediate' : 'graceful',
+    HELLO_DRAIN_DELAY_MS: String(o.pods === 'kit' ? Math.round(KIT_PROPAGATION_DELAY_MS * o.timeScale) : 0),
+    HELLO_GRACE_MS: '4000',
+    HELLO_MAX_LIFETIME_MS: String(10 * 60_000),
+  };
+  if (o.maxAge) {
+    env.HELLO_MAX_CONNECTION_AGE_MS = String(Math.round(MAX_CONNECTION_AGE_MS * o.timeScale));
+    env.HELLO_MAX_CONNECTION_AGE_GRACE_MS = String(Math.round(MAX_CONNECTION_AGE_GRACE_MS * o.timeScale));
+  }
+  return env;
+}
+
+interface AppDeployments {
+  readonly flavour: AppFlavour;
+  readonly service: string;
+  /** Deployments behind the Service that scenario steps act on (the slow one is left alone). */
+  readonly deployments: string[];
+}
+
+/** Deployments and a headless Service selecting them by `svc=<service>`. */
+async function applyApps(
+  cluster: LabCluster,
+  scenario: Scenario,
+  flavours: AppFlavour[],
+  opts: RunOptions,
+  countDir: string | undefined,
+): Promise<AppDeployments[]> {
+  const out: AppDeployments[] = [];
+  for (const flavour of flavours) {
+    const service = flavour === 'plain' ? 'hello' : 'hello-maxage';
+    const slow = scenario.slowPod !== undefined;
+    const base = scenario.responseDelayMs ?? 0;
+    // With TLS every pod's certificate carries its clients' authority, its Service's names (the
+    // canary's pods carry `hello`'s: their clients dial `hello`).
+    const tlsEnv = (): Record<string, string> =>
+      opts.tls === true
+        ? {
+            HELLO_HEALTH_PORT: String(LAB_PROBE_PORT),
+            [LAB_TLS_DNS_ENV]: serviceDnsNames(service, LAB_NAMESPACE).join(','),
+          }
+        : {};
+    const app = (name: string, replicas: number, delayMs: number): AppSpec => ({
+      name,
+      namespace: LAB_NAMESPACE,
+      replicas,
+      port: LAB_PORT,
+      env: {
+        ...podEnv({
+          delayMs,
+          maxAge: flavour === 'maxage',
+          pods: opts.pods ?? 'kit',
+          timeScale: opts.timeScale,
+          countDir,
+          pushbackMs: scenario.overloadPushbackMs,
+        }),
+        ...tlsEnv(),
+      },
+      maxSurge: scenario.maxSurge,
+      maxUnavailable: scenario.maxUnavailable,
+      terminationGracePeriodSeconds: 5,
+      probe: {
+        periodMs: PROBE_PERIOD_MS,
+        failureThreshold: 1,
+        ...(opts.tls === true ? { port: LAB_PROBE_PORT } : {}),
+      },
+      labels: { svc: service },
+    });
+    const main = app(service, slow ? scenario.replicas - 1 : scenario.replicas, base);
+    const deployments = [main];
+    if (slow)
+      deployments.push(
+        app(`${service}-slow`, 1, Math.round(Math.max(base, 1) * (scenario.slowPod?.factor ?? 1))),
+      );
+    for (const d of deployments) await cluster.create('deployments', deploymentManifest(d));
+    const svc: Service = {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: service, namespace: LAB_NAMESPACE },
+      spec: {
+        clusterIP: 'None',
+        type: 'ClusterIP',
+        selector: { svc: service },
+        ports: [{ name: 'grpc', port: LAB_PORT, targetPort: LAB_PORT, protocol: 'TCP' }],
+      },
+    };
+    await cluster.create('services', svc);
+    if (flavour === 'plain' && scenario.canaryReplicas !== undefined) {
+      // The canary: its own Deployment and Service; a GRPCRoute on `hello` splits traffic between them.
+      const canary = `${service}-canary`;
+      await cluster.create(
+        'deployments',
+        deploymentManifest({ ...app(canary, scenario.canaryReplicas, base), labels: { svc: canary } }),
+      );
+      await cluster.create('services', {
+        ...svc,
+        metadata: { name: canary, namespace: LAB_NAMESPACE },
+        spec: { ...svc.spec, selector: { svc: canary } },
+      });
+    }
+    out.push({ flavour, service, deployments: [service] });
+  }
+  return out;
+}
+
+function stepLabel(s: ScenarioStep): string {
+  switch (s.action) {
+    case 'scale':
+      return `scale to ${s.replicas}`;
+    case 'rollout':
+      return 'rolling update';
+    case 'kill-pods':
+      return `${s.signal} ${s.count} pod${s.count > 1 ? 's' : ''}`;
+    case 'api-down':
+      return `API down ${Math.round(s.forMs / 1000)} s`;
+    case 'set-weights':
+      return `weights ${s.weights.stable}/${s.weights.canary}`;
+  }
+}
+
+export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
+  const { scenario } = opts;
+  const progress = opts.onProgress ?? (() => {});
+  const skipped: { strategy: string; why: string }[] = [];
+  const isCanary = scenario.steps.some((s) => s.action === 'set-weights');
+  const userPods = opts.podCommand !== undefined;
+  const strategies = opts.strategies.filter((s) => {
+    if (isCanary && !s.canRoute) {
+      skipped.push({ strategy: s.name, why: 'cannot route by weight' });
+      return false;
+    }
+    if (userPods && s.hidesPod) {
+      skipped.push({
+        strategy: s.name,
+        why: 'with --pod-command, a hop of the lab hides which pod answered',
+      });
+      return false;
+    }
+    if (userPods && s.flavour === 'maxage') {
+      skipped.push({ strategy: s.name, why: "needs the lab's Hello server to set a max connection age" });
+      return false;
+    }
+    if (opts.tls === true && s.noTls !== undefined) {
+      skipped.push({ strategy: s.name, why: `no TLS: ${s.noTls}` });
+      return false;
+    }
+    if (userPods && scenario.slowPod !== undefined) {
+      skipped.push({ strategy: s.name, why: "the slow pod is the lab's Hello server with a delay" });
+      return false;
+    }
+    return true;
+  });
+  if (strategies.length === 0) return { scenario: scenario.name, runs: [], skipped, failed: [] };
+
+  if (opts.tls === true && userPods)
+    throw new InvalidOptionError('--tls', "runs the lab's Hello pods only (not --pod-command)");
+  let vip = 0;
+  // A CA for this run only; its files go with the run.
+  const tls = opts.tls === true ? await createLabTls(LAB_NAMESPACE) : undefined;
+  // Before anything starts: pods and proxies inherit the lab's niceness.
+  const restorePriority = raiseLabPriority();
+  let cluster: LabCluster;
+  try {
+    cluster = await startLabCluster(opts.cluster ?? 'embedded', {
+      namespace: LAB_NAMESPACE,
+      probePeriodMs: PROBE_PERIOD_MS,
+      random: opts.random,
+      podNice: opts.podNice ?? POD_NICE,
+      ...(opts.podCommand !== undefined ? { podCommand: opts.podCommand } : {}),
+      ...(tls !== undefined ? { tls } : {}),
+    });
+  } catch (err) {
+    restorePriority();
+    await tls?.remove();
+    throw err;
+  }
+  const cleanups: Array<() => Promise<void> | void> = [
+    () => tls?.remove(),
+    restorePriority,
+    () => cluster.stop(),
+  ];
+  try {
+    const flavours = [...new Set(strategies.map((s) => s.flavour))];
+    // The lab's Hello pods count the requests they receive per client (the workload's clients are
+    // `<strategy>-<i>`): every retry and hedge is one more, which the clients' record cannot show.
+    const countDir = userPods ? undefined : await mkdtemp(join(tmpdir(), 'grpc-kube-lab-counts-'));
+    if (countDir !== undefined) cleanups.push(() => rm(countDir, { recursive: true, force: true }));
+    const apps = await applyApps(cluster, scenario, flavours, opts, countDir);
+    const readyTimeoutMs = 30_000;
+    for (const a of apps) {
+      await cluster.waitForReadyPods(LAB_NAMESPACE, { svc: a.service }, scenario.replicas, readyTimeoutMs);
+    }
+    if (scenario.canaryReplicas !== undefined) {
+      await cluster.waitForReadyPods(
+        LAB_NAMESPACE,
+        { svc: 'hello-canary' },
+        scenario.canaryReplicas,
+        readyTimeoutMs,
+      );
+    }
+
+    const dns = new LabDnsServer({ host: '127.0.0.1', port: 0, ttlS: 5 });
+    await dns.listen();
+    cleanups.push(() => dns.close());
+    const kubeConfigYaml = cluster.kubeConfigYaml;
+    const endpoints = new SourceRegistry(KubeClient.fromKubeConfigString(kubeConfigYaml), {
+      backoff: { initialMs: 200, maxMs: 5000 },
+    });
+    cleanups.push(() => endpoints.close());
+    const dnsName = (svc: string): string => `${svc}.${LAB_NAMESPACE}.svc.cluster.local`;
+    // CoreDNS stand-in: A records = ready endpoints of each headless Service.
+    for (const a of apps) {
+      const sub = endpoints.subscribe(
+        LAB_NAMESPACE,
+        a.service,
+        { kind: 'number', port: LAB_PORT },
+        {
+          onEndpoints: (view) =>
+            dns.setRecords(
+              dnsName(a.service),
+              view
+                .endpoints()
+                .filter((e) => e.state === 'ready')
+                .map((e) => e.address),
+            ),
+          onError: () => {},
+        },
+      );
+      cleanups.push(() => sub.unsubscribe());
+    }
+    const gk: GrpcKube = setupResolvers({
+      kubeConfig: kubeConfigYaml,
+      source: { backoff: { initialMs: 200, maxMs: 5000 } },
+    });
+    cleanups.push(() => gk.close());
+    registerPolicies();
+
+    const appOf = (f: AppFlavour) => ({
+      service: f === 'plain' ? 'hello' : 'hello-maxage',
+      dnsName: dnsName(f === 'plain' ? 'hello' : 'hello-maxage'),
+    });
+    const env: LabEnv = {
+      cluster,
+      namespace: LAB_NAMESPACE,
+      port: LAB_PORT,
+      apps: { plain: appOf('plain'), maxage: appOf('maxage') },
+      dns,
+      kubeConfigYaml,
+      endpoints,
+      random: opts.random,
+      nextVip: () => `${cluster.loopbackPrefix}.1.${++vip}`,
+      timeScale: opts.timeScale,
+      tls,
+      clientOptions: (policy) =>
+        opts.clientDefaults
+          ? clientDefaults({
+              lbPolicy: policy,
+              ...(opts.idempotent === true || opts.hedgeMs !== undefined
+                ? { idempotentMethods: [{ service: 'hello.Greeter' }] }
+                : {}),
+              ...(opts.hedgeMs !== undefined ? { hedging: { delayMs: opts.hedgeMs } } : {}),
+            })
+          : { 'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ [policy]: {} }] }) },
+      log: progress,
+    };
+    // Every stand-in must have its first answer before clients dial.
+    await waitFor(
+      () => apps.every((a) => dns.answers(dnsName(a.service)).length >= scenario.replicas),
+      10_000,
+    );
+
+    // A strategy that cannot start fails alone: the others run the scenario as planned.
+    const handles: Array<{ s: LabStrategy; h: StrategyHandle }> = [];
+    const failed: Array<{ strategy: string; reason: string }> = [];
+    for (const s of strategies) {
+      let h: StrategyHandle;
+      try {
+        h = await s.start(env);
+      } catch (err) {
+        failed.push({ strategy: s.name, reason: failureReason(err) });
+        progress(`  ${scenario.name}: ${s.name} FAILED to start: ${failureReason(err)}`);
+        continue;
+      }
+      handles.push({ s, h });
+      cleanups.push(() => h.close());
+    }
+    if (handles.length === 0) return { scenario: scenario.name, runs: [], skipped, failed };
+
+    const recorders = new Map<string, PodTimelineRecorder>();
+    const clock = (): number => performance.now();
+    for (const a of apps) {
+      // The canary's pods serve the same clients: they belong on the same plots.
+      const selector =
+        a.flavour === 'plain' && scenario.canaryReplicas !== undefined
+          ? `svc in (${a.service},${a.service}-canary)`
+          : `svc=${a.service}`;
+      const r = new PodTimelineRecorder(cluster, LAB_NAMESPACE, selector, clock);
+      recorders.set(a.flavour, r);
+      cleanups.push(() => r.stop());
+    }
+    // On the real cluster the pod watch answers over HTTP: the pods already running must be in the
+    // timeline before time zero, or they would count as new.
+    await waitFor(() => [...recorders.values()].every((r) => r.size >= scenario.replicas), 10_000);
+    // Weights in force before the clients start (the first set-weights step at 0 ms).
+    for (const step of scenario.steps) {
+      if (step.action === 'set-weights' && step.atMs === 0)
+        await cluster.applyRoute(canaryRoute(step.weights));
+    }
+
+    const origin = clock();
+    for (const r of recorders.values()) r.setOrigin(origin);
+    const seriesBucketMs = Math.max(100, Math.round(scenario.durationMs / 120));
+    // The harness is measured over exactly the clients' run: the same window as every figure.
+    const harness = new HarnessMonitor({ bucketMs: seriesBucketMs });
+    harness.start();
+    cleanups.push(() => void harness.stop());
+    const workloads: Array<{ s: LabStrategy; h: StrategyHandle; w: WorkloadRun }> = handles.map(
+      ({ s, h }) => ({
+        s,
+        h,
+        w: startWorkload({
+          target: h.target,
+          channelOptions: h.channelOptions ?? {},
+          ...(tls !== undefined ? { credentials: tls.channelCredentials() } : {}),
+          clients: opts.clients ?? 2,
+          concurrency: opts.concurrency ?? 5,
+          mode: 'loops',
+          durationMs: scenario.durationMs,
+          deadlineMs: scenario.deadlineMs,
+          pacingMs: opts.pacingMs ?? 50,
+          clientName: s.name,
+          clock,
+          originMs: origin,
+          // A user's server answers grpc.health.v1 (the pod contract); the pod is the connection's peer.
+          rpc: userPods ? 'health' : 'hello',
+        }),
+      }),
+    );
+    cleanups.push(async () => {
+      await Promise.all(workloads.map((x) => x.w.stop()));
+    });
+
+    // A blackholed pod per Service: when, and when the API showed it not Ready.
+    const blackholes = new Map<
+      string,
+      { pod: string; atMs: number; unready: ReturnType<typeof watchUnready> }
+    >();
+    const onKilled = (app: AppDeployments, pod: string, signal: PodSignal): void => {
+      if (signal !== 'SIGSTOP' || blackholes.has(app.service)) return;
+      const unready = watchUnready(cluster, LAB_NAMESPACE, `svc=${app.service}`, pod, clock);
+      blackholes.set(app.service, { pod, atMs: clock() - origin, unready });
+      cleanups.push(() => unready.stop());
+    };
+    const events: ScenarioEvent[] = [];
+    const timers: NodeJS.Timeout[] = [];
+    const stepErrors: unknown[] = [];
+    for (const step of scenario.steps) {
+      const t = setTimeout(() => {
+        events.push({ atMs: clock() - origin, label: stepLabel(step) });
+        progress(`  ${scenario.name}: ${stepLabel(step)}`);
+        const mark = (label: string): void => {
+          events.push({ atMs: clock() - origin, label });
+          progress(`  ${scenario.name}: ${label}`);
+        };
+        applyStep(cluster, apps, step, opts.random, timers, mark, onKilled).catch((err: unknown) =>
+          stepErrors.push(err),
+        );
+      }, step.atMs);
+      timers.push(t);
+    }
+    cleanups.push(() => timers.forEach((t) => clearTimeout(t)));
+
+    const ticker = setInterval(() => {
+      const elapsed = Math.round((clock() - origin) / 1000);
+      const counts = workloads.map((x) => `${x.s.name} ${x.w.started()}`).join(', ');
+      progress(`  ${scenario.name} ${elapsed}/${Math.round(scenario.durationMs / 1000)} s: ${counts}`);
+    }, 2000);
+    ticker.unref();
+    cleanups.push(() => clearInterval(ticker));
+
+    await Promise.all(workloads.map((x) => x.w.done));
+    clearInterval(ticker);
+    const measured = harness.stop(scenario.deadlineMs);
+    const verdict = harnessVerdict(measured.figures, { deadlineMs: scenario.deadlineMs });
+    if (verdict.saturated) progress(`  ${scenario.name}: SATURATED: ${verdict.reason}`);
+    if (stepErrors.length > 0) {
+      throw new GrpcKubeError(
+        'GK_ERR_LAB',
+        `scenario ${scenario.name}: a step failed: ${String(stepErrors[0])}`,
+        { cause: stepErrors[0] },
+      );
+    }
+
+    // Pods rewrite their counts every COUNT_FLUSH_MS: wait for the last RPCs' to land.
+    let received: Map<string, number> | undefined;
+    if (countDir !== undefined) {
+      await new Promise((r) => setTimeout(r, 3 * COUNT_FLUSH_MS));
+      received = readReceivedCounts(countDir);
+    }
+    const runs: ReportRun[] = [];
+    for (const { s, h, w } of workloads) {
+      const recorder = recorders.get(s.flavour) as PodTimelineRecorder;
+      if (userPods) w.log.renamePods((peer) => recorder.podForAddress(peer) ?? peer);
+      const timeline = recorder.timelines();
+      const record: LabRunRecord = computeRunRecord({
+        scenario: scenario.name,
+        strategy: s.name,
+        cluster: cluster.kind,
+        tls: tls !== undefined,
+        records: w.log,
+        timeline,
+        steadyWindowMs: [scenario.steady.fromMs, scenario.steady.toMs],
+        durationMs: scenario.durationMs,
+        // Every strategy of a scenario runs at once in this process: they share one harness.
+        harness: { ...measured.figures, ...verdict },
+      });
+      Object.assign(record, retryLoad(record.rpcs, received, s.name, opts.clients ?? 2));
+      const hole = blackholes.get(appOf(s.flavour).service);
+      if (hole !== undefined) {
+        const unreadyAt = hole.unready.unreadyAtMs();
+        record.blackhole = blackholeFigures(
+          w.log,
+          { pod: hole.pod, atMs: hole.atMs, unreadyAtMs: unreadyAt === null ? null : unreadyAt - origin },
+          keepaliveWindowMs(h.channelOptions ?? {}),
+        );
+      }
+      const series = podRateSeries(w.log, {
+        bucketMs: seriesBucketMs,
+        endMs: scenario.durationMs,
+        podOrder: timeline.map((p) => p.name),
+      });
+      runs.push({
+        record,
+        series,
+        events: [...events],
+        steadyWindowMs: [scenario.steady.fromMs, scenario.steady.toMs],
+        podsPerClient: distinctPodsPerClient(w.log, opts.clients ?? 2),
+        harness: measured.series,
+      });
+    }
+    return { scenario: scenario.name, runs, skipped, failed };
+  } finally {
+    for (const c of cleanups.reverse()) {
+      try {
+        await c();
+      } catch {
+        // teardown continues: every part must be released
+      }
+    }
+  }
+}
+
+/**
+ * Attempts = requests the pods received from a strategy's clients (`<strategy>-<i>`); retryLoadPct =
+ * (attempts − calls) / calls, in %: the extra load retries and hedges put on the pods. Null without
+ * counts (`--pod-command`: the user's server does not count). A call that reached no pod (no
+ * endpoint, a connection refused) makes no attempt, so the figure can be below 0.
+ */
+export function retryLoad(
+  calls: number,
+  received: ReadonlyMap<string, number> | undefined,
+  strategy: string,
+  clients: number,
+): { attempts: number | null; retryLoadPct: number | null } {
+  if (received === undefined) return { attempts: null, retryLoadPct: null };
+  let attempts = 0;
+  for (let ci = 0; ci < clients; ci++) attempts += received.get(`${strategy}-${ci}`) ?? 0;
+  return { attempts, retryLoadPct: calls > 0 ? ((attempts - calls) / calls) * 100 : null };
+}
+
+async function applyStep(
+  cluster: LabCluster,
+  apps: readonly AppDeployments[],
+  step: ScenarioStep,
+  random: () => number,
+  timers: NodeJS.Timeout[],
+  mark: (label: string) => void,
+  onKilled: (app: AppDeployments, pod: string, signal: PodSignal) => void,
+): Promise<void> {
+  switch (step.action) {
+    case 'scale':
+      for (const a of apps)
+        for (const d of a.deployments) await cluster.scale(LAB_NAMESPACE, d, step.replicas);
+      return;
+    case 'rollout': {
+      const stamp = new Date().toISOString();
+      for (const a of apps)
+        for (const d of a.deployments) await cluster.restartRollout(LAB_NAMESPACE, d, stamp);
+      return;
+    }
+    case 'kill-pods':
+      for (const a of apps) {
+        const pods = (await cluster.listPods(LAB_NAMESPACE, `svc=${a.service}`))
+          .filter((p) => !p.metadata.deletionTimestamp)
+          .map((p) => p.metadata.name as string)
+          .sort();
+        for (let i = 0; i < step.count && pods.length > 0; i++) {
+          const [name] = pods.splice(Math.floor(random() * pods.length), 1);
+          await cluster.killPodProcess(LAB_NAMESPACE, name as string, step.signal);
+          onKilled(a, name as string, step.signal);
+        }
+      }
+      return;
+    case 'api-down': {
+      await cluster.apiDown();
+      // The API is back when it answers again (a real kube-apiserver takes seconds to be ready):
+      // the report marks that moment, not the one the restart began.
+      const t = setTimeout(() => {
+        cluster.apiUp().then(
+          () => mark('API back'),
+          (err: unknown) => mark(`API restart failed: ${String(err)}`),
+        );
+      }, step.forMs);
+      timers.push(t);
+      return;
+    }
+    case 'set-weights':
+      await cluster.applyRoute(canaryRoute(step.weights));
+      return;
+  }
+}
+
+/** The GRPCRoute of the canary-shift scenario: parent `hello`, backends `hello` and `hello-canary`. */
+function canaryRoute(weights: { stable: number; canary: number }): KubeObject {
+  return canaryGrpcRoute({
+    namespace: LAB_NAMESPACE,
+    service: 'hello',
+    port: LAB_PORT,
+    stableService: 'hello',
+    canaryService: 'hello-canary',
+    weights,
+  }) as unknown as KubeObject;
+}
+
+async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end)
+      throw new GrpcKubeError('GK_ERR_LAB', `the lab's stand-ins did not sync within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
