@@ -16,7 +16,15 @@ import { registerPolicies } from '../balancer/index.js';
 import { clientDefaults } from '../client/defaults.js';
 import { GrpcKubeError, InvalidOptionError } from '../errors.js';
 import { LabDnsServer } from './dns-server.js';
-import { computeRunRecord, distinctPodsPerClient, podRateSeries, type LabRunRecord } from './metrics.js';
+import {
+  computeRunRecord,
+  distinctPodsPerClient,
+  endpointSeries,
+  podRateSeries,
+  policyOf,
+  type LabRunRecord,
+} from './metrics.js';
+import { GaugeSampler } from './gauge-sampler.js';
 import type { ReportRun, ScenarioEvent } from './report.js';
 import type { Scenario, ScenarioStep } from './scenario.js';
 import { MAX_CONNECTION_AGE_GRACE_MS, MAX_CONNECTION_AGE_MS } from './strategies/headless.js';
@@ -401,6 +409,10 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     const harness = new HarnessMonitor({ bucketMs: seriesBucketMs });
     harness.start();
     cleanups.push(() => void harness.stop());
+    // Per-endpoint balancer gauges for the report, over the same window.
+    const gauges = new GaugeSampler({ everyMs: 250, clock });
+    gauges.start(origin);
+    cleanups.push(() => void gauges.stop());
     const workloads: Array<{ s: LabStrategy; w: WorkloadRun }> = handles.map(({ s, h }) => ({
       s,
       w: startWorkload({
@@ -454,6 +466,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     await Promise.all(workloads.map((x) => x.w.done));
     clearInterval(ticker);
     const measured = harness.stop(scenario.deadlineMs);
+    const gaugeSamples = gauges.stop();
     const verdict = harnessVerdict(measured.figures, { deadlineMs: scenario.deadlineMs });
     if (verdict.saturated) progress(`  ${scenario.name}: SATURATED: ${verdict.reason}`);
     if (stepErrors.length > 0) {
@@ -486,7 +499,13 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         endMs: scenario.durationMs,
         podOrder: timeline.map((p) => p.name),
       });
+      const policy = policyOf(handles.find((x) => x.s === s)?.h.channelOptions ?? {});
+      const endpoints =
+        policy === undefined
+          ? undefined
+          : endpointSeries(gaugeSamples, { policy, label: (a) => recorder.podForAddress(a) });
       runs.push({
+        ...(endpoints !== undefined ? { endpoints } : {}),
         record,
         series,
         events: [...events],
