@@ -142,6 +142,7 @@ test('a NACK shows NACKED with the client error and the rejected version; a name
   await nextEvent(cp, (e) => e.kind === 'request' && e.node?.id === 'raw-nacker' && e.type === RDS);
 
   const c = configOf(await fetch({ node_matchers: [{ node_id: { exact: 'raw-nacker' } }] }), 'raw-nacker');
+  t.diagnostic(`CSDS for raw-nacker: ${JSON.stringify(c)}`);
   const lds = c?.generic_xds_configs?.find((x) => x.type_url === LDS);
   assert.equal(lds?.name, listener);
   assert.equal(lds?.client_status, 'NACKED');
