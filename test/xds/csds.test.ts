@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import type { EmbeddedApiServer } from '../../src/cluster/apiserver.js';
 import { XdsControlPlane } from '../../src/xds/control-plane.js';
+import { xdsCommand } from '../../src/cli/xds.js';
 import { CDS, EDS, LDS, RDS } from '../../src/xds/protos.js';
 import { csdsServiceDefinition, type ClientStatusRequest } from '../../src/xds/csds.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
@@ -205,4 +206,28 @@ test('a regex or metadata node matcher is refused with UNIMPLEMENTED, naming the
     fetch({ node_matchers: [{ node_metadatas: [{ path: [{ key: 'k' }] }] }] }),
     (e: grpc.ServiceError) => e.code === grpc.status.UNIMPLEMENTED && /node_metadatas/.test(e.details),
   );
+});
+
+test('grpc-kube xds status --address prints each resource of each client, and --node one node', async () => {
+  const lines: string[] = [];
+  const errs: string[] = [];
+  const io = { out: (l: string) => lines.push(l), err: (l: string) => errs.push(l) };
+  assert.equal(
+    await xdsCommand(['status', '--address', cp.address, '--node', 'csds-node'], io),
+    0,
+    errs.join('\n'),
+  );
+  assert.equal(lines[0], '1 client(s)');
+  assert.ok(
+    lines.some(
+      (l) => l === `csds-node  Listener  app.default:${port}  version ${cp.cache.version(LDS)}  ACKED`,
+    ),
+    lines.join('\n'),
+  );
+  assert.equal(lines.length, 1 + 4);
+  lines.length = 0;
+  assert.equal(await xdsCommand(['status', '--address', cp.address, '--json', '--node', 'nobody'], io), 0);
+  assert.deepEqual(JSON.parse(lines[0] ?? '').config ?? [], []);
+  assert.equal(await xdsCommand(['status'], io), 2);
+  assert.ok(errs.some((l) => l.includes('--address')));
 });
