@@ -9,6 +9,7 @@ import {
   distinctPodsPerClient,
   podRateSeries,
   recordsFromRows,
+  type EndpointSeries,
   type PodTimeline,
   type RpcRow,
 } from '@grpc-kube/lab/internal/lab/metrics.js';
@@ -68,6 +69,22 @@ function pod(
   return { name, readyAtMs, terminatingAtMs, goneAtMs: terminatingAtMs, isNew };
 }
 
+/** Per-endpoint gauges of a run, sampled every 250 ms: each pod's outstanding RPCs and latency. */
+function endpointCurves(pods: readonly string[]): EndpointSeries {
+  const tMs = Array.from({ length: DURATION_MS / 250 }, (_, i) => i * 250);
+  return {
+    policy: 'grpc_kube_ewma',
+    tMs,
+    endpoints: pods.map((p, k) => ({
+      endpoint: `10.0.0.${k + 1}:8080`,
+      label: p,
+      // The last pod joins half way: no value before.
+      outstanding: tMs.map((t) => (k === pods.length - 1 && t < 5000 ? null : 1 + ((t / 250 + k) % 4))),
+      latencyMs: tMs.map((t) => (k === pods.length - 1 && t < 5000 ? null : 2 + k + (t % 1000) / 500)),
+    })),
+  };
+}
+
 function syntheticRuns(): ReportRun[] {
   const scaleUp = [pod('hello-1', 0, false), pod('hello-2', 0, false), pod('hello-3', 0, false)];
   scaleUp.push(pod('hello-4', 5000, true), pod('hello-5', 5000, true));
@@ -97,13 +114,16 @@ function syntheticRuns(): ReportRun[] {
       (t, k) => `hello-${((t + k) % 3) + 1}`,
       scaleEvents,
     ),
-    syntheticRun(
-      'scale-up',
-      'kubernetes',
-      scaleUp,
-      (t, k) => `hello-${((t + k) % (t * 20 >= 5040 ? 5 : 3)) + 1}`,
-      scaleEvents,
-    ),
+    {
+      ...syntheticRun(
+        'scale-up',
+        'kubernetes',
+        scaleUp,
+        (t, k) => `hello-${((t + k) % (t * 20 >= 5040 ? 5 : 3)) + 1}`,
+        scaleEvents,
+      ),
+      endpoints: endpointCurves(['hello-1', 'hello-2', 'hello-3', 'hello-4']),
+    },
     syntheticRun(
       'pod-kill',
       'headless-pick-first',
@@ -142,6 +162,13 @@ test('renderReport: self-contained, one plot per run, one line per pod, escaped 
   assert.equal(html.match(/<g class="event">/g)?.length, 3 + 2 * 2);
   // Share bars: pods that served anything (clusterip 2, dns 3, kubernetes 5, pick-first 2, kubernetes 4).
   assert.equal(html.match(/<rect class="share-seg"/g)?.length, 2 + 3 + 5 + 2 + 4);
+  // Per-endpoint curves under the one run that has them: outstanding and latency, a line per endpoint.
+  assert.equal(html.match(/<svg class="endpoints" data-kind="outstanding"/g)?.length, 1);
+  assert.equal(html.match(/<svg class="endpoints" data-kind="latencyMs"/g)?.length, 1);
+  assert.equal(html.match(/<path class="endpoint-series"/g)?.length, 4 + 4);
+  // The endpoint that joined half way starts there: its line begins at the 5 s mark.
+  const late = /<path class="endpoint-series" data-endpoint="10\.0\.0\.4:8080" d="M([\d.]+) /.exec(html);
+  assert.ok(late && Number(late[1]) > 46 + (560 - 46 - 12) * 0.49, late?.[1]);
   assert.ok(html.includes('lab &#60;test&#62;'));
   assert.ok(!html.includes('lab <test>'));
   // Summary numbers from the records: headless-dns never reached the two new pods.
@@ -191,6 +218,20 @@ test(
       ],
     );
     for (const d of drawn) assert.ok(d.width >= 500 && d.height >= 200, `plot ${d.width}×${d.height}`);
+    const curves = await page.evaluate(() =>
+      [...document.querySelectorAll('svg.endpoints')].map((svg) => {
+        const paths = [...svg.querySelectorAll<SVGPathElement>('path.endpoint-series')];
+        return [
+          svg.getAttribute('data-kind'),
+          paths.length,
+          paths.filter((p) => p.getTotalLength() > 100 && p.getBBox().width > 100).length,
+        ];
+      }),
+    );
+    assert.deepEqual(curves, [
+      ['outstanding', 4, 4],
+      ['latencyMs', 4, 4],
+    ]);
     assert.equal(await page.locator('table.summary').count(), 3, 'the overall table and one per scenario');
     assert.equal(await page.locator('table.summary').first().locator('tbody tr').count(), 5);
     assert.deepEqual(errors, []);

@@ -10,6 +10,7 @@ import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserve
 import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
 import { CDS, EDS, LDS, RDS } from '@grpc-kube/xds/internal/protos.js';
 import { csdsServiceDefinition, type ClientStatusRequest } from '@grpc-kube/xds/internal/csds.js';
+import { xdsCommand } from '@grpc-kube/cli/internal/xds.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
 import { newEchoClient, startEchoServer, who, type Echo, type EchoServer } from '../helpers/echo.js';
 import { nextEvent, openAds, putRoute, registerXdsClient, routeObject } from './fixture.js';
@@ -142,6 +143,7 @@ test('a NACK shows NACKED with the client error and the rejected version; a name
   await nextEvent(cp, (e) => e.kind === 'request' && e.node?.id === 'raw-nacker' && e.type === RDS);
 
   const c = configOf(await fetch({ node_matchers: [{ node_id: { exact: 'raw-nacker' } }] }), 'raw-nacker');
+  t.diagnostic(`CSDS for raw-nacker: ${JSON.stringify(c)}`);
   const lds = c?.generic_xds_configs?.find((x) => x.type_url === LDS);
   assert.equal(lds?.name, listener);
   assert.equal(lds?.client_status, 'NACKED');
@@ -204,4 +206,28 @@ test('a regex or metadata node matcher is refused with UNIMPLEMENTED, naming the
     fetch({ node_matchers: [{ node_metadatas: [{ path: [{ key: 'k' }] }] }] }),
     (e: grpc.ServiceError) => e.code === grpc.status.UNIMPLEMENTED && /node_metadatas/.test(e.details),
   );
+});
+
+test('grpc-kube xds status --address prints each resource of each client, and --node one node', async () => {
+  const lines: string[] = [];
+  const errs: string[] = [];
+  const io = { out: (l: string) => lines.push(l), err: (l: string) => errs.push(l) };
+  assert.equal(
+    await xdsCommand(['status', '--address', cp.address, '--node', 'csds-node'], io),
+    0,
+    errs.join('\n'),
+  );
+  assert.equal(lines[0], '1 client(s)');
+  assert.ok(
+    lines.some(
+      (l) => l === `csds-node  Listener  app.default:${port}  version ${cp.cache.version(LDS)}  ACKED`,
+    ),
+    lines.join('\n'),
+  );
+  assert.equal(lines.length, 1 + 4);
+  lines.length = 0;
+  assert.equal(await xdsCommand(['status', '--address', cp.address, '--json', '--node', 'nobody'], io), 0);
+  assert.deepEqual(JSON.parse(lines[0] ?? '').config ?? [], []);
+  assert.equal(await xdsCommand(['status'], io), 2);
+  assert.ok(errs.some((l) => l.includes('--address')));
 });

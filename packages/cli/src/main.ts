@@ -17,7 +17,7 @@ const USAGE = `usage:
       run the lab's scenarios against each strategy on an embedded cluster and report; --assert makes it
       a CI gate (exit 1 when one fails, 2 when one is malformed); --pod-command runs your own gRPC server
       as the pods (env PORT, POD_IP, POD_NAME; readiness from grpc.health.v1)
-  grpc-kube xds serve|bootstrap ...      the xDS control plane, and the bootstrap its clients need
+  grpc-kube xds serve|bootstrap|status … the xDS control plane, its clients' bootstrap, what they hold
                                          (grpc-kube xds serve --help)
   grpc-kube proxy --mode sidecar|ingress ... [--workers N] [--data-plane node|nghttpx]
       per-RPC gRPC proxy for clients that cannot embed grpc-kube (grpc-kube proxy --help)

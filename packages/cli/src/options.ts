@@ -153,6 +153,12 @@ export const XDS_BOOTSTRAP_FLAGS = {
   },
 } as const satisfies FlagTable;
 
+export const XDS_STATUS_FLAGS = {
+  address: { type: 'string', value: 'HOST:PORT', help: 'the control plane, plaintext (required)' },
+  node: { type: 'string', value: 'ID', help: 'only this node id' },
+  json: { type: 'boolean', help: 'print the ClientStatusResponse as JSON' },
+} as const satisfies FlagTable;
+
 export const PROXY_FLAGS = {
   mode: {
     type: 'string',
@@ -298,6 +304,11 @@ export const COMMANDS = {
     name: 'xds bootstrap',
     summary: 'print the GRPC_XDS_BOOTSTRAP_CONFIG JSON a proxyless client needs',
     flags: XDS_BOOTSTRAP_FLAGS,
+  },
+  'xds status': {
+    name: 'xds status',
+    summary: "what each connected client holds: CSDS's ACKED / NACKED / REQUESTED per resource",
+    flags: XDS_STATUS_FLAGS,
   },
   proxy: {
     name: 'proxy',

@@ -1,5 +1,6 @@
 // `grpc-kube xds serve` runs the xDS control plane against a Kubernetes API until SIGINT/SIGTERM;
-// `grpc-kube xds bootstrap` prints the GRPC_XDS_BOOTSTRAP_CONFIG JSON a proxyless client needs.
+// `grpc-kube xds bootstrap` prints the GRPC_XDS_BOOTSTRAP_CONFIG JSON a proxyless client needs;
+// `grpc-kube xds status` asks a control plane's CSDS what each connected client holds.
 
 import { readFileSync } from 'node:fs';
 import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
@@ -22,13 +23,14 @@ import {
   usageOf,
   XDS_BOOTSTRAP_FLAGS,
   XDS_SERVE_FLAGS,
+  XDS_STATUS_FLAGS,
   type FlagValues,
 } from './options.js';
 import { podNamespace } from './pod-namespace.js';
 import { untilStopped } from './stop.js';
 import { startMetrics } from './metrics.js';
 
-export const XDS_USAGE = `${usageOf('xds serve')}\n\n${usageOf('xds bootstrap')}`;
+export const XDS_USAGE = `${usageOf('xds serve')}\n\n${usageOf('xds bootstrap')}\n\n${usageOf('xds status')}`;
 
 export interface XdsCommandIo {
   out?: (line: string) => void;
@@ -46,6 +48,7 @@ export async function xdsCommand(args: string[], io: XdsCommandIo = {}): Promise
   try {
     if (sub === 'bootstrap') return bootstrap(rest, out);
     if (sub === 'serve') return await serve(rest, out, err, io);
+    if (sub === 'status') return await status(rest, out, err);
     err(XDS_USAGE);
     return 2;
   } catch (e) {
@@ -145,6 +148,76 @@ function parseUpstreamTls(values: FlagValues<typeof XDS_SERVE_FLAGS>): UpstreamT
       : {}),
     subjectAltNames: sans,
   });
+}
+
+interface CsdsConfig {
+  node?: { id?: string };
+  generic_xds_configs?: Array<{
+    type_url?: string;
+    name?: string;
+    version_info?: string;
+    client_status?: string;
+    error_state?: { details?: string; version_info?: string };
+  }>;
+}
+
+async function status(args: string[], out: (l: string) => void, err: (l: string) => void): Promise<number> {
+  const { values, help } = parseCommandLine(XDS_STATUS_FLAGS, args);
+  if (help) {
+    out(usageOf('xds status'));
+    return 0;
+  }
+  if (values.address === undefined)
+    throw new InvalidOptionError('--address', 'is required (HOST:PORT of the control plane)');
+  const address = values.address;
+  parseHostPort(address, '--address');
+  const [grpc, { csdsServiceDefinition }] = await Promise.all([
+    import('@grpc/grpc-js'),
+    import('@grpc-kube/xds/internal/csds.js'),
+  ]);
+  const Client = grpc.makeGenericClientConstructor(csdsServiceDefinition(), 'Csds');
+  const client = new Client(address, grpc.credentials.createInsecure()) as unknown as {
+    FetchClientStatus(
+      req: object,
+      opts: { deadline: number },
+      cb: (e: { code: number; details: string } | null, r?: { config?: CsdsConfig[] }) => void,
+    ): void;
+    close(): void;
+  };
+  const req = values.node === undefined ? {} : { node_matchers: [{ node_id: { exact: values.node } }] };
+  try {
+    const res = await new Promise<{ config?: CsdsConfig[] }>((resolve, reject) =>
+      client.FetchClientStatus(
+        { ...req, exclude_resource_contents: true },
+        { deadline: Date.now() + 10_000 },
+        (e, r) => (e ? reject(e) : resolve(r ?? {})),
+      ),
+    );
+    if (values.json === true) {
+      out(JSON.stringify(res));
+      return 0;
+    }
+    const configs = res.config ?? [];
+    out(`${configs.length} client(s)`);
+    for (const c of configs) {
+      for (const x of c.generic_xds_configs ?? []) {
+        const type = (x.type_url ?? '').slice((x.type_url ?? '').lastIndexOf('.') + 1);
+        const nack = x.error_state?.details
+          ? `  rejected ${x.error_state.version_info ?? '?'}: ${x.error_state.details}`
+          : '';
+        out(
+          `${c.node?.id ?? '?'}  ${type}  ${x.name ?? ''}  version ${x.version_info || '-'}  ${x.client_status ?? 'UNKNOWN'}${nack}`,
+        );
+      }
+    }
+    return 0;
+  } catch (e) {
+    const g = e as { code?: number; details?: string };
+    err(`grpc-kube xds status: CSDS at ${address} failed: ${g.details ?? String(e)} (code ${g.code ?? '?'})`);
+    return 1;
+  } finally {
+    client.close();
+  }
 }
 
 /** What `xds serve`'s flags ask for, checked without touching the network or the API. */

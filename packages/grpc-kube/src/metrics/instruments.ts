@@ -306,6 +306,33 @@ export function registerGauges(source: GaugeSource): () => void {
   };
 }
 
+/** One gauge value as a source reported it. */
+export interface GaugePoint {
+  readonly name: GaugeName;
+  readonly value: number;
+  readonly attributes: Attributes;
+}
+
+/**
+ * The current values of the gauges named (all when omitted), read from the same sources a
+ * MeterProvider's collection reads — with or without a provider set. The lab samples per-endpoint
+ * balancer state this way during a run without putting recording on the RPC path.
+ */
+export function readGauges(names?: ReadonlySet<GaugeName>): GaugePoint[] {
+  const out: GaugePoint[] = [];
+  const observe: Observe = (name, value, attributes) => {
+    if (names === undefined || names.has(name)) out.push({ name, value, attributes });
+  };
+  for (const source of gaugeSources) {
+    try {
+      source(observe);
+    } catch {
+      // As in a collection: one broken source must not stop the others.
+    }
+  }
+  return out;
+}
+
 let lastProvider: MeterProvider | undefined;
 let lastTable: Instruments | undefined;
 // One table per provider, so a provider set again (after metrics.disable()) is not given a second

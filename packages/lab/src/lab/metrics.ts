@@ -373,3 +373,95 @@ export function podRateSeries(
   });
   return { bucketMs, startMs, buckets, pods, failedRps: Array.from(failed, (c) => c * scale) };
 }
+
+/** Per-endpoint balancer gauges sampled during a run (src/lab/gauge-sampler.ts). */
+export interface GaugeSample {
+  /** ms from run start. */
+  readonly tMs: number;
+  readonly points: ReadonlyArray<{
+    readonly name: string;
+    readonly value: number;
+    readonly attributes: Readonly<Record<string, unknown>>;
+  }>;
+}
+
+/** Outstanding RPCs and latency estimate per endpoint over time, for the report's plots. */
+export interface EndpointSeries {
+  /** The balancing policy whose gauges these are (grpc_kube.policy). */
+  policy: string;
+  /** Sample times, ms from run start. */
+  tMs: number[];
+  /**
+   * One entry per endpoint, labelled with its pod when known: RPCs outstanding on it summed over
+   * the policy's balancers (one per client channel), and their mean latency estimate (peak EWMA),
+   * ms; null where the endpoint was not in the balancers at that sample, and throughout for a
+   * policy that keeps no estimate (all zero).
+   */
+  endpoints: {
+    endpoint: string;
+    label: string;
+    outstanding: (number | null)[];
+    latencyMs: (number | null)[];
+  }[];
+}
+
+/** The load-balancing policy a channel's options configure (first loadBalancingConfig entry). */
+export function policyOf(channelOptions: Readonly<Record<string, unknown>>): string | undefined {
+  const raw = channelOptions['grpc.service_config'];
+  if (typeof raw !== 'string') return undefined;
+  try {
+    const config = JSON.parse(raw) as { loadBalancingConfig?: Array<Record<string, unknown>> };
+    const first = config.loadBalancingConfig?.[0];
+    return first === undefined ? undefined : Object.keys(first)[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The series of one policy's endpoints from the samples (undefined when no sample has any): for
+ * every sample, grpc_kube.balancer.outstanding summed and grpc_kube.balancer.ewma_latency averaged
+ * over the balancers reporting the endpoint. Endpoints in order of first appearance.
+ */
+export function endpointSeries(
+  samples: readonly GaugeSample[],
+  options: { policy: string; label?: (endpoint: string) => string | undefined },
+): EndpointSeries | undefined {
+  const order: string[] = [];
+  const rows = samples.map((s) => {
+    const out = new Map<string, { outstanding: number; latencySumS: number; latencyN: number }>();
+    for (const p of s.points) {
+      if (p.attributes['grpc_kube.policy'] !== options.policy) continue;
+      const endpoint = p.attributes['grpc_kube.endpoint'];
+      if (typeof endpoint !== 'string') continue;
+      let e = out.get(endpoint);
+      if (e === undefined) {
+        e = { outstanding: 0, latencySumS: 0, latencyN: 0 };
+        out.set(endpoint, e);
+        if (!order.includes(endpoint)) order.push(endpoint);
+      }
+      if (p.name === 'grpc_kube.balancer.outstanding') e.outstanding += p.value;
+      else if (p.name === 'grpc_kube.balancer.ewma_latency') {
+        e.latencySumS += p.value;
+        e.latencyN++;
+      }
+    }
+    return out;
+  });
+  if (order.length === 0) return undefined;
+  // A policy without a latency estimate (P2C least-request) reports 0 throughout: say "none".
+  const estimates = rows.some((r) => [...r.values()].some((e) => e.latencySumS > 0));
+  return {
+    policy: options.policy,
+    tMs: samples.map((s) => s.tMs),
+    endpoints: order.map((endpoint) => ({
+      endpoint,
+      label: options.label?.(endpoint) ?? endpoint,
+      outstanding: rows.map((r) => r.get(endpoint)?.outstanding ?? null),
+      latencyMs: rows.map((r) => {
+        const e = r.get(endpoint);
+        return !estimates || e === undefined || e.latencyN === 0 ? null : (e.latencySumS / e.latencyN) * 1000;
+      }),
+    })),
+  };
+}

@@ -1,8 +1,10 @@
 // The lab report (`grpc-kube lab --report FILE.html`): one self-contained HTML page — no external
 // resource, no script — with, per scenario, the per-pod RPC rate over time of every strategy (inline
 // SVG, one line per pod, markers for the scenario's events) and the summary table of docs/figures.md.
+// Runs whose balancer reports per-endpoint gauges (grpc_kube_p2c, grpc_kube_ewma) also get that
+// policy's outstanding RPCs and latency estimate per endpoint over time, sampled from the metrics.
 
-import type { LabRunRecord, Percentiles, RateSeries } from './metrics.js';
+import type { EndpointSeries, LabRunRecord, Percentiles, RateSeries } from './metrics.js';
 import { SATURATION_ADVICE, type HarnessSeries } from './harness.js';
 
 export interface ScenarioEvent {
@@ -21,6 +23,8 @@ export interface ReportRun {
   podsPerClient?: readonly number[];
   /** The lab's own load over the run (event-loop delay of the client process, machine CPU). */
   harness?: HarnessSeries;
+  /** Per-endpoint balancer gauges sampled during the run (policies that report them). */
+  endpoints?: EndpointSeries;
 }
 
 export interface ReportMeta {
@@ -245,6 +249,66 @@ function harnessStrip(run: ReportRun): string {
   );
 }
 
+const HE = 120; // height of an endpoint plot
+
+/**
+ * One of the per-endpoint plots under the rate plot, on the same time axis: a line per endpoint,
+ * coloured as its pod is above, gaps where the endpoint was not in the balancer.
+ */
+function endpointPlot(run: ReportRun, kind: 'outstanding' | 'latencyMs'): string {
+  const e = run.endpoints;
+  if (e === undefined || e.tMs.length === 0) return '';
+  if (e.endpoints.every((ep) => ep[kind].every((v) => v === null))) return '';
+  const s = run.series;
+  const spanMs = s.buckets * s.bucketMs;
+  const iw = W - M.left - M.right;
+  const top = 8;
+  const ih = HE - top - 18;
+  let max = 0;
+  for (const ep of e.endpoints) for (const v of ep[kind]) if (v !== null && v > max) max = v;
+  const yMax = niceMax(max);
+  const x = (ms: number): number => M.left + ((ms - s.startMs) / spanMs) * iw;
+  const y = (v: number): number => top + ih - (Math.min(v, yMax) / yMax) * ih;
+  const parts: string[] = [];
+  for (const v of ticks(yMax, 2)) {
+    const yy = y(v).toFixed(1);
+    parts.push(`<line x1="${M.left}" x2="${M.left + iw}" y1="${yy}" y2="${yy}" stroke="#eee"/>`);
+    parts.push(
+      `<text x="${M.left - 5}" y="${yy}" dy="0.32em" text-anchor="end" class="tick">${kind === 'latencyMs' ? fmtMs(v) : fmtInt(v)}</text>`,
+    );
+  }
+  parts.push(`<rect x="${M.left}" y="${top}" width="${iw}" height="${ih}" fill="none" stroke="#ccc"/>`);
+  const podIndex = new Map(s.pods.map((p, i) => [p.pod, i]));
+  e.endpoints.forEach((ep, i) => {
+    let d = '';
+    let pen = false;
+    ep[kind].forEach((v, j) => {
+      const t = e.tMs[j] as number;
+      if (v === null || t < s.startMs || t > s.startMs + spanMs) {
+        pen = false;
+        return;
+      }
+      d += `${pen ? 'L' : 'M'}${x(t).toFixed(1)} ${y(v).toFixed(1)}`;
+      pen = true;
+    });
+    if (d === '') return;
+    const color = PALETTE[(podIndex.get(ep.label) ?? s.pods.length + i) % PALETTE.length] as string;
+    parts.push(
+      `<path class="endpoint-series" data-endpoint="${esc(ep.endpoint)}" d="${d}" fill="none" stroke="${color}" stroke-width="1.3"><title>${esc(ep.label)}</title></path>`,
+    );
+  });
+  const what =
+    kind === 'outstanding'
+      ? `RPCs outstanding per endpoint (${e.policy}, summed over its clients)`
+      : `latency estimate per endpoint, ms (${e.policy} peak EWMA)`;
+  parts.push(`<text x="${M.left}" y="${HE - 3}" class="tick">${esc(what)}</text>`);
+  return (
+    `<svg class="endpoints" data-kind="${kind}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${HE}" width="${W}" height="${HE}" role="img" aria-label="${esc(what)}">` +
+    parts.join('') +
+    '</svg>'
+  );
+}
+
 function saturationNote(r: LabRunRecord): string {
   if (!r.harness?.saturated) return '';
   return `<div class="stats saturated">saturated: ${esc(r.harness.reason)} — these figures measured the machine, not the strategy; ${esc(SATURATION_ADVICE)}</div>`;
@@ -350,6 +414,8 @@ export function renderReport(runs: readonly ReportRun[], meta: ReportMeta = {}):
         `<figure data-strategy="${esc(run.record.strategy)}"><figcaption>${esc(run.record.strategy)}</figcaption>` +
         plot(run, yMax, plotIndex++) +
         harnessStrip(run) +
+        endpointPlot(run, 'outstanding') +
+        endpointPlot(run, 'latencyMs') +
         shareBar(run) +
         legend(run) +
         perClient +
@@ -385,7 +451,8 @@ served). balanceMaxOverMean: the largest per-pod share of RPCs ÷ the mean share
 steady window (shaded on the plots); 1.00 is even. Plots: successful RPCs per second per pod, by RPC start time;
 dashed red: failed RPCs per second; dotted verticals: scenario events; the bar under each plot: each pod's
 share of the run's successful RPCs; the strip under it: how late the lab's client event loop ran and how
-busy the machine was. harness: a run marked <em>saturated</em> measured the lab's own load, not the strategy.</p>
+busy the machine was; under runs whose policy reports them (grpc_kube_p2c, grpc_kube_ewma), the RPCs outstanding on each
+endpoint and the policy's latency estimate for it, sampled from the balancer's metrics. harness: a run marked <em>saturated</em> measured the lab's own load, not the strategy.</p>
 ${sections.join('\n')}
 </body></html>
 `;

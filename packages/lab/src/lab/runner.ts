@@ -16,7 +16,15 @@ import { registerPolicies } from 'grpc-kube/internal/balancer/index.js';
 import { clientDefaults } from 'grpc-kube/internal/client/defaults.js';
 import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { LabDnsServer } from './dns-server.js';
-import { computeRunRecord, distinctPodsPerClient, podRateSeries, type LabRunRecord } from './metrics.js';
+import {
+  computeRunRecord,
+  distinctPodsPerClient,
+  endpointSeries,
+  podRateSeries,
+  policyOf,
+  type LabRunRecord,
+} from './metrics.js';
+import { GaugeSampler } from './gauge-sampler.js';
 import type { ReportRun, ScenarioEvent } from './report.js';
 import type { PodSignal, Scenario, ScenarioStep } from './scenario.js';
 import { blackholeFigures, keepaliveWindowMs, watchUnready } from './blackhole.js';
@@ -428,6 +436,10 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     const harness = new HarnessMonitor({ bucketMs: seriesBucketMs });
     harness.start();
     cleanups.push(() => void harness.stop());
+    // Per-endpoint balancer gauges for the report, over the same window.
+    const gauges = new GaugeSampler({ everyMs: 250, clock });
+    gauges.start(origin);
+    cleanups.push(() => void gauges.stop());
     const workloads: Array<{ s: LabStrategy; h: StrategyHandle; w: WorkloadRun }> = handles.map(
       ({ s, h }) => ({
         s,
@@ -495,6 +507,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     await Promise.all(workloads.map((x) => x.w.done));
     clearInterval(ticker);
     const measured = harness.stop(scenario.deadlineMs);
+    const gaugeSamples = gauges.stop();
     const verdict = harnessVerdict(measured.figures, { deadlineMs: scenario.deadlineMs });
     if (verdict.saturated) progress(`  ${scenario.name}: SATURATED: ${verdict.reason}`);
     if (stepErrors.length > 0) {
@@ -543,7 +556,13 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         endMs: scenario.durationMs,
         podOrder: timeline.map((p) => p.name),
       });
+      const policy = policyOf(handles.find((x) => x.s === s)?.h.channelOptions ?? {});
+      const endpoints =
+        policy === undefined
+          ? undefined
+          : endpointSeries(gaugeSamples, { policy, label: (a) => recorder.podForAddress(a) });
       runs.push({
+        ...(endpoints !== undefined ? { endpoints } : {}),
         record,
         series,
         events: [...events],
