@@ -227,7 +227,7 @@ export function mergeParents(
   const generation = route.metadata.generation;
   const refs = route.spec?.parentRefs;
   const ours: RouteParentStatus[] = (Array.isArray(refs) ? refs : []).filter(isServiceParent).map((ref) => {
-    const before = oursBefore.find((p) => JSON.stringify(p.parentRef) === JSON.stringify(ref));
+    const before = oursBefore.find((p) => canonical(p.parentRef) === canonical(ref));
     return {
       parentRef: ref,
       controllerName: ROUTE_CONTROLLER_NAME,
@@ -241,8 +241,20 @@ export function mergeParents(
       }),
     };
   });
-  if (JSON.stringify(ours) === JSON.stringify(oursBefore)) return undefined;
+  // The API server hands objects back with its own key order: compare canonically.
+  if (canonical(ours) === canonical(oursBefore)) return undefined;
   return [...others, ...ours];
+}
+
+/** JSON with object keys sorted, so equal values compare equal whoever serialised them. */
+function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x !== null && typeof x === 'object' && !Array.isArray(x)
+      ? Object.fromEntries(
+          Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+        )
+      : x,
+  );
 }
 
 /** Whether a Service exists (a 403 or an outage answers yes: we cannot tell, so we do not claim it missing). */

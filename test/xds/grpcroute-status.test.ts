@@ -158,6 +158,15 @@ test('mergeParents: no write when our entries would not change; a kept status ke
   assert.equal(first[0]?.conditions[0]?.observedGeneration, 3);
   const written = { ...r, status: { parents: first } } as GrpcRoute;
   assert.equal(mergeParents(written, verdict, 't2'), undefined);
+  // As the real API server hands it back: keys sorted. Still unchanged.
+  const sorted = JSON.parse(
+    JSON.stringify(first, (_k, x: unknown) =>
+      x !== null && typeof x === 'object' && !Array.isArray(x)
+        ? Object.fromEntries(Object.entries(x).sort())
+        : x,
+    ),
+  ) as RouteParentStatus[];
+  assert.equal(mergeParents({ ...r, status: { parents: sorted } } as GrpcRoute, verdict, 't2'), undefined);
   const changed = mergeParents(
     written,
     [verdict[0], { type: 'ResolvedRefs', status: 'False', reason: 'BackendNotFound', message: 'm' }],
@@ -220,10 +229,11 @@ test(
     );
     const client = KubeClient.fromKubeConfigString(cp.adminKubeConfig);
     t.after(() => client.close());
+    const errors: string[] = [];
     const w = new GrpcRouteWatcher(client, {
       backoff: { initialMs: 20, maxMs: 200 },
       onChange: () => {},
-      onError: () => {},
+      onError: (e) => errors.push(e.message),
     });
     t.after(() => w.stop());
     await w.start();
@@ -238,7 +248,9 @@ test(
       return c === undefined ? undefined : `${c.status}/${c.reason}`;
     };
     let seen: string | undefined;
-    await until(async () => (seen = await resolvedRefs()) !== undefined, 60_000, 50);
+    await until(async () => (seen = await resolvedRefs()) !== undefined, 60_000, 50).catch((err: Error) => {
+      throw new Error(`${err.message}; watcher errors: ${errors.join(' | ')}`);
+    });
     assert.equal(seen, 'False/RefNotPermitted');
     await api.request(
       'POST',
