@@ -77,6 +77,10 @@ test('status.parents: Accepted and ResolvedRefs with Gateway API reasons, other 
   api.store.create(RESOURCES.grpcroutes, route('good', { name: 'app-v2' }));
   api.store.create(RESOURCES.grpcroutes, route('missing', { name: 'nope' }));
   api.store.create(RESOURCES.grpcroutes, route('pod', { name: 'app-v2', kind: 'Pod' }));
+  const filtered = route('filters', { name: 'app-v2' });
+  const rule = filtered.spec?.rules?.[0];
+  if (rule !== undefined) rule.filters = [{ type: 'RequestHeaderModifier' }];
+  api.store.create(RESOURCES.grpcroutes, filtered);
   // Another controller's entry, written before ours, through the status subresource.
   const admin = KubeClient.fromKubeConfigString(api.kubeConfigYaml());
   t.after(() => admin.close());
@@ -98,6 +102,11 @@ test('status.parents: Accepted and ResolvedRefs with Gateway API reasons, other 
   assert.deepEqual(ours(api, 'good'), ['Accepted=True/Accepted', 'ResolvedRefs=True/ResolvedRefs']);
   assert.deepEqual(ours(api, 'missing'), ['Accepted=True/Accepted', 'ResolvedRefs=False/BackendNotFound']);
   assert.deepEqual(ours(api, 'pod'), ['Accepted=True/Accepted', 'ResolvedRefs=False/InvalidKind']);
+  await until(() => ours(api, 'filters') !== undefined, 20_000);
+  assert.deepEqual(ours(api, 'filters'), [
+    'Accepted=False/UnsupportedValue',
+    'ResolvedRefs=True/ResolvedRefs',
+  ]);
   const good = api.store.get<GrpcRoute & { status: { parents: RouteParentStatus[] } }>(
     RESOURCES.grpcroutes,
     'default',
