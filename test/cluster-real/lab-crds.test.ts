@@ -22,7 +22,7 @@ describe('the real lab cluster', () => {
   it('reads deploy/crds as its kustomization lists it: the GRPCRoute CRD', () => {
     assert.deepEqual(
       readCrds(join(packageRoot(), 'deploy', 'crds')).map((c) => c.metadata.name),
-      ['grpcroutes.gateway.networking.k8s.io'],
+      ['grpcroutes.gateway.networking.k8s.io', 'referencegrants.gateway.networking.k8s.io'],
     );
   });
 

@@ -183,21 +183,30 @@ describe('deploy/: server-side dry-run against the real kube-apiserver', { skip:
     await cp?.stop();
   });
 
-  it('deploy/crds: the GRPCRoute CRD passes dry-run, then installs and is Established', async () => {
+  it('deploy/crds: the GRPCRoute and ReferenceGrant CRDs pass dry-run, then install and are Established', async () => {
     const objects = renderKustomization(join(deployDir, 'crds'));
     assert.deepEqual(
       objects.map((o) => `${o.kind}/${o.metadata.name}`),
-      ['CustomResourceDefinition/grpcroutes.gateway.networking.k8s.io'],
+      [
+        'CustomResourceDefinition/grpcroutes.gateway.networking.k8s.io',
+        'CustomResourceDefinition/referencegrants.gateway.networking.k8s.io',
+      ],
     );
-    const crd = objects[0] as KubeObject;
-    const dry = await dryRunApply(api, crd, false);
-    assert.equal(dry.status, 201, statusText(dry));
-    const path = `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`;
-    assert.equal((await api.request('GET', path)).status, 404, 'dry-run must not store the CRD');
-    const created = await api.request('POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', crd);
-    assert.equal(created.status, 201, statusText(created));
-    await waitEstablished(api, crd.metadata.name);
+    for (const crd of objects as KubeObject[]) {
+      const dry = await dryRunApply(api, crd, false);
+      assert.equal(dry.status, 201, statusText(dry));
+      const path = `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`;
+      assert.equal((await api.request('GET', path)).status, 404, 'dry-run must not store the CRD');
+      const created = await api.request(
+        'POST',
+        '/apis/apiextensions.k8s.io/v1/customresourcedefinitions',
+        crd,
+      );
+      assert.equal(created.status, 201, statusText(created));
+      await waitEstablished(api, crd.metadata.name);
+    }
     api.forget('/apis/gateway.networking.k8s.io/v1');
+    api.forget('/apis/gateway.networking.k8s.io/v1beta1');
   });
 
   for (const scenario of SCENARIOS) {

@@ -429,7 +429,12 @@ describe('deploy/ manifests', () => {
     };
     const read = 'get,list,watch';
     const slices = `discovery.k8s.io/endpointslices:${read}`;
-    const routes = `gateway.networking.k8s.io/grpcroutes:${read}`;
+    // Route servers read GRPCRoutes and ReferenceGrants and write the routes' status.
+    const routes = [
+      `gateway.networking.k8s.io/grpcroutes/status:update`,
+      `gateway.networking.k8s.io/grpcroutes:${read}`,
+      `gateway.networking.k8s.io/referencegrants:${read}`,
+    ];
     // A numeric port in a target is the Service port: the Service is read (get only) to map it.
     const services = '/services:get';
     const expected: Record<Scenario, Record<string, string[]>> = {
@@ -437,10 +442,10 @@ describe('deploy/ manifests', () => {
       headless: {},
       'max-connection-age': {},
       kubernetes: { 'hello-client': [services, slices] },
-      proxy: { 'grpc-kube-proxy': [services, slices, routes] },
-      sidecar: { 'hello-client': [services, slices, routes] },
-      xds: { 'grpc-kube-xds': [services, slices, routes] },
-      canary: { 'grpc-kube-xds': [services, slices, routes] },
+      proxy: { 'grpc-kube-proxy': [services, slices, ...routes].sort() },
+      sidecar: { 'hello-client': [services, slices, ...routes].sort() },
+      xds: { 'grpc-kube-xds': [services, slices, ...routes].sort() },
+      canary: { 'grpc-kube-xds': [services, slices, ...routes].sort() },
     };
     for (const s of SCENARIOS) {
       const used = new Set<string>();

@@ -40,7 +40,14 @@ before(async () => {
       {
         verbs: ['get', 'list', 'watch'],
         apiGroups: ['discovery.k8s.io', 'gateway.networking.k8s.io'],
-        resources: ['endpointslices', 'grpcroutes'],
+        resources: ['endpointslices', 'grpcroutes', 'referencegrants'],
+        namespaces: [NS],
+      },
+      { verbs: ['get'], apiGroups: [''], resources: ['services'], namespaces: [NS] },
+      {
+        verbs: ['update'],
+        apiGroups: ['gateway.networking.k8s.io'],
+        resources: ['grpcroutes/status'],
         namespaces: [NS],
       },
     ],

@@ -102,7 +102,7 @@ export class GrpcRouteTable {
     for (const [key, route] of routes) {
       seen.add(key);
       try {
-        const c = compileGrpcRoute(route);
+        const c = compileGrpcRoute(route, this.watcher.permits);
         if (c === undefined) this.compiled.delete(key);
         else this.compiled.set(key, c);
       } catch (err) {

@@ -260,7 +260,7 @@ export class XdsControlPlane {
     for (const key of [...this.errors.keys()]) if (!routes.has(key)) this.errors.delete(key);
     for (const [key, route] of routes) {
       try {
-        const c = compileGrpcRoute(route);
+        const c = compileGrpcRoute(route, this.routeWatcher?.permits);
         if (c === undefined) this.compiled.delete(key);
         else this.compiled.set(key, c);
         this.errors.delete(key);

@@ -59,6 +59,14 @@ export interface ResourcePath {
   namespace?: string | undefined;
   /** One object (get), not the collection. */
   name?: string | undefined;
+  /** A subresource of the object (`status`). */
+  subresource?: string | undefined;
+}
+
+/** A request with a body (only status writes use one). */
+interface Write {
+  readonly method: 'PUT';
+  readonly body: string;
 }
 
 export interface KubeClientOptions {
@@ -236,6 +244,24 @@ export class KubeClient {
   }
 
   /**
+   * Replace one object's status (PUT …/NAME/status, the status subresource): only status changes,
+   * and the object's metadata.resourceVersion turns a concurrent writer's change into a 409
+   * (GK_ERR_KUBE_CONFLICT) instead of a lost update.
+   */
+  async replaceStatus<T extends KubeObject>(
+    rp: ResourcePath,
+    obj: T,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<T> {
+    const one = { ...rp, name: obj.metadata.name, subresource: 'status' };
+    const write: Write = { method: 'PUT', body: JSON.stringify(obj) };
+    const o = (await this.requestJson(one, 'update', new URLSearchParams(), opts.signal, write)) as T;
+    const why = objectProblem(o);
+    if (why !== undefined) throw protocolError(one, `the object ${why}`);
+    return o;
+  }
+
+  /**
    * Open a watch stream. Events are validated and delivered in order; an ERROR event ends the stream
    * and rejects `done` with a KubeApiError carrying the Status's code (410 → reason 'Expired'); a
    * malformed line, a line over `maxLineBytes`, a stream cut mid-line or an idle stream reject it
@@ -370,9 +396,10 @@ export class KubeClient {
     verb: string,
     q: URLSearchParams,
     callerSignal: AbortSignal | undefined,
+    write?: Write,
   ): Promise<unknown> {
     const signal = callerSignal ?? new AbortController().signal;
-    const ex = await this.send(rp, q, signal, false);
+    const ex = await this.send(rp, q, signal, false, write);
     let body: string;
     try {
       body = await readBody(ex.body, this.opts.maxBodyBytes, signal);
@@ -397,6 +424,7 @@ export class KubeClient {
     q: URLSearchParams,
     signal: AbortSignal,
     watch: boolean,
+    write?: Write,
   ): Promise<Exchange> {
     if (this.closing.signal.aborted) throw destroyed();
     const all = AbortSignal.any([signal, this.closing.signal]);
@@ -408,8 +436,8 @@ export class KubeClient {
       this.stats.requests++;
       const protocol = await abortable(this.negotiated(creds), all);
       return protocol === 'h2'
-        ? await this.sendH2(path, creds, all, watch)
-        : await this.sendH1(rp, path, creds, all, watch);
+        ? await this.sendH2(path, creds, all, watch, write)
+        : await this.sendH1(rp, path, creds, all, watch, write);
     } catch (err) {
       if (all.aborted) throw aborted(rp, watch ? 'watch' : 'list', all) ?? destroyed();
       if (err instanceof GrpcKubeError) throw err;
@@ -624,10 +652,20 @@ export class KubeClient {
     creds: Credentials,
     signal: AbortSignal,
     watch: boolean,
+    write?: Write,
   ): Promise<Exchange> {
     const entry = await this.session(creds, signal);
     if (watch) this.stats.activeWatches++;
-    const stream = entry.session.request({ ':method': 'GET', ':path': path, ...creds.headers }, { signal });
+    const stream = entry.session.request(
+      {
+        ':method': write?.method ?? 'GET',
+        ':path': path,
+        ...creds.headers,
+        ...(write !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      { signal },
+    );
+    if (write !== undefined) stream.end(write.body);
     let released = false;
     const release = (): void => {
       if (released) return;
@@ -667,6 +705,7 @@ export class KubeClient {
     creds: Credentials,
     signal: AbortSignal,
     watch: boolean,
+    write?: Write,
   ): Promise<Exchange> {
     if (watch && this.http1Watches >= this.opts.maxHttp1Watches) {
       this.stats.watchLimitRejections++;
@@ -680,11 +719,18 @@ export class KubeClient {
     }
     const https = this.url.protocol === 'https:';
     const reqOpts: http.RequestOptions = {
-      method: 'GET',
+      method: write?.method ?? 'GET',
       host: this.hostname,
       port: this.port,
       path,
-      headers: creds.headers,
+      headers:
+        write !== undefined
+          ? {
+              ...creds.headers,
+              'content-type': 'application/json',
+              'content-length': String(Buffer.byteLength(write.body)),
+            }
+          : creds.headers,
       agent: this.agent,
       signal,
     };
@@ -723,7 +769,7 @@ export class KubeClient {
         release();
         reject(err);
       });
-      req.end();
+      req.end(write?.body);
     });
   }
 }
@@ -732,7 +778,8 @@ export function resourceUrlPath(rp: ResourcePath): string {
   const base = rp.group === '' ? `/api/${rp.version}` : `/apis/${rp.group}/${rp.version}`;
   const ns = rp.namespace !== undefined ? `/namespaces/${encodeURIComponent(rp.namespace)}` : '';
   const name = rp.name !== undefined ? `/${encodeURIComponent(rp.name)}` : '';
-  return `${base}${ns}/${rp.resource}${name}`;
+  const sub = rp.name !== undefined && rp.subresource !== undefined ? `/${rp.subresource}` : '';
+  return `${base}${ns}/${rp.resource}${name}${sub}`;
 }
 
 /** Why a decoded object cannot be used (undefined when it can): the checks every watch event passes. */
@@ -898,11 +945,18 @@ export function errorFromStatus(
       code = 'GK_ERR_KUBE_FORBIDDEN';
       message =
         `RBAC forbids "${verb}" on ${gr}${where}${server}; grant the client's ServiceAccount a Role with ` +
-        `verbs get, list, watch on resource "${rp.resource}" in apiGroup "${rp.group}"${where} and a RoleBinding to it`;
+        (rp.subresource !== undefined
+          ? `verb ${verb} on resource "${rp.resource}/${rp.subresource}"`
+          : `verbs get, list, watch on resource "${rp.resource}"`) +
+        ` in apiGroup "${rp.group}"${where} and a RoleBinding to it`;
       break;
     case 404:
       code = 'GK_ERR_KUBE_NOT_FOUND';
       message = `the Kubernetes API has no ${describe(rp)}${server}; ${rp.group === 'discovery.k8s.io' ? 'EndpointSlices (discovery.k8s.io/v1) need Kubernetes >= 1.21' : 'check the resource name'}`;
+      break;
+    case 409:
+      code = 'GK_ERR_KUBE_CONFLICT';
+      message = `the ${verb} of ${describe(rp)} conflicts with a newer version${server}; re-read and retry`;
       break;
     case 410:
       code = 'GK_ERR_KUBE_EXPIRED';

@@ -70,18 +70,26 @@ export interface GrpcRoute extends KubeObject {
   };
 }
 
+/**
+ * Why a route is not served, as a Gateway API condition reason: UnsupportedValue (Accepted=False),
+ * InvalidKind and RefNotPermitted (ResolvedRefs=False).
+ */
+export type RouteReason = 'UnsupportedValue' | 'InvalidKind' | 'RefNotPermitted';
+
 export class InvalidRouteError extends GrpcKubeError {
   /** `namespace/name` of the GRPCRoute. */
   readonly route: string;
   /** JSON path of the bad field, e.g. `spec.rules[0].backendRefs[1].port`. */
   readonly field: string;
-  constructor(route: string, field: string, why: string) {
+  readonly reason: RouteReason;
+  constructor(route: string, field: string, why: string, reason: RouteReason = 'UnsupportedValue') {
     super(
       'GK_ERR_INVALID_ROUTE',
       `GRPCRoute ${route}: ${field} ${why}; the route is not applied until fixed`,
     );
     this.route = route;
     this.field = field;
+    this.reason = reason;
     this.name = 'InvalidRouteError';
   }
 }
@@ -110,7 +118,12 @@ export interface CompiledGrpcRoute {
   readonly creationTimestamp: string;
   readonly parents: readonly CompiledParent[];
   readonly routes: readonly CompiledRoute[];
+  /** Every backend Service (weight 0 ones too), for ResolvedRefs. */
+  readonly backends: ReadonlyArray<{ readonly namespace: string; readonly service: string }>;
 }
+
+/** May a GRPCRoute of `fromNamespace` send to `toNamespace/service` (a ReferenceGrant says so)? */
+export type BackendPolicy = (fromNamespace: string, toNamespace: string, service: string) => boolean;
 
 const SERVICE_RE = /^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$/;
 const METHOD_RE = /^[A-Za-z_][A-Za-z_0-9]*$/;
@@ -142,11 +155,14 @@ function isPort(p: unknown): p is number {
  * Validate a GRPCRoute and compile it. Returns undefined for a route that names no Service parent
  * (it is for a Gateway, not for the mesh); throws InvalidRouteError for a route that is ours but wrong.
  */
-export function compileGrpcRoute(route: GrpcRoute): CompiledGrpcRoute | undefined {
+export function compileGrpcRoute(
+  route: GrpcRoute,
+  permits: BackendPolicy = () => false,
+): CompiledGrpcRoute | undefined {
   const meta = (route as { metadata?: unknown } | null)?.metadata as GrpcRoute['metadata'] | undefined;
   const key = `${String(meta?.namespace ?? 'default')}/${String(meta?.name ?? '?')}`;
   try {
-    return compileChecked(route, key);
+    return compileChecked(route, key, permits);
   } catch (err) {
     if (err instanceof GrpcKubeError) throw err;
     // The API server validates routes against the CRD schema; a shape that slipped past it (an
@@ -155,7 +171,11 @@ export function compileGrpcRoute(route: GrpcRoute): CompiledGrpcRoute | undefine
   }
 }
 
-function compileChecked(route: GrpcRoute, key: string): CompiledGrpcRoute | undefined {
+function compileChecked(
+  route: GrpcRoute,
+  key: string,
+  permits: BackendPolicy,
+): CompiledGrpcRoute | undefined {
   const ns = route.metadata.namespace ?? 'default';
   const spec = route.spec;
   if (spec === undefined || spec === null || typeof spec !== 'object')
@@ -186,6 +206,7 @@ function compileChecked(route: GrpcRoute, key: string): CompiledGrpcRoute | unde
   if (!Array.isArray(rules) || rules.length === 0)
     throw new InvalidRouteError(key, 'spec.rules', 'must list at least one rule');
   const routes: CompiledRoute[] = [];
+  const backends = new Map<string, { namespace: string; service: string }>();
   for (const [ri, rule] of rules.entries()) {
     const rf = `spec.rules[${ri}]`;
     if (rule.filters !== undefined && rule.filters.length > 0)
@@ -201,6 +222,7 @@ function compileChecked(route: GrpcRoute, key: string): CompiledGrpcRoute | unde
           key,
           `${bf}.kind`,
           `must be Service, got ${b.group ?? ''}/${b.kind ?? ''}`,
+          'InvalidKind',
         );
       if (typeof b.name !== 'string' || !DNS_LABEL.test(b.name))
         throw new InvalidRouteError(
@@ -208,11 +230,19 @@ function compileChecked(route: GrpcRoute, key: string): CompiledGrpcRoute | unde
           `${bf}.name`,
           `must be a Service name, got ${JSON.stringify(b.name)}`,
         );
-      if ((b.namespace ?? ns) !== ns)
+      const bns = b.namespace ?? ns;
+      if (typeof bns !== 'string' || !DNS_LABEL.test(bns))
         throw new InvalidRouteError(
           key,
           `${bf}.namespace`,
-          'points to another namespace; cross-namespace backends need a ReferenceGrant, which is not supported',
+          `must be a namespace, got ${JSON.stringify(bns)}`,
+        );
+      if (bns !== ns && !permits(ns, bns, b.name))
+        throw new InvalidRouteError(
+          key,
+          `${bf}.namespace`,
+          `points to Service ${bns}/${b.name}, and no ReferenceGrant in namespace ${bns} lets GRPCRoutes of ${ns} reach it`,
+          'RefNotPermitted',
         );
       if (!isPort(b.port))
         throw new InvalidRouteError(
@@ -227,8 +257,9 @@ function compileChecked(route: GrpcRoute, key: string): CompiledGrpcRoute | unde
           `${bf}.weight`,
           `must be an integer 0-${MAX_WEIGHT}, got ${JSON.stringify(b.weight)}`,
         );
+      backends.set(`${bns}/${b.name}`, { namespace: bns, service: b.name });
       if (w > 0)
-        clusters.push({ cluster: clusterName({ namespace: ns, service: b.name, port: b.port }), weight: w });
+        clusters.push({ cluster: clusterName({ namespace: bns, service: b.name, port: b.port }), weight: w });
     }
     if (clusters.length === 0)
       throw new InvalidRouteError(key, `${rf}.backendRefs`, 'all have weight 0; at least one must be > 0');
@@ -299,6 +330,7 @@ function compileChecked(route: GrpcRoute, key: string): CompiledGrpcRoute | unde
     creationTimestamp: route.metadata.creationTimestamp ?? '',
     parents,
     routes,
+    backends: [...backends.values()],
   };
 }
 

@@ -941,9 +941,10 @@ export class EmbeddedApiServer {
     const all = Object.values(RESOURCES) as ResourceType[];
     const groups = [...new Set(all.filter((r) => r.group !== '').map((r) => r.group))];
     const groupDoc = (g: string) => {
-      const v = all.find((r) => r.group === g)?.version ?? 'v1';
-      const gv = { groupVersion: `${g}/${v}`, version: v };
-      return { name: g, versions: [gv], preferredVersion: gv };
+      // Preferred first: the version of the group's first resource (v1 before v1beta1).
+      const versions = [...new Set(all.filter((r) => r.group === g).map((r) => r.version))];
+      const gvs = versions.map((v) => ({ groupVersion: `${g}/${v}`, version: v }));
+      return { name: g, versions: gvs, preferredVersion: gvs[0] };
     };
     const resourceList = (group: string, version: string) => {
       const resources: unknown[] = [];

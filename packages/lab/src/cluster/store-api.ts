@@ -75,6 +75,14 @@ export const RESOURCES = {
     listKind: 'GRPCRouteList',
     namespaced: true,
   },
+  referencegrants: {
+    group: 'gateway.networking.k8s.io',
+    version: 'v1beta1',
+    resource: 'referencegrants',
+    kind: 'ReferenceGrant',
+    listKind: 'ReferenceGrantList',
+    namespaced: true,
+  },
 } as const satisfies Record<string, ResourceType>;
 
 export interface ListResult<T extends KubeObject> {
