@@ -8,14 +8,21 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
-import { controlPlaneBinDir, controlPlaneBinariesPresent } from '@grpc-kube/lab/internal/cluster/real/binaries.js';
+import {
+  controlPlaneBinDir,
+  controlPlaneBinariesPresent,
+} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
 import { startRealControlPlane } from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
 import { installCrds, readCrds } from '@grpc-kube/lab/internal/cluster/real/crds.js';
 import { LabApi } from '@grpc-kube/lab/internal/cluster/real/kube-http.js';
 import { packageRoot } from '@grpc-kube/lab/internal/lab/paths.js';
 import { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import { compileGrpcRoute, type GrpcRoute } from 'grpc-kube/internal/route/grpcroute.js';
-import { mergeParents, ROUTE_CONTROLLER_NAME, type RouteParentStatus } from 'grpc-kube/internal/route/route-status.js';
+import {
+  mergeParents,
+  ROUTE_CONTROLLER_NAME,
+  type RouteParentStatus,
+} from 'grpc-kube/internal/route/route-status.js';
 import { GrpcRouteWatcher } from 'grpc-kube/internal/route/route-watcher.js';
 import { startApi, until } from '../helpers/kube.js';
 
