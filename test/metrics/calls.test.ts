@@ -319,3 +319,32 @@ test('clientDefaults({ callMetrics }) puts the interceptor first; a bad value na
     (e: unknown) => e instanceof InvalidOptionError && e.field === 'callMetrics.target',
   );
 });
+
+test('attempt.started is one series per (method, target) however many channels record it, from zero for each provider', async (t) => {
+  const server = await startServer();
+  t.after(() => server.stop());
+  const target = `shared-target-${process.pid}`;
+  const a = client(server.port, { interceptors: [clientCallMetrics({ target })] });
+  const b = client(server.port, { interceptors: [clientCallMetrics({ target })] });
+  t.after(() => (a.close(), b.close()));
+  const first = installTestMetrics();
+  assert.equal((await unary(a, { text: 'one' })).code, 0);
+  assert.equal((await unary(b, { text: 'two' })).code, 0);
+  assert.equal((await unary(b, { text: 'three' })).code, 0);
+  const one = pointsOf(await first.collect(), 'grpc.client.attempt.started', { 'grpc.target': target });
+  assert.deepEqual(
+    one.map((p) => p.value),
+    [3],
+    'the two channels add up in one series, as a recorded counter would',
+  );
+  await first.close();
+  const second = installTestMetrics();
+  t.after(() => second.close());
+  assert.equal((await unary(a, { text: 'four' })).code, 0);
+  const two = pointsOf(await second.collect(), 'grpc.client.attempt.started', { 'grpc.target': target });
+  assert.deepEqual(
+    two.map((p) => p.value),
+    [1],
+    'a new provider counts from zero',
+  );
+});

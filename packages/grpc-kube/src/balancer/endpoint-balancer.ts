@@ -30,7 +30,7 @@ import { slowStartFactor, type CommonPolicyConfig, type SlowStartConfig } from '
 import { policyRuntime, type PolicyRuntime } from './runtime.js';
 import { accrue, OutlierState, runOutlierChecks } from './outlier.js';
 import type { Attributes } from '../metrics/api.js';
-import { instruments, registerGauges } from '../metrics/instruments.js';
+import { counterCell, instruments, registerGauges, type CounterCell } from '../metrics/instruments.js';
 
 /**
  * Call metadata carrying the call's absolute deadline (epoch ms), set by deadlineInterceptor():
@@ -57,6 +57,11 @@ export interface BalancerEvent {
   readonly error: string | null;
 }
 
+function picksCell(attributes: Attributes): CounterCell {
+  const key = `${String(attributes['grpc_kube.policy'])}\0${String(attributes['grpc_kube.endpoint'])}`;
+  return counterCell('grpc_kube.balancer.picks', key, attributes);
+}
+
 /** Mutable per-endpoint load, shared by every picker snapshot that lists the endpoint. */
 export class EndpointStats {
   /** Calls started on this endpoint and not yet ended. */
@@ -70,6 +75,8 @@ export class EndpointStats {
   stampMs: number;
   /** Outlier-detection counts, ejection and pushback. */
   readonly outlier = new OutlierState();
+  /** grpc_kube.balancer.picks for these attributes, made on the first pick with metrics on. */
+  picks: CounterCell | undefined;
   constructor(
     initialRttMs: number,
     nowMs: number,
@@ -237,7 +244,7 @@ export class TwoChoicePicker implements Picker {
     return {
       ...result,
       onCallStarted: () => {
-        instruments()?.['grpc_kube.balancer.picks'].add(1, stats.attributes);
+        if (instruments() !== undefined) (stats.picks ??= picksCell(stats.attributes)).value++;
         call = { startedMs: runtime.now() };
         stats.outstanding++;
         stats.inflight.add(call);

@@ -28,7 +28,14 @@ import {
 } from '@grpc/grpc-js';
 import { InvalidOptionError } from '../errors.js';
 import type { Attributes } from './api.js';
-import { instruments, registerGauges, secondsSince, type Instruments } from './instruments.js';
+import {
+  counterCell,
+  instruments,
+  registerGauges,
+  secondsSince,
+  type CounterCell,
+  type Instruments,
+} from './instruments.js';
 
 type MessageContext = Parameters<NextCallResult['sendMessageWithContext']>[0];
 
@@ -81,6 +88,8 @@ type Deserialize = (bytes: Buffer) => unknown;
 interface MethodAttrs {
   readonly call: Attributes;
   readonly byStatus: Map<number, Attributes>;
+  /** grpc.client.attempt.started for (method, target), shared with every interceptor of that target. */
+  readonly started: CounterCell;
 }
 
 // Marks a method definition whose serializers a call has wrapped. grpc-js builds one definition per
@@ -112,7 +121,7 @@ class MeteredCall {
     // Set on the fallback path only: sizes come from serializing messages again.
     private readonly reserialize: { request: Serialize; response: Serialize | undefined } | undefined,
   ) {
-    m['grpc.client.attempt.started'].add(1, attrs.call);
+    attrs.started.value++;
   }
 
   /** Counts the bytes grpc-js itself serializes and deserializes, by wrapping the call's own definition. */
@@ -179,7 +188,7 @@ class MeteredCall {
     const m = this.m;
     const seconds = secondsSince(this.startedMs);
     this.previousFrom(status.metadata);
-    if (this.previous > 0) m['grpc.client.attempt.started'].add(this.previous, this.attrs.call);
+    this.attrs.started.value += this.previous;
     let withStatus = this.attrs.byStatus.get(status.code);
     if (withStatus === undefined) {
       withStatus = { ...this.attrs.call, 'grpc.status': grpcStatusName(status.code) };
@@ -222,7 +231,9 @@ export function clientCallMetrics(options: ClientCallMetricsOptions = {}): Inter
   const attrsFor = (path: string): MethodAttrs => {
     let a = byMethod.get(path);
     if (a === undefined) {
-      a = { call: { 'grpc.method': methodName(path), 'grpc.target': target }, byStatus: new Map() };
+      const call = { 'grpc.method': methodName(path), 'grpc.target': target };
+      const started = counterCell('grpc.client.attempt.started', `${call['grpc.method']}\0${target}`, call);
+      a = { call, byStatus: new Map(), started };
       byMethod.set(path, a);
     }
     return a;

@@ -19,6 +19,11 @@ export interface InstrumentSpec {
   readonly description: string;
   readonly attributes: readonly string[];
   readonly buckets?: readonly number[];
+  /**
+   * A counter read at collection from cumulative cells (counterCell()) instead of recorded per
+   * add: an increment on the hot path instead of an attribute-set lookup in the SDK.
+   */
+  readonly observed?: true;
 }
 
 // gRFC A66's recommended boundaries.
@@ -40,6 +45,7 @@ export const INSTRUMENTS = {
   // gRFC A66 (and A78's grpc.lb.locality): what grpc-js itself does not record.
   'grpc.client.attempt.started': {
     kind: 'counter',
+    observed: true,
     unit: '{attempt}',
     description: 'Call attempts started, retries included',
     attributes: CLIENT_CALL,
@@ -142,6 +148,7 @@ export const INSTRUMENTS = {
   // balancer: grpc_kube_p2c / grpc_kube_ewma, per endpoint.
   'grpc_kube.balancer.picks': {
     kind: 'counter',
+    observed: true,
     unit: '{pick}',
     description: 'Calls (attempts) started on an endpoint',
     attributes: ['grpc_kube.policy', 'grpc_kube.endpoint'],
@@ -269,7 +276,11 @@ export type InstrumentName = keyof typeof INSTRUMENTS;
 type NamesOf<K extends Kind> = {
   [N in InstrumentName]: (typeof INSTRUMENTS)[N]['kind'] extends K ? N : never;
 }[InstrumentName];
-export type CounterName = NamesOf<'counter' | 'updown'>;
+/** Counters kept in cells and read at collection (see InstrumentSpec.observed). */
+export type ObservedName = {
+  [N in InstrumentName]: (typeof INSTRUMENTS)[N] extends { readonly observed: true } ? N : never;
+}[InstrumentName];
+export type CounterName = Exclude<NamesOf<'counter' | 'updown'>, ObservedName>;
 export type HistogramName = NamesOf<'histogram'>;
 export type GaugeName = NamesOf<'gauge'>;
 
@@ -333,6 +344,31 @@ export function readGauges(names?: ReadonlySet<GaugeName>): GaugePoint[] {
   return out;
 }
 
+/** One cumulative count of an observed counter for one attribute set. */
+export interface CounterCell {
+  value: number;
+}
+
+const cells = new Map<
+  ObservedName,
+  Map<string, { readonly cell: CounterCell; readonly attributes: Attributes }>
+>();
+
+/**
+ * The cell of observed counter `name` for the attribute set `key` names (the same key must always
+ * come with the same attributes). Every caller with that key shares the cell, so counts from several
+ * channels add up as a recorded counter's would, and never go down. Callers keep the cell and add to
+ * `value` only while instruments() is defined. Cells live as long as the process, as the SDK keeps a
+ * recorded counter's attribute sets.
+ */
+export function counterCell(name: ObservedName, key: string, attributes: Attributes): CounterCell {
+  let byKey = cells.get(name);
+  if (byKey === undefined) cells.set(name, (byKey = new Map()));
+  let entry = byKey.get(key);
+  if (entry === undefined) byKey.set(key, (entry = { cell: { value: 0 }, attributes }));
+  return entry.cell;
+}
+
 let lastProvider: MeterProvider | undefined;
 let lastTable: Instruments | undefined;
 // One table per provider, so a provider set again (after metrics.disable()) is not given a second
@@ -361,9 +397,15 @@ function build(meter: Meter): Instruments | undefined {
   if (isNoopMeter(meter)) return undefined;
   const table: Record<string, Adder | Recorder> = {};
   const gauges = new Map<GaugeName, ReturnType<Meter['createObservableGauge']>>();
+  const observed = new Map<ObservedName, ReturnType<Meter['createObservableCounter']>>();
+  // A provider's observed counters start from zero, as its recorded counters do: counts made under
+  // an earlier provider are its baseline.
+  const baseline = new Map<CounterCell, number>();
+  for (const byKey of cells.values()) for (const { cell } of byKey.values()) baseline.set(cell, cell.value);
   for (const [name, spec] of Object.entries(INSTRUMENTS) as Array<[InstrumentName, InstrumentSpec]>) {
     const opts = { unit: spec.unit, description: spec.description };
-    if (spec.kind === 'counter') table[name] = meter.createCounter(name, opts);
+    if (spec.observed === true) observed.set(name as ObservedName, meter.createObservableCounter(name, opts));
+    else if (spec.kind === 'counter') table[name] = meter.createCounter(name, opts);
     else if (spec.kind === 'updown') table[name] = meter.createUpDownCounter(name, opts);
     else if (spec.kind === 'histogram') {
       const advice = spec.buckets ? { explicitBucketBoundaries: [...spec.buckets] } : undefined;
@@ -383,8 +425,13 @@ function build(meter: Meter): Instruments | undefined {
           // One broken source must not stop the others' collection.
         }
       }
+      for (const [name, counter] of observed) {
+        for (const { cell, attributes } of cells.get(name)?.values() ?? []) {
+          result.observe(counter, cell.value - (baseline.get(cell) ?? 0), attributes);
+        }
+      }
     },
-    [...gauges.values()],
+    [...gauges.values(), ...observed.values()],
   );
   return table as unknown as Instruments;
 }
