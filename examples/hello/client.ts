@@ -1,9 +1,10 @@
-// The Hello example's client (seed 004's client, written with grpc-kube): sends CONCURRENCY (10)
+// The Hello example's client (the east-west demo's client, written with grpc-kube): sends CONCURRENCY (10)
 // SayHello RPCs at once, waits for all of them, prints who answered, pauses INTERVAL_MS and loops.
 // setup() registers the kubernetes: resolver (in a pod it reads the ServiceAccount token, so the pod
 // needs get/list/watch on endpointslices — deploy/kubernetes); clientDefaults() adds the retry
 // policy for UNAVAILABLE that makes rollouts lossless, keepalive, and no HTTP proxy. Other targets
-// (dns:///…, ipv4:…) work unchanged, which is how deploy/ shows the seeds' failure modes.
+// (dns:///…, ipv4:…) work unchanged, which is how deploy/ shows the failure modes of the field
+// write-ups (docs/figures.md).
 //
 // One line per round: `round 7 10/10 ok  hello-6f7-abcde=4 hello-6f7-fghij=3 hello-6f7-klmno=3`.
 

@@ -24,7 +24,7 @@ export interface HelloServerConfig {
   readonly maxConnectionAgeMs: number;
   /** MAX_CONNECTION_AGE_GRACE_MS: default 10000 when an age is set. */
   readonly maxConnectionAgeGraceMs: number;
-  /** LOG_RPCS=1 prints one line per answered RPC (the seeds' server did). Default off. */
+  /** LOG_RPCS=1 prints one line per answered RPC (the east-west demo's server did). Default off. */
   readonly logRpcs: boolean;
 }
 
@@ -33,7 +33,7 @@ export interface HelloClientConfig {
   readonly target: string;
   /** CLIENT_ID (sent in every request), else POD_NAME, else the host name. */
   readonly clientId: string;
-  /** CONCURRENCY: RPCs per round, all in flight together. Default 10 (seed 004). */
+  /** CONCURRENCY: RPCs per round, all in flight together. Default 10 (the east-west demo). */
   readonly concurrency: number;
   /** INTERVAL_MS: pause between rounds. Default 1000. */
   readonly intervalMs: number;

@@ -1,4 +1,4 @@
-// The Hello example's server (seed 004's server, written with grpc-kube): answers SayHello with the
+// The Hello example's server (the east-west demo's server, written with grpc-kube): answers SayHello with the
 // name of the pod that answered, serves grpc.health.v1 through the server kit (readiness = '' and
 // hello.Greeter, liveness = 'liveness') and runs the kit's SIGTERM drain: NOT_SERVING, wait
 // DRAIN_PROPAGATION_MS for the endpoint removal to reach clients, GOAWAY, force-close after
