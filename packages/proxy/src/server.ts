@@ -27,13 +27,8 @@ import { GrpcRouteTable } from './grpc-routes.js';
 import { instruments } from 'grpc-kube/internal/metrics/instruments.js';
 import { ProxyCall, type CallEvents, type CallSettings } from './call.js';
 import { GrpcStatus, isGrpcContentType, parseGrpcTimeout, statusName, trailersOnly } from './grpc-wire.js';
-import {
-  createPicker,
-  parseProxyPolicy,
-  systemPickerRuntime,
-  type PickerRuntime,
-  type ProxyPolicy,
-} from './picker.js';
+import { createPicker, parseProxyPolicy, type ProxyPolicy } from './picker.js';
+import { systemRuntime, type PolicyRuntime } from 'grpc-kube/internal/balancer/runtime.js';
 import { ServicePool, staticFeed, type EndpointFeed } from './pool.js';
 import { ProxyTimings } from './timing.js';
 import { TlsFiles, type TlsFilesOptions } from 'grpc-kube/internal/tls/files.js';
@@ -137,7 +132,7 @@ export interface GrpcProxyOptions {
    */
   onRouteError?: (err: GrpcKubeError) => void;
   /** Clock and RNG for the pickers and ejection jitter. */
-  runtime?: PickerRuntime;
+  runtime?: PolicyRuntime;
 }
 
 interface Resolved {
@@ -256,7 +251,7 @@ export class GrpcProxy {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly registry: SourceRegistry | undefined;
   private readonly staticTargets: Map<string, readonly { address: string; port: number }[]>;
-  private readonly runtime: PickerRuntime;
+  private readonly runtime: PolicyRuntime;
   private readonly backendOpts: BackendOptions;
   private readonly settings: CallSettings;
   private readonly events: CallEvents;
@@ -268,7 +263,7 @@ export class GrpcProxy {
   constructor(options: GrpcProxyOptions) {
     this.options = resolveOptions(options);
     this.registry = options.registry;
-    this.runtime = options.runtime ?? systemPickerRuntime;
+    this.runtime = options.runtime ?? systemRuntime;
     this.staticTargets = new Map();
     for (const [name, eps] of Object.entries(options.staticTargets ?? {})) {
       const t = parseServiceTarget(name, this.options.defaultNamespace, `staticTargets.${name}`);
