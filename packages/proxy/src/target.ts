@@ -5,16 +5,13 @@
 // `kubernetes:///svc.ns:port`; a port name selects the Service port of that name.
 
 import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
-import type { PortSelector } from 'grpc-kube/internal/discovery/slices.js';
+import {
+  checkServiceRef,
+  parseServiceRef,
+  type ServiceRef,
+} from 'grpc-kube/internal/discovery/service-ref.js';
 
-export interface ServiceTarget {
-  readonly namespace: string;
-  readonly service: string;
-  readonly port: PortSelector;
-}
-
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const PORT_NAME = /^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$/;
+export type ServiceTarget = ServiceRef;
 
 /** `ns/svc:port`, the one spelling used in logs and status messages. */
 export function targetName(t: ServiceTarget): string {
@@ -26,36 +23,17 @@ export function targetName(t: ServiceTarget): string {
  * because in sidecar mode a bad authority is a per-RPC status, not a configuration error.
  */
 export function parseServiceAuthority(authority: string, defaultNamespace: string): ServiceTarget | string {
-  const colon = authority.lastIndexOf(':');
-  if (colon <= 0) return `authority "${authority}" has no port; dial service.namespace:port`;
-  const host = authority.slice(0, colon).toLowerCase();
-  const portText = authority.slice(colon + 1);
-  let port: PortSelector;
-  if (/^\d+$/.test(portText)) {
-    const n = Number(portText);
-    if (n < 1 || n > 65535) return `authority "${authority}" has a bad port "${portText}"`;
-    port = { kind: 'number', port: n };
-  } else if (PORT_NAME.test(portText)) {
-    port = { kind: 'name', name: portText };
-  } else {
-    return `authority "${authority}" has a bad port "${portText}"`;
-  }
-  const labels = host.split('.');
-  if (labels.length > 2 && labels[2] !== 'svc') {
-    return `authority "${authority}" is not service.namespace:port or service.namespace.svc.cluster.local:port`;
-  }
-  const service = labels[0] ?? '';
-  const namespace = labels[1] ?? defaultNamespace;
-  if (!DNS_LABEL.test(service)) return `authority "${authority}": "${service}" is not a valid Service name`;
-  if (!DNS_LABEL.test(namespace)) return `authority "${authority}": "${namespace}" is not a valid namespace`;
-  return { namespace, service, port };
+  const t = checkServiceRef(authority, { defaultNamespace, caseInsensitive: true });
+  return typeof t === 'string' ? `authority "${authority}": ${t}; dial service.namespace:port` : t;
 }
 
 /** Like parseServiceAuthority, for configuration: throws InvalidOptionError naming `field`. */
 export function parseServiceTarget(text: string, defaultNamespace: string, field: string): ServiceTarget {
-  const t = parseServiceAuthority(text, defaultNamespace);
-  if (typeof t === 'string') throw new InvalidOptionError(field, t);
-  return t;
+  return parseServiceRef(
+    text,
+    { defaultNamespace, caseInsensitive: true },
+    (why) => new InvalidOptionError(field, `"${text}": ${why}; use service.namespace:port`),
+  );
 }
 
 export interface RouteMatch {
