@@ -37,10 +37,11 @@ import {
   compileRoutes,
   parseServiceAuthority,
   parseServiceTarget,
-  routeMatches,
+  staticRoute,
   targetName,
-  type CompiledRoute,
+  AUTHORITY_HEADER,
   type ProxyRoute,
+  type StaticRoutes,
   type ServiceTarget,
 } from './target.js';
 
@@ -141,7 +142,7 @@ interface Resolved {
   readonly port: number;
   readonly defaultNamespace: string;
   readonly target: ServiceTarget | undefined;
-  readonly routes: readonly CompiledRoute[];
+  readonly routes: StaticRoutes;
   readonly policy: ProxyPolicy;
   readonly servicePolicies: Readonly<Record<string, ProxyPolicy>>;
   readonly maxAttempts: number;
@@ -195,7 +196,7 @@ function resolveOptions(o: GrpcProxyOptions): Resolved {
   const ns = o.defaultNamespace ?? 'default';
   const target = o.target === undefined ? undefined : parseServiceTarget(o.target, ns, 'target');
   const routes = compileRoutes(o.routes ?? [], ns);
-  if (o.mode === 'ingress' && target === undefined && routes.length === 0) {
+  if (o.mode === 'ingress' && target === undefined && routes.specs.length === 0) {
     throw new InvalidOptionError('target', 'ingress mode needs a target (svc.ns:port) or routes');
   }
   const servicePolicies: Record<string, ProxyPolicy> = {};
@@ -272,7 +273,7 @@ export class GrpcProxy {
     const o = this.options;
     const needsRegistry =
       (o.mode === 'sidecar' && this.staticTargets.size === 0) ||
-      [o.target, ...o.routes.map((r) => r.target)].some(
+      [o.target, ...o.routes.targets.values()].some(
         (t) => t !== undefined && !this.staticTargets.has(targetName(t)),
       );
     if (needsRegistry && this.registry === undefined) {
@@ -405,7 +406,7 @@ export class GrpcProxy {
     this.bound = server.address() as AddressInfo;
     await this.routeTable?.start();
     // Configured targets are watched at once, so the first RPC does not wait for a list.
-    for (const t of [this.options.target, ...this.options.routes.map((r) => r.target)]) {
+    for (const t of [this.options.target, ...this.options.routes.targets.values()]) {
       if (t !== undefined) this.poolFor(t);
     }
     return this.bound;
@@ -687,12 +688,13 @@ export class GrpcProxy {
 
   private route(authority: string, path: string, headers: http2.IncomingHttpHeaders): ServiceTarget | string {
     const o = this.options;
-    if (o.mode === 'sidecar') {
-      // Explicit routes first (rare for a sidecar), then the authority names the Service.
-      for (const r of o.routes) if (routeMatches(r.match, authority, path, header(headers))) return r.target;
-      return parseServiceAuthority(authority, o.defaultNamespace);
-    }
-    for (const r of o.routes) if (routeMatches(r.match, authority, path, header(headers))) return r.target;
+    // Explicit routes first (rare for a sidecar), then the authority names the Service.
+    const h = header(headers);
+    const routed = staticRoute(o.routes, path, (name) =>
+      name === AUTHORITY_HEADER ? authority.toLowerCase() : h(name),
+    );
+    if (routed !== undefined) return routed;
+    if (o.mode === 'sidecar') return parseServiceAuthority(authority, o.defaultNamespace);
     return o.target ?? `no route for authority "${authority}" and path "${path}"`;
   }
 

@@ -4,7 +4,9 @@
 // the method path prefix or a header. A numeric port is the endpoint (container) port, as in
 // `kubernetes:///svc.ns:port`; a port name selects the Service port of that name.
 
+import { re2FullMatch } from 'grpc-kube/internal/adapter/re2.js';
 import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import type { HeaderMatch, PathMatch, RouteSpec } from 'grpc-kube/internal/route/spec.js';
 import {
   checkServiceRef,
   parseServiceRef,
@@ -51,53 +53,82 @@ export interface ProxyRoute {
   readonly target: string;
 }
 
-export interface CompiledRoute {
-  readonly match: RouteMatch;
-  readonly target: ServiceTarget;
+/**
+ * The static routes as the route type the GRPCRoute compiler produces (RouteSpec), so both kinds of
+ * route are matched by the same code. An authority match is a header match on `:authority`; each
+ * route has one cluster, named targetName(target), which `targets` maps back to the Service (port
+ * names kept).
+ */
+export interface StaticRoutes {
+  readonly specs: readonly RouteSpec[];
+  readonly targets: ReadonlyMap<string, ServiceTarget>;
 }
 
-export function compileRoutes(
-  routes: readonly ProxyRoute[],
-  defaultNamespace: string,
-): readonly CompiledRoute[] {
-  return Object.freeze(
-    routes.map((r, i) => {
-      const field = `routes[${i}]`;
-      if (typeof r !== 'object' || r === null) throw new InvalidOptionError(field, 'must be an object');
-      const m = r.match ?? {};
-      if (m.authority === undefined && m.pathPrefix === undefined && m.header === undefined) {
-        throw new InvalidOptionError(`${field}.match`, 'needs authority, pathPrefix or header');
-      }
-      if (m.pathPrefix !== undefined && !m.pathPrefix.startsWith('/')) {
-        throw new InvalidOptionError(
-          `${field}.match.pathPrefix`,
-          `must start with "/", got "${m.pathPrefix}"`,
-        );
-      }
-      const header =
-        m.header === undefined
-          ? undefined
-          : Object.freeze({ name: m.header.name.toLowerCase(), value: m.header.value });
-      return Object.freeze({
-        match: Object.freeze({
-          authority: m.authority?.toLowerCase(),
-          pathPrefix: m.pathPrefix,
-          header,
-        }),
-        target: parseServiceTarget(r.target, defaultNamespace, `${field}.target`),
-      });
-    }),
-  );
+export const AUTHORITY_HEADER = ':authority';
+
+export function compileRoutes(routes: readonly ProxyRoute[], defaultNamespace: string): StaticRoutes {
+  const targets = new Map<string, ServiceTarget>();
+  const specs = routes.map((r, i): RouteSpec => {
+    const field = `routes[${i}]`;
+    if (typeof r !== 'object' || r === null) throw new InvalidOptionError(field, 'must be an object');
+    const m = r.match ?? {};
+    if (m.authority === undefined && m.pathPrefix === undefined && m.header === undefined) {
+      throw new InvalidOptionError(`${field}.match`, 'needs authority, pathPrefix or header');
+    }
+    if (m.pathPrefix !== undefined && !m.pathPrefix.startsWith('/')) {
+      throw new InvalidOptionError(`${field}.match.pathPrefix`, `must start with "/", got "${m.pathPrefix}"`);
+    }
+    const headers: HeaderMatch[] = [];
+    if (m.authority !== undefined) {
+      headers.push({ name: AUTHORITY_HEADER, kind: 'exact', value: m.authority.toLowerCase() });
+    }
+    if (m.header !== undefined) {
+      headers.push({ name: m.header.name.toLowerCase(), kind: 'exact', value: m.header.value });
+    }
+    const target = parseServiceTarget(r.target, defaultNamespace, `${field}.target`);
+    const cluster = targetName(target);
+    targets.set(cluster, target);
+    return Object.freeze({
+      name: field,
+      // No pathPrefix: every path (the empty prefix).
+      path: Object.freeze({ kind: 'prefix', value: m.pathPrefix ?? '' }),
+      headers: Object.freeze(headers.map((h) => Object.freeze(h))),
+      clusters: Object.freeze([Object.freeze({ cluster, weight: 1 })]),
+    });
+  });
+  return Object.freeze({ specs: Object.freeze(specs), targets });
 }
 
+/** The Service of the first static route that matches, if any. */
+export function staticRoute(
+  routes: StaticRoutes,
+  path: string,
+  header: (name: string) => string | undefined,
+): ServiceTarget | undefined {
+  for (const r of routes.specs) {
+    const cluster = r.clusters[0]?.cluster;
+    if (cluster !== undefined && routeMatches(r, path, header)) return routes.targets.get(cluster);
+  }
+  return undefined;
+}
+
+/** Whether an RPC matches a route's path and all its headers (regular expressions are RE2). */
 export function routeMatches(
-  m: RouteMatch,
-  authority: string,
+  r: RouteSpec,
   path: string,
   header: (name: string) => string | undefined,
 ): boolean {
-  if (m.authority !== undefined && m.authority !== authority.toLowerCase()) return false;
-  if (m.pathPrefix !== undefined && !path.startsWith(m.pathPrefix)) return false;
-  if (m.header !== undefined && header(m.header.name) !== m.header.value) return false;
-  return true;
+  return pathMatches(r.path, path) && r.headers.every((h) => headerMatches(h, header));
+}
+
+function pathMatches(m: PathMatch, path: string): boolean {
+  if (m.kind === 'prefix') return path.startsWith(m.value);
+  if (m.kind === 'exact') return path === m.value;
+  return re2FullMatch(m.value, path);
+}
+
+function headerMatches(m: HeaderMatch, header: (name: string) => string | undefined): boolean {
+  const v = header(m.name);
+  if (v === undefined) return false;
+  return m.kind === 'exact' ? v === m.value : re2FullMatch(m.value, v);
 }
