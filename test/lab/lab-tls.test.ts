@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LabRunRecord } from '@grpc-kube/lab/internal/lab/metrics.js';
 import { runScenario } from '@grpc-kube/lab/internal/lab/runner.js';
+import { labConfig } from '@grpc-kube/lab/internal/lab/config.js';
 import { builtinScenarios } from '@grpc-kube/lab/internal/lab/scenario.js';
 import { STRATEGIES, strategyByName } from '@grpc-kube/lab/internal/lab/strategies/index.js';
 import { tlsCostRows } from '@grpc-kube/lab/internal/lab/tls-cost.js';
@@ -112,7 +113,7 @@ test('with TLS, a strategy that cannot speak it is skipped with its reason, befo
     strategies: [nghttpx],
     timeScale: 0.3,
     random: Math.random,
-    tls: true,
+    config: labConfig({ strategyCount: 1, tls: true }),
   });
   assert.deepEqual(r.runs, []);
   assert.deepEqual(r.skipped, [{ strategy: 'proxy-nghttpx', why: `no TLS: ${nghttpx.noTls}` }]);

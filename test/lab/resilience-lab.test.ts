@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runScenario } from '@grpc-kube/lab/internal/lab/runner.js';
+import { labConfig } from '@grpc-kube/lab/internal/lab/config.js';
 import { builtinScenarios } from '@grpc-kube/lab/internal/lab/scenario.js';
 import { strategyByName } from '@grpc-kube/lab/internal/lab/strategies/index.js';
 import type { LabStrategy } from '@grpc-kube/lab/internal/lab/strategy.js';
@@ -39,7 +40,7 @@ test(
           strategies: strategies('kubernetes', 'kubernetes-ewma'),
           timeScale: 1,
           random: seededRandom(1),
-          clientDefaults: true,
+          config: labConfig({ strategyCount: 2, clientDefaults: true }),
         }),
       (r) => r.runs.map((x) => x.record),
     );
@@ -76,8 +77,7 @@ test(
           strategies: strategies('kubernetes'),
           timeScale: 1,
           random: seededRandom(1),
-          clientDefaults: true,
-          idempotent: true,
+          config: labConfig({ strategyCount: 1, clientDefaults: true, idempotent: true }),
         }),
       (r) => r.runs.map((x) => x.record),
     );

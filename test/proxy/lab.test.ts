@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { unsaturatedLab } from '../helpers/lab.js';
 import { runScenario } from '@grpc-kube/lab/internal/lab/runner.js';
+import { labConfig } from '@grpc-kube/lab/internal/lab/config.js';
 import { builtinScenarios, scaleScenario } from '@grpc-kube/lab/internal/lab/scenario.js';
 import { proxy, sidecar } from '@grpc-kube/lab/internal/lab/strategies/proxy.js';
 import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
@@ -38,7 +39,7 @@ for (const { name, clientDefaults } of CASES) {
             strategies: [proxy, sidecar],
             timeScale: QUICK,
             random: seededRandom(11),
-            clientDefaults,
+            config: labConfig({ strategyCount: 2, clientDefaults }),
           }),
         (r) => r.runs.map((x) => x.record),
       );

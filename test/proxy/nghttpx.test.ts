@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { DEFAULT_NGHTTPX, NghttpxDataPlane, backendConfig } from '@grpc-kube/proxy/internal/index.js';
 import { runScenario } from '@grpc-kube/lab/internal/lab/runner.js';
+import { labConfig } from '@grpc-kube/lab/internal/lab/config.js';
 import { builtinScenarios, scaleScenario } from '@grpc-kube/lab/internal/lab/scenario.js';
 import { proxyNghttpx } from '@grpc-kube/lab/internal/lab/strategies/proxy.js';
 import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
@@ -121,7 +122,7 @@ for (const name of ['scale-up', 'rolling-update', 'pod-kill'] as const) {
         strategies: [proxyNghttpx],
         timeScale: 0.3,
         random: seededRandom(13),
-        clientDefaults: false,
+        config: labConfig({ strategyCount: 1 }),
       });
       const r = result.runs[0]?.record;
       assert.ok(r !== undefined);

@@ -12,6 +12,11 @@ import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js'
 import { LAB_FLAGS, parseCommandLine } from './options.js';
 import { startMetrics, writeMetricsFile } from './metrics.js';
 import { textTable } from '@grpc-kube/lab/internal/lab/text-table.js';
+// No grpc-js in its import graph (see above), so it loads statically.
+import { LAB_DEFAULTS, labConfig } from '@grpc-kube/lab/internal/lab/config.js';
+
+/** The lab's defaults, as the CLI uses them: the library's one table. */
+export { LAB_DEFAULTS };
 
 /** A (scenario, strategy) that threw instead of running: in the JSON, the report and the summary. */
 export interface FailedRun {
@@ -31,17 +36,13 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   const { builtinScenarios, scaleScenario, SCENARIO_NAMES } =
     await import('@grpc-kube/lab/internal/lab/scenario.js');
   const { STRATEGIES, OPTIONAL_STRATEGIES } = await import('@grpc-kube/lab/internal/lab/strategies/index.js');
-  const { runScenario, failureReason, POD_SHUTDOWNS } = await import('@grpc-kube/lab/internal/lab/runner.js');
+  const { runScenario, failureReason } = await import('@grpc-kube/lab/internal/lab/runner.js');
   const { renderReport } = await import('@grpc-kube/lab/internal/lab/report.js');
   const { SATURATION_ADVICE } = await import('@grpc-kube/lab/internal/lab/harness.js');
   const { seededRandom } = await import('grpc-kube/internal/balancer/index.js');
   const { tlsCostTable } = await import('@grpc-kube/lab/internal/lab/tls-cost.js');
   const { grpcUsesAlternativeResolver } = await import('@grpc-kube/lab/internal/lab/dns-server.js');
 
-  const cluster = values.cluster ?? 'embedded';
-  if (cluster !== 'embedded' && cluster !== 'real') {
-    throw new InvalidOptionError('--cluster', `must be embedded or real, got "${cluster}"`);
-  }
   const pick = <T extends { name: string }>(
     all: readonly T[],
     list: string | undefined,
@@ -77,11 +78,8 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   );
   const quick = values.quick ?? false;
   const timeScale = quick ? 0.3 : 1;
-  const seed = values.seed === undefined ? 1 : Number(values.seed);
+  const seed = values.seed === undefined ? LAB_DEFAULTS.seed : Number(values.seed);
   if (!Number.isInteger(seed)) throw new InvalidOptionError('--seed', 'must be an integer');
-  const clients = values.clients === undefined ? 2 : Number(values.clients);
-  if (!Number.isInteger(clients) || clients < 1)
-    throw new InvalidOptionError('--clients', 'must be an integer >= 1');
   if (
     !grpcUsesAlternativeResolver() &&
     strategies.some((s) => s.name.startsWith('headless') || s.name === 'max-connection-age')
@@ -91,41 +89,28 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
       'grpc-js was loaded without GRPC_NODE_USE_ALTERNATIVE_RESOLVER=true, so its dns: resolver cannot reach the lab DNS server; run the lab through `grpc-kube lab`',
     );
   }
-  // Every strategy runs at once in this process: the offered load is held about constant as strategies
-  // are added (50 ms per loop for the write-ups' seven and grpc-kube's resolver, more for more).
-  const pacingMs = values.pacing === undefined ? Math.max(50, 10 * strategies.length) : Number(values.pacing);
-  if (!Number.isFinite(pacingMs) || pacingMs < 0)
-    throw new InvalidOptionError('--pacing', 'must be a number of ms >= 0');
-  const pods = (values.pods ?? 'kit') as (typeof POD_SHUTDOWNS)[number];
-  if (!POD_SHUTDOWNS.includes(pods))
-    throw new InvalidOptionError('--pods', `must be one of ${POD_SHUTDOWNS.join(', ')}`);
   // Assertions are checked before anything runs: a typo must not cost a whole lab run.
   const { parseAssertion, checkAssertions } = await import('@grpc-kube/lab/internal/lab/assert.js');
   const assertions = (values.assert ?? []).map((a) =>
     parseAssertion(a, { scenarios: SCENARIO_NAMES, strategies: everyStrategy.map((s) => s.name) }),
   );
-  const podCommand = values['pod-command'];
-  if (podCommand !== undefined && podCommand.trim() === '')
-    throw new InvalidOptionError('--pod-command', 'must be a command line (run by /bin/sh -c)');
+  // Every run option validated once, into the frozen config the runner reads as it is.
+  const config = labConfig({
+    strategyCount: strategies.length,
+    ...(values.cluster !== undefined ? { cluster: values.cluster } : {}),
+    ...(values.clients !== undefined ? { clients: Number(values.clients) } : {}),
+    ...(values.pacing !== undefined ? { pacingMs: Number(values.pacing) } : {}),
+    ...(values.pods !== undefined ? { pods: values.pods } : {}),
+    ...(values['client-defaults'] !== undefined ? { clientDefaults: values['client-defaults'] } : {}),
+    ...(values.idempotent !== undefined ? { idempotent: values.idempotent } : {}),
+    ...(values.hedge !== undefined ? { hedgeMs: Number(values.hedge) } : {}),
+    ...(values['pod-command'] !== undefined ? { podCommand: values['pod-command'] } : {}),
+    ...(values['pod-nice'] !== undefined ? { podNice: Number(values['pod-nice']) } : {}),
+    ...(values.tls !== undefined ? { tls: values.tls } : {}),
+  });
+  const { cluster, clients, pacingMs, pods } = config;
   // TLS first, then the same scenarios in plaintext: the cost of TLS from one run.
-  const tlsSets = values.tls === true ? [true, false] : [false];
-  if (values.tls === true && podCommand !== undefined)
-    throw new InvalidOptionError('--tls', "runs the lab's Hello pods only (not --pod-command)");
-  const hedgeMs = values.hedge === undefined ? undefined : Number(values.hedge);
-  if (hedgeMs !== undefined && !(Number.isInteger(hedgeMs) && hedgeMs > 0))
-    throw new InvalidOptionError('--hedge', 'must be a whole number of ms > 0');
-  if ((values.idempotent === true || hedgeMs !== undefined) && values['client-defaults'] !== true)
-    throw new InvalidOptionError(
-      values.idempotent === true ? '--idempotent' : '--hedge',
-      'needs --client-defaults',
-    );
-  const retryOptions = {
-    ...(values.idempotent === true ? { idempotent: true } : {}),
-    ...(hedgeMs !== undefined ? { hedgeMs } : {}),
-  };
-  const podNice = values['pod-nice'] === undefined ? undefined : Number(values['pod-nice']);
-  if (podNice !== undefined && !(Number.isInteger(podNice) && podNice >= 0 && podNice <= 19))
-    throw new InvalidOptionError('--pod-nice', 'must be an integer 0..19');
+  const tlsSets = config.tls ? [true, false] : [false];
   const random = seededRandom(seed);
   const out = (l: string): void => void process.stderr.write(l + '\n');
   const started = Date.now();
@@ -147,19 +132,11 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
       `▶ ${scenario.name}${tls ? ' with TLS' : ''} (${Math.round(scenario.durationMs / 1000)} s): ${scenario.description}`,
     );
     const r = await runScenario({
-      tls,
       scenario,
       strategies,
       timeScale,
       random,
-      clients,
-      pacingMs,
-      pods,
-      cluster,
-      clientDefaults: values['client-defaults'] ?? false,
-      ...retryOptions,
-      ...(podNice !== undefined ? { podNice } : {}),
-      ...(podCommand !== undefined ? { podCommand } : {}),
+      config: Object.freeze({ ...config, tls }),
       onProgress: out,
     }).catch((err: unknown) => {
       const reason = `${tls ? 'with TLS: ' : ''}${failureReason(err)}`;
@@ -216,7 +193,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
         command: `grpc-kube lab ${args.join(' ')}`.trim(),
         seed,
         notes: [
-          `${cluster} cluster; ${clients} client channels per strategy × 5 RPCs in flight, paced ${pacingMs} ms; all strategies run at once against the same pods; pods: ${pods}${values['client-defaults'] ? '; clients with grpc-kube client defaults (retry on UNAVAILABLE)' : ''}`,
+          `${cluster} cluster; ${clients} client channels per strategy × ${config.concurrency} RPCs in flight, paced ${pacingMs} ms; all strategies run at once against the same pods; pods: ${pods}${values['client-defaults'] ? '; clients with grpc-kube client defaults (retry on UNAVAILABLE)' : ''}`,
           ...results.flatMap((r) => r.skipped.map((s) => `${r.scenario}: ${s.strategy} skipped (${s.why})`)),
           ...failedLines,
         ],

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { KubeClient } from 'grpc-kube/internal/kube/client.js';
+import { isDnsLabel } from 'grpc-kube/internal/discovery/service-ref.js';
 import { xdsBootstrapJson, type FileWatcherProvider } from '@grpc-kube/xds/internal/bootstrap.js';
 import type { AdsAccessOptions } from '@grpc-kube/xds/internal/ads-server.js';
 import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
@@ -280,7 +281,7 @@ export function xdsServeSettings(values: FlagValues<typeof XDS_SERVE_FLAGS>): Xd
     throw new InvalidOptionError('--route-namespace', 'is another name for --namespace: give one');
   if (named.length > 0 && values['all-namespaces'] === true)
     throw new InvalidOptionError('--all-namespaces', 'and --namespace exclude each other');
-  if (named[0] !== undefined && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(named[0]))
+  if (named[0] !== undefined && !isDnsLabel(named[0]))
     throw new InvalidOptionError('--namespace', `must be a namespace name, got "${named[0]}"`);
   return {
     host,

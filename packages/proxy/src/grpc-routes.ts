@@ -7,7 +7,6 @@
 // to itself. A backend's port is its Service port (Gateway API); the pool's endpoint source maps it to
 // the pods' target port.
 
-import { re2FullMatch } from 'grpc-kube/internal/adapter/re2.js';
 import type { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import type { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import {
@@ -16,14 +15,9 @@ import {
   type CompiledGrpcRoute,
   type GrpcRoute,
 } from 'grpc-kube/internal/route/grpcroute.js';
-import {
-  parseClusterName,
-  type HeaderMatch,
-  type PathMatch,
-  type RouteSpec,
-} from 'grpc-kube/internal/route/spec.js';
+import { parseClusterName, type RouteSpec } from 'grpc-kube/internal/route/spec.js';
 import { GrpcRouteWatcher } from 'grpc-kube/internal/route/route-watcher.js';
-import type { ServiceTarget } from './target.js';
+import { routeMatches, type ServiceTarget } from './target.js';
 
 export interface GrpcRouteTableOptions {
   /** Watch one namespace (a namespaced Role suffices); default all namespaces. */
@@ -69,7 +63,7 @@ export class GrpcRouteTable {
       this.tables.set(key, table);
     }
     for (const r of table) {
-      if (!this.pathMatches(r.path, path) || !r.headers.every((h) => this.headerMatches(h, header))) continue;
+      if (!routeMatches(r, path, header)) continue;
       const clusters = r.clusters;
       let cluster = clusters[0]?.cluster;
       if (clusters.length > 1) {
@@ -113,17 +107,5 @@ export class GrpcRouteTable {
     for (const key of [...this.compiled.keys()]) if (!seen.has(key)) this.compiled.delete(key);
     this.tables.clear();
     this.version++;
-  }
-
-  private pathMatches(m: PathMatch, path: string): boolean {
-    if (m.kind === 'prefix') return path.startsWith(m.value);
-    if (m.kind === 'exact') return path === m.value;
-    return re2FullMatch(m.value, path);
-  }
-
-  private headerMatches(m: HeaderMatch, header: (name: string) => string | undefined): boolean {
-    const v = header(m.name);
-    if (v === undefined) return false;
-    return m.kind === 'exact' ? v === m.value : re2FullMatch(m.value, v);
   }
 }

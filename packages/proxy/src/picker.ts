@@ -4,25 +4,16 @@
 // the candidate list for each pick (ready, not ejected, not already tried by this RPC), so a pick is
 // synchronous, never throws and never waits. Time and randomness are injected for tests.
 
-import { performance } from 'node:perf_hooks';
 import { EndpointStats } from 'grpc-kube/internal/balancer/endpoint-balancer.js';
 import { EWMA_DEFAULTS, decayedRttMs, observeRtt } from 'grpc-kube/internal/balancer/ewma.js';
 import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import { systemRuntime, type PolicyRuntime } from 'grpc-kube/internal/balancer/runtime.js';
 
 export const PROXY_POLICIES = ['round_robin', 'p2c', 'ewma'] as const;
 export type ProxyPolicy = (typeof PROXY_POLICIES)[number];
 
-export interface PickerRuntime {
-  /** Monotonic milliseconds. */
-  now(): number;
-  /** Uniform in [0, 1). */
-  random(): number;
-}
-
-export const systemPickerRuntime: PickerRuntime = Object.freeze({
-  now: () => performance.now(),
-  random: () => Math.random(),
-});
+/** @deprecated The core's `PolicyRuntime` (the same clock and RNG); kept for the public export. */
+export type PickerRuntime = PolicyRuntime;
 
 /** Anything the picker can choose: it reads (and the tracker updates) its load. */
 export interface Pickable {
@@ -75,7 +66,7 @@ export function parseProxyPolicy(value: string, field = 'policy'): ProxyPolicy {
 
 export function createPicker(
   policy: ProxyPolicy,
-  runtime: PickerRuntime = systemPickerRuntime,
+  runtime: PolicyRuntime = systemRuntime,
   options: PickerOptions = {},
 ): ProxyPicker {
   const decayMs = options.decayMs ?? EWMA_DEFAULTS.decayMs;

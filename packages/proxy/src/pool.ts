@@ -8,7 +8,8 @@ import type { Endpoint, EndpointView } from 'grpc-kube/internal/discovery/endpoi
 import { endpointKey } from 'grpc-kube/internal/discovery/endpoint.js';
 import type { EndpointListener, Subscription } from 'grpc-kube/internal/discovery/kube-source.js';
 import { Backend, type BackendOptions } from './backend.js';
-import type { PickerRuntime, ProxyPicker } from './picker.js';
+import type { ProxyPicker } from './picker.js';
+import type { PolicyRuntime } from 'grpc-kube/internal/balancer/runtime.js';
 
 export type EndpointFeed = (listener: EndpointListener) => Subscription;
 
@@ -47,7 +48,7 @@ export class ServicePool {
   private readonly waiters = new Set<() => void>();
   private readonly sub: Subscription;
   private readonly backendOpts: BackendOptions;
-  private readonly runtime: PickerRuntime;
+  private readonly runtime: PolicyRuntime;
   private closed = false;
   lastUsedMs: number;
 
@@ -56,7 +57,7 @@ export class ServicePool {
     feed: EndpointFeed,
     picker: ProxyPicker,
     backendOpts: BackendOptions,
-    runtime: PickerRuntime,
+    runtime: PolicyRuntime,
   ) {
     this.name = name;
     this.picker = picker;

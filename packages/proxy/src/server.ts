@@ -27,13 +27,8 @@ import { GrpcRouteTable } from './grpc-routes.js';
 import { instruments } from 'grpc-kube/internal/metrics/instruments.js';
 import { ProxyCall, type CallEvents, type CallSettings } from './call.js';
 import { GrpcStatus, isGrpcContentType, parseGrpcTimeout, statusName, trailersOnly } from './grpc-wire.js';
-import {
-  createPicker,
-  parseProxyPolicy,
-  systemPickerRuntime,
-  type PickerRuntime,
-  type ProxyPolicy,
-} from './picker.js';
+import { createPicker, parseProxyPolicy, type ProxyPolicy } from './picker.js';
+import { systemRuntime, type PolicyRuntime } from 'grpc-kube/internal/balancer/runtime.js';
 import { ServicePool, staticFeed, type EndpointFeed } from './pool.js';
 import { ProxyTimings } from './timing.js';
 import { TlsFiles, type TlsFilesOptions } from 'grpc-kube/internal/tls/files.js';
@@ -42,10 +37,11 @@ import {
   compileRoutes,
   parseServiceAuthority,
   parseServiceTarget,
-  routeMatches,
+  staticRoute,
   targetName,
-  type CompiledRoute,
+  AUTHORITY_HEADER,
   type ProxyRoute,
+  type StaticRoutes,
   type ServiceTarget,
 } from './target.js';
 
@@ -137,7 +133,7 @@ export interface GrpcProxyOptions {
    */
   onRouteError?: (err: GrpcKubeError) => void;
   /** Clock and RNG for the pickers and ejection jitter. */
-  runtime?: PickerRuntime;
+  runtime?: PolicyRuntime;
 }
 
 interface Resolved {
@@ -146,7 +142,7 @@ interface Resolved {
   readonly port: number;
   readonly defaultNamespace: string;
   readonly target: ServiceTarget | undefined;
-  readonly routes: readonly CompiledRoute[];
+  readonly routes: StaticRoutes;
   readonly policy: ProxyPolicy;
   readonly servicePolicies: Readonly<Record<string, ProxyPolicy>>;
   readonly maxAttempts: number;
@@ -200,7 +196,7 @@ function resolveOptions(o: GrpcProxyOptions): Resolved {
   const ns = o.defaultNamespace ?? 'default';
   const target = o.target === undefined ? undefined : parseServiceTarget(o.target, ns, 'target');
   const routes = compileRoutes(o.routes ?? [], ns);
-  if (o.mode === 'ingress' && target === undefined && routes.length === 0) {
+  if (o.mode === 'ingress' && target === undefined && routes.specs.length === 0) {
     throw new InvalidOptionError('target', 'ingress mode needs a target (svc.ns:port) or routes');
   }
   const servicePolicies: Record<string, ProxyPolicy> = {};
@@ -256,7 +252,7 @@ export class GrpcProxy {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly registry: SourceRegistry | undefined;
   private readonly staticTargets: Map<string, readonly { address: string; port: number }[]>;
-  private readonly runtime: PickerRuntime;
+  private readonly runtime: PolicyRuntime;
   private readonly backendOpts: BackendOptions;
   private readonly settings: CallSettings;
   private readonly events: CallEvents;
@@ -268,7 +264,7 @@ export class GrpcProxy {
   constructor(options: GrpcProxyOptions) {
     this.options = resolveOptions(options);
     this.registry = options.registry;
-    this.runtime = options.runtime ?? systemPickerRuntime;
+    this.runtime = options.runtime ?? systemRuntime;
     this.staticTargets = new Map();
     for (const [name, eps] of Object.entries(options.staticTargets ?? {})) {
       const t = parseServiceTarget(name, this.options.defaultNamespace, `staticTargets.${name}`);
@@ -277,7 +273,7 @@ export class GrpcProxy {
     const o = this.options;
     const needsRegistry =
       (o.mode === 'sidecar' && this.staticTargets.size === 0) ||
-      [o.target, ...o.routes.map((r) => r.target)].some(
+      [o.target, ...o.routes.targets.values()].some(
         (t) => t !== undefined && !this.staticTargets.has(targetName(t)),
       );
     if (needsRegistry && this.registry === undefined) {
@@ -410,7 +406,7 @@ export class GrpcProxy {
     this.bound = server.address() as AddressInfo;
     await this.routeTable?.start();
     // Configured targets are watched at once, so the first RPC does not wait for a list.
-    for (const t of [this.options.target, ...this.options.routes.map((r) => r.target)]) {
+    for (const t of [this.options.target, ...this.options.routes.targets.values()]) {
       if (t !== undefined) this.poolFor(t);
     }
     return this.bound;
@@ -692,12 +688,13 @@ export class GrpcProxy {
 
   private route(authority: string, path: string, headers: http2.IncomingHttpHeaders): ServiceTarget | string {
     const o = this.options;
-    if (o.mode === 'sidecar') {
-      // Explicit routes first (rare for a sidecar), then the authority names the Service.
-      for (const r of o.routes) if (routeMatches(r.match, authority, path, header(headers))) return r.target;
-      return parseServiceAuthority(authority, o.defaultNamespace);
-    }
-    for (const r of o.routes) if (routeMatches(r.match, authority, path, header(headers))) return r.target;
+    // Explicit routes first (rare for a sidecar), then the authority names the Service.
+    const h = header(headers);
+    const routed = staticRoute(o.routes, path, (name) =>
+      name === AUTHORITY_HEADER ? authority.toLowerCase() : h(name),
+    );
+    if (routed !== undefined) return routed;
+    if (o.mode === 'sidecar') return parseServiceAuthority(authority, o.defaultNamespace);
     return o.target ?? `no route for authority "${authority}" and path "${path}"`;
   }
 

@@ -4,17 +4,16 @@
 // the method path prefix or a header. A numeric port is the endpoint (container) port, as in
 // `kubernetes:///svc.ns:port`; a port name selects the Service port of that name.
 
+import { re2FullMatch } from 'grpc-kube/internal/adapter/re2.js';
 import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
-import type { PortSelector } from 'grpc-kube/internal/discovery/slices.js';
+import type { HeaderMatch, PathMatch, RouteSpec } from 'grpc-kube/internal/route/spec.js';
+import {
+  checkServiceRef,
+  parseServiceRef,
+  type ServiceRef,
+} from 'grpc-kube/internal/discovery/service-ref.js';
 
-export interface ServiceTarget {
-  readonly namespace: string;
-  readonly service: string;
-  readonly port: PortSelector;
-}
-
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const PORT_NAME = /^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$/;
+export type ServiceTarget = ServiceRef;
 
 /** `ns/svc:port`, the one spelling used in logs and status messages. */
 export function targetName(t: ServiceTarget): string {
@@ -26,36 +25,17 @@ export function targetName(t: ServiceTarget): string {
  * because in sidecar mode a bad authority is a per-RPC status, not a configuration error.
  */
 export function parseServiceAuthority(authority: string, defaultNamespace: string): ServiceTarget | string {
-  const colon = authority.lastIndexOf(':');
-  if (colon <= 0) return `authority "${authority}" has no port; dial service.namespace:port`;
-  const host = authority.slice(0, colon).toLowerCase();
-  const portText = authority.slice(colon + 1);
-  let port: PortSelector;
-  if (/^\d+$/.test(portText)) {
-    const n = Number(portText);
-    if (n < 1 || n > 65535) return `authority "${authority}" has a bad port "${portText}"`;
-    port = { kind: 'number', port: n };
-  } else if (PORT_NAME.test(portText)) {
-    port = { kind: 'name', name: portText };
-  } else {
-    return `authority "${authority}" has a bad port "${portText}"`;
-  }
-  const labels = host.split('.');
-  if (labels.length > 2 && labels[2] !== 'svc') {
-    return `authority "${authority}" is not service.namespace:port or service.namespace.svc.cluster.local:port`;
-  }
-  const service = labels[0] ?? '';
-  const namespace = labels[1] ?? defaultNamespace;
-  if (!DNS_LABEL.test(service)) return `authority "${authority}": "${service}" is not a valid Service name`;
-  if (!DNS_LABEL.test(namespace)) return `authority "${authority}": "${namespace}" is not a valid namespace`;
-  return { namespace, service, port };
+  const t = checkServiceRef(authority, { defaultNamespace, caseInsensitive: true });
+  return typeof t === 'string' ? `authority "${authority}": ${t}; dial service.namespace:port` : t;
 }
 
 /** Like parseServiceAuthority, for configuration: throws InvalidOptionError naming `field`. */
 export function parseServiceTarget(text: string, defaultNamespace: string, field: string): ServiceTarget {
-  const t = parseServiceAuthority(text, defaultNamespace);
-  if (typeof t === 'string') throw new InvalidOptionError(field, t);
-  return t;
+  return parseServiceRef(
+    text,
+    { defaultNamespace, caseInsensitive: true },
+    (why) => new InvalidOptionError(field, `"${text}": ${why}; use service.namespace:port`),
+  );
 }
 
 export interface RouteMatch {
@@ -73,53 +53,82 @@ export interface ProxyRoute {
   readonly target: string;
 }
 
-export interface CompiledRoute {
-  readonly match: RouteMatch;
-  readonly target: ServiceTarget;
+/**
+ * The static routes as the route type the GRPCRoute compiler produces (RouteSpec), so both kinds of
+ * route are matched by the same code. An authority match is a header match on `:authority`; each
+ * route has one cluster, named targetName(target), which `targets` maps back to the Service (port
+ * names kept).
+ */
+export interface StaticRoutes {
+  readonly specs: readonly RouteSpec[];
+  readonly targets: ReadonlyMap<string, ServiceTarget>;
 }
 
-export function compileRoutes(
-  routes: readonly ProxyRoute[],
-  defaultNamespace: string,
-): readonly CompiledRoute[] {
-  return Object.freeze(
-    routes.map((r, i) => {
-      const field = `routes[${i}]`;
-      if (typeof r !== 'object' || r === null) throw new InvalidOptionError(field, 'must be an object');
-      const m = r.match ?? {};
-      if (m.authority === undefined && m.pathPrefix === undefined && m.header === undefined) {
-        throw new InvalidOptionError(`${field}.match`, 'needs authority, pathPrefix or header');
-      }
-      if (m.pathPrefix !== undefined && !m.pathPrefix.startsWith('/')) {
-        throw new InvalidOptionError(
-          `${field}.match.pathPrefix`,
-          `must start with "/", got "${m.pathPrefix}"`,
-        );
-      }
-      const header =
-        m.header === undefined
-          ? undefined
-          : Object.freeze({ name: m.header.name.toLowerCase(), value: m.header.value });
-      return Object.freeze({
-        match: Object.freeze({
-          authority: m.authority?.toLowerCase(),
-          pathPrefix: m.pathPrefix,
-          header,
-        }),
-        target: parseServiceTarget(r.target, defaultNamespace, `${field}.target`),
-      });
-    }),
-  );
+export const AUTHORITY_HEADER = ':authority';
+
+export function compileRoutes(routes: readonly ProxyRoute[], defaultNamespace: string): StaticRoutes {
+  const targets = new Map<string, ServiceTarget>();
+  const specs = routes.map((r, i): RouteSpec => {
+    const field = `routes[${i}]`;
+    if (typeof r !== 'object' || r === null) throw new InvalidOptionError(field, 'must be an object');
+    const m = r.match ?? {};
+    if (m.authority === undefined && m.pathPrefix === undefined && m.header === undefined) {
+      throw new InvalidOptionError(`${field}.match`, 'needs authority, pathPrefix or header');
+    }
+    if (m.pathPrefix !== undefined && !m.pathPrefix.startsWith('/')) {
+      throw new InvalidOptionError(`${field}.match.pathPrefix`, `must start with "/", got "${m.pathPrefix}"`);
+    }
+    const headers: HeaderMatch[] = [];
+    if (m.authority !== undefined) {
+      headers.push({ name: AUTHORITY_HEADER, kind: 'exact', value: m.authority.toLowerCase() });
+    }
+    if (m.header !== undefined) {
+      headers.push({ name: m.header.name.toLowerCase(), kind: 'exact', value: m.header.value });
+    }
+    const target = parseServiceTarget(r.target, defaultNamespace, `${field}.target`);
+    const cluster = targetName(target);
+    targets.set(cluster, target);
+    return Object.freeze({
+      name: field,
+      // No pathPrefix: every path (the empty prefix).
+      path: Object.freeze({ kind: 'prefix', value: m.pathPrefix ?? '' }),
+      headers: Object.freeze(headers.map((h) => Object.freeze(h))),
+      clusters: Object.freeze([Object.freeze({ cluster, weight: 1 })]),
+    });
+  });
+  return Object.freeze({ specs: Object.freeze(specs), targets });
 }
 
+/** The Service of the first static route that matches, if any. */
+export function staticRoute(
+  routes: StaticRoutes,
+  path: string,
+  header: (name: string) => string | undefined,
+): ServiceTarget | undefined {
+  for (const r of routes.specs) {
+    const cluster = r.clusters[0]?.cluster;
+    if (cluster !== undefined && routeMatches(r, path, header)) return routes.targets.get(cluster);
+  }
+  return undefined;
+}
+
+/** Whether an RPC matches a route's path and all its headers (regular expressions are RE2). */
 export function routeMatches(
-  m: RouteMatch,
-  authority: string,
+  r: RouteSpec,
   path: string,
   header: (name: string) => string | undefined,
 ): boolean {
-  if (m.authority !== undefined && m.authority !== authority.toLowerCase()) return false;
-  if (m.pathPrefix !== undefined && !path.startsWith(m.pathPrefix)) return false;
-  if (m.header !== undefined && header(m.header.name) !== m.header.value) return false;
-  return true;
+  return pathMatches(r.path, path) && r.headers.every((h) => headerMatches(h, header));
+}
+
+function pathMatches(m: PathMatch, path: string): boolean {
+  if (m.kind === 'prefix') return path.startsWith(m.value);
+  if (m.kind === 'exact') return path === m.value;
+  return re2FullMatch(m.value, path);
+}
+
+function headerMatches(m: HeaderMatch, header: (name: string) => string | undefined): boolean {
+  const v = header(m.name);
+  if (v === undefined) return false;
+  return m.kind === 'exact' ? v === m.value : re2FullMatch(m.value, v);
 }

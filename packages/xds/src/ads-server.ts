@@ -39,6 +39,7 @@ import { parseClusterName, parseListenerName, parseServerListenerName } from './
 import { TlsFiles, type TlsFilesOptions } from 'grpc-kube/internal/tls/files.js';
 import { instruments, registerGauges, secondsSince } from 'grpc-kube/internal/metrics/instruments.js';
 import { addCsdsService } from './csds.js';
+import { DNS_LABEL } from 'grpc-kube/internal/discovery/service-ref.js';
 
 export interface XdsNodeInfo {
   readonly id: string;
@@ -231,8 +232,6 @@ function structString(struct: unknown, key: string): string | undefined {
   ]?.stringValue;
   return typeof v === 'string' && v !== '' ? v : undefined;
 }
-
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 export class AdsServer {
   private readonly cache: SnapshotCache;

@@ -6,6 +6,7 @@
 // grpc-js-xds 1.14 knows) that the Clusters' UpstreamTlsContext names (resources.ts).
 
 import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import { isDnsLabel } from 'grpc-kube/internal/discovery/service-ref.js';
 import { SERVER_LISTENER_TEMPLATE } from './resources.js';
 
 export interface BootstrapOptions {
@@ -103,7 +104,7 @@ export function xdsBootstrap(opts: BootstrapOptions): XdsBootstrap {
     throw new InvalidOptionError('server', `must be host:port, got "${opts.server}"`);
   if (typeof opts.nodeId !== 'string' || opts.nodeId === '')
     throw new InvalidOptionError('nodeId', 'must be a non-empty string');
-  if (opts.namespace !== undefined && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(opts.namespace))
+  if (opts.namespace !== undefined && !isDnsLabel(opts.namespace))
     throw new InvalidOptionError('namespace', `must be a Kubernetes namespace name, got "${opts.namespace}"`);
   return {
     xds_servers: [

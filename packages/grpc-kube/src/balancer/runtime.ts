@@ -1,6 +1,7 @@
-// Time and randomness for the load-balancing policies. grpc-js constructs a policy with nothing but
-// its ChannelControlHelper, so the policies read their clock and RNG from here: tests pass their own
-// to the constructor, or swap the module-wide default with setPolicyRuntime() and restore it after.
+// Time and randomness for the load-balancing policies and the proxy's pickers (one runtime type for
+// both). grpc-js constructs a policy with nothing but its ChannelControlHelper, so the policies read
+// their clock and RNG from here: tests pass their own to the constructor, or swap the module-wide
+// default with setPolicyRuntime() and restore it after.
 
 import { performance } from 'node:perf_hooks';
 
@@ -13,7 +14,8 @@ export interface PolicyRuntime {
   wallNow?(): number;
 }
 
-const systemRuntime: PolicyRuntime = Object.freeze({
+/** The real clocks and Math.random. */
+export const systemRuntime: PolicyRuntime = Object.freeze({
   now: () => performance.now(),
   random: () => Math.random(),
   wallNow: () => Date.now(),

@@ -19,6 +19,7 @@ import {
   type ServiceRef,
   type WeightedCluster,
 } from './spec.js';
+import { DNS_LABEL } from '../discovery/service-ref.js';
 
 export interface GrpcRouteParentRef {
   group?: string;
@@ -128,7 +129,6 @@ export type BackendPolicy = (fromNamespace: string, toNamespace: string, service
 const SERVICE_RE = /^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$/;
 const METHOD_RE = /^[A-Za-z_][A-Za-z_0-9]*$/;
 const HEADER_RE = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const MAX_WEIGHT = 1_000_000;
 
 function isServiceKind(group: string | undefined, kind: string | undefined): boolean {

@@ -3,26 +3,23 @@
 // one route (path and header matches → weighted clusters). No xDS encoding here, so the proxy can
 // use routes without the xDS package.
 
-export interface ServiceRef {
-  readonly namespace: string;
-  readonly service: string;
-  readonly port: number;
-}
+import {
+  isDnsLabel,
+  tryParseServiceRef,
+  validPort,
+  type ServiceRef as AnyServiceRef,
+} from '../discovery/service-ref.js';
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+export { validPort };
 
-export function validPort(p: number): boolean {
-  return Number.isInteger(p) && p > 0 && p < 65536;
-}
+/** A Service port by number: xDS names carry numbers only. */
+export type ServiceRef = AnyServiceRef<number>;
 
 /** `svc.ns:port` → ServiceRef, or undefined when the name is not one we serve. */
 export function parseListenerName(name: string): ServiceRef | undefined {
-  const m = /^([^.:/]+)\.([^.:/]+):(\d+)$/.exec(name);
-  if (m === null) return undefined;
-  const [, service, namespace, portText] = m as unknown as [string, string, string, string];
-  const port = Number(portText);
-  if (!DNS_LABEL.test(service) || !DNS_LABEL.test(namespace) || !validPort(port)) return undefined;
-  return { service, namespace, port };
+  const ref = tryParseServiceRef(name, { exact: true });
+  if (ref?.namespace === undefined || ref.port.kind !== 'number') return undefined;
+  return { service: ref.service, namespace: ref.namespace, port: ref.port.port };
 }
 
 export function listenerName(ref: ServiceRef): string {
@@ -38,7 +35,7 @@ export function parseClusterName(name: string): ServiceRef | undefined {
   if (m === null) return undefined;
   const [, namespace, service, portText] = m as unknown as [string, string, string, string];
   const port = Number(portText);
-  if (!DNS_LABEL.test(service) || !DNS_LABEL.test(namespace) || !validPort(port)) return undefined;
+  if (!isDnsLabel(service) || !isDnsLabel(namespace) || !validPort(port)) return undefined;
   return { namespace, service, port };
 }
 

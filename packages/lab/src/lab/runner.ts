@@ -6,7 +6,8 @@
 
 import { deploymentManifest, type AppSpec } from '../cluster/embedded.js';
 import type { Service } from '../cluster/controllers/kinds.js';
-import { startLabCluster, type ClusterKind, type LabCluster } from './cluster.js';
+import { startLabCluster, type LabCluster } from './cluster.js';
+import type { LabConfig, PodShutdown } from './config.js';
 import type { KubeObject } from 'grpc-kube/internal/kube/types.js';
 import { canaryGrpcRoute } from './strategies/xds.js';
 import { SourceRegistry } from 'grpc-kube/internal/discovery/registry.js';
@@ -51,27 +52,8 @@ export interface RunOptions {
   /** 1 for the real timings; --quick uses less (scenario times are already scaled by the caller). */
   readonly timeScale: number;
   readonly random: () => number;
-  /** Client channels per strategy, and RPCs in flight per client. */
-  readonly clients?: number;
-  readonly concurrency?: number;
-  /** Minimum ms between a loop's RPC starts (caps the load so 2 cores can run every strategy at once). */
-  readonly pacingMs?: number;
-  /** embedded (default) or real. */
-  readonly cluster?: ClusterKind;
-  /** Pod SIGTERM behaviour (see POD_SHUTDOWNS). Default 'kit'. */
-  readonly pods?: PodShutdown;
-  /** Clients use grpc-kube's client defaults (retry on UNAVAILABLE, keepalive) around their policy. */
-  readonly clientDefaults?: boolean;
-  /** With clientDefaults: SayHello is idempotent (retried on RESOURCE_EXHAUSTED and ABORTED too). */
-  readonly idempotent?: boolean;
-  /** With clientDefaults: hedge SayHello, a second attempt after this many ms (implies idempotent). */
-  readonly hedgeMs?: number;
-  /** The user's gRPC server as the pods' program (`--pod-command`), instead of the lab's Hello. */
-  readonly podCommand?: string;
-  /** CPU niceness of the pods, 0..19. Default POD_NICE. */
-  readonly podNice?: number;
-  /** Mutual TLS end to end with a CA made for the run (embedded cluster, the lab's Hello pods). */
-  readonly tls?: boolean;
+  /** The validated run options (labConfig): read as they are, no defaults here. */
+  readonly config: LabConfig;
   readonly onProgress?: (line: string) => void;
 }
 
@@ -90,23 +72,7 @@ export function failureReason(err: unknown): string {
 }
 
 const PROBE_PERIOD_MS = 100;
-/**
- * Pods run 10 nicer than the lab's process (nice(1) is relative; as root the lab first raises itself
- * to LAB_PROCESS_NICE, so its pods sit at 0, level with outside work): on 2 cores, pods booting at
- * once (~150 ms of CPU each) would otherwise stall the clients' event loop and fail RPCs no strategy
- * lost. Much nicer is worse: pods at 19 beside a busy core answer late and every strategy loses RPCs
- * to DEADLINE_EXCEEDED (measured; docs/lab.md).
- */
-export const POD_NICE = 10;
-
-/**
- * What a pod does on SIGTERM:
- *  - kit: the server kit — NOT_SERVING, 1 s for the endpoint removal to spread, GOAWAY, finish in-flight;
- *  - plain: GOAWAY and finish in-flight at once (grpc-go's GracefulStop; the kit with no delay);
- *  - naive: no handler, the process dies at once (the east-west demo's servers).
- */
-export const POD_SHUTDOWNS = ['kit', 'plain', 'naive'] as const;
-export type PodShutdown = (typeof POD_SHUTDOWNS)[number];
+export { POD_NICE, POD_SHUTDOWNS, type PodShutdown } from './config.js';
 const KIT_PROPAGATION_DELAY_MS = 1000;
 
 function podEnv(o: {
@@ -156,7 +122,7 @@ async function applyApps(
     // With TLS every pod's certificate carries its clients' authority, its Service's names (the
     // canary's pods carry `hello`'s: their clients dial `hello`).
     const tlsEnv = (): Record<string, string> =>
-      opts.tls === true
+      opts.config.tls
         ? {
             HELLO_HEALTH_PORT: String(LAB_PROBE_PORT),
             [LAB_TLS_DNS_ENV]: serviceDnsNames(service, LAB_NAMESPACE).join(','),
@@ -171,7 +137,7 @@ async function applyApps(
         ...podEnv({
           delayMs,
           maxAge: flavour === 'maxage',
-          pods: opts.pods ?? 'kit',
+          pods: opts.config.pods,
           timeScale: opts.timeScale,
           countDir,
           pushbackMs: scenario.overloadPushbackMs,
@@ -184,7 +150,7 @@ async function applyApps(
       probe: {
         periodMs: PROBE_PERIOD_MS,
         failureThreshold: 1,
-        ...(opts.tls === true ? { port: LAB_PROBE_PORT } : {}),
+        ...(opts.config.tls ? { port: LAB_PROBE_PORT } : {}),
       },
       labels: { svc: service },
     });
@@ -245,7 +211,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
   const progress = opts.onProgress ?? (() => {});
   const skipped: { strategy: string; why: string }[] = [];
   const isCanary = scenario.steps.some((s) => s.action === 'set-weights');
-  const userPods = opts.podCommand !== undefined;
+  const userPods = opts.config.podCommand !== undefined;
   const strategies = opts.strategies.filter((s) => {
     if (isCanary && !s.canRoute) {
       skipped.push({ strategy: s.name, why: 'cannot route by weight' });
@@ -262,7 +228,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       skipped.push({ strategy: s.name, why: "needs the lab's Hello server to set a max connection age" });
       return false;
     }
-    if (opts.tls === true && s.noTls !== undefined) {
+    if (opts.config.tls && s.noTls !== undefined) {
       skipped.push({ strategy: s.name, why: `no TLS: ${s.noTls}` });
       return false;
     }
@@ -274,21 +240,21 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
   });
   if (strategies.length === 0) return { scenario: scenario.name, runs: [], skipped, failed: [] };
 
-  if (opts.tls === true && userPods)
+  if (opts.config.tls && userPods)
     throw new InvalidOptionError('--tls', "runs the lab's Hello pods only (not --pod-command)");
   let vip = 0;
   // A CA for this run only; its files go with the run.
-  const tls = opts.tls === true ? await createLabTls(LAB_NAMESPACE) : undefined;
+  const tls = opts.config.tls ? await createLabTls(LAB_NAMESPACE) : undefined;
   // Before anything starts: pods and proxies inherit the lab's niceness.
   const restorePriority = raiseLabPriority();
   let cluster: LabCluster;
   try {
-    cluster = await startLabCluster(opts.cluster ?? 'embedded', {
+    cluster = await startLabCluster(opts.config.cluster, {
       namespace: LAB_NAMESPACE,
       probePeriodMs: PROBE_PERIOD_MS,
       random: opts.random,
-      podNice: opts.podNice ?? POD_NICE,
-      ...(opts.podCommand !== undefined ? { podCommand: opts.podCommand } : {}),
+      podNice: opts.config.podNice,
+      ...(opts.config.podCommand !== undefined ? { podCommand: opts.config.podCommand } : {}),
       ...(tls !== undefined ? { tls } : {}),
     });
   } catch (err) {
@@ -374,13 +340,13 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       timeScale: opts.timeScale,
       tls,
       clientOptions: (policy) =>
-        opts.clientDefaults
+        opts.config.clientDefaults
           ? clientDefaults({
               lbPolicy: policy,
-              ...(opts.idempotent === true || opts.hedgeMs !== undefined
+              ...(opts.config.idempotent || opts.config.hedgeMs !== undefined
                 ? { idempotentMethods: [{ service: 'hello.Greeter' }] }
                 : {}),
-              ...(opts.hedgeMs !== undefined ? { hedging: { delayMs: opts.hedgeMs } } : {}),
+              ...(opts.config.hedgeMs !== undefined ? { hedging: { delayMs: opts.config.hedgeMs } } : {}),
             })
           : { 'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ [policy]: {} }] }) },
       log: progress,
@@ -448,12 +414,12 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
           target: h.target,
           channelOptions: h.channelOptions ?? {},
           ...(tls !== undefined ? { credentials: tls.channelCredentials() } : {}),
-          clients: opts.clients ?? 2,
-          concurrency: opts.concurrency ?? 5,
+          clients: opts.config.clients,
+          concurrency: opts.config.concurrency,
           mode: 'loops',
           durationMs: scenario.durationMs,
           deadlineMs: scenario.deadlineMs,
-          pacingMs: opts.pacingMs ?? 50,
+          pacingMs: opts.config.pacingMs,
           clientName: s.name,
           clock,
           originMs: origin,
@@ -541,7 +507,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         // Every strategy of a scenario runs at once in this process: they share one harness.
         harness: { ...measured.figures, ...verdict },
       });
-      Object.assign(record, retryLoad(record.rpcs, received, s.name, opts.clients ?? 2));
+      Object.assign(record, retryLoad(record.rpcs, received, s.name, opts.config.clients));
       const hole = blackholes.get(appOf(s.flavour).service);
       if (hole !== undefined) {
         const unreadyAt = hole.unready.unreadyAtMs();
@@ -567,7 +533,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         series,
         events: [...events],
         steadyWindowMs: [scenario.steady.fromMs, scenario.steady.toMs],
-        podsPerClient: distinctPodsPerClient(w.log, opts.clients ?? 2),
+        podsPerClient: distinctPodsPerClient(w.log, opts.config.clients),
         harness: measured.series,
       });
     }

@@ -7,6 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { GreeterClient } from './hello.js';
 import type { RpcRecordsView } from './metrics.js';
+import { LAB_DEFAULTS } from './config.js';
 
 /** Compact, growable RPC record store (~19 bytes per RPC), readable as an RpcRecordsView. */
 export class RpcLog implements RpcRecordsView {
@@ -181,24 +182,25 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   if (typeof options.target !== 'string' || options.target === '') {
     throw new InvalidOptionError('target', 'must be a non-empty string');
   }
-  const clientCount = positiveInt('clients', options.clients, 1);
+  const d = LAB_DEFAULTS.workload;
+  const clientCount = positiveInt('clients', options.clients, d.clients);
   if (clientCount > 65535) throw new InvalidOptionError('clients', 'must be <= 65535');
-  const concurrency = positiveInt('concurrency', options.concurrency, 10);
+  const concurrency = positiveInt('concurrency', options.concurrency, d.concurrency);
   const durationMs = positiveInt('durationMs', options.durationMs ?? 0, 0);
-  const maxRpcs = positiveInt('maxRpcs', options.maxRpcs, 2_000_000);
-  const deadlineMs = positiveInt('deadlineMs', options.deadlineMs, 1000);
-  const failurePauseMs = positiveInt('failurePauseMs', options.failurePauseMs, 0, 0);
-  const pacingMs = positiveInt('pacingMs', options.pacingMs, 0, 0);
-  const mode = options.mode ?? 'rounds';
+  const maxRpcs = positiveInt('maxRpcs', options.maxRpcs, d.maxRpcs);
+  const deadlineMs = positiveInt('deadlineMs', options.deadlineMs, d.deadlineMs);
+  const failurePauseMs = positiveInt('failurePauseMs', options.failurePauseMs, d.failurePauseMs, 0);
+  const pacingMs = positiveInt('pacingMs', options.pacingMs, d.pacingMs, 0);
+  const mode = options.mode ?? d.mode;
   if (mode !== 'rounds' && mode !== 'loops')
     throw new InvalidOptionError('mode', 'must be "rounds" or "loops"');
-  const clientName = options.clientName ?? 'client';
+  const clientName = options.clientName ?? d.clientName;
   const clock = options.clock ?? (() => performance.now());
   const startClock = clock();
   const origin = options.originMs ?? startClock;
   const channelOptions = { ...WORKLOAD_CHANNEL_DEFAULTS, ...options.channelOptions };
 
-  const rpc = options.rpc ?? 'hello';
+  const rpc = options.rpc ?? d.rpc;
   if (rpc !== 'hello' && rpc !== 'health') throw new InvalidOptionError('rpc', 'must be "hello" or "health"');
   const log = new RpcLog();
   const clients: GreeterClient[] = [];
