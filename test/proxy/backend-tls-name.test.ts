@@ -60,13 +60,14 @@ async function callThrough(
     backendTls: { ...proxyId, caFile, ...(serverName !== undefined ? { serverName } : {}) },
     onTlsError: (e) => errors.push(e),
     maxAttempts: 1,
-    connectTimeoutMs: 2000,
+    // Generous: a loaded machine may take seconds for a handshake; refusals come at once, not by timeout.
+    connectTimeoutMs: 15_000,
   });
   await proxy.listen();
   t.after(() => proxy.close());
   const c = newJsonClient(proxy.address);
   t.after(() => c.close());
-  const r = await unary(c, {}, { deadlineMs: 4000 });
+  const r = await unary(c, {}, { deadlineMs: 30_000 });
   return { code: r.err?.code, errors };
 }
 
