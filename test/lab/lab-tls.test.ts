@@ -52,7 +52,7 @@ test(
       '--pacing',
       '200',
     ];
-    const { runs, stdout, stderr } = await unsaturatedLab(
+    await unsaturatedLab(
       t,
       async () => {
         const { code, stdout, stderr } = await runNode(args);
@@ -61,45 +61,53 @@ test(
         return { runs: json.runs, stdout, stderr };
       },
       (r) => r.runs,
-    );
-    // The TLS set first, then the plaintext set, each with every strategy.
-    const names = STRATEGIES.map((s) => s.name);
-    assert.deepEqual(
-      runs.map((r) => [r.strategy, r.tls]),
-      [...names.map((n) => [n, true]), ...names.map((n) => [n, false])],
-    );
-    for (const r of runs) {
-      assert.deepEqual(Object.keys(r).slice(0, 4), ['scenario', 'strategy', 'cluster', 'tls']);
-      // Pods speak mutual TLS only (pod-tls.test.ts): an RPC that succeeded went over TLS to the
-      // pod, through every hop of its strategy.
-      assert.ok(r.rpcs - r.failed > 20, `${r.strategy} tls=${r.tls}: ${r.rpcs - r.failed} RPCs succeeded`);
-    }
-    for (const name of LOSSLESS) {
-      const r = record(runs, name, true);
-      assert.equal(r.failed, 0, `${name} over TLS: ${JSON.stringify(r.failedByCode)}`);
-      assert.equal(r.newPodsNeverServed, 0, `${name} over TLS served every new pod`);
-    }
-    // TLS changes nothing about the field's finding: DNS-based clients still lose RPCs in a rollout.
-    assert.ok(record(runs, 'headless-dns-round-robin', true).failed > 0);
-    assert.doesNotMatch(stderr, /skipped/, 'no default strategy is skipped with --tls');
+      3,
+      ({ runs, stdout, stderr }) => {
+        // The TLS set first, then the plaintext set, each with every strategy.
+        const names = STRATEGIES.map((s) => s.name);
+        assert.deepEqual(
+          runs.map((r) => [r.strategy, r.tls]),
+          [...names.map((n) => [n, true]), ...names.map((n) => [n, false])],
+        );
+        for (const r of runs) {
+          assert.deepEqual(Object.keys(r).slice(0, 4), ['scenario', 'strategy', 'cluster', 'tls']);
+          // Pods speak mutual TLS only (pod-tls.test.ts): an RPC that succeeded went over TLS to the
+          // pod, through every hop of its strategy.
+          assert.ok(
+            r.rpcs - r.failed > 20,
+            `${r.strategy} tls=${r.tls}: ${r.rpcs - r.failed} RPCs succeeded`,
+          );
+        }
+        for (const name of LOSSLESS) {
+          const r = record(runs, name, true);
+          assert.equal(r.failed, 0, `${name} over TLS: ${JSON.stringify(r.failedByCode)}`);
+          assert.equal(r.newPodsNeverServed, 0, `${name} over TLS served every new pod`);
+        }
+        // TLS changes nothing about the field's finding: DNS-based clients still lose RPCs in a rollout.
+        assert.ok(record(runs, 'headless-dns-round-robin', true).failed > 0);
+        assert.doesNotMatch(stderr, /skipped/, 'no default strategy is skipped with --tls');
 
-    // The summary says which run is which; the cost table has a row per strategy with the ratio.
-    for (const r of runs)
-      assert.match(stdout, new RegExp(`rolling-update\\s+${r.strategy}\\s+${r.tls ? 'yes' : 'no'}\\s`));
-    const table = stdout.slice(stdout.indexOf('TLS cost'));
-    assert.ok(table.length > 0, 'the TLS cost table is printed');
-    const rows = tlsCostRows(runs);
-    assert.deepEqual(
-      rows.map((r) => r.strategy),
-      names,
+        // The summary says which run is which; the cost table has a row per strategy with the ratio.
+        for (const r of runs)
+          assert.match(stdout, new RegExp(`rolling-update\\s+${r.strategy}\\s+${r.tls ? 'yes' : 'no'}\\s`));
+        const table = stdout.slice(stdout.indexOf('TLS cost'));
+        assert.ok(table.length > 0, 'the TLS cost table is printed');
+        const rows = tlsCostRows(runs);
+        assert.deepEqual(
+          rows.map((r) => r.strategy),
+          names,
+        );
+        for (const r of rows) {
+          t.diagnostic(
+            `${r.strategy}: p50 ${r.tls.p50}/${r.plain.p50} ms, p99 ${r.tls.p99}/${r.plain.p99} ms`,
+          );
+          const line = table.split('\n').find((l) => l.split(/\s+/)[1] === r.strategy);
+          assert.ok(line, `cost row for ${r.strategy}`);
+          assert.ok(line.includes(` ${(r.p50Ratio as number).toFixed(2)} `), line);
+          assert.ok(line.includes(` ${(r.p99Ratio as number).toFixed(2)}`), line);
+        }
+      },
     );
-    for (const r of rows) {
-      t.diagnostic(`${r.strategy}: p50 ${r.tls.p50}/${r.plain.p50} ms, p99 ${r.tls.p99}/${r.plain.p99} ms`);
-      const line = table.split('\n').find((l) => l.split(/\s+/)[1] === r.strategy);
-      assert.ok(line, `cost row for ${r.strategy}`);
-      assert.ok(line.includes(` ${(r.p50Ratio as number).toFixed(2)} `), line);
-      assert.ok(line.includes(` ${(r.p99Ratio as number).toFixed(2)}`), line);
-    }
   },
 );
 
