@@ -184,6 +184,20 @@ export interface XdsClientStatus {
   readonly resources: readonly XdsResourceStatus[];
 }
 
+/** A type's subscription before its first request is read. */
+function newTypeSub(): TypeSub {
+  return {
+    names: new Set(),
+    wildcard: false,
+    seen: false,
+    nonce: '',
+    sentVersion: '',
+    ackedVersion: '',
+    pending: new Map(),
+    acked: new Map(),
+  };
+}
+
 interface DeltaSub extends TypeSub {
   /** What the client holds: name → version (from initial_resource_versions, then what we sent). */
   readonly sent: Map<string, string>;
@@ -597,19 +611,7 @@ export class AdsServer {
       version: req.version_info,
     });
     let sub = stream.subs.get(type);
-    if (sub === undefined) {
-      sub = {
-        names: new Set(),
-        wildcard: false,
-        seen: false,
-        nonce: '',
-        sentVersion: '',
-        ackedVersion: '',
-        pending: new Map(),
-        acked: new Map(),
-      };
-      stream.subs.set(type, sub);
-    }
+    if (sub === undefined) stream.subs.set(type, (sub = newTypeSub()));
 
     this.readAck(stream, type, sub, req.response_nonce, req.error_detail, req.version_info);
 
@@ -726,20 +728,7 @@ export class AdsServer {
       version: '',
     });
     let sub = stream.deltaSubs.get(type);
-    if (sub === undefined) {
-      sub = {
-        names: new Set(),
-        wildcard: false,
-        seen: false,
-        nonce: '',
-        sentVersion: '',
-        ackedVersion: '',
-        pending: new Map(),
-        acked: new Map(),
-        sent: new Map(),
-      };
-      stream.deltaSubs.set(type, sub);
-    }
+    if (sub === undefined) stream.deltaSubs.set(type, (sub = { ...newTypeSub(), sent: new Map() }));
     this.readAck(stream, type, sub, req.response_nonce, req.error_detail, sub.ackedVersion);
     const first = !sub.seen;
     sub.seen = true;
