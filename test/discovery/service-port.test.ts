@@ -9,18 +9,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
-import {
-  controlPlaneBinDir,
-  controlPlaneBinariesPresent,
-} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
-import { startRealControlPlane } from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
-import { LabApi } from '@grpc-kube/lab/internal/cluster/real/kube-http.js';
 import { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-source.js';
 import type { PortSelector } from 'grpc-kube/internal/discovery/slices.js';
 import type { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import { SERVICE_NAME_LABEL } from 'grpc-kube/internal/kube/types.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
+import { realControlPlaneSkip, startRealApi } from '../helpers/real.js';
 
 /** Service hello: port 80 → targetPort 50051, named `portName` ('' = the one unnamed port). */
 function service(portName: string): {
@@ -186,23 +181,14 @@ test('slices without a port of the Service port name (written by hand) are match
   ]);
 });
 
-const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
 test(
   'on the real kube-apiserver: Service port 80 → targetPort 50051',
   {
-    skip:
-      realRequired || controlPlaneBinariesPresent()
-        ? false
-        : `real control plane not built (${controlPlaneBinDir()})`,
+    skip: realControlPlaneSkip(),
     timeout: 300_000,
   },
   async (t) => {
-    const cp = await startRealControlPlane({
-      controllers: ['namespace-controller', 'serviceaccount-controller'],
-    });
-    t.after(() => cp.stop());
-    const api = new LabApi(cp.adminKubeConfig, { retryTransientMs: 30_000 });
-    t.after(() => api.close());
+    const { cp, api } = await startRealApi(t);
     const rp = (resource: string) => ({ group: '', version: 'v1', resource, namespace: 'default' });
     await api.request('POST', '/api/v1/namespaces/default/services', service('grpc'), rp('services'));
     // The EndpointSlice the controller would write (the real apiserver refuses loopback addresses).

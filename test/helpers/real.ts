@@ -5,11 +5,38 @@ import {
   controlPlaneBinDir,
   controlPlaneBinariesPresent,
 } from '@grpc-kube/lab/internal/cluster/real/binaries.js';
+import {
+  startRealControlPlane,
+  type RealControlPlane,
+} from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
+import { LabApi } from '@grpc-kube/lab/internal/cluster/real/kube-http.js';
 
 export function realLabSkip(): string | false {
-  const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
   const root = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (!realRequired && !controlPlaneBinariesPresent())
-    return `real control plane not built (${controlPlaneBinDir()})`;
-  return root ? false : 'needs root for network namespaces';
+  return realControlPlaneSkip() || (root ? false : 'needs root for network namespaces');
+}
+
+/** When a test needs only the real control plane (no network namespaces): the skip reason, or false. */
+export function realControlPlaneSkip(): string | false {
+  const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
+  return realRequired || controlPlaneBinariesPresent()
+    ? false
+    : `real control plane not built (${controlPlaneBinDir()})`;
+}
+
+/**
+ * A real kube-apiserver with the namespace and serviceaccount controllers, and an admin LabApi on it
+ * that rides out the server's first seconds; both stop when the test ends.
+ */
+export async function startRealApi(t: { after(fn: () => unknown): void }): Promise<{
+  cp: RealControlPlane;
+  api: LabApi;
+}> {
+  const cp = await startRealControlPlane({
+    controllers: ['namespace-controller', 'serviceaccount-controller'],
+  });
+  t.after(() => cp.stop());
+  const api = new LabApi(cp.adminKubeConfig, { retryTransientMs: 30_000 });
+  t.after(() => api.close());
+  return { cp, api };
 }

@@ -8,13 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
-import {
-  controlPlaneBinDir,
-  controlPlaneBinariesPresent,
-} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
-import { startRealControlPlane } from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
 import { installCrds, readCrds } from '@grpc-kube/lab/internal/cluster/real/crds.js';
-import { LabApi } from '@grpc-kube/lab/internal/cluster/real/kube-http.js';
 import { packageRoot } from '@grpc-kube/lab/internal/lab/paths.js';
 import { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import { compileGrpcRoute, type GrpcRoute } from 'grpc-kube/internal/route/grpcroute.js';
@@ -25,6 +19,7 @@ import {
 } from 'grpc-kube/internal/route/route-status.js';
 import { GrpcRouteWatcher } from 'grpc-kube/internal/route/route-watcher.js';
 import { startApi, until } from '../helpers/kube.js';
+import { realControlPlaneSkip, startRealApi } from '../helpers/real.js';
 
 const GRPCROUTES = { group: 'gateway.networking.k8s.io', version: 'v1', resource: 'grpcroutes' };
 
@@ -194,23 +189,14 @@ test('mergeParents: no write when our entries would not change; a kept status ke
   );
 });
 
-const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
 test(
   'on the real kube-apiserver (deploy/crds installed): status written, a ReferenceGrant honoured',
   {
-    skip:
-      realRequired || controlPlaneBinariesPresent()
-        ? false
-        : `real control plane not built (${controlPlaneBinDir()})`,
+    skip: realControlPlaneSkip(),
     timeout: 300_000,
   },
   async (t) => {
-    const cp = await startRealControlPlane({
-      controllers: ['namespace-controller', 'serviceaccount-controller'],
-    });
-    t.after(() => cp.stop());
-    const api = new LabApi(cp.adminKubeConfig, { retryTransientMs: 30_000 });
-    t.after(() => api.close());
+    const { cp, api } = await startRealApi(t);
     await installCrds(api, readCrds(join(packageRoot(), 'deploy', 'crds')));
     const core = (resource: string, namespace?: string) => ({
       group: '',
