@@ -108,3 +108,11 @@ export function who(client: Echo, deadlineMs = 2000, req: WhoRequest = {}): Prom
     );
   });
 }
+
+/** Whether one Who RPC answers within `deadlineMs` (for polling until a client serves). */
+export function answers(client: Echo, deadlineMs = 1000): Promise<boolean> {
+  return who(client, deadlineMs).then(
+    () => true,
+    () => false,
+  );
+}

@@ -14,7 +14,7 @@ import { canaryGrpcRoute, xds } from '@grpc-kube/lab/internal/lab/strategies/xds
 import type { LabEnv } from '@grpc-kube/lab/internal/lab/strategy.js';
 import { LDS } from '@grpc-kube/xds/internal/protos.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
-import { newEchoClient, startEchoServer, who, type EchoServer } from '../helpers/echo.js';
+import { answers, newEchoClient, startEchoServer, type EchoServer } from '../helpers/echo.js';
 import { openAds, spread } from './fixture.js';
 
 let api: EmbeddedApiServer;
@@ -106,15 +106,7 @@ test('lab strategy xds: clients follow the control plane, GRPCRoute weights, and
   assert.equal(h.target, `xds:///hello.lab:${port}`);
   const client = newEchoClient(h.target, h.channelOptions);
   try {
-    await until(
-      async () =>
-        await who(client).then(
-          () => true,
-          () => false,
-        ),
-      10_000,
-      50,
-    );
+    await until(() => answers(client, 2000), 10_000, 50);
     const even = await spread(client, 400);
     assert.equal(even.failed, 0);
     assert.ok((even.by['hello-1'] ?? 0) > 150 && (even.by['hello-2'] ?? 0) > 150, JSON.stringify(even.by));

@@ -9,7 +9,7 @@ import type { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserve
 import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
 import { CDS, decodeMessage } from '@grpc-kube/xds/internal/protos.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
-import { newEchoClient, startEchoServer, who, type Echo, type EchoServer } from '../helpers/echo.js';
+import { answers, newEchoClient, startEchoServer, type Echo, type EchoServer } from '../helpers/echo.js';
 import { registerXdsClient, spread } from './fixture.js';
 
 let api: EmbeddedApiServer;
@@ -36,15 +36,7 @@ before(async () => {
   });
   await registerXdsClient(cp.address, 'lb-node');
   client = newEchoClient(`xds:///p2c.default:${port}`);
-  await until(
-    async () =>
-      who(client, 1000).then(
-        () => true,
-        () => false,
-      ),
-    10_000,
-    50,
-  );
+  await until(() => answers(client), 10_000, 50);
 });
 
 after(async () => {

@@ -10,7 +10,7 @@ import { XdsControlPlane } from '@grpc-kube/xds/internal/control-plane.js';
 import { CDS, EDS, LDS, RDS, encodeAny, encodeMessage } from '@grpc-kube/xds/internal/protos.js';
 import { buildCluster } from '@grpc-kube/xds/internal/resources.js';
 import { SliceWriter, startApi, until } from '../helpers/kube.js';
-import { newEchoClient, startEchoServer, who, type Echo, type EchoServer } from '../helpers/echo.js';
+import { answers, newEchoClient, startEchoServer, type Echo, type EchoServer } from '../helpers/echo.js';
 import { nextEvent, putRoute, registerXdsClient, routeObject, spread } from './fixture.js';
 
 type GenericWho = {
@@ -69,18 +69,7 @@ before(async () => {
   cp = await XdsControlPlane.start({ kubeConfigYaml: api.kubeConfigYaml(), log: (l) => logs.push(l) });
   await registerXdsClient(cp.address, 'e2e-node');
   client = newEchoClient(`xds:///app.default:${port}`);
-  await until(
-    async () => {
-      try {
-        await who(client, 1000);
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    10_000,
-    50,
-  );
+  await until(() => answers(client), 10_000, 50);
 });
 
 after(async () => {
