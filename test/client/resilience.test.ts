@@ -168,9 +168,10 @@ test('grpc_kube_p2c hedges each call onto servers its earlier attempts did not u
     }),
   );
   t.after(() => client.close());
-  const CALLS = 5;
+  const CALLS = 4;
+  // The deadline leaves the 3rd attempt (due at 40 ms) 960 ms of slack on a loaded machine.
   for (let i = 0; i < CALLS; i++) {
-    assert.equal((await echo(client, 'x', 400)).code, grpc.status.DEADLINE_EXCEEDED);
+    assert.equal((await echo(client, 'x', 1000)).code, grpc.status.DEADLINE_EXCEEDED);
   }
   for (const [i, ids] of seen.entries()) {
     assert.equal(new Set(ids).size, ids.length, `server ${i} saw a call twice`);
