@@ -1,7 +1,8 @@
 // clientDefaults()'s resilience pieces against real grpc-js servers on 127.0.0.1: the A6 retry budget
-// (attempts the server sees vs RPCs during an outage, hand-worked), the deadline interceptor that
-// tells pickers each call's deadline, and outlier detection ejecting a failing server under
-// round_robin (grpc-js's outlier_detection wrapping it) and under grpc_kube_p2c (our own).
+// (attempts the server sees vs RPCs during an outage, hand-worked), the interceptor that tells
+// pickers each call's deadline and identity, retries and hedges that go to a server the call has not
+// tried, and outlier detection ejecting a failing server under round_robin (grpc-js's
+// outlier_detection wrapping it) and under grpc_kube_p2c (our own).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import 'grpc-kube/internal/balancer/index.js';
 import { clientDefaults, defaultServiceConfig } from 'grpc-kube/internal/client/defaults.js';
 import { DEADLINE_METADATA_KEY } from 'grpc-kube/internal/balancer/endpoint-balancer.js';
+import { CALL_ID_METADATA_KEY } from 'grpc-kube/internal/balancer/attempts.js';
 import { parseLoadBalancingConfig } from 'grpc-kube/internal/adapter/grpc-js.js';
 import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { echo, ECHO_PATH, startEchoServer, type StartedServer } from '../server/echo.js';
@@ -74,10 +76,12 @@ test('retry budget: successes refill it at tokenRatio per RPC', async (t) => {
   assert.equal(await phase(23, true), 2);
 });
 
-test('deadline interceptor: each call carries its absolute deadline; calls without one carry none', async (t) => {
+test('call-info interceptor: each call carries its absolute deadline (none without one) and its own id', async (t) => {
   const seen: string[][] = [];
+  const ids: string[][] = [];
   const server = await startEchoServer((call, cb) => {
     seen.push(call.metadata.get(DEADLINE_METADATA_KEY).map(String));
+    ids.push(call.metadata.get(CALL_ID_METADATA_KEY).map(String));
     cb(null, Buffer.from('ok'));
   });
   t.after(() => server.server.forceShutdown());
@@ -97,6 +101,9 @@ test('deadline interceptor: each call carries its absolute deadline; calls witho
     ),
   );
   assert.deepEqual(seen[1], []);
+  assert.equal(ids[0]?.length, 1);
+  assert.equal(ids[1]?.length, 1);
+  assert.notEqual(ids[0]?.[0], ids[1]?.[0]);
   const off = new grpc.Client(
     server.address,
     grpc.credentials.createInsecure(),
@@ -105,6 +112,71 @@ test('deadline interceptor: each call carries its absolute deadline; calls witho
   t.after(() => off.close());
   await echo(off, 'x', 5000);
   assert.deepEqual(seen[2], []);
+  assert.deepEqual(ids[2], []);
+});
+
+/** Servers that record the call id of every attempt they receive, answering with `handler`. */
+async function recordingServers(
+  t: test.TestContext,
+  handlers: ReadonlyArray<(cb: grpc.sendUnaryData<Buffer>) => void>,
+): Promise<{ target: string; seen: string[][] }> {
+  const seen: string[][] = handlers.map(() => []);
+  const servers: StartedServer[] = [];
+  for (const [i, handler] of handlers.entries()) {
+    const s = await startEchoServer((call, cb) => {
+      seen[i]?.push(String(call.metadata.get(CALL_ID_METADATA_KEY)[0]));
+      handler(cb);
+    });
+    t.after(() => s.server.forceShutdown());
+    servers.push(s);
+  }
+  return { target: `ipv4:${servers.map((s) => s.address).join(',')}`, seen };
+}
+
+test('grpc_kube_p2c retries a failed attempt on the server the call has not tried', async (t) => {
+  // Server 0 fails every call with UNAVAILABLE, server 1 answers. Both idle between the sequential
+  // calls, so a second sample would send about half the retries back to server 0.
+  const { target, seen } = await recordingServers(t, [
+    (cb) => cb({ code: grpc.status.UNAVAILABLE, details: 'down' }),
+    (cb) => cb(null, Buffer.from('ok')),
+  ]);
+  const client = new grpc.Client(
+    target,
+    grpc.credentials.createInsecure(),
+    clientDefaults({ lbPolicy: 'grpc_kube_p2c', retry: fastRetry, retryThrottling: false }),
+  );
+  t.after(() => client.close());
+  for (let i = 0; i < 30; i++) assert.equal((await echo(client, 'x', 5000)).code, grpc.status.OK);
+  const [down = [], up = []] = seen;
+  assert.ok(down.length > 0, 'the failing server got first attempts');
+  assert.equal(new Set(down).size, down.length, 'no call tried the failing server twice');
+  assert.equal(up.length, 30);
+});
+
+test('grpc_kube_p2c hedges each call onto servers its earlier attempts did not use', async (t) => {
+  // Three servers that never answer: every call makes its 3 hedged attempts, 20 ms apart, and times
+  // out. Each attempt must land on a different server, so every server sees every call once.
+  const { target, seen } = await recordingServers(t, [() => {}, () => {}, () => {}]);
+  const [service, method] = ECHO_PATH.slice(1).split('/') as [string, string];
+  const client = new grpc.Client(
+    target,
+    grpc.credentials.createInsecure(),
+    clientDefaults({
+      lbPolicy: 'grpc_kube_p2c',
+      idempotentMethods: [{ service, method }],
+      hedging: { delayMs: 20, maxAttempts: 3 },
+    }),
+  );
+  t.after(() => client.close());
+  const CALLS = 4;
+  // The deadline leaves the 3rd attempt (due at 40 ms) 960 ms of slack on a loaded machine.
+  for (let i = 0; i < CALLS; i++) {
+    assert.equal((await echo(client, 'x', 1000)).code, grpc.status.DEADLINE_EXCEEDED);
+  }
+  for (const [i, ids] of seen.entries()) {
+    assert.equal(new Set(ids).size, ids.length, `server ${i} saw a call twice`);
+    assert.equal(ids.length, CALLS, `server ${i}`);
+  }
 });
 
 test('outlierDetection: grpc-js parses the entries for round_robin (wrapped) and our policies (inline)', () => {

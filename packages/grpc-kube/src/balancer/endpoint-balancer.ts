@@ -29,11 +29,12 @@ import type { Endpoint } from '../discovery/endpoint.js';
 import { slowStartFactor, type CommonPolicyConfig, type SlowStartConfig } from './config.js';
 import { policyRuntime, type PolicyRuntime } from './runtime.js';
 import { accrue, OutlierState, runOutlierChecks } from './outlier.js';
+import { AttemptLog, CALL_ID_METADATA_KEY } from './attempts.js';
 import type { Attributes } from '../metrics/api.js';
 import { counterCell, instruments, registerGauges, type CounterCell } from '../metrics/instruments.js';
 
 /**
- * Call metadata carrying the call's absolute deadline (epoch ms), set by deadlineInterceptor():
+ * Call metadata carrying the call's absolute deadline (epoch ms), set by callInfoInterceptor():
  * grpc-js's PickArgs carry the metadata but not the deadline.
  */
 export const DEADLINE_METADATA_KEY = 'grpc-kube-deadline-ms';
@@ -117,8 +118,10 @@ export interface Candidate {
 
 /**
  * Power of two choices: sample two distinct candidates (with probability proportional to weight ×
- * slow-start factor), keep the one the scorer rates lower; ties go to the first sampled. An immutable
- * snapshot of the candidate list; the load it reads is live.
+ * slow-start factor), keep the one the scorer rates lower; ties go to the first sampled. A later
+ * attempt of a call (a retry or a hedge, known from the channel's AttemptLog) is not sampled: it
+ * goes to the best endpoint no earlier attempt used. An immutable snapshot of the candidate list;
+ * the load it reads is live.
  */
 export class TwoChoicePicker implements Picker {
   private readonly uniform: boolean;
@@ -132,6 +135,8 @@ export class TwoChoicePicker implements Picker {
     private readonly scorer: Scorer,
     private readonly slowStart: SlowStartConfig | undefined,
     private readonly runtime: PolicyRuntime,
+    /** The channel's record of where each call's attempts went; none = every pick is a first attempt. */
+    private readonly attempts?: AttemptLog,
   ) {
     this.staticWeights = new Float64Array(candidates.map((c) => c.weight));
     this.staticTotal = this.staticWeights.reduce((a, b) => a + b, 0);
@@ -191,20 +196,26 @@ export class TwoChoicePicker implements Picker {
     return predict === undefined || leftMs === Infinity || predict(c.stats, nowMs) <= leftMs;
   }
 
-  /** Time left to the call's deadline from the metadata deadlineInterceptor() set, or Infinity. */
+  /** Time left to the call's deadline from the metadata callInfoInterceptor() set, or Infinity. */
   deadlineLeftMs(pickArgs: PickArgs): number {
-    const raw = pickArgs.metadata.get(DEADLINE_METADATA_KEY)[0];
-    if (typeof raw !== 'string') return Infinity;
-    const deadline = Number(raw);
-    if (!Number.isFinite(deadline)) return Infinity;
-    return deadline - (this.runtime.wallNow?.() ?? Date.now());
+    const deadline = deadlineOf(pickArgs);
+    return deadline === null ? Infinity : deadline - this.wallNow();
+  }
+
+  private wallNow(): number {
+    return this.runtime.wallNow?.() ?? Date.now();
   }
 
   pick(pickArgs: PickArgs): PickResult {
     const now = this.runtime.now();
+    const callId = this.attempts === undefined ? undefined : pickArgs.metadata.get(CALL_ID_METADATA_KEY)[0];
+    const call = typeof callId === 'string' ? callId : undefined;
+    const tried = call === undefined ? undefined : this.attempts?.tried(call);
     let chosen: Candidate;
     if (this.candidates.length === 1) {
       chosen = this.candidates[0] as Candidate;
+    } else if (tried !== undefined) {
+      chosen = this.elsewhere(now, this.deadlineLeftMs(pickArgs), tried);
     } else {
       const [i, j] = this.sample(now);
       const a = this.candidates[i] as Candidate;
@@ -219,7 +230,35 @@ export class TwoChoicePicker implements Picker {
     }
     const result = chosen.picker.pick(pickArgs);
     if (result.pickResultType !== PickResultType.COMPLETE) return result;
-    return this.track(result, chosen.stats);
+    return this.track(
+      result,
+      chosen,
+      call === undefined ? null : { id: call, deadlineMs: deadlineOf(pickArgs) },
+    );
+  }
+
+  /**
+   * Where a retry or a hedge goes: every candidate is looked at, and the lowest score wins among, in
+   * this order, the usable ones no earlier attempt of the call went to, the others no attempt went
+   * to, the usable ones, any. A second attempt on the endpoint that holds the first only doubles the
+   * wait there (in the slow-pod lab run, a hedge sampled back onto the 10× slow pod, whose estimate
+   * was only the lower bound its cancelled attempts had left, missed the deadline with it).
+   */
+  private elsewhere(nowMs: number, leftMs: number, tried: readonly string[]): Candidate {
+    let best = this.candidates[0] as Candidate;
+    let bestRank = Infinity;
+    let bestScore = Infinity;
+    for (const c of this.candidates) {
+      const rank = (tried.includes(c.name) ? 2 : 0) + (this.usable(c, nowMs, leftMs) ? 0 : 1);
+      if (rank > bestRank) continue;
+      const score = this.scorer.score(c.stats, nowMs);
+      if (rank < bestRank || score < bestScore) {
+        best = c;
+        bestRank = rank;
+        bestScore = score;
+      }
+    }
+    return best;
   }
 
   private bestUsable(nowMs: number, leftMs: number): Candidate | undefined {
@@ -236,10 +275,16 @@ export class TwoChoicePicker implements Picker {
     return best;
   }
 
-  private track(result: PickResult, stats: EndpointStats): PickResult {
+  private track(
+    result: PickResult,
+    chosen: Candidate,
+    callInfo: { readonly id: string; readonly deadlineMs: number | null } | null,
+  ): PickResult {
     const { onCallStarted, onCallEnded } = result;
+    const { stats, name } = chosen;
     const runtime = this.runtime;
     const scorer = this.scorer;
+    const attempts = callInfo === null ? undefined : this.attempts;
     let call: { readonly startedMs: number } | null = null;
     return {
       ...result,
@@ -248,6 +293,8 @@ export class TwoChoicePicker implements Picker {
         call = { startedMs: runtime.now() };
         stats.outstanding++;
         stats.inflight.add(call);
+        if (attempts !== undefined && callInfo !== null)
+          attempts.started(callInfo.id, name, callInfo.deadlineMs, this.wallNow());
         onCallStarted?.();
       },
       onCallEnded: (code, details, metadata) => {
@@ -258,12 +305,22 @@ export class TwoChoicePicker implements Picker {
           const now = runtime.now();
           scorer.observe(stats, call.startedMs, now, code);
           accrue(stats.outlier, code, metadata, now);
+          if (attempts !== undefined && callInfo !== null && code === Status.OK)
+            attempts.answered(callInfo.id);
           call = null;
         }
         onCallEnded?.(code, details, metadata);
       },
     };
   }
+}
+
+/** The call's absolute deadline (wall-clock ms) from the metadata callInfoInterceptor() set, or null. */
+function deadlineOf(pickArgs: PickArgs): number | null {
+  const raw = pickArgs.metadata.get(DEADLINE_METADATA_KEY)[0];
+  if (typeof raw !== 'string') return null;
+  const deadline = Number(raw);
+  return Number.isFinite(deadline) ? deadline : null;
 }
 
 /** Index drawn with probability ∝ weight, skipping `exclude` (whose weight `total` already omits). */
@@ -319,6 +376,8 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
   private resolutionNote = '';
   private readonly runtime: PolicyRuntime;
   private outlierTimer: { readonly intervalMs: number; readonly timer: NodeJS.Timeout } | null = null;
+  /** Where each unanswered call's attempts went, shared by this channel's successive pickers. */
+  private readonly attempts = new AttemptLog();
   private readonly unregisterGauges: () => void;
 
   constructor(
@@ -529,7 +588,7 @@ export class EndpointBalancer<C extends PolicyConfigBase> implements LoadBalance
       }));
       this.report(
         ConnectivityState.READY,
-        new TwoChoicePicker(candidates, this.scorer, common.slowStart, this.runtime),
+        new TwoChoicePicker(candidates, this.scorer, common.slowStart, this.runtime, this.attempts),
         null,
       );
       return;

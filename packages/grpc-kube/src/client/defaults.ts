@@ -12,6 +12,7 @@ import type { ChannelOptions, Interceptor } from '@grpc/grpc-js';
 import { InterceptingCall, status as Status } from '@grpc/grpc-js';
 import { InvalidOptionError } from '../errors.js';
 import { DEADLINE_METADATA_KEY } from '../balancer/endpoint-balancer.js';
+import { CALL_ID_METADATA_KEY } from '../balancer/attempts.js';
 import {
   grpcOutlierDetectionEntry,
   KUBE_OUTLIER_DETECTION,
@@ -79,9 +80,11 @@ export interface ClientDefaultsOptions {
    */
   readonly outlierDetection?: boolean | OutlierDetectionJson;
   /**
-   * Tell the balancer each call's deadline (as call metadata from an interceptor; grpc-js's pick
-   * arguments do not carry it), so grpc_kube_ewma skips endpoints predicted to miss it. Adds
-   * `interceptors`, which only a Client constructor reads. Default true.
+   * Tell the balancer each call's deadline and identity (as call metadata from an interceptor;
+   * grpc-js's pick arguments carry neither), so grpc_kube_ewma skips endpoints predicted to miss the
+   * deadline, and a retry or hedge goes (in grpc_kube_p2c and grpc_kube_ewma) to an endpoint that no
+   * earlier attempt of the call used. Adds `interceptors`, which only a Client constructor reads.
+   * Default true.
    */
   readonly deadlineAwarePicks?: boolean;
   /**
@@ -276,17 +279,21 @@ function retryThrottling(t: { readonly maxTokens: number; readonly tokenRatio: n
   return { maxTokens, tokenRatio };
 }
 
+let callCount = 0;
+
 /**
- * Puts the call's absolute deadline (epoch ms) in DEADLINE_METADATA_KEY, where grpc-kube's pickers
- * read it. Calls without a deadline are left alone.
+ * Puts the call's absolute deadline (epoch ms, when it has one) in DEADLINE_METADATA_KEY and a name
+ * for the call, unique in the process, in CALL_ID_METADATA_KEY, where grpc-kube's pickers read them.
+ * Interceptors run once per call, before grpc-js's retries and hedges, so every attempt carries both.
  */
-export const deadlineInterceptor: Interceptor = (options, nextCall) =>
+export const callInfoInterceptor: Interceptor = (options, nextCall) =>
   new InterceptingCall(nextCall(options), {
     start(metadata, listener, next) {
       const d = options.deadline;
       const ms = d instanceof Date ? d.getTime() : d;
       if (typeof ms === 'number' && Number.isFinite(ms))
         metadata.set(DEADLINE_METADATA_KEY, String(Math.round(ms)));
+      metadata.set(CALL_ID_METADATA_KEY, (++callCount).toString(36));
       next(metadata, listener);
     },
   });
@@ -316,7 +323,7 @@ export function clientDefaults(opts: ClientDefaultsOptions = {}): ChannelOptions
     throw new InvalidOptionError('callMetrics', 'must be a boolean or { target?, services?, locality? }');
   const interceptors: Interceptor[] = [];
   if (cm !== false) interceptors.push(clientCallMetrics(cm === true ? {} : cm));
-  if (deadlineAware) interceptors.push(deadlineInterceptor);
+  if (deadlineAware) interceptors.push(callInfoInterceptor);
   return {
     ...(interceptors.length > 0 ? { interceptors } : {}),
     'grpc.service_config': JSON.stringify(defaultServiceConfig(opts)),
