@@ -30,7 +30,7 @@ import type { Deployment, Service } from '@grpc-kube/lab/internal/cluster/contro
 import { setup } from 'grpc-kube/internal/resolver/setup.js';
 import { clientConfigFromEnv } from '../../examples/hello/config.js';
 import { runHelloClient, type RoundResult } from '../../examples/hello/client.js';
-import { renderKustomization, type KubeObject } from './kustomize.js';
+import { renderKustomization, type KubeObject } from '@grpc-kube/lab/internal/manifests/kustomize.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
 const SERVER_SCRIPT = join(repoRoot, 'dist', 'examples', 'hello', 'server.js');

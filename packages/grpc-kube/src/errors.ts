@@ -29,6 +29,8 @@ export const ERROR_CODES = {
   GK_ERR_DNS: 'A DNS lookup for a dns-poll: target failed.',
   GK_ERR_INVALID_SCENARIO: 'A lab scenario file does not match the scenario schema.',
   GK_ERR_LAB: 'The lab could not start or run a part of its cluster.',
+  GK_ERR_LAB_MANIFESTS:
+    'lab --manifests: an overlay of deploy/ cannot run (none for the strategy, a container crash-looping or denied by the API).',
   GK_ERR_INVALID_ASSERTION:
     'A `grpc-kube lab --assert` is malformed or names an unknown scenario, strategy or figure.',
   GK_ERR_DESTROYED: 'An object was used after destroy() or close().',

@@ -1,0 +1,81 @@
+// `lab --manifests` fails a strategy's run when one of its overlay's containers cannot run: a
+// container in CrashLoopBackOff, one that exited non-zero by itself, or one whose log (or its
+// termination message, where the kubelet keeps the last lines) shows the API answering 403 Forbidden.
+// The reason names the pod, the container and the exit code or the log line, as `kubectl describe`
+// and `kubectl logs --previous` would have shown them.
+
+import type { Pod } from '../cluster/controllers/kinds.js';
+
+interface ContainerState {
+  readonly waiting?: { readonly reason?: string; readonly message?: string };
+  readonly running?: unknown;
+  readonly terminated?: {
+    readonly exitCode?: number;
+    readonly signal?: number;
+    readonly reason?: string;
+    readonly message?: string;
+  };
+}
+interface ContainerStatusLike {
+  readonly name: string;
+  readonly state?: ContainerState;
+  readonly lastState?: ContainerState;
+  readonly restartCount?: number;
+}
+
+/** A log line that says the API refused the container: an HTTP 403 or Kubernetes' Forbidden. */
+export const FORBIDDEN_LINE = /\b403\b|\bforbidden\b/i;
+
+/** The first line of `text` matching FORBIDDEN_LINE, trimmed to 300 characters. */
+export function forbiddenLine(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  const line = text.split('\n').find((l) => FORBIDDEN_LINE.test(l));
+  return line === undefined ? undefined : line.trim().slice(0, 300);
+}
+
+function statuses(pod: Pod): ContainerStatusLike[] {
+  const s = pod.status as
+    { containerStatuses?: ContainerStatusLike[]; initContainerStatuses?: ContainerStatusLike[] } | undefined;
+  return [...(s?.initContainerStatuses ?? []), ...(s?.containerStatuses ?? [])];
+}
+
+function exitOf(t: NonNullable<ContainerState['terminated']>): string {
+  return `exit code ${t.exitCode ?? '?'}${t.reason !== undefined ? ` (${t.reason})` : ''}`;
+}
+
+/**
+ * Why `pod` fails the run, or undefined. `expectedExit`: the scenario killed or is deleting this pod,
+ * so a container that died of it is no failure (a CrashLoopBackOff still is).
+ */
+export function podFailure(pod: Pod, expectedExit: boolean): string | undefined {
+  const name = `pod ${pod.metadata.namespace ?? ''}/${pod.metadata.name ?? ''}`;
+  for (const c of statuses(pod)) {
+    const where = `${name} container ${c.name}`;
+    const last = c.lastState?.terminated;
+    const now = c.state?.terminated;
+    for (const t of [now, last]) {
+      const denied = forbiddenLine(t?.message);
+      if (denied !== undefined) return `${where}: the API refused it (${t ? exitOf(t) : ''}): ${denied}`;
+    }
+    const denied = forbiddenLine(c.state?.waiting?.message);
+    if (denied !== undefined) return `${where}: the API refused it: ${denied}`;
+    if (c.state?.waiting?.reason === 'CrashLoopBackOff') {
+      const tail = last?.message?.trim().split('\n').at(-1)?.slice(0, 300);
+      return `${where}: CrashLoopBackOff after ${c.restartCount ?? '?'} restarts, last ${last ? exitOf(last) : 'exit unknown'}${tail ? `: ${tail}` : ''}`;
+    }
+    if (
+      !expectedExit &&
+      pod.metadata.deletionTimestamp === undefined &&
+      now !== undefined &&
+      now.exitCode !== 0
+    )
+      return `${where}: ${exitOf(now)}${now.message ? `: ${now.message.trim().split('\n').at(-1)?.slice(0, 300)}` : ''}`;
+  }
+  return undefined;
+}
+
+/** The containers of `pod` (init containers first), by name. */
+export function containerNames(pod: Pod): string[] {
+  const spec = pod.spec as { containers?: { name: string }[]; initContainers?: { name: string }[] };
+  return [...(spec.initContainers ?? []), ...(spec.containers ?? [])].map((c) => c.name);
+}
