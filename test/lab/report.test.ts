@@ -244,3 +244,15 @@ test(
     t.diagnostic(`screenshot: ${shot}`);
   },
 );
+
+test('renderReport: a run from a deploy/ overlay (lab --manifests) names it in the table and its plot', () => {
+  const [run, ...rest] = syntheticRuns();
+  assert.ok(run);
+  const html = renderReport([{ ...run, record: { ...run.record, overlay: 'deploy/kubernetes' } }, ...rest], {
+    title: 't',
+    command: 'grpc-kube lab --manifests',
+    seed: 1,
+  });
+  assert.equal(html.match(/deploy\/kubernetes/g)?.length, 2);
+  assert.doesNotMatch(renderReport(syntheticRuns(), { title: 't', command: 'c', seed: 1 }), /deploy\//);
+});
