@@ -128,7 +128,8 @@ test('$(VAR) expansion as the kubelet does it', () => {
     namespace: 'ns',
     port: 50051,
   });
-  assert.deepEqual(serviceAddress('hello.ns:7'), { service: 'hello', namespace: 'ns', port: 7 });
+  assert.deepEqual(serviceAddress('hello.ns.svc:7'), { service: 'hello', namespace: 'ns', port: 7 });
+  assert.equal(serviceAddress('hello.ns:7'), undefined);
   assert.equal(serviceAddress('example.com:443'), undefined);
 });
 
@@ -162,10 +163,12 @@ test('podFailure: a crash loop names pod, container, restarts, exit code and the
     }),
     false,
   );
-  assert.equal(
-    why,
-    'pod lab-xds/grpc-kube-xds-abc container xds: CrashLoopBackOff after 3 restarts, last exit code 2 (Error): unknown flag --listen',
-  );
+  assert.deepEqual(why, {
+    container: 'xds',
+    reason:
+      'pod lab-xds/grpc-kube-xds-abc container xds: CrashLoopBackOff after 3 restarts, last exit code 2 (Error): unknown flag --listen',
+    wantsLog: false,
+  });
 });
 
 test('podFailure: a 403 in a termination message, a non-zero exit; not an exit the scenario caused', () => {
@@ -180,9 +183,10 @@ test('podFailure: a 403 in a termination message, a non-zero exit; not an exit t
       },
     ],
   });
-  assert.match(podFailure(denied, true) ?? '', /container xds: the API refused it .*403 Forbidden/);
+  assert.match(podFailure(denied, true)?.reason ?? '', /container xds: the API refused it .*403 Forbidden/);
   const exited = pod({ containerStatuses: [{ name: 'xds', state: { terminated: { exitCode: 137 } } }] });
-  assert.match(podFailure(exited, false) ?? '', /container xds: exit code 137/);
+  assert.match(podFailure(exited, false)?.reason ?? '', /container xds: exit code 137/);
+  assert.equal(podFailure(exited, false)?.wantsLog, true);
   assert.equal(podFailure(exited, true), undefined);
   assert.equal(
     podFailure(

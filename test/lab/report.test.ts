@@ -253,6 +253,8 @@ test('renderReport: a run from a deploy/ overlay (lab --manifests) names it in t
     command: 'grpc-kube lab --manifests',
     seed: 1,
   });
-  assert.equal(html.match(/deploy\/kubernetes/g)?.length, 2);
+  const name = run.record.strategy;
+  assert.ok(html.includes(`<td>${name}<br><small>deploy/kubernetes</small></td>`));
+  assert.ok(html.includes(`<figcaption>${name} (deploy/kubernetes)</figcaption>`));
   assert.doesNotMatch(renderReport(syntheticRuns(), { title: 't', command: 'c', seed: 1 }), /deploy\//);
 });

@@ -53,7 +53,7 @@ export interface OverlayPlan {
   /** `deploy/<dir>`: recorded in every run of this strategy. */
   readonly overlay: string;
   readonly namespace: string;
-  /** In apply order: namespaces, CRDs, then the rest as kustomize rendered them. */
+  /** In apply order: namespaces, CRDs, ServiceAccounts and RBAC, then the rest as kustomize rendered them. */
   readonly objects: readonly KubeObject[];
   readonly client: OverlayClient;
   /** Label selector of the server pods the scenario's steps act on. */
@@ -131,7 +131,7 @@ export function planOverlay(o: PlanOptions): OverlayPlan {
     strategy: o.strategy,
     overlay: `deploy/${dir}`,
     namespace,
-    objects: applyOrder(objects),
+    objects: accountsFirst(applyOrder(objects)),
     client: Object.freeze({
       target,
       lbPolicy: entry.policy ?? clientEnv.get('LB_POLICY') ?? 'pick_first',
@@ -144,6 +144,20 @@ export function planOverlay(o: PlanOptions): OverlayPlan {
     deployments,
     adaptations,
   });
+}
+
+/**
+ * ServiceAccounts and their RBAC before the workloads that name them: a pod whose ServiceAccount does
+ * not exist yet is refused, and its ReplicaSet retries only after a backoff.
+ */
+function accountsFirst(objects: readonly KubeObject[]): KubeObject[] {
+  const early = (o: KubeObject): boolean =>
+    o.kind === 'Namespace' ||
+    o.kind === 'CustomResourceDefinition' ||
+    o.kind === 'ServiceAccount' ||
+    o.kind === 'Role' ||
+    o.kind === 'RoleBinding';
+  return [...objects.filter(early), ...objects.filter((o) => !early(o))];
 }
 
 interface ContainerSpec {
@@ -266,11 +280,11 @@ function xdsServerOf(bootstrap: string | undefined, dir: string): string | undef
   );
 }
 
-/** `svc.ns.svc.cluster.local:port` or `svc.ns:port` → its parts; undefined for anything else. */
+/** A Service's DNS name and port, `svc.ns.svc[.cluster.local]:port`, → its parts; else undefined. */
 export function serviceAddress(
   hostPort: string,
 ): { service: string; namespace: string; port: number } | undefined {
-  const m = /^([a-z0-9-]+)\.([a-z0-9-]+)(?:\.svc(?:\.cluster\.local)?)?:(\d+)$/.exec(hostPort);
+  const m = /^([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?:(\d+)$/.exec(hostPort);
   if (m === null) return undefined;
   return { service: m[1] as string, namespace: m[2] as string, port: Number(m[3]) };
 }

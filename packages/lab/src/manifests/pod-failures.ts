@@ -43,35 +43,59 @@ function exitOf(t: NonNullable<ContainerState['terminated']>): string {
   return `exit code ${t.exitCode ?? '?'}${t.reason !== undefined ? ` (${t.reason})` : ''}`;
 }
 
+export interface PodFailure {
+  readonly container: string;
+  readonly reason: string;
+  /** The reason quotes no log line yet: the container's log may tell more. */
+  readonly wantsLog: boolean;
+}
+
 /**
  * Why `pod` fails the run, or undefined. `expectedExit`: the scenario killed or is deleting this pod,
  * so a container that died of it is no failure (a CrashLoopBackOff still is).
  */
-export function podFailure(pod: Pod, expectedExit: boolean): string | undefined {
+export function podFailure(pod: Pod, expectedExit: boolean): PodFailure | undefined {
   const name = `pod ${pod.metadata.namespace ?? ''}/${pod.metadata.name ?? ''}`;
   for (const c of statuses(pod)) {
     const where = `${name} container ${c.name}`;
     const last = c.lastState?.terminated;
     const now = c.state?.terminated;
+    const fail = (reason: string, wantsLog = false): PodFailure => ({ container: c.name, reason, wantsLog });
     for (const t of [now, last]) {
       const denied = forbiddenLine(t?.message);
-      if (denied !== undefined) return `${where}: the API refused it (${t ? exitOf(t) : ''}): ${denied}`;
+      if (denied !== undefined)
+        return fail(`${where}: the API refused it (${t ? exitOf(t) : ''}): ${denied}`);
     }
     const denied = forbiddenLine(c.state?.waiting?.message);
-    if (denied !== undefined) return `${where}: the API refused it: ${denied}`;
+    if (denied !== undefined) return fail(`${where}: the API refused it: ${denied}`);
     if (c.state?.waiting?.reason === 'CrashLoopBackOff') {
-      const tail = last?.message?.trim().split('\n').at(-1)?.slice(0, 300);
-      return `${where}: CrashLoopBackOff after ${c.restartCount ?? '?'} restarts, last ${last ? exitOf(last) : 'exit unknown'}${tail ? `: ${tail}` : ''}`;
+      const tail = lastLine(last?.message);
+      return fail(
+        `${where}: CrashLoopBackOff after ${c.restartCount ?? '?'} restarts, last ${last ? exitOf(last) : 'exit unknown'}${tail ? `: ${tail}` : ''}`,
+        tail === undefined,
+      );
     }
     if (
       !expectedExit &&
       pod.metadata.deletionTimestamp === undefined &&
       now !== undefined &&
       now.exitCode !== 0
-    )
-      return `${where}: ${exitOf(now)}${now.message ? `: ${now.message.trim().split('\n').at(-1)?.slice(0, 300)}` : ''}`;
+    ) {
+      const tail = lastLine(now.message);
+      return fail(`${where}: ${exitOf(now)}${tail ? `: ${tail}` : ''}`, tail === undefined);
+    }
   }
   return undefined;
+}
+
+/** The last non-empty line of a log or termination message, at most 300 characters. */
+export function lastLine(text: string | undefined): string | undefined {
+  return text
+    ?.split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '')
+    .at(-1)
+    ?.slice(0, 300);
 }
 
 /** The containers of `pod` (init containers first), by name. */

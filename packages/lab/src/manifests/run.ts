@@ -14,7 +14,7 @@ import type { LabCluster } from '../lab/cluster.js';
 import { dnsTarget } from '../lab/dns-server.js';
 import { DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS } from '../lab/strategies/headless.js';
 import type { LabEnv, StrategyHandle } from '../lab/strategy.js';
-import { containerNames, forbiddenLine, podFailure } from './pod-failures.js';
+import { containerNames, forbiddenLine, lastLine, podFailure, type PodFailure } from './pod-failures.js';
 import type { KubeObject } from './kustomize.js';
 import { serviceAddress, type OverlayPlan } from './overlays.js';
 
@@ -34,6 +34,7 @@ export async function applyOverlay(cluster: LabCluster, plan: OverlayPlan): Prom
  */
 export class OverlayWatch {
   private reason: string | undefined;
+  private failing = false;
   private readonly expected = new Set<string>();
   private readonly stopWatch: () => void;
   private readonly pods = new Map<string, Pod>();
@@ -50,7 +51,7 @@ export class OverlayWatch {
       if (type === 'DELETED') return void this.pods.delete(name);
       this.pods.set(name, pod);
       const why = podFailure(pod, this.expected.has(name));
-      if (why !== undefined) this.fail(why);
+      if (why !== undefined && !this.failing) void this.failWithLog(name, why);
     });
     this.logTimer = setInterval(() => void this.readLogs(), opts.logEveryMs);
     this.logTimer.unref();
@@ -78,6 +79,21 @@ export class OverlayWatch {
     this.stopWatch();
     if (this.logTimer !== undefined) clearInterval(this.logTimer);
     this.waiters.clear();
+  }
+
+  /** The container's last log line completes a reason that has none (what `kubectl logs --previous` shows). */
+  private async failWithLog(pod: string, why: PodFailure): Promise<void> {
+    this.failing = true;
+    let reason = why.reason;
+    if (why.wantsLog) {
+      const log = await Promise.race([
+        this.cluster.containerLog(this.plan.namespace, pod, why.container).catch(() => undefined),
+        new Promise<undefined>((r) => void setTimeout(r, 1000)),
+      ]);
+      const tail = lastLine(log);
+      if (tail !== undefined) reason += `; its log ends: ${tail}`;
+    }
+    this.fail(reason);
   }
 
   private fail(reason: string): void {
