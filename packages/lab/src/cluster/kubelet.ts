@@ -279,6 +279,19 @@ export class Kubelet implements PodWorkerHost {
     return this.workers.get(`${namespace}/${name}`)?.proc;
   }
 
+  /**
+   * The last lines a pod's container wrote (LOG_TAIL_LINES at most): of its current run — while a
+   * crashed container waits to restart, the crashed one — or with `previous`, of the run before.
+   * `container` must name the pod's container when given. Undefined for a pod this kubelet does not run.
+   */
+  logs(
+    namespace: string,
+    pod: string,
+    opts: { container?: string; previous?: boolean } = {},
+  ): string[] | undefined {
+    return this.workers.get(`${namespace}/${pod}`)?.logs(opts);
+  }
+
   /** The address given to a pod, while it runs. */
   podIP(namespace: string, name: string): string | undefined {
     return this.workers.get(`${namespace}/${name}`)?.ip;

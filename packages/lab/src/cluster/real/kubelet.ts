@@ -199,6 +199,19 @@ export class RealKubelet implements PodWorkerHost {
     return this.workers.get(`${namespace}/${name}`)?.ip;
   }
 
+  /**
+   * The last lines a pod's container wrote (LOG_TAIL_LINES at most): of its current run — while a
+   * crashed container waits to restart, the crashed one — or with `previous`, of the run before.
+   * `container` must name the pod's container when given. Undefined for a pod this kubelet does not run.
+   */
+  logs(
+    namespace: string,
+    pod: string,
+    opts: { container?: string; previous?: boolean } = {},
+  ): string[] | undefined {
+    return this.workers.get(`${namespace}/${pod}`)?.logs(opts);
+  }
+
   podProcess(namespace: string, name: string): PodProcess | undefined {
     return this.workers.get(`${namespace}/${name}`)?.proc;
   }

@@ -1,0 +1,202 @@
+// The lab kubelet runs pod specs as written (ImageRuntime): image → a local command in the image's
+// directory, env with the downward API's fieldRef and `$(VAR)` expansion, command/args expanded,
+// startup/liveness/readiness probes of every handler kind, preStop before SIGTERM, CrashLoopBackOff
+// with lastState and the crashed container's log. Real processes (fixtures/spec-pod.ts), real probes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { RESOURCES, type ObjectStore } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '@grpc-kube/lab/internal/cluster/kubelet.js';
+import { ImageRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
+import {
+  type Container,
+  type ContainerStatus,
+  type Pod,
+} from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
+import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
+
+const FIXTURE_DIR = dirname(fileURLToPath(new URL('./fixtures/spec-pod.js', import.meta.url)));
+const IMAGE = 'spec-pod:test';
+
+function pod(name: string, container: Partial<Container>, spec: Partial<Pod['spec']> = {}): Pod {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name,
+      namespace: NS,
+      labels: { app: 'spec' },
+      annotations: { [PROBE_PERIOD_MS_ANNOTATION]: '50', note: 'from-annotation' },
+    },
+    spec: {
+      terminationGracePeriodSeconds: 5,
+      containers: [{ name: 'main', image: IMAGE, command: ['node', 'spec-pod.js'], ...container }],
+      ...spec,
+    },
+  };
+}
+
+let block = 40;
+function setup(t: { after: (fn: () => Promise<void> | void) => void }): {
+  store: ObjectStore;
+  kubelet: Kubelet;
+  dir: string;
+  errors: unknown[];
+} {
+  const store = newStore();
+  const dir = mkdtempSync(join(tmpdir(), 'kubelet-spec-'));
+  const runtime = new ImageRuntime({ images: { [IMAGE]: { cwd: FIXTURE_DIR, env: { FROM_IMAGE: 'yes' } } } });
+  const errors: unknown[] = [];
+  const kubelet = new Kubelet(store, {
+    runtime,
+    nodes: [{ name: 'node-a', zone: 'zone-a' }],
+    ipAllocator: new IpPool({ first: `127.0.${block++}.1` }),
+    onError: (_p, e) => void errors.push(e),
+    stopGraceMs: 500,
+    restartBackoffMs: 50,
+    restartBackoffMaxMs: 400,
+  });
+  kubelet.start();
+  t.after(async () => {
+    await kubelet.stop();
+    assert.equal(runtime.running, 0, 'every pod process is gone after stop()');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { store, kubelet, dir, errors };
+}
+
+/** Resolves with pred's first non-undefined answer on the pod, checked on each of its events. */
+function waitFor<T>(
+  store: ObjectStore,
+  name: string,
+  pred: (p: Pod) => T | undefined,
+  timeoutMs = 10_000,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let stop = (): void => {};
+    const timer = setTimeout(() => {
+      stop();
+      reject(
+        new Error(`timed out waiting on ${name}: ${JSON.stringify(store.get(RESOURCES.pods, NS, name))}`),
+      );
+    }, timeoutMs);
+    const check = (): void => {
+      const p = store.get<Pod>(RESOURCES.pods, NS, name);
+      const v = p ? pred(p) : undefined;
+      if (v !== undefined) {
+        clearTimeout(timer);
+        setImmediate(() => stop());
+        resolve(v);
+      }
+    };
+    stop = store.watch<Pod>(RESOURCES.pods, { resourceVersion: store.resourceVersion }, (ev) => {
+      if ((ev.object as Pod).metadata.name === name) check();
+    });
+    check();
+  });
+}
+
+async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function status(p: Pod): ContainerStatus | undefined {
+  return p.status?.containerStatuses?.[0];
+}
+
+function startLine(
+  kubelet: Kubelet,
+  name: string,
+): { argv: string[]; env: Record<string, string | null>; cwd: string } | undefined {
+  const line = kubelet.logs(NS, name)?.find((l) => l.startsWith('start '));
+  return line === undefined ? undefined : JSON.parse(line.slice('start '.length));
+}
+
+test('image → local command in the image directory; env with fieldRef and $(VAR) expansion; args expanded', async (t) => {
+  const { store, kubelet } = setup(t);
+  const created = store.create<Pod>(
+    RESOURCES.pods,
+    pod(
+      'env',
+      {
+        args: ['--greet=$(GREETING)', '$$(POD_NAME)', '$(UNDEFINED)'],
+        env: [
+          {
+            name: 'SHOW_ENV',
+            value: 'MY_NAME,MY_NS,MY_UID,APP,NOTE,NODE,SA,MY_IP,HOST_IP,GREETING,EARLY,FROM_IMAGE,POD_NAME',
+          },
+          { name: 'EARLY', value: 'before $(MY_NAME)' },
+          { name: 'MY_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+          { name: 'MY_NS', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+          { name: 'MY_UID', valueFrom: { fieldRef: { fieldPath: 'metadata.uid' } } },
+          { name: 'APP', valueFrom: { fieldRef: { fieldPath: "metadata.labels['app']" } } },
+          { name: 'NOTE', valueFrom: { fieldRef: { fieldPath: "metadata.annotations['note']" } } },
+          { name: 'NODE', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+          { name: 'SA', valueFrom: { fieldRef: { fieldPath: 'spec.serviceAccountName' } } },
+          { name: 'MY_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+          { name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } },
+          { name: 'GREETING', value: 'hi $(MY_NAME) in $(MY_NS), $$(MY_NS) stays' },
+        ],
+      },
+      { serviceAccountName: 'reader' },
+    ),
+  );
+  const ip = await waitFor(store, 'env', (p) => (status(p)?.state?.running ? p.status?.podIP : undefined));
+  await until('the start line', () => startLine(kubelet, 'env') !== undefined);
+  const start = startLine(kubelet, 'env');
+  assert.equal(start?.cwd, FIXTURE_DIR, 'the command runs in the image directory');
+  assert.deepEqual(start?.argv, ['--greet=hi env in lab, $(MY_NS) stays', '$(POD_NAME)', '$(UNDEFINED)']);
+  assert.deepEqual(start?.env, {
+    MY_NAME: 'env',
+    MY_NS: NS,
+    MY_UID: created.metadata.uid,
+    APP: 'spec',
+    NOTE: 'from-annotation',
+    NODE: 'node-a',
+    SA: 'reader',
+    MY_IP: ip,
+    HOST_IP: '127.0.0.1',
+    GREETING: 'hi env in lab, $(MY_NS) stays',
+    // Only variables defined earlier expand.
+    EARLY: 'before $(MY_NAME)',
+    FROM_IMAGE: 'yes',
+    // The image runtime adds no POD_* identity besides POD_IP: the spec says what the process gets.
+    POD_NAME: null,
+  });
+});
+
+test('an image with no entry: Waiting ErrImagePull, then ImagePullBackOff, with a message naming the map', async (t) => {
+  const { store, errors } = setup(t);
+  store.create<Pod>(RESOURCES.pods, pod('noimage', { image: 'example.com/nowhere:1' }));
+  const first = await waitFor(store, 'noimage', (p) => status(p)?.state?.waiting);
+  assert.equal(first.reason, 'ErrImagePull');
+  assert.match(
+    first.message ?? '',
+    /"example\.com\/nowhere:1" is not in the lab kubelet's image map.*images/,
+  );
+  await waitFor(store, 'noimage', (p) =>
+    status(p)?.state?.waiting?.reason === 'ImagePullBackOff' ? true : undefined,
+  );
+  const p = store.get<Pod>(RESOURCES.pods, NS, 'noimage');
+  assert.equal(p?.status?.phase, 'Pending');
+  assert.equal(status(p as Pod)?.restartCount, 0, 'a pull that failed is not a restart');
+  assert.ok(errors.some((e) => (e as { code?: string }).code === 'GK_ERR_LAB_IMAGE'));
+});
+
+test('an env source the lab does not run: Waiting CreateContainerConfigError, typed', async (t) => {
+  const { store } = setup(t);
+  store.create<Pod>(
+    RESOURCES.pods,
+    pod('cm', { env: [{ name: 'X', valueFrom: { configMapKeyRef: { name: 'c', key: 'k' } } }] }),
+  );
+  const w = await waitFor(store, 'cm', (p) => status(p)?.state?.waiting);
+  assert.equal(w.reason, 'CreateContainerConfigError');
+  assert.match(w.message ?? '', /configMapKeyRef is not run by the lab kubelet/);
+});
