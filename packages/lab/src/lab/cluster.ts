@@ -7,7 +7,7 @@
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.js';
-import { NodeScriptRuntime, type PodRuntime } from '../cluster/pod-runtime.js';
+import { ImageRuntime, NodeScriptRuntime, type PodRuntime } from '../cluster/pod-runtime.js';
 import { RESOURCES, type ResourceType } from '../cluster/store-api.js';
 import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
@@ -85,6 +85,11 @@ export interface LabClusterOptions {
   readonly podCommand?: string;
   /** `lab --tls`: each pod gets a certificate from this CA when it starts. */
   readonly tls?: LabTls;
+  /**
+   * `lab --manifests`: pods run their spec as written (ImageRuntime: image → a local command, env,
+   * command and args as the kubelet resolves them) instead of the lab's Hello server.
+   */
+  readonly images?: boolean;
 }
 
 export async function startLabCluster(kind: ClusterKind, opts: LabClusterOptions): Promise<LabCluster> {
@@ -107,7 +112,12 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
     ...(opts.podCommand !== undefined ? { shellCommand: opts.podCommand } : {}),
   });
   const c: EmbeddedCluster = await startEmbeddedCluster({
-    runtime: opts.tls === undefined ? runtime : new TlsPodRuntime(runtime, opts.tls),
+    runtime:
+      opts.images === true
+        ? new ImageRuntime({ nice: opts.podNice })
+        : opts.tls === undefined
+          ? runtime
+          : new TlsPodRuntime(runtime, opts.tls),
     ipPool: { first: `${loopbackPrefix}.2.1` },
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace, ...(opts.extraNamespaces ?? [])],
@@ -132,7 +142,7 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
       c.store.create(rt, obj);
       return undefined;
     },
-    containerLog: async () => undefined,
+    containerLog: async (ns, pod, container) => c.kubelet.logs(ns, pod, { container })?.join('\n'),
     applyRoute: async (route) => {
       const ns = route.metadata.namespace ?? 'default';
       const cur = c.store.get(RESOURCES.grpcroutes, ns, route.metadata.name ?? '');
@@ -168,17 +178,33 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
   const tls = opts.tls;
   // Loaded only here: the real control plane needs root, Go-built binaries and network namespaces.
   const { startRealLabCluster } = await import('../cluster/real/cluster.js');
+  const { netnsWrap } = await import('../cluster/real/kubelet-runtime.js');
+  // --manifests: pod specs as written, each in its pod's network namespace. The network exists only
+  // once the cluster has started; pods start after that, so the wrapper looks it up then.
+  const pods: { network?: import('../cluster/real/netns.js').LabNetwork } = {};
+  const images = (): PodRuntime =>
+    new ImageRuntime({
+      nice: opts.podNice,
+      podIpEnv: false,
+      wrap: (spec, file, args) => {
+        if (pods.network === undefined)
+          throw new GrpcKubeError('GK_ERR_LAB', 'a pod started before the lab network');
+        return netnsWrap(pods.network)(spec, file, args);
+      },
+    });
   const c = await startRealLabCluster({
     podScript: POD_MAIN_SCRIPT,
     podNice: opts.podNice,
     ...(opts.podCommand !== undefined ? { podShellCommand: opts.podCommand } : {}),
     // Each pod gets a certificate for its netns address and its Service's names as it starts.
     ...(tls !== undefined ? { wrapRuntime: (r: PodRuntime) => new TlsPodRuntime(r, tls) } : {}),
+    ...(opts.images === true ? { wrapRuntime: images } : {}),
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace, ...(opts.extraNamespaces ?? [])],
     // The GRPCRoute CRD, as a user installs it: without it canary-shift's route is a 404.
     crdDir: join(packageRoot(), 'deploy', 'crds'),
   });
+  pods.network = c.network;
   const client = KubeClient.fromKubeConfigString(c.kubeConfigYaml);
   const path = (kind: 'deployments' | 'services', ns: string): string =>
     kind === 'deployments'
@@ -211,7 +237,7 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
       }
       return undefined;
     },
-    containerLog: async () => undefined,
+    containerLog: async (ns, pod, container) => c.kubelet.logs(ns, pod, { container })?.join('\n'),
     applyRoute: async (route) => {
       // Served through the GRPCRoute CRD of deploy/crds, installed by startRealLabCluster.
       const ns = route.metadata.namespace ?? 'default';

@@ -270,6 +270,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
             root: packageRoot(),
             strategy: s.name,
             canary: isCanary,
+            sharedNetwork: opts.config.cluster === 'embedded',
             replicas: scenario.replicas,
             ...(scenario.canaryReplicas !== undefined ? { canaryReplicas: scenario.canaryReplicas } : {}),
             ...(scenario.maxSurge !== undefined ? { maxSurge: scenario.maxSurge } : {}),
@@ -297,6 +298,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     cluster = await startLabCluster(opts.config.cluster, {
       namespace: LAB_NAMESPACE,
       extraNamespaces: [...plans.values()].map((p) => p.namespace),
+      images: manifests,
       probePeriodMs: PROBE_PERIOD_MS,
       random: opts.random,
       podNice: opts.config.podNice,

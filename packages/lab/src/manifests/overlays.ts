@@ -80,6 +80,8 @@ export interface PlanOptions {
   readonly canaryReplicas?: number;
   readonly maxSurge?: number | string;
   readonly maxUnavailable?: number | string;
+  /** The embedded cluster: every pod on the host's network (listeners on 0.0.0.0 would collide). */
+  readonly sharedNetwork?: boolean;
 }
 
 /** The namespace a strategy's overlay runs in: one per strategy, so overlays never collide. */
@@ -110,6 +112,17 @@ export function planOverlay(o: PlanOptions): OverlayPlan {
     adaptations.push(`Deployment ${CLIENT_DEPLOYMENT} not applied: the lab's own clients dial its TARGET`);
   } else {
     adaptations.push(...exposeSidecar(client, sidecar.container));
+  }
+  if (o.sharedNetwork === true) {
+    for (const d of objects.filter((x) => x.kind === 'Deployment')) {
+      const spec = podSpec(d);
+      for (const c of [...(spec.initContainers ?? []), ...spec.containers]) {
+        if (listenOnPodIp(c, /^--listen=0\.0\.0\.0:/))
+          adaptations.push(
+            `container ${c.name} of ${d.metadata.name}: --listen=$(POD_IP):… instead of 0.0.0.0 (embedded pods share one network: a wildcard bind takes the port from every pod)`,
+          );
+      }
+    }
   }
   const server = findDeployment(objects, SERVER_DEPLOYMENT, dir);
   setReplicas(server, o.replicas, adaptations);
@@ -244,14 +257,21 @@ function sidecarOf(client: KubeObject): { container: string; port: number } | un
  */
 function exposeSidecar(client: KubeObject, name: string): string[] {
   const c = (podSpec(client).initContainers ?? []).find((x) => x.name === name) as ContainerSpec;
-  c.args = (c.args ?? []).map((a) => a.replace(/^--listen=127\.0\.0\.1:/, '--listen=$(POD_IP):'));
+  listenOnPodIp(c, /^--listen=127\.0\.0\.1:/);
+  return [
+    `container ${name} of ${CLIENT_DEPLOYMENT}: --listen=$(POD_IP):… instead of 127.0.0.1 (the lab's clients are outside the pod)`,
+  ];
+}
+
+/** `--listen=<host>:port` → `--listen=$(POD_IP):port`, POD_IP from the downward API; false if none. */
+function listenOnPodIp(c: ContainerSpec, host: RegExp): boolean {
+  if (!(c.args ?? []).some((a) => host.test(a))) return false;
+  c.args = (c.args ?? []).map((a) => a.replace(host, '--listen=$(POD_IP):'));
   c.env = [
     { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
     ...(c.env ?? []).filter((e) => e.name !== 'POD_IP'),
   ];
-  return [
-    `container ${name} of ${CLIENT_DEPLOYMENT}: --listen=$(POD_IP):… instead of 127.0.0.1 (the lab's clients are outside the pod)`,
-  ];
+  return true;
 }
 
 /** Kubernetes' $(VAR) expansion of an env value ($$ escapes; an unknown $(X) stays as written). */
