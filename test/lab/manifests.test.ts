@@ -11,7 +11,7 @@ import {
   serviceAddress,
   STRATEGY_OVERLAYS,
 } from '@grpc-kube/lab/internal/manifests/overlays.js';
-import { forbiddenLine, podFailure } from '@grpc-kube/lab/internal/manifests/pod-failures.js';
+import { forbiddenLine, lastLine, podFailure } from '@grpc-kube/lab/internal/manifests/pod-failures.js';
 import { labConfig } from '@grpc-kube/lab/internal/lab/config.js';
 import { STRATEGIES } from '@grpc-kube/lab/internal/lab/strategies/index.js';
 import type { Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
@@ -204,6 +204,14 @@ test('podFailure: a 403 in a termination message, a non-zero exit; not an exit t
     undefined,
   );
   assert.equal(forbiddenLine('ok\nlisting: Forbidden (user "x")\n'), 'listing: Forbidden (user "x")');
+  // The error, not the usage text printed after it.
+  assert.equal(
+    lastLine(
+      'grpc-kube xds: GK_ERR_INVALID_OPTION: --listen: unknown flag\nusage: grpc-kube xds serve\n  --json  print\n',
+    ),
+    'grpc-kube xds: GK_ERR_INVALID_OPTION: --listen: unknown flag',
+  );
+  assert.equal(lastLine('a\nb\n\n'), 'b');
   assert.equal(forbiddenLine('served 4030 RPCs'), undefined);
 });
 

@@ -5,6 +5,8 @@
 // pod processes, takes the API down, and watches pods — the same calls on both.
 
 import { randomInt } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.js';
 import { ImageRuntime, NodeScriptRuntime, type PodRuntime } from '../cluster/pod-runtime.js';
@@ -111,10 +113,15 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
     nice: opts.podNice,
     ...(opts.podCommand !== undefined ? { shellCommand: opts.podCommand } : {}),
   });
+  // --manifests: until the lab kubelet projects ServiceAccount tokens, the overlays' controllers
+  // (xds serve, proxy) read the API through a kubeconfig file given to every pod (KUBECONFIG): the
+  // admin's, so the embedded cluster does not check their RBAC. A token, once there, is read first.
+  const kubeDir = opts.images === true ? mkdtempSync(join(tmpdir(), 'grpc-kube-lab-pods-')) : undefined;
+  const podKubeConfig = kubeDir === undefined ? undefined : join(kubeDir, 'kubeconfig');
   const c: EmbeddedCluster = await startEmbeddedCluster({
     runtime:
-      opts.images === true
-        ? new ImageRuntime({ nice: opts.podNice })
+      podKubeConfig !== undefined
+        ? new ImageRuntime({ nice: opts.podNice, env: { KUBECONFIG: podKubeConfig } })
         : opts.tls === undefined
           ? runtime
           : new TlsPodRuntime(runtime, opts.tls),
@@ -124,6 +131,8 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
     apiServer: { bookmarkIntervalMs: 5000 },
     random: opts.random,
   });
+  if (podKubeConfig !== undefined)
+    writeFileSync(podKubeConfig, c.apiServer.kubeConfigYaml(), { mode: 0o600 });
   return {
     kind: 'embedded',
     loopbackPrefix,
@@ -170,7 +179,10 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
       c.store.watch<Pod>(RESOURCES.pods, { namespace: ns, labelSelector }, (ev) =>
         onEvent(ev.type, ev.object as Pod),
       ),
-    stop: () => c.stop(),
+    stop: async () => {
+      await c.stop();
+      if (kubeDir !== undefined) rmSync(kubeDir, { recursive: true, force: true });
+    },
   };
 }
 

@@ -88,14 +88,18 @@ export function podFailure(pod: Pod, expectedExit: boolean): PodFailure | undefi
   return undefined;
 }
 
-/** The last non-empty line of a log or termination message, at most 300 characters. */
+/**
+ * The line of a log or termination message that says why: the last one naming an error (a typed
+ * GK_ERR_ code, `error`), else the last non-empty one (a usage text printed after the error would
+ * otherwise hide it); at most 300 characters.
+ */
 export function lastLine(text: string | undefined): string | undefined {
-  return text
-    ?.split('\n')
+  const lines = (text ?? '')
+    .split('\n')
     .map((l) => l.trim())
-    .filter((l) => l !== '')
-    .at(-1)
-    ?.slice(0, 300);
+    .filter((l) => l !== '');
+  const why = lines.filter((l) => /GK_ERR_|\berror\b/i.test(l)).at(-1);
+  return (why ?? lines.at(-1))?.slice(0, 300);
 }
 
 /** The containers of `pod` (init containers first), by name. */

@@ -188,8 +188,18 @@ export async function startOverlayClient(env: LabEnv, plan: OverlayPlan): Promis
     }
     if (c.sidecar !== undefined && c.target.startsWith('ipv4:')) {
       const pods = await env.cluster.listPods(plan.namespace, 'app=hello-client');
-      const ip = pods.find((p) => p.metadata.deletionTimestamp === undefined)?.status?.podIP;
-      if (ip === undefined) throw unsupported(plan, 'a client pod without an address');
+      const pod = pods.find((p) => p.metadata.deletionTimestamp === undefined);
+      const ip = pod?.status?.podIP;
+      if (pod === undefined || ip === undefined) throw unsupported(plan, 'a client pod without an address');
+      // The clients dial the sidecar: it must run (a kubelet without native sidecars leaves it out).
+      const status = (
+        pod.status as { initContainerStatuses?: { name: string; state?: { running?: unknown } }[] }
+      ).initContainerStatuses?.find((x) => x.name === c.sidecar?.container);
+      if (status?.state?.running === undefined)
+        throw failureError(
+          plan,
+          `pod ${plan.namespace}/${pod.metadata.name ?? ''} container ${c.sidecar.container} is not running (${status === undefined ? 'the kubelet reports no status for it' : JSON.stringify(status.state)})`,
+        );
       return {
         target: `ipv4:${ip}:${c.sidecar.port}`,
         channelOptions: {
