@@ -212,6 +212,10 @@ test('podFailure: a 403 in a termination message, a non-zero exit; not an exit t
     'grpc-kube xds: GK_ERR_INVALID_OPTION: --listen: unknown flag',
   );
   assert.equal(lastLine('a\nb\n\n'), 'b');
+  assert.equal(
+    lastLine("grpc-kube xds: Unknown option '--listen'\nusage: grpc-kube xds serve [flags]\n"),
+    "grpc-kube xds: Unknown option '--listen'",
+  );
   assert.equal(forbiddenLine('served 4030 RPCs'), undefined);
 });
 

@@ -88,6 +88,9 @@ export function podFailure(pod: Pod, expectedExit: boolean): PodFailure | undefi
   return undefined;
 }
 
+/** A line saying what went wrong: a typed code, `error`, or a command-line parser's complaint. */
+const ERROR_LINE = /GK_ERR_|\berror\b|unknown option|unexpected argument|\binvalid\b/i;
+
 /**
  * The line of a log or termination message that says why: the last one naming an error (a typed
  * GK_ERR_ code, `error`), else the last non-empty one (a usage text printed after the error would
@@ -98,7 +101,7 @@ export function lastLine(text: string | undefined): string | undefined {
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l !== '');
-  const why = lines.filter((l) => /GK_ERR_|\berror\b/i.test(l)).at(-1);
+  const why = lines.filter((l) => ERROR_LINE.test(l)).at(-1);
   return (why ?? lines.at(-1))?.slice(0, 300);
 }
 
