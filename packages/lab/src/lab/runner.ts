@@ -64,6 +64,8 @@ export interface RunOptions {
   /** The validated run options (labConfig): read as they are, no defaults here. */
   readonly config: LabConfig;
   readonly onProgress?: (line: string) => void;
+  /** `--manifests`: the directory holding deploy/ (default: this checkout's root). */
+  readonly manifestsRoot?: string;
 }
 
 export interface ScenarioResult {
@@ -267,7 +269,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         plans.set(
           s,
           planOverlay({
-            root: packageRoot(),
+            root: opts.manifestsRoot ?? packageRoot(),
             strategy: s.name,
             canary: isCanary,
             sharedNetwork: opts.config.cluster === 'embedded',
