@@ -4,7 +4,7 @@
 // with lastState and the crashed container's log. Real processes (fixtures/spec-pod.ts), real probes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +12,7 @@ import { RESOURCES, type ObjectStore } from '@grpc-kube/lab/internal/cluster/sto
 import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '@grpc-kube/lab/internal/cluster/kubelet.js';
 import { ImageRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
 import {
+  isPodReady,
   type Container,
   type ContainerStatus,
   type Pod,
@@ -20,6 +21,8 @@ import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
 
 const FIXTURE_DIR = dirname(fileURLToPath(new URL('./fixtures/spec-pod.js', import.meta.url)));
 const IMAGE = 'spec-pod:test';
+const HTTP_PORT = 47681;
+const TCP_PORT = 47682;
 
 function pod(name: string, container: Partial<Container>, spec: Partial<Pod['spec']> = {}): Pod {
   return {
@@ -199,4 +202,163 @@ test('an env source the lab does not run: Waiting CreateContainerConfigError, ty
   const w = await waitFor(store, 'cm', (p) => status(p)?.state?.waiting);
   assert.equal(w.reason, 'CreateContainerConfigError');
   assert.match(w.message ?? '', /configMapKeyRef is not run by the lab kubelet/);
+});
+
+test('CrashLoopBackOff: waiting reason, lastState.terminated with the exit code, restartCount, the log', async (t) => {
+  const { store, kubelet } = setup(t);
+  store.create<Pod>(RESOURCES.pods, pod('crash', { env: [{ name: 'EXIT_CODE', value: '7' }] }));
+  const cs = await waitFor(store, 'crash', (p) => {
+    const c = status(p);
+    return c?.state?.waiting?.reason === 'CrashLoopBackOff' && c.restartCount >= 2 ? c : undefined;
+  });
+  assert.equal(cs.lastState?.terminated?.exitCode, 7);
+  assert.equal(cs.lastState?.terminated?.reason, 'Error');
+  assert.match(
+    cs.state?.waiting?.message ?? '',
+    /^back-off \d+ms restarting failed container=main pod=crash_lab\(/,
+  );
+  assert.equal(cs.ready, false);
+  const log = kubelet.logs(NS, 'crash') ?? [];
+  assert.ok(log.includes('boom'), `the crashed container's log: ${JSON.stringify(log)}`);
+  assert.throws(() => kubelet.logs(NS, 'crash', { container: 'other' }), { code: 'GK_ERR_LAB_POD_SPEC' });
+});
+
+test('readiness by exec, httpGet (named port) and tcpSocket gates Ready; a file toggles it', async (t) => {
+  const { store, dir } = setup(t);
+  const ready = join(dir, 'ready');
+  const env = [
+    { name: 'READY_FILE', value: ready },
+    { name: 'HTTP_PORT', value: String(HTTP_PORT) },
+    { name: 'TCP_PORT', value: String(TCP_PORT) },
+  ];
+  const ports = [
+    { name: 'http', containerPort: HTTP_PORT },
+    { name: 'tcp', containerPort: TCP_PORT },
+  ];
+  const probes: Array<[string, Container['readinessProbe']]> = [
+    ['exec', { exec: { command: ['sh', '-c', 'test -f "$READY_FILE"'] }, failureThreshold: 1 }],
+    ['http', { httpGet: { port: 'http', path: '/healthz' }, failureThreshold: 1 }],
+    ['tcp', { tcpSocket: { port: 'tcp' }, failureThreshold: 1 }],
+  ];
+  for (const [kind, readinessProbe] of probes) {
+    rmSync(ready, { force: true });
+    const name = `ready-${kind}`;
+    store.create<Pod>(
+      RESOURCES.pods,
+      pod(name, { env, ports, ...(readinessProbe ? { readinessProbe } : {}) }),
+    );
+    await waitFor(store, name, (p) => (status(p)?.state?.running ? true : undefined));
+    // Several probe periods pass without the file: never Ready.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(
+      isPodReady(store.get<Pod>(RESOURCES.pods, NS, name) as Pod),
+      false,
+      `${kind}: not Ready without the file`,
+    );
+    writeFileSync(ready, '');
+    await waitFor(store, name, (p) => (isPodReady(p) ? true : undefined));
+    rmSync(ready);
+    await waitFor(store, name, (p) => (isPodReady(p) ? undefined : true));
+    store.delete(RESOURCES.pods, NS, name, { gracePeriodSeconds: 0 });
+    await waitFor(store, name, () => undefined, 100).catch(() => undefined);
+  }
+});
+
+test('a failing liveness probe restarts the container; a failing startup probe too, and gates readiness', async (t) => {
+  const { store, kubelet, dir } = setup(t);
+  const alive = join(dir, 'alive');
+  writeFileSync(alive, '');
+  store.create<Pod>(
+    RESOURCES.pods,
+    pod('live', {
+      env: [{ name: 'ALIVE_FILE', value: alive }],
+      livenessProbe: {
+        exec: { command: ['sh', '-c', 'test -f "$ALIVE_FILE"'] },
+        periodSeconds: 1,
+        failureThreshold: 1,
+      },
+    }),
+  );
+  await waitFor(store, 'live', (p) => (isPodReady(p) ? true : undefined));
+  await until('the start line', () => startLine(kubelet, 'live') !== undefined);
+  rmSync(alive);
+  const cs = await waitFor(store, 'live', (p) =>
+    (status(p)?.restartCount ?? 0) >= 1 ? status(p) : undefined,
+  );
+  // Killed by SIGTERM: the fixture exits 0 on it.
+  assert.equal(cs.lastState?.terminated?.exitCode, 0);
+  await until('the previous run logged SIGTERM', () =>
+    (kubelet.logs(NS, 'live', { previous: true }) ?? []).includes('SIGTERM'),
+  );
+
+  store.create<Pod>(
+    RESOURCES.pods,
+    pod('startup', {
+      startupProbe: { exec: { command: ['false'] }, failureThreshold: 2 },
+      readinessProbe: { exec: { command: ['true'] } },
+    }),
+  );
+  let everReady = false;
+  const stop = store.watch<Pod>(RESOURCES.pods, {}, (ev) => {
+    const p = ev.object as Pod;
+    if (p.metadata.name === 'startup' && isPodReady(p)) everReady = true;
+  });
+  t.after(stop);
+  const st = await waitFor(store, 'startup', (p) =>
+    (status(p)?.restartCount ?? 0) >= 2 ? status(p) : undefined,
+  );
+  assert.equal(st.started, false);
+  assert.equal(everReady, false, 'readiness waits for the startup probe');
+});
+
+test('preStop runs before SIGTERM (httpGet, exec in the container env) and sleep delays it', async (t) => {
+  const { store, kubelet, dir } = setup(t);
+  const events = join(dir, 'events');
+  store.create<Pod>(
+    RESOURCES.pods,
+    pod('hooks', {
+      env: [
+        { name: 'HTTP_PORT', value: String(HTTP_PORT) },
+        { name: 'EVENTS_FILE', value: events },
+      ],
+      ports: [{ name: 'http', containerPort: HTTP_PORT }],
+      lifecycle: { preStop: { httpGet: { port: 'http', path: '/prestop' } } },
+    }),
+  );
+  await waitFor(store, 'hooks', (p) => (isPodReady(p) ? true : undefined));
+  await until('the start line', () => startLine(kubelet, 'hooks') !== undefined);
+  store.delete(RESOURCES.pods, NS, 'hooks');
+  await until('the pod is gone', () => store.get(RESOURCES.pods, NS, 'hooks') === undefined);
+  assert.deepEqual(readFileSync(events, 'utf8').split('\n'), ['preStop http', 'SIGTERM', '']);
+
+  store.create<Pod>(
+    RESOURCES.pods,
+    pod('exec-hook', {
+      env: [{ name: 'EVENTS_FILE', value: events }],
+      lifecycle: {
+        preStop: { exec: { command: ['sh', '-c', 'echo "preStop exec $HOSTNAME" >> "$EVENTS_FILE"'] } },
+      },
+    }),
+  );
+  await waitFor(store, 'exec-hook', (p) => (isPodReady(p) ? true : undefined));
+  await until('the start line', () => startLine(kubelet, 'exec-hook') !== undefined);
+  rmSync(events, { force: true });
+  store.delete(RESOURCES.pods, NS, 'exec-hook');
+  await until('the pod is gone', () => store.get(RESOURCES.pods, NS, 'exec-hook') === undefined);
+  assert.deepEqual(readFileSync(events, 'utf8').split('\n'), ['preStop exec exec-hook', 'SIGTERM', '']);
+
+  store.create<Pod>(
+    RESOURCES.pods,
+    pod('sleep-hook', {
+      env: [{ name: 'EVENTS_FILE', value: events }],
+      lifecycle: { preStop: { sleep: { seconds: 1 } } },
+    }),
+  );
+  await waitFor(store, 'sleep-hook', (p) => (isPodReady(p) ? true : undefined));
+  await until('the start line', () => startLine(kubelet, 'sleep-hook') !== undefined);
+  rmSync(events, { force: true });
+  const deletedAt = Date.now();
+  store.delete(RESOURCES.pods, NS, 'sleep-hook');
+  await until('SIGTERM', () => existsSync(events));
+  assert.ok(Date.now() - deletedAt >= 1000, 'SIGTERM came after the preStop sleep');
 });

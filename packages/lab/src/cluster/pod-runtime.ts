@@ -213,8 +213,17 @@ export abstract class ProcessRuntime implements PodRuntime {
       });
     }
     this.track(child);
+    // Settles once the output is read too (so a crashed container's last lines are in its log), but
+    // no later than 500 ms after the exit: a grandchild may hold the pipes open.
     const exited = new Promise<PodExit>((resolve) => {
-      child.once('exit', (code, signal) => resolve({ code, signal }));
+      child.once('exit', (code, signal) => {
+        const t = setTimeout(() => resolve({ code, signal }), 500);
+        t.unref();
+        child.once('close', () => {
+          clearTimeout(t);
+          resolve({ code, signal });
+        });
+      });
     });
     return new Promise<PodProcess>((resolve, reject) => {
       child.once('spawn', () => {

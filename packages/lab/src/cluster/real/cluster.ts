@@ -33,7 +33,12 @@ import { createLabNetwork, type LabNetwork, type LabNetworkOptions } from './net
 
 export interface RealLabClusterOptions {
   /** The pod program (e.g. POD_MAIN_SCRIPT of src/lab/pod-main.ts), run with this Node.js. */
-  readonly podScript: string;
+  readonly podScript?: string;
+  /**
+   * Instead of podScript: the pods' runtime, given the lab network (e.g. pod specs as written:
+   * `(network) => new ImageRuntime({ wrap: netnsWrap(network), podIpEnv: false })`).
+   */
+  readonly podRuntime?: (network: LabNetwork) => PodRuntime;
   /** Pod CPU niceness and an optional shell command instead of the script (NodeScriptRuntimeOptions). */
   readonly podNice?: number;
   readonly podShellCommand?: string;
@@ -105,8 +110,8 @@ async function poll<T>(what: string, timeoutMs: number, check: () => Promise<T |
 }
 
 export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<RealLabCluster> {
-  if (typeof opts?.podScript !== 'string' || opts.podScript === '') {
-    throw new InvalidOptionError('podScript', 'must be the path of the pod program');
+  if (opts?.podRuntime === undefined && (typeof opts?.podScript !== 'string' || opts.podScript === '')) {
+    throw new InvalidOptionError('podScript', 'must be the path of the pod program (or give podRuntime)');
   }
   let cp: RealControlPlane | undefined;
   let network: LabNetwork | undefined;
@@ -133,12 +138,14 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
       kubeConfig: cp.adminKubeConfig,
       network,
       runtime: (opts.wrapRuntime ?? ((r: PodRuntime) => r))(
-        new NetnsScriptRuntime({
-          network,
-          script: opts.podScript,
-          ...(opts.podNice !== undefined ? { nice: opts.podNice } : {}),
-          ...(opts.podShellCommand !== undefined ? { shellCommand: opts.podShellCommand } : {}),
-        }),
+        opts.podRuntime !== undefined
+          ? opts.podRuntime(network)
+          : new NetnsScriptRuntime({
+              network,
+              script: opts.podScript ?? '',
+              ...(opts.podNice !== undefined ? { nice: opts.podNice } : {}),
+              ...(opts.podShellCommand !== undefined ? { shellCommand: opts.podShellCommand } : {}),
+            }),
       ),
       nodes: opts.nodes ?? [
         { name: 'lab-node-1', zone: 'zone-a' },
