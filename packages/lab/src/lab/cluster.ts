@@ -191,32 +191,21 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
   // Loaded only here: the real control plane needs root, Go-built binaries and network namespaces.
   const { startRealLabCluster } = await import('../cluster/real/cluster.js');
   const { netnsWrap } = await import('../cluster/real/kubelet-runtime.js');
-  // --manifests: pod specs as written, each in its pod's network namespace. The network exists only
-  // once the cluster has started; pods start after that, so the wrapper looks it up then.
-  const pods: { network?: import('../cluster/real/netns.js').LabNetwork } = {};
-  const images = (): PodRuntime =>
-    new ImageRuntime({
-      nice: opts.podNice,
-      podIpEnv: false,
-      wrap: (spec, file, args) => {
-        if (pods.network === undefined)
-          throw new GrpcKubeError('GK_ERR_LAB', 'a pod started before the lab network');
-        return netnsWrap(pods.network)(spec, file, args);
-      },
-    });
+  // --manifests: pod specs as written, each in its pod's network namespace.
+  const images = (network: import('../cluster/real/netns.js').LabNetwork): PodRuntime =>
+    new ImageRuntime({ nice: opts.podNice, podIpEnv: false, wrap: netnsWrap(network) });
   const c = await startRealLabCluster({
     podScript: POD_MAIN_SCRIPT,
     podNice: opts.podNice,
     ...(opts.podCommand !== undefined ? { podShellCommand: opts.podCommand } : {}),
     // Each pod gets a certificate for its netns address and its Service's names as it starts.
     ...(tls !== undefined ? { wrapRuntime: (r: PodRuntime) => new TlsPodRuntime(r, tls) } : {}),
-    ...(opts.images === true ? { wrapRuntime: images } : {}),
+    ...(opts.images === true ? { podRuntime: images } : {}),
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace, ...(opts.extraNamespaces ?? [])],
     // The GRPCRoute CRD, as a user installs it: without it canary-shift's route is a 404.
     crdDir: join(packageRoot(), 'deploy', 'crds'),
   });
-  pods.network = c.network;
   const client = KubeClient.fromKubeConfigString(c.kubeConfigYaml);
   const path = (kind: 'deployments' | 'services', ns: string): string =>
     kind === 'deployments'
