@@ -91,6 +91,11 @@ test('overlay clients: what each dials, RBAC subjects moved with their ServiceAc
   assert.ok(proxy?.args.includes('--listen=$(POD_IP):15001'));
   assert.equal(proxy?.env[0]?.name, 'POD_IP');
   assert.ok(sc.adaptations.some((a) => a.includes('$(POD_IP)')));
+  assert.throws(
+    () => plan('proxy', true),
+    (e) =>
+      e instanceof GrpcKubeError && e.code === 'GK_ERR_LAB_MANIFESTS' && /no canary overlay/.test(e.message),
+  );
   const c = plan('xds', true);
   assert.equal(c.overlay, 'deploy/canary');
   assert.deepEqual(

@@ -28,6 +28,7 @@ export const STRATEGY_OVERLAYS: Readonly<Record<string, { readonly dir: string; 
 
 /** canary-shift runs the routing strategies on deploy/canary (the xds overlay plus a v2 and a route). */
 export const CANARY_OVERLAY = 'canary';
+const CANARY_BASE = 'xds';
 
 /** The Deployment of the overlays' servers, their label, and the client Deployment. */
 export const SERVER_DEPLOYMENT = 'hello';
@@ -100,6 +101,12 @@ export function noOverlayError(strategy: string): GrpcKubeError {
 export function planOverlay(o: PlanOptions): OverlayPlan {
   const entry = STRATEGY_OVERLAYS[o.strategy];
   if (entry === undefined) throw noOverlayError(o.strategy);
+  // deploy/canary is deploy/xds with a v2 and a weighted GRPCRoute: no other overlay has a canary.
+  if (o.canary && entry.dir !== CANARY_BASE)
+    throw new GrpcKubeError(
+      'GK_ERR_LAB_MANIFESTS',
+      `strategy ${o.strategy} has no canary overlay in deploy/ (deploy/${CANARY_OVERLAY} builds on deploy/${CANARY_BASE}); run canary-shift with --strategy xds, or without --manifests`,
+    );
   const dir = o.canary ? CANARY_OVERLAY : entry.dir;
   const namespace = overlayNamespace(o.strategy);
   const adaptations: string[] = [`namespace ${namespace} (one per strategy)`];
