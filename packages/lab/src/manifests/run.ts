@@ -5,14 +5,13 @@
 // and kube-proxy (a ClusterIP Service is an L4 forwarder on a virtual IP, as for the clusterip
 // strategy); a `kubernetes:` target is dialled as written.
 
-import type { ChannelOptions } from '@grpc/grpc-js';
 import { registeredXdsAddress, registerXdsClientOnce } from '@grpc-kube/xds/internal/client-registration.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import type { Pod } from '../cluster/controllers/kinds.js';
 import { ClusterIpForwarder } from '../lab/clusterip.js';
 import type { LabCluster } from '../lab/cluster.js';
 import { dnsTarget } from '../lab/dns-server.js';
-import { DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS } from '../lab/strategies/headless.js';
+import { dnsOptions } from '../lab/strategies/headless.js';
 import type { LabEnv, StrategyHandle } from '../lab/strategy.js';
 import { containerNames, forbiddenLine, lastLine, podFailure, type PodFailure } from './pod-failures.js';
 import type { KubeObject } from './kustomize.js';
@@ -218,16 +217,6 @@ export async function startOverlayClient(env: LabEnv, plan: OverlayPlan): Promis
 
 function unsupported(plan: OverlayPlan, what: string): GrpcKubeError {
   return new GrpcKubeError('GK_ERR_LAB_MANIFESTS', `${plan.overlay}: the lab cannot dial ${what}`);
-}
-
-function dnsOptions(env: LabEnv): ChannelOptions {
-  return env.timeScale === 1
-    ? {}
-    : {
-        'grpc.dns_min_time_between_resolutions_ms': Math.round(
-          DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS * env.timeScale,
-        ),
-      };
 }
 
 function splitHostPort(a: string): { host: string; port: number } {
