@@ -166,7 +166,7 @@ test('podFailure: a crash loop names pod, container, restarts, exit code and the
         },
       ],
     }),
-    false,
+    0,
   );
   assert.deepEqual(why, {
     container: 'xds',
@@ -174,6 +174,26 @@ test('podFailure: a crash loop names pod, container, restarts, exit code and the
       'pod lab-xds/grpc-kube-xds-abc container xds: CrashLoopBackOff after 3 restarts, last exit code 2 (Error): unknown flag --listen',
     wantsLog: false,
   });
+});
+
+test('podFailure: the back-off after a kill of the scenario is no failure; a crash loop beyond it is', () => {
+  const looping = (restartCount: number) =>
+    pod({
+      containerStatuses: [
+        {
+          name: 'xds',
+          restartCount,
+          state: { waiting: { reason: 'CrashLoopBackOff' } },
+          lastState: { terminated: { exitCode: 137, reason: 'Error' } },
+        },
+      ],
+    });
+  assert.equal(podFailure(looping(1), 1), undefined);
+  assert.match(
+    podFailure(looping(2), 1)?.reason ?? '',
+    /CrashLoopBackOff after 2 restarts, last exit code 137/,
+  );
+  assert.match(podFailure(looping(1), 0)?.reason ?? '', /CrashLoopBackOff after 1 restarts/);
 });
 
 test('podFailure: a 403 in a termination message, a non-zero exit; not an exit the scenario caused', () => {
@@ -188,24 +208,24 @@ test('podFailure: a 403 in a termination message, a non-zero exit; not an exit t
       },
     ],
   });
-  assert.match(podFailure(denied, true)?.reason ?? '', /container xds: the API refused it .*403 Forbidden/);
+  assert.match(podFailure(denied, 1)?.reason ?? '', /container xds: the API refused it .*403 Forbidden/);
   const exited = pod({ containerStatuses: [{ name: 'xds', state: { terminated: { exitCode: 137 } } }] });
-  assert.match(podFailure(exited, false)?.reason ?? '', /container xds: exit code 137/);
-  assert.equal(podFailure(exited, false)?.wantsLog, true);
-  assert.equal(podFailure(exited, true), undefined);
+  assert.match(podFailure(exited, 0)?.reason ?? '', /container xds: exit code 137/);
+  assert.equal(podFailure(exited, 0)?.wantsLog, true);
+  assert.equal(podFailure(exited, 1), undefined);
   assert.equal(
     podFailure(
       pod({ containerStatuses: [{ name: 'xds', state: { terminated: { exitCode: 137 } } }] }, true),
-      false,
+      0,
     ),
     undefined,
   );
   assert.equal(
-    podFailure(pod({ containerStatuses: [{ name: 'xds', state: { terminated: { exitCode: 0 } } }] }), false),
+    podFailure(pod({ containerStatuses: [{ name: 'xds', state: { terminated: { exitCode: 0 } } }] }), 0),
     undefined,
   );
   assert.equal(
-    podFailure(pod({ containerStatuses: [{ name: 'xds', state: { running: {} } }] }), false),
+    podFailure(pod({ containerStatuses: [{ name: 'xds', state: { running: {} } }] }), 0),
     undefined,
   );
   assert.equal(forbiddenLine('ok\nlisting: Forbidden (user "x")\n'), 'listing: Forbidden (user "x")');

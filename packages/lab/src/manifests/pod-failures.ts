@@ -51,10 +51,11 @@ export interface PodFailure {
 }
 
 /**
- * Why `pod` fails the run, or undefined. `expectedExit`: the scenario killed or is deleting this pod,
- * so a container that died of it is no failure (a CrashLoopBackOff still is).
+ * Why `pod` fails the run, or undefined. `kills`: how often the scenario killed this pod. A container
+ * that died of a kill is no failure, nor is the back-off before its restart (the kubelet says
+ * CrashLoopBackOff from the first restart on); a crash loop with more restarts than kills is.
  */
-export function podFailure(pod: Pod, expectedExit: boolean): PodFailure | undefined {
+export function podFailure(pod: Pod, kills: number): PodFailure | undefined {
   const name = `pod ${pod.metadata.namespace ?? ''}/${pod.metadata.name ?? ''}`;
   for (const c of statuses(pod)) {
     const where = `${name} container ${c.name}`;
@@ -68,7 +69,7 @@ export function podFailure(pod: Pod, expectedExit: boolean): PodFailure | undefi
     }
     const denied = forbiddenLine(c.state?.waiting?.message);
     if (denied !== undefined) return fail(`${where}: the API refused it: ${denied}`);
-    if (c.state?.waiting?.reason === 'CrashLoopBackOff') {
+    if (c.state?.waiting?.reason === 'CrashLoopBackOff' && (c.restartCount ?? 0) > kills) {
       const tail = lastLine(last?.message);
       return fail(
         `${where}: CrashLoopBackOff after ${c.restartCount ?? '?'} restarts, last ${last ? exitOf(last) : 'exit unknown'}${tail ? `: ${tail}` : ''}`,
@@ -76,7 +77,7 @@ export function podFailure(pod: Pod, expectedExit: boolean): PodFailure | undefi
       );
     }
     if (
-      !expectedExit &&
+      kills === 0 &&
       pod.metadata.deletionTimestamp === undefined &&
       now !== undefined &&
       now.exitCode !== 0

@@ -34,7 +34,8 @@ export async function applyOverlay(cluster: LabCluster, plan: OverlayPlan): Prom
 export class OverlayWatch {
   private reason: string | undefined;
   private failing = false;
-  private readonly expected = new Set<string>();
+  /** Kills by the scenario, per pod. */
+  private readonly kills = new Map<string, number>();
   private readonly stopWatch: () => void;
   private readonly pods = new Map<string, Pod>();
   private readonly logTimer: NodeJS.Timeout | undefined;
@@ -49,7 +50,7 @@ export class OverlayWatch {
       const name = pod.metadata.name ?? '';
       if (type === 'DELETED') return void this.pods.delete(name);
       this.pods.set(name, pod);
-      const why = podFailure(pod, this.expected.has(name));
+      const why = podFailure(pod, this.kills.get(name) ?? 0);
       if (why !== undefined && !this.failing) void this.failWithLog(name, why);
     });
     this.logTimer = setInterval(() => void this.readLogs(), opts.logEveryMs);
@@ -58,7 +59,7 @@ export class OverlayWatch {
 
   /** The scenario killed this pod: its container's exit is no failure. */
   expectExit(pod: string): void {
-    this.expected.add(pod);
+    this.kills.set(pod, (this.kills.get(pod) ?? 0) + 1);
   }
 
   failure(): string | undefined {
