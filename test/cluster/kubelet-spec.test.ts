@@ -18,6 +18,7 @@ import {
   type Pod,
 } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
 import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
+import { eventually } from '../helpers/wait.js';
 
 const FIXTURE_DIR = dirname(fileURLToPath(new URL('./fixtures/spec-pod.js', import.meta.url)));
 const IMAGE = 'spec-pod:test';
@@ -102,14 +103,6 @@ function waitFor<T>(
   });
 }
 
-async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 function status(p: Pod): ContainerStatus | undefined {
   return p.status?.containerStatuses?.[0];
 }
@@ -152,7 +145,7 @@ test('image → local command in the image directory; env with fieldRef and $(VA
     ),
   );
   const ip = await waitFor(store, 'env', (p) => (status(p)?.state?.running ? p.status?.podIP : undefined));
-  await until('the start line', () => startLine(kubelet, 'env') !== undefined);
+  await eventually('the start line', () => startLine(kubelet, 'env') !== undefined);
   const start = startLine(kubelet, 'env');
   assert.equal(start?.cwd, FIXTURE_DIR, 'the command runs in the image directory');
   assert.deepEqual(start?.argv, ['--greet=hi env in lab, $(MY_NS) stays', '$(POD_NAME)', '$(UNDEFINED)']);
@@ -280,14 +273,14 @@ test('a failing liveness probe restarts the container; a failing startup probe t
     }),
   );
   await waitFor(store, 'live', (p) => (isPodReady(p) ? true : undefined));
-  await until('the start line', () => startLine(kubelet, 'live') !== undefined);
+  await eventually('the start line', () => startLine(kubelet, 'live') !== undefined);
   rmSync(alive);
   const cs = await waitFor(store, 'live', (p) =>
     (status(p)?.restartCount ?? 0) >= 1 ? status(p) : undefined,
   );
   // Killed by SIGTERM: the fixture exits 0 on it.
   assert.equal(cs.lastState?.terminated?.exitCode, 0);
-  await until('the previous run logged SIGTERM', () =>
+  await eventually('the previous run logged SIGTERM', () =>
     (kubelet.logs(NS, 'live', { previous: true }) ?? []).includes('SIGTERM'),
   );
 
@@ -326,9 +319,9 @@ test('preStop runs before SIGTERM (httpGet, exec in the container env) and sleep
     }),
   );
   await waitFor(store, 'hooks', (p) => (isPodReady(p) ? true : undefined));
-  await until('the start line', () => startLine(kubelet, 'hooks') !== undefined);
+  await eventually('the start line', () => startLine(kubelet, 'hooks') !== undefined);
   store.delete(RESOURCES.pods, NS, 'hooks');
-  await until('the pod is gone', () => store.get(RESOURCES.pods, NS, 'hooks') === undefined);
+  await eventually('the pod is gone', () => store.get(RESOURCES.pods, NS, 'hooks') === undefined);
   assert.deepEqual(readFileSync(events, 'utf8').split('\n'), ['preStop http', 'SIGTERM', '']);
 
   store.create<Pod>(
@@ -341,10 +334,10 @@ test('preStop runs before SIGTERM (httpGet, exec in the container env) and sleep
     }),
   );
   await waitFor(store, 'exec-hook', (p) => (isPodReady(p) ? true : undefined));
-  await until('the start line', () => startLine(kubelet, 'exec-hook') !== undefined);
+  await eventually('the start line', () => startLine(kubelet, 'exec-hook') !== undefined);
   rmSync(events, { force: true });
   store.delete(RESOURCES.pods, NS, 'exec-hook');
-  await until('the pod is gone', () => store.get(RESOURCES.pods, NS, 'exec-hook') === undefined);
+  await eventually('the pod is gone', () => store.get(RESOURCES.pods, NS, 'exec-hook') === undefined);
   assert.deepEqual(readFileSync(events, 'utf8').split('\n'), ['preStop exec exec-hook', 'SIGTERM', '']);
 
   store.create<Pod>(
@@ -355,10 +348,10 @@ test('preStop runs before SIGTERM (httpGet, exec in the container env) and sleep
     }),
   );
   await waitFor(store, 'sleep-hook', (p) => (isPodReady(p) ? true : undefined));
-  await until('the start line', () => startLine(kubelet, 'sleep-hook') !== undefined);
+  await eventually('the start line', () => startLine(kubelet, 'sleep-hook') !== undefined);
   rmSync(events, { force: true });
   const deletedAt = Date.now();
   store.delete(RESOURCES.pods, NS, 'sleep-hook');
-  await until('SIGTERM', () => existsSync(events));
+  await eventually('SIGTERM', () => existsSync(events));
   assert.ok(Date.now() - deletedAt >= 1000, 'SIGTERM came after the preStop sleep');
 });

@@ -58,6 +58,11 @@ export interface RealLabClusterOptions {
   readonly network?: LabNetworkOptions;
   readonly heartbeatMs?: number;
   readonly onError?: (where: string, err: unknown) => void;
+  /**
+   * Project each pod's ServiceAccount token into it (RealKubeletOptions.serviceAccounts): the pods
+   * talk to the API as their ServiceAccount, under the RBAC applied. Default false.
+   */
+  readonly serviceAccountTokens?: boolean;
 }
 
 export interface RealLabCluster {
@@ -130,8 +135,12 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
     return stopping;
   };
   try {
-    cp = await startRealControlPlane(opts.controlPlane);
+    // The network first: the API's serving certificate must name its gateway, where pods reach the API.
     network = await createLabNetwork(opts.network);
+    cp = await startRealControlPlane({
+      ...(opts.controlPlane ?? {}),
+      extraServingIps: [...(opts.controlPlane?.extraServingIps ?? []), network.gateway],
+    });
     // The lab's own writes ride over an API outage the lab itself caused (stopApiServer/startApiServer).
     api = new LabApi(cp.adminKubeConfig, { retryTransientMs: 60_000 });
     kubelet = new RealKubelet({
@@ -154,6 +163,7 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
       ...(opts.probePeriodMs !== undefined ? { probePeriodMs: opts.probePeriodMs } : {}),
       ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
       ...(opts.onError ? { onError: opts.onError } : {}),
+      ...(opts.serviceAccountTokens === true ? { serviceAccounts: { caPem: cp.caPem, apiUrl: cp.url } } : {}),
     });
     await kubelet.start();
     watchStore = httpWatchStore(cp.adminKubeConfig);
