@@ -242,6 +242,12 @@ test('podFailure: a 403 in a termination message, a non-zero exit; not an exit t
     "grpc-kube xds: Unknown option '--listen'",
   );
   assert.equal(forbiddenLine('served 4030 RPCs'), undefined);
+  assert.equal(
+    forbiddenLine(
+      'x\ngrpc-kube xds: GK_ERR_KUBE_FORBIDDEN: system:serviceaccount:ns:sa may not list grpcroutes',
+    ),
+    'grpc-kube xds: GK_ERR_KUBE_FORBIDDEN: system:serviceaccount:ns:sa may not list grpcroutes',
+  );
 });
 
 test('labConfig: --manifests runs the overlays in plaintext and their own containers', () => {

@@ -200,7 +200,8 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
     ...(opts.podCommand !== undefined ? { podShellCommand: opts.podCommand } : {}),
     // Each pod gets a certificate for its netns address and its Service's names as it starts.
     ...(tls !== undefined ? { wrapRuntime: (r: PodRuntime) => new TlsPodRuntime(r, tls) } : {}),
-    ...(opts.images === true ? { podRuntime: images } : {}),
+    // Pods as written, with their ServiceAccount's token: their controllers meet the overlay's RBAC.
+    ...(opts.images === true ? { podRuntime: images, serviceAccountTokens: true } : {}),
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace, ...(opts.extraNamespaces ?? [])],
     // The GRPCRoute CRD, as a user installs it: without it canary-shift's route is a 404.

@@ -23,8 +23,8 @@ interface ContainerStatusLike {
   readonly restartCount?: number;
 }
 
-/** A log line that says the API refused the container: an HTTP 403 or Kubernetes' Forbidden. */
-export const FORBIDDEN_LINE = /\b403\b|\bforbidden\b/i;
+/** A log line that says the API refused the container: an HTTP 403, Forbidden, GK_ERR_KUBE_FORBIDDEN. */
+export const FORBIDDEN_LINE = /\b403\b|forbidden/i;
 
 /** The first line of `text` matching FORBIDDEN_LINE, trimmed to 300 characters. */
 export function forbiddenLine(text: string | undefined): string | undefined {
