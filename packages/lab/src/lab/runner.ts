@@ -602,6 +602,9 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       Object.assign(record, retryLoad(record.rpcs, received, s.name, opts.config.clients));
       const plan = plans.get(s);
       if (plan !== undefined) record.overlay = plan.overlay;
+      // RPCs failed while every container of the overlay ran: its helpers' last words say why.
+      if (plan !== undefined && record.failed > 0)
+        for (const l of (await watches.get(s)?.helperLogs(3)) ?? []) progress(`  ${s.name}: ${l}`);
       const hole = blackholes.get(key);
       if (hole !== undefined) {
         const unreadyAt = hole.unready.unreadyAtMs();

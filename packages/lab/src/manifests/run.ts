@@ -75,6 +75,30 @@ export class OverlayWatch {
     });
   }
 
+  /**
+   * The last `n` log lines of every container of the overlay's helper pods (not its servers): what
+   * to read when a strategy's RPCs failed while every container ran.
+   */
+  async helperLogs(n: number): Promise<string[]> {
+    const out: string[] = [];
+    const servers = Object.entries(this.plan.serverSelector);
+    for (const pod of this.pods.values()) {
+      const labels = pod.metadata.labels ?? {};
+      if (servers.every(([k, v]) => labels[k] === v)) continue;
+      for (const container of containerNames(pod)) {
+        const log = await this.cluster
+          .containerLog(this.plan.namespace, pod.metadata.name ?? '', container)
+          .catch(() => undefined);
+        for (const line of (log ?? '')
+          .split('\n')
+          .filter((l) => l.trim() !== '')
+          .slice(-n))
+          out.push(`pod ${pod.metadata.name ?? ''} container ${container}: ${line.slice(0, 300)}`);
+      }
+    }
+    return out;
+  }
+
   stop(): void {
     this.stopWatch();
     if (this.logTimer !== undefined) clearInterval(this.logTimer);
