@@ -109,11 +109,14 @@ export class OverlayWatch {
   private async failWithLog(pod: string, why: PodFailure): Promise<void> {
     this.failing = true;
     let reason = why.reason;
-    if (why.wantsLog) {
-      const log = await Promise.race([
-        this.cluster.containerLog(this.plan.namespace, pod, why.container).catch(() => undefined),
-        new Promise<undefined>((r) => void setTimeout(r, 1000)),
-      ]);
+    const log = await Promise.race([
+      this.cluster.containerLog(this.plan.namespace, pod, why.container).catch(() => undefined),
+      new Promise<undefined>((r) => void setTimeout(r, 1000)),
+    ]);
+    // A container that crashed because the API refused it: the 403 is the reason to name.
+    const denied = forbiddenLine(log);
+    if (denied !== undefined && !reason.includes(REFUSED)) reason += `; ${REFUSED}: ${denied}`;
+    else if (why.wantsLog) {
       const tail = lastLine(log);
       if (tail !== undefined) reason += `; its log ends: ${tail}`;
     }
@@ -136,12 +139,14 @@ export class OverlayWatch {
         const line = forbiddenLine(text);
         if (line !== undefined)
           this.fail(
-            `pod ${this.plan.namespace}/${pod.metadata.name ?? ''} container ${container}: the API refused it: ${line}`,
+            `pod ${this.plan.namespace}/${pod.metadata.name ?? ''} container ${container}: ${REFUSED}: ${line}`,
           );
       }
     }
   }
 }
+
+const REFUSED = 'the API refused it';
 
 export function failureError(plan: OverlayPlan, reason: string): GrpcKubeError {
   return new GrpcKubeError(
