@@ -9,50 +9,12 @@ import { after, before, describe, it } from 'node:test';
 import { ImageRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
 import { netnsWrap } from '@grpc-kube/lab/internal/cluster/real/kubelet-runtime.js';
 import { startRealLabCluster, type RealLabCluster } from '@grpc-kube/lab/internal/cluster/real/cluster.js';
-import type { Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
+import { OUTCOME, listSlicesPod } from '../cluster/fixtures/list-slices.js';
 import { eventually } from '../helpers/wait.js';
 import { realLabSkip } from '../helpers/real.js';
 
 const skip = realLabSkip();
 const NS = 'sa-lab';
-
-// Run in the pod with the repository as its image: list EndpointSlices with grpc-kube's own client and
-// its in-cluster configuration, print the outcome on one line.
-// grpc-kube's client keeps no handle referenced (it never holds a process open), so the script does.
-const LIST = `
-const keep = setInterval(() => {}, 1000);
-const { loadKubeConfig } = await import('grpc-kube/internal/kube/config.js');
-const { KubeClient } = await import('grpc-kube/internal/kube/client.js');
-const client = new KubeClient(loadKubeConfig());
-try {
-  const l = await client.list({ group: 'discovery.k8s.io', version: 'v1', resource: 'endpointslices', namespace: process.env.NS });
-  console.log('listed ' + l.items.length);
-} catch (err) {
-  console.log('failed ' + err.code + ' ' + err.message);
-}
-client.close();
-clearInterval(keep);
-`;
-
-function pod(name: string, serviceAccountName: string): Pod {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name, namespace: NS },
-    spec: {
-      serviceAccountName,
-      restartPolicy: 'Never',
-      containers: [
-        {
-          name: 'list',
-          image: 'grpc-kube:0.1.0',
-          command: ['node', '--input-type=module', '-e', LIST],
-          env: [{ name: 'NS', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } }],
-        },
-      ],
-    },
-  };
-}
 
 describe('ServiceAccount tokens projected into real-cluster pods', { skip }, () => {
   let cluster: RealLabCluster;
@@ -98,14 +60,14 @@ describe('ServiceAccount tokens projected into real-cluster pods', { skip }, () 
       'rolebindings',
       'rbac.authorization.k8s.io',
     );
-    await post(`/api/v1/namespaces/${NS}/pods`, pod('allowed', 'reader'), 'pods');
-    await post(`/api/v1/namespaces/${NS}/pods`, pod('denied', 'nobody'), 'pods');
+    await post(`/api/v1/namespaces/${NS}/pods`, listSlicesPod('allowed', NS, 'reader'), 'pods');
+    await post(`/api/v1/namespaces/${NS}/pods`, listSlicesPod('denied', NS, 'nobody'), 'pods');
     const outcome = async (name: string): Promise<string> => {
       let line: string | undefined;
       await eventually(
         `pod ${name} to print its outcome`,
         () => {
-          line = cluster.kubelet.logs(NS, name)?.find((l) => /^(listed|failed) /.test(l));
+          line = cluster.kubelet.logs(NS, name)?.find((l) => OUTCOME.test(l));
           return line !== undefined;
         },
         60_000,

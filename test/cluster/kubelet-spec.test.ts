@@ -197,6 +197,33 @@ test('an env source the lab does not run: Waiting CreateContainerConfigError, ty
   assert.match(w.message ?? '', /configMapKeyRef is not run by the lab kubelet/);
 });
 
+test('a pod of two containers waits in CreateContainerConfigError, saying the lab runs one', async (t) => {
+  const { store } = setup(t);
+  const p = pod('two', {});
+  p.spec.initContainers = [{ name: 'proxy', image: IMAGE, command: ['node', 'spec-pod.js'] }];
+  store.create<Pod>(RESOURCES.pods, p);
+  const w = await waitFor(store, 'two', (x) => status(x)?.state?.waiting);
+  assert.equal(w.reason, 'CreateContainerConfigError');
+  assert.match(w.message ?? '', /runs one container per pod; this one also has proxy/);
+});
+
+test('terminationGracePeriodSeconds counts the preStop hook: SIGKILL when it is over', async (t) => {
+  const { store, kubelet } = setup(t);
+  store.create<Pod>(
+    RESOURCES.pods,
+    pod(
+      'slow-hook',
+      { env: [{ name: 'IGNORE_SIGTERM', value: '1' }], lifecycle: { preStop: { sleep: { seconds: 30 } } } },
+      { terminationGracePeriodSeconds: 1 },
+    ),
+  );
+  await waitFor(store, 'slow-hook', (p) => (isPodReady(p) ? true : undefined));
+  await eventually('the start line', () => startLine(kubelet, 'slow-hook') !== undefined);
+  store.delete(RESOURCES.pods, NS, 'slow-hook');
+  const term = await waitFor(store, 'slow-hook', (p) => status(p)?.state?.terminated, 20_000);
+  assert.equal(term.exitCode, 137, 'killed by SIGKILL at the end of the grace, inside the 30 s hook');
+});
+
 test('CrashLoopBackOff: waiting reason, lastState.terminated with the exit code, restartCount, the log', async (t) => {
   const { store, kubelet } = setup(t);
   store.create<Pod>(RESOURCES.pods, pod('crash', { env: [{ name: 'EXIT_CODE', value: '7' }] }));

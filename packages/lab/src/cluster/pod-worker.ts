@@ -225,6 +225,18 @@ export class PodWorker {
     const c = this.container;
     const { namespace, name } = splitKey(this.key);
     const ip = this.ip;
+    const extra = [...(this.pod.spec.initContainers ?? []), ...this.pod.spec.containers.slice(1)];
+    if (extra.length > 0) {
+      // The spec cannot change, so no retry: the pod waits, saying why, until it is deleted.
+      const err = new GrpcKubeError(
+        'GK_ERR_LAB_POD_SPEC',
+        `pod ${this.key}: the lab kubelet runs one container per pod; this one also has ` +
+          `${extra.map((x) => x.name).join(', ')} (init or sidecar containers); split them into pods of their own`,
+      );
+      h.reportError(this.key, err);
+      this.setWaiting('CreateContainerConfigError', err.message);
+      return;
+    }
     let proc: PodProcess;
     try {
       this.nodeEnv ??= (await h.podEnvironment?.(this.pod, ip)) ?? {};

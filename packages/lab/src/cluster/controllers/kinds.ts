@@ -77,6 +77,8 @@ export interface Container {
 
 export interface PodSpec {
   containers: Container[];
+  /** Not run by the lab kubelets (one container per pod): a pod with any waits in CreateContainerConfigError. */
+  initContainers?: Container[];
   nodeName?: string;
   restartPolicy?: 'Always' | 'OnFailure' | 'Never';
   terminationGracePeriodSeconds?: number;
