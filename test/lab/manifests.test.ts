@@ -196,6 +196,30 @@ test('podFailure: the back-off after a kill of the scenario is no failure; a cra
   assert.match(podFailure(looping(1), 0)?.reason ?? '', /CrashLoopBackOff after 1 restarts/);
 });
 
+test("podFailure: a container that cannot start (its spec, its image) says the kubelet's reason", () => {
+  const p = pod({
+    containerStatuses: [
+      {
+        name: 'xds',
+        state: {
+          waiting: { reason: 'CreateContainerConfigError', message: 'the lab runs one container per pod' },
+        },
+      },
+    ],
+  });
+  assert.equal(
+    podFailure(p, 0)?.reason,
+    'pod lab-xds/grpc-kube-xds-abc container xds: CreateContainerConfigError: the lab runs one container per pod',
+  );
+  assert.equal(
+    podFailure(
+      pod({ containerStatuses: [{ name: 'xds', state: { waiting: { reason: 'ContainerCreating' } } }] }),
+      0,
+    ),
+    undefined,
+  );
+});
+
 test('podFailure: a 403 in a termination message, a non-zero exit; not an exit the scenario caused', () => {
   const denied = pod({
     containerStatuses: [

@@ -23,6 +23,15 @@ interface ContainerStatusLike {
   readonly restartCount?: number;
 }
 
+/** Waiting reasons of a container that will not start until its spec or image changes. */
+const CANNOT_START = new Set([
+  'CreateContainerConfigError',
+  'CreateContainerError',
+  'ErrImagePull',
+  'ImagePullBackOff',
+  'InvalidImageName',
+]);
+
 /** A log line that says the API refused the container: an HTTP 403, Forbidden, GK_ERR_KUBE_FORBIDDEN. */
 export const FORBIDDEN_LINE = /\b403\b|forbidden/i;
 
@@ -69,6 +78,11 @@ export function podFailure(pod: Pod, kills: number): PodFailure | undefined {
     }
     const denied = forbiddenLine(c.state?.waiting?.message);
     if (denied !== undefined) return fail(`${where}: the API refused it: ${denied}`);
+    const waiting = c.state?.waiting;
+    if (waiting?.reason !== undefined && CANNOT_START.has(waiting.reason))
+      return fail(
+        `${where}: ${waiting.reason}${waiting.message ? `: ${waiting.message.slice(0, 300)}` : ''}`,
+      );
     if (c.state?.waiting?.reason === 'CrashLoopBackOff' && (c.restartCount ?? 0) > kills) {
       const tail = lastLine(last?.message);
       return fail(
