@@ -9,6 +9,7 @@ import {
   overlayNamespace,
   planOverlay,
   serviceAddress,
+  serviceAccountRules,
   STRATEGY_OVERLAYS,
 } from '@grpc-kube/lab/internal/manifests/overlays.js';
 import { forbiddenLine, lastLine, podFailure } from '@grpc-kube/lab/internal/manifests/pod-failures.js';
@@ -278,4 +279,20 @@ test('labConfig: --manifests runs the overlays in plaintext and their own contai
   assert.equal(labConfig({ strategyCount: 1, manifests: true }).manifests, true);
   assert.throws(() => labConfig({ strategyCount: 1, manifests: true, tls: true }), InvalidOptionError);
   assert.throws(() => labConfig({ strategyCount: 1, manifests: true, podCommand: 'x' }), InvalidOptionError);
+});
+
+test("serviceAccountRules: a RoleBinding gives its ServiceAccount its Role's rules in its namespace only", () => {
+  const x = plan('xds');
+  const rules = serviceAccountRules(x.objects);
+  const cp = rules('lab-xds', 'grpc-kube-xds');
+  assert.ok(cp.length >= 3);
+  assert.ok(cp.every((r) => r.namespaces?.length === 1 && r.namespaces[0] === 'lab-xds'));
+  assert.ok(cp.some((r) => r.resources.includes('endpointslices') && r.verbs.includes('watch')));
+  assert.deepEqual(rules('lab-xds', 'default'), []);
+  assert.deepEqual(rules('other', 'grpc-kube-xds'), []);
+  const k = serviceAccountRules(plan('kubernetes').objects)('lab-kubernetes', 'hello-client');
+  assert.deepEqual(
+    k.map((r) => r.resources.join(',')),
+    ['endpointslices', 'services'],
+  );
 });

@@ -5,11 +5,11 @@
 // pod processes, takes the API down, and watches pods — the same calls on both.
 
 import { randomInt } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.js';
 import { ImageRuntime, NodeScriptRuntime, type PodRuntime } from '../cluster/pod-runtime.js';
+import type { AccessRule } from '../cluster/apiserver.js';
 import { RESOURCES, type ResourceType } from '../cluster/store-api.js';
 import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
@@ -19,7 +19,7 @@ import type { KubeObject as ManifestObject } from '../manifests/kustomize.js';
 import { packageRoot } from './paths.js';
 import { POD_MAIN_SCRIPT } from './pod-main.js';
 import type { PodSignal } from './scenario.js';
-import { TlsPodRuntime, type LabTls } from './tls.js';
+import { createLabTls, TlsPodRuntime, type LabTls } from './tls.js';
 
 export type ClusterKind = 'embedded' | 'real';
 
@@ -92,6 +92,12 @@ export interface LabClusterOptions {
    * command and args as the kubelet resolves them) instead of the lab's Hello server.
    */
   readonly images?: boolean;
+  /**
+   * With `images`: what each ServiceAccount may do (the overlays' Roles and RoleBindings). The real
+   * cluster reads those objects; the embedded API server is given their rules, and every pod its
+   * ServiceAccount's token.
+   */
+  readonly serviceAccountRules?: (namespace: string, serviceAccount: string) => readonly AccessRule[];
 }
 
 export async function startLabCluster(kind: ClusterKind, opts: LabClusterOptions): Promise<LabCluster> {
@@ -113,26 +119,36 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
     nice: opts.podNice,
     ...(opts.podCommand !== undefined ? { shellCommand: opts.podCommand } : {}),
   });
-  // --manifests: until the lab kubelet projects ServiceAccount tokens, the overlays' controllers
-  // (xds serve, proxy) read the API through a kubeconfig file given to every pod (KUBECONFIG): the
-  // admin's, so the embedded cluster does not check their RBAC. A token, once there, is read first.
-  const kubeDir = opts.images === true ? mkdtempSync(join(tmpdir(), 'grpc-kube-lab-pods-')) : undefined;
-  const podKubeConfig = kubeDir === undefined ? undefined : join(kubeDir, 'kubeconfig');
+  // --manifests: pods as written, each with its ServiceAccount's token for the API server, which then
+  // speaks HTTPS (in-cluster configuration does) with a certificate from a CA made for the run.
+  const rules = opts.images === true ? opts.serviceAccountRules : undefined;
+  const apiPki = rules !== undefined ? await createLabTls('lab-api') : undefined;
+  const apiCert = await apiPki?.issue('kube-apiserver', { ips: ['127.0.0.1'], dns: ['localhost'] });
   const c: EmbeddedCluster = await startEmbeddedCluster({
     runtime:
-      podKubeConfig !== undefined
-        ? new ImageRuntime({ nice: opts.podNice, env: { KUBECONFIG: podKubeConfig } })
+      opts.images === true
+        ? new ImageRuntime({ nice: opts.podNice })
         : opts.tls === undefined
           ? runtime
           : new TlsPodRuntime(runtime, opts.tls),
     ipPool: { first: `${loopbackPrefix}.2.1` },
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace, ...(opts.extraNamespaces ?? [])],
-    apiServer: { bookmarkIntervalMs: 5000 },
+    apiServer: {
+      bookmarkIntervalMs: 5000,
+      ...(apiCert !== undefined && apiPki !== undefined
+        ? {
+            tls: {
+              key: readFileSync(apiCert.keyFile),
+              cert: readFileSync(apiCert.certFile),
+              ca: readFileSync(apiPki.caFile),
+            },
+          }
+        : {}),
+    },
+    ...(rules !== undefined ? { serviceAccountTokens: { rules } } : {}),
     random: opts.random,
   });
-  if (podKubeConfig !== undefined)
-    writeFileSync(podKubeConfig, c.apiServer.kubeConfigYaml(), { mode: 0o600 });
   return {
     kind: 'embedded',
     loopbackPrefix,
@@ -142,6 +158,8 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
       const rt = (Object.values(RESOURCES) as ResourceType[]).find(
         (r) => r.kind === obj.kind && apiVersionOf(r) === obj.apiVersion,
       );
+      // RBAC: the embedded API server holds the rules of every ServiceAccount (serviceAccountRules).
+      if (rules !== undefined && RBAC_KINDS.has(obj.kind)) return undefined;
       if (rt === undefined) return `the embedded API server does not serve ${obj.apiVersion} ${obj.kind}`;
       if (
         c.store.get(rt, obj.metadata.namespace, obj.metadata.name ?? '') !== undefined &&
@@ -181,7 +199,7 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
       ),
     stop: async () => {
       await c.stop();
-      if (kubeDir !== undefined) rmSync(kubeDir, { recursive: true, force: true });
+      await apiPki?.remove();
     },
   };
 }
@@ -298,6 +316,8 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
     },
   };
 }
+
+const RBAC_KINDS = new Set(['ServiceAccount', 'Role', 'RoleBinding']);
 
 function apiVersionOf(r: ResourceType): string {
   return r.group === '' ? r.version : `${r.group}/${r.version}`;

@@ -38,7 +38,7 @@ import { createLabTls, LAB_TLS_DNS_ENV, serviceDnsNames } from './tls.js';
 import { readReceivedCounts } from './hello.js';
 import { COUNT_FLUSH_MS } from './pod-main.js';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { planOverlay, type OverlayPlan } from '../manifests/overlays.js';
+import { planOverlay, serviceAccountRules, type OverlayPlan } from '../manifests/overlays.js';
 import {
   applyOverlay,
   failureError,
@@ -301,6 +301,9 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       namespace: LAB_NAMESPACE,
       extraNamespaces: [...plans.values()].map((p) => p.namespace),
       images: manifests,
+      ...(manifests
+        ? { serviceAccountRules: serviceAccountRules([...plans.values()].flatMap((p) => [...p.objects])) }
+        : {}),
       probePeriodMs: PROBE_PERIOD_MS,
       random: opts.random,
       podNice: opts.config.podNice,

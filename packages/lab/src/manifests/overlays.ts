@@ -315,3 +315,40 @@ export function serviceAddress(
   if (m === null) return undefined;
   return { service: m[1] as string, namespace: m[2] as string, port: Number(m[3]) };
 }
+
+/** An RBAC rule as the embedded API server takes it (src/cluster/apiserver.ts AccessRule). */
+export interface RbacRule {
+  readonly verbs: readonly string[];
+  readonly apiGroups: readonly string[];
+  readonly resources: readonly string[];
+  readonly namespaces?: readonly string[];
+  readonly resourceNames?: readonly string[];
+}
+
+/**
+ * What each ServiceAccount may do under these objects' Roles and RoleBindings (namespaced, as
+ * deploy/ writes them): a RoleBinding gives its ServiceAccount subjects its Role's rules in its
+ * namespace. The embedded API server enforces these; the real one reads the objects themselves.
+ */
+export function serviceAccountRules(
+  objects: readonly KubeObject[],
+): (namespace: string, serviceAccount: string) => RbacRule[] {
+  const roles = new Map<string, RbacRule[]>();
+  for (const o of objects)
+    if (o.kind === 'Role')
+      roles.set(`${o.metadata.namespace ?? ''}/${o.metadata.name}`, (o['rules'] as RbacRule[]) ?? []);
+  const grants = new Map<string, RbacRule[]>();
+  for (const o of objects) {
+    if (o.kind !== 'RoleBinding') continue;
+    const ns = o.metadata.namespace ?? '';
+    const ref = o['roleRef'] as { kind?: string; name?: string } | undefined;
+    if (ref?.kind !== 'Role') continue;
+    const rules = (roles.get(`${ns}/${ref.name ?? ''}`) ?? []).map((r) => ({ ...r, namespaces: [ns] }));
+    for (const subject of (o['subjects'] as { kind?: string; name?: string; namespace?: string }[]) ?? []) {
+      if (subject.kind !== 'ServiceAccount') continue;
+      const key = `${subject.namespace ?? ns}/${subject.name ?? ''}`;
+      grants.set(key, [...(grants.get(key) ?? []), ...rules]);
+    }
+  }
+  return (namespace, serviceAccount) => grants.get(`${namespace}/${serviceAccount}`) ?? [];
+}
