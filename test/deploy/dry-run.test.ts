@@ -1,7 +1,7 @@
 // Every manifest under deploy/ passes SERVER-SIDE dry-run against the REAL kube-apiserver (the one the
 // lab starts, built by scripts/build-control-plane.sh): what `kubectl apply --dry-run=server` checks —
 // defaulting, validation (probes, selectors, RBAC rules, CRD schemas) and admission — without
-// persisting anything. Per scenario: render the overlay (test/deploy/kustomize.ts), create its
+// persisting anything. Per scenario: render the overlay (packages/lab/src/manifests/kustomize.ts), create its
 // Namespace for real, then POST each object with ?dryRun=All (PUT for the Namespace that now exists)
 // and check that the server answered with the object and stored nothing. The GRPCRoute CRD from
 // deploy/crds is dry-run like the rest and then installed for real, so the canary's GRPCRoute is
@@ -28,7 +28,12 @@ import {
   startRealControlPlane,
   type RealControlPlane,
 } from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
-import { applyOrder, idOf, renderKustomization, type KubeObject } from './kustomize.js';
+import {
+  applyOrder,
+  idOf,
+  renderKustomization,
+  type KubeObject,
+} from '@grpc-kube/lab/internal/manifests/kustomize.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
 const deployDir = join(repoRoot, 'deploy');

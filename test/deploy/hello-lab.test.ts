@@ -1,15 +1,17 @@
 // The Hello example, deployed from deploy/kubernetes, runs in the lab with the kubernetes strategy:
 // the rendered `hello` Deployment and Service go into the embedded cluster and into the real one
-// (kube-apiserver + kube-controller-manager + the lab kubelet), whose pods run
-// dist/examples/hello/server.js; the example client (runHelloClient, the same loop as its main)
+// (kube-apiserver + kube-controller-manager + the lab kubelet), whose pods run as written: image
+// grpc-kube:0.1.0 is the repository root (ImageRuntime), the container's command
+// `node dist/examples/hello/server.js` runs there with its env (POD_NAME from the downward API), its
+// readiness and liveness grpc probes; the example client (runHelloClient, the same loop as its main)
 // dials kubernetes:///hello.hello-kubernetes:<port> through setup() and clientDefaults(). Checked:
 // every pod answers, no RPC fails, and after a scale-up 3 → 5 the new pods answer within a second
 // of turning Ready — the east-west demo's headless failure, gone.
 //
-// What the lab kubelets do not do, adapted here and nowhere else: they implement no downward API
-// (POD_NAME comes from the kubelet itself, so valueFrom entries are dropped); the port is moved off
-// 50051 so a wildcard listener elsewhere on a shared machine cannot block the pods' binds; drain
-// timings are shortened so teardown takes a second instead of the manifests' 25 s.
+// Adapted here and nowhere else: the port is moved off 50051 so a wildcard listener elsewhere on a
+// shared machine cannot block the pods' binds (the embedded cluster's pods share the host network;
+// ImageRuntime gives each its POD_IP to bind); drain timings are shortened so teardown takes a second
+// instead of the manifests' 25 s; the readiness period is the lab's 200 ms.
 // The real half needs root (network namespaces) and the built binaries; it skips otherwise unless
 // GRPC_KUBE_REAL=1.
 
@@ -19,7 +21,8 @@ import { after, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 
 import { startEmbeddedCluster } from '@grpc-kube/lab/internal/cluster/embedded.js';
-import { NodeScriptRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
+import { ImageRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
+import { netnsWrap } from '@grpc-kube/lab/internal/cluster/real/kubelet-runtime.js';
 import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import {
   controlPlaneBinDir,
@@ -30,10 +33,9 @@ import type { Deployment, Service } from '@grpc-kube/lab/internal/cluster/contro
 import { setup } from 'grpc-kube/internal/resolver/setup.js';
 import { clientConfigFromEnv } from '../../examples/hello/config.js';
 import { runHelloClient, type RoundResult } from '../../examples/hello/client.js';
-import { renderKustomization, type KubeObject } from './kustomize.js';
+import { renderKustomization, type KubeObject } from '@grpc-kube/lab/internal/manifests/kustomize.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
-const SERVER_SCRIPT = join(repoRoot, 'dist', 'examples', 'hello', 'server.js');
 const NS = 'hello-kubernetes';
 const PORT = 51957;
 const PROBE_MS = 200;
@@ -71,14 +73,19 @@ function helloManifests(): { service: Service; deployment: Deployment } {
   const container = pod.containers[0];
   assert.ok(container);
   const overrides: Record<string, string> = { DRAIN_PROPAGATION_MS: '200', DRAIN_GRACE_MS: '1000' };
-  container.env = container.env
-    .filter((e) => e.valueFrom === undefined)
-    .map((e) => (e.name in overrides ? { name: e.name, value: overrides[e.name] } : e));
+  container.env = container.env.map((e) =>
+    e.name in overrides ? { name: e.name, value: overrides[e.name] } : e,
+  );
   assert.deepEqual(container.env.map((e) => e.name).sort(), [
     'DRAIN_GRACE_MS',
     'DRAIN_PROPAGATION_MS',
+    'POD_NAME',
     'PORT',
   ]);
+  assert.ok(
+    container.env.some((e) => e.name === 'POD_NAME' && e.valueFrom !== undefined),
+    'POD_NAME from the downward API',
+  );
   pod.terminationGracePeriodSeconds = 5;
   return { service, deployment };
 }
@@ -166,7 +173,7 @@ describe('examples/hello in the lab, kubernetes strategy, from deploy/kubernetes
   it('embedded cluster: three pods answer; after scaling to five, all five', async () => {
     const { service, deployment } = helloManifests();
     const cluster = await startEmbeddedCluster({
-      runtime: new NodeScriptRuntime({ script: SERVER_SCRIPT }),
+      runtime: new ImageRuntime(),
       probePeriodMs: PROBE_MS,
       namespaces: [NS],
     });
@@ -191,7 +198,7 @@ describe('examples/hello in the lab, kubernetes strategy, from deploy/kubernetes
     async () => {
       const { service, deployment } = helloManifests();
       const cluster = await startRealLabCluster({
-        podScript: SERVER_SCRIPT,
+        podRuntime: (network) => new ImageRuntime({ wrap: netnsWrap(network), podIpEnv: false }),
         probePeriodMs: PROBE_MS,
         namespaces: [NS],
         // Its own /24, so a lab on the default 10.244.0.0/16 running beside this test cannot collide.

@@ -22,7 +22,12 @@ import {
 import { xdsServeSettings } from '@grpc-kube/cli/internal/xds.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { xdsBootstrap } from '@grpc-kube/xds/internal/bootstrap.js';
-import { idOf, renderKustomization, strategicMerge, type KubeObject } from './kustomize.js';
+import {
+  idOf,
+  renderKustomization,
+  strategicMerge,
+  type KubeObject,
+} from '@grpc-kube/lab/internal/manifests/kustomize.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
 const deployDir = join(repoRoot, 'deploy');

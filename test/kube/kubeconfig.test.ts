@@ -79,6 +79,28 @@ test('in a pod: the ServiceAccount token and CA are two files; a rotated token i
   await rejects401(client);
 });
 
+test('GRPC_KUBE_SERVICEACCOUNT_DIR moves the ServiceAccount mount (the lab kubelet projects one per pod)', async (t) => {
+  const { api, pki } = await tlsApi(t);
+  const sa = tmp(t);
+  writeFileSync(join(sa, 'ca.crt'), readFileSync(pki.ca));
+  writeFileSync(join(sa, 'namespace'), 'moved\n');
+  api.addToken('moved-token', ADMIN);
+  writeFileSync(join(sa, 'token'), 'moved-token');
+  const port = new URL(api.url).port;
+  const kc = loadKubeConfig({
+    env: {
+      KUBERNETES_SERVICE_HOST: '127.0.0.1',
+      KUBERNETES_SERVICE_PORT: port,
+      GRPC_KUBE_SERVICEACCOUNT_DIR: sa,
+    },
+    home: tmp(t),
+  });
+  const client = new KubeClient(kc);
+  t.after(() => client.close());
+  assert.equal(client.defaultNamespace, 'moved');
+  await listOk(client, 'moved');
+});
+
 test('client certificates and CA from files relative to the kubeconfig; KUBECONFIG merges first-wins', async (t) => {
   const { api, pki } = await tlsApi(t);
   const dir = tmp(t);

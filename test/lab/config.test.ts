@@ -27,6 +27,7 @@ test('labConfig: defaults from the one table, pacing held about constant per str
     podCommand: undefined,
     podNice: POD_NICE,
     tls: false,
+    manifests: false,
   });
   assert.equal(labConfig({ strategyCount: 9 }).pacingMs, 90);
   assert.equal(labConfig({ strategyCount: 9, pacingMs: 0 }).pacingMs, 0);

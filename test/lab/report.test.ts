@@ -244,3 +244,17 @@ test(
     t.diagnostic(`screenshot: ${shot}`);
   },
 );
+
+test('renderReport: a run from a deploy/ overlay (lab --manifests) names it in the table and its plot', () => {
+  const [run, ...rest] = syntheticRuns();
+  assert.ok(run);
+  const html = renderReport([{ ...run, record: { ...run.record, overlay: 'deploy/kubernetes' } }, ...rest], {
+    title: 't',
+    command: 'grpc-kube lab --manifests',
+    seed: 1,
+  });
+  const name = run.record.strategy;
+  assert.ok(html.includes(`<td>${name}<br><small>deploy/kubernetes</small></td>`));
+  assert.ok(html.includes(`<figcaption>${name} (deploy/kubernetes)</figcaption>`));
+  assert.doesNotMatch(renderReport(syntheticRuns(), { title: 't', command: 'c', seed: 1 }), /deploy\//);
+});

@@ -107,6 +107,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
     ...(values['pod-command'] !== undefined ? { podCommand: values['pod-command'] } : {}),
     ...(values['pod-nice'] !== undefined ? { podNice: Number(values['pod-nice']) } : {}),
     ...(values.tls !== undefined ? { tls: values.tls } : {}),
+    ...(values.manifests !== undefined ? { manifests: values.manifests } : {}),
   });
   const { cluster, clients, pacingMs, pods } = config;
   // TLS first, then the same scenarios in plaintext: the cost of TLS from one run.
@@ -193,7 +194,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
         command: `grpc-kube lab ${args.join(' ')}`.trim(),
         seed,
         notes: [
-          `${cluster} cluster; ${clients} client channels per strategy × ${config.concurrency} RPCs in flight, paced ${pacingMs} ms; all strategies run at once against the same pods; pods: ${pods}${values['client-defaults'] ? '; clients with grpc-kube client defaults (retry on UNAVAILABLE)' : ''}`,
+          `${cluster} cluster${config.manifests ? ', every strategy from its deploy/ overlay (--manifests)' : ''}; ${clients} client channels per strategy × ${config.concurrency} RPCs in flight, paced ${pacingMs} ms; all strategies run at once against the same pods; pods: ${pods}${values['client-defaults'] ? '; clients with grpc-kube client defaults (retry on UNAVAILABLE)' : ''}`,
           ...results.flatMap((r) => r.skipped.map((s) => `${r.scenario}: ${s.strategy} skipped (${s.why})`)),
           ...failedLines,
         ],

@@ -279,6 +279,10 @@ export const LAB_FLAGS = {
     type: 'boolean',
     help: 'mutual TLS end to end, then the same scenarios in plaintext, and what TLS cost',
   },
+  manifests: {
+    type: 'boolean',
+    help: "each strategy's pods, Services, RBAC and helpers from its deploy/ overlay, applied as written",
+  },
   assert: {
     type: 'string',
     multiple: true,

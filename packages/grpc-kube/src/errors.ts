@@ -29,6 +29,12 @@ export const ERROR_CODES = {
   GK_ERR_DNS: 'A DNS lookup for a dns-poll: target failed.',
   GK_ERR_INVALID_SCENARIO: 'A lab scenario file does not match the scenario schema.',
   GK_ERR_LAB: 'The lab could not start or run a part of its cluster.',
+  GK_ERR_LAB_MANIFESTS:
+    'lab --manifests: an overlay of deploy/ cannot run (none for the strategy, a container crash-looping or denied by the API).',
+  GK_ERR_LAB_IMAGE:
+    "A lab pod's container image has no entry in the lab kubelet's image map; the container waits in ImagePullBackOff.",
+  GK_ERR_LAB_POD_SPEC:
+    'A lab pod spec asks for something the lab kubelet does not run (an env source, a fieldPath, a port name).',
   GK_ERR_INVALID_ASSERTION:
     'A `grpc-kube lab --assert` is malformed or names an unknown scenario, strategy or figure.',
   GK_ERR_DESTROYED: 'An object was used after destroy() or close().',

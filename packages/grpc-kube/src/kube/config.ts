@@ -19,7 +19,10 @@ export interface KubeConfigSource {
   kubeconfig?: string | undefined;
   /** A context of that kubeconfig (--context); else its current-context. */
   context?: string | undefined;
-  /** Environment, home directory and ServiceAccount mount, for tests. */
+  /**
+   * Environment, home directory and ServiceAccount mount, for tests. The mount is
+   * GRPC_KUBE_SERVICEACCOUNT_DIR when set, else /var/run/secrets/kubernetes.io/serviceaccount.
+   */
   env?: NodeJS.ProcessEnv;
   home?: string;
   serviceAccountDir?: string;
@@ -51,7 +54,9 @@ export function loadKubeConfig(src: KubeConfigSource = {}): KubeConfig {
       );
     }
     const home = join(src.home ?? homedir(), '.kube', 'config');
-    const saDir = src.serviceAccountDir ?? SERVICE_ACCOUNT_DIR;
+    // GRPC_KUBE_SERVICEACCOUNT_DIR: where the token, ca.crt and namespace are when they are not at the
+    // standard mount — the lab kubelet projects them per pod into a directory of its own.
+    const saDir = src.serviceAccountDir ?? (env.GRPC_KUBE_SERVICEACCOUNT_DIR || SERVICE_ACCOUNT_DIR);
     if (present.length > 0) kc = mergeKubeConfigs(present.map(fromFile));
     else if (existsSync(home)) kc = fromFile(home);
     else if (existsSync(join(saDir, 'token')) && env.KUBERNETES_SERVICE_HOST) {

@@ -7,7 +7,8 @@
 // Service, apply / scale, and watch-driven waits for N ready pods and for a finished rollout.
 
 import { MemoryStore } from './store.js';
-import { EmbeddedApiServer, type EmbeddedApiServerOptions } from './apiserver.js';
+import { EmbeddedApiServer, type AccessRule, type EmbeddedApiServerOptions } from './apiserver.js';
+import { EmbeddedServiceAccounts } from './service-account.js';
 import { RESOURCES, type ObjectStore } from './store-api.js';
 import { DeploymentController, isRolloutComplete, templateHash } from './controllers/deployment.js';
 import { ReplicaSetController } from './controllers/replicaset.js';
@@ -47,6 +48,14 @@ export interface EmbeddedClusterOptions {
   /** Reconcile and pod errors (each is retried or reported once); default: ignored. */
   readonly onError?: (where: string, key: string, err: unknown) => void;
   readonly random?: () => number;
+  /**
+   * Project a ServiceAccount token into each pod (service-account.ts): its containers reach this API
+   * server as system:serviceaccount:NS:NAME with `rules` (default none: every request is a 403).
+   * Needs `apiServer.tls` (in-cluster configuration speaks HTTPS).
+   */
+  readonly serviceAccountTokens?: {
+    readonly rules?: (namespace: string, serviceAccount: string) => readonly AccessRule[];
+  };
 }
 
 export interface EmbeddedCluster {
@@ -91,8 +100,28 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
   });
   const pool = opts.ipPool;
   const ipAllocator: IpAllocator = pool && 'allocate' in pool ? pool : new IpPool(pool ?? {});
+  let accounts: EmbeddedServiceAccounts | undefined;
+  if (opts.serviceAccountTokens !== undefined) {
+    const tls = opts.apiServer?.tls;
+    if (tls === undefined) {
+      throw new InvalidOptionError(
+        'serviceAccountTokens',
+        'needs apiServer.tls: in-cluster configuration reaches the API over HTTPS',
+      );
+    }
+    accounts = new EmbeddedServiceAccounts(apiServer, {
+      caPem: String(tls.ca ?? tls.cert),
+      ...(opts.serviceAccountTokens.rules ? { rules: opts.serviceAccountTokens.rules } : {}),
+    });
+  }
   const kubelet = new Kubelet(store, {
     runtime: opts.runtime,
+    ...(accounts
+      ? {
+          podEnvironment: (pod: Pod) => (accounts as EmbeddedServiceAccounts).project(pod),
+          releasePodEnvironment: (pod: Pod) => (accounts as EmbeddedServiceAccounts).release(pod),
+        }
+      : {}),
     nodes: opts.nodes ?? [
       { name: 'lab-node-1', zone: 'zone-a' },
       { name: 'lab-node-2', zone: 'zone-b' },

@@ -123,6 +123,9 @@ export interface KubeletOptions {
   readonly bindPod?: (pod: Pod, nodeName: string) => void;
   readonly now?: () => number;
   readonly onError?: (pod: string, err: unknown) => void;
+  /** The node's part of each pod's environment (PodWorkerHost.podEnvironment), e.g. its ServiceAccount mount. */
+  readonly podEnvironment?: (pod: Pod, podIP: string) => Promise<Record<string, string>>;
+  readonly releasePodEnvironment?: (pod: Pod) => Promise<void>;
 }
 
 /** The Node object a lab kubelet registers: hostname/os/arch/zone labels, Ready, its addresses. */
@@ -182,6 +185,7 @@ export class Kubelet implements PodWorkerHost {
   private readonly podNodes = new Map<string, string>();
   private stopWatch: (() => void) | undefined;
   private stopped = false;
+  private readonly envHooks: Pick<KubeletOptions, 'podEnvironment' | 'releasePodEnvironment'>;
 
   constructor(
     private readonly store: ObjectStore,
@@ -207,6 +211,10 @@ export class Kubelet implements PodWorkerHost {
       throw new InvalidOptionError('nodeHeartbeatMs', `must be >= 0, got ${this.nodeHeartbeatMs}`);
     }
     this.bindPod = opts.bindPod;
+    this.envHooks = {
+      podEnvironment: opts.podEnvironment,
+      releasePodEnvironment: opts.releasePodEnvironment,
+    };
     this.queue = new WorkQueue({ handler: (key) => this.syncPod(key), onError: opts.onError });
   }
 
@@ -279,6 +287,19 @@ export class Kubelet implements PodWorkerHost {
     return this.workers.get(`${namespace}/${name}`)?.proc;
   }
 
+  /**
+   * The last lines a pod's container wrote (LOG_TAIL_LINES at most): of its current run — while a
+   * crashed container waits to restart, the crashed one — or with `previous`, of the run before.
+   * `container` must name the pod's container when given. Undefined for a pod this kubelet does not run.
+   */
+  logs(
+    namespace: string,
+    pod: string,
+    opts: { container?: string; previous?: boolean } = {},
+  ): string[] | undefined {
+    return this.workers.get(`${namespace}/${pod}`)?.logs(opts);
+  }
+
   /** The address given to a pod, while it runs. */
   podIP(namespace: string, name: string): string | undefined {
     return this.workers.get(`${namespace}/${name}`)?.ip;
@@ -295,6 +316,14 @@ export class Kubelet implements PodWorkerHost {
 
   reportError(pod: string, err: unknown): void {
     this.onError?.(pod, err);
+  }
+
+  async podEnvironment(pod: Pod, podIP: string): Promise<Record<string, string>> {
+    return (await this.envHooks.podEnvironment?.(pod, podIP)) ?? {};
+  }
+
+  async releasePodEnvironment(pod: Pod): Promise<void> {
+    await this.envHooks.releasePodEnvironment?.(pod);
   }
 
   /** Read-modify-write of a pod's status, skipped when the pod is gone or was replaced (new uid). */

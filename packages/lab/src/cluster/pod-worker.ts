@@ -1,29 +1,38 @@
 // One pod's container as the lab kubelets run it — the embedded one (status written to the
 // in-process store) and the real one (status PUT to kube-apiserver, the pod in a network namespace)
-// share this: start and restart with backoff (restartPolicy), the readiness probe (a real
-// grpc.health.v1 Check on ip:port with periodSeconds, timeoutSeconds, success/failure thresholds),
-// the status it implies (phase, podIP(s), conditions with real lastTransitionTime, container
-// status), graceful termination (SIGTERM, SIGKILL after the grace, probing until the exit) and
-// disposal. What differs between the kubelets is behind `PodWorkerHost`.
+// share this. The pod spec is run as written: the container's env (fieldRef, `$(VAR)` expansion),
+// command and args; startup, liveness and readiness probes (grpc, tcpSocket, httpGet, exec) with their
+// timings and thresholds — a failed startup or liveness probe restarts the container; the preStop
+// hook (exec, httpGet, sleep) before SIGTERM, SIGKILL when terminationGracePeriodSeconds (counting the
+// hook) are over; restarts by restartPolicy with CrashLoopBackOff (exponential backoff, reset after a
+// long enough run), lastState and restartCount; the last lines of output (logs()). The status it
+// implies: phase, podIP(s), conditions with real lastTransitionTime, container statuses with
+// Waiting reasons (ErrImagePull/ImagePullBackOff, CreateContainerConfigError, RunContainerError,
+// CrashLoopBackOff). What differs between the kubelets is behind `PodWorkerHost`.
 
 import * as grpc from '@grpc/grpc-js';
-import { service as healthService } from 'grpc-health-check';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import {
   splitKey,
   type Container,
+  type ContainerState,
   type ContainerStatus,
+  type LifecycleHandler,
   type Pod,
   type PodCondition,
   type PodStatus,
+  type Probe,
 } from './controllers/kinds.js';
+import { containerEnv, expandedCommand } from './container-spec.js';
 import type { IpAllocator } from './kubelet.js'; // type only: no cycle at load
-import type { PodExit, PodProcess, PodRuntime } from './pod-runtime.js';
+import type { PodExit, PodProcess, PodRuntime, PodStartSpec } from './pod-runtime.js';
+import { ProbeLoop, handlerKind, probeSettings, runHandler, type HandlerTarget } from './probes.js';
 
 /** Lets tests and the lab speed up or slow down one pod's probe: `metadata.annotations[...] = "250"`. */
 export const PROBE_PERIOD_MS_ANNOTATION = 'grpc-kube.io/probe-period-ms';
 
-const CHECK_PATH = '/grpc.health.v1.Health/Check';
+/** Lines of a container's output kept for logs(), per run (the current one and the previous one). */
+export const LOG_TAIL_LINES = 1000;
 
 /** What a PodWorker needs from its kubelet. */
 export interface PodWorkerHost {
@@ -48,6 +57,14 @@ export interface PodWorkerHost {
   removePodAddress?(ip: string): Promise<void>;
   /** A container process started (counters). */
   onContainerStart?(): void;
+  /**
+   * What the node gives the pod's containers before their own env: the ServiceAccount's token, CA
+   * and namespace written to a directory, and the variables that point at it and at the API
+   * (KUBERNETES_SERVICE_HOST/PORT). Called once per pod, before its first start.
+   */
+  podEnvironment?(pod: Pod, podIP: string): Promise<Record<string, string>>;
+  /** Undo podEnvironment once the pod is gone. */
+  releasePodEnvironment?(pod: Pod): Promise<void>;
 }
 
 /** Set (or keep, if unchanged) a pod condition, with the real kubelet's lastTransitionTime rule. */
@@ -71,12 +88,31 @@ export function setCondition(
   else s.conditions.push(next);
 }
 
+const SIGNAL_NUMBERS: Readonly<Record<string, number>> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGABRT: 6,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGSEGV: 11,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGTERM: 15,
+};
+
 /** A container's exit code as the kubelet reports it: the code, or 128 + the signal number. */
 export function exitCodeOf(exit: PodExit): number {
   if (exit.code !== null) return exit.code;
-  return (
-    128 + (exit.signal === 'SIGKILL' ? 9 : exit.signal === 'SIGTERM' ? 15 : exit.signal === 'SIGINT' ? 2 : 0)
-  );
+  return 128 + (SIGNAL_NUMBERS[exit.signal ?? ''] ?? 0);
+}
+
+/** The container status Waiting reason of a container that could not be started by this error. */
+export function waitingReasonOf(err: unknown, attempt: number): string {
+  const code = (err as { code?: string }).code;
+  if (code === 'GK_ERR_LAB_IMAGE') return attempt === 0 ? 'ErrImagePull' : 'ImagePullBackOff';
+  if (code === 'GK_ERR_LAB_POD_SPEC') return 'CreateContainerConfigError';
+  return 'RunContainerError';
 }
 
 /** The grace a deleted pod's container gets: the DELETE's, else the pod spec's, else 30 s. */
@@ -84,24 +120,43 @@ export function deletionGraceMs(pod: Pod): number {
   return (pod.metadata.deletionGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30) * 1000;
 }
 
+/** "1m20s", "500ms": a back-off as the kubelet's message writes it. */
+function formatDelay(ms: number): string {
+  if (ms < 1000) return `${ms}ms`;
+  const s = Math.round(ms / 1000);
+  return s >= 60 ? `${Math.floor(s / 60)}m${s % 60}s` : `${s}s`;
+}
+
 /** The states of one pod's container, as the real kubelet's pod worker tracks them. */
 export class PodWorker {
   ip: string | undefined;
   proc: PodProcess | undefined;
   ready = false;
+  /** The startup probe has succeeded (or there is none) for the running container. */
+  started = false;
   restartCount = 0;
   terminating = false;
   disposed = false;
-  private client: grpc.Client | undefined;
-  private probeTimer: NodeJS.Timeout | undefined;
+  private alive = false;
+  private readonly clients = new Map<string, grpc.Client>();
+  private loops: ProbeLoop[] = [];
+  private readinessLoop: ProbeLoop | undefined;
   private killTimer: NodeJS.Timeout | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
-  private successes = 0;
-  private failures = 0;
-  private probing = false;
   private starting: Promise<void> | undefined;
   private done: Promise<void> | undefined;
+  /** A kill after a failed liveness or startup probe, under way. */
+  private stopping: Promise<void> | undefined;
   private killAt = Infinity;
+  private nodeEnv: Record<string, string> | undefined;
+  private spec: PodStartSpec | undefined;
+  private startedAt: string | undefined;
+  private startedAtMs = 0;
+  private lastState: ContainerState | undefined;
+  private failedStarts = 0;
+  private backoffLevel = 0;
+  private log: string[] = [];
+  private previousLog: string[] = [];
 
   constructor(
     private readonly host: PodWorkerHost,
@@ -118,6 +173,20 @@ export class PodWorker {
 
   get port(): number {
     return this.container.ports?.[0]?.containerPort ?? this.host.defaultPort;
+  }
+
+  /**
+   * The last lines the container wrote (stdout and stderr interleaved as they came): of the current
+   * run — which, while a crashed container waits to restart, is the crashed one — or of the one before.
+   */
+  logs(opts: { container?: string; previous?: boolean } = {}): string[] {
+    if (opts.container !== undefined && opts.container !== this.container.name) {
+      throw new GrpcKubeError(
+        'GK_ERR_LAB_POD_SPEC',
+        `pod ${this.key} has no container "${opts.container}" (it has ${this.pod.spec.containers.map((c) => c.name).join(', ')})`,
+      );
+    }
+    return [...(opts.previous === true ? this.previousLog : this.log)];
   }
 
   /** The pod is bound to this node: Pending with PodScheduled, then its container starts. */
@@ -148,40 +217,69 @@ export class PodWorker {
         // No address, no pod: give it back and try again later, like a failed container start.
         h.ipAllocator.release(ip);
         h.reportError(this.key, err);
-        if (!this.disposed && !this.terminating) this.scheduleRestart();
+        if (!this.disposed && !this.terminating) this.scheduleRestart(this.nextDelay(), false);
         return;
       }
       this.ip = ip;
     }
     const c = this.container;
-    const env: Record<string, string> = {};
-    for (const e of c.env ?? []) env[e.name] = e.value ?? '';
     const { namespace, name } = splitKey(this.key);
+    const ip = this.ip;
+    const extra = [...(this.pod.spec.initContainers ?? []), ...this.pod.spec.containers.slice(1)];
+    if (extra.length > 0) {
+      // The spec cannot change, so no retry: the pod waits, saying why, until it is deleted.
+      const err = new GrpcKubeError(
+        'GK_ERR_LAB_POD_SPEC',
+        `pod ${this.key}: the lab kubelet runs one container per pod; this one also has ` +
+          `${extra.map((x) => x.name).join(', ')} (init or sidecar containers); split them into pods of their own`,
+      );
+      h.reportError(this.key, err);
+      this.setWaiting('CreateContainerConfigError', err.message);
+      return;
+    }
     let proc: PodProcess;
     try {
-      proc = await h.runtime.start({
+      this.nodeEnv ??= (await h.podEnvironment?.(this.pod, ip)) ?? {};
+      const env = containerEnv(this.pod, c, { podIP: ip, hostIP: h.hostIP }, this.nodeEnv);
+      const spec: PodStartSpec = {
         namespace,
         name,
         uid: this.uid,
-        ip: this.ip,
+        ip,
         port: this.port,
         env,
         container: c,
+        ...expandedCommand(c, env),
         restartCount: this.restartCount,
-      });
+        onOutput: (_stream, line) => this.addLog(line),
+      };
+      if (this.disposed || this.terminating) return;
+      if (this.log.length > 0) [this.previousLog, this.log] = [this.log, []];
+      proc = await h.runtime.start(spec);
+      this.spec = spec;
     } catch (err) {
       h.reportError(this.key, err);
-      if (!this.disposed && !this.terminating) this.scheduleRestart();
+      if (this.disposed || this.terminating) return;
+      const reason = waitingReasonOf(err, this.failedStarts++);
+      const message = err instanceof Error ? err.message : String(err);
+      const delay = this.nextDelay();
+      this.setWaiting(reason, message);
+      this.scheduleRestart(delay, false);
       return;
     }
+    this.failedStarts = 0;
+    this.alive = true;
     h.onContainerStart?.();
     this.proc = proc;
+    void proc.exited.then((exit) => this.onExit(proc, exit));
     if (this.disposed || this.terminating) {
       proc.kill('SIGKILL');
       return;
     }
     const at = h.nowIso();
-    const ip = this.ip;
+    this.startedAt = at;
+    this.startedAtMs = Date.now();
+    this.started = c.startupProbe === undefined;
     h.updateStatus(this.key, this.uid, (s) => {
       s.phase = 'Running';
       s.hostIP = h.hostIP;
@@ -195,93 +293,128 @@ export class PodWorker {
       setCondition(s, 'Ready', 'False', at, 'ContainersNotReady');
       s.containerStatuses = [this.containerStatus({ running: { startedAt: at } })];
     });
-    void proc.exited.then((exit) => this.onExit(proc, exit));
-    this.successes = 0;
-    this.failures = 0;
-    this.scheduleProbe((c.readinessProbe?.initialDelaySeconds ?? 0) * 1000);
+    this.startProbes();
   }
 
-  private containerStatus(state: ContainerStatus['state']): ContainerStatus {
+  private addLog(line: string): void {
+    this.log.push(line);
+    if (this.log.length > LOG_TAIL_LINES) this.log.splice(0, this.log.length - LOG_TAIL_LINES);
+  }
+
+  private containerStatus(state: ContainerState): ContainerStatus {
     return {
       name: this.container.name,
       ready: this.ready,
-      started: state?.running !== undefined,
+      started: state.running !== undefined && this.started,
       restartCount: this.restartCount,
       image: this.container.image ?? '',
       imageID: '',
       state,
+      ...(this.lastState ? { lastState: this.lastState } : {}),
     };
   }
 
-  private probeSettings(): {
-    periodMs: number;
-    timeoutMs: number;
-    success: number;
-    failure: number;
-    service: string;
-  } {
-    const p = this.container.readinessProbe;
+  /** The container could not be started: Waiting with the reason, the pod Pending until it first ran. */
+  private setWaiting(reason: string, message: string): void {
+    const at = this.host.nowIso();
+    this.host.updateStatus(this.key, this.uid, (s) => {
+      s.phase ??= 'Pending';
+      setCondition(s, 'Initialized', 'True', at);
+      setCondition(s, 'ContainersReady', 'False', at, 'ContainersNotReady');
+      setCondition(s, 'Ready', 'False', at, 'ContainersNotReady');
+      s.containerStatuses = [this.containerStatus({ waiting: { reason, message } })];
+    });
+  }
+
+  /** The readiness and startup probe period override (annotation, then the kubelet's option). */
+  private periodOverrideMs(): number | undefined {
     const ann = Number(this.pod.metadata.annotations?.[PROBE_PERIOD_MS_ANNOTATION]);
+    return ann > 0 ? ann : this.host.probePeriodMs;
+  }
+
+  private target(): HandlerTarget {
+    const rt = this.host.runtime;
+    const spec = this.spec;
     return {
-      periodMs: ann > 0 ? ann : (this.host.probePeriodMs ?? (p?.periodSeconds ?? 10) * 1000),
-      timeoutMs: (p?.timeoutSeconds ?? 1) * 1000,
-      success: p?.successThreshold ?? 1,
-      failure: p?.failureThreshold ?? 3,
-      service: p?.grpc?.service ?? '',
+      ip: this.ip ?? '',
+      container: this.container,
+      exec:
+        rt.exec !== undefined && spec !== undefined
+          ? (argv, timeoutMs) => (rt.exec as NonNullable<PodRuntime['exec']>).call(rt, spec, argv, timeoutMs)
+          : undefined,
+      grpcClient: (address) => {
+        let client = this.clients.get(address);
+        if (client === undefined) {
+          client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+            // A private subchannel with quick reconnects: a probe must see the server as soon as it listens.
+            'grpc.use_local_subchannel_pool': 1,
+            'grpc.enable_http_proxy': 0,
+            'grpc.initial_reconnect_backoff_ms': 50,
+            'grpc.max_reconnect_backoff_ms': Math.max(100, this.periodOverrideMs() ?? 1000),
+            'grpc.enable_retries': 0,
+          });
+          this.clients.set(address, client);
+        }
+        return client;
+      },
     };
   }
 
-  private scheduleProbe(delayMs: number): void {
-    if (this.disposed || this.probeTimer) return;
-    this.probeTimer = setTimeout(() => {
-      this.probeTimer = undefined;
-      void this.probe();
-    }, delayMs);
-    this.probeTimer.unref();
+  private loop(
+    probe: Probe,
+    periodOverrideMs: number | undefined,
+    onResult: (ok: boolean) => void,
+  ): ProbeLoop {
+    const l = new ProbeLoop(
+      probeSettings(probe, periodOverrideMs),
+      (timeoutMs) => runHandler(probe, this.target(), timeoutMs),
+      onResult,
+      (err) => this.host.reportError(this.key, err),
+    );
+    this.loops.push(l);
+    l.start();
+    return l;
   }
 
-  private healthClient(): grpc.Client {
-    const port = this.container.readinessProbe?.grpc?.port ?? this.port;
-    this.client ??= new grpc.Client(`${this.ip ?? ''}:${port}`, grpc.credentials.createInsecure(), {
-      // A private subchannel with quick reconnects: a probe must see the server as soon as it listens.
-      'grpc.use_local_subchannel_pool': 1,
-      'grpc.enable_http_proxy': 0,
-      'grpc.initial_reconnect_backoff_ms': 50,
-      'grpc.max_reconnect_backoff_ms': Math.max(100, this.probeSettings().periodMs),
-      'grpc.enable_retries': 0,
-    });
-    return this.client;
-  }
-
-  private async probe(): Promise<void> {
-    if (this.disposed || this.probing || !this.proc) return;
-    this.probing = true;
-    const s = this.probeSettings();
-    const ok = await new Promise<boolean>((resolve) => {
-      const serialize = healthService.Check?.requestSerialize as (v: object) => Buffer;
-      const deserialize = healthService.Check?.responseDeserialize as (b: Buffer) => { status?: string };
-      this.healthClient().makeUnaryRequest<{ service: string }, { status?: string }>(
-        CHECK_PATH,
-        serialize,
-        deserialize,
-        { service: s.service },
-        new grpc.Metadata(),
-        { deadline: Date.now() + s.timeoutMs },
-        (err, res) => resolve(!err && res?.status === 'SERVING'),
-      );
-    });
-    this.probing = false;
-    if (this.disposed) return;
-    if (ok) {
-      this.failures = 0;
-      this.successes++;
-      if (!this.ready && this.successes >= s.success) this.setReady(true);
-    } else {
-      this.successes = 0;
-      this.failures++;
-      if (this.ready && this.failures >= s.failure) this.setReady(false);
+  /** Startup probe first; once it succeeds (or with none), liveness and readiness. */
+  private startProbes(): void {
+    const c = this.container;
+    if (c.startupProbe === undefined) {
+      this.startedProbes();
+      return;
     }
-    this.scheduleProbe(s.periodMs);
+    const startup = this.loop(c.startupProbe, this.periodOverrideMs(), (ok) => {
+      startup.stop();
+      if (!ok) {
+        this.killForRestart();
+        return;
+      }
+      this.started = true;
+      const at = this.host.nowIso();
+      const startedAt = this.startedAt ?? at;
+      this.host.updateStatus(this.key, this.uid, (s) => {
+        s.containerStatuses = [this.containerStatus({ running: { startedAt } })];
+      });
+      this.startedProbes();
+    });
+  }
+
+  private startedProbes(): void {
+    const c = this.container;
+    if (c.livenessProbe !== undefined) {
+      // Liveness keeps the period as written: the lab's fast period is for readiness and start-up, and
+      // would kill a slow-starting container on a loaded machine.
+      this.loop(c.livenessProbe, undefined, (ok) => {
+        if (!ok) this.killForRestart();
+      });
+    }
+    if (c.readinessProbe !== undefined) {
+      this.readinessLoop = this.loop(c.readinessProbe, this.periodOverrideMs(), (ok) => {
+        if (ok !== this.ready) this.setReady(ok);
+      });
+    } else {
+      this.setReady(true);
+    }
   }
 
   setReady(ready: boolean, reason = 'ContainersNotReady'): void {
@@ -294,14 +427,93 @@ export class PodWorker {
     });
   }
 
-  private stopProbing(): void {
-    if (this.probeTimer) clearTimeout(this.probeTimer);
-    this.probeTimer = undefined;
-    this.client?.close();
-    this.client = undefined;
+  /** Stops the probe loops; `keepReadiness` keeps the readiness one (termination probes until the exit). */
+  private stopProbing(keepReadiness = false): void {
+    const keep = keepReadiness ? this.readinessLoop : undefined;
+    for (const l of this.loops) if (l !== keep) l.stop();
+    this.loops = keep ? [keep] : [];
+    this.readinessLoop = keep;
+    if (keep) return;
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+
+  /** A failed liveness or startup probe: the container is killed (with its preStop and grace) and restarts. */
+  private killForRestart(): void {
+    const proc = this.proc;
+    if (!proc || !this.alive || this.stopping || this.terminating || this.disposed) return;
+    this.stopProbing(true);
+    this.stopping = this.killContainer(proc, deletionGraceMs(this.pod))
+      .then(() => undefined)
+      .finally(() => {
+        this.stopping = undefined;
+      });
+  }
+
+  /** preStop (bounded by the grace), SIGTERM, SIGKILL once graceMs from now are over; resolves at the exit. */
+  private async killContainer(proc: PodProcess, graceMs: number): Promise<PodExit> {
+    this.shortenGrace(graceMs);
+    const preStop = this.container.lifecycle?.preStop;
+    if (preStop !== undefined && this.alive) await this.runPreStop(preStop, proc);
+    proc.kill('SIGTERM');
+    const exit = await proc.exited;
+    if (this.killTimer) clearTimeout(this.killTimer);
+    this.killTimer = undefined;
+    this.killAt = Infinity;
+    return exit;
+  }
+
+  private async runPreStop(hook: LifecycleHandler, proc: PodProcess): Promise<void> {
+    const budgetMs = this.killAt - Date.now();
+    if (!(budgetMs > 0)) return;
+    let timer: NodeJS.Timeout | undefined;
+    // The hook ends early if the container exits meanwhile, or the grace runs out.
+    const bound = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, budgetMs);
+      timer.unref();
+      void proc.exited.then(() => resolve());
+    });
+    try {
+      if (hook.sleep !== undefined) {
+        await Promise.race([
+          bound,
+          new Promise<void>((r) => setTimeout(r, hook.sleep!.seconds * 1000).unref()),
+        ]);
+      } else if (handlerKind(hook) !== undefined) {
+        await Promise.race([
+          bound,
+          runHandler(hook, this.target(), budgetMs).then((ok) => {
+            if (!ok) {
+              this.host.reportError(
+                this.key,
+                new GrpcKubeError(
+                  'GK_ERR_LAB',
+                  `pod ${this.key}: the preStop hook failed; the container is stopped anyway`,
+                ),
+              );
+            }
+          }),
+        ]);
+      }
+    } catch (err) {
+      this.host.reportError(this.key, err);
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+  }
+
+  /** The next restart delay: base × 2^n up to the maximum (CrashLoopBackOff). */
+  private nextDelay(): number {
+    const delay = Math.min(
+      this.host.restartBackoffMaxMs,
+      this.host.restartBackoffMs * 2 ** Math.min(this.backoffLevel, 30),
+    );
+    this.backoffLevel++;
+    return delay;
   }
 
   private onExit(proc: PodProcess, exit: PodExit): void {
+    if (proc === this.proc) this.alive = false;
     if (proc !== this.proc || this.terminating || this.disposed) return;
     this.stopProbing();
     const at = this.host.nowIso();
@@ -310,6 +522,32 @@ export class PodWorker {
     const policy = this.pod.spec.restartPolicy ?? 'Always';
     const restart = policy === 'Always' || (policy === 'OnFailure' && failed);
     this.ready = false;
+    this.started = false;
+    // A container that ran long enough starts its back-off afresh, as the kubelet's does (2 × the cap).
+    if (Date.now() - this.startedAtMs >= 2 * this.host.restartBackoffMaxMs) this.backoffLevel = 0;
+    const terminated: ContainerState = {
+      terminated: {
+        exitCode,
+        reason: failed ? 'Error' : 'Completed',
+        ...(exit.signal ? { signal: SIGNAL_NUMBERS[exit.signal] ?? 0 } : {}),
+        ...(this.startedAt ? { startedAt: this.startedAt } : {}),
+        finishedAt: at,
+      },
+    };
+    const { namespace, name } = splitKey(this.key);
+    let state = terminated;
+    let delay = 0;
+    if (restart) {
+      delay = this.nextDelay();
+      this.lastState = terminated;
+      this.restartCount++;
+      state = {
+        waiting: {
+          reason: 'CrashLoopBackOff',
+          message: `back-off ${formatDelay(delay)} restarting failed container=${this.container.name} pod=${name}_${namespace}(${this.uid})`,
+        },
+      };
+    }
     this.host.updateStatus(this.key, this.uid, (s) => {
       setCondition(s, 'ContainersReady', 'False', at, 'ContainersNotReady');
       setCondition(
@@ -319,22 +557,16 @@ export class PodWorker {
         at,
         restart ? 'ContainersNotReady' : failed ? 'PodFailed' : 'PodCompleted',
       );
-      s.containerStatuses = [
-        this.containerStatus({
-          terminated: { exitCode, reason: failed ? 'Error' : 'Completed', finishedAt: at },
-        }),
-      ];
+      s.containerStatuses = [this.containerStatus(state)];
       if (!restart) s.phase = failed ? 'Failed' : 'Succeeded';
     });
-    if (restart) this.scheduleRestart();
+    if (restart) this.scheduleRestart(delay, false);
   }
 
-  private scheduleRestart(): void {
-    const delay = Math.min(
-      this.host.restartBackoffMaxMs,
-      this.host.restartBackoffMs * 2 ** Math.min(this.restartCount, 16),
-    );
-    this.restartCount++;
+  /** Starts the container again after `delay`; `count` adds a restart (a start that failed is not one). */
+  private scheduleRestart(delay: number, count: boolean): void {
+    if (count) this.restartCount++;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
       if (!this.disposed && !this.terminating) void this.start();
@@ -343,9 +575,10 @@ export class PodWorker {
   }
 
   /**
-   * Graceful termination: SIGTERM now, SIGKILL after graceMs, probing until the exit (so the
-   * slice's `serving` stays honest); the caller deletes the pod afterwards. Called again with a
-   * shorter grace (a second DELETE that shortened it), the SIGKILL comes sooner.
+   * Graceful termination: the preStop hook, SIGTERM, SIGKILL once graceMs (counting the hook) are over,
+   * probing readiness until the exit (so the slice's `serving` stays honest); the caller deletes the
+   * pod afterwards. Called again with a shorter grace (a second DELETE that shortened it), the SIGKILL
+   * comes sooner.
    */
   terminate(graceMs: number): Promise<void> {
     if (this.done) {
@@ -358,10 +591,10 @@ export class PodWorker {
       await this.starting;
       const proc = this.proc;
       if (proc) {
-        proc.kill('SIGTERM');
-        this.shortenGrace(graceMs);
-        const exit = await proc.exited;
-        if (this.killTimer) clearTimeout(this.killTimer);
+        this.stopProbing(true);
+        const exit = this.stopping
+          ? (this.shortenGrace(graceMs), await proc.exited)
+          : await this.killContainer(proc, graceMs);
         this.stopProbing();
         if (!this.disposed) {
           const at = this.host.nowIso();
@@ -372,7 +605,12 @@ export class PodWorker {
             setCondition(s, 'Ready', 'False', at, 'PodCompleted');
             s.containerStatuses = [
               this.containerStatus({
-                terminated: { exitCode, reason: exitCode === 0 ? 'Completed' : 'Error', finishedAt: at },
+                terminated: {
+                  exitCode,
+                  reason: exitCode === 0 ? 'Completed' : 'Error',
+                  ...(this.startedAt ? { startedAt: this.startedAt } : {}),
+                  finishedAt: at,
+                },
               }),
             ];
             s.phase = exitCode === 0 ? 'Succeeded' : 'Failed';
@@ -408,6 +646,11 @@ export class PodWorker {
     await this.starting?.catch(() => undefined);
     this.proc?.kill('SIGKILL');
     if (this.proc) await this.proc.exited;
+    if (this.nodeEnv !== undefined && this.host.releasePodEnvironment !== undefined) {
+      await this.host
+        .releasePodEnvironment(this.pod)
+        .catch((err: unknown) => this.host.reportError(this.key, err));
+    }
     const ip = this.ip;
     if (ip !== undefined) {
       if (this.host.removePodAddress !== undefined) {

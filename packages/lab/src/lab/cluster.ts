@@ -5,18 +5,21 @@
 // pod processes, takes the API down, and watches pods — the same calls on both.
 
 import { randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.js';
-import { NodeScriptRuntime, type PodRuntime } from '../cluster/pod-runtime.js';
-import { RESOURCES } from '../cluster/store-api.js';
+import { ImageRuntime, NodeScriptRuntime, type PodRuntime } from '../cluster/pod-runtime.js';
+import type { AccessRule } from '../cluster/apiserver.js';
+import { RESOURCES, type ResourceType } from '../cluster/store-api.js';
 import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import type { KubeObject, WatchEvent } from 'grpc-kube/internal/kube/types.js';
+import type { KubeObject as ManifestObject } from '../manifests/kustomize.js';
 import { packageRoot } from './paths.js';
 import { POD_MAIN_SCRIPT } from './pod-main.js';
 import type { PodSignal } from './scenario.js';
-import { TlsPodRuntime, type LabTls } from './tls.js';
+import { createLabTls, TlsPodRuntime, type LabTls } from './tls.js';
 
 export type ClusterKind = 'embedded' | 'real';
 
@@ -31,6 +34,17 @@ export interface LabCluster {
   /** Admin kubeconfig (clients, resolvers, the lab's stand-ins). */
   readonly kubeConfigYaml: string;
   create(kind: 'deployments' | 'services', obj: Deployment | Service): Promise<void>;
+  /**
+   * `lab --manifests`: create one rendered object of an overlay (a Namespace that exists is kept).
+   * Resolves to why it was not applied when this cluster does not serve its kind (the embedded API
+   * server serves no RBAC objects: its authorization is its own policy), else undefined.
+   */
+  apply(obj: ManifestObject): Promise<string | undefined>;
+  /**
+   * The last lines a container logged, where the cluster keeps them; undefined where it does not
+   * (then only the termination message in the pod's status is read).
+   */
+  containerLog(namespace: string, pod: string, container: string): Promise<string | undefined>;
   /** Create or replace a GRPCRoute (gateway.networking.k8s.io/v1): the canary's weights. */
   applyRoute(route: KubeObject): Promise<void>;
   scale(namespace: string, name: string, replicas: number): Promise<void>;
@@ -63,6 +77,8 @@ export interface LabCluster {
 
 export interface LabClusterOptions {
   readonly namespace: string;
+  /** More namespaces to create with the cluster (`lab --manifests`: one per strategy's overlay). */
+  readonly extraNamespaces?: readonly string[];
   readonly probePeriodMs: number;
   readonly random: () => number;
   /** CPU niceness of the pods (0..19): above the clients' 0, so pods starting cannot starve them. */
@@ -71,6 +87,17 @@ export interface LabClusterOptions {
   readonly podCommand?: string;
   /** `lab --tls`: each pod gets a certificate from this CA when it starts. */
   readonly tls?: LabTls;
+  /**
+   * `lab --manifests`: pods run their spec as written (ImageRuntime: image → a local command, env,
+   * command and args as the kubelet resolves them) instead of the lab's Hello server.
+   */
+  readonly images?: boolean;
+  /**
+   * With `images`: what each ServiceAccount may do (the overlays' Roles and RoleBindings). The real
+   * cluster reads those objects; the embedded API server is given their rules, and every pod its
+   * ServiceAccount's token.
+   */
+  readonly serviceAccountRules?: (namespace: string, serviceAccount: string) => readonly AccessRule[];
 }
 
 export async function startLabCluster(kind: ClusterKind, opts: LabClusterOptions): Promise<LabCluster> {
@@ -92,12 +119,34 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
     nice: opts.podNice,
     ...(opts.podCommand !== undefined ? { shellCommand: opts.podCommand } : {}),
   });
+  // --manifests: pods as written, each with its ServiceAccount's token for the API server, which then
+  // speaks HTTPS (in-cluster configuration does) with a certificate from a CA made for the run.
+  const rules = opts.images === true ? opts.serviceAccountRules : undefined;
+  const apiPki = rules !== undefined ? await createLabTls('lab-api') : undefined;
+  const apiCert = await apiPki?.issue('kube-apiserver', { ips: ['127.0.0.1'], dns: ['localhost'] });
   const c: EmbeddedCluster = await startEmbeddedCluster({
-    runtime: opts.tls === undefined ? runtime : new TlsPodRuntime(runtime, opts.tls),
+    runtime:
+      opts.images === true
+        ? new ImageRuntime({ nice: opts.podNice })
+        : opts.tls === undefined
+          ? runtime
+          : new TlsPodRuntime(runtime, opts.tls),
     ipPool: { first: `${loopbackPrefix}.2.1` },
     probePeriodMs: opts.probePeriodMs,
-    namespaces: [opts.namespace],
-    apiServer: { bookmarkIntervalMs: 5000 },
+    namespaces: [opts.namespace, ...(opts.extraNamespaces ?? [])],
+    apiServer: {
+      bookmarkIntervalMs: 5000,
+      ...(apiCert !== undefined && apiPki !== undefined
+        ? {
+            tls: {
+              key: readFileSync(apiCert.keyFile),
+              cert: readFileSync(apiCert.certFile),
+              ca: readFileSync(apiPki.caFile),
+            },
+          }
+        : {}),
+    },
+    ...(rules !== undefined ? { serviceAccountTokens: { rules } } : {}),
     random: opts.random,
   });
   return {
@@ -105,6 +154,22 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
     loopbackPrefix,
     kubeConfigYaml: c.apiServer.kubeConfigYaml(),
     create: async (kind, obj) => void c.store.create(RESOURCES[kind], obj),
+    apply: async (obj) => {
+      const rt = (Object.values(RESOURCES) as ResourceType[]).find(
+        (r) => r.kind === obj.kind && apiVersionOf(r) === obj.apiVersion,
+      );
+      // RBAC: the embedded API server holds the rules of every ServiceAccount (serviceAccountRules).
+      if (rules !== undefined && RBAC_KINDS.has(obj.kind)) return undefined;
+      if (rt === undefined) return `the embedded API server does not serve ${obj.apiVersion} ${obj.kind}`;
+      if (
+        c.store.get(rt, obj.metadata.namespace, obj.metadata.name ?? '') !== undefined &&
+        obj.kind === 'Namespace'
+      )
+        return undefined;
+      c.store.create(rt, obj);
+      return undefined;
+    },
+    containerLog: async (ns, pod, container) => c.kubelet.logs(ns, pod, { container })?.join('\n'),
     applyRoute: async (route) => {
       const ns = route.metadata.namespace ?? 'default';
       const cur = c.store.get(RESOURCES.grpcroutes, ns, route.metadata.name ?? '');
@@ -132,7 +197,10 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
       c.store.watch<Pod>(RESOURCES.pods, { namespace: ns, labelSelector }, (ev) =>
         onEvent(ev.type, ev.object as Pod),
       ),
-    stop: () => c.stop(),
+    stop: async () => {
+      await c.stop();
+      await apiPki?.remove();
+    },
   };
 }
 
@@ -140,14 +208,20 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
   const tls = opts.tls;
   // Loaded only here: the real control plane needs root, Go-built binaries and network namespaces.
   const { startRealLabCluster } = await import('../cluster/real/cluster.js');
+  const { netnsWrap } = await import('../cluster/real/kubelet-runtime.js');
+  // --manifests: pod specs as written, each in its pod's network namespace.
+  const images = (network: import('../cluster/real/netns.js').LabNetwork): PodRuntime =>
+    new ImageRuntime({ nice: opts.podNice, podIpEnv: false, wrap: netnsWrap(network) });
   const c = await startRealLabCluster({
     podScript: POD_MAIN_SCRIPT,
     podNice: opts.podNice,
     ...(opts.podCommand !== undefined ? { podShellCommand: opts.podCommand } : {}),
     // Each pod gets a certificate for its netns address and its Service's names as it starts.
     ...(tls !== undefined ? { wrapRuntime: (r: PodRuntime) => new TlsPodRuntime(r, tls) } : {}),
+    // Pods as written, with their ServiceAccount's token: their controllers meet the overlay's RBAC.
+    ...(opts.images === true ? { podRuntime: images, serviceAccountTokens: true } : {}),
     probePeriodMs: opts.probePeriodMs,
-    namespaces: [opts.namespace],
+    namespaces: [opts.namespace, ...(opts.extraNamespaces ?? [])],
     // The GRPCRoute CRD, as a user installs it: without it canary-shift's route is a 404.
     crdDir: join(packageRoot(), 'deploy', 'crds'),
   });
@@ -171,6 +245,19 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
       await c.api.request('POST', path(kind, ns), obj, rp(kind, ns));
     },
     scale: (ns, name, replicas) => c.scale(ns, name, replicas),
+    apply: async (obj) => {
+      const p = apiPathOf(obj);
+      if (p === undefined) return `the lab does not know the API path of ${obj.apiVersion} ${obj.kind}`;
+      // The CRDs of deploy/crds are installed with the cluster.
+      if (obj.kind === 'CustomResourceDefinition') return undefined;
+      try {
+        await c.api.request('POST', p.collection, obj, p.resource);
+      } catch (err) {
+        if (!(obj.kind === 'Namespace' && (err as { status?: number }).status === 409)) throw err;
+      }
+      return undefined;
+    },
+    containerLog: async (ns, pod, container) => c.kubelet.logs(ns, pod, { container })?.join('\n'),
     applyRoute: async (route) => {
       // Served through the GRPCRoute CRD of deploy/crds, installed by startRealLabCluster.
       const ns = route.metadata.namespace ?? 'default';
@@ -227,6 +314,53 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
       client.close();
       await c.stop();
     },
+  };
+}
+
+const RBAC_KINDS = new Set(['ServiceAccount', 'Role', 'RoleBinding']);
+
+function apiVersionOf(r: ResourceType): string {
+  return r.group === '' ? r.version : `${r.group}/${r.version}`;
+}
+
+/** Plural resource names of the kinds deploy/ renders. */
+const PLURALS: Readonly<Record<string, string>> = {
+  Namespace: 'namespaces',
+  ServiceAccount: 'serviceaccounts',
+  Service: 'services',
+  Deployment: 'deployments',
+  Role: 'roles',
+  RoleBinding: 'rolebindings',
+  ClusterRole: 'clusterroles',
+  ClusterRoleBinding: 'clusterrolebindings',
+  GRPCRoute: 'grpcroutes',
+  ReferenceGrant: 'referencegrants',
+  CustomResourceDefinition: 'customresourcedefinitions',
+};
+const CLUSTER_SCOPED = new Set([
+  'Namespace',
+  'ClusterRole',
+  'ClusterRoleBinding',
+  'CustomResourceDefinition',
+]);
+
+/** The collection path an object is POSTed to, and the resource it names (for the API client's errors). */
+function apiPathOf(obj: ManifestObject):
+  | {
+      collection: string;
+      resource: { group: string; version: string; resource: string; namespace?: string };
+    }
+  | undefined {
+  const plural = PLURALS[obj.kind];
+  if (plural === undefined) return undefined;
+  const slash = obj.apiVersion.indexOf('/');
+  const group = slash < 0 ? '' : obj.apiVersion.slice(0, slash);
+  const version = obj.apiVersion.slice(slash + 1);
+  const ns = CLUSTER_SCOPED.has(obj.kind) ? undefined : (obj.metadata.namespace ?? 'default');
+  const base = group === '' ? `/api/${version}` : `/apis/${group}/${version}`;
+  return {
+    collection: `${base}${ns !== undefined ? `/namespaces/${ns}` : ''}/${plural}`,
+    resource: { group, version, resource: plural, ...(ns !== undefined ? { namespace: ns } : {}) },
   };
 }
 

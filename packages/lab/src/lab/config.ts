@@ -38,6 +38,7 @@ export const LAB_DEFAULTS = Object.freeze({
   podNice: POD_NICE,
   clientDefaults: false,
   tls: false,
+  manifests: false,
   seed: 1,
   /**
    * startWorkload on its own (the east-west demo's client, tests): one client of 10 RPCs in rounds,
@@ -72,6 +73,7 @@ export interface LabInput {
   readonly podCommand?: string;
   readonly podNice?: number;
   readonly tls?: boolean;
+  readonly manifests?: boolean;
 }
 
 export interface LabConfig {
@@ -93,6 +95,11 @@ export interface LabConfig {
   readonly podNice: number;
   /** Mutual TLS end to end with a CA made for the run (embedded cluster, the lab's Hello pods). */
   readonly tls: boolean;
+  /**
+   * Each strategy's pods, Services, RBAC, control plane and proxies from its deploy/ overlay,
+   * rendered and applied as written (src/manifests/); the lab's clients dial the overlay client's TARGET.
+   */
+  readonly manifests: boolean;
 }
 
 export function labConfig(input: LabInput): LabConfig {
@@ -119,6 +126,14 @@ export function labConfig(input: LabInput): LabConfig {
   const tls = input.tls ?? d.tls;
   if (tls && podCommand !== undefined)
     throw new InvalidOptionError('--tls', "runs the lab's Hello pods only (not --pod-command)");
+  const manifests = input.manifests ?? d.manifests;
+  if (manifests && tls)
+    throw new InvalidOptionError(
+      '--manifests',
+      'runs the overlays as written, in plaintext (not with --tls)',
+    );
+  if (manifests && podCommand !== undefined)
+    throw new InvalidOptionError('--manifests', "runs the overlays' own containers (not --pod-command)");
   const hedgeMs = input.hedgeMs;
   if (hedgeMs !== undefined && !(Number.isInteger(hedgeMs) && hedgeMs > 0))
     throw new InvalidOptionError('--hedge', 'must be a whole number of ms > 0');
@@ -141,5 +156,6 @@ export function labConfig(input: LabInput): LabConfig {
     podCommand,
     podNice,
     tls,
+    manifests,
   });
 }

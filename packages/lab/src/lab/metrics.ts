@@ -65,6 +65,8 @@ export interface LabRunRecord {
   cluster: string;
   /** Pods served mutual TLS and every hop spoke TLS (`lab --tls`). */
   tls: boolean;
+  /** `lab --manifests`: the deploy/ overlay this run's pods, Services and helpers came from. */
+  overlay?: string;
   rpcs: number;
   failed: number;
   failedByCode: Record<string, number>;

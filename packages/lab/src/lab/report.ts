@@ -349,7 +349,7 @@ function tableRows(runs: readonly ReportRun[], withScenario: boolean): string {
       return (
         '<tr>' +
         (withScenario ? `<td>${esc(r.scenario)}</td>` : '') +
-        `<td>${esc(r.strategy)}</td>` +
+        `<td>${esc(r.strategy)}${r.overlay !== undefined ? `<br><small>${esc(r.overlay)}</small>` : ''}</td>` +
         `<td>${fmtInt(r.rpcs)}</td>` +
         failedCell(r) +
         `<td>${(r.successRate * 100).toFixed(3)}%</td>` +
@@ -411,7 +411,7 @@ export function renderReport(runs: readonly ReportRun[], meta: ReportMeta = {}):
         ? `<div class="stats">pods reached per client: ${run.podsPerClient.join(', ')}</div>`
         : '';
       return (
-        `<figure data-strategy="${esc(run.record.strategy)}"><figcaption>${esc(run.record.strategy)}</figcaption>` +
+        `<figure data-strategy="${esc(run.record.strategy)}"><figcaption>${esc(run.record.strategy)}${run.record.overlay !== undefined ? ` (${esc(run.record.overlay)})` : ''}</figcaption>` +
         plot(run, yMax, plotIndex++) +
         harnessStrip(run) +
         endpointPlot(run, 'outstanding') +

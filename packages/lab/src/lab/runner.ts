@@ -38,6 +38,15 @@ import { createLabTls, LAB_TLS_DNS_ENV, serviceDnsNames } from './tls.js';
 import { readReceivedCounts } from './hello.js';
 import { COUNT_FLUSH_MS } from './pod-main.js';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { planOverlay, serviceAccountRules, type OverlayPlan } from '../manifests/overlays.js';
+import {
+  applyOverlay,
+  failureError,
+  OverlayWatch,
+  startOverlayClient,
+  waitOverlayReady,
+} from '../manifests/run.js';
+import { packageRoot } from './paths.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -55,6 +64,8 @@ export interface RunOptions {
   /** The validated run options (labConfig): read as they are, no defaults here. */
   readonly config: LabConfig;
   readonly onProgress?: (line: string) => void;
+  /** `--manifests`: the directory holding deploy/ (default: this checkout's root). */
+  readonly manifestsRoot?: string;
 }
 
 export interface ScenarioResult {
@@ -100,7 +111,11 @@ function podEnv(o: {
 }
 
 interface AppDeployments {
-  readonly flavour: AppFlavour;
+  /** The flavour, or with --manifests the strategy whose overlay these Deployments are. */
+  readonly key: string;
+  readonly namespace: string;
+  /** Label selector of the Service's pods. */
+  readonly selector: string;
   readonly service: string;
   /** Deployments behind the Service that scenario steps act on (the slow one is left alone). */
   readonly deployments: string[];
@@ -186,7 +201,13 @@ async function applyApps(
         spec: { ...svc.spec, selector: { svc: canary } },
       });
     }
-    out.push({ flavour, service, deployments: [service] });
+    out.push({
+      key: flavour,
+      namespace: LAB_NAMESPACE,
+      selector: `svc=${service}`,
+      service,
+      deployments: [service],
+    });
   }
   return out;
 }
@@ -238,7 +259,34 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     }
     return true;
   });
-  if (strategies.length === 0) return { scenario: scenario.name, runs: [], skipped, failed: [] };
+  // --manifests: each strategy's overlay, rendered now; one that has none fails alone.
+  const manifests = opts.config.manifests;
+  const plans = new Map<LabStrategy, OverlayPlan>();
+  const failedEarly: Array<{ strategy: string; reason: string }> = [];
+  if (manifests) {
+    for (const s of [...strategies]) {
+      try {
+        plans.set(
+          s,
+          planOverlay({
+            root: opts.manifestsRoot ?? packageRoot(),
+            strategy: s.name,
+            canary: isCanary,
+            sharedNetwork: opts.config.cluster === 'embedded',
+            replicas: scenario.replicas,
+            ...(scenario.canaryReplicas !== undefined ? { canaryReplicas: scenario.canaryReplicas } : {}),
+            ...(scenario.maxSurge !== undefined ? { maxSurge: scenario.maxSurge } : {}),
+            ...(scenario.maxUnavailable !== undefined ? { maxUnavailable: scenario.maxUnavailable } : {}),
+          }),
+        );
+      } catch (err) {
+        failedEarly.push({ strategy: s.name, reason: failureReason(err) });
+        progress(`  ${scenario.name}: ${s.name} FAILED: ${failureReason(err)}`);
+        strategies.splice(strategies.indexOf(s), 1);
+      }
+    }
+  }
+  if (strategies.length === 0) return { scenario: scenario.name, runs: [], skipped, failed: failedEarly };
 
   if (opts.config.tls && userPods)
     throw new InvalidOptionError('--tls', "runs the lab's Hello pods only (not --pod-command)");
@@ -251,6 +299,11 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
   try {
     cluster = await startLabCluster(opts.config.cluster, {
       namespace: LAB_NAMESPACE,
+      extraNamespaces: [...plans.values()].map((p) => p.namespace),
+      images: manifests,
+      ...(manifests
+        ? { serviceAccountRules: serviceAccountRules([...plans.values()].flatMap((p) => [...p.objects])) }
+        : {}),
       probePeriodMs: PROBE_PERIOD_MS,
       random: opts.random,
       podNice: opts.config.podNice,
@@ -268,17 +321,46 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     () => cluster.stop(),
   ];
   try {
-    const flavours = [...new Set(strategies.map((s) => s.flavour))];
+    const flavours = manifests ? [] : [...new Set(strategies.map((s) => s.flavour))];
     // The lab's Hello pods count the requests they receive per client (the workload's clients are
     // `<strategy>-<i>`): every retry and hedge is one more, which the clients' record cannot show.
-    const countDir = userPods ? undefined : await mkdtemp(join(tmpdir(), 'grpc-kube-lab-counts-'));
+    const countDir =
+      userPods || manifests ? undefined : await mkdtemp(join(tmpdir(), 'grpc-kube-lab-counts-'));
     if (countDir !== undefined) cleanups.push(() => rm(countDir, { recursive: true, force: true }));
     const apps = await applyApps(cluster, scenario, flavours, opts, countDir);
     const readyTimeoutMs = 30_000;
     for (const a of apps) {
       await cluster.waitForReadyPods(LAB_NAMESPACE, { svc: a.service }, scenario.replicas, readyTimeoutMs);
     }
-    if (scenario.canaryReplicas !== undefined) {
+    // --manifests: every overlay applied as rendered, watched, and Ready before the clients start;
+    // an overlay that cannot come up fails its strategy alone.
+    const watches = new Map<LabStrategy, OverlayWatch>();
+    for (const [s, plan] of plans) {
+      const watch = new OverlayWatch(cluster, plan, { logEveryMs: 2000 });
+      cleanups.push(() => watch.stop());
+      try {
+        for (const note of await applyOverlay(cluster, plan)) progress(`  ${s.name}: ${note}`);
+        for (const a of plan.adaptations) progress(`  ${s.name}: ${plan.overlay}: ${a}`);
+        await waitOverlayReady(cluster, watch, readyTimeoutMs * 2);
+      } catch (err) {
+        failedEarly.push({ strategy: s.name, reason: failureReason(err) });
+        progress(`  ${scenario.name}: ${s.name} FAILED: ${failureReason(err)}`);
+        watch.stop();
+        continue;
+      }
+      watches.set(s, watch);
+      apps.push({
+        key: s.name,
+        namespace: plan.namespace,
+        selector: Object.entries(plan.serverSelector)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(','),
+        service: 'hello',
+        deployments: [...plan.serverDeployments],
+      });
+    }
+    if (manifests) strategies.splice(0, strategies.length, ...strategies.filter((s) => watches.has(s)));
+    if (!manifests && scenario.canaryReplicas !== undefined) {
       await cluster.waitForReadyPods(
         LAB_NAMESPACE,
         { svc: 'hello-canary' },
@@ -296,8 +378,10 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     });
     cleanups.push(() => endpoints.close());
     const dnsName = (svc: string): string => `${svc}.${LAB_NAMESPACE}.svc.cluster.local`;
-    // CoreDNS stand-in: A records = ready endpoints of each headless Service.
-    for (const a of apps) {
+    // CoreDNS stand-in: A records = ready endpoints of each headless Service (an overlay's client
+    // sets up its own, startOverlayClient).
+    const labApps = apps.filter((a) => a.namespace === LAB_NAMESPACE);
+    for (const a of labApps) {
       const sub = endpoints.subscribe(
         LAB_NAMESPACE,
         a.service,
@@ -353,17 +437,18 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     };
     // Every stand-in must have its first answer before clients dial.
     await waitFor(
-      () => apps.every((a) => dns.answers(dnsName(a.service)).length >= scenario.replicas),
+      () => labApps.every((a) => dns.answers(dnsName(a.service)).length >= scenario.replicas),
       10_000,
     );
 
     // A strategy that cannot start fails alone: the others run the scenario as planned.
     const handles: Array<{ s: LabStrategy; h: StrategyHandle }> = [];
-    const failed: Array<{ strategy: string; reason: string }> = [];
+    const failed: Array<{ strategy: string; reason: string }> = [...failedEarly];
     for (const s of strategies) {
       let h: StrategyHandle;
       try {
-        h = await s.start(env);
+        const plan = plans.get(s);
+        h = plan !== undefined ? await startOverlayClient(env, plan) : await s.start(env);
       } catch (err) {
         failed.push({ strategy: s.name, reason: failureReason(err) });
         progress(`  ${scenario.name}: ${s.name} FAILED to start: ${failureReason(err)}`);
@@ -379,11 +464,11 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     for (const a of apps) {
       // The canary's pods serve the same clients: they belong on the same plots.
       const selector =
-        a.flavour === 'plain' && scenario.canaryReplicas !== undefined
+        a.key === 'plain' && scenario.canaryReplicas !== undefined
           ? `svc in (${a.service},${a.service}-canary)`
-          : `svc=${a.service}`;
-      const r = new PodTimelineRecorder(cluster, LAB_NAMESPACE, selector, clock);
-      recorders.set(a.flavour, r);
+          : a.selector;
+      const r = new PodTimelineRecorder(cluster, a.namespace, selector, clock);
+      recorders.set(a.key, r);
       cleanups.push(() => r.stop());
     }
     // On the real cluster the pod watch answers over HTTP: the pods already running must be in the
@@ -392,7 +477,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     // Weights in force before the clients start (the first set-weights step at 0 ms).
     for (const step of scenario.steps) {
       if (step.action === 'set-weights' && step.atMs === 0)
-        await cluster.applyRoute(canaryRoute(step.weights));
+        for (const a of apps) await cluster.applyRoute(canaryRoute(a, step.weights));
     }
 
     const origin = clock();
@@ -438,9 +523,10 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       { pod: string; atMs: number; unready: ReturnType<typeof watchUnready> }
     >();
     const onKilled = (app: AppDeployments, pod: string, signal: PodSignal): void => {
-      if (signal !== 'SIGSTOP' || blackholes.has(app.service)) return;
-      const unready = watchUnready(cluster, LAB_NAMESPACE, `svc=${app.service}`, pod, clock);
-      blackholes.set(app.service, { pod, atMs: clock() - origin, unready });
+      for (const w of watches.values()) if (w.plan.namespace === app.namespace) w.expectExit(pod);
+      if (signal !== 'SIGSTOP' || blackholes.has(app.key)) return;
+      const unready = watchUnready(cluster, app.namespace, app.selector, pod, clock);
+      blackholes.set(app.key, { pod, atMs: clock() - origin, unready });
       cleanups.push(() => unready.stop());
     };
     const events: ScenarioEvent[] = [];
@@ -492,7 +578,16 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     }
     const runs: ReportRun[] = [];
     for (const { s, h, w } of workloads) {
-      const recorder = recorders.get(s.flavour) as PodTimelineRecorder;
+      const key = manifests ? s.name : s.flavour;
+      const recorder = recorders.get(key) as PodTimelineRecorder;
+      // A container of the overlay that crash-looped or was refused by the API fails this run alone.
+      const broke = watches.get(s)?.failure();
+      if (broke !== undefined) {
+        const plan = plans.get(s) as OverlayPlan;
+        failed.push({ strategy: s.name, reason: failureReason(failureError(plan, broke)) });
+        progress(`  ${scenario.name}: ${s.name} FAILED: ${broke}`);
+        continue;
+      }
       if (userPods) w.log.renamePods((peer) => recorder.podForAddress(peer) ?? peer);
       const timeline = recorder.timelines();
       const record: LabRunRecord = computeRunRecord({
@@ -508,7 +603,12 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         harness: { ...measured.figures, ...verdict },
       });
       Object.assign(record, retryLoad(record.rpcs, received, s.name, opts.config.clients));
-      const hole = blackholes.get(appOf(s.flavour).service);
+      const plan = plans.get(s);
+      if (plan !== undefined) record.overlay = plan.overlay;
+      // RPCs failed while every container of the overlay ran: its helpers' last words say why.
+      if (plan !== undefined && record.failed > 0)
+        for (const l of (await watches.get(s)?.helperLogs(3)) ?? []) progress(`  ${s.name}: ${l}`);
+      const hole = blackholes.get(key);
       if (hole !== undefined) {
         const unreadyAt = hole.unready.unreadyAtMs();
         record.blackhole = blackholeFigures(
@@ -578,24 +678,23 @@ async function applyStep(
 ): Promise<void> {
   switch (step.action) {
     case 'scale':
-      for (const a of apps)
-        for (const d of a.deployments) await cluster.scale(LAB_NAMESPACE, d, step.replicas);
+      for (const a of apps) for (const d of a.deployments) await cluster.scale(a.namespace, d, step.replicas);
       return;
     case 'rollout': {
       const stamp = new Date().toISOString();
       for (const a of apps)
-        for (const d of a.deployments) await cluster.restartRollout(LAB_NAMESPACE, d, stamp);
+        for (const d of a.deployments) await cluster.restartRollout(a.namespace, d, stamp);
       return;
     }
     case 'kill-pods':
       for (const a of apps) {
-        const pods = (await cluster.listPods(LAB_NAMESPACE, `svc=${a.service}`))
+        const pods = (await cluster.listPods(a.namespace, a.selector))
           .filter((p) => !p.metadata.deletionTimestamp)
           .map((p) => p.metadata.name as string)
           .sort();
         for (let i = 0; i < step.count && pods.length > 0; i++) {
           const [name] = pods.splice(Math.floor(random() * pods.length), 1);
-          await cluster.killPodProcess(LAB_NAMESPACE, name as string, step.signal);
+          await cluster.killPodProcess(a.namespace, name as string, step.signal);
           onKilled(a, name as string, step.signal);
         }
       }
@@ -614,21 +713,27 @@ async function applyStep(
       return;
     }
     case 'set-weights':
-      await cluster.applyRoute(canaryRoute(step.weights));
+      for (const a of apps) await cluster.applyRoute(canaryRoute(a, step.weights));
       return;
   }
 }
 
-/** The GRPCRoute of the canary-shift scenario: parent `hello`, backends `hello` and `hello-canary`. */
-function canaryRoute(weights: { stable: number; canary: number }): KubeObject {
-  return canaryGrpcRoute({
-    namespace: LAB_NAMESPACE,
+/**
+ * The GRPCRoute of the canary-shift scenario: parent `hello`, backends `hello` and `hello-canary`;
+ * with --manifests deploy/canary's own route `hello`, backends `hello-v1` and `hello-v2`.
+ */
+function canaryRoute(app: AppDeployments, weights: { stable: number; canary: number }): KubeObject {
+  const overlay = app.namespace !== LAB_NAMESPACE;
+  const route = canaryGrpcRoute({
+    namespace: app.namespace,
     service: 'hello',
     port: LAB_PORT,
-    stableService: 'hello',
-    canaryService: 'hello-canary',
+    stableService: overlay ? 'hello-v1' : 'hello',
+    canaryService: overlay ? 'hello-v2' : 'hello-canary',
     weights,
   }) as unknown as KubeObject;
+  if (overlay) route.metadata.name = 'hello';
+  return route;
 }
 
 async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {

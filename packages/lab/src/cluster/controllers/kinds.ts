@@ -18,6 +18,13 @@ export interface LabelSelector {
 export interface EnvVar {
   name: string;
   value?: string;
+  /** Only fieldRef is run by the lab kubelets; the others fail the container's config. */
+  valueFrom?: {
+    fieldRef?: { fieldPath: string; apiVersion?: string };
+    resourceFieldRef?: unknown;
+    configMapKeyRef?: unknown;
+    secretKeyRef?: unknown;
+  };
 }
 
 export interface ContainerPort {
@@ -26,8 +33,28 @@ export interface ContainerPort {
   protocol?: string;
 }
 
-export interface Probe {
+/** A port by number or by the name of one of the container's ports. */
+export type PortRef = number | string;
+
+/** What a probe or a lifecycle hook runs: exactly one of these. */
+export interface Handler {
   grpc?: { port: number; service?: string };
+  tcpSocket?: { port: PortRef; host?: string };
+  httpGet?: {
+    port: PortRef;
+    path?: string;
+    host?: string;
+    scheme?: 'HTTP' | 'HTTPS';
+    httpHeaders?: Array<{ name: string; value: string }>;
+  };
+  exec?: { command?: string[] };
+}
+
+export interface LifecycleHandler extends Omit<Handler, 'grpc'> {
+  sleep?: { seconds: number };
+}
+
+export interface Probe extends Handler {
   initialDelaySeconds?: number;
   timeoutSeconds?: number;
   periodSeconds?: number;
@@ -43,13 +70,20 @@ export interface Container {
   env?: EnvVar[];
   ports?: ContainerPort[];
   readinessProbe?: Probe;
+  livenessProbe?: Probe;
+  startupProbe?: Probe;
+  lifecycle?: { preStop?: LifecycleHandler; postStart?: LifecycleHandler };
 }
 
 export interface PodSpec {
   containers: Container[];
+  /** Not run by the lab kubelets (one container per pod): a pod with any waits in CreateContainerConfigError. */
+  initContainers?: Container[];
   nodeName?: string;
   restartPolicy?: 'Always' | 'OnFailure' | 'Never';
   terminationGracePeriodSeconds?: number;
+  serviceAccountName?: string;
+  automountServiceAccountToken?: boolean;
 }
 
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
@@ -70,16 +104,20 @@ export interface ContainerStatus {
   restartCount: number;
   image?: string;
   imageID?: string;
-  state?: {
-    waiting?: { reason?: string };
-    running?: { startedAt?: string };
-    terminated?: {
-      exitCode: number;
-      signal?: number;
-      reason?: string;
-      startedAt?: string;
-      finishedAt?: string;
-    };
+  state?: ContainerState;
+  lastState?: ContainerState;
+}
+
+export interface ContainerState {
+  waiting?: { reason?: string; message?: string };
+  running?: { startedAt?: string };
+  terminated?: {
+    exitCode: number;
+    signal?: number;
+    reason?: string;
+    message?: string;
+    startedAt?: string;
+    finishedAt?: string;
   };
 }
 

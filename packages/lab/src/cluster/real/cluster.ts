@@ -33,7 +33,12 @@ import { createLabNetwork, type LabNetwork, type LabNetworkOptions } from './net
 
 export interface RealLabClusterOptions {
   /** The pod program (e.g. POD_MAIN_SCRIPT of src/lab/pod-main.ts), run with this Node.js. */
-  readonly podScript: string;
+  readonly podScript?: string;
+  /**
+   * Instead of podScript: the pods' runtime, given the lab network (e.g. pod specs as written:
+   * `(network) => new ImageRuntime({ wrap: netnsWrap(network), podIpEnv: false })`).
+   */
+  readonly podRuntime?: (network: LabNetwork) => PodRuntime;
   /** Pod CPU niceness and an optional shell command instead of the script (NodeScriptRuntimeOptions). */
   readonly podNice?: number;
   readonly podShellCommand?: string;
@@ -53,6 +58,11 @@ export interface RealLabClusterOptions {
   readonly network?: LabNetworkOptions;
   readonly heartbeatMs?: number;
   readonly onError?: (where: string, err: unknown) => void;
+  /**
+   * Project each pod's ServiceAccount token into it (RealKubeletOptions.serviceAccounts): the pods
+   * talk to the API as their ServiceAccount, under the RBAC applied. Default false.
+   */
+  readonly serviceAccountTokens?: boolean;
 }
 
 export interface RealLabCluster {
@@ -105,8 +115,8 @@ async function poll<T>(what: string, timeoutMs: number, check: () => Promise<T |
 }
 
 export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<RealLabCluster> {
-  if (typeof opts?.podScript !== 'string' || opts.podScript === '') {
-    throw new InvalidOptionError('podScript', 'must be the path of the pod program');
+  if (opts?.podRuntime === undefined && (typeof opts?.podScript !== 'string' || opts.podScript === '')) {
+    throw new InvalidOptionError('podScript', 'must be the path of the pod program (or give podRuntime)');
   }
   let cp: RealControlPlane | undefined;
   let network: LabNetwork | undefined;
@@ -125,20 +135,26 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
     return stopping;
   };
   try {
-    cp = await startRealControlPlane(opts.controlPlane);
+    // The network first: the API's serving certificate must name its gateway, where pods reach the API.
     network = await createLabNetwork(opts.network);
+    cp = await startRealControlPlane({
+      ...(opts.controlPlane ?? {}),
+      extraServingIps: [...(opts.controlPlane?.extraServingIps ?? []), network.gateway],
+    });
     // The lab's own writes ride over an API outage the lab itself caused (stopApiServer/startApiServer).
     api = new LabApi(cp.adminKubeConfig, { retryTransientMs: 60_000 });
     kubelet = new RealKubelet({
       kubeConfig: cp.adminKubeConfig,
       network,
       runtime: (opts.wrapRuntime ?? ((r: PodRuntime) => r))(
-        new NetnsScriptRuntime({
-          network,
-          script: opts.podScript,
-          ...(opts.podNice !== undefined ? { nice: opts.podNice } : {}),
-          ...(opts.podShellCommand !== undefined ? { shellCommand: opts.podShellCommand } : {}),
-        }),
+        opts.podRuntime !== undefined
+          ? opts.podRuntime(network)
+          : new NetnsScriptRuntime({
+              network,
+              script: opts.podScript ?? '',
+              ...(opts.podNice !== undefined ? { nice: opts.podNice } : {}),
+              ...(opts.podShellCommand !== undefined ? { shellCommand: opts.podShellCommand } : {}),
+            }),
       ),
       nodes: opts.nodes ?? [
         { name: 'lab-node-1', zone: 'zone-a' },
@@ -147,6 +163,7 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
       ...(opts.probePeriodMs !== undefined ? { probePeriodMs: opts.probePeriodMs } : {}),
       ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
       ...(opts.onError ? { onError: opts.onError } : {}),
+      ...(opts.serviceAccountTokens === true ? { serviceAccounts: { caPem: cp.caPem, apiUrl: cp.url } } : {}),
     });
     await kubelet.start();
     watchStore = httpWatchStore(cp.adminKubeConfig);

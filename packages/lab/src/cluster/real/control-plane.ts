@@ -37,6 +37,11 @@ export const DEFAULT_CONTROLLERS: readonly string[] = Object.freeze([
 export interface RealControlPlaneOptions {
   /** Directory holding etcd, kube-apiserver, kube-controller-manager; default: the build script's. */
   readonly binDir?: string;
+  /**
+   * More IPv4 addresses kube-apiserver's serving certificate names: where pods reach the API (the lab
+   * network's gateway, through the kubelet's relay), so their in-cluster config verifies it.
+   */
+  readonly extraServingIps?: readonly string[];
   /** IPv4 CIDR for Service ClusterIPs (data only: there is no kube-proxy). Default 10.96.0.0/16. */
   readonly serviceClusterIpRange?: string;
   /** `--controllers` of kube-controller-manager. Default DEFAULT_CONTROLLERS. */
@@ -252,7 +257,7 @@ export async function startRealControlPlane(opts: RealControlPlaneOptions = {}):
   };
 
   try {
-    const pki = await generateLabPki(dir, s.firstServiceIp);
+    const pki = await generateLabPki(dir, s.firstServiceIp, opts.extraServingIps ?? []);
     const [etcdClientPort, etcdPeerPort, apiPort, kcmPort] = (await freePorts(4)) as [
       number,
       number,

@@ -30,7 +30,7 @@ export {
 export { reapLeftovers } from './processes.js';
 export type { LabPki } from './pki.js';
 export { RealKubelet, type RealKubeletOptions, type RealKubeletStats } from './kubelet.js';
-export { NetnsScriptRuntime, type NetnsScriptRuntimeOptions } from './kubelet-runtime.js';
+export { NetnsScriptRuntime, netnsWrap, type NetnsScriptRuntimeOptions } from './kubelet-runtime.js';
 export { startRealLabCluster, type RealLabCluster, type RealLabClusterOptions } from './cluster.js';
 export { installCrds, readCrds, type CrdObject } from './crds.js';
 export { LabApi, statusOf, type LabApiOptions } from './kube-http.js';

@@ -1,11 +1,26 @@
-// A PodRuntime for the real-cluster lab: a Node.js script run inside the pod's own network namespace
-// (`ip netns exec <ns> node <script>`; ip execs the command, so the pid we hold — and signal — is the
-// node process itself). The pod's namespace must exist (LabNetwork.addPod) before start(). Like
-// NodeScriptRuntime (which it extends, wrapping only the command), children die with this process.
+// Pod runtimes for the real-cluster lab: a pod's process runs inside its own network namespace
+// (`ip netns exec <ns> …`; ip execs the command, so the pid we hold — and signal — is the pod's
+// process itself). The pod's namespace must exist (LabNetwork.addPod) before start(). netnsWrap() puts
+// any ProcessRuntime (ImageRuntime for pod specs as written) there; NetnsScriptRuntime is the lab's
+// script runtime so wrapped.
 
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
-import { NodeScriptRuntime, type PodStartSpec } from '../pod-runtime.js';
+import { NodeScriptRuntime, type PodStartSpec, type ProcessRuntimeOptions } from '../pod-runtime.js';
 import type { LabNetwork } from './netns.js';
+
+/** A ProcessRuntime `wrap` that runs each pod in the network namespace of its address. */
+export function netnsWrap(network: LabNetwork): NonNullable<ProcessRuntimeOptions['wrap']> {
+  return (spec: PodStartSpec, file: string, args: string[]) => {
+    const net = network.pods().find((p) => p.ip === spec.ip);
+    if (net === undefined) {
+      throw new GrpcKubeError(
+        'GK_ERR_LAB',
+        `pod ${spec.namespace}/${spec.name}: no network namespace for ${spec.ip}; call addPod first`,
+      );
+    }
+    return net.command(file, args);
+  };
+}
 
 export interface NetnsScriptRuntimeOptions {
   readonly network: LabNetwork;
@@ -21,8 +36,6 @@ export interface NetnsScriptRuntimeOptions {
 }
 
 export class NetnsScriptRuntime extends NodeScriptRuntime {
-  private readonly network: LabNetwork;
-
   constructor(opts: NetnsScriptRuntimeOptions) {
     super({
       script: opts.script,
@@ -30,18 +43,7 @@ export class NetnsScriptRuntime extends NodeScriptRuntime {
       ...(opts.onOutput !== undefined ? { onOutput: opts.onOutput } : {}),
       ...(opts.nice !== undefined ? { nice: opts.nice } : {}),
       ...(opts.shellCommand !== undefined ? { shellCommand: opts.shellCommand } : {}),
+      wrap: netnsWrap(opts.network),
     });
-    this.network = opts.network;
-  }
-
-  protected override command(spec: PodStartSpec): readonly [string, string[]] {
-    const net = this.network.pods().find((p) => p.ip === spec.ip);
-    if (net === undefined) {
-      throw new GrpcKubeError(
-        'GK_ERR_LAB',
-        `pod ${spec.namespace}/${spec.name}: no network namespace for ${spec.ip}; call addPod first`,
-      );
-    }
-    return net.command(...super.command(spec));
   }
 }

@@ -27,6 +27,7 @@ import type { PodProcess, PodRuntime } from '../pod-runtime.js';
 import { PodWorker, deletionGraceMs, type PodWorkerHost } from '../pod-worker.js';
 import { LabApi, isTransient, statusOf } from './kube-http.js';
 import type { LabNetwork } from './netns.js';
+import { ApiRelay, ServiceAccountProjector } from './service-account.js';
 
 export interface RealKubeletOptions {
   /** Kubeconfig YAML with rights on nodes, leases, pods, pods/status and pods/binding (the lab admin). */
@@ -54,6 +55,13 @@ export interface RealKubeletOptions {
   /** First restart delay of a crashed container; doubles up to 5 s. Default 100. */
   readonly restartBackoffMs?: number;
   readonly onError?: (what: string, err: unknown) => void;
+  /**
+   * Project each pod's ServiceAccount token (TokenRequest, bound to the pod) with this CA into a
+   * directory of its own, and give its containers KUBERNETES_SERVICE_HOST/PORT (a relay on the lab
+   * gateway to `apiUrl`) and GRPC_KUBE_SERVICEACCOUNT_DIR. Off by default: the lab's own pods take
+   * their configuration from the lab.
+   */
+  readonly serviceAccounts?: { readonly caPem: string; readonly apiUrl: string };
 }
 
 export interface RealKubeletStats {
@@ -136,6 +144,9 @@ export class RealKubelet implements PodWorkerHost {
   private watch: WatchHandle | undefined;
   private loopDone: Promise<void> | undefined;
   private started = false;
+  private readonly serviceAccounts: RealKubeletOptions['serviceAccounts'];
+  private relay: ApiRelay | undefined;
+  private projector: ServiceAccountProjector | undefined;
 
   constructor(opts: RealKubeletOptions) {
     if (typeof opts !== 'object' || opts === null)
@@ -163,12 +174,27 @@ export class RealKubelet implements PodWorkerHost {
     this.onError = opts.onError;
     this.api = new LabApi(opts.kubeConfig);
     this.client = KubeClient.fromKubeConfigString(opts.kubeConfig);
+    this.serviceAccounts = opts.serviceAccounts ? { ...opts.serviceAccounts } : undefined;
   }
 
   /** Registers the Nodes and their Leases, then follows pods. Resolves once the Nodes exist. */
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    if (this.serviceAccounts !== undefined) {
+      const u = new URL(this.serviceAccounts.apiUrl);
+      this.relay = new ApiRelay(this.network.gateway, {
+        host: u.hostname.replace(/^\[|\]$/g, ''),
+        port: Number(u.port || 443),
+      });
+      await this.relay.start();
+      this.projector = new ServiceAccountProjector({
+        api: this.api,
+        caPem: this.serviceAccounts.caPem,
+        host: this.network.gateway,
+        port: this.relay.port,
+      });
+    }
     for (const n of this.nodes) await this.registerNode(n);
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
     this.heartbeatTimer.unref();
@@ -191,12 +217,27 @@ export class RealKubelet implements PodWorkerHost {
       }),
     );
     await Promise.allSettled([...this.chains.values()]);
+    await this.relay?.close();
+    await this.projector?.releaseAll();
     this.client.close();
     this.api.close();
   }
 
   podIP(namespace: string, name: string): string | undefined {
     return this.workers.get(`${namespace}/${name}`)?.ip;
+  }
+
+  /**
+   * The last lines a pod's container wrote (LOG_TAIL_LINES at most): of its current run — while a
+   * crashed container waits to restart, the crashed one — or with `previous`, of the run before.
+   * `container` must name the pod's container when given. Undefined for a pod this kubelet does not run.
+   */
+  logs(
+    namespace: string,
+    pod: string,
+    opts: { container?: string; previous?: boolean } = {},
+  ): string[] | undefined {
+    return this.workers.get(`${namespace}/${pod}`)?.logs(opts);
   }
 
   podProcess(namespace: string, name: string): PodProcess | undefined {
@@ -213,6 +254,14 @@ export class RealKubelet implements PodWorkerHost {
 
   onContainerStart(): void {
     this.stats.starts++;
+  }
+
+  async podEnvironment(pod: Pod): Promise<Record<string, string>> {
+    return (await this.projector?.project(pod)) ?? {};
+  }
+
+  async releasePodEnvironment(pod: Pod): Promise<void> {
+    await this.projector?.release(pod);
   }
 
   nowIso(): string {

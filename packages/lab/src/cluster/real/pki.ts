@@ -115,7 +115,12 @@ export async function createCa(dir: string, commonName: string, days: number): P
   ]);
 }
 
-export async function generateLabPki(dir: string, serviceClusterIp: string): Promise<LabPki> {
+/** `extraIps`: more addresses the serving certificate names (the pods' way to the API, the lab gateway). */
+export async function generateLabPki(
+  dir: string,
+  serviceClusterIp: string,
+  extraIps: readonly string[] = [],
+): Promise<LabPki> {
   const days = 30;
   await createCa(dir, 'grpc-kube-lab-ca', days);
   const sans = [
@@ -126,6 +131,7 @@ export async function generateLabPki(dir: string, serviceClusterIp: string): Pro
     'DNS:kubernetes.default.svc.cluster.local',
     'IP:127.0.0.1',
     `IP:${serviceClusterIp}`,
+    ...extraIps.map((ip) => `IP:${ip}`),
   ];
   await signed(
     dir,

@@ -13,7 +13,7 @@ export const DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS = 30_000;
  * With --quick every timing of the scenario is scaled; grpc-js's 30 s floor between resolutions is
  * scaled with them, so the quick run shows the same shape as the full one in less time.
  */
-function dnsOptions(env: LabEnv): ChannelOptions {
+export function dnsOptions(env: Pick<LabEnv, 'timeScale'>): ChannelOptions {
   return env.timeScale === 1
     ? {}
     : {

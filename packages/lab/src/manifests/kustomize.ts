@@ -1,5 +1,6 @@
-// A small kustomize renderer for the deploy/ tree, so the manifests can be rendered and tested on a
-// machine without kustomize or kubectl. It implements exactly the subset deploy/ uses, the way
+// A small kustomize renderer for the deploy/ tree: `grpc-kube lab --manifests` renders each strategy's
+// overlay with it at run time, and the tests render the manifests on a machine without kustomize or
+// kubectl. It implements exactly the subset deploy/ uses, the way
 // kustomize v5 does it, and refuses anything else (so a new feature in a kustomization fails loudly
 // instead of rendering wrong):
 //   - resources: YAML files and directories holding a kustomization.yaml (rendered recursively);
@@ -9,8 +10,9 @@
 //     then the original items the patch did not name (kustomize's order; it matters for env $(VAR)
 //     expansion) — and every other list is replaced;
 //   - namespace: set on every namespaced object; Namespace objects are renamed to it.
-// manifests.test.ts compares this renderer's output with `kubectl kustomize` whenever kubectl is
-// installed. CLI: `node dist/test/deploy/kustomize.js deploy/<scenario>` prints the YAML.
+// test/deploy/manifests.test.ts compares this renderer's output with `kubectl kustomize` whenever
+// kubectl is installed. CLI: `node packages/lab/dist/src/manifests/kustomize.js deploy/<scenario>`
+// prints the YAML.
 
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -156,7 +158,7 @@ export function renderKustomization(dir: string): KubeObject[] {
     if (!KNOWN_FIELDS.has(key)) {
       throw new InvalidOptionError(
         `${file}: ${key}`,
-        'is not supported by the test renderer; use kubectl kustomize',
+        'is not supported by the lab renderer; use kubectl kustomize',
       );
     }
   }
@@ -202,26 +204,7 @@ export function renderKustomization(dir: string): KubeObject[] {
   if (ns !== undefined) {
     if (typeof ns !== 'string' || ns === '')
       throw new InvalidOptionError(`${file}: namespace`, 'must be a name');
-    // kustomize also moves RoleBinding subjects that name a ServiceAccount of this kustomization
-    // (by name, whatever the subject's kind) when their namespace is unset, 'default', or the
-    // ServiceAccount's own: they follow it into the new namespace.
-    const accounts = new Map(
-      objects.filter((o) => o.kind === 'ServiceAccount').map((o) => [o.metadata.name, o.metadata.namespace]),
-    );
-    objects = objects.map((o) => {
-      const c = clone(o);
-      if (c.kind === 'Namespace') c.metadata.name = ns;
-      else if (!CLUSTER_SCOPED.has(c.kind)) c.metadata.namespace = ns;
-      if ((c.kind === 'RoleBinding' || c.kind === 'ClusterRoleBinding') && Array.isArray(c['subjects'])) {
-        for (const subject of c['subjects'] as Array<{ name?: string; namespace?: string }>) {
-          const name = subject.name ?? '';
-          if (!accounts.has(name)) continue;
-          const from = subject.namespace ?? '';
-          if (from === '' || from === 'default' || from === accounts.get(name)) subject.namespace = ns;
-        }
-      }
-      return c;
-    });
+    objects = inNamespace(objects, ns);
   }
   const seen = new Set<string>();
   for (const o of objects) {
@@ -230,6 +213,32 @@ export function renderKustomization(dir: string): KubeObject[] {
     seen.add(id);
   }
   return objects;
+}
+
+/**
+ * What kustomize's `namespace:` does: every namespaced object moves to `ns`, Namespace objects are
+ * renamed to it, and RoleBinding subjects that name a ServiceAccount of these objects (by name,
+ * whatever the subject's kind) follow it when their namespace is unset, 'default', or the
+ * ServiceAccount's own. The lab uses it again to move a rendered overlay into a namespace per run.
+ */
+export function inNamespace(objects: readonly KubeObject[], ns: string): KubeObject[] {
+  const accounts = new Map(
+    objects.filter((o) => o.kind === 'ServiceAccount').map((o) => [o.metadata.name, o.metadata.namespace]),
+  );
+  return objects.map((o) => {
+    const c = clone(o);
+    if (c.kind === 'Namespace') c.metadata.name = ns;
+    else if (!CLUSTER_SCOPED.has(c.kind)) c.metadata.namespace = ns;
+    if ((c.kind === 'RoleBinding' || c.kind === 'ClusterRoleBinding') && Array.isArray(c['subjects'])) {
+      for (const subject of c['subjects'] as Array<{ name?: string; namespace?: string }>) {
+        const name = subject.name ?? '';
+        if (!accounts.has(name)) continue;
+        const from = subject.namespace ?? '';
+        if (from === '' || from === 'default' || from === accounts.get(name)) subject.namespace = ns;
+      }
+    }
+    return c;
+  });
 }
 
 /** Namespaces first, then CRDs, then the rest in kustomization order: the order to create them in. */
@@ -246,7 +255,7 @@ export function toYaml(objects: readonly KubeObject[]): string {
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const dir = process.argv[2];
   if (dir === undefined) {
-    process.stderr.write('usage: node dist/test/deploy/kustomize.js deploy/<scenario>\n');
+    process.stderr.write('usage: node packages/lab/dist/src/manifests/kustomize.js deploy/<scenario>\n');
     process.exit(2);
   }
   process.stdout.write(toYaml(applyOrder(renderKustomization(dir))));
