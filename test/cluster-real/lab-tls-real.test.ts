@@ -51,19 +51,9 @@ test(
         `${name} over TLS: ${r.rpcs} RPCs, ${r.failed} failed ${JSON.stringify(r.failedByCode)}, p50/p99 ${r.latencyMs.p50}/${r.latencyMs.p99} ms`,
       );
       assert.equal(r.newPodsNeverServed, 0, `${name} over TLS served every new pod`);
-      // In process (the resolver's channel, xDS): no RPC lost. Through a proxy hop that originates
-      // TLS, beside a one-core CPU hog, the sidecar once lost 1 of ~135 to DEADLINE_EXCEEDED (an open
-      // finding, printed by the diagnostic above): at most 2 %, and no status but DEADLINE_EXCEEDED.
-      if (name === 'kubernetes' || name === 'xds')
-        assert.equal(r.failed, 0, `${name} over TLS: ${JSON.stringify(r.failedByCode)}`);
-      else {
-        assert.ok(r.failed * 50 <= r.rpcs, `${name} over TLS lost more than 2 %: ${r.failed} of ${r.rpcs}`);
-        assert.deepEqual(
-          Object.keys(r.failedByCode).filter((c) => c !== 'DEADLINE_EXCEEDED'),
-          [],
-          `${name} over TLS: ${JSON.stringify(r.failedByCode)}`,
-        );
-      }
+      // Every path, the proxies' too: the sidecar's one loss of ~135 (DEADLINE_EXCEEDED, beside a
+      // one-core hog) was a pod held by its synchronous count-file write (see lab-tls.test.ts).
+      assert.equal(r.failed, 0, `${name} over TLS: ${JSON.stringify(r.failedByCode)}`);
     }
   },
 );

@@ -78,20 +78,15 @@ test(
             `${r.strategy} tls=${r.tls}: ${r.rpcs - r.failed} RPCs succeeded`,
           );
         }
-        // Every new pod served over TLS, and no RPC lost but to its deadline: beside a one-core CPU
-        // hog, in a run the harness did not mark saturated, kubernetes over TLS once lost 2 of ~135
-        // to DEADLINE_EXCEEDED (an open finding: TLS pods starting on a starved machine). At most
-        // 2 % then; the diagnostic prints every loss.
+        // No RPC lost over TLS, and every new pod served. Beside a one-core CPU hog the lossless
+        // strategies once lost 1-3 of ~135 to DEADLINE_EXCEEDED: every old pod stopped answering for
+        // up to ~1.9 s at once, its event loop held by a synchronous count-file write behind the
+        // disk (fixed: pod-main writes them off the event loop). The diagnostic prints any loss.
         for (const name of LOSSLESS) {
           const r = record(runs, name, true);
           if (r.failed > 0)
             t.diagnostic(`${name} over TLS lost ${r.failed} of ${r.rpcs}: ${JSON.stringify(r.failedByCode)}`);
-          assert.ok(r.failed * 50 <= r.rpcs, `${name} over TLS lost more than 2 %: ${r.failed} of ${r.rpcs}`);
-          assert.deepEqual(
-            Object.keys(r.failedByCode).filter((c) => c !== 'DEADLINE_EXCEEDED'),
-            [],
-            `${name} over TLS: ${JSON.stringify(r.failedByCode)}`,
-          );
+          assert.equal(r.failed, 0, `${name} over TLS: ${JSON.stringify(r.failedByCode)}`);
           assert.equal(r.newPodsNeverServed, 0, `${name} over TLS served every new pod`);
         }
         // TLS changes nothing about the field's finding: DNS-based clients still lose RPCs in a rollout.

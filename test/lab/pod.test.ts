@@ -3,10 +3,13 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { checkHealth } from '../helpers/health.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  countFiles,
   GreeterClient,
   MAX_COUNTED_CLIENTS,
   OTHER_CLIENTS,
@@ -14,8 +17,9 @@ import {
   ReceivedCounter,
 } from '@grpc-kube/lab/internal/lab/hello.js';
 import { retryLoad } from '@grpc-kube/lab/internal/lab/runner.js';
-import { spawn as spawnProcess } from 'node:child_process';
+import { execFileSync, spawn as spawnProcess } from 'node:child_process';
 import {
+  COUNT_FLUSH_MS,
   POD_MAIN_SCRIPT,
   parsePodConfig,
   podConfigFromEnv,
@@ -322,6 +326,41 @@ test('the pod counts the requests it receives per client, retries included, in i
     4,
   );
   assert.deepEqual(retryLoad(4, undefined, 's', 2), { attempts: null, retryLoadPct: null });
+});
+
+test('a pod whose count write is held up still answers: it writes its counts off the event loop', async (t) => {
+  // Its counts go through a FIFO: opening it for writing waits for a reader, as a write held by a busy
+  // disk did in lab runs (a rename over the last file waiting for writeback and discard, and every pod
+  // sharing the directory waiting behind it) — the pods then answered nothing for up to ~1.9 s.
+  const dir = mkdtempSync(join(tmpdir(), 'gk-counts-held-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const held = `${countFiles(dir, 'held').live}.tmp`;
+  execFileSync('mkfifo', [held]);
+  const pod = spawn(t, { name: 'held', host: '127.0.2.24', port: 0, countDir: dir });
+  const { port } = await pod.listening;
+  await pod.ready;
+  const client = new GreeterClient(`127.0.2.24:${port}`);
+  t.after(() => client.close());
+  // Each RPC changes the counts, so the pod's next write (every COUNT_FLUSH_MS) opens the FIFO and
+  // waits there: every RPC after that must still be answered.
+  for (let i = 0; i < 8; i++) {
+    assert.deepEqual(await rpcResult(client, i), { code: 0, pod: 'held' });
+    await delay(COUNT_FLUSH_MS);
+  }
+  // The write was waiting all along: a reader lets it through, with the counts it held.
+  const written = JSON.parse(await readFile(held, 'utf8')) as Record<string, number>;
+  assert.ok((written['c'] ?? 0) >= 1, JSON.stringify(written));
+});
+
+test("readReceivedCounts takes a pod's final counts over its live ones", (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'gk-counts-final-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const closed = countFiles(dir, 'closed');
+  writeFileSync(closed.live, JSON.stringify({ a: 1 }));
+  writeFileSync(closed.final, JSON.stringify({ a: 3, b: 1 }));
+  writeFileSync(countFiles(dir, 'serving').live, JSON.stringify({ a: 2 }));
+  writeFileSync(countFiles(dir, 'ended').final, JSON.stringify({ b: 4 }));
+  assert.deepEqual(Object.fromEntries(readReceivedCounts(dir)), { a: 5, b: 5 });
 });
 
 test('ReceivedCounter counts at most MAX_COUNTED_CLIENTS names apart, the rest together', () => {

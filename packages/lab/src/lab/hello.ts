@@ -3,6 +3,7 @@
 // The proto is found from the package root, so this works from src/ under a TS runner and from dist/.
 
 import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -162,21 +163,58 @@ export class ReceivedCounter {
     return Object.fromEntries(this.counts);
   }
 
-  /** Write the counts to `file` (whole, through a rename) if they changed since the last write. */
-  flush(file: string): void {
+  /**
+   * Write the counts to `file` (whole, through a rename of `${file}.tmp`) if they changed since
+   * the last write, off the event loop. A pod rewrites its file every COUNT_FLUSH_MS while it
+   * serves: a rename over the last file frees its blocks, which on a busy disk (ext4 with
+   * `discard`, writeback in progress) held writeFileSync/renameSync — and every pod whose file
+   * shares the directory, behind its lock — for up to ~1.9 s, and the pods answered no RPC
+   * meanwhile: lost to DEADLINE_EXCEEDED in a rollout.
+   */
+  async flush(file: string): Promise<void> {
     if (!this.changed) return;
     this.changed = false;
+    const tmp = `${file}.tmp`;
+    try {
+      await writeFile(tmp, JSON.stringify(this.snapshot()));
+      await rename(tmp, file);
+    } catch (err) {
+      this.changed = true;
+      throw err;
+    }
+  }
+
+  /** Write the counts to `file` now, whole (the pod's last word when it closes: no RPC waits). */
+  flushSync(file: string): void {
     const tmp = `${file}.tmp`;
     writeFileSync(tmp, JSON.stringify(this.snapshot()));
     renameSync(tmp, file);
   }
 }
 
-/** Requests received per client name, summed over every pod's count file in `dir` (see ReceivedCounter). */
+const FINAL_SUFFIX = '.final.json';
+
+/**
+ * Where a pod keeps its counts in the lab's count directory: `live`, rewritten while it serves
+ * (ReceivedCounter.flush), and `final`, written once when it closes. Two files, so that a live write
+ * still on its way to the disk cannot land over the final counts; the final one wins when present.
+ */
+export function countFiles(dir: string, pod: string): { live: string; final: string } {
+  return { live: join(dir, `${pod}.json`), final: join(dir, `${pod}${FINAL_SUFFIX}`) };
+}
+/** Requests received per client name, summed over every pod's count file in `dir` (see countFiles). */
 export function readReceivedCounts(dir: string): Map<string, number> {
-  const total = new Map<string, number>();
+  // Per pod: its final file when it closed, else its live one.
+  const byPod = new Map<string, string>();
   for (const name of readdirSync(dir)) {
-    if (!name.endsWith('.json')) continue;
+    if (name.endsWith(FINAL_SUFFIX)) byPod.set(name.slice(0, -FINAL_SUFFIX.length), name);
+    else if (name.endsWith('.json')) {
+      const pod = name.slice(0, -'.json'.length);
+      if (!byPod.get(pod)?.endsWith(FINAL_SUFFIX)) byPod.set(pod, name);
+    }
+  }
+  const total = new Map<string, number>();
+  for (const name of byPod.values()) {
     let counts: unknown;
     try {
       counts = JSON.parse(readFileSync(join(dir, name), 'utf8'));

@@ -19,8 +19,14 @@ import type { HealthImplementation } from 'grpc-health-check';
 import { createServerKit, serverTlsCredentials, type ServerTls } from 'grpc-kube/internal/server/kit.js';
 import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { POD_TLS_ENV } from './tls.js';
-import { join } from 'node:path';
-import { addGreeter, greeting, ReceivedCounter, type HelloReply, type HelloRequest } from './hello.js';
+import {
+  addGreeter,
+  countFiles,
+  greeting,
+  ReceivedCounter,
+  type HelloReply,
+  type HelloRequest,
+} from './hello.js';
 
 export type ShutdownMode = 'immediate' | 'graceful';
 
@@ -55,12 +61,14 @@ export interface PodConfig {
   tlsCaFile?: string;
   /** A second, plaintext port serving grpc.health.v1 only (the probe's); 0 = none. */
   healthPort: number;
-  /** A directory where the pod keeps `<name>.json`: SayHello requests received per client name
-   *  (ReceivedCounter), rewritten every COUNT_FLUSH_MS while they change and when the pod closes. */
+  /** A directory where the pod keeps its counts (countFiles): SayHello requests received per client
+   *  name (ReceivedCounter), rewritten every COUNT_FLUSH_MS while they change, and once more when the
+   *  pod closes. */
   countDir?: string;
 }
 
-/** How often a pod with a countDir rewrites its counts: a SIGKILLed pod loses at most this long's. */
+/** How often a pod with a countDir rewrites its counts: a SIGKILLed pod loses this long's (more
+ *  when the disk held its last write back). */
 export const COUNT_FLUSH_MS = 100;
 
 export const POD_CONFIG_ENV = 'GRPC_KUBE_POD_CONFIG';
@@ -202,16 +210,30 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
   };
 
   const received = new ReceivedCounter();
-  const countFile = config.countDir !== undefined ? join(config.countDir, `${config.name}.json`) : undefined;
+  const files = config.countDir !== undefined ? countFiles(config.countDir, config.name) : undefined;
+  const cannotWrite = (file: string, err: unknown): void => {
+    process.stderr.write(`pod ${config.name}: cannot write ${file}: ${String(err)}\n`);
+  };
+  // One write at a time, off the event loop (ReceivedCounter.flush says why): a tick that finds the
+  // last write still held by the disk skips.
+  let writing = false;
   const flushCounts = (): void => {
-    if (countFile === undefined) return;
+    if (files === undefined || writing || closed) return;
+    writing = true;
+    received
+      .flush(files.live)
+      .catch((err: unknown) => cannotWrite(files.live, err))
+      .finally(() => (writing = false));
+  };
+  const finalCounts = (): void => {
+    if (files === undefined) return;
     try {
-      received.flush(countFile);
+      received.flushSync(files.final);
     } catch (err) {
-      process.stderr.write(`pod ${config.name}: cannot write ${countFile}: ${String(err)}\n`);
+      cannotWrite(files.final, err);
     }
   };
-  const flusher = countFile !== undefined ? setInterval(flushCounts, COUNT_FLUSH_MS) : undefined;
+  const flusher = files !== undefined ? setInterval(flushCounts, COUNT_FLUSH_MS) : undefined;
   flusher?.unref();
 
   let overloaded = false;
@@ -283,7 +305,7 @@ export async function startPod(config: Readonly<PodConfig>, hooks: PodHooks = {}
     if (closed) return;
     closed = true;
     clearInterval(flusher);
-    flushCounts();
+    finalCounts();
     for (const t of timers) clearTimeout(t);
     timers.clear();
     server.forceShutdown();

@@ -40,9 +40,16 @@ function oid(dotted: string): Buffer {
   return der(0x06, Buffer.from(out));
 }
 
-/** A positive INTEGER from big-endian bytes. */
-function integer(b: Buffer): Buffer {
-  return der(0x02, (b[0] as number) & 0x80 ? Buffer.concat([Buffer.from([0]), b]) : b);
+/**
+ * A non-negative INTEGER from big-endian bytes, in DER's one form: no leading zero byte (OpenSSL
+ * refuses one, "illegal padding": a random serial starting 0x00 0x00-0x7f, 1 in 512, failed the lab
+ * certificate it was in), and a 0x00 before a high first bit.
+ */
+export function integer(b: Buffer): Buffer {
+  let i = 0;
+  while (i < b.length - 1 && b[i] === 0) i++;
+  const v = b.subarray(i);
+  return der(0x02, (v[0] as number) & 0x80 ? Buffer.concat([Buffer.from([0]), v]) : v);
 }
 
 function utcTime(d: Date): Buffer {
