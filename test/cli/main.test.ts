@@ -22,11 +22,17 @@ test('grpc-kube: bad flags name themselves and print the usage; --help prints it
     assert.match(r.stderr, /usage:\n {2}grpc-kube resolve/);
     assert.doesNotMatch(r.stderr, /\n {4}at /, 'no stack trace');
   }
-  for (const args of [['--help'], ['lab', '--help']]) {
-    const r = run(...args);
-    assert.equal(r.status, 0, args.join(' '));
-    assert.match(r.stdout + r.stderr, /grpc-kube lab \[--scenario NAME,\.\.\.\]/);
-  }
+  const help = run('--help');
+  assert.equal(help.status, 0);
+  assert.match(help.stdout + help.stderr, /grpc-kube lab \[--scenario NAME,\.\.\.\]/);
+  // A command's --help lists every flag its parser accepts, each with its help.
+  const lab = run('lab', '--help');
+  assert.equal(lab.status, 0);
+  for (const flag of ['--scenario NAME,…', '--tls', '--manifests', '--client-defaults', '--assert'])
+    assert.ok(lab.stdout.includes(`  ${flag}`), `lab --help names ${flag}:\n${lab.stdout}`);
+  const resolve = run('resolve', '-h');
+  assert.equal(resolve.status, 0);
+  assert.match(resolve.stdout, /usage: grpc-kube resolve <target> \[flags\]\n[^]*--kubeconfig FILE/);
   const unknown = run('frobnicate');
   assert.equal(unknown.status, 2);
 });

@@ -4,7 +4,7 @@
 
 import './env.js';
 import { GrpcKubeError, missingPackage } from 'grpc-kube/internal/errors.js';
-import { parseCommandLine, RESOLVE_FLAGS } from './options.js';
+import { parseCommandLine, RESOLVE_FLAGS, usageOf } from './options.js';
 import { resolveCommand } from './resolve.js';
 
 const USAGE = `usage:
@@ -13,7 +13,7 @@ const USAGE = `usage:
   grpc-kube lab [--scenario NAME,...] [--strategy NAME,...] [--quick] [--json FILE] [--report FILE.html] [--seed N]
                 [--pods kit|plain|naive] [--client-defaults [--idempotent] [--hedge MS]] [--clients N] [--pacing MS] [--cluster embedded|real]
                 [--assert "SCENARIO/STRATEGY:FIGURE<OP>NUMBER" ...] [--pod-command "CMD"] [--pod-nice N]
-                [--metrics FILE] [--metrics-address HOST:PORT]
+                [--metrics FILE] [--metrics-address HOST:PORT] [--tls] [--manifests]
       run the lab's scenarios against each strategy on an embedded cluster and report; --assert makes it
       a CI gate (exit 1 when one fails, 2 when one is malformed); --pod-command runs your own gRPC server
       as the pods (env PORT, POD_IP, POD_NAME; readiness from grpc.health.v1)
@@ -25,6 +25,11 @@ const USAGE = `usage:
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  // Every flag of `lab` and `resolve`, from the tables their parsers use (xds and proxy print theirs).
+  if ((cmd === 'lab' || cmd === 'resolve') && (rest.includes('--help') || rest.includes('-h'))) {
+    process.stdout.write(`${usageOf(cmd)}\n`);
+    return 0;
+  }
   if (cmd === 'resolve') {
     const { values, positionals } = parseCommandLine(RESOLVE_FLAGS, rest, { positionals: true });
     const target = positionals[0];
@@ -55,10 +60,6 @@ async function main(argv: string[]): Promise<number> {
     return proxyCommand(rest);
   }
   if (cmd === 'lab') {
-    if (rest.includes('--help') || rest.includes('-h')) {
-      process.stdout.write(USAGE);
-      return 0;
-    }
     const { labCommand } = await subcommand('@grpc-kube/lab', 'grpc-kube lab', () => import('./lab.js'));
     return labCommand(rest);
   }
