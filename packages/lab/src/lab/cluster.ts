@@ -73,8 +73,7 @@ export interface LabClusterOptions {
   readonly tls?: LabTls;
   /**
    * Run pod specs as written (ImageRuntime: `image` → a local command, the container's command/args)
-   * instead of the lab's Hello script; `images` adds to the built-in map (grpc-kube:0.1.0…). On the
-   * real cluster each pod also gets its ServiceAccount's token, so the manifests' RBAC applies.
+   * instead of the lab's Hello script; `images` adds to the built-in map (grpc-kube:0.1.0…).
    */
   readonly specRuntime?: { readonly images?: Readonly<Record<string, LocalImage>> };
 }
@@ -154,10 +153,8 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
   const spec = opts.specRuntime;
   const c = await startRealLabCluster({
     podScript: POD_MAIN_SCRIPT,
-    // Pod specs as written talk to the API as their ServiceAccount (its token projected into the pod).
     ...(spec !== undefined
       ? {
-          serviceAccountTokens: true,
           podRuntime: (network) =>
             new ImageRuntime({
               images: spec.images ?? {},
