@@ -7,7 +7,7 @@
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.js';
-import { ImageRuntime, NodeScriptRuntime, type LocalImage, type PodRuntime } from '../cluster/pod-runtime.js';
+import { NodeScriptRuntime, type PodRuntime } from '../cluster/pod-runtime.js';
 import { RESOURCES } from '../cluster/store-api.js';
 import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
@@ -71,11 +71,6 @@ export interface LabClusterOptions {
   readonly podCommand?: string;
   /** `lab --tls`: each pod gets a certificate from this CA when it starts. */
   readonly tls?: LabTls;
-  /**
-   * Run pod specs as written (ImageRuntime: `image` → a local command, the container's command/args)
-   * instead of the lab's Hello script; `images` adds to the built-in map (grpc-kube:0.1.0…).
-   */
-  readonly specRuntime?: { readonly images?: Readonly<Record<string, LocalImage>> };
 }
 
 export async function startLabCluster(kind: ClusterKind, opts: LabClusterOptions): Promise<LabCluster> {
@@ -92,15 +87,11 @@ export function labLoopbackPrefix(): string {
 
 async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
   const loopbackPrefix = labLoopbackPrefix();
-  const images = opts.specRuntime?.images ?? {};
-  const runtime: PodRuntime =
-    opts.specRuntime !== undefined
-      ? new ImageRuntime({ images, nice: opts.podNice })
-      : new NodeScriptRuntime({
-          script: POD_MAIN_SCRIPT,
-          nice: opts.podNice,
-          ...(opts.podCommand !== undefined ? { shellCommand: opts.podCommand } : {}),
-        });
+  const runtime = new NodeScriptRuntime({
+    script: POD_MAIN_SCRIPT,
+    nice: opts.podNice,
+    ...(opts.podCommand !== undefined ? { shellCommand: opts.podCommand } : {}),
+  });
   const c: EmbeddedCluster = await startEmbeddedCluster({
     runtime: opts.tls === undefined ? runtime : new TlsPodRuntime(runtime, opts.tls),
     ipPool: { first: `${loopbackPrefix}.2.1` },
@@ -149,21 +140,8 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
   const tls = opts.tls;
   // Loaded only here: the real control plane needs root, Go-built binaries and network namespaces.
   const { startRealLabCluster } = await import('../cluster/real/cluster.js');
-  const { netnsWrap } = await import('../cluster/real/kubelet-runtime.js');
-  const spec = opts.specRuntime;
   const c = await startRealLabCluster({
     podScript: POD_MAIN_SCRIPT,
-    ...(spec !== undefined
-      ? {
-          podRuntime: (network) =>
-            new ImageRuntime({
-              images: spec.images ?? {},
-              nice: opts.podNice,
-              wrap: netnsWrap(network),
-              podIpEnv: false,
-            }),
-        }
-      : {}),
     podNice: opts.podNice,
     ...(opts.podCommand !== undefined ? { podShellCommand: opts.podCommand } : {}),
     // Each pod gets a certificate for its netns address and its Service's names as it starts.
