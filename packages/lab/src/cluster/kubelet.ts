@@ -95,22 +95,28 @@ export class IpPool implements IpAllocator {
   }
 }
 
-export interface KubeletOptions {
+/** What both lab kubelets (the embedded one here, the real one in real/kubelet.ts) are given alike. */
+export interface KubeletCommonOptions {
   readonly runtime: PodRuntime;
   /** Nodes this kubelet registers and runs pods on. Default: one node `lab-node-1` in zone `zone-a`. */
   readonly nodes?: readonly KubeletNode[];
   readonly ipAllocator?: IpAllocator;
+  /** Overrides every pod's readiness periodSeconds (the probe-period-ms annotation still wins). */
+  readonly probePeriodMs?: number;
+  /** Container port when the container declares none. Default 50051. */
+  readonly defaultPort?: number;
+  /** First restart delay of a crashed container; doubles up to restartBackoffMaxMs. Default 100. */
+  readonly restartBackoffMs?: number;
+  /** Longest restart delay of a crash-looping container. Default 5 000. */
+  readonly restartBackoffMaxMs?: number;
+  /** On stop(): SIGTERM, then SIGKILL after this long. Default 2 000. */
+  readonly stopGraceMs?: number;
+  readonly onError?: (what: string, err: unknown) => void;
+}
+
+export interface KubeletOptions extends KubeletCommonOptions {
   /** Address reported as the Node's InternalIP and the pods' hostIP. */
   readonly hostIP?: string;
-  /** Overrides every pod's readiness periodSeconds (the annotation still wins). */
-  readonly probePeriodMs?: number;
-  /** Container port when the container declares none. */
-  readonly defaultPort?: number;
-  /** First restart delay of a crashed container; doubles up to restartBackoffMaxMs. */
-  readonly restartBackoffMs?: number;
-  readonly restartBackoffMaxMs?: number;
-  /** On stop(): SIGTERM, then SIGKILL after this long. */
-  readonly stopGraceMs?: number;
   /**
    * Renew each Node's Ready heartbeat this often (the real node-lifecycle controller marks pods of a
    * silent node NotReady after 50 s). 0 (default): register once, as the embedded cluster needs.
@@ -122,7 +128,6 @@ export interface KubeletOptions {
    */
   readonly bindPod?: (pod: Pod, nodeName: string) => void;
   readonly now?: () => number;
-  readonly onError?: (pod: string, err: unknown) => void;
   /** The node's part of each pod's environment (PodWorkerHost.podEnvironment), e.g. its ServiceAccount mount. */
   readonly podEnvironment?: (pod: Pod, podIP: string) => Promise<Record<string, string>>;
   readonly releasePodEnvironment?: (pod: Pod) => Promise<void>;
@@ -163,20 +168,86 @@ export function labNodeObject(n: KubeletNode, hostIP: string, at: string): Node 
   };
 }
 
-export class Kubelet implements PodWorkerHost {
+/**
+ * What the two lab kubelets share: their options, checked once, and the pod workers they run (one per
+ * pod: its address, process, probes and logs). How pods reach a kubelet and where status goes differ:
+ * the embedded Kubelet below reads and writes the in-process store, RealKubelet talks HTTP to
+ * kube-apiserver.
+ */
+export abstract class KubeletBase {
   readonly runtime: PodRuntime;
+  readonly nodes: readonly KubeletNode[];
   readonly ipAllocator: IpAllocator;
   readonly hostIP: string;
   readonly probePeriodMs: number | undefined;
   readonly defaultPort: number;
   readonly restartBackoffMs: number;
   readonly restartBackoffMaxMs: number;
-  readonly nodes: readonly KubeletNode[];
-  private readonly stopGraceMs: number;
+  protected readonly stopGraceMs: number;
+  protected readonly onError: ((what: string, err: unknown) => void) | undefined;
+  /** The worker of each pod this kubelet runs, by `namespace/name`. */
+  protected readonly workers = new Map<string, PodWorker>();
+
+  protected constructor(
+    opts: KubeletCommonOptions,
+    node: { hostIP: string; ipAllocator: () => IpAllocator },
+  ) {
+    this.runtime = opts.runtime;
+    this.nodes = (opts.nodes ?? [{ name: 'lab-node-1', zone: 'zone-a' }]).map((n) => ({ ...n }));
+    if (this.nodes.length === 0) throw new InvalidOptionError('nodes', 'must name at least one node');
+    this.ipAllocator = opts.ipAllocator ?? node.ipAllocator();
+    this.hostIP = node.hostIP;
+    this.probePeriodMs = opts.probePeriodMs;
+    if (this.probePeriodMs !== undefined && !(this.probePeriodMs >= 10)) {
+      throw new InvalidOptionError('probePeriodMs', `must be at least 10, got ${this.probePeriodMs}`);
+    }
+    this.defaultPort = opts.defaultPort ?? 50051;
+    this.restartBackoffMs = opts.restartBackoffMs ?? 100;
+    this.restartBackoffMaxMs = opts.restartBackoffMaxMs ?? 5000;
+    this.stopGraceMs = opts.stopGraceMs ?? 2000;
+    this.onError = opts.onError;
+  }
+
+  /** The running process of a pod (for scenarios that kill a pod's process behind the kubelet's back). */
+  podProcess(namespace: string, name: string): PodProcess | undefined {
+    return this.workers.get(`${namespace}/${name}`)?.proc;
+  }
+
+  /**
+   * The last lines a pod's container wrote (LOG_TAIL_LINES at most): of its current run — while a
+   * crashed container waits to restart, the crashed one — or with `previous`, of the run before.
+   * `container` must name the pod's container when given. Undefined for a pod this kubelet does not run.
+   */
+  logs(
+    namespace: string,
+    pod: string,
+    opts: { container?: string; previous?: boolean } = {},
+  ): string[] | undefined {
+    return this.workers.get(`${namespace}/${pod}`)?.logs(opts);
+  }
+
+  /** The address given to a pod, while it runs. */
+  podIP(namespace: string, name: string): string | undefined {
+    return this.workers.get(`${namespace}/${name}`)?.ip;
+  }
+
+  /** Ends every pod's process (SIGTERM, SIGKILL after stopGraceMs) and forgets the workers. */
+  protected async stopWorkers(): Promise<void> {
+    const workers = [...this.workers.values()];
+    this.workers.clear();
+    await Promise.all(
+      workers.map(async (w) => {
+        // Status writes are off once stopped: this only ends the process, gracefully first.
+        await w.terminate(this.stopGraceMs);
+        await w.dispose();
+      }),
+    );
+  }
+}
+
+export class Kubelet extends KubeletBase implements PodWorkerHost {
   private readonly now: () => number;
-  private readonly onError: ((pod: string, err: unknown) => void) | undefined;
   private readonly queue: WorkQueue;
-  private readonly workers = new Map<string, PodWorker>();
   /** Workers whose graceful termination (and final DELETE) is under way. */
   private readonly deleting = new Set<PodWorker>();
   private readonly nodeHeartbeatMs: number;
@@ -191,21 +262,8 @@ export class Kubelet implements PodWorkerHost {
     private readonly store: ObjectStore,
     opts: KubeletOptions,
   ) {
-    this.runtime = opts.runtime;
-    this.nodes = (opts.nodes ?? [{ name: 'lab-node-1', zone: 'zone-a' }]).map((n) => ({ ...n }));
-    if (this.nodes.length === 0) throw new InvalidOptionError('nodes', 'must name at least one node');
-    this.ipAllocator = opts.ipAllocator ?? new IpPool();
-    this.hostIP = opts.hostIP ?? '127.0.0.1';
-    this.probePeriodMs = opts.probePeriodMs;
-    if (this.probePeriodMs !== undefined && !(this.probePeriodMs >= 10)) {
-      throw new InvalidOptionError('probePeriodMs', `must be at least 10, got ${this.probePeriodMs}`);
-    }
-    this.defaultPort = opts.defaultPort ?? 50051;
-    this.restartBackoffMs = opts.restartBackoffMs ?? 100;
-    this.restartBackoffMaxMs = opts.restartBackoffMaxMs ?? 5000;
-    this.stopGraceMs = opts.stopGraceMs ?? 2000;
+    super(opts, { hostIP: opts.hostIP ?? '127.0.0.1', ipAllocator: () => new IpPool() });
     this.now = opts.now ?? Date.now;
-    this.onError = opts.onError;
     this.nodeHeartbeatMs = opts.nodeHeartbeatMs ?? 0;
     if (!(this.nodeHeartbeatMs >= 0)) {
       throw new InvalidOptionError('nodeHeartbeatMs', `must be >= 0, got ${this.nodeHeartbeatMs}`);
@@ -254,15 +312,7 @@ export class Kubelet implements PodWorkerHost {
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.stopWatch?.();
     this.queue.close();
-    const workers = [...this.workers.values()];
-    this.workers.clear();
-    await Promise.all(
-      workers.map(async (w) => {
-        // Status writes are off once stopped: this only ends the process, gracefully first.
-        await w.terminate(this.stopGraceMs);
-        await w.dispose();
-      }),
-    );
+    await this.stopWorkers();
   }
 
   private heartbeat(): void {
@@ -282,29 +332,6 @@ export class Kubelet implements PodWorkerHost {
     }
   }
 
-  /** The running process of a pod (for scenarios that kill a pod's process behind the kubelet's back). */
-  podProcess(namespace: string, name: string): PodProcess | undefined {
-    return this.workers.get(`${namespace}/${name}`)?.proc;
-  }
-
-  /**
-   * The last lines a pod's container wrote (LOG_TAIL_LINES at most): of its current run — while a
-   * crashed container waits to restart, the crashed one — or with `previous`, of the run before.
-   * `container` must name the pod's container when given. Undefined for a pod this kubelet does not run.
-   */
-  logs(
-    namespace: string,
-    pod: string,
-    opts: { container?: string; previous?: boolean } = {},
-  ): string[] | undefined {
-    return this.workers.get(`${namespace}/${pod}`)?.logs(opts);
-  }
-
-  /** The address given to a pod, while it runs. */
-  podIP(namespace: string, name: string): string | undefined {
-    return this.workers.get(`${namespace}/${name}`)?.ip;
-  }
-
   /** Resolves when no pod sync is queued or running (processes may still be starting). */
   idle(): Promise<void> {
     return this.queue.idle();
@@ -314,8 +341,8 @@ export class Kubelet implements PodWorkerHost {
     return new Date(this.now()).toISOString();
   }
 
-  reportError(pod: string, err: unknown): void {
-    this.onError?.(pod, err);
+  reportError(what: string, err: unknown): void {
+    this.onError?.(what, err);
   }
 
   async podEnvironment(pod: Pod, podIP: string): Promise<Record<string, string>> {

@@ -22,39 +22,29 @@ import {
 } from 'grpc-kube/internal/kube/client.js';
 import type { WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import { isPodTerminal, keyOf, splitKey, type Node, type Pod, type PodStatus } from '../controllers/kinds.js';
-import { IpPool, labNodeObject, type IpAllocator, type KubeletNode } from '../kubelet.js';
-import type { PodProcess, PodRuntime } from '../pod-runtime.js';
+import {
+  IpPool,
+  KubeletBase,
+  labNodeObject,
+  type KubeletCommonOptions,
+  type KubeletNode,
+} from '../kubelet.js';
 import { PodWorker, deletionGraceMs, type PodWorkerHost } from '../pod-worker.js';
 import { LabApi, isTransient, statusOf } from './kube-http.js';
 import type { LabNetwork } from './netns.js';
 import { ApiRelay, ServiceAccountProjector } from './service-account.js';
 
-export interface RealKubeletOptions {
+export interface RealKubeletOptions extends KubeletCommonOptions {
   /** Kubeconfig YAML with rights on nodes, leases, pods, pods/status and pods/binding (the lab admin). */
   readonly kubeConfig: string;
-  /** Where pod addresses live; the kubelet adds and removes one namespace per pod. */
+  /** Where pod addresses live; the kubelet adds and removes one namespace per pod. The node's address is its gateway. */
   readonly network: LabNetwork;
-  /** Runs a pod's process inside its namespace, e.g. NetnsScriptRuntime. */
-  readonly runtime: PodRuntime;
-  /** Default: one node `lab-node-1` in zone `zone-a`. */
-  readonly nodes?: readonly KubeletNode[];
   /** Only pods of this namespace (default: every namespace). */
   readonly namespace?: string;
-  /** Pod addresses; default the network's CIDR from its first address. */
-  readonly ipAllocator?: IpAllocator;
   /** Lease renewal and Node Ready heartbeat period. Default 10 000 (the real kubelet's). */
   readonly heartbeatMs?: number;
   /** Lease spec.leaseDurationSeconds. Default 40 (the real kubelet's). */
   readonly leaseDurationSeconds?: number;
-  /** Overrides every pod's readiness periodSeconds (the probe-period-ms annotation still wins). */
-  readonly probePeriodMs?: number;
-  /** Container port when the container declares none. Default 50051. */
-  readonly defaultPort?: number;
-  /** stop(): SIGTERM, then SIGKILL after this long. Default 2 000. */
-  readonly stopGraceMs?: number;
-  /** First restart delay of a crashed container; doubles up to 5 s. Default 100. */
-  readonly restartBackoffMs?: number;
-  readonly onError?: (what: string, err: unknown) => void;
   /**
    * Project each pod's ServiceAccount token (TokenRequest, bound to the pod) with this CA into a
    * directory of its own, and give its containers KUBERNETES_SERVICE_HOST/PORT (a relay on the lab
@@ -91,23 +81,22 @@ function microTime(ms: number): string {
   return new Date(ms).toISOString().replace(/Z$/, '000Z');
 }
 
+/** The options as given, or a typed error before anything reads them. */
+function checked(opts: RealKubeletOptions): RealKubeletOptions {
+  if (typeof opts !== 'object' || opts === null) throw new InvalidOptionError('options', 'must be an object');
+  if (typeof opts.kubeConfig !== 'string')
+    throw new InvalidOptionError('kubeConfig', 'must be kubeconfig YAML');
+  return opts;
+}
+
 function firstPoolAddress(cidr: string): string {
   const [addr] = cidr.split('/');
   const o = (addr ?? '').split('.').map(Number);
   return `${o[0]}.${o[1]}.${o[2]}.${(o[3] ?? 0) + 1}`;
 }
 
-export class RealKubelet implements PodWorkerHost {
+export class RealKubelet extends KubeletBase implements PodWorkerHost {
   readonly network: LabNetwork;
-  readonly runtime: PodRuntime;
-  readonly ipAllocator: IpAllocator;
-  readonly nodes: readonly KubeletNode[];
-  readonly hostIP: string;
-  readonly probePeriodMs: number | undefined;
-  readonly defaultPort: number;
-  readonly restartBackoffMs: number;
-  /** Longest restart delay of a crash-looping container. */
-  readonly restartBackoffMaxMs = 5000;
   readonly stats: RealKubeletStats = {
     binds: 0,
     starts: 0,
@@ -126,10 +115,7 @@ export class RealKubelet implements PodWorkerHost {
   private readonly namespace: string | undefined;
   private readonly heartbeatMs: number;
   private readonly leaseDurationSeconds: number;
-  private readonly stopGraceMs: number;
-  private readonly onError: ((what: string, err: unknown) => void) | undefined;
   private readonly pods = new Map<string, Pod>();
-  private readonly workers = new Map<string, PodWorker>();
   private readonly deleting = new Set<string>();
   /** Per pod: the tail of its chain of syncs and status writes, so they run one at a time, in order. */
   private readonly chains = new Map<string, Promise<void>>();
@@ -149,29 +135,15 @@ export class RealKubelet implements PodWorkerHost {
   private projector: ServiceAccountProjector | undefined;
 
   constructor(opts: RealKubeletOptions) {
-    if (typeof opts !== 'object' || opts === null)
-      throw new InvalidOptionError('options', 'must be an object');
-    if (typeof opts.kubeConfig !== 'string')
-      throw new InvalidOptionError('kubeConfig', 'must be kubeconfig YAML');
+    super(checked(opts), {
+      hostIP: opts.network.gateway,
+      ipAllocator: () => new IpPool({ first: firstPoolAddress(opts.network.cidr), count: 4000 }),
+    });
     this.network = opts.network;
-    this.runtime = opts.runtime;
-    this.nodes = (opts.nodes ?? [{ name: 'lab-node-1', zone: 'zone-a' }]).map((n) => ({ ...n }));
-    if (this.nodes.length === 0) throw new InvalidOptionError('nodes', 'must name at least one node');
-    this.ipAllocator =
-      opts.ipAllocator ?? new IpPool({ first: firstPoolAddress(opts.network.cidr), count: 4000 });
-    this.hostIP = opts.network.gateway;
-    this.probePeriodMs = opts.probePeriodMs;
-    if (this.probePeriodMs !== undefined && !(this.probePeriodMs >= 10)) {
-      throw new InvalidOptionError('probePeriodMs', `must be at least 10, got ${this.probePeriodMs}`);
-    }
-    this.defaultPort = opts.defaultPort ?? 50051;
-    this.restartBackoffMs = opts.restartBackoffMs ?? 100;
     this.heartbeatMs = opts.heartbeatMs ?? 10_000;
     if (!(this.heartbeatMs >= 100)) throw new InvalidOptionError('heartbeatMs', 'must be at least 100');
     this.leaseDurationSeconds = opts.leaseDurationSeconds ?? 40;
-    this.stopGraceMs = opts.stopGraceMs ?? 2_000;
     this.namespace = opts.namespace;
-    this.onError = opts.onError;
     this.api = new LabApi(opts.kubeConfig);
     this.client = KubeClient.fromKubeConfigString(opts.kubeConfig);
     this.serviceAccounts = opts.serviceAccounts ? { ...opts.serviceAccounts } : undefined;
@@ -208,40 +180,12 @@ export class RealKubelet implements PodWorkerHost {
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.watch?.abort();
     await this.loopDone;
-    const workers = [...this.workers.values()];
-    this.workers.clear();
-    await Promise.all(
-      workers.map(async (w) => {
-        await w.terminate(this.stopGraceMs);
-        await w.dispose();
-      }),
-    );
+    await this.stopWorkers();
     await Promise.allSettled([...this.chains.values()]);
     await this.relay?.close();
     await this.projector?.releaseAll();
     this.client.close();
     this.api.close();
-  }
-
-  podIP(namespace: string, name: string): string | undefined {
-    return this.workers.get(`${namespace}/${name}`)?.ip;
-  }
-
-  /**
-   * The last lines a pod's container wrote (LOG_TAIL_LINES at most): of its current run — while a
-   * crashed container waits to restart, the crashed one — or with `previous`, of the run before.
-   * `container` must name the pod's container when given. Undefined for a pod this kubelet does not run.
-   */
-  logs(
-    namespace: string,
-    pod: string,
-    opts: { container?: string; previous?: boolean } = {},
-  ): string[] | undefined {
-    return this.workers.get(`${namespace}/${pod}`)?.logs(opts);
-  }
-
-  podProcess(namespace: string, name: string): PodProcess | undefined {
-    return this.workers.get(`${namespace}/${name}`)?.proc;
   }
 
   async addPodAddress(ip: string): Promise<void> {
