@@ -5,7 +5,8 @@ import * as grpc from '@grpc/grpc-js';
 import { ClusterIpForwarder } from '@grpc-kube/lab/internal/lab/clusterip.js';
 import { computeRunRecord, distinctPodsPerClient, rpcsPerPod } from '@grpc-kube/lab/internal/lab/metrics.js';
 import { parsePodConfig, startPod, type RunningPod } from '@grpc-kube/lab/internal/lab/pod-main.js';
-import { RpcLog, runWorkload, startWorkload } from '@grpc-kube/lab/internal/lab/workload.js';
+import { incompleteRun } from '@grpc-kube/lab/internal/lab/runner.js';
+import { longestIdle, RpcLog, runWorkload, startWorkload } from '@grpc-kube/lab/internal/lab/workload.js';
 
 type T = { after: (fn: () => unknown) => void };
 
@@ -227,4 +228,112 @@ test('RpcLog.renamePods: labels become pod names, labels naming one pod merge', 
   assert.deepEqual([...log.pod], [0, 1, -1, 0]);
   log.push(4, 1, 0, 'b', 0);
   assert.deepEqual([...log.pod], [0, 1, -1, 0, 1], 'later pushes use the merged index');
+});
+
+test('longestIdle: the longest stretch of the run without an RPC start, head and tail included, in any order', () => {
+  assert.deepEqual(longestIdle([400, 0, 2400, 200], 5400), { fromMs: 2400, toMs: 5400 });
+  assert.deepEqual(longestIdle([3000, 3100, 5300], 5400), { fromMs: 0, toMs: 3000 });
+  assert.deepEqual(longestIdle([0, 100, 2100, 2200, 4000], 4100), { fromMs: 100, toMs: 2100 });
+  assert.deepEqual(longestIdle([], 5400), { fromMs: 0, toMs: 5400 });
+});
+
+/** Start times of `loops` loops paced `pacingMs` apart from 0 until `untilMs`. */
+function pacedStarts(loops: number, pacingMs: number, untilMs: number): number[] {
+  const out: number[] = [];
+  for (let t = 0; t < untilMs; t += pacingMs) for (let k = 0; k < loops; k++) out.push(t + k);
+  return out;
+}
+
+test('incompleteRun: a workload that stopped starting RPCs at 2.4 s of a 5.4 s run is reported, a full one is not', () => {
+  // The reported run: 5 loops paced 200 ms, 60 RPCs, then nothing for the last 3 s.
+  const base = {
+    strategy: 'kubernetes',
+    durationMs: 5400,
+    deadlineMs: 1000,
+    pacingMs: 200,
+    failurePauseMs: 0,
+  };
+  const short = incompleteRun({
+    ...base,
+    tMs: pacedStarts(5, 200, 2400),
+    loopDelayMsMax: 70,
+    ended: { by: 'duration', atMs: 5401 },
+  });
+  assert.ok(short);
+  assert.equal(short.rpcs, 60);
+  assert.deepEqual([short.idleFromMs, short.idleToMs], [2204, 5400]);
+  assert.match(short.reason, /started no RPC from 2\.2 to 5\.4 s of the 5\.4 s run \(60 RPCs/);
+  assert.match(short.reason, /stopped by duration at 5\.4 s; client event loop late by up to 70 ms/);
+  // The same run in full, and one whose RPCs all waited their whole deadline once: both covered it.
+  const full = pacedStarts(5, 200, 5400);
+  assert.equal(incompleteRun({ ...base, tMs: full, loopDelayMsMax: 70, ended: undefined }), undefined);
+  // (the last RPCs started at 1.8 s ran to their 1 s deadline; the loops went on at 2.8 s)
+  const slow = [...pacedStarts(5, 200, 2000), ...pacedStarts(5, 200, 2600).map((t) => t + 2800)];
+  assert.equal(incompleteRun({ ...base, tMs: slow, loopDelayMsMax: 70, ended: undefined }), undefined);
+  // A stalled event loop covers nothing while it stalls: reported too, with the stall in the reason.
+  const stalled = incompleteRun({
+    ...base,
+    tMs: full.filter((t) => t < 2400 || t > 5000),
+    loopDelayMsMax: 2600,
+    ended: undefined,
+  });
+  assert.match(stalled?.reason ?? '', /late by up to 2600 ms/);
+});
+
+test('ended(): a workload says why and when it stopped starting RPCs — its duration, its budget, or stop()', async (t) => {
+  const list = await pods(t, '127.0.16', [0]);
+  const target = staticTarget(list);
+  const byDuration = startWorkload({
+    target,
+    durationMs: 300,
+    concurrency: 2,
+    mode: 'loops',
+    pacingMs: 20,
+    deadlineMs: 5000,
+  });
+  assert.equal(byDuration.ended(), undefined);
+  const log = await byDuration.done;
+  assert.equal(byDuration.ended()?.by, 'duration');
+  assert.ok((byDuration.ended()?.atMs ?? 0) >= 300);
+  // It covered its run: no stretch without a start longer than a loop's turn (its deadline and pause).
+  assert.equal(
+    incompleteRun({
+      strategy: 's',
+      tMs: log.tMs,
+      durationMs: 300,
+      deadlineMs: 5000,
+      pacingMs: 20,
+      failurePauseMs: 0,
+      loopDelayMsMax: 0,
+      ended: byDuration.ended(),
+    }),
+    undefined,
+  );
+
+  const byBudget = startWorkload({ target, durationMs: 60_000, maxRpcs: 3, deadlineMs: 5000 });
+  await byBudget.done;
+  assert.equal(byBudget.ended()?.by, 'budget');
+
+  const stopped = startWorkload({
+    target,
+    durationMs: 60_000,
+    mode: 'loops',
+    concurrency: 1,
+    pacingMs: 20,
+    deadlineMs: 5000,
+  });
+  while (stopped.log.length === 0) await new Promise((r) => setTimeout(r, 10));
+  const early = await stopped.stop();
+  assert.equal(stopped.ended()?.by, 'stopped');
+  const short = incompleteRun({
+    strategy: 's',
+    tMs: early.tMs,
+    durationMs: 60_000,
+    deadlineMs: 5000,
+    pacingMs: 20,
+    failurePauseMs: 0,
+    loopDelayMsMax: 0,
+    ended: stopped.ended(),
+  });
+  assert.match(short?.reason ?? '', /stopped by stopped at/);
 });

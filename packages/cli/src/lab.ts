@@ -25,6 +25,17 @@ export interface FailedRun {
   readonly reason: string;
 }
 
+/** A run whose workload did not cover its scenario (runner.ts incompleteRun): in the JSON, the report, the summary. */
+export interface IncompleteLabRun {
+  readonly scenario: string;
+  readonly strategy: string;
+  readonly tls: boolean;
+  readonly idleFromMs: number;
+  readonly idleToMs: number;
+  readonly durationMs: number;
+  readonly reason: string;
+}
+
 export interface LabCommandIo {
   /** Scenarios and strategies selectable by name besides the built-in ones (tests). */
   readonly scenarios?: readonly import('@grpc-kube/lab/internal/lab/scenario.js').Scenario[];
@@ -127,6 +138,8 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   // Each scenario (and within it each strategy) fails alone: the results of the others are kept,
   // written and reported, and the command exits 1 naming what failed and why.
   const failedRuns: FailedRun[] = [];
+  // A run whose clients stopped or stalled early is reported, never counted as if it ran in full.
+  const incompleteRuns: IncompleteLabRun[] = [];
   for (const { tls, sc } of tlsSets.flatMap((tls) => scenarios.map((sc) => ({ tls, sc })))) {
     const scenario = quick ? scaleScenario(sc, timeScale) : sc;
     out(
@@ -149,11 +162,21 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
     for (const s of r.skipped) out(`  ${scenario.name}: ${s.strategy} skipped (${s.why})`);
     for (const f of r.failed)
       failedRuns.push({ scenario: scenario.name, ...f, ...(tls ? { reason: `with TLS: ${f.reason}` } : {}) });
+    for (const x of r.incomplete)
+      incompleteRuns.push({
+        scenario: scenario.name,
+        strategy: x.strategy,
+        tls,
+        idleFromMs: x.idleFromMs,
+        idleToMs: x.idleToMs,
+        durationMs: x.durationMs,
+        reason: x.reason,
+      });
     results.push(r);
   }
   const runs = results.flatMap((r) => r.runs);
   const records = runs.map((r) => r.record);
-  process.stdout.write(summaryTable(runs) + '\n');
+  process.stdout.write(summaryTable(runs, incompleteRuns) + '\n');
   const { blackholeLine } = await import('@grpc-kube/lab/internal/lab/blackhole.js');
   for (const r of records)
     if (r.blackhole) process.stdout.write(blackholeLine(r.strategy, r.blackhole) + '\n');
@@ -161,6 +184,10 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   if (failedLines.length > 0) process.stdout.write(failedLines.join('\n') + '\n');
   if (values.tls === true) process.stdout.write(tlsCostTable(records) + '\n');
   for (const w of saturationWarnings(runs, SATURATION_ADVICE)) out(w);
+  const incompleteLines = incompleteRuns.map(
+    (x) => `INCOMPLETE ${x.scenario}${x.tls ? ' with TLS' : ''}/${x.strategy}: ${x.reason}`,
+  );
+  for (const l of incompleteLines) out(`warning: ${l}`);
   out(`lab finished in ${Math.round((Date.now() - started) / 1000)} s`);
   if (metrics !== undefined && values.metrics !== undefined) {
     await writeMetricsFile(metrics, values.metrics);
@@ -179,6 +206,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
             podsPerClient: r.podsPerClient,
           })),
           failedRuns,
+          incompleteRuns,
         },
         null,
         2,
@@ -197,6 +225,7 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
           `${cluster} cluster${config.manifests ? ', every strategy from its deploy/ overlay (--manifests)' : ''}; ${clients} client channels per strategy × ${config.concurrency} RPCs in flight, paced ${pacingMs} ms; all strategies run at once against the same pods; pods: ${pods}${values['client-defaults'] ? '; clients with grpc-kube client defaults (retry on UNAVAILABLE)' : ''}`,
           ...results.flatMap((r) => r.skipped.map((s) => `${r.scenario}: ${s.strategy} skipped (${s.why})`)),
           ...failedLines,
+          ...incompleteLines,
         ],
       }),
     );
@@ -221,7 +250,7 @@ type Run = {
   podsPerClient?: readonly number[] | undefined;
 };
 
-function summaryTable(runs: readonly Run[]): string {
+function summaryTable(runs: readonly Run[], incomplete: readonly IncompleteLabRun[]): string {
   const withTls = runs.some((r) => r.record.tls);
   const head = [
     'scenario',
@@ -244,7 +273,9 @@ function summaryTable(runs: readonly Run[]): string {
     r.scenario,
     r.strategy,
     ...(withTls ? [r.tls ? 'yes' : 'no'] : []),
-    String(r.rpcs),
+    incomplete.some((x) => x.scenario === r.scenario && x.strategy === r.strategy && x.tls === r.tls)
+      ? `${r.rpcs} INCOMPLETE`
+      : String(r.rpcs),
     String(r.failed),
     (r.successRate * 100).toFixed(2) + '%',
     r.attempts == null ? '–' : `${r.attempts} (${signed(r.retryLoadPct ?? null)})`,

@@ -61,7 +61,12 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === 'lab') {
     const { labCommand } = await subcommand('@grpc-kube/lab', 'grpc-kube lab', () => import('./lab.js'));
-    return labCommand(rest);
+    try {
+      return await labCommand(rest);
+    } finally {
+      // The lab has cleaned up: the process must end now, not when a stray handle lets it (lab-exit.ts).
+      (await import('./lab-exit.js')).exitWhenStuck();
+    }
   }
   process.stderr.write(USAGE);
   return cmd === undefined || cmd === 'help' || cmd === '--help' ? 0 : 2;

@@ -7,7 +7,7 @@
 import { deploymentManifest, type AppSpec } from '../cluster/embedded.js';
 import type { Service } from '../cluster/controllers/kinds.js';
 import { startLabCluster, type LabCluster } from './cluster.js';
-import type { LabConfig, PodShutdown } from './config.js';
+import { LAB_DEFAULTS, type LabConfig, type PodShutdown } from './config.js';
 import type { KubeObject } from 'grpc-kube/internal/kube/types.js';
 import { canaryGrpcRoute } from './strategies/xds.js';
 import { SourceRegistry } from 'grpc-kube/internal/discovery/registry.js';
@@ -33,7 +33,7 @@ import { MAX_CONNECTION_AGE_GRACE_MS, MAX_CONNECTION_AGE_MS } from './strategies
 import type { AppFlavour, LabEnv, LabStrategy, StrategyHandle } from './strategy.js';
 import { PodTimelineRecorder } from './timeline.js';
 import { HarnessMonitor, harnessVerdict, raiseLabPriority } from './harness.js';
-import { startWorkload, type WorkloadRun } from './workload.js';
+import { idleAllowanceMs, longestIdle, startWorkload, type WorkloadRun } from './workload.js';
 import { createLabTls, LAB_TLS_DNS_ENV, serviceDnsNames } from './tls.js';
 import { readReceivedCounts } from './hello.js';
 import { COUNT_FLUSH_MS } from './pod-main.js';
@@ -74,6 +74,53 @@ export interface ScenarioResult {
   readonly skipped: readonly { strategy: string; why: string }[];
   /** Strategies that threw while starting: they ran no clients; the others' runs are kept. */
   readonly failed: readonly { strategy: string; reason: string }[];
+  /** Runs whose workload did not cover the scenario's duration (incompleteRun): their figures are partial. */
+  readonly incomplete: readonly IncompleteRun[];
+}
+
+/** A run whose workload started no RPC for longer than a running one can (its figures cover less than the scenario). */
+export interface IncompleteRun {
+  readonly strategy: string;
+  /** The longest stretch without an RPC start, ms from the clients' start. */
+  readonly idleFromMs: number;
+  readonly idleToMs: number;
+  readonly durationMs: number;
+  readonly rpcs: number;
+  /** Why and when the workload stopped starting RPCs. */
+  readonly ended: { readonly by: string; readonly atMs: number } | null;
+  /** The whole sentence, as the progress and the CLI print it. */
+  readonly reason: string;
+}
+
+/**
+ * Whether a workload covered its run: undefined if every stretch without an RPC start was within
+ * what a running workload can take (idleAllowanceMs), else the longest one, said in a sentence.
+ */
+export function incompleteRun(o: {
+  strategy: string;
+  tMs: ArrayLike<number>;
+  durationMs: number;
+  deadlineMs: number;
+  pacingMs: number;
+  failurePauseMs: number;
+  loopDelayMsMax: number;
+  ended: { by: string; atMs: number } | undefined;
+}): IncompleteRun | undefined {
+  const idle = longestIdle(o.tMs, o.durationMs);
+  const allowed = idleAllowanceMs(o);
+  if (idle.toMs - idle.fromMs <= allowed) return undefined;
+  const s = (ms: number): string => (ms / 1000).toFixed(1);
+  const end = o.ended === undefined ? 'it never stopped' : `stopped by ${o.ended.by} at ${s(o.ended.atMs)} s`;
+  const late = `client event loop late by up to ${Math.round(o.loopDelayMsMax)} ms`;
+  return {
+    strategy: o.strategy,
+    idleFromMs: Math.round(idle.fromMs),
+    idleToMs: Math.round(idle.toMs),
+    durationMs: o.durationMs,
+    rpcs: o.tMs.length,
+    ended: o.ended ?? null,
+    reason: `its workload started no RPC from ${s(idle.fromMs)} to ${s(idle.toMs)} s of the ${s(o.durationMs)} s run (${o.tMs.length} RPCs; a running one waits at most ${Math.round(allowed)} ms; ${end}; ${late}): its figures cover less than the scenario`,
+  };
 }
 
 /** A failure as one line: the typed code when there is one, and the message. */
@@ -286,7 +333,8 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       }
     }
   }
-  if (strategies.length === 0) return { scenario: scenario.name, runs: [], skipped, failed: failedEarly };
+  if (strategies.length === 0)
+    return { scenario: scenario.name, runs: [], skipped, failed: failedEarly, incomplete: [] };
 
   if (opts.config.tls && userPods)
     throw new InvalidOptionError('--tls', "runs the lab's Hello pods only (not --pod-command)");
@@ -457,7 +505,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       handles.push({ s, h });
       cleanups.push(() => h.close());
     }
-    if (handles.length === 0) return { scenario: scenario.name, runs: [], skipped, failed };
+    if (handles.length === 0) return { scenario: scenario.name, runs: [], skipped, failed, incomplete: [] };
 
     const recorders = new Map<string, PodTimelineRecorder>();
     const clock = (): number => performance.now();
@@ -577,6 +625,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       received = readReceivedCounts(countDir);
     }
     const runs: ReportRun[] = [];
+    const incomplete: IncompleteRun[] = [];
     for (const { s, h, w } of workloads) {
       const key = manifests ? s.name : s.flavour;
       const recorder = recorders.get(key) as PodTimelineRecorder;
@@ -587,6 +636,20 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         failed.push({ strategy: s.name, reason: failureReason(failureError(plan, broke)) });
         progress(`  ${scenario.name}: ${s.name} FAILED: ${broke}`);
         continue;
+      }
+      const short = incompleteRun({
+        strategy: s.name,
+        tMs: w.log.tMs,
+        durationMs: scenario.durationMs,
+        deadlineMs: scenario.deadlineMs,
+        pacingMs: opts.config.pacingMs,
+        failurePauseMs: LAB_DEFAULTS.workload.failurePauseMs,
+        loopDelayMsMax: measured.figures.loopDelayMsMax,
+        ended: w.ended(),
+      });
+      if (short !== undefined) {
+        incomplete.push(short);
+        progress(`  ${scenario.name}: ${s.name} INCOMPLETE: ${short.reason}`);
       }
       if (userPods) w.log.renamePods((peer) => recorder.podForAddress(peer) ?? peer);
       const timeline = recorder.timelines();
@@ -637,7 +700,7 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         harness: measured.series,
       });
     }
-    return { scenario: scenario.name, runs, skipped, failed };
+    return { scenario: scenario.name, runs, skipped, failed, incomplete };
   } finally {
     for (const c of cleanups.reverse()) {
       try {

@@ -148,6 +148,9 @@ export interface WorkloadOptions {
   originMs?: number;
 }
 
+/** Why a workload stopped starting RPCs: its duration was over, its RPC budget spent, or stop() came first. */
+export type WorkloadEnd = 'duration' | 'budget' | 'stopped';
+
 export interface WorkloadRun {
   readonly log: RpcLog;
   /** Resolves when the duration or the RPC budget is used up (or stop()) and every RPC has ended. */
@@ -157,6 +160,8 @@ export interface WorkloadRun {
   /** RPCs started / in flight so far (for a progress display). */
   started(): number;
   inFlight(): number;
+  /** Why, and when (ms from originMs), it stopped starting RPCs; undefined while it runs. */
+  ended(): { by: WorkloadEnd; atMs: number } | undefined;
 }
 
 const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
@@ -232,6 +237,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   };
 
   let running = true;
+  let ended: { by: WorkloadEnd; atMs: number } | undefined;
   let started = 0;
   let inFlight = 0;
   const pauses = new Set<NodeJS.Timeout>();
@@ -245,9 +251,10 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     for (const c of clients) c.close();
     finish(log);
   };
-  const stop = (): Promise<RpcLog> => {
+  const stop = (by: WorkloadEnd = 'stopped'): Promise<RpcLog> => {
     if (running) {
       running = false;
+      ended = { by, atMs: clock() - origin };
       clearTimeout(durationTimer);
       maybeFinish();
     }
@@ -269,7 +276,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     if (!running) return false;
     const t0 = clock();
     if (started >= maxRpcs) {
-      void stop();
+      void stop('budget');
       return false;
     }
     started++;
@@ -289,7 +296,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   /** The duration timer may fire late on a busy machine; checking the clock keeps the bound exact. */
   const timeLeft = (): boolean => {
     if (clock() - startClock < durationMs) return true;
-    void stop();
+    void stop('duration');
     return false;
   };
   /** Wait before the next round/RPC: the pacing interval not yet used up, and the failure pause. */
@@ -319,7 +326,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   };
 
   // Kept referenced on purpose: the bounded run is what the process is waiting for; stop() clears it.
-  const durationTimer = setTimeout(() => void stop(), durationMs);
+  const durationTimer = setTimeout(() => void stop('duration'), durationMs);
   for (let ci = 0; ci < clientCount; ci++) {
     if (mode === 'rounds') startRound(ci);
     else for (let k = 0; k < concurrency; k++) startLoop(ci);
@@ -328,9 +335,10 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   return {
     log,
     done,
-    stop,
+    stop: () => stop(),
     started: () => started,
     inFlight: () => inFlight,
+    ended: () => ended,
   };
 }
 
@@ -338,3 +346,37 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
 export function runWorkload(options: WorkloadOptions): Promise<RpcLog> {
   return startWorkload(options).done;
 }
+
+/** A stretch of a run, in ms from its origin. */
+export interface IdleStretch {
+  readonly fromMs: number;
+  readonly toMs: number;
+}
+
+/**
+ * The longest stretch of [0, durationMs] in which no RPC started (tMs: the start times, in any
+ * order). A workload that covered its whole run has none longer than one loop's turn; a workload
+ * that stopped or stalled early shows it here, whatever its RPC count.
+ */
+export function longestIdle(tMs: ArrayLike<number>, durationMs: number): IdleStretch {
+  const starts = Float64Array.from(tMs).sort();
+  let best: IdleStretch = { fromMs: 0, toMs: 0 };
+  let prev = 0;
+  for (const t of [...starts, durationMs]) {
+    const at = Math.min(Math.max(t, prev), durationMs);
+    if (at - prev > best.toMs - best.fromMs) best = { fromMs: prev, toMs: at };
+    prev = at;
+  }
+  return best;
+}
+
+/**
+ * The longest a running workload may go without starting an RPC: one of its loops waits for its
+ * RPC (at most the deadline), then its pause (pacing, or the failure pause); the slack covers timers
+ * a little late. A stall of the whole event loop longer than that is not allowed for: the clients
+ * started nothing meanwhile, so the run covered less than its duration (the harness says why).
+ */
+export function idleAllowanceMs(o: { deadlineMs: number; pacingMs: number; failurePauseMs: number }): number {
+  return o.deadlineMs + Math.max(o.pacingMs, o.failurePauseMs) + IDLE_SLACK_MS;
+}
+const IDLE_SLACK_MS = 100;
