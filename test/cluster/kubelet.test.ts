@@ -287,6 +287,16 @@ test('a pod removed at once (gracePeriodSeconds 0) loses its process at once; a 
   assert.ok(gone >= 900 && gone < 3000, `the shortened grace applies (${gone} ms)`);
 });
 
+test('stop() right after a pod was removed at once still waits for the process of that pod to end', async (t) => {
+  const { store, kubelet, runtime } = setup(t);
+  store.create(RESOURCES.pods, pod('gone'));
+  await waitFor(store, 'gone', (p) => (p && isPodReady(p) ? p : undefined));
+  store.delete(RESOURCES.pods, NS, 'gone', { gracePeriodSeconds: 0 });
+  await kubelet.idle(); // the kubelet has seen the pod go and is ending its process
+  await kubelet.stop();
+  assert.equal(runtime.running, 0, 'no pod process outlives stop()');
+});
+
 test('node heartbeats: lastHeartbeatTime renewed every nodeHeartbeatMs; options are checked', async (t) => {
   const store = newStore();
   const runtime = new NodeScriptRuntime({ script: FIXTURE });

@@ -187,6 +187,8 @@ export abstract class KubeletBase {
   protected readonly onError: ((what: string, err: unknown) => void) | undefined;
   /** The worker of each pod this kubelet runs, by `namespace/name`. */
   protected readonly workers = new Map<string, PodWorker>();
+  /** Disposals of workers already forgotten (retire()), which stop() still waits for. */
+  private readonly retiring = new Set<Promise<void>>();
 
   protected constructor(
     opts: KubeletCommonOptions,
@@ -231,17 +233,28 @@ export abstract class KubeletBase {
     return this.workers.get(`${namespace}/${name}`)?.ip;
   }
 
+  /**
+   * Forget a pod's worker (if it is still the one for `key`) and end its processes at once; stop()
+   * waits for that too, so no process of this kubelet outlives it.
+   */
+  protected retire(key: string, worker: PodWorker): void {
+    if (this.workers.get(key) === worker) this.workers.delete(key);
+    const done = worker.dispose().finally(() => this.retiring.delete(done));
+    this.retiring.add(done);
+  }
+
   /** Ends every pod's process (SIGTERM, SIGKILL after stopGraceMs) and forgets the workers. */
   protected async stopWorkers(): Promise<void> {
     const workers = [...this.workers.values()];
     this.workers.clear();
-    await Promise.all(
-      workers.map(async (w) => {
+    await Promise.all([
+      ...workers.map(async (w) => {
         // Status writes are off once stopped: this only ends the process, gracefully first.
         await w.terminate(this.stopGraceMs);
         await w.dispose();
       }),
-    );
+      ...this.retiring,
+    ]);
   }
 }
 
@@ -388,8 +401,7 @@ export class Kubelet extends KubeletBase implements PodWorkerHost {
     let worker = this.workers.get(key);
     if (worker && (!pod || pod.metadata.uid !== worker.uid)) {
       // Removed (or replaced by a namesake) without our graceful path: the process goes at once.
-      void worker.dispose();
-      this.workers.delete(key);
+      this.retire(key, worker);
       worker = undefined;
     }
     if (!pod) return;
@@ -412,8 +424,7 @@ export class Kubelet extends KubeletBase implements PodWorkerHost {
       void done.then(() => {
         this.deleting.delete(w);
         if (this.stopped) return;
-        void w.dispose();
-        if (this.workers.get(key) === w) this.workers.delete(key);
+        this.retire(key, w);
         this.finalDelete(key, uid);
       });
       return;
