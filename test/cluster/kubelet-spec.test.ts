@@ -400,7 +400,9 @@ test('preStop runs before SIGTERM (httpGet, exec in the container env) and sleep
     }),
   );
   await waitFor(store, 'hooks', (p) => (isPodReady(p) ? true : undefined));
-  await eventually('the start line', () => startLine(kubelet, 'hooks') !== undefined);
+  // The pod has no readiness probe: Ready comes before its HTTP server listens, and a preStop hook
+  // that finds nothing listening fails (and SIGTERM follows), as in Kubernetes.
+  await eventually('the HTTP server', () => kubelet.logs(NS, 'hooks')?.includes('http listening') === true);
   store.delete(RESOURCES.pods, NS, 'hooks');
   await eventually('the pod is gone', () => store.get(RESOURCES.pods, NS, 'hooks') === undefined);
   assert.deepEqual(readFileSync(events, 'utf8').split('\n'), ['preStop http', 'SIGTERM', '']);
