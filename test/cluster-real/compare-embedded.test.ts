@@ -164,7 +164,17 @@ describe('the same scenario on the embedded and on the real cluster', { skip }, 
     assert.equal(real.byRole.initial.length, 3);
     assert.equal(real.byRole.scaled.length, 2);
     assert.equal(real.byRole.updated.length, 5);
-    assert.deepEqual(embedded.byRole, real.byRole);
+    // A new pod's first state may be unready or already ready: the endpointslice controller coalesces
+    // the changes of one sync, and on a busy machine the pod's Ready can come before the slice that
+    // would have listed it unready (kube-controller-manager did so beside a one-core hog). Both are
+    // Kubernetes; from the first ready on, the sequences must be the same.
+    const fromReady = (byRole: Record<Role, string[]>): Record<Role, string[]> => {
+      const out = { initial: [], scaled: [], updated: [] } as Record<Role, string[]>;
+      for (const [role, seqs] of Object.entries(byRole) as [Role, string[]][])
+        out[role] = seqs.map((q) => q.replace(/^unready → (?=ready)/, '')).sort();
+      return out;
+    };
+    assert.deepEqual(fromReady(embedded.byRole), fromReady(real.byRole));
     // The old pods' draining is not availability: neither controller may go below 5 - maxUnavailable.
     assert.ok(embedded.minReadyDuringUpdate >= 3, `embedded: ${embedded.minReadyDuringUpdate} ready`);
     assert.ok(real.minReadyDuringUpdate >= 3, `real: ${real.minReadyDuringUpdate} ready`);

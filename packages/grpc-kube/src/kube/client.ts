@@ -9,6 +9,7 @@
 // HTTP CONNECT tunnel. Bodies and lines are bounded, lists and watches abortable; answers become typed
 // KubeApiErrors and malformed events are rejected before anyone sees them.
 
+import { setMaxListeners } from 'node:events';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
@@ -143,7 +144,12 @@ export class KubeClient {
   private readonly proxy: URL | undefined;
   private readonly opts: Required<KubeClientOptions>;
   private readonly agent: http.Agent;
-  private readonly closing = new AbortController();
+  /**
+   * Aborted by close(). Every request in flight follows it (one abort listener each, removed when the
+   * request ends), so hundreds of watches on one client are hundreds of listeners by design: no
+   * MaxListenersExceededWarning for them.
+   */
+  private readonly closing = unboundedAbortController();
   private protocol: Promise<'h2' | 'http/1.1'> | undefined;
   private readonly sessions = new Set<H2Session>();
   private opening: Promise<H2Session> | undefined;
@@ -1091,4 +1097,10 @@ function lowerKeys(h: Record<string, string>): Record<string, string> {
 
 function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function unboundedAbortController(): AbortController {
+  const ac = new AbortController();
+  setMaxListeners(0, ac.signal);
+  return ac;
 }
