@@ -197,14 +197,68 @@ test('an env source the lab does not run: Waiting CreateContainerConfigError, ty
   assert.match(w.message ?? '', /configMapKeyRef is not run by the lab kubelet/);
 });
 
-test('a pod of two containers waits in CreateContainerConfigError, saying the lab runs one', async (t) => {
-  const { store } = setup(t);
-  const p = pod('two', {});
-  p.spec.initContainers = [{ name: 'proxy', image: IMAGE, command: ['node', 'spec-pod.js'] }];
+test('a native sidecar starts first (its startup probe gates the main container), shares the pod IP, stops last', async (t) => {
+  const { store, kubelet, dir } = setup(t);
+  const events = join(dir, 'events');
+  const ready = join(dir, 'ready');
+  const p = pod('sidecar', {
+    env: [
+      { name: 'EVENTS_FILE', value: events },
+      { name: 'SHOW_ENV', value: 'ROLE' },
+      { name: 'ROLE', value: 'main' },
+    ],
+  });
+  p.spec.initContainers = [
+    {
+      name: 'proxy',
+      image: IMAGE,
+      restartPolicy: 'Always',
+      command: ['node', 'spec-pod.js'],
+      env: [
+        { name: 'READY_FILE', value: ready },
+        { name: 'TCP_PORT', value: String(TCP_PORT) },
+        { name: 'SHOW_ENV', value: 'ROLE,POD_IP' },
+        { name: 'ROLE', value: 'sidecar' },
+        { name: 'EVENTS_FILE', value: events },
+      ],
+      startupProbe: { tcpSocket: { port: TCP_PORT }, failureThreshold: 1000 },
+    },
+  ];
   store.create<Pod>(RESOURCES.pods, p);
-  const w = await waitFor(store, 'two', (x) => status(x)?.state?.waiting);
+  const proxyLine = (): string | undefined =>
+    kubelet.logs(NS, 'sidecar', { container: 'proxy' })?.find((l) => l.startsWith('start '));
+  await eventually('the sidecar runs', () => proxyLine() !== undefined);
+  // Its startup probe fails until the file opens its port: the main container must not start meanwhile.
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(startLine(kubelet, 'sidecar'), undefined, 'the main container waits for the sidecar');
+  writeFileSync(ready, '');
+  const ip = await waitFor(store, 'sidecar', (x) => (isPodReady(x) ? x.status?.podIP : undefined));
+  await eventually('the main container runs', () => startLine(kubelet, 'sidecar') !== undefined);
+  assert.equal(startLine(kubelet, 'sidecar')?.env['ROLE'], 'main');
+  assert.equal(JSON.parse(proxyLine()?.slice('start '.length) ?? '{}').env.POD_IP, ip, 'one pod IP');
+  const x = store.get<Pod>(RESOURCES.pods, NS, 'sidecar') as Pod;
+  assert.deepEqual(
+    x.status?.initContainerStatuses?.map((c) => [c.name, c.ready, c.started]),
+    [['proxy', true, true]],
+  );
+  assert.deepEqual(
+    x.status?.containerStatuses?.map((c) => [c.name, c.ready]),
+    [['main', true]],
+  );
+  store.delete(RESOURCES.pods, NS, 'sidecar');
+  await eventually('the pod is gone', () => store.get(RESOURCES.pods, NS, 'sidecar') === undefined);
+  // The main container stops first, the sidecar after it.
+  assert.deepEqual(readFileSync(events, 'utf8').split('\n'), ['SIGTERM main', 'SIGTERM sidecar', '']);
+});
+
+test('a run-to-completion init container waits in CreateContainerConfigError, saying so', async (t) => {
+  const { store } = setup(t);
+  const p = pod('init', {});
+  p.spec.initContainers = [{ name: 'migrate', image: IMAGE, command: ['node', 'spec-pod.js'] }];
+  store.create<Pod>(RESOURCES.pods, p);
+  const w = await waitFor(store, 'init', (x) => status(x)?.state?.waiting);
   assert.equal(w.reason, 'CreateContainerConfigError');
-  assert.match(w.message ?? '', /runs one container per pod; this one also has proxy/);
+  assert.match(w.message ?? '', /not run-to-completion init containers: migrate/);
 });
 
 test('terminationGracePeriodSeconds counts the preStop hook: SIGKILL when it is over', async (t) => {

@@ -1,11 +1,12 @@
-// One pod's container as the lab kubelets run it — the embedded one (status written to the
+// One pod's containers as the lab kubelets run it — the embedded one (status written to the
 // in-process store) and the real one (status PUT to kube-apiserver, the pod in a network namespace)
 // share this. The pod spec is run as written: the container's env (fieldRef, `$(VAR)` expansion),
 // command and args; startup, liveness and readiness probes (grpc, tcpSocket, httpGet, exec) with their
 // timings and thresholds — a failed startup or liveness probe restarts the container; the preStop
 // hook (exec, httpGet, sleep) before SIGTERM, SIGKILL when terminationGracePeriodSeconds (counting the
 // hook) are over; restarts by restartPolicy with CrashLoopBackOff (exponential backoff, reset after a
-// long enough run), lastState and restartCount; the last lines of output (logs()). The status it
+// long enough run), lastState and restartCount; the last lines of output (logs()); several containers
+// per pod, native sidecars (init containers with restartPolicy Always) first and last. The status it
 // implies: phase, podIP(s), conditions with real lastTransitionTime, container statuses with
 // Waiting reasons (ErrImagePull/ImagePullBackOff, CreateContainerConfigError, RunContainerError,
 // CrashLoopBackOff). What differs between the kubelets is behind `PodWorkerHost`.
@@ -127,79 +128,78 @@ function formatDelay(ms: number): string {
   return s >= 60 ? `${Math.floor(s / 60)}m${s % 60}s` : `${s}s`;
 }
 
-/** The states of one pod's container, as the real kubelet's pod worker tracks them. */
-export class PodWorker {
-  ip: string | undefined;
+/** A native sidecar: an init container with restartPolicy Always, started before the main containers. */
+function isSidecar(c: Container): boolean {
+  return c.restartPolicy === 'Always';
+}
+
+/**
+ * One container of a pod: its process, probes, restarts, output and status entry. The pod (PodWorker)
+ * owns the address and the node's environment, writes the status and orders starts and stops.
+ */
+class ContainerRunner {
   proc: PodProcess | undefined;
+  alive = false;
   ready = false;
   /** The startup probe has succeeded (or there is none) for the running container. */
   started = false;
   restartCount = 0;
-  terminating = false;
-  disposed = false;
-  private alive = false;
+  state: ContainerState = { waiting: { reason: 'ContainerCreating' } };
+  lastState: ContainerState | undefined;
+  /** The last exit, once the container will not be restarted. */
+  final: PodExit | undefined;
   private readonly clients = new Map<string, grpc.Client>();
   private loops: ProbeLoop[] = [];
   private readinessLoop: ProbeLoop | undefined;
   private killTimer: NodeJS.Timeout | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
   private starting: Promise<void> | undefined;
-  private done: Promise<void> | undefined;
-  /** A kill after a failed liveness or startup probe, under way. */
   private stopping: Promise<void> | undefined;
   private killAt = Infinity;
-  private nodeEnv: Record<string, string> | undefined;
   private spec: PodStartSpec | undefined;
   private startedAt: string | undefined;
   private startedAtMs = 0;
-  private lastState: ContainerState | undefined;
   private failedStarts = 0;
   private backoffLevel = 0;
   private log: string[] = [];
   private previousLog: string[] = [];
+  private onStarted: (() => void) | undefined;
+  /** Resolves when the container has started (startup probe passed) for the first time. */
+  readonly firstStarted: Promise<void>;
 
   constructor(
-    private readonly host: PodWorkerHost,
-    readonly key: string,
-    readonly uid: string,
-    private readonly pod: Pod,
-  ) {}
-
-  private get container(): Container {
-    const c = this.pod.spec.containers[0];
-    if (!c) throw new GrpcKubeError('GK_ERR_LAB', `pod ${this.key} has no container`);
-    return c;
+    private readonly pod: PodWorker,
+    readonly container: Container,
+    readonly init: boolean,
+  ) {
+    this.firstStarted = new Promise<void>((resolve) => (this.onStarted = resolve));
   }
 
-  get port(): number {
-    return this.container.ports?.[0]?.containerPort ?? this.host.defaultPort;
+  private get host(): PodWorkerHost {
+    return this.pod.host;
   }
 
-  /**
-   * The last lines the container wrote (stdout and stderr interleaved as they came): of the current
-   * run — which, while a crashed container waits to restart, is the crashed one — or of the one before.
-   */
-  logs(opts: { container?: string; previous?: boolean } = {}): string[] {
-    if (opts.container !== undefined && opts.container !== this.container.name) {
-      throw new GrpcKubeError(
-        'GK_ERR_LAB_POD_SPEC',
-        `pod ${this.key} has no container "${opts.container}" (it has ${this.pod.spec.containers.map((c) => c.name).join(', ')})`,
-      );
-    }
-    return [...(opts.previous === true ? this.previousLog : this.log)];
+  private get stopped(): boolean {
+    return this.pod.disposed || this.pod.terminating;
   }
 
-  /** The pod is bound to this node: Pending with PodScheduled, then its container starts. */
-  admit(): Promise<void> {
-    const at = this.host.nowIso();
-    this.host.updateStatus(this.key, this.uid, (s) => {
-      s.phase ??= 'Pending';
-      setCondition(s, 'PodScheduled', 'True', at);
-    });
-    return this.start();
+  logs(previous: boolean): string[] {
+    return [...(previous ? this.previousLog : this.log)];
   }
 
-  /** Starts the container (first start or restart) and its probe loop. */
+  status(): ContainerStatus {
+    return {
+      name: this.container.name,
+      ready: this.ready,
+      started: this.state.running !== undefined && this.started,
+      restartCount: this.restartCount,
+      image: this.container.image ?? '',
+      imageID: '',
+      state: this.state,
+      ...(this.lastState ? { lastState: this.lastState } : {}),
+    };
+  }
+
   start(): Promise<void> {
     this.starting ??= this.doStart().finally(() => {
       this.starting = undefined;
@@ -209,62 +209,37 @@ export class PodWorker {
 
   private async doStart(): Promise<void> {
     const h = this.host;
-    if (this.ip === undefined) {
-      const ip = h.ipAllocator.allocate();
-      try {
-        await h.addPodAddress?.(ip);
-      } catch (err) {
-        // No address, no pod: give it back and try again later, like a failed container start.
-        h.ipAllocator.release(ip);
-        h.reportError(this.key, err);
-        if (!this.disposed && !this.terminating) this.scheduleRestart(this.nextDelay(), false);
-        return;
-      }
-      this.ip = ip;
-    }
     const c = this.container;
-    const { namespace, name } = splitKey(this.key);
-    const ip = this.ip;
-    const extra = [...(this.pod.spec.initContainers ?? []), ...this.pod.spec.containers.slice(1)];
-    if (extra.length > 0) {
-      // The spec cannot change, so no retry: the pod waits, saying why, until it is deleted.
-      const err = new GrpcKubeError(
-        'GK_ERR_LAB_POD_SPEC',
-        `pod ${this.key}: the lab kubelet runs one container per pod; this one also has ` +
-          `${extra.map((x) => x.name).join(', ')} (init or sidecar containers); split them into pods of their own`,
-      );
-      h.reportError(this.key, err);
-      this.setWaiting('CreateContainerConfigError', err.message);
-      return;
-    }
+    const { namespace, name } = splitKey(this.pod.key);
+    const ip = this.pod.ip ?? '';
     let proc: PodProcess;
     try {
-      this.nodeEnv ??= (await h.podEnvironment?.(this.pod, ip)) ?? {};
-      const env = containerEnv(this.pod, c, { podIP: ip, hostIP: h.hostIP }, this.nodeEnv);
+      const env = containerEnv(this.pod.spec, c, { podIP: ip, hostIP: h.hostIP }, this.pod.nodeEnv ?? {});
       const spec: PodStartSpec = {
         namespace,
         name,
-        uid: this.uid,
+        uid: this.pod.uid,
         ip,
-        port: this.port,
+        port: this.pod.portOf(c),
         env,
         container: c,
         ...expandedCommand(c, env),
         restartCount: this.restartCount,
         onOutput: (_stream, line) => this.addLog(line),
       };
-      if (this.disposed || this.terminating) return;
+      if (this.stopped) return;
       if (this.log.length > 0) [this.previousLog, this.log] = [this.log, []];
       proc = await h.runtime.start(spec);
       this.spec = spec;
     } catch (err) {
-      h.reportError(this.key, err);
-      if (this.disposed || this.terminating) return;
+      h.reportError(this.pod.key, err);
+      if (this.stopped) return;
       const reason = waitingReasonOf(err, this.failedStarts++);
       const message = err instanceof Error ? err.message : String(err);
       const delay = this.nextDelay();
-      this.setWaiting(reason, message);
-      this.scheduleRestart(delay, false);
+      this.state = { waiting: { reason, message } };
+      this.pod.changed();
+      this.scheduleRestart(delay);
       return;
     }
     this.failedStarts = 0;
@@ -272,7 +247,7 @@ export class PodWorker {
     h.onContainerStart?.();
     this.proc = proc;
     void proc.exited.then((exit) => this.onExit(proc, exit));
-    if (this.disposed || this.terminating) {
+    if (this.stopped) {
       proc.kill('SIGKILL');
       return;
     }
@@ -280,19 +255,9 @@ export class PodWorker {
     this.startedAt = at;
     this.startedAtMs = Date.now();
     this.started = c.startupProbe === undefined;
-    h.updateStatus(this.key, this.uid, (s) => {
-      s.phase = 'Running';
-      s.hostIP = h.hostIP;
-      s.hostIPs = [{ ip: h.hostIP }];
-      s.podIP = ip;
-      s.podIPs = [{ ip }];
-      s.startTime ??= at;
-      setCondition(s, 'PodScheduled', 'True', at);
-      setCondition(s, 'Initialized', 'True', at);
-      setCondition(s, 'ContainersReady', 'False', at, 'ContainersNotReady');
-      setCondition(s, 'Ready', 'False', at, 'ContainersNotReady');
-      s.containerStatuses = [this.containerStatus({ running: { startedAt: at } })];
-    });
+    this.state = { running: { startedAt: at } };
+    this.pod.onRunning(at);
+    if (this.started) this.onStarted?.();
     this.startProbes();
   }
 
@@ -301,42 +266,11 @@ export class PodWorker {
     if (this.log.length > LOG_TAIL_LINES) this.log.splice(0, this.log.length - LOG_TAIL_LINES);
   }
 
-  private containerStatus(state: ContainerState): ContainerStatus {
-    return {
-      name: this.container.name,
-      ready: this.ready,
-      started: state.running !== undefined && this.started,
-      restartCount: this.restartCount,
-      image: this.container.image ?? '',
-      imageID: '',
-      state,
-      ...(this.lastState ? { lastState: this.lastState } : {}),
-    };
-  }
-
-  /** The container could not be started: Waiting with the reason, the pod Pending until it first ran. */
-  private setWaiting(reason: string, message: string): void {
-    const at = this.host.nowIso();
-    this.host.updateStatus(this.key, this.uid, (s) => {
-      s.phase ??= 'Pending';
-      setCondition(s, 'Initialized', 'True', at);
-      setCondition(s, 'ContainersReady', 'False', at, 'ContainersNotReady');
-      setCondition(s, 'Ready', 'False', at, 'ContainersNotReady');
-      s.containerStatuses = [this.containerStatus({ waiting: { reason, message } })];
-    });
-  }
-
-  /** The readiness and startup probe period override (annotation, then the kubelet's option). */
-  private periodOverrideMs(): number | undefined {
-    const ann = Number(this.pod.metadata.annotations?.[PROBE_PERIOD_MS_ANNOTATION]);
-    return ann > 0 ? ann : this.host.probePeriodMs;
-  }
-
   private target(): HandlerTarget {
     const rt = this.host.runtime;
     const spec = this.spec;
     return {
-      ip: this.ip ?? '',
+      ip: this.pod.ip ?? '',
       container: this.container,
       exec:
         rt.exec !== undefined && spec !== undefined
@@ -350,7 +284,7 @@ export class PodWorker {
             'grpc.use_local_subchannel_pool': 1,
             'grpc.enable_http_proxy': 0,
             'grpc.initial_reconnect_backoff_ms': 50,
-            'grpc.max_reconnect_backoff_ms': Math.max(100, this.periodOverrideMs() ?? 1000),
+            'grpc.max_reconnect_backoff_ms': Math.max(100, this.pod.periodOverrideMs() ?? 1000),
             'grpc.enable_retries': 0,
           });
           this.clients.set(address, client);
@@ -369,7 +303,7 @@ export class PodWorker {
       probeSettings(probe, periodOverrideMs),
       (timeoutMs) => runHandler(probe, this.target(), timeoutMs),
       onResult,
-      (err) => this.host.reportError(this.key, err),
+      (err) => this.host.reportError(this.pod.key, err),
     );
     this.loops.push(l);
     l.start();
@@ -383,18 +317,15 @@ export class PodWorker {
       this.startedProbes();
       return;
     }
-    const startup = this.loop(c.startupProbe, this.periodOverrideMs(), (ok) => {
+    const startup = this.loop(c.startupProbe, this.pod.periodOverrideMs(), (ok) => {
       startup.stop();
       if (!ok) {
         this.killForRestart();
         return;
       }
       this.started = true;
-      const at = this.host.nowIso();
-      const startedAt = this.startedAt ?? at;
-      this.host.updateStatus(this.key, this.uid, (s) => {
-        s.containerStatuses = [this.containerStatus({ running: { startedAt } })];
-      });
+      this.onStarted?.();
+      this.pod.changed();
       this.startedProbes();
     });
   }
@@ -409,7 +340,7 @@ export class PodWorker {
       });
     }
     if (c.readinessProbe !== undefined) {
-      this.readinessLoop = this.loop(c.readinessProbe, this.periodOverrideMs(), (ok) => {
+      this.readinessLoop = this.loop(c.readinessProbe, this.pod.periodOverrideMs(), (ok) => {
         if (ok !== this.ready) this.setReady(ok);
       });
     } else {
@@ -417,18 +348,13 @@ export class PodWorker {
     }
   }
 
-  setReady(ready: boolean, reason = 'ContainersNotReady'): void {
+  private setReady(ready: boolean): void {
     this.ready = ready;
-    const at = this.host.nowIso();
-    this.host.updateStatus(this.key, this.uid, (s) => {
-      setCondition(s, 'ContainersReady', ready ? 'True' : 'False', at, ready ? undefined : reason);
-      setCondition(s, 'Ready', ready ? 'True' : 'False', at, ready ? undefined : reason);
-      for (const c of s.containerStatuses ?? []) c.ready = ready;
-    });
+    this.pod.changed();
   }
 
   /** Stops the probe loops; `keepReadiness` keeps the readiness one (termination probes until the exit). */
-  private stopProbing(keepReadiness = false): void {
+  stopProbing(keepReadiness = false): void {
     const keep = keepReadiness ? this.readinessLoop : undefined;
     for (const l of this.loops) if (l !== keep) l.stop();
     this.loops = keep ? [keep] : [];
@@ -441,9 +367,9 @@ export class PodWorker {
   /** A failed liveness or startup probe: the container is killed (with its preStop and grace) and restarts. */
   private killForRestart(): void {
     const proc = this.proc;
-    if (!proc || !this.alive || this.stopping || this.terminating || this.disposed) return;
+    if (!proc || !this.alive || this.stopping || this.stopped) return;
     this.stopProbing(true);
-    this.stopping = this.killContainer(proc, deletionGraceMs(this.pod))
+    this.stopping = this.killContainer(proc, deletionGraceMs(this.pod.spec))
       .then(() => undefined)
       .finally(() => {
         this.stopping = undefined;
@@ -474,21 +400,19 @@ export class PodWorker {
       void proc.exited.then(() => resolve());
     });
     try {
-      if (hook.sleep !== undefined) {
-        await Promise.race([
-          bound,
-          new Promise<void>((r) => setTimeout(r, hook.sleep!.seconds * 1000).unref()),
-        ]);
+      const sleep = hook.sleep;
+      if (sleep !== undefined) {
+        await Promise.race([bound, new Promise<void>((r) => setTimeout(r, sleep.seconds * 1000).unref())]);
       } else if (handlerKind(hook) !== undefined) {
         await Promise.race([
           bound,
           runHandler(hook, this.target(), budgetMs).then((ok) => {
             if (!ok) {
               this.host.reportError(
-                this.key,
+                this.pod.key,
                 new GrpcKubeError(
                   'GK_ERR_LAB',
-                  `pod ${this.key}: the preStop hook failed; the container is stopped anyway`,
+                  `pod ${this.pod.key} container ${this.container.name}: the preStop hook failed; the container is stopped anyway`,
                 ),
               );
             }
@@ -496,7 +420,7 @@ export class PodWorker {
         ]);
       }
     } catch (err) {
-      this.host.reportError(this.key, err);
+      this.host.reportError(this.pod.key, err);
     } finally {
       if (timer) clearTimeout(timer);
     }
@@ -514,12 +438,13 @@ export class PodWorker {
 
   private onExit(proc: PodProcess, exit: PodExit): void {
     if (proc === this.proc) this.alive = false;
-    if (proc !== this.proc || this.terminating || this.disposed) return;
+    if (proc !== this.proc || this.stopped) return;
     this.stopProbing();
     const at = this.host.nowIso();
     const exitCode = exitCodeOf(exit);
     const failed = exitCode !== 0;
-    const policy = this.pod.spec.restartPolicy ?? 'Always';
+    // A sidecar restarts always; the main containers by the pod's restartPolicy.
+    const policy = this.init ? 'Always' : (this.pod.spec.spec.restartPolicy ?? 'Always');
     const restart = policy === 'Always' || (policy === 'OnFailure' && failed);
     this.ready = false;
     this.started = false;
@@ -534,95 +459,60 @@ export class PodWorker {
         finishedAt: at,
       },
     };
-    const { namespace, name } = splitKey(this.key);
-    let state = terminated;
-    let delay = 0;
+    const { namespace, name } = splitKey(this.pod.key);
     if (restart) {
-      delay = this.nextDelay();
+      const delay = this.nextDelay();
       this.lastState = terminated;
       this.restartCount++;
-      state = {
+      this.state = {
         waiting: {
           reason: 'CrashLoopBackOff',
-          message: `back-off ${formatDelay(delay)} restarting failed container=${this.container.name} pod=${name}_${namespace}(${this.uid})`,
+          message: `back-off ${formatDelay(delay)} restarting failed container=${this.container.name} pod=${name}_${namespace}(${this.pod.uid})`,
         },
       };
+      this.pod.onContainerExit(at, false);
+      this.scheduleRestart(delay);
+    } else {
+      this.state = terminated;
+      this.final = exit;
+      this.pod.onContainerExit(at, true);
     }
-    this.host.updateStatus(this.key, this.uid, (s) => {
-      setCondition(s, 'ContainersReady', 'False', at, 'ContainersNotReady');
-      setCondition(
-        s,
-        'Ready',
-        'False',
-        at,
-        restart ? 'ContainersNotReady' : failed ? 'PodFailed' : 'PodCompleted',
-      );
-      s.containerStatuses = [this.containerStatus(state)];
-      if (!restart) s.phase = failed ? 'Failed' : 'Succeeded';
-    });
-    if (restart) this.scheduleRestart(delay, false);
   }
 
-  /** Starts the container again after `delay`; `count` adds a restart (a start that failed is not one). */
-  private scheduleRestart(delay: number, count: boolean): void {
-    if (count) this.restartCount++;
+  private scheduleRestart(delay: number): void {
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
-      if (!this.disposed && !this.terminating) void this.start();
+      if (!this.stopped) void this.start();
     }, delay);
     this.restartTimer.unref();
   }
 
-  /**
-   * Graceful termination: the preStop hook, SIGTERM, SIGKILL once graceMs (counting the hook) are over,
-   * probing readiness until the exit (so the slice's `serving` stays honest); the caller deletes the
-   * pod afterwards. Called again with a shorter grace (a second DELETE that shortened it), the SIGKILL
-   * comes sooner.
-   */
-  terminate(graceMs: number): Promise<void> {
-    if (this.done) {
-      this.shortenGrace(graceMs);
-      return this.done;
-    }
-    this.terminating = true;
+  /** Graceful stop for the pod's termination: resolves with the exit, or undefined if nothing ran. */
+  async terminate(graceMs: number): Promise<PodExit | undefined> {
     if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.done = (async () => {
-      await this.starting;
-      const proc = this.proc;
-      if (proc) {
-        this.stopProbing(true);
-        const exit = this.stopping
-          ? (this.shortenGrace(graceMs), await proc.exited)
-          : await this.killContainer(proc, graceMs);
-        this.stopProbing();
-        if (!this.disposed) {
-          const at = this.host.nowIso();
-          const exitCode = exitCodeOf(exit);
-          this.ready = false;
-          this.host.updateStatus(this.key, this.uid, (s) => {
-            setCondition(s, 'ContainersReady', 'False', at, 'PodCompleted');
-            setCondition(s, 'Ready', 'False', at, 'PodCompleted');
-            s.containerStatuses = [
-              this.containerStatus({
-                terminated: {
-                  exitCode,
-                  reason: exitCode === 0 ? 'Completed' : 'Error',
-                  ...(this.startedAt ? { startedAt: this.startedAt } : {}),
-                  finishedAt: at,
-                },
-              }),
-            ];
-            s.phase = exitCode === 0 ? 'Succeeded' : 'Failed';
-          });
-        }
-      }
-      this.stopProbing();
-    })();
-    return this.done;
+    await this.starting;
+    const proc = this.proc;
+    if (!proc) return undefined;
+    this.stopProbing(true);
+    const exit = this.stopping
+      ? (this.shortenGrace(graceMs), await proc.exited)
+      : await this.killContainer(proc, graceMs);
+    this.stopProbing();
+    this.ready = false;
+    const exitCode = exitCodeOf(exit);
+    this.state = {
+      terminated: {
+        exitCode,
+        reason: exitCode === 0 ? 'Completed' : 'Error',
+        ...(this.startedAt ? { startedAt: this.startedAt } : {}),
+        finishedAt: this.host.nowIso(),
+      },
+    };
+    return exit;
   }
 
-  private shortenGrace(graceMs: number): void {
+  shortenGrace(graceMs: number): void {
     const at = Date.now() + graceMs;
     if (at >= this.killAt || !this.proc) return;
     this.killAt = at;
@@ -632,23 +522,277 @@ export class PodWorker {
     this.killTimer.unref();
   }
 
-  /**
-   * Immediate end (pod removed, or kubelet stop after the grace): SIGKILL at once; the address (and
-   * its namespace) go once the process is gone. Resolves then.
-   */
   async dispose(): Promise<void> {
-    if (this.disposed) return;
-    this.disposed = true;
-    this.terminating = true;
     for (const t of [this.restartTimer, this.killTimer]) if (t) clearTimeout(t);
     this.stopProbing();
     this.proc?.kill('SIGKILL');
     await this.starting?.catch(() => undefined);
     this.proc?.kill('SIGKILL');
     if (this.proc) await this.proc.exited;
+  }
+}
+
+/**
+ * One pod as the kubelet runs it: its address, the node's environment, its containers — native
+ * sidecars (init containers with restartPolicy Always) first, each started once the one before it
+ * has started, then the main containers together — and the status they add up to. Termination stops
+ * the main containers first, then the sidecars in reverse order, within one grace period.
+ */
+export class PodWorker {
+  ip: string | undefined;
+  terminating = false;
+  disposed = false;
+  nodeEnv: Record<string, string> | undefined;
+  private readonly runners: ContainerRunner[];
+  private starting: Promise<void> | undefined;
+  private done: Promise<void> | undefined;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private addressAttempts = 0;
+
+  constructor(
+    readonly host: PodWorkerHost,
+    readonly key: string,
+    readonly uid: string,
+    readonly spec: Pod,
+  ) {
+    this.runners = [
+      ...(spec.spec.initContainers ?? []).map((c) => new ContainerRunner(this, c, true)),
+      ...spec.spec.containers.map((c) => new ContainerRunner(this, c, false)),
+    ];
+  }
+
+  private get main(): ContainerRunner | undefined {
+    return this.runners.find((r) => !r.init);
+  }
+
+  /** The main (first regular) container's process. */
+  get proc(): PodProcess | undefined {
+    return this.main?.proc;
+  }
+
+  /** Ready as the pod's Ready condition: every container ready. */
+  get ready(): boolean {
+    return this.runners.length > 0 && this.runners.every((r) => r.ready);
+  }
+
+  get port(): number {
+    const c = this.spec.spec.containers[0];
+    return c ? this.portOf(c) : this.host.defaultPort;
+  }
+
+  portOf(c: Container): number {
+    return c.ports?.[0]?.containerPort ?? this.host.defaultPort;
+  }
+
+  /** The readiness and startup probe period override (annotation, then the kubelet's option). */
+  periodOverrideMs(): number | undefined {
+    const ann = Number(this.spec.metadata.annotations?.[PROBE_PERIOD_MS_ANNOTATION]);
+    return ann > 0 ? ann : this.host.probePeriodMs;
+  }
+
+  /**
+   * The last lines a container wrote (stdout and stderr interleaved as they came): of its current
+   * run — which, while a crashed container waits to restart, is the crashed one — or of the one
+   * before. Default container: the first main one.
+   */
+  logs(opts: { container?: string; previous?: boolean } = {}): string[] {
+    const r =
+      opts.container === undefined
+        ? this.main
+        : this.runners.find((x) => x.container.name === opts.container);
+    if (r === undefined) {
+      throw new GrpcKubeError(
+        'GK_ERR_LAB_POD_SPEC',
+        `pod ${this.key} has no container "${opts.container ?? ''}" (it has ${this.runners.map((x) => x.container.name).join(', ')})`,
+      );
+    }
+    return r.logs(opts.previous === true);
+  }
+
+  /** The pod is bound to this node: Pending with PodScheduled, then its containers start. */
+  admit(): Promise<void> {
+    const at = this.host.nowIso();
+    this.host.updateStatus(this.key, this.uid, (s) => {
+      s.phase ??= 'Pending';
+      setCondition(s, 'PodScheduled', 'True', at);
+    });
+    return this.start();
+  }
+
+  private start(): Promise<void> {
+    this.starting ??= this.doStart().finally(() => {
+      this.starting = undefined;
+    });
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
+    const h = this.host;
+    if (this.ip === undefined) {
+      const ip = h.ipAllocator.allocate();
+      try {
+        await h.addPodAddress?.(ip);
+      } catch (err) {
+        // No address, no pod: give it back and try again later, like a failed container start.
+        h.ipAllocator.release(ip);
+        h.reportError(this.key, err);
+        this.retryLater();
+        return;
+      }
+      this.ip = ip;
+    }
+    const classic = (this.spec.spec.initContainers ?? []).filter((c) => !isSidecar(c));
+    if (classic.length > 0) {
+      // The spec cannot change, so no retry: the pod waits, saying why, until it is deleted.
+      const err = new GrpcKubeError(
+        'GK_ERR_LAB_POD_SPEC',
+        `pod ${this.key}: the lab kubelet runs native sidecars (init containers with restartPolicy Always) ` +
+          `but not run-to-completion init containers: ${classic.map((x) => x.name).join(', ')}`,
+      );
+      h.reportError(this.key, err);
+      for (const r of this.runners)
+        r.state = { waiting: { reason: 'CreateContainerConfigError', message: err.message } };
+      this.changed();
+      return;
+    }
+    if (this.nodeEnv === undefined) {
+      try {
+        this.nodeEnv = (await h.podEnvironment?.(this.spec, this.ip)) ?? {};
+      } catch (err) {
+        h.reportError(this.key, err);
+        const message = err instanceof Error ? err.message : String(err);
+        for (const r of this.runners)
+          r.state = { waiting: { reason: 'CreateContainerConfigError', message } };
+        this.changed();
+        this.retryLater();
+        return;
+      }
+    }
+    for (const r of this.runners.filter((x) => x.init)) {
+      if (this.terminating || this.disposed) return;
+      await r.start();
+      // The next container waits for this sidecar's start (its startup probe), as the kubelet does.
+      await Promise.race([r.firstStarted, this.whenStopping()]);
+    }
+    if (this.terminating || this.disposed) return;
+    await Promise.all(this.runners.filter((x) => !x.init).map((r) => r.start()));
+  }
+
+  private stopWaiters: Array<() => void> = [];
+
+  private whenStopping(): Promise<void> {
+    return new Promise<void>((resolve) => this.stopWaiters.push(resolve));
+  }
+
+  private retryLater(): void {
+    if (this.disposed || this.terminating) return;
+    const delay = Math.min(
+      this.host.restartBackoffMaxMs,
+      this.host.restartBackoffMs * 2 ** Math.min(this.addressAttempts++, 30),
+    );
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (!this.disposed && !this.terminating) void this.start();
+    }, delay);
+    this.restartTimer.unref();
+  }
+
+  /** Writes the pod's status from its containers' (and `extra`, applied first). */
+  changed(extra?: (s: PodStatus) => void, reason = 'ContainersNotReady'): void {
+    const at = this.host.nowIso();
+    const ready = this.ready;
+    const statuses = this.runners.filter((r) => !r.init).map((r) => r.status());
+    const inits = this.runners.filter((r) => r.init).map((r) => r.status());
+    this.host.updateStatus(this.key, this.uid, (s) => {
+      s.phase ??= 'Pending';
+      extra?.(s);
+      setCondition(s, 'Initialized', 'True', at);
+      setCondition(s, 'ContainersReady', ready ? 'True' : 'False', at, ready ? undefined : reason);
+      setCondition(s, 'Ready', ready ? 'True' : 'False', at, ready ? undefined : reason);
+      s.containerStatuses = statuses;
+      if (inits.length > 0) s.initContainerStatuses = inits;
+    });
+  }
+
+  /** A container runs: the pod is Running at its address. */
+  onRunning(at: string): void {
+    const h = this.host;
+    const ip = this.ip ?? '';
+    this.changed((s) => {
+      s.phase = 'Running';
+      s.hostIP = h.hostIP;
+      s.hostIPs = [{ ip: h.hostIP }];
+      s.podIP = ip;
+      s.podIPs = [{ ip }];
+      s.startTime ??= at;
+      setCondition(s, 'PodScheduled', 'True', at);
+    });
+  }
+
+  /** A container exited; `final` when it will not restart. The pod ends when all its main containers have. */
+  onContainerExit(_at: string, final: boolean): void {
+    const mains = this.runners.filter((r) => !r.init);
+    const over = final && mains.every((r) => r.final !== undefined);
+    if (!over) {
+      this.changed();
+      return;
+    }
+    const failed = mains.some((r) => exitCodeOf(r.final as PodExit) !== 0);
+    this.changed(
+      (s) => {
+        s.phase = failed ? 'Failed' : 'Succeeded';
+      },
+      failed ? 'PodFailed' : 'PodCompleted',
+    );
+  }
+
+  /**
+   * Graceful termination: each container's preStop hook, SIGTERM, SIGKILL once graceMs (counting the
+   * hooks) are over — main containers first, then sidecars in reverse order — probing readiness until
+   * the exits (so the slice's `serving` stays honest); the caller deletes the pod afterwards. Called
+   * again with a shorter grace (a second DELETE that shortened it), the SIGKILLs come sooner.
+   */
+  terminate(graceMs: number): Promise<void> {
+    const deadline = Date.now() + graceMs;
+    if (this.done) {
+      for (const r of this.runners) r.shortenGrace(graceMs);
+      return this.done;
+    }
+    this.terminating = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    for (const w of this.stopWaiters.splice(0)) w();
+    this.done = (async () => {
+      await this.starting;
+      const mains = this.runners.filter((r) => !r.init);
+      const sidecars = this.runners.filter((r) => r.init).reverse();
+      const exits = await Promise.all(mains.map((r) => r.terminate(Math.max(0, deadline - Date.now()))));
+      for (const r of sidecars) await r.terminate(Math.max(0, deadline - Date.now()));
+      for (const r of this.runners) r.stopProbing();
+      if (this.disposed || !this.runners.some((r) => r.proc)) return;
+      const failed = exits.some((e) => e !== undefined && exitCodeOf(e) !== 0);
+      this.changed((s) => {
+        s.phase = failed ? 'Failed' : 'Succeeded';
+      }, 'PodCompleted');
+    })();
+    return this.done;
+  }
+
+  /**
+   * Immediate end (pod removed, or kubelet stop after the grace): SIGKILL at once; the address (and
+   * its namespace) go once the processes are gone. Resolves then.
+   */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.terminating = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    for (const w of this.stopWaiters.splice(0)) w();
+    await Promise.all(this.runners.map((r) => r.dispose()));
+    await this.starting?.catch(() => undefined);
+    await Promise.all(this.runners.map((r) => r.dispose()));
     if (this.nodeEnv !== undefined && this.host.releasePodEnvironment !== undefined) {
       await this.host
-        .releasePodEnvironment(this.pod)
+        .releasePodEnvironment(this.spec)
         .catch((err: unknown) => this.host.reportError(this.key, err));
     }
     const ip = this.ip;

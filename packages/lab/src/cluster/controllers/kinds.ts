@@ -73,11 +73,13 @@ export interface Container {
   livenessProbe?: Probe;
   startupProbe?: Probe;
   lifecycle?: { preStop?: LifecycleHandler; postStart?: LifecycleHandler };
+  /** On an init container: Always makes it a native sidecar. */
+  restartPolicy?: 'Always';
 }
 
 export interface PodSpec {
   containers: Container[];
-  /** Not run by the lab kubelets (one container per pod): a pod with any waits in CreateContainerConfigError. */
+  /** Native sidecars (restartPolicy Always) are run; run-to-completion ones are not (CreateContainerConfigError). */
   initContainers?: Container[];
   nodeName?: string;
   restartPolicy?: 'Always' | 'OnFailure' | 'Never';
@@ -132,6 +134,7 @@ export interface PodStatus {
   podIPs?: Array<{ ip: string }>;
   startTime?: string;
   containerStatuses?: ContainerStatus[];
+  initContainerStatuses?: ContainerStatus[];
 }
 
 export interface Pod extends KubeObject {
