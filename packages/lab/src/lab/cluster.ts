@@ -8,7 +8,7 @@ import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.js';
-import { ImageRuntime, NodeScriptRuntime, type LocalImage, type PodRuntime } from '../cluster/pod-runtime.js';
+import { ImageRuntime, NodeScriptRuntime, type PodRuntime } from '../cluster/pod-runtime.js';
 import type { AccessRule } from '../cluster/apiserver.js';
 import { RESOURCES, type ResourceType } from '../cluster/store-api.js';
 import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
@@ -98,11 +98,6 @@ export interface LabClusterOptions {
    * ServiceAccount's token.
    */
   readonly serviceAccountRules?: (namespace: string, serviceAccount: string) => readonly AccessRule[];
-  /**
-   * Run pod specs as written (ImageRuntime: `image` → a local command, the container's command/args)
-   * instead of the lab's Hello script; `images` adds to the built-in map (grpc-kube:0.1.0…).
-   */
-  readonly specRuntime?: { readonly images?: Readonly<Record<string, LocalImage>> };
 }
 
 export async function startLabCluster(kind: ClusterKind, opts: LabClusterOptions): Promise<LabCluster> {
@@ -119,23 +114,23 @@ export function labLoopbackPrefix(): string {
 
 async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
   const loopbackPrefix = labLoopbackPrefix();
-  // --manifests (images) or specRuntime: pods as written.
-  const spec = opts.images === true ? {} : opts.specRuntime;
-  const runtime: PodRuntime =
-    spec !== undefined
-      ? new ImageRuntime({ images: spec.images ?? {}, nice: opts.podNice })
-      : new NodeScriptRuntime({
-          script: POD_MAIN_SCRIPT,
-          nice: opts.podNice,
-          ...(opts.podCommand !== undefined ? { shellCommand: opts.podCommand } : {}),
-        });
-  // --manifests: each pod with its ServiceAccount's token for the API server, which then
+  const runtime = new NodeScriptRuntime({
+    script: POD_MAIN_SCRIPT,
+    nice: opts.podNice,
+    ...(opts.podCommand !== undefined ? { shellCommand: opts.podCommand } : {}),
+  });
+  // --manifests: pods as written, each with its ServiceAccount's token for the API server, which then
   // speaks HTTPS (in-cluster configuration does) with a certificate from a CA made for the run.
   const rules = opts.images === true ? opts.serviceAccountRules : undefined;
   const apiPki = rules !== undefined ? await createLabTls('lab-api') : undefined;
   const apiCert = await apiPki?.issue('kube-apiserver', { ips: ['127.0.0.1'], dns: ['localhost'] });
   const c: EmbeddedCluster = await startEmbeddedCluster({
-    runtime: spec !== undefined || opts.tls === undefined ? runtime : new TlsPodRuntime(runtime, opts.tls),
+    runtime:
+      opts.images === true
+        ? new ImageRuntime({ nice: opts.podNice })
+        : opts.tls === undefined
+          ? runtime
+          : new TlsPodRuntime(runtime, opts.tls),
     ipPool: { first: `${loopbackPrefix}.2.1` },
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace, ...(opts.extraNamespaces ?? [])],
@@ -214,27 +209,17 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
   // Loaded only here: the real control plane needs root, Go-built binaries and network namespaces.
   const { startRealLabCluster } = await import('../cluster/real/cluster.js');
   const { netnsWrap } = await import('../cluster/real/kubelet-runtime.js');
-  // --manifests (images) or specRuntime: pod specs as written, each in its pod's network namespace.
-  const spec = opts.images === true ? {} : opts.specRuntime;
+  // --manifests: pod specs as written, each in its pod's network namespace.
+  const images = (network: import('../cluster/real/netns.js').LabNetwork): PodRuntime =>
+    new ImageRuntime({ nice: opts.podNice, podIpEnv: false, wrap: netnsWrap(network) });
   const c = await startRealLabCluster({
     podScript: POD_MAIN_SCRIPT,
-    ...(spec !== undefined
-      ? {
-          podRuntime: (network) =>
-            new ImageRuntime({
-              images: spec.images ?? {},
-              nice: opts.podNice,
-              wrap: netnsWrap(network),
-              podIpEnv: false,
-            }),
-        }
-      : {}),
     podNice: opts.podNice,
     ...(opts.podCommand !== undefined ? { podShellCommand: opts.podCommand } : {}),
     // Each pod gets a certificate for its netns address and its Service's names as it starts.
     ...(tls !== undefined ? { wrapRuntime: (r: PodRuntime) => new TlsPodRuntime(r, tls) } : {}),
     // Pods as written, with their ServiceAccount's token: their controllers meet the overlay's RBAC.
-    ...(opts.images === true ? { serviceAccountTokens: true } : {}),
+    ...(opts.images === true ? { podRuntime: images, serviceAccountTokens: true } : {}),
     probePeriodMs: opts.probePeriodMs,
     namespaces: [opts.namespace, ...(opts.extraNamespaces ?? [])],
     // The GRPCRoute CRD, as a user installs it: without it canary-shift's route is a 404.
