@@ -1,12 +1,13 @@
 // The lab network: real network namespaces and veth pairs (needs root and iproute2, skipped
 // otherwise). A grpc-js server inside a pod namespace answers a client on the host at its pod IP, an
-// address of the CIDR without a pod fails locally (EHOSTUNREACH, the unreachable route), the pod has
-// no way out but the gateway, a blackholed pod drops everything silently (the real cluster's
-// blackhole scenario), and teardown removes everything, twice without error.
+// address of the CIDR without a pod fails locally (EHOSTUNREACH, the unreachable route), a pod reaches
+// another pod at its pod IP (routed through the host, as a proxy pod reaches the server pods) and has
+// no way out of the CIDR, a blackholed pod drops everything silently (the real cluster's blackhole
+// scenario), and teardown removes everything, twice without error.
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,7 +18,11 @@ import { pathToFileURL } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
-import { createLabNetwork, type LabNetwork } from '@grpc-kube/lab/internal/cluster/real/netns.js';
+import {
+  createLabNetwork,
+  type LabNetwork,
+  type PodNetwork,
+} from '@grpc-kube/lab/internal/cluster/real/netns.js';
 
 function canRun(): string | false {
   if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
@@ -99,6 +104,17 @@ function connectOutcome(host: string, ms: number): Promise<string> {
   });
 }
 
+/** connectOutcome run inside a pod's network namespace. */
+function connectOutcomeFrom(pod: PodNetwork, host: string, ms: number): string {
+  const script =
+    `const s = require('net').connect({ host: ${JSON.stringify(host)}, port: 50051, timeout: ${ms} });` +
+    `s.once('connect', () => { console.log('connected'); s.destroy(); });` +
+    `s.once('timeout', () => { console.log('timeout'); s.destroy(); });` +
+    `s.once('error', (e) => console.log(e.code ?? 'error'));`;
+  const [file, args] = pod.command(process.execPath, ['-e', script]);
+  return execFileSync(file, args, { encoding: 'utf8', timeout: ms + 10_000 }).trim();
+}
+
 describe('lab network (netns + veth)', { skip: canRun() }, () => {
   // A /24 of its own, so this test never collides with a lab on the default 10.244.0.0/16.
   const third = 100 + Math.floor(Math.random() * 100);
@@ -110,6 +126,7 @@ describe('lab network (netns + veth)', { skip: canRun() }, () => {
   const serverFile = join(work, 'server.mjs');
   const servers: ChildProcess[] = [];
   let lab: LabNetwork;
+  const ipForwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
 
   before(async () => {
     const grpcMain = createRequire(import.meta.url).resolve('@grpc/grpc-js');
@@ -174,10 +191,30 @@ describe('lab network (netns + veth)', { skip: canRun() }, () => {
     }
   });
 
-  it('the pod netns routes only to the gateway', () => {
+  it('the pod netns routes only to the gateway and, through it, the CIDR', () => {
     const pod = lab.pods()[0];
     assert.ok(pod);
-    assert.equal(ipOut(['-n', pod.netns, 'route', 'show']).trim(), `${lab.gateway} dev eth0 scope link`);
+    assert.deepEqual(
+      ipOut(['-n', pod.netns, 'route', 'show'])
+        .trim()
+        .split('\n')
+        .map((l) => l.trim())
+        .sort(),
+      [`${cidr} via ${lab.gateway} dev eth0 src ${pod.ip}`, `${lab.gateway} dev eth0 scope link`].sort(),
+    );
+    // Nothing outside the CIDR: the connect fails in the pod, no packet leaves it.
+    assert.equal(connectOutcomeFrom(pod, '192.0.2.1', 5_000), 'ENETUNREACH');
+  });
+
+  it('a pod reaches another pod at its pod IP, and the unreachable route from inside a pod', () => {
+    const [a, b] = lab.pods();
+    assert.ok(a && b);
+    assert.equal(connectOutcomeFrom(a, podB, 5_000), 'connected');
+    assert.equal(connectOutcomeFrom(b, podA, 5_000), 'connected');
+    assert.equal(connectOutcomeFrom(a, noPod, 5_000), 'EHOSTUNREACH');
+    // The lab's veths forward; the machine's ip_forward is left as it was.
+    assert.equal(readFileSync(`/proc/sys/net/ipv4/conf/${a.hostVeth}/forwarding`, 'utf8').trim(), '1');
+    assert.equal(readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim(), ipForwardBefore);
   });
 
   it('an address of the CIDR without a pod fails locally with EHOSTUNREACH', async () => {
@@ -190,6 +227,10 @@ describe('lab network (netns + veth)', { skip: canRun() }, () => {
     // No RST and no ICMP: the connection attempt just never completes.
     assert.equal(await connectOutcome(podB, 1_500), 'timeout');
     assert.equal(await connectOutcome(podA, 5_000), 'connected');
+    // Pod to pod too: the other pod's connect never completes either.
+    const a = lab.pods().find((p) => p.ip === podA);
+    assert.ok(a);
+    assert.equal(connectOutcomeFrom(a, podB, 1_500), 'timeout');
     // The pod's process runs on: only its network is gone.
     assert.ok(servers.every((s) => s.exitCode === null && s.signalCode === null));
     await assert.rejects(lab.blackholePod(noPod), { code: 'GK_ERR_INVALID_OPTION' });

@@ -57,6 +57,7 @@ interface EnvVar {
 interface Probe {
   grpc?: { port: number; service?: string };
   tcpSocket?: { port: number | string };
+  exec?: { command?: string[] };
   periodSeconds?: number;
   failureThreshold?: number;
 }
@@ -699,9 +700,19 @@ describe('every command line shipped runs under the CLI as built', () => {
         for (const c of allContainers(pod)) {
           const where = `deploy/${s} ${o.kind}/${o.metadata.name}/${c.name}`;
           const ports = (c.ports ?? []).map((p) => p.containerPort);
-          // A sidecar's port is in its startup probe (loopback only: no containerPort to publish).
-          const probePort = c.startupProbe?.tcpSocket?.port;
-          if (typeof probePort === 'number') ports.push(probePort);
+          // A sidecar's port is in its startup probe (loopback only: no containerPort to publish),
+          // an exec in the container: a tcpSocket probe dials the pod IP, where a loopback listener
+          // is not (the real lab's kubelet, as Kubernetes', restarted the sidecar for it).
+          if (c.restartPolicy === 'Always')
+            assert.equal(
+              c.startupProbe?.tcpSocket,
+              undefined,
+              `${where}: a tcpSocket probe misses a loopback listener`,
+            );
+          const probe = /connect\((\d+), '127\.0\.0\.1'\)/.exec(
+            c.startupProbe?.exec?.command?.join(' ') ?? '',
+          );
+          if (probe) ports.push(Number(probe[1]));
           const ran = checkCommandLine(where, commandLine(c, `hello-${s}`), ports, `hello-${s}`);
           seen.push(`${s} ${o.metadata.name}/${c.name}: ${ran}`);
         }

@@ -8,6 +8,7 @@ import {
   expand,
   overlayNamespace,
   planOverlay,
+  PORT_FORWARD_CONTAINER,
   serviceAddress,
   serviceAccountRules,
   STRATEGY_OVERLAYS,
@@ -19,8 +20,8 @@ import type { Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
 import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 
 const root = join(import.meta.dirname, '..', '..', '..');
-const plan = (strategy: string, canary = false) =>
-  planOverlay({ root, strategy, canary, replicas: 3, canaryReplicas: 1 });
+const plan = (strategy: string, canary = false, sharedNetwork?: boolean) =>
+  planOverlay({ root, strategy, canary, replicas: 3, canaryReplicas: 1, sharedNetwork });
 
 test('every lab strategy but dns-poll has an overlay; dns-poll fails alone with GK_ERR_LAB_MANIFESTS', () => {
   for (const s of STRATEGIES) {
@@ -79,7 +80,8 @@ test('overlay clients: what each dials, RBAC subjects moved with their ServiceAc
     '--listen=0.0.0.0:18000',
     '--namespace=$(POD_NAMESPACE)',
   ]);
-  const sc = plan('sidecar');
+  // Embedded (pods on loopback addresses): the sidecar listens on its pod's address.
+  const sc = plan('sidecar', false, true);
   assert.equal(sc.client.target, 'ipv4:127.0.0.1:15001');
   assert.equal(sc.client.authority, 'hello.lab-sidecar:50051');
   assert.deepEqual(sc.client.sidecar, { container: 'proxy', port: 15001 });
@@ -92,6 +94,22 @@ test('overlay clients: what each dials, RBAC subjects moved with their ServiceAc
   assert.ok(proxy?.args.includes('--listen=$(POD_IP):15001'));
   assert.equal(proxy?.env[0]?.name, 'POD_IP');
   assert.ok(sc.adaptations.some((a) => a.includes('$(POD_IP)')));
+  // Real (a pod address is not loopback; a sidecar listens on loopback only): the sidecar as written,
+  // and a port-forward container in the client pod from $(POD_IP):15001 to it.
+  const real = plan('sidecar').objects.find(
+    (o) => o.kind === 'Deployment' && o.metadata.name === 'hello-client',
+  ) as unknown as {
+    spec: {
+      template: {
+        spec: { initContainers: { args: string[] }[]; containers: { name: string; args?: string[] }[] };
+      };
+    };
+  };
+  assert.ok(real.spec.template.spec.initContainers[0]?.args.includes('--listen=127.0.0.1:15001'));
+  assert.deepEqual(real.spec.template.spec.containers.find((c) => c.name === PORT_FORWARD_CONTAINER)?.args, [
+    '$(POD_IP):15001',
+    '127.0.0.1:15001',
+  ]);
   assert.throws(
     () => plan('proxy', true),
     (e) =>

@@ -117,8 +117,10 @@ export function planOverlay(o: PlanOptions): OverlayPlan {
   if (sidecar === undefined) {
     objects = objects.filter((x) => x !== client);
     adaptations.push(`Deployment ${CLIENT_DEPLOYMENT} not applied: the lab's own clients dial its TARGET`);
-  } else {
+  } else if (o.sharedNetwork === true) {
     adaptations.push(...exposeSidecar(client, sidecar.container));
+  } else {
+    adaptations.push(...portForwardSidecar(client, sidecar.port));
   }
   if (o.sharedNetwork === true) {
     for (const d of objects.filter((x) => x.kind === 'Deployment')) {
@@ -265,8 +267,42 @@ function sidecarOf(client: KubeObject): { container: string; port: number } | un
 function exposeSidecar(client: KubeObject, name: string): string[] {
   const c = (podSpec(client).initContainers ?? []).find((x) => x.name === name) as ContainerSpec;
   listenOnPodIp(c, /^--listen=127\.0\.0\.1:/);
+  const port = sidecarOf(client)?.port;
+  const probe = (c as { startupProbe?: { exec?: unknown; tcpSocket?: unknown } }).startupProbe;
+  if (probe?.exec === undefined || port === undefined)
+    return [
+      `container ${name} of ${CLIENT_DEPLOYMENT}: --listen=$(POD_IP):… instead of 127.0.0.1 (the lab's clients are outside the pod)`,
+    ];
+  // Its exec probe dials 127.0.0.1: now the proxy is on the pod's address, where a tcp probe goes.
+  delete probe.exec;
+  probe.tcpSocket = { port };
   return [
-    `container ${name} of ${CLIENT_DEPLOYMENT}: --listen=$(POD_IP):… instead of 127.0.0.1 (the lab's clients are outside the pod)`,
+    `container ${name} of ${CLIENT_DEPLOYMENT}: --listen=$(POD_IP):… instead of 127.0.0.1 (the lab's clients are outside the pod), its startup probe tcpSocket :${port} instead of exec`,
+  ];
+}
+
+/** The container the lab adds to the client pod on the real cluster (packages/lab/src/manifests/port-forward.ts). */
+export const PORT_FORWARD_CONTAINER = 'lab-port-forward';
+
+/**
+ * On the real cluster a pod's address is not loopback, and a sidecar proxy listens on loopback only:
+ * the sidecar stays as written, and the lab adds what `kubectl port-forward` does — a container in
+ * the client pod (its network namespace) that pipes $(POD_IP):port to 127.0.0.1:port. The pod is
+ * Ready only once it listens (a tcp readiness probe), so the lab's clients dial a forwarder that is up.
+ */
+function portForwardSidecar(client: KubeObject, port: number): string[] {
+  const spec = podSpec(client);
+  const forwarder = {
+    name: PORT_FORWARD_CONTAINER,
+    image: 'grpc-kube:0.1.0',
+    command: ['node', 'packages/lab/dist/src/manifests/port-forward.js'],
+    args: [`$(POD_IP):${port}`, `127.0.0.1:${port}`],
+    env: [{ name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } }],
+    readinessProbe: { tcpSocket: { port }, periodSeconds: 1 },
+  } as unknown as ContainerSpec;
+  spec.containers = [...spec.containers, forwarder];
+  return [
+    `container ${PORT_FORWARD_CONTAINER} added to ${CLIENT_DEPLOYMENT}: $(POD_IP):${port} → 127.0.0.1:${port}, as kubectl port-forward (the sidecar listens on loopback; the lab's clients are outside the pod)`,
   ];
 }
 

@@ -3,11 +3,16 @@
 // namespace joined to the host by a veth pair. Containment comes first: `unreachable <cidr>` is
 // installed before any namespace exists, so a packet for a lab address that has no pod fails locally
 // and can never leave the machine; pods get no default route, only a link route to the host gateway
-// (an address of the CIDR on `lo`), so they can answer the host and nothing else. Needs root.
+// (an address of the CIDR on `lo`) and the CIDR via that gateway, so they reach the host and each
+// other and nothing else. Pod to pod goes through the host as on a Kubernetes node (routed, no
+// bridge): forwarding is turned on for the lab's host veths only (the `forwarding` of each, not the
+// machine's ip_forward), so only packets a pod sent are forwarded, and a pod has routes into the
+// CIDR alone — to another pod's /32 route, or to the unreachable route. Needs root.
 //
 // Layout per pod (ip 10.244.0.5, lab id ab12):
-//   netns gk-ab12-10.244.0.5: eth0 10.244.0.5/32, lo up, route <gateway> dev eth0 scope link
-//   host: veth gkab120af40005 up, route 10.244.0.5/32 dev gkab120af40005 src <gateway>
+//   netns gk-ab12-10.244.0.5: eth0 10.244.0.5/32, lo up, route <gateway> dev eth0 scope link,
+//                             route <cidr> via <gateway> dev eth0 src 10.244.0.5
+//   host: veth gkab120af40005 up, forwarding 1, route 10.244.0.5/32 dev gkab120af40005 src <gateway>
 
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -335,8 +340,11 @@ export async function createLabNetwork(opts: LabNetworkOptions = {}): Promise<La
         await ip(['-n', netns, 'addr', 'add', `${podIp}/32`, 'dev', 'eth0']);
         await ip(['-n', netns, 'link', 'set', 'lo', 'up']);
         await ip(['-n', netns, 'link', 'set', 'eth0', 'up']);
-        // No default route: the pod can reach the host gateway and nothing else.
+        // No default route: the pod can reach the host gateway and, through it, the CIDR.
         await ip(['-n', netns, 'route', 'add', `${gateway}/32`, 'dev', 'eth0', 'scope', 'link']);
+        await ip(['-n', netns, 'route', 'add', cidr.text, 'via', gateway, 'dev', 'eth0', 'src', podIp]);
+        // What this pod sends to another pod is forwarded by the host (this veth only).
+        writeFileSync(`/proc/sys/net/ipv4/conf/${hostVeth}/forwarding`, '1');
         await ip(['link', 'set', hostVeth, 'up']);
         await ip(['route', 'add', `${podIp}/32`, 'dev', hostVeth, 'src', gateway]);
       } catch (err) {
