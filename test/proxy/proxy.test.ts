@@ -246,6 +246,29 @@ test('a client cancel resets the backend stream; a backend reset gives the clien
   assert.match(r.err?.details ?? '', new RegExp(`backend 127\\.0\\.0\\.9:${port} of Service prod/app:9000`));
 });
 
+test('a backend whose connection drops mid-response (a pod SIGKILLed after its headers): the client gets UNAVAILABLE, not CANCELLED', async (t) => {
+  // A raw HTTP/2 backend that answers headers, then loses its connection: no RST_STREAM, no GOAWAY,
+  // as when the kernel closes a killed process's socket. Node closes the proxy's stream with code
+  // CANCEL then; that is the connection failing (UNAVAILABLE), not the backend cancelling.
+  const raw = http2.createServer();
+  const sockets = new Set<import('node:net').Socket>();
+  raw.on('connection', (sock: import('node:net').Socket) => void sockets.add(sock));
+  raw.on('stream', (s) => {
+    s.on('error', () => {});
+    s.respond({ ':status': 200, 'content-type': 'application/grpc' });
+    setTimeout(() => {
+      for (const sock of sockets) sock.destroy();
+    }, 20);
+  });
+  await new Promise<void>((r) => raw.listen(0, '127.0.0.9', r));
+  t.after(() => raw.close());
+  const port = (raw.address() as { port: number }).port;
+  const { client } = await ingress(t, [{ address: '127.0.0.9', port }]);
+  const r = await unary(client, {});
+  assert.equal(r.err?.code, grpc.status.UNAVAILABLE, `${r.err?.code} ${r.err?.details}`);
+  assert.match(r.err?.details ?? '', new RegExp(`backend 127\\.0\\.0\\.9:${port} of Service prod/app:9000`));
+});
+
 test('retries only requests no backend saw: refused streams and dead ports go elsewhere, a reset after acceptance is not retried', async (t) => {
   const [good] = await backends(t, 1);
   // Refuses every stream (REFUSED_STREAM: "not processed", safe to retry).

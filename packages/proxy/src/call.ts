@@ -333,11 +333,15 @@ export class ProxyCall {
     att.backend.streamEnded(att.info);
     const s = att.stream;
     const code = att.trailers?.['grpc-status'];
+    // The connection went away under the stream (a killed pod's socket closed: no RST_STREAM, no
+    // GOAWAY). Node then closes the stream with code CANCEL, but nobody cancelled: the transport
+    // failed, which gRPC reports as UNAVAILABLE.
+    const connectionLost = att.info.session.destroyed;
     this.pool.picker.end(
       att.token,
       code !== undefined
         ? Number(code)
-        : att.responded
+        : att.responded && !connectionLost
           ? statusForRstCode(s.rstCode ?? 0)
           : GrpcStatus.UNAVAILABLE,
     );
@@ -360,9 +364,9 @@ export class ProxyCall {
       this.next();
       return;
     }
-    const local = att.error !== undefined && att.error.code !== 'ERR_HTTP2_STREAM_ERROR';
+    const local = (att.error !== undefined && att.error.code !== 'ERR_HTTP2_STREAM_ERROR') || connectionLost;
     let status: number = local || !att.responded ? GrpcStatus.UNAVAILABLE : statusForRstCode(rst);
-    let detail = why;
+    let detail = connectionLost && att.error === undefined ? 'its connection closed mid-call' : why;
     if (!local && att.responded && rst === http2.constants.NGHTTP2_NO_ERROR) {
       status = GrpcStatus.INTERNAL;
       detail = 'the response ended without a grpc-status';
