@@ -326,7 +326,16 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
   };
 
   // Kept referenced on purpose: the bounded run is what the process is waiting for; stop() clears it.
-  const durationTimer = setTimeout(() => void stop('duration'), durationMs);
+  // A timer may fire up to a millisecond before the clock says the duration is over (timers count
+  // whole loop milliseconds): then it waits out the rest, so the run never ends early.
+  const onDurationTimer = (): void => {
+    if (timeLeft())
+      durationTimer = setTimeout(
+        onDurationTimer,
+        Math.max(1, Math.ceil(durationMs - (clock() - startClock))),
+      );
+  };
+  let durationTimer = setTimeout(onDurationTimer, durationMs);
   for (let ci = 0; ci < clientCount; ci++) {
     if (mode === 'rounds') startRound(ci);
     else for (let k = 0; k < concurrency; k++) startLoop(ci);
