@@ -24,10 +24,7 @@ import { startEmbeddedCluster } from '@grpc-kube/lab/internal/cluster/embedded.j
 import { ImageRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
 import { netnsWrap } from '@grpc-kube/lab/internal/cluster/real/kubelet-runtime.js';
 import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
-import {
-  controlPlaneBinDir,
-  controlPlaneBinariesPresent,
-} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
+import { realLabSkip } from '../helpers/real.js';
 import { startRealLabCluster } from '@grpc-kube/lab/internal/cluster/real/cluster.js';
 import type { Deployment, Service } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
 import { setup } from 'grpc-kube/internal/resolver/setup.js';
@@ -41,14 +38,7 @@ const PORT = 51957;
 const PROBE_MS = 200;
 const LAB_CIDR = '10.251.57.0/24';
 
-const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
-const root = typeof process.getuid === 'function' && process.getuid() === 0;
-const skipReal =
-  !realRequired && !controlPlaneBinariesPresent()
-    ? `real control plane not built (${controlPlaneBinDir()})`
-    : !realRequired && !root
-      ? 'the real lab cluster needs root for network namespaces'
-      : false;
+const skipReal = realLabSkip();
 
 interface EnvVar {
   name: string;

@@ -18,24 +18,14 @@ import { labConfig } from '@grpc-kube/lab/internal/lab/config.js';
 import { runScenario } from '@grpc-kube/lab/internal/lab/runner.js';
 import { builtinScenarios, scaleScenario, type Scenario } from '@grpc-kube/lab/internal/lab/scenario.js';
 import { strategyByName } from '@grpc-kube/lab/internal/lab/strategies/index.js';
-import {
-  controlPlaneBinDir,
-  controlPlaneBinariesPresent,
-} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
+import { realLabSkip } from '../helpers/real.js';
 import type { LabStrategy } from '@grpc-kube/lab/internal/lab/strategy.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
 const dirs: string[] = [];
 after(() => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
 
-const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
-const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-const skipReal =
-  !realRequired && !controlPlaneBinariesPresent()
-    ? `real control plane not built (${controlPlaneBinDir()})`
-    : !realRequired && !isRoot
-      ? 'the real lab cluster needs root for network namespaces'
-      : false;
+const skipReal = realLabSkip();
 
 /** A copy of deploy/ with `edit` applied to one file, for a run's manifestsRoot. */
 async function deployCopy(file: string, edit: (text: string) => string): Promise<string> {

@@ -8,10 +8,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import {
-  controlPlaneBinDir,
-  controlPlaneBinariesPresent,
-} from '@grpc-kube/lab/internal/cluster/real/binaries.js';
+import { realLabSkip } from '../helpers/real.js';
 import type { LabStrategy } from '@grpc-kube/lab/internal/lab/strategy.js';
 import type { Scenario } from '@grpc-kube/lab/internal/lab/scenario.js';
 import { unsaturatedLab } from '../helpers/lab.js';
@@ -26,14 +23,7 @@ const { builtinScenarios, scaleScenario } = await import('@grpc-kube/lab/interna
 const { strategyByName } = await import('@grpc-kube/lab/internal/lab/strategies/index.js');
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
-const realRequired = (process.env['GRPC_KUBE_REAL'] ?? '') !== '';
-const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-const skipReal =
-  !realRequired && !controlPlaneBinariesPresent()
-    ? `real control plane not built (${controlPlaneBinDir()})`
-    : !realRequired && !isRoot
-      ? 'the real lab cluster needs root for network namespaces'
-      : false;
+const skipReal = realLabSkip();
 
 for (const cluster of ['embedded', 'real'] as const) {
   const names = cluster === 'real' ? ['proxy', 'sidecar'] : ['sidecar'];
