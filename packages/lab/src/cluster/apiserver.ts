@@ -11,6 +11,7 @@ import { randomBytes, randomInt, randomUUID } from 'node:crypto';
 import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import type { KubeObject, WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import { RESOURCES, type ResourceType } from './store-api.js';
+import { bindPod } from './kube-api.js';
 import { MemoryStore, STATUS_SUBRESOURCE, type StoreDeleteOptions, type StoreListOptions } from './store.js';
 import {
   KubeStatusError,
@@ -466,6 +467,12 @@ export class EmbeddedApiServer {
     );
     const rt = route.rt;
     if (rt === undefined) throw pathNotFound();
+    if (route.subresource === 'binding' && rt.resource === 'pods' && verb === 'create') {
+      // No scheduler here either: a kubelet binds pods as it would on a real API server.
+      const out = bindPod(this.store, route.namespace, route.name, this.parseJson(await this.readBody(req)));
+      this.sendJson(res, 201, out);
+      return;
+    }
     if (
       route.subresource !== '' &&
       !(route.subresource === 'status' && STATUS_SUBRESOURCE.has(rt.resource))
@@ -589,7 +596,7 @@ export class EmbeddedApiServer {
         if (watch) return 'watch';
         return route.name === '' ? 'list' : 'get';
       case 'POST':
-        if (route.name !== '') throw methodNotAllowed();
+        if (route.name !== '' && route.subresource !== 'binding') throw methodNotAllowed();
         if (route.rt?.namespaced && route.namespace === '') throw methodNotAllowed();
         return 'create';
       case 'PUT':
