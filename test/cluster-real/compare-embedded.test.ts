@@ -131,8 +131,8 @@ describe('the same scenario on the embedded and on the real cluster', { skip }, 
     cleanups.push(() => cluster.stop());
     results.embedded = await runScenario({
       kubeConfigYaml: cluster.apiServer.kubeConfigYaml(),
-      apply: async (app) => void cluster.applyApp(app),
-      scale: async (n) => void cluster.scale(NS, APP.name, n),
+      apply: (app) => cluster.applyApp(app),
+      scale: (n) => cluster.scale(NS, APP.name, n),
       waitReady: async (n) => void (await cluster.waitForReadyPods(NS, { app: APP.name }, n, 30_000)),
       waitRollout: async () => void (await cluster.waitForRollout(NS, APP.name, 60_000)),
     });

@@ -1,6 +1,6 @@
 // startRealLabCluster: the handle `grpc-kube lab --cluster real` builds on. What the lab runner calls
 // on it — applyApp with a shared Service (svc=<name> selector), waitForReadyPods, restartRollout,
-// waitForRollout, listPods, and watchStore feeding the lab's own PodTimelineRecorder — against the real
+// waitForRollout, listPods, and kube.watch feeding the lab's own PodTimelineRecorder — against the real
 // control plane; then stop() leaves no namespace, route or process.
 
 import assert from 'node:assert/strict';
@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 
 import { startRealLabCluster } from '@grpc-kube/lab/internal/cluster/real/cluster.js';
 import type { Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
-import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { KINDS } from '@grpc-kube/lab/internal/cluster/kube-api.js';
 import type { LabCluster } from '@grpc-kube/lab/internal/lab/cluster.js';
 import { POD_MAIN_SCRIPT } from '@grpc-kube/lab/internal/lab/pod-main.js';
 import { PodTimelineRecorder } from '@grpc-kube/lab/internal/lab/timeline.js';
@@ -31,10 +31,10 @@ describe('startRealLabCluster', { skip }, () => {
       if (!stopped) await cluster.stop();
     });
     const clock = (): number => performance.now();
-    // The recorder only calls watchPods(): fed here by the HTTP watch store (ObjectStore.watch's shape).
+    // The recorder only calls watchPods(): fed here by the cluster's Kube over HTTP.
     const watching: Pick<LabCluster, 'watchPods'> = {
       watchPods: (ns, labelSelector, onEvent) =>
-        cluster.watchStore.watch<Pod>(RESOURCES.pods, { namespace: ns, labelSelector }, (ev) =>
+        cluster.kube.watch<Pod>(KINDS.pods, { namespace: ns, labelSelector }, (ev) =>
           onEvent(ev.type, ev.object as Pod),
         ),
     };

@@ -1,5 +1,5 @@
-// The real-cluster pieces that need neither root nor the Go binaries, on real HTTP: LabApi's typed
-// errors and bounded retry of transient failures, httpWatchStore's catch-up after an outage with
+// The real-cluster pieces that need neither root nor the Go binaries, on real HTTP: httpKube's typed
+// errors and bounded retry of transient failures, its watch's catch-up after an outage with
 // compaction (410 → re-list → MODIFIED / DELETED / ADDED for what changed meanwhile), and the
 // RealKubelet's option checks. They run in every `npm test`.
 
@@ -11,15 +11,12 @@ import { setTimeout as delay } from 'node:timers/promises';
 
 import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import type { Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
-import { LabApi, statusOf } from '@grpc-kube/lab/internal/cluster/real/kube-http.js';
+import { KINDS, httpKube, statusOf } from '@grpc-kube/lab/internal/cluster/kube-api.js';
 import { RealKubelet } from '@grpc-kube/lab/internal/cluster/real/kubelet.js';
 import type { LabNetwork } from '@grpc-kube/lab/internal/cluster/real/netns.js';
-import { httpWatchStore } from '@grpc-kube/lab/internal/cluster/real/watch-store.js';
 import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import type { WatchEvent } from 'grpc-kube/internal/kube/types.js';
-
-const RP = { group: '', version: 'v1', resource: 'pods', namespace: 'default' };
 
 function kubeConfigFor(url: string): string {
   return [
@@ -71,7 +68,7 @@ const status = (code: number, reason: string): unknown => ({
   message: reason,
 });
 
-describe('LabApi', () => {
+describe('httpKube', () => {
   it('retries 503 within retryTransientMs, then answers', async (t) => {
     const s = await scripted([
       [503, status(503, 'ServiceUnavailable')],
@@ -79,40 +76,38 @@ describe('LabApi', () => {
       [200, { kind: 'Pod', metadata: { name: 'a' } }],
     ]);
     t.after(() => s.close());
-    const api = new LabApi(kubeConfigFor(s.url), { retryTransientMs: 10_000 });
-    t.after(() => api.close());
-    const pod = await api.request<Pod>('GET', '/api/v1/namespaces/default/pods/a', undefined, RP);
-    assert.equal(pod.metadata.name, 'a');
+    const kube = httpKube(kubeConfigFor(s.url), { retryTransientMs: 10_000 });
+    t.after(() => kube.close());
+    const pod = await kube.get<Pod>(KINDS.pods, 'default', 'a');
+    assert.equal(pod?.metadata.name, 'a');
     assert.equal(s.hits(), 3);
   });
 
   it('without retry, or for a non-transient status, fails at once with the typed error', async (t) => {
     const s = await scripted([[409, status(409, 'Conflict')]]);
     t.after(() => s.close());
-    const api = new LabApi(kubeConfigFor(s.url), { retryTransientMs: 10_000 });
-    t.after(() => api.close());
-    await assert.rejects(api.request('PUT', '/api/v1/namespaces/default/pods/a', {}, RP), (err: unknown) => {
+    const kube = httpKube(kubeConfigFor(s.url), { retryTransientMs: 10_000 });
+    t.after(() => kube.close());
+    const a = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'a', namespace: 'default' } };
+    await assert.rejects(kube.replace(KINDS.pods, a), (err: unknown) => {
       assert.ok(err instanceof GrpcKubeError);
       assert.equal(statusOf(err), 409);
       return true;
     });
     assert.equal(s.hits(), 1, 'a conflict is not retried');
 
-    const down = new LabApi(kubeConfigFor('http://127.0.0.1:1'));
+    const down = httpKube(kubeConfigFor('http://127.0.0.1:1'));
     t.after(() => down.close());
-    await assert.rejects(
-      down.request('GET', '/api/v1/namespaces/default/pods', undefined, RP),
-      (err: unknown) => {
-        assert.ok(err instanceof GrpcKubeError);
-        assert.equal(err.code, 'GK_ERR_KUBE_UNREACHABLE');
-        assert.equal(statusOf(err), 0);
-        return true;
-      },
-    );
+    await assert.rejects(down.get(KINDS.pods, 'default', 'a'), (err: unknown) => {
+      assert.ok(err instanceof GrpcKubeError);
+      assert.equal(err.code, 'GK_ERR_KUBE_UNREACHABLE');
+      assert.equal(statusOf(err), 0);
+      return true;
+    });
   });
 });
 
-describe('httpWatchStore', () => {
+describe('httpKube watch', () => {
   it('after an outage with compaction, the re-list brings the caller up to date: MODIFIED, DELETED, ADDED', async (t) => {
     const api = new EmbeddedApiServer();
     await api.start();
@@ -125,15 +120,19 @@ describe('httpWatchStore', () => {
     });
     api.store.create(RESOURCES.pods, pod('a'));
     api.store.create(RESOURCES.pods, pod('b'));
-    const ws = httpWatchStore(api.kubeConfigYaml());
-    t.after(() => ws.close());
+    const kube = httpKube(api.kubeConfigYaml());
+    t.after(() => kube.close());
     const events: string[] = [];
-    const stop = ws.watch<Pod>(RESOURCES.pods, { namespace: 'default' }, (ev: WatchEvent<Pod>) =>
-      events.push(`${ev.type} ${(ev.object as Pod).metadata.name}`),
+    let synced = 0;
+    const stop = kube.watch<Pod>(
+      KINDS.pods,
+      { namespace: 'default' },
+      (ev: WatchEvent<Pod>) => events.push(`${ev.type} ${(ev.object as Pod).metadata.name}`),
+      { onSynced: () => void synced++ },
     );
     t.after(stop);
-    for (let i = 0; i < 200 && events.length < 2; i++) await delay(10);
-    assert.deepEqual(events.sort(), ['ADDED a', 'ADDED b']);
+    for (let i = 0; i < 200 && synced < 1; i++) await delay(10);
+    assert.deepEqual(events.sort(), ['ADDED a', 'ADDED b'], 'synced: the existing pods are delivered');
 
     await api.stop();
     const a = api.store.get<Pod>(RESOURCES.pods, 'default', 'a');
@@ -144,8 +143,8 @@ describe('httpWatchStore', () => {
     api.store.compact();
     events.length = 0;
     await api.start();
-    for (let i = 0; i < 500 && events.length < 3; i++) await delay(10);
-    assert.deepEqual(events.sort(), ['ADDED c', 'DELETED b', 'MODIFIED a']);
+    for (let i = 0; i < 500 && synced < 2; i++) await delay(10);
+    assert.deepEqual(events.sort(), ['ADDED c', 'DELETED b', 'MODIFIED a'], 'synced again after the re-list');
 
     // And it keeps watching from there.
     api.store.create(RESOURCES.pods, pod('d'));

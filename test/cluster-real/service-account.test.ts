@@ -6,6 +6,7 @@
 // Needs root (network namespaces) and the built binaries.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { KINDS } from '@grpc-kube/lab/internal/cluster/kube-api.js';
 import { ImageRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
 import { netnsWrap } from '@grpc-kube/lab/internal/cluster/real/kubelet-runtime.js';
 import { startRealLabCluster, type RealLabCluster } from '@grpc-kube/lab/internal/cluster/real/cluster.js';
@@ -33,35 +34,31 @@ describe('ServiceAccount tokens projected into real-cluster pods', { skip }, () 
   });
 
   it('RBAC applies: the bound ServiceAccount lists, the unbound one gets 403 in its log', async () => {
-    const rp = (resource: string, group = '') => ({ group, version: 'v1', resource, namespace: NS });
-    const post = (path: string, body: unknown, resource: string, group = ''): Promise<unknown> =>
-      cluster.api.request('POST', path, body, rp(resource, group));
+    const rbac = 'rbac.authorization.k8s.io/v1';
     for (const sa of ['reader', 'nobody']) {
-      await post(`/api/v1/namespaces/${NS}/serviceaccounts`, { metadata: { name: sa } }, 'serviceaccounts');
+      await cluster.kube.create(KINDS.serviceaccounts, {
+        apiVersion: 'v1',
+        kind: 'ServiceAccount',
+        metadata: { name: sa, namespace: NS },
+      });
     }
-    await post(
-      `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/roles`,
-      {
-        metadata: { name: 'endpoints' },
-        rules: [
-          { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
-        ],
-      },
-      'roles',
-      'rbac.authorization.k8s.io',
-    );
-    await post(
-      `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/rolebindings`,
-      {
-        metadata: { name: 'reader-endpoints' },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'endpoints' },
-        subjects: [{ kind: 'ServiceAccount', name: 'reader', namespace: NS }],
-      },
-      'rolebindings',
-      'rbac.authorization.k8s.io',
-    );
-    await post(`/api/v1/namespaces/${NS}/pods`, listSlicesPod('allowed', NS, 'reader'), 'pods');
-    await post(`/api/v1/namespaces/${NS}/pods`, listSlicesPod('denied', NS, 'nobody'), 'pods');
+    await cluster.kube.create(KINDS.roles, {
+      apiVersion: rbac,
+      kind: 'Role',
+      metadata: { name: 'endpoints', namespace: NS },
+      rules: [
+        { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
+      ],
+    });
+    await cluster.kube.create(KINDS.rolebindings, {
+      apiVersion: rbac,
+      kind: 'RoleBinding',
+      metadata: { name: 'reader-endpoints', namespace: NS },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'endpoints' },
+      subjects: [{ kind: 'ServiceAccount', name: 'reader', namespace: NS }],
+    });
+    await cluster.kube.create(KINDS.pods, listSlicesPod('allowed', NS, 'reader'));
+    await cluster.kube.create(KINDS.pods, listSlicesPod('denied', NS, 'nobody'));
     const outcome = async (name: string): Promise<string> => {
       let line: string | undefined;
       await eventually(

@@ -8,9 +8,9 @@ import {
   deploymentManifest,
   headlessServiceManifest,
   startEmbeddedCluster,
-  waitForState,
   type EmbeddedCluster,
 } from '@grpc-kube/lab/internal/cluster/embedded.js';
+import { waitForState } from '@grpc-kube/lab/internal/cluster/workloads.js';
 import { NodeScriptRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
 import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import { isPodReady, type Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
@@ -52,9 +52,9 @@ test('embedded cluster: scale 3â†’5, rolling update within its bounds, scale 5â†
     probe: { periodMs: 50, failureThreshold: 1 },
     env: { VERSION: 'v1' },
   };
-  c.applyApp(app);
+  await c.applyApp(app);
   await c.waitForReadyPods(NS, { app: 'hello' }, 3, 10_000);
-  c.scale(NS, 'hello', 5);
+  await c.scale(NS, 'hello', 5);
   await c.waitForRollout(NS, 'hello', 10_000);
   assert.equal(c.store.list<Pod>(RESOURCES.pods, { namespace: NS }).items.length, 5);
 
@@ -85,7 +85,7 @@ test('embedded cluster: scale 3â†’5, rolling update within its bounds, scale 5â†
   );
   t.after(stop);
   const t0 = Date.now();
-  c.applyApp({ ...app, replicas: 5, env: { VERSION: 'v2' } });
+  await c.applyApp({ ...app, replicas: 5, env: { VERSION: 'v2' } });
   await c.waitForRollout(NS, 'hello', 15_000);
   stop();
   const rolloutMs = Date.now() - t0;
@@ -110,15 +110,15 @@ test('embedded cluster: scale 3â†’5, rolling update within its bounds, scale 5â†
   );
   assert.deepEqual([...new Set(eps.map((e) => e.zone))].sort(), ['zone-a', 'zone-b']);
 
-  c.scale(NS, 'hello', 3);
+  await c.scale(NS, 'hello', 3);
   await c.waitForReadyPods(NS, { app: 'hello' }, 3, 10_000);
   await c.waitForRollout(NS, 'hello', 10_000);
   // Terminated pods leave the store once their process has exited.
   await waitForState(
-    c.store,
+    c.kube,
     [RESOURCES.pods],
     NS,
-    () => (c.store.list(RESOURCES.pods, { namespace: NS }).items.length === 3 ? true : undefined),
+    (v) => (v.all(RESOURCES.pods).length === 3 ? true : undefined),
     5000,
     () => 'terminated pods to leave the store',
   );

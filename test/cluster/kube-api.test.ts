@@ -200,6 +200,7 @@ for (const b of BACKENDS) {
       await kube.create(KINDS.pods, pod('w1', ns));
       const seen: string[] = [];
       let deleted: Pod | undefined;
+      let atSync: string[] | undefined;
       const stop = kube.watch<Pod>(
         KINDS.pods,
         { namespace: ns, labelSelector: 'app=k' },
@@ -208,9 +209,11 @@ for (const b of BACKENDS) {
           seen.push(`${ev.type} ${o.metadata.name ?? ''}`);
           if (ev.type === 'DELETED') deleted = o;
         },
+        { onSynced: () => void (atSync ??= [...seen]) },
       );
       t.after(stop);
-      await until('the existing pod', () => seen.length >= 1);
+      await until('the watch to sync', () => atSync !== undefined);
+      assert.deepEqual(atSync, ['ADDED w1'], 'synced once the existing pod is delivered');
       await kube.create(KINDS.pods, pod('w2', ns));
       await kube.patch(KINDS.pods, ns, 'w1', { metadata: { annotations: { a: 'b' } } });
       await kube.create(KINDS.pods, {

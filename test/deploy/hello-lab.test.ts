@@ -23,7 +23,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { startEmbeddedCluster } from '@grpc-kube/lab/internal/cluster/embedded.js';
 import { ImageRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
 import { netnsWrap } from '@grpc-kube/lab/internal/cluster/real/kubelet-runtime.js';
-import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { KINDS } from '@grpc-kube/lab/internal/cluster/kube-api.js';
 import { realLabSkip } from '../helpers/real.js';
 import { startRealLabCluster } from '@grpc-kube/lab/internal/cluster/real/cluster.js';
 import type { Deployment, Service } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
@@ -168,11 +168,11 @@ describe('examples/hello in the lab, kubernetes strategy, from deploy/kubernetes
       namespaces: [NS],
     });
     cleanups.push(() => cluster.stop());
-    cluster.store.create(RESOURCES.services, service);
-    cluster.store.create(RESOURCES.deployments, deployment);
+    await cluster.kube.create(KINDS.services, service);
+    await cluster.kube.create(KINDS.deployments, deployment);
     const observed = await runScenario({
       kubeConfigYaml: cluster.apiServer.kubeConfigYaml(),
-      scale: async (n) => void cluster.scale(NS, 'hello', n),
+      scale: (n) => cluster.scale(NS, 'hello', n),
       readyPods: async (n) =>
         (await cluster.waitForReadyPods(NS, { app: 'hello' }, n, 30_000)).map((p) => p.metadata.name ?? ''),
     });
@@ -195,14 +195,8 @@ describe('examples/hello in the lab, kubernetes strategy, from deploy/kubernetes
         network: { cidr: LAB_CIDR },
       });
       cleanups.push(() => cluster.stop());
-      const rp = (resource: string, group = '') => ({ group, version: 'v1', resource, namespace: NS });
-      await cluster.api.request('POST', `/api/v1/namespaces/${NS}/services`, service, rp('services'));
-      await cluster.api.request(
-        'POST',
-        `/apis/apps/v1/namespaces/${NS}/deployments`,
-        deployment,
-        rp('deployments', 'apps'),
-      );
+      await cluster.kube.create(KINDS.services, service);
+      await cluster.kube.create(KINDS.deployments, deployment);
       const observed = await runScenario({
         kubeConfigYaml: cluster.kubeConfigYaml,
         scale: (n) => cluster.scale(NS, 'hello', n),

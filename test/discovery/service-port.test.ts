@@ -188,23 +188,17 @@ test(
     timeout: 300_000,
   },
   async (t) => {
-    const { cp, api } = await startRealApi(t);
-    const rp = (resource: string) => ({ group: '', version: 'v1', resource, namespace: 'default' });
-    await api.request('POST', '/api/v1/namespaces/default/services', service('grpc'), rp('services'));
+    const { cp, kube } = await startRealApi(t);
+    await kube.create(RESOURCES.services, service('grpc'));
     // The EndpointSlice the controller would write (the real apiserver refuses loopback addresses).
-    await api.request(
-      'POST',
-      '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices',
-      {
-        apiVersion: 'discovery.k8s.io/v1',
-        kind: 'EndpointSlice',
-        metadata: { name: 'hello-a', namespace: 'default', labels: { [SERVICE_NAME_LABEL]: 'hello' } },
-        addressType: 'IPv4',
-        endpoints: [{ addresses: ['10.1.0.1'], conditions: { ready: true } }],
-        ports: [{ name: 'grpc', port: 50051, protocol: 'TCP' }],
-      },
-      { group: 'discovery.k8s.io', version: 'v1', resource: 'endpointslices', namespace: 'default' },
-    );
+    await kube.create(RESOURCES.endpointslices, {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'hello-a', namespace: 'default', labels: { [SERVICE_NAME_LABEL]: 'hello' } },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: ['10.1.0.1'], conditions: { ready: true } }],
+      ports: [{ name: 'grpc', port: 50051, protocol: 'TCP' }],
+    });
     assert.deepEqual(await firstAnswer(t, cp.adminKubeConfig, { kind: 'number', port: 80 }), [
       '10.1.0.1:50051',
     ]);

@@ -9,7 +9,7 @@ import {
   startRealControlPlane,
   type RealControlPlane,
 } from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
-import { LabApi } from '@grpc-kube/lab/internal/cluster/real/kube-http.js';
+import { httpKube, type Kube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
 
 export function realLabSkip(): string | false {
   const root = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -25,18 +25,18 @@ export function realControlPlaneSkip(): string | false {
 }
 
 /**
- * A real kube-apiserver with the namespace and serviceaccount controllers, and an admin LabApi on it
+ * A real kube-apiserver with the namespace and serviceaccount controllers, and the admin's Kube on it
  * that rides out the server's first seconds; both stop when the test ends.
  */
 export async function startRealApi(t: { after(fn: () => unknown): void }): Promise<{
   cp: RealControlPlane;
-  api: LabApi;
+  kube: Kube;
 }> {
   const cp = await startRealControlPlane({
     controllers: ['namespace-controller', 'serviceaccount-controller'],
   });
   t.after(() => cp.stop());
-  const api = new LabApi(cp.adminKubeConfig, { retryTransientMs: 30_000 });
-  t.after(() => api.close());
-  return { cp, api };
+  const kube = httpKube(cp.adminKubeConfig, { retryTransientMs: 30_000 });
+  t.after(() => kube.close());
+  return { cp, kube };
 }

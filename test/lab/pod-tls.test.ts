@@ -137,7 +137,7 @@ test(
       namespaces: ['lab'],
     });
     t.after(() => cluster.stop());
-    cluster.applyApp({
+    await cluster.applyApp({
       name: 'hello',
       namespace: 'lab',
       replicas: 2,

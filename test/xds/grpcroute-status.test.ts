@@ -196,39 +196,16 @@ test(
     timeout: 300_000,
   },
   async (t) => {
-    const { cp, api } = await startRealApi(t);
-    await installCrds(api, readCrds(join(packageRoot(), 'deploy', 'crds')));
-    const core = (resource: string, namespace?: string) => ({
-      group: '',
-      version: 'v1',
-      resource,
-      namespace,
+    const { cp, kube } = await startRealApi(t);
+    await installCrds(kube, readCrds(join(packageRoot(), 'deploy', 'crds')));
+    await kube.create(RESOURCES.namespaces, {
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: 'other' },
     });
-    await api.request('POST', '/api/v1/namespaces', { metadata: { name: 'other' } }, core('namespaces'));
-    await api.request(
-      'POST',
-      '/api/v1/namespaces/default/services',
-      service('default', 'app'),
-      core('services', 'default'),
-    );
-    await api.request(
-      'POST',
-      '/api/v1/namespaces/other/services',
-      service('other', 'shared'),
-      core('services', 'other'),
-    );
-    const gw = (resource: string, version: string, namespace: string) => ({
-      group: 'gateway.networking.k8s.io',
-      version,
-      resource,
-      namespace,
-    });
-    await api.request(
-      'POST',
-      '/apis/gateway.networking.k8s.io/v1/namespaces/default/grpcroutes',
-      route('cross', { name: 'shared', namespace: 'other' }),
-      gw('grpcroutes', 'v1', 'default'),
-    );
+    await kube.create(RESOURCES.services, service('default', 'app'));
+    await kube.create(RESOURCES.services, service('other', 'shared'));
+    await kube.create(RESOURCES.grpcroutes, route('cross', { name: 'shared', namespace: 'other' }));
     const client = KubeClient.fromKubeConfigString(cp.adminKubeConfig);
     t.after(() => client.close());
     const errors: string[] = [];
@@ -240,11 +217,12 @@ test(
     t.after(() => w.stop());
     await w.start();
     const resolvedRefs = async (): Promise<string | undefined> => {
-      const r = await client.get<GrpcRoute & { status?: { parents?: RouteParentStatus[] } }>(
-        gw('grpcroutes', 'v1', 'default'),
+      const r = await kube.get<GrpcRoute & { status?: { parents?: RouteParentStatus[] } }>(
+        RESOURCES.grpcroutes,
+        'default',
         'cross',
       );
-      const c = r.status?.parents
+      const c = r?.status?.parents
         ?.find((p) => p.controllerName === ROUTE_CONTROLLER_NAME)
         ?.conditions.find((x) => x.type === 'ResolvedRefs');
       return c === undefined ? undefined : `${c.status}/${c.reason}`;
@@ -254,20 +232,15 @@ test(
       throw new Error(`${err.message}; watcher errors: ${errors.join(' | ')}`);
     });
     assert.equal(seen, 'False/RefNotPermitted');
-    await api.request(
-      'POST',
-      '/apis/gateway.networking.k8s.io/v1beta1/namespaces/other/referencegrants',
-      {
-        apiVersion: 'gateway.networking.k8s.io/v1beta1',
-        kind: 'ReferenceGrant',
-        metadata: { name: 'from-default', namespace: 'other' },
-        spec: {
-          from: [{ group: 'gateway.networking.k8s.io', kind: 'GRPCRoute', namespace: 'default' }],
-          to: [{ group: '', kind: 'Service', name: 'shared' }],
-        },
+    await kube.create(RESOURCES.referencegrants, {
+      apiVersion: 'gateway.networking.k8s.io/v1beta1',
+      kind: 'ReferenceGrant',
+      metadata: { name: 'from-default', namespace: 'other' },
+      spec: {
+        from: [{ group: 'gateway.networking.k8s.io', kind: 'GRPCRoute', namespace: 'default' }],
+        to: [{ group: '', kind: 'Service', name: 'shared' }],
       },
-      gw('referencegrants', 'v1beta1', 'other'),
-    );
+    });
     await until(async () => (await resolvedRefs()) === 'True/ResolvedRefs', 60_000, 50);
   },
 );

@@ -126,6 +126,11 @@ export interface FollowHooks {
   readonly onError?: (err: unknown) => void;
   /** A list (the first one, and each after 410 Expired) (HTTP only). */
   readonly onList?: () => void;
+  /**
+   * The events of a list are delivered (the first list's ADDED, and each re-list's catch-up): the
+   * caller's view is whole, as an informer's HasSynced says. Both backends.
+   */
+  readonly onSynced?: () => void;
 }
 
 export interface Kube {
@@ -267,10 +272,13 @@ class StoreKube implements Kube {
     rt: ResourceType,
     opts: Omit<WatchOptions, 'resourceVersion'>,
     onEvent: (event: WatchEvent<T>) => void,
+    hooks: FollowHooks = {},
   ): () => void {
     served(rt, '');
+    // Without a resourceVersion the store replays what exists as ADDED, synchronously.
     const stop = this.store.watch<T>(rt, opts, onEvent);
     this.stops.add(stop);
+    hooks.onSynced?.();
     return () => {
       this.stops.delete(stop);
       stop();
@@ -615,6 +623,7 @@ function follow<T extends KubeObject>(
           }
           rv = list.metadata.resourceVersion ?? '0';
           backoff.reset();
+          if (!stopped) hooks.onSynced?.();
         }
         handle = client.watch<T>(
           where,

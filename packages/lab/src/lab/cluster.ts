@@ -2,18 +2,21 @@
 // controllers, pods on 127.B.x.y; unprivileged) or `real` (etcd, kube-apiserver and
 // kube-controller-manager built from their Go modules, the lab kubelet running pods in network
 // namespaces on 10.244.x.y; root). The runner only creates objects, scales, restarts rollouts, kills
-// pod processes, takes the API down, and watches pods — the same calls on both.
+// pod processes, takes the API down, and watches pods — the same calls on both, written once here
+// over the cluster's Kube (kube-api.ts); a backend adds only what truly differs: how the API goes
+// down, how a pod is blackholed, and which kinds it is given at start rather than by apply().
 
 import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startEmbeddedCluster, type EmbeddedCluster } from '../cluster/embedded.js';
+import { startEmbeddedCluster } from '../cluster/embedded.js';
 import { ImageRuntime, NodeScriptRuntime, type PodRuntime } from '../cluster/pod-runtime.js';
 import type { AccessRule } from '../cluster/apiserver.js';
-import { RESOURCES, type ResourceType } from '../cluster/store-api.js';
+import { KINDS, kindOf, statusOf, type Kube, type ResourceType } from '../cluster/kube-api.js';
+import { RESOURCES } from '../cluster/store-api.js';
 import type { Deployment, Pod, Service } from '../cluster/controllers/kinds.js';
+import type { Workloads } from '../cluster/workloads.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
-import { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import type { KubeObject, WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import type { KubeObject as ManifestObject } from '../manifests/kustomize.js';
 import { packageRoot } from './paths.js';
@@ -101,7 +104,7 @@ export interface LabClusterOptions {
 }
 
 export async function startLabCluster(kind: ClusterKind, opts: LabClusterOptions): Promise<LabCluster> {
-  return kind === 'embedded' ? embedded(opts) : real(opts);
+  return labCluster(kind === 'embedded' ? await embedded(opts) : await real(opts));
 }
 
 /**
@@ -112,7 +115,79 @@ export function labLoopbackPrefix(): string {
   return `127.${randomInt(2, 255)}`;
 }
 
-async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
+/** What differs between the two clusters; everything else is labCluster() over `kube`. */
+interface Backend extends Workloads {
+  readonly kind: ClusterKind;
+  readonly loopbackPrefix: string;
+  readonly kubeConfigYaml: string;
+  /** The lab's own API: the store on embedded (an outage cuts only clients), HTTP with retries on real. */
+  readonly kube: Kube;
+  readonly kubelet: {
+    logs(namespace: string, pod: string, opts: { container: string }): readonly string[] | undefined;
+    podProcess(namespace: string, name: string): { kill(signal: PodSignal): unknown } | undefined;
+  };
+  /** Kinds apply() leaves alone: given at start (embedded: RBAC as rules; real: CRDs installed). */
+  readonly givenAtStart: ReadonlySet<string>;
+  /** Whether its API server serves a kind (the embedded one: only RESOURCES). */
+  serves(rt: ResourceType): boolean;
+  /** SIGSTOP (see LabCluster.killPodProcess). */
+  blackhole(namespace: string, name: string): void | Promise<void>;
+  apiDown(): Promise<void>;
+  apiUp(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function labCluster(b: Backend): LabCluster {
+  const { kube } = b;
+  return {
+    kind: b.kind,
+    loopbackPrefix: b.loopbackPrefix,
+    kubeConfigYaml: b.kubeConfigYaml,
+    create: async (kind, obj) => void (await kube.create(KINDS[kind], obj)),
+    apply: async (obj) => {
+      if (b.givenAtStart.has(obj.kind)) return undefined;
+      const rt = kindOf(obj.apiVersion, obj.kind);
+      if (rt === undefined || !b.serves(rt))
+        return `the ${b.kind} cluster's API server does not serve ${obj.apiVersion} ${obj.kind}`;
+      try {
+        await kube.create(rt, obj);
+      } catch (err) {
+        // A Namespace that exists is kept.
+        if (!(obj.kind === 'Namespace' && statusOf(err) === 409)) throw err;
+      }
+      return undefined;
+    },
+    containerLog: async (ns, pod, container) => b.kubelet.logs(ns, pod, { container })?.join('\n'),
+    applyRoute: async (route) => {
+      try {
+        await kube.create(KINDS.grpcroutes, route);
+      } catch (err) {
+        if (statusOf(err) !== 409) throw err;
+        const spec = (route as { spec?: unknown }).spec;
+        await kube.patch(KINDS.grpcroutes, route.metadata.namespace ?? 'default', route.metadata.name ?? '', {
+          spec,
+        });
+      }
+    },
+    scale: (ns, name, replicas) => b.scale(ns, name, replicas),
+    restartRollout: (ns, name, stamp) => b.restartRollout(ns, name, stamp),
+    listPods: (ns, labelSelector) => b.listPods(ns, labelSelector),
+    killPodProcess: (ns, name, signal) =>
+      signal === 'SIGSTOP' ? b.blackhole(ns, name) : void b.kubelet.podProcess(ns, name)?.kill(signal),
+    apiDown: () => b.apiDown(),
+    apiUp: () => b.apiUp(),
+    waitForReadyPods: async (ns, selector, count, timeoutMs) =>
+      void (await b.waitForReadyPods(ns, selector, count, timeoutMs)),
+    // Over HTTP the watch re-lists after a break and reports pods gone meanwhile as DELETED.
+    watchPods: (ns, labelSelector, onEvent) =>
+      kube.watch<Pod>(RESOURCES.pods, { namespace: ns, labelSelector }, (ev) => {
+        if (ev.type !== 'BOOKMARK') onEvent(ev.type, ev.object as Pod);
+      }),
+    stop: () => b.stop(),
+  };
+}
+
+async function embedded(opts: LabClusterOptions): Promise<Backend> {
   const loopbackPrefix = labLoopbackPrefix();
   const runtime = new NodeScriptRuntime({
     script: POD_MAIN_SCRIPT,
@@ -124,7 +199,7 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
   const rules = opts.images === true ? opts.serviceAccountRules : undefined;
   const apiPki = rules !== undefined ? await createLabTls('lab-api') : undefined;
   const apiCert = await apiPki?.issue('kube-apiserver', { ips: ['127.0.0.1'], dns: ['localhost'] });
-  const c: EmbeddedCluster = await startEmbeddedCluster({
+  const c = await startEmbeddedCluster({
     runtime:
       opts.images === true
         ? new ImageRuntime({ nice: opts.podNice })
@@ -150,53 +225,17 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
     random: opts.random,
   });
   return {
+    ...c,
     kind: 'embedded',
     loopbackPrefix,
     kubeConfigYaml: c.apiServer.kubeConfigYaml(),
-    create: async (kind, obj) => void c.store.create(RESOURCES[kind], obj),
-    apply: async (obj) => {
-      const rt = (Object.values(RESOURCES) as ResourceType[]).find(
-        (r) => r.kind === obj.kind && apiVersionOf(r) === obj.apiVersion,
-      );
-      // RBAC: the embedded API server holds the rules of every ServiceAccount (serviceAccountRules).
-      if (rules !== undefined && RBAC_KINDS.has(obj.kind)) return undefined;
-      if (rt === undefined) return `the embedded API server does not serve ${obj.apiVersion} ${obj.kind}`;
-      if (
-        c.store.get(rt, obj.metadata.namespace, obj.metadata.name ?? '') !== undefined &&
-        obj.kind === 'Namespace'
-      )
-        return undefined;
-      c.store.create(rt, obj);
-      return undefined;
-    },
-    containerLog: async (ns, pod, container) => c.kubelet.logs(ns, pod, { container })?.join('\n'),
-    applyRoute: async (route) => {
-      const ns = route.metadata.namespace ?? 'default';
-      const cur = c.store.get(RESOURCES.grpcroutes, ns, route.metadata.name ?? '');
-      if (cur === undefined) c.store.create(RESOURCES.grpcroutes, route);
-      else
-        c.store.update(RESOURCES.grpcroutes, {
-          ...route,
-          metadata: { ...cur.metadata, ...route.metadata, resourceVersion: cur.metadata.resourceVersion },
-        });
-    },
-    scale: async (ns, name, replicas) => void c.scale(ns, name, replicas),
-    restartRollout: async (ns, name, stamp) => {
-      const d = c.store.get<Deployment>(RESOURCES.deployments, ns, name);
-      if (d === undefined) throw new GrpcKubeError('GK_ERR_LAB', `deployment ${ns}/${name} vanished`);
-      c.store.update(RESOURCES.deployments, withRestartStamp(d, stamp));
-    },
-    listPods: async (ns, labelSelector) =>
-      c.store.list<Pod>(RESOURCES.pods, { namespace: ns, labelSelector }).items,
-    killPodProcess: (ns, name, signal) => c.kubelet.podProcess(ns, name)?.kill(signal),
+    // RBAC: the embedded API server holds the rules of every ServiceAccount (serviceAccountRules).
+    givenAtStart: rules !== undefined ? RBAC_KINDS : new Set(),
+    serves: (rt) => (Object.values(RESOURCES) as ResourceType[]).includes(rt),
+    // The process frozen: its kernel still accepts connections, nothing answers.
+    blackhole: (ns, name) => void c.kubelet.podProcess(ns, name)?.kill('SIGSTOP'),
     apiDown: () => c.apiServer.stop(),
     apiUp: () => c.apiServer.start(),
-    waitForReadyPods: async (ns, selector, count, timeoutMs) =>
-      void (await c.waitForReadyPods(ns, selector, count, timeoutMs)),
-    watchPods: (ns, labelSelector, onEvent) =>
-      c.store.watch<Pod>(RESOURCES.pods, { namespace: ns, labelSelector }, (ev) =>
-        onEvent(ev.type, ev.object as Pod),
-      ),
     stop: async () => {
       await c.stop();
       await apiPki?.remove();
@@ -204,7 +243,7 @@ async function embedded(opts: LabClusterOptions): Promise<LabCluster> {
   };
 }
 
-async function real(opts: LabClusterOptions): Promise<LabCluster> {
+async function real(opts: LabClusterOptions): Promise<Backend> {
   const tls = opts.tls;
   // Loaded only here: the real control plane needs root, Go-built binaries and network namespaces.
   const { startRealLabCluster } = await import('../cluster/real/cluster.js');
@@ -225,76 +264,15 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
     // The GRPCRoute CRD, as a user installs it: without it canary-shift's route is a 404.
     crdDir: join(packageRoot(), 'deploy', 'crds'),
   });
-  const client = KubeClient.fromKubeConfigString(c.kubeConfigYaml);
-  const path = (kind: 'deployments' | 'services', ns: string): string =>
-    kind === 'deployments'
-      ? `/apis/apps/v1/namespaces/${ns}/deployments`
-      : `/api/v1/namespaces/${ns}/services`;
-  const rp = (kind: string, ns: string) => ({
-    group: kind === 'deployments' ? 'apps' : '',
-    version: 'v1',
-    resource: kind,
-    namespace: ns,
-  });
   return {
+    ...c,
     kind: 'real',
     loopbackPrefix: labLoopbackPrefix(),
-    kubeConfigYaml: c.kubeConfigYaml,
-    create: async (kind, obj) => {
-      const ns = obj.metadata.namespace ?? 'default';
-      await c.api.request('POST', path(kind, ns), obj, rp(kind, ns));
-    },
-    scale: (ns, name, replicas) => c.scale(ns, name, replicas),
-    apply: async (obj) => {
-      const p = apiPathOf(obj);
-      if (p === undefined) return `the lab does not know the API path of ${obj.apiVersion} ${obj.kind}`;
-      // The CRDs of deploy/crds are installed with the cluster.
-      if (obj.kind === 'CustomResourceDefinition') return undefined;
-      try {
-        await c.api.request('POST', p.collection, obj, p.resource);
-      } catch (err) {
-        if (!(obj.kind === 'Namespace' && (err as { status?: number }).status === 409)) throw err;
-      }
-      return undefined;
-    },
-    containerLog: async (ns, pod, container) => c.kubelet.logs(ns, pod, { container })?.join('\n'),
-    applyRoute: async (route) => {
-      // Served through the GRPCRoute CRD of deploy/crds, installed by startRealLabCluster.
-      const ns = route.metadata.namespace ?? 'default';
-      const base = `/apis/gateway.networking.k8s.io/v1/namespaces/${ns}/grpcroutes`;
-      const grp = {
-        group: 'gateway.networking.k8s.io',
-        version: 'v1',
-        resource: 'grpcroutes',
-        namespace: ns,
-      };
-      try {
-        await c.api.request('POST', base, route, grp);
-      } catch (err) {
-        if ((err as { status?: number }).status !== 409) throw err;
-        await c.api.request(
-          'PATCH',
-          `${base}/${route.metadata.name}`,
-          { spec: (route as { spec?: unknown }).spec },
-          grp,
-        );
-      }
-    },
-    restartRollout: async (ns, name, stamp) => {
-      const patch = {
-        spec: { template: { metadata: { annotations: { 'kubectl.kubernetes.io/restartedAt': stamp } } } },
-      };
-      await c.api.request('PATCH', `${path('deployments', ns)}/${name}`, patch, rp('deployments', ns));
-    },
-    listPods: async (ns, labelSelector) =>
-      (
-        await client.list<Pod>(
-          { group: '', version: 'v1', resource: 'pods', namespace: ns },
-          { labelSelector },
-        )
-      ).items,
-    killPodProcess: async (ns, name, signal) => {
-      if (signal !== 'SIGSTOP') return void c.kubelet.podProcess(ns, name)?.kill(signal);
+    // The CRDs of deploy/crds are installed with the cluster.
+    givenAtStart: new Set(['CustomResourceDefinition']),
+    serves: () => true,
+    // Every packet to and from the pod dropped in its network namespace; the process runs on.
+    blackhole: async (ns, name) => {
       const ip = c.kubelet.podIP(ns, name);
       if (ip === undefined)
         throw new GrpcKubeError('GK_ERR_LAB', `pod ${ns}/${name} has no address to blackhole`);
@@ -303,80 +281,7 @@ async function real(opts: LabClusterOptions): Promise<LabCluster> {
     // kube-apiserver stopped for real: clients and controllers alike lose the API, as in an outage.
     apiDown: () => c.controlPlane.stopApiServer(),
     apiUp: () => c.controlPlane.startApiServer(),
-    waitForReadyPods: async (ns, selector, count, timeoutMs) =>
-      void (await c.waitForReadyPods(ns, selector, count, timeoutMs)),
-    // The handle's watch store re-lists after a break and reports pods gone meanwhile as DELETED.
-    watchPods: (ns, labelSelector, onEvent) =>
-      c.watchStore.watch<Pod>(RESOURCES.pods, { namespace: ns, labelSelector }, (ev) =>
-        onEvent(ev.type, ev.object as Pod),
-      ),
-    stop: async () => {
-      client.close();
-      await c.stop();
-    },
   };
 }
 
-const RBAC_KINDS = new Set(['ServiceAccount', 'Role', 'RoleBinding']);
-
-function apiVersionOf(r: ResourceType): string {
-  return r.group === '' ? r.version : `${r.group}/${r.version}`;
-}
-
-/** Plural resource names of the kinds deploy/ renders. */
-const PLURALS: Readonly<Record<string, string>> = {
-  Namespace: 'namespaces',
-  ServiceAccount: 'serviceaccounts',
-  Service: 'services',
-  Deployment: 'deployments',
-  Role: 'roles',
-  RoleBinding: 'rolebindings',
-  ClusterRole: 'clusterroles',
-  ClusterRoleBinding: 'clusterrolebindings',
-  GRPCRoute: 'grpcroutes',
-  ReferenceGrant: 'referencegrants',
-  CustomResourceDefinition: 'customresourcedefinitions',
-};
-const CLUSTER_SCOPED = new Set([
-  'Namespace',
-  'ClusterRole',
-  'ClusterRoleBinding',
-  'CustomResourceDefinition',
-]);
-
-/** The collection path an object is POSTed to, and the resource it names (for the API client's errors). */
-function apiPathOf(obj: ManifestObject):
-  | {
-      collection: string;
-      resource: { group: string; version: string; resource: string; namespace?: string };
-    }
-  | undefined {
-  const plural = PLURALS[obj.kind];
-  if (plural === undefined) return undefined;
-  const slash = obj.apiVersion.indexOf('/');
-  const group = slash < 0 ? '' : obj.apiVersion.slice(0, slash);
-  const version = obj.apiVersion.slice(slash + 1);
-  const ns = CLUSTER_SCOPED.has(obj.kind) ? undefined : (obj.metadata.namespace ?? 'default');
-  const base = group === '' ? `/api/${version}` : `/apis/${group}/${version}`;
-  return {
-    collection: `${base}${ns !== undefined ? `/namespaces/${ns}` : ''}/${plural}`,
-    resource: { group, version, resource: plural, ...(ns !== undefined ? { namespace: ns } : {}) },
-  };
-}
-
-function withRestartStamp(d: Deployment, stamp: string): Deployment {
-  const tmpl = d.spec.template;
-  return {
-    ...d,
-    spec: {
-      ...d.spec,
-      template: {
-        ...tmpl,
-        metadata: {
-          ...tmpl.metadata,
-          annotations: { ...(tmpl.metadata?.annotations ?? {}), 'kubectl.kubernetes.io/restartedAt': stamp },
-        },
-      },
-    },
-  };
-}
+const RBAC_KINDS: ReadonlySet<string> = new Set(['ServiceAccount', 'Role', 'RoleBinding']);

@@ -5,12 +5,11 @@
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { loadAllYaml, loadYaml } from '@kubernetes/client-node';
 
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
-import type { ResourcePath } from 'grpc-kube/internal/kube/client.js';
-import { statusOf, type LabApi } from './kube-http.js';
+import { KINDS, statusOf, type Kube } from '../kube-api.js';
+import { waitForState } from '../workloads.js';
 
 export interface CrdObject {
   apiVersion: string;
@@ -19,13 +18,6 @@ export interface CrdObject {
   spec: unknown;
   status?: { conditions?: Array<{ type: string; status: string }> };
 }
-
-const CRDS: ResourcePath = {
-  group: 'apiextensions.k8s.io',
-  version: 'v1',
-  resource: 'customresourcedefinitions',
-};
-const CRD_PATH = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
 
 /** The CRDs listed by `dir/kustomization.yaml` (its resources: files); anything else is refused. */
 export function readCrds(dir: string): CrdObject[] {
@@ -54,29 +46,29 @@ export function readCrds(dir: string): CrdObject[] {
 }
 
 /** Create each CRD (one that exists is kept) and wait until every one is Established. */
-export async function installCrds(
-  api: LabApi,
-  crds: readonly CrdObject[],
-  timeoutMs = 30_000,
-): Promise<void> {
+export async function installCrds(kube: Kube, crds: readonly CrdObject[], timeoutMs = 30_000): Promise<void> {
   for (const crd of crds) {
     try {
-      await api.request('POST', CRD_PATH, crd, CRDS);
+      await kube.create(KINDS.customresourcedefinitions, crd);
     } catch (err) {
       if (statusOf(err) !== 409) throw err;
     }
   }
-  const end = Date.now() + timeoutMs;
-  for (const crd of crds) {
-    for (let i = 0; ; i++) {
-      const got = await api.request<CrdObject>('GET', `${CRD_PATH}/${crd.metadata.name}`, undefined, CRDS);
-      if (got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True')) break;
-      if (Date.now() > end)
-        throw new GrpcKubeError(
-          'GK_ERR_LAB',
-          `CRD ${crd.metadata.name} not Established within ${timeoutMs} ms`,
-        );
-      await delay(Math.min(20 * 2 ** i, 500));
-    }
-  }
+  const established = (o: CrdObject | undefined): boolean =>
+    o?.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') === true;
+  await waitForState(
+    kube,
+    [KINDS.customresourcedefinitions],
+    undefined,
+    (v) =>
+      crds.every((c) => established(v.get<CrdObject>(KINDS.customresourcedefinitions, c.metadata.name)))
+        ? true
+        : undefined,
+    timeoutMs,
+    (v) =>
+      `CRDs ${crds
+        .filter((c) => !established(v.get<CrdObject>(KINDS.customresourcedefinitions, c.metadata.name)))
+        .map((c) => c.metadata.name)
+        .join(', ')} to be Established`,
+  );
 }

@@ -33,5 +33,3 @@ export { RealKubelet, type RealKubeletOptions, type RealKubeletStats } from './k
 export { NetnsScriptRuntime, netnsWrap, type NetnsScriptRuntimeOptions } from './kubelet-runtime.js';
 export { startRealLabCluster, type RealLabCluster, type RealLabClusterOptions } from './cluster.js';
 export { installCrds, readCrds, type CrdObject } from './crds.js';
-export { LabApi, statusOf, type LabApiOptions } from './kube-http.js';
-export { httpWatchStore, type WatchStore } from './watch-store.js';
