@@ -28,6 +28,7 @@ import {
 import { GaugeSampler } from './gauge-sampler.js';
 import type { ReportRun, ScenarioEvent } from './report.js';
 import type { PodSignal, Scenario, ScenarioStep } from './scenario.js';
+import { StepScheduler, type StepContext } from './step-scheduler.js';
 import { blackholeFigures, keepaliveWindowMs, watchUnready } from './blackhole.js';
 import { MAX_CONNECTION_AGE_GRACE_MS, MAX_CONNECTION_AGE_MS } from './strategies/headless.js';
 import type { AppFlavour, LabEnv, LabStrategy, StrategyHandle } from './strategy.js';
@@ -578,23 +579,19 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       cleanups.push(() => unready.stop());
     };
     const events: ScenarioEvent[] = [];
-    const timers: NodeJS.Timeout[] = [];
-    const stepErrors: unknown[] = [];
-    for (const step of scenario.steps) {
-      const t = setTimeout(() => {
+    const steps = new StepScheduler<ScenarioStep>(
+      (step, ctx) => applyStep(cluster, apps, step, opts.random, ctx, onKilled),
+      (step) => {
         events.push({ atMs: clock() - origin, label: stepLabel(step) });
         progress(`  ${scenario.name}: ${stepLabel(step)}`);
-        const mark = (label: string): void => {
-          events.push({ atMs: clock() - origin, label });
-          progress(`  ${scenario.name}: ${label}`);
-        };
-        applyStep(cluster, apps, step, opts.random, timers, mark, onKilled).catch((err: unknown) =>
-          stepErrors.push(err),
-        );
-      }, step.atMs);
-      timers.push(t);
-    }
-    cleanups.push(() => timers.forEach((t) => clearTimeout(t)));
+      },
+      (label) => {
+        events.push({ atMs: clock() - origin, label });
+        progress(`  ${scenario.name}: ${label}`);
+      },
+    );
+    steps.start(scenario.steps);
+    cleanups.push(() => steps.stop());
 
     const ticker = setInterval(() => {
       const elapsed = Math.round((clock() - origin) / 1000);
@@ -610,11 +607,11 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     const gaugeSamples = gauges.stop();
     const verdict = harnessVerdict(measured.figures, { deadlineMs: scenario.deadlineMs });
     if (verdict.saturated) progress(`  ${scenario.name}: SATURATED: ${verdict.reason}`);
-    if (stepErrors.length > 0) {
+    if (steps.errors.length > 0) {
       throw new GrpcKubeError(
         'GK_ERR_LAB',
-        `scenario ${scenario.name}: a step failed: ${String(stepErrors[0])}`,
-        { cause: stepErrors[0] },
+        `scenario ${scenario.name}: a step failed: ${String(steps.errors[0])}`,
+        { cause: steps.errors[0] },
       );
     }
 
@@ -735,8 +732,7 @@ async function applyStep(
   apps: readonly AppDeployments[],
   step: ScenarioStep,
   random: () => number,
-  timers: NodeJS.Timeout[],
-  mark: (label: string) => void,
+  ctx: StepContext,
   onKilled: (app: AppDeployments, pod: string, signal: PodSignal) => void,
 ): Promise<void> {
   switch (step.action) {
@@ -765,14 +761,16 @@ async function applyStep(
     case 'api-down': {
       await cluster.apiDown();
       // The API is back when it answers again (a real kube-apiserver takes seconds to be ready):
-      // the report marks that moment, not the one the restart began.
-      const t = setTimeout(() => {
-        cluster.apiUp().then(
-          () => mark('API back'),
-          (err: unknown) => mark(`API restart failed: ${String(err)}`),
-        );
-      }, step.forMs);
-      timers.push(t);
+      // the report marks that moment, not the one the restart began. If the scenario ends first,
+      // the API comes back before the cluster stops.
+      let up: Promise<void> | undefined;
+      const bringUp = (): Promise<void> =>
+        (up ??= cluster.apiUp().then(
+          () => ctx.mark('API back'),
+          (err: unknown) => ctx.mark(`API restart failed: ${String(err)}`),
+        ));
+      ctx.later(bringUp, step.forMs);
+      ctx.finish(bringUp);
       return;
     }
     case 'set-weights':
