@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { RESOURCES, type ObjectStore } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '@grpc-kube/lab/internal/cluster/kubelet.js';
+import { storeKube, type Kube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
 import { NodeScriptRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
 import {
   isPodReady,
@@ -54,12 +55,12 @@ function pod(name: string, env: Record<string, string> = {}, extra: Partial<Pod[
 
 // Each test gets its own address block so a process from an earlier test can never answer.
 let block = 10;
-function setup(t: { after: (fn: () => Promise<void> | void) => void }): {
+async function setup(t: { after: (fn: () => Promise<void> | void) => void }): Promise<{
   store: ObjectStore;
   kubelet: Kubelet;
   runtime: NodeScriptRuntime;
   output: string[];
-} {
+}> {
   const store = newStore();
   const output: string[] = [];
   const runtime = new NodeScriptRuntime({
@@ -67,7 +68,7 @@ function setup(t: { after: (fn: () => Promise<void> | void) => void }): {
     onOutput: (p, s, line) => void output.push(`${p} ${s} ${line}`),
   });
   const errors: unknown[] = [];
-  const kubelet = new Kubelet(store, {
+  const kubelet = new Kubelet(storeKube(store), {
     runtime,
     nodes: [
       { name: 'node-a', zone: 'zone-a' },
@@ -77,7 +78,7 @@ function setup(t: { after: (fn: () => Promise<void> | void) => void }): {
     onError: (_p, e) => void errors.push(e),
     stopGraceMs: 500,
   });
-  kubelet.start();
+  await kubelet.start();
   t.after(async () => {
     await kubelet.stop();
     assert.equal(runtime.running, 0, 'every pod process is gone after stop()');
@@ -131,7 +132,7 @@ function healthCheck(addr: string): Promise<string> {
 }
 
 test('nodes registered with zones; a pod is bound, gets its own IP and turns Ready from a real probe', async (t) => {
-  const { store } = setup(t);
+  const { store } = await setup(t);
   const nodes = store.list<Node>(RESOURCES.nodes).items;
   assert.deepEqual(
     nodes.map((n) => [n.metadata.name, n.metadata.labels?.['topology.kubernetes.io/zone']]).sort(),
@@ -172,7 +173,7 @@ test('nodes registered with zones; a pod is bound, gets its own IP and turns Rea
 });
 
 test('deletion: SIGTERM, probes keep going, SIGKILL after deletionGracePeriodSeconds, Ready=False, then the pod is deleted', async (t) => {
-  const { store, output } = setup(t);
+  const { store, output } = await setup(t);
   store.create(RESOURCES.pods, pod('stubborn', { IGNORE_SIGTERM: '1' }));
   const ready = await waitFor(store, 'stubborn', (p) => (p && isPodReady(p) ? p : undefined));
   const events: Array<{ at: number; type: string; ready: boolean; deleting: boolean; phase: string }> = [];
@@ -224,7 +225,7 @@ test('deletion: SIGTERM, probes keep going, SIGKILL after deletionGracePeriodSec
 });
 
 test('deletion of a pod that drains: it turns not ready while draining and goes before the grace period', async (t) => {
-  const { store } = setup(t);
+  const { store } = await setup(t);
   store.create(RESOURCES.pods, pod('drainer', { DRAIN_MS: '400' }, { terminationGracePeriodSeconds: 10 }));
   await waitFor(store, 'drainer', (p) => (p && isPodReady(p) ? p : undefined));
   const t0 = Date.now();
@@ -242,7 +243,7 @@ test('deletion of a pod that drains: it turns not ready while draining and goes 
 });
 
 test('a crashing process is restarted (restartPolicy Always), one that is not stays Failed', async (t) => {
-  const { store } = setup(t);
+  const { store } = await setup(t);
   store.create(RESOURCES.pods, pod('crashy', { EXIT_AFTER_MS: '400' }));
   store.create(RESOURCES.pods, pod('once', { EXIT_AFTER_MS: '400' }, { restartPolicy: 'Never' }));
   const restarted = await waitFor(store, 'crashy', (p) =>
@@ -265,7 +266,7 @@ test('IpPool: skips .0 and .255, reuses released addresses only when fresh ones 
 });
 
 test('a pod removed at once (gracePeriodSeconds 0) loses its process at once; a shortened grace brings SIGKILL sooner', async (t) => {
-  const { store, kubelet } = setup(t);
+  const { store, kubelet } = await setup(t);
   store.create(RESOURCES.pods, pod('quick'));
   store.create(RESOURCES.pods, pod('slow', { IGNORE_SIGTERM: '1' }, { terminationGracePeriodSeconds: 30 }));
   await waitFor(store, 'quick', (p) => (p && isPodReady(p) ? p : undefined));
@@ -288,7 +289,7 @@ test('a pod removed at once (gracePeriodSeconds 0) loses its process at once; a 
 });
 
 test('stop() right after a pod was removed at once still waits for the process of that pod to end', async (t) => {
-  const { store, kubelet, runtime } = setup(t);
+  const { store, kubelet, runtime } = await setup(t);
   store.create(RESOURCES.pods, pod('gone'));
   await waitFor(store, 'gone', (p) => (p && isPodReady(p) ? p : undefined));
   store.delete(RESOURCES.pods, NS, 'gone', { gracePeriodSeconds: 0 });
@@ -297,11 +298,11 @@ test('stop() right after a pod was removed at once still waits for the process o
   assert.equal(runtime.running, 0, 'no pod process outlives stop()');
 });
 
-test('node heartbeats: lastHeartbeatTime renewed every nodeHeartbeatMs; options are checked', async (t) => {
+test('node heartbeats: lastHeartbeatTime renewed every heartbeatMs; options are checked', async (t) => {
   const store = newStore();
   const runtime = new NodeScriptRuntime({ script: FIXTURE });
-  const kubelet = new Kubelet(store, { runtime, nodes: [{ name: 'hb' }], nodeHeartbeatMs: 30 });
-  kubelet.start();
+  const kubelet = new Kubelet(storeKube(store), { runtime, nodes: [{ name: 'hb' }], heartbeatMs: 30 });
+  await kubelet.start();
   t.after(() => kubelet.stop());
   const first =
     store.get<Node>(RESOURCES.nodes, undefined, 'hb')?.status?.conditions?.[0]?.lastHeartbeatTime ?? '';
@@ -322,6 +323,12 @@ test('node heartbeats: lastHeartbeatTime renewed every nodeHeartbeatMs; options 
     store.get<Node>(RESOURCES.nodes, undefined, 'hb')?.metadata.labels?.['topology.kubernetes.io/zone'],
     undefined,
   );
-  assert.throws(() => new Kubelet(store, { runtime, nodes: [] }), { code: 'GK_ERR_INVALID_OPTION' });
-  assert.throws(() => new Kubelet(store, { runtime, probePeriodMs: 1 }), { code: 'GK_ERR_INVALID_OPTION' });
+  const kube = storeKube(store);
+  assert.throws(() => new Kubelet(kube, { runtime, nodes: [] }), { code: 'GK_ERR_INVALID_OPTION' });
+  assert.throws(() => new Kubelet(kube, { runtime, probePeriodMs: 1 }), { code: 'GK_ERR_INVALID_OPTION' });
+  assert.throws(() => new Kubelet(kube, { runtime, heartbeatMs: 5 }), { code: 'GK_ERR_INVALID_OPTION' });
+  assert.throws(() => new Kubelet(kube, { runtime, leaseDurationSeconds: 0 }), {
+    code: 'GK_ERR_INVALID_OPTION',
+  });
+  assert.throws(() => new Kubelet(store as unknown as Kube, { runtime }), { code: 'GK_ERR_INVALID_OPTION' });
 });
