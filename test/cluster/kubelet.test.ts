@@ -1,6 +1,7 @@
 // The lab kubelet with real pod processes (test/cluster/fixtures/health-pod.ts) and real grpc.health.v1
 // probes on 127.0.x.y addresses: binding, IPs, status conditions, readiness, graceful and forced
-// termination, restarts and shutdown.
+// termination, restarts and shutdown; and the same kubelet over HTTP to the embedded API server
+// (binding retried, status writes held through an outage, stop() ending their retries).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +9,8 @@ import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { RESOURCES, type ObjectStore } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '@grpc-kube/lab/internal/cluster/kubelet.js';
-import { storeKube, type Kube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
+import { httpKube, storeKube, type Kube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
+import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import { NodeScriptRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
 import {
   isPodReady,
@@ -18,6 +20,7 @@ import {
 } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
 import type { WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
+import { eventually } from '../helpers/wait.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/health-pod.js', import.meta.url));
 // Not 50051: a wildcard listener elsewhere on the machine on the same port would block 127.0.x.y binds.
@@ -332,3 +335,62 @@ test('node heartbeats: lastHeartbeatTime renewed every heartbeatMs; options are 
   });
   assert.throws(() => new Kubelet(store as unknown as Kube, { runtime }), { code: 'GK_ERR_INVALID_OPTION' });
 });
+
+test(
+  'over HTTP (the embedded API server): a failed binding is retried; an outage delays status writes until the API is back; stop() ends their retries',
+  {
+    timeout: 60_000,
+  },
+  async (t) => {
+    const store = newStore();
+    const server = new EmbeddedApiServer({ store });
+    await server.start();
+    t.after(() => server.close());
+    const runtime = new NodeScriptRuntime({ script: FIXTURE });
+    const errors: string[] = [];
+    const kubelet = new Kubelet(httpKube(server.kubeConfigYaml()), {
+      runtime,
+      nodes: [{ name: 'node-h' }],
+      ipAllocator: new IpPool({ first: `127.0.${block++}.1` }),
+      onError: (what, e) => void errors.push(`${what}: ${String(e)}`),
+      stopGraceMs: 500,
+    });
+    t.after(() => kubelet.stop());
+    await kubelet.start();
+    // Two 503s for the binding: the kubelet retries it (no later event would bring the pod back).
+    server.failNextRequests(2, { pathPrefix: `/api/v1/namespaces/${NS}/pods/web/binding` });
+    store.create(RESOURCES.pods, pod('web'));
+    const ready = await waitFor(store, 'web', (p) => (p && isPodReady(p) ? p : undefined), 10_000);
+    assert.equal(ready.spec.nodeName, 'node-h');
+    assert.equal(kubelet.stats.binds, 1);
+    assert.deepEqual(errors, []);
+
+    // An outage: the crashed container restarts without the API; its status waits for the API.
+    await server.stop();
+    const proc = kubelet.podProcess(NS, 'web');
+    assert.ok(proc);
+    proc.kill('SIGKILL');
+    await proc.exited;
+    await eventually('restarted', () => (kubelet.podProcess(NS, 'web') ?? proc) !== proc, 10_000);
+    assert.equal(store.get<Pod>(RESOURCES.pods, NS, 'web')?.status?.containerStatuses?.[0]?.restartCount, 0);
+    await server.start();
+    const restarted = await waitFor(
+      store,
+      'web',
+      (p) =>
+        (p?.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1 && p && isPodReady(p) ? p : undefined,
+      20_000,
+    );
+    assert.equal(restarted.status?.podIP, ready.status?.podIP);
+
+    // Down again with a status write pending: stop() ends its retries (they would go on for 2 minutes).
+    await server.stop();
+    const second = kubelet.podProcess(NS, 'web');
+    second?.kill('SIGKILL');
+    await second?.exited;
+    const t0 = Date.now();
+    await kubelet.stop();
+    assert.equal(runtime.running, 0);
+    console.log(`# stop() during an outage with a status write retrying: ${Date.now() - t0} ms`);
+  },
+);
