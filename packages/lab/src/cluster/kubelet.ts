@@ -170,13 +170,16 @@ function microTime(ms: number): string {
 
 const NODE_LEASE_NAMESPACE = 'kube-node-lease';
 
+function isKube(x: unknown): x is Kube {
+  const o = x as Record<string, unknown> | null;
+  return typeof o === 'object' && o !== null && KUBE_METHODS.every((m) => typeof o[m] === 'function');
+}
+
+const KUBE_METHODS = ['get', 'list', 'create', 'replace', 'patch', 'delete', 'post', 'watch', 'close'];
+
 /** The options as given, or a typed error before anything reads them. */
 function checked(kube: Kube, opts: KubeletOptions): KubeletOptions {
-  if (
-    !['get', 'replace', 'post', 'watch', 'close'].every(
-      (m) => typeof (kube as unknown as Record<string, unknown>)?.[m] === 'function',
-    )
-  )
+  if (!isKube(kube))
     throw new InvalidOptionError('kube', 'must be a Kube (kube-api.ts: storeKube or httpKube)');
   if (typeof opts !== 'object' || opts === null) throw new InvalidOptionError('options', 'must be an object');
   const atLeast = (name: keyof KubeletOptions, min: number, zeroOk = false): void => {
