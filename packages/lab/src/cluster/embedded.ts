@@ -1,8 +1,9 @@
 // The embedded lab cluster: MemoryStore + EmbeddedApiServer (real HTTP, what clients and resolvers
 // talk to) + the Deployment, ReplicaSet and EndpointSlice controllers + the lab kubelet running pods
-// through a given PodRuntime. Controllers and kubelet use the store directly, as kube-controller-manager
-// and the kubelet would through a never-failing API; an API outage (apiServer.stop()) therefore cuts
-// off only the clients, which is what the lab's outage scenario measures.
+// through a given PodRuntime. Controllers use the store directly and the kubelet the store's Kube
+// (storeKube), as kube-controller-manager and the kubelet would a never-failing API; an API outage
+// (apiServer.stop()) therefore cuts off only the clients, which is what the lab's outage scenario
+// measures.
 // Also the convenience helpers the lab and tests need: manifests for a Deployment and a headless
 // Service, apply / scale, and watch-driven waits for N ready pods and for a finished rollout.
 
@@ -20,6 +21,7 @@ import {
   type IpAllocator,
   type KubeletNode,
 } from './kubelet.js';
+import { storeKube } from './kube-api.js';
 import type { PodRuntime } from './pod-runtime.js';
 import {
   POD_TEMPLATE_HASH_LABEL,
@@ -114,14 +116,9 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
       ...(opts.serviceAccountTokens.rules ? { rules: opts.serviceAccountTokens.rules } : {}),
     });
   }
-  const kubelet = new Kubelet(store, {
+  const kubelet = new Kubelet(storeKube(store), {
     runtime: opts.runtime,
-    ...(accounts
-      ? {
-          podEnvironment: (pod: Pod) => (accounts as EmbeddedServiceAccounts).project(pod),
-          releasePodEnvironment: (pod: Pod) => (accounts as EmbeddedServiceAccounts).release(pod),
-        }
-      : {}),
+    ...(accounts ? { podEnvironment: accounts } : {}),
     nodes: opts.nodes ?? [
       { name: 'lab-node-1', zone: 'zone-a' },
       { name: 'lab-node-2', zone: 'zone-b' },
@@ -134,7 +131,7 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
   replicaSet.start();
   deployment.start();
   endpointSlice.start();
-  kubelet.start();
+  await kubelet.start();
   let stopping: Promise<void> | undefined;
   return {
     store,

@@ -1,5 +1,5 @@
 // The real lab cluster as one handle, shaped like EmbeddedCluster (but async: everything goes through
-// kube-apiserver): the control plane, the lab network, the RealKubelet, and the helpers the lab and the
+// kube-apiserver): the control plane, the lab network, the lab kubelet, and the helpers the lab and the
 // tests need — apply a Deployment and its headless Service, scale, wait for N ready pods or a finished
 // rollout. stop() ends pods, removes every namespace and route, and stops the control plane, in that
 // order, and is safe to call after a failed start.
@@ -16,7 +16,8 @@ import {
   type Pod,
 } from '../controllers/kinds.js';
 import { deploymentManifest, headlessServiceManifest, type AppSpec } from '../embedded.js';
-import type { KubeletNode } from '../kubelet.js';
+import { Kubelet, type KubeletNode } from '../kubelet.js';
+import { httpKube } from '../kube-api.js';
 import type { ResourcePath } from 'grpc-kube/internal/kube/client.js';
 import {
   startRealControlPlane,
@@ -25,7 +26,7 @@ import {
 } from './control-plane.js';
 import { installCrds, readCrds } from './crds.js';
 import { LabApi, statusOf } from './kube-http.js';
-import { RealKubelet } from './kubelet.js';
+import { realNodeOptions } from './kubelet.js';
 import { NetnsScriptRuntime } from './kubelet-runtime.js';
 import type { PodRuntime } from '../pod-runtime.js';
 import { httpWatchStore, type WatchStore } from './watch-store.js';
@@ -59,7 +60,7 @@ export interface RealLabClusterOptions {
   readonly heartbeatMs?: number;
   readonly onError?: (where: string, err: unknown) => void;
   /**
-   * Project each pod's ServiceAccount token into it (RealKubeletOptions.serviceAccounts): the pods
+   * Project each pod's ServiceAccount token into it (realNodeOptions): the pods
    * talk to the API as their ServiceAccount, under the RBAC applied. Default false.
    */
   readonly serviceAccountTokens?: boolean;
@@ -68,7 +69,7 @@ export interface RealLabClusterOptions {
 export interface RealLabCluster {
   readonly controlPlane: RealControlPlane;
   readonly network: LabNetwork;
-  readonly kubelet: RealKubelet;
+  readonly kubelet: Kubelet;
   readonly api: LabApi;
   /** Admin kubeconfig YAML (for KubeClient.fromKubeConfigString, sources, resolvers). */
   readonly kubeConfigYaml: string;
@@ -120,7 +121,7 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
   }
   let cp: RealControlPlane | undefined;
   let network: LabNetwork | undefined;
-  let kubelet: RealKubelet | undefined;
+  let kubelet: Kubelet | undefined;
   let api: LabApi | undefined;
   let watchStore: (WatchStore & { close(): void }) | undefined;
   let stopping: Promise<void> | undefined;
@@ -143,9 +144,13 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
     });
     // The lab's own writes ride over an API outage the lab itself caused (stopApiServer/startApiServer).
     api = new LabApi(cp.adminKubeConfig, { retryTransientMs: 60_000 });
-    kubelet = new RealKubelet({
-      kubeConfig: cp.adminKubeConfig,
-      network,
+    const kube = httpKube(cp.adminKubeConfig);
+    kubelet = new Kubelet(kube, {
+      ...realNodeOptions(
+        kube,
+        network,
+        opts.serviceAccountTokens === true ? { caPem: cp.caPem, apiUrl: cp.url } : undefined,
+      ),
       runtime: (opts.wrapRuntime ?? ((r: PodRuntime) => r))(
         opts.podRuntime !== undefined
           ? opts.podRuntime(network)
@@ -163,7 +168,6 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
       ...(opts.probePeriodMs !== undefined ? { probePeriodMs: opts.probePeriodMs } : {}),
       ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
       ...(opts.onError ? { onError: opts.onError } : {}),
-      ...(opts.serviceAccountTokens === true ? { serviceAccounts: { caPem: cp.caPem, apiUrl: cp.url } } : {}),
     });
     await kubelet.start();
     watchStore = httpWatchStore(cp.adminKubeConfig);
