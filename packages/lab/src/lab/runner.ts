@@ -16,7 +16,7 @@ import { setup as setupResolvers, type GrpcKube } from 'grpc-kube/internal/resol
 import { registerPolicies } from 'grpc-kube/internal/balancer/index.js';
 import { clientDefaults } from 'grpc-kube/internal/client/defaults.js';
 import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
-import { LabDnsServer } from './dns-server.js';
+import { alternativeResolverError, LabDnsServer } from './dns-server.js';
 import {
   computeRunRecord,
   distinctPodsPerClient,
@@ -333,6 +333,17 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       }
     }
   }
+  // A dns: target needs grpc-js's c-ares resolver: without it each such strategy fails alone, by name.
+  const dnsError = alternativeResolverError(
+    strategies.filter((s) => dialsDns(s, plans.get(s))).map((s) => s.name),
+  );
+  if (dnsError !== undefined) {
+    for (const s of strategies.filter((x) => dialsDns(x, plans.get(x)))) {
+      failedEarly.push({ strategy: s.name, reason: failureReason(dnsError) });
+      strategies.splice(strategies.indexOf(s), 1);
+    }
+    progress(`  ${scenario.name}: FAILED: ${failureReason(dnsError)}`);
+  }
   if (strategies.length === 0)
     return { scenario: scenario.name, runs: [], skipped, failed: failedEarly, incomplete: [] };
 
@@ -502,8 +513,15 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         progress(`  ${scenario.name}: ${s.name} FAILED to start: ${failureReason(err)}`);
         continue;
       }
-      handles.push({ s, h });
       cleanups.push(() => h.close());
+      // A strategy that did not say it dials dns: (dialsDns) is held to its target.
+      const resolverError = h.target.startsWith('dns:') ? alternativeResolverError([s.name]) : undefined;
+      if (resolverError !== undefined) {
+        failed.push({ strategy: s.name, reason: failureReason(resolverError) });
+        progress(`  ${scenario.name}: ${s.name} FAILED to start: ${failureReason(resolverError)}`);
+        continue;
+      }
+      handles.push({ s, h });
     }
     if (handles.length === 0) return { scenario: scenario.name, runs: [], skipped, failed, incomplete: [] };
 
@@ -710,6 +728,33 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       }
     }
   }
+}
+
+/** Its clients dial a `dns:` target: with --manifests its overlay client's TARGET, else its own word. */
+function dialsDns(s: LabStrategy, plan: OverlayPlan | undefined): boolean {
+  return plan !== undefined ? plan.client.target.startsWith('dns:') : s.dialsDns === true;
+}
+
+/**
+ * The strategies of a lab run whose clients dial a `dns:` target (what alternativeResolverError
+ * needs before the run): with `manifests`, what each overlay's client dials; one without an overlay
+ * is not counted (it fails alone, with its own reason).
+ */
+export function dnsDialingStrategies(
+  strategies: readonly LabStrategy[],
+  opts: { manifests: boolean; manifestsRoot?: string },
+): string[] {
+  return strategies
+    .filter((s) => {
+      if (!opts.manifests) return dialsDns(s, undefined);
+      try {
+        const root = opts.manifestsRoot ?? packageRoot();
+        return dialsDns(s, planOverlay({ root, strategy: s.name, canary: false, replicas: 1 }));
+      } catch {
+        return false;
+      }
+    })
+    .map((s) => s.name);
 }
 
 /**
