@@ -29,6 +29,7 @@ import { GaugeSampler } from './gauge-sampler.js';
 import type { ReportRun, ScenarioEvent } from './report.js';
 import type { PodSignal, Scenario, ScenarioStep } from './scenario.js';
 import { blackholeFigures, keepaliveWindowMs, watchUnready } from './blackhole.js';
+import { canaryFigures, canaryLine, canaryVerdict, weightPhases } from './canary.js';
 import { MAX_CONNECTION_AGE_GRACE_MS, MAX_CONNECTION_AGE_MS } from './strategies/headless.js';
 import type { AppFlavour, LabEnv, LabStrategy, StrategyHandle } from './strategy.js';
 import { PodTimelineRecorder } from './timeline.js';
@@ -38,7 +39,12 @@ import { createLabTls, LAB_TLS_DNS_ENV, serviceDnsNames } from './tls.js';
 import { readReceivedCounts } from './hello.js';
 import { COUNT_FLUSH_MS } from './pod-main.js';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { planOverlay, serviceAccountRules, type OverlayPlan } from '../manifests/overlays.js';
+import {
+  CANARY_DEPLOYMENT,
+  planOverlay,
+  serviceAccountRules,
+  type OverlayPlan,
+} from '../manifests/overlays.js';
 import {
   applyOverlay,
   failureError,
@@ -689,6 +695,25 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       // RPCs failed while every container of the overlay ran: its helpers' last words say why.
       if (plan !== undefined && record.failed > 0)
         for (const l of (await watches.get(s)?.helperLogs(3)) ?? []) progress(`  ${s.name}: ${l}`);
+      if (isCanary && scenario.canaryShare !== undefined) {
+        // The canary's pods: deploy/canary's hello-v2 with --manifests, the lab's hello-canary without.
+        const selector = plan?.deployments.find((d) => d.name === CANARY_DEPLOYMENT)?.selector ?? {
+          svc: 'hello-canary',
+        };
+        const canaryName = plan !== undefined ? CANARY_DEPLOYMENT : 'hello-canary';
+        record.canary = canaryFigures(
+          w.log,
+          (pod) => recorder.podMatches(pod, selector),
+          weightPhases(scenario.steps, scenario.durationMs, scenario.canaryShare.settleMs),
+        );
+        progress(`  ${scenario.name}: ${canaryLine(s.name, record.canary, canaryName)}`);
+        const off = canaryVerdict(record.canary, scenario.canaryShare.tolerancePct, canaryName);
+        if (off !== undefined) {
+          const reason = failureReason(new GrpcKubeError('GK_ERR_LAB_CANARY_WEIGHTS', off));
+          failed.push({ strategy: s.name, reason });
+          progress(`  ${scenario.name}: ${s.name} FAILED: ${reason}`);
+        }
+      }
       const hole = blackholes.get(key);
       if (hole !== undefined) {
         const unreadyAt = hole.unready.unreadyAtMs();
