@@ -1,8 +1,10 @@
 // canary-shift measures what it promises: the share of each strategy's RPCs the canary's pods
-// served, per weight phase, set against the route's weights (src/lab/canary.ts). On the embedded
-// cluster: xds from deploy/canary (`lab --manifests`: hello-v2 is the canary) follows 99/1, 50/50,
-// 0/100; without --manifests xds follows them too, while a strategy that dials the stable Service
-// and ignores the route fails its run with GK_ERR_LAB_CANARY_WEIGHTS, its record kept.
+// served, per weight phase, set against the route's weights (src/lab/canary.ts). xds from
+// deploy/canary (`lab --manifests`: hello-v2 is the canary) follows 99/1, 50/50, 0/100 on the
+// embedded cluster and on the real one (root and the built control plane; skipped otherwise unless
+// GRPC_KUBE_REAL=1); on the embedded cluster without --manifests xds follows them too, while a
+// strategy that dials the stable Service and ignores the route fails its run with
+// GK_ERR_LAB_CANARY_WEIGHTS, its record kept.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -12,6 +14,7 @@ import { runScenario } from '@grpc-kube/lab/internal/lab/runner.js';
 import { builtinScenarios, type Scenario } from '@grpc-kube/lab/internal/lab/scenario.js';
 import { strategyByName } from '@grpc-kube/lab/internal/lab/strategies/index.js';
 import type { LabStrategy } from '@grpc-kube/lab/internal/lab/strategy.js';
+import { realLabSkip } from '../helpers/real.js';
 
 const canaryShift = builtinScenarios().find((s) => s.name === 'canary-shift') as Scenario;
 
@@ -28,14 +31,14 @@ const ignoresRoute: LabStrategy = {
   }),
 };
 
-async function run(strategies: LabStrategy[], manifests: boolean) {
+async function run(strategies: LabStrategy[], manifests: boolean, cluster: 'embedded' | 'real' = 'embedded') {
   const lines: string[] = [];
   const r = await runScenario({
     scenario: canaryShift,
     strategies,
     timeScale: 1,
     random: seededRandom(1),
-    config: labConfig({ strategyCount: strategies.length, manifests }),
+    config: labConfig({ strategyCount: strategies.length, manifests, cluster }),
     onProgress: (l) => lines.push(l),
   });
   return { r, log: lines.join('\n') };
@@ -58,16 +61,18 @@ function assertFollows(r: Awaited<ReturnType<typeof run>>['r'], strategy: string
   assert.ok(!r.failed.some((f) => f.strategy === strategy), JSON.stringify(r.failed));
 }
 
-test(
-  'lab --manifests canary-shift (embedded): xds from deploy/canary follows the weights to hello-v2',
-  { timeout: 300_000 },
-  async () => {
-    const { r, log } = await run([strategyByName('xds') as LabStrategy], true);
-    assert.equal(r.runs[0]?.record.overlay, 'deploy/canary', log);
-    assertFollows(r, 'xds', log);
-    assert.match(log, /xds: hello-v2 served [\d.]+ % at weight 1 /);
-  },
-);
+for (const cluster of ['embedded', 'real'] as const) {
+  test(
+    `lab --manifests canary-shift (${cluster}): xds from deploy/canary follows the weights to hello-v2`,
+    { timeout: 300_000, skip: cluster === 'real' ? realLabSkip() : false },
+    async () => {
+      const { r, log } = await run([strategyByName('xds') as LabStrategy], true, cluster);
+      assert.equal(r.runs[0]?.record.overlay, 'deploy/canary', log);
+      assertFollows(r, 'xds', log);
+      assert.match(log, /xds: hello-v2 served [\d.]+ % at weight 1 /);
+    },
+  );
+}
 
 test(
   'canary-shift (embedded): a strategy that ignores the route fails with GK_ERR_LAB_CANARY_WEIGHTS, its record kept',
