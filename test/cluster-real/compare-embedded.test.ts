@@ -1,5 +1,5 @@
 // The embedded cluster (our controllers and kubelet) against the real one (kube-controller-manager's
-// deployment, replicaset and endpointslice controllers with the RealKubelet): the same scenario —
+// deployment, replicaset and endpointslice controllers with the lab kubelet): the same scenario —
 // 3 replicas, scale-up to 5, then a rolling update with maxSurge 3 / maxUnavailable 2 — and, per pod,
 // the sequence of endpoint states seen through OUR KubernetesEndpointSource (unready / ready /
 // draining / gone, consecutive repeats dropped). Pod names differ between the two, so pods are grouped
@@ -139,7 +139,7 @@ describe('the same scenario on the embedded and on the real cluster', { skip }, 
     console.log(`# embedded: ${JSON.stringify(results.embedded)}`);
   });
 
-  it('real: the same, through kube-controller-manager and the RealKubelet', async () => {
+  it('real: the same, through kube-controller-manager and the lab kubelet', async () => {
     const cluster = await startRealLabCluster({
       podScript: POD_MAIN_SCRIPT,
       probePeriodMs: PROBE_MS,

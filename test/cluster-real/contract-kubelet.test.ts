@@ -11,12 +11,14 @@ import {
   startRealControlPlane,
   type RealControlPlane,
 } from '@grpc-kube/lab/internal/cluster/real/control-plane.js';
-import { LabApi } from '@grpc-kube/lab/internal/cluster/real/kube-http.js';
-import { RealKubelet } from '@grpc-kube/lab/internal/cluster/real/kubelet.js';
+import { KINDS, httpKube, type Kube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
+import { Kubelet } from '@grpc-kube/lab/internal/cluster/kubelet.js';
+import { realNodeOptions } from '@grpc-kube/lab/internal/cluster/real/kubelet.js';
 import { NetnsScriptRuntime } from '@grpc-kube/lab/internal/cluster/real/kubelet-runtime.js';
 import { createLabNetwork, type LabNetwork } from '@grpc-kube/lab/internal/cluster/real/netns.js';
 import type { Node, Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
 import type { Endpoint } from 'grpc-kube/internal/discovery/endpoint.js';
+import type { KubeObject } from 'grpc-kube/internal/kube/types.js';
 import { KubernetesEndpointSource } from 'grpc-kube/internal/discovery/kube-source.js';
 import { KubeClient } from 'grpc-kube/internal/kube/client.js';
 import { GreeterClient } from '@grpc-kube/lab/internal/lab/hello.js';
@@ -28,13 +30,12 @@ const skip = realLabSkip();
 
 const NS = 'lab';
 const CIDR = '10.246.0.0/16';
-const core = { group: '', version: 'v1', resource: 'x' } as const;
 
-describe('RealKubelet on the real control plane', { skip }, () => {
+describe('the lab kubelet on the real control plane', { skip }, () => {
   let cp: RealControlPlane;
   let net: LabNetwork;
-  let kubelet: RealKubelet;
-  let api: LabApi;
+  let kubelet: Kubelet;
+  let kube: Kube;
   let source: KubernetesEndpointSource;
   let client: KubeClient;
   const errors: string[] = [];
@@ -51,10 +52,10 @@ describe('RealKubelet on the real control plane', { skip }, () => {
     cp = await startRealControlPlane();
     // A CIDR of its own: another lab (or test file) on this machine may hold the default 10.244.0.0/16.
     net = await createLabNetwork({ cidr: CIDR });
-    api = new LabApi(cp.adminKubeConfig);
-    kubelet = new RealKubelet({
-      kubeConfig: cp.adminKubeConfig,
-      network: net,
+    kube = httpKube(cp.adminKubeConfig);
+    const kubeletKube = httpKube(cp.adminKubeConfig);
+    kubelet = new Kubelet(kubeletKube, {
+      ...realNodeOptions(kubeletKube, net),
       runtime: new NetnsScriptRuntime({ network: net, script: POD_MAIN_SCRIPT }),
       nodes: [
         { name: 'lab-node-1', zone: 'zone-a' },
@@ -73,52 +74,35 @@ describe('RealKubelet on the real control plane', { skip }, () => {
     await source?.stop();
     client?.close();
     await kubelet?.stop();
-    api?.close();
+    kube?.close();
     await net?.teardown();
     await cp?.stop();
   });
 
   it('registers Nodes with zone labels, a Ready condition and Leases it keeps renewing', async () => {
-    const node = await api.request<Node>('GET', '/api/v1/nodes/lab-node-2', undefined, core);
+    const node = await kube.get<Node>(KINDS.nodes, undefined, 'lab-node-2');
+    assert.ok(node);
     assert.equal(node.metadata.labels?.['topology.kubernetes.io/zone'], 'zone-b');
     assert.equal(node.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
     assert.deepEqual(node.status?.addresses?.[0], { type: 'InternalIP', address: net.gateway });
-    const leasePath = '/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/lab-node-1';
-    const l1 = await api.request<{ spec: { renewTime: string; holderIdentity: string } }>(
-      'GET',
-      leasePath,
-      undefined,
-      core,
-    );
-    assert.equal(l1.spec.holderIdentity, 'lab-node-1');
+    type Lease = KubeObject & { spec: { renewTime: string; holderIdentity: string } };
+    const lease = (): Promise<Lease | undefined> =>
+      kube.get<Lease>(KINDS.leases, 'kube-node-lease', 'lab-node-1');
+    const l1 = await lease();
+    assert.equal(l1?.spec.holderIdentity, 'lab-node-1');
     await eventually(
       'a renewed lease',
-      async () => {
-        const l2 = await api.request<{ spec: { renewTime: string } }>('GET', leasePath, undefined, core);
-        return l2.spec.renewTime > l1.spec.renewTime;
-      },
+      async () => ((await lease())?.spec.renewTime ?? '') > (l1?.spec.renewTime ?? ''),
       5_000,
     );
   });
 
   it('runs a real Deployment: pods bound, started in their namespaces, Ready from the gRPC probe, published by the real controller', async () => {
-    await api.request(
-      'POST',
-      '/api/v1/namespaces',
-      { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
-      core,
-    );
+    await kube.create(KINDS.namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
     // Pods are refused until the namespace's default ServiceAccount exists.
     await eventually(
       'default ServiceAccount',
-      async () => {
-        try {
-          await api.request('GET', `/api/v1/namespaces/${NS}/serviceaccounts/default`, undefined, core);
-          return true;
-        } catch {
-          return false;
-        }
-      },
+      async () => (await kube.get(KINDS.serviceaccounts, NS, 'default')) !== undefined,
       30_000,
     );
     const app = {
@@ -129,8 +113,8 @@ describe('RealKubelet on the real control plane', { skip }, () => {
       probe: { periodMs: 200 },
       env: { HELLO_SHUTDOWN: 'graceful', HELLO_DRAIN_DELAY_MS: '600', HELLO_GRACE_MS: '2000' },
     };
-    await api.request('POST', `/api/v1/namespaces/${NS}/services`, headlessServiceManifest(app), core);
-    await api.request('POST', `/apis/apps/v1/namespaces/${NS}/deployments`, deploymentManifest(app), core);
+    await kube.create(KINDS.services, headlessServiceManifest(app));
+    await kube.create(KINDS.deployments, deploymentManifest(app));
     source.subscribe(
       { kind: 'number', port: 50051 },
       {
@@ -159,7 +143,7 @@ describe('RealKubelet on the real control plane', { skip }, () => {
       new Set(['zone-a', 'zone-b']),
       'spread over both nodes',
     );
-    const pods = await api.request<{ items: Pod[] }>('GET', `/api/v1/namespaces/${NS}/pods`, undefined, core);
+    const pods = await kube.list<Pod>(KINDS.pods, { namespace: NS });
     for (const p of pods.items) {
       assert.equal(p.status?.phase, 'Running');
       assert.deepEqual(p.status?.podIPs, [{ ip: p.status?.podIP }]);
@@ -182,7 +166,7 @@ describe('RealKubelet on the real control plane', { skip }, () => {
     assert.ok(victim?.pod);
     const proc = kubelet.podProcess(NS, victim.pod);
     assert.ok(proc);
-    await api.request('DELETE', `/api/v1/namespaces/${NS}/pods/${victim.pod}`, undefined, core);
+    await kube.delete(KINDS.pods, NS, victim.pod);
     await eventually('victim gone', () => history.get(victim.address)?.at(-1) === 'gone', 20_000);
     const h = history.get(victim.address) ?? [];
     console.log(`# deleted pod: ${h.join(' → ')}`);
@@ -192,14 +176,7 @@ describe('RealKubelet on the real control plane', { skip }, () => {
     assert.equal(exit.code, 0, 'graceful pod exits 0 on SIGTERM within the grace');
     await eventually(
       'pod object deleted',
-      async () => {
-        try {
-          await api.request('GET', `/api/v1/namespaces/${NS}/pods/${victim.pod}`, undefined, core);
-          return false;
-        } catch {
-          return true;
-        }
-      },
+      async () => (await kube.get(KINDS.pods, NS, victim.pod ?? '')) === undefined,
       30_000,
     );
     await eventually('namespace removed', () => !net.pods().some((p) => p.ip === victim.address), 10_000);
@@ -242,13 +219,8 @@ describe('RealKubelet on the real control plane', { skip }, () => {
     await eventually(
       'restartCount written',
       async () => {
-        const p = await api.request<Pod>(
-          'GET',
-          `/api/v1/namespaces/${NS}/pods/${victim.pod}`,
-          undefined,
-          core,
-        );
-        const cs = p.status?.containerStatuses?.[0];
+        const p = await kube.get<Pod>(KINDS.pods, NS, victim.pod ?? '');
+        const cs = p?.status?.containerStatuses?.[0];
         return (cs?.restartCount ?? 0) >= 1 && cs?.ready === true;
       },
       30_000,

@@ -1,7 +1,7 @@
 // The real-cluster pieces that need neither root nor the Go binaries, on real HTTP: httpKube's typed
 // errors and bounded retry of transient failures, its watch's catch-up after an outage with
 // compaction (410 → re-list → MODIFIED / DELETED / ADDED for what changed meanwhile), and the
-// RealKubelet's option checks. They run in every `npm test`.
+// kubelet's option checks with the real node's options. They run in every `npm test`.
 
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
@@ -11,8 +11,9 @@ import { setTimeout as delay } from 'node:timers/promises';
 
 import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import type { Pod } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
-import { KINDS, httpKube, statusOf } from '@grpc-kube/lab/internal/cluster/kube-api.js';
-import { RealKubelet } from '@grpc-kube/lab/internal/cluster/real/kubelet.js';
+import { KINDS, httpKube, statusOf, type Kube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
+import { Kubelet } from '@grpc-kube/lab/internal/cluster/kubelet.js';
+import { realNodeOptions } from '@grpc-kube/lab/internal/cluster/real/kubelet.js';
 import type { LabNetwork } from '@grpc-kube/lab/internal/cluster/real/netns.js';
 import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
@@ -157,25 +158,30 @@ describe('httpKube watch', () => {
   });
 });
 
-describe('RealKubelet options', () => {
+describe('the lab kubelet with the real node options', () => {
   const net = { cidr: '10.250.0.0/16', gateway: '10.250.255.254' } as unknown as LabNetwork;
   for (const [what, opts] of [
-    ['kubeConfig not a string', { kubeConfig: 42 }],
+    ['kube not a Kube', { kube: { watch: () => () => {} } }],
     ['no nodes', { nodes: [] }],
     ['probePeriodMs below 10', { probePeriodMs: 1 }],
-    ['heartbeatMs below 100', { heartbeatMs: 5 }],
+    ['heartbeatMs below 10', { heartbeatMs: 5 }],
   ] as const) {
     it(`rejects ${what} with GK_ERR_INVALID_OPTION`, () => {
-      assert.throws(
-        () =>
-          new RealKubelet({
-            kubeConfig: kubeConfigFor('http://127.0.0.1:1'),
-            network: net,
-            runtime: { start: () => Promise.reject(new Error('unused')) },
-            ...(opts as object),
-          } as ConstructorParameters<typeof RealKubelet>[0]),
-        (err: unknown) => err instanceof GrpcKubeError && err.code === 'GK_ERR_INVALID_OPTION',
-      );
+      const kube = httpKube(kubeConfigFor('http://127.0.0.1:1'));
+      try {
+        const { kube: given, ...rest } = { kube, ...(opts as object) } as { kube: Kube };
+        assert.throws(
+          () =>
+            new Kubelet(given, {
+              ...realNodeOptions(kube, net),
+              runtime: { start: () => Promise.reject(new Error('unused')) },
+              ...rest,
+            }),
+          (err: unknown) => err instanceof GrpcKubeError && err.code === 'GK_ERR_INVALID_OPTION',
+        );
+      } finally {
+        kube.close();
+      }
     });
   }
 });

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RESOURCES, type ObjectStore } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '@grpc-kube/lab/internal/cluster/kubelet.js';
+import { storeKube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
 import { ImageRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
 import {
   isPodReady,
@@ -44,17 +45,17 @@ function pod(name: string, container: Partial<Container>, spec: Partial<Pod['spe
 }
 
 let block = 40;
-function setup(t: { after: (fn: () => Promise<void> | void) => void }): {
+async function setup(t: { after: (fn: () => Promise<void> | void) => void }): Promise<{
   store: ObjectStore;
   kubelet: Kubelet;
   dir: string;
   errors: unknown[];
-} {
+}> {
   const store = newStore();
   const dir = mkdtempSync(join(tmpdir(), 'kubelet-spec-'));
   const runtime = new ImageRuntime({ images: { [IMAGE]: { cwd: FIXTURE_DIR, env: { FROM_IMAGE: 'yes' } } } });
   const errors: unknown[] = [];
-  const kubelet = new Kubelet(store, {
+  const kubelet = new Kubelet(storeKube(store), {
     runtime,
     nodes: [{ name: 'node-a', zone: 'zone-a' }],
     ipAllocator: new IpPool({ first: `127.0.${block++}.1` }),
@@ -63,7 +64,7 @@ function setup(t: { after: (fn: () => Promise<void> | void) => void }): {
     restartBackoffMs: 50,
     restartBackoffMaxMs: 400,
   });
-  kubelet.start();
+  await kubelet.start();
   t.after(async () => {
     await kubelet.stop();
     assert.equal(runtime.running, 0, 'every pod process is gone after stop()');
@@ -116,7 +117,7 @@ function startLine(
 }
 
 test('image → local command in the image directory; env with fieldRef and $(VAR) expansion; args expanded', async (t) => {
-  const { store, kubelet } = setup(t);
+  const { store, kubelet } = await setup(t);
   const created = store.create<Pod>(
     RESOURCES.pods,
     pod(
@@ -169,7 +170,7 @@ test('image → local command in the image directory; env with fieldRef and $(VA
 });
 
 test('an image with no entry: Waiting ErrImagePull, then ImagePullBackOff, with a message naming the map', async (t) => {
-  const { store, errors } = setup(t);
+  const { store, errors } = await setup(t);
   store.create<Pod>(RESOURCES.pods, pod('noimage', { image: 'example.com/nowhere:1' }));
   const first = await waitFor(store, 'noimage', (p) => status(p)?.state?.waiting);
   assert.equal(first.reason, 'ErrImagePull');
@@ -187,7 +188,7 @@ test('an image with no entry: Waiting ErrImagePull, then ImagePullBackOff, with 
 });
 
 test('an env source the lab does not run: Waiting CreateContainerConfigError, typed', async (t) => {
-  const { store } = setup(t);
+  const { store } = await setup(t);
   store.create<Pod>(
     RESOURCES.pods,
     pod('cm', { env: [{ name: 'X', valueFrom: { configMapKeyRef: { name: 'c', key: 'k' } } }] }),
@@ -198,7 +199,7 @@ test('an env source the lab does not run: Waiting CreateContainerConfigError, ty
 });
 
 test('a native sidecar starts first (its startup probe gates the main container), shares the pod IP, stops last', async (t) => {
-  const { store, kubelet, dir } = setup(t);
+  const { store, kubelet, dir } = await setup(t);
   const events = join(dir, 'events');
   const ready = join(dir, 'ready');
   const p = pod('sidecar', {
@@ -252,7 +253,7 @@ test('a native sidecar starts first (its startup probe gates the main container)
 });
 
 test('a run-to-completion init container waits in CreateContainerConfigError, saying so', async (t) => {
-  const { store } = setup(t);
+  const { store } = await setup(t);
   const p = pod('init', {});
   p.spec.initContainers = [{ name: 'migrate', image: IMAGE, command: ['node', 'spec-pod.js'] }];
   store.create<Pod>(RESOURCES.pods, p);
@@ -262,7 +263,7 @@ test('a run-to-completion init container waits in CreateContainerConfigError, sa
 });
 
 test('terminationGracePeriodSeconds counts the preStop hook: SIGKILL when it is over', async (t) => {
-  const { store, kubelet } = setup(t);
+  const { store, kubelet } = await setup(t);
   store.create<Pod>(
     RESOURCES.pods,
     pod(
@@ -279,7 +280,7 @@ test('terminationGracePeriodSeconds counts the preStop hook: SIGKILL when it is 
 });
 
 test('CrashLoopBackOff: waiting reason, lastState.terminated with the exit code, restartCount, the log', async (t) => {
-  const { store, kubelet } = setup(t);
+  const { store, kubelet } = await setup(t);
   store.create<Pod>(RESOURCES.pods, pod('crash', { env: [{ name: 'EXIT_CODE', value: '7' }] }));
   const cs = await waitFor(store, 'crash', (p) => {
     const c = status(p);
@@ -298,7 +299,7 @@ test('CrashLoopBackOff: waiting reason, lastState.terminated with the exit code,
 });
 
 test('readiness by exec, httpGet (named port) and tcpSocket gates Ready; a file toggles it', async (t) => {
-  const { store, dir } = setup(t);
+  const { store, dir } = await setup(t);
   const ready = join(dir, 'ready');
   const env = [
     { name: 'READY_FILE', value: ready },
@@ -339,7 +340,7 @@ test('readiness by exec, httpGet (named port) and tcpSocket gates Ready; a file 
 });
 
 test('a failing liveness probe restarts the container; a failing startup probe too, and gates readiness', async (t) => {
-  const { store, kubelet, dir } = setup(t);
+  const { store, kubelet, dir } = await setup(t);
   const alive = join(dir, 'alive');
   writeFileSync(alive, '');
   store.create<Pod>(
@@ -386,7 +387,7 @@ test('a failing liveness probe restarts the container; a failing startup probe t
 });
 
 test('preStop runs before SIGTERM (httpGet, exec in the container env) and sleep delays it', async (t) => {
-  const { store, kubelet, dir } = setup(t);
+  const { store, kubelet, dir } = await setup(t);
   const events = join(dir, 'events');
   store.create<Pod>(
     RESOURCES.pods,

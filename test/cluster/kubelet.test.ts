@@ -1,6 +1,7 @@
 // The lab kubelet with real pod processes (test/cluster/fixtures/health-pod.ts) and real grpc.health.v1
 // probes on 127.0.x.y addresses: binding, IPs, status conditions, readiness, graceful and forced
-// termination, restarts and shutdown.
+// termination, restarts and shutdown; and the same kubelet over HTTP to the embedded API server
+// (binding retried, status writes held through an outage, stop() ending their retries).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +9,8 @@ import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { RESOURCES, type ObjectStore } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '@grpc-kube/lab/internal/cluster/kubelet.js';
+import { httpKube, storeKube, type Kube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
+import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import { NodeScriptRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
 import {
   isPodReady,
@@ -17,6 +20,7 @@ import {
 } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
 import type { WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
+import { eventually } from '../helpers/wait.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/health-pod.js', import.meta.url));
 // Not 50051: a wildcard listener elsewhere on the machine on the same port would block 127.0.x.y binds.
@@ -54,12 +58,12 @@ function pod(name: string, env: Record<string, string> = {}, extra: Partial<Pod[
 
 // Each test gets its own address block so a process from an earlier test can never answer.
 let block = 10;
-function setup(t: { after: (fn: () => Promise<void> | void) => void }): {
+async function setup(t: { after: (fn: () => Promise<void> | void) => void }): Promise<{
   store: ObjectStore;
   kubelet: Kubelet;
   runtime: NodeScriptRuntime;
   output: string[];
-} {
+}> {
   const store = newStore();
   const output: string[] = [];
   const runtime = new NodeScriptRuntime({
@@ -67,7 +71,7 @@ function setup(t: { after: (fn: () => Promise<void> | void) => void }): {
     onOutput: (p, s, line) => void output.push(`${p} ${s} ${line}`),
   });
   const errors: unknown[] = [];
-  const kubelet = new Kubelet(store, {
+  const kubelet = new Kubelet(storeKube(store), {
     runtime,
     nodes: [
       { name: 'node-a', zone: 'zone-a' },
@@ -77,7 +81,7 @@ function setup(t: { after: (fn: () => Promise<void> | void) => void }): {
     onError: (_p, e) => void errors.push(e),
     stopGraceMs: 500,
   });
-  kubelet.start();
+  await kubelet.start();
   t.after(async () => {
     await kubelet.stop();
     assert.equal(runtime.running, 0, 'every pod process is gone after stop()');
@@ -131,7 +135,7 @@ function healthCheck(addr: string): Promise<string> {
 }
 
 test('nodes registered with zones; a pod is bound, gets its own IP and turns Ready from a real probe', async (t) => {
-  const { store } = setup(t);
+  const { store } = await setup(t);
   const nodes = store.list<Node>(RESOURCES.nodes).items;
   assert.deepEqual(
     nodes.map((n) => [n.metadata.name, n.metadata.labels?.['topology.kubernetes.io/zone']]).sort(),
@@ -172,7 +176,7 @@ test('nodes registered with zones; a pod is bound, gets its own IP and turns Rea
 });
 
 test('deletion: SIGTERM, probes keep going, SIGKILL after deletionGracePeriodSeconds, Ready=False, then the pod is deleted', async (t) => {
-  const { store, output } = setup(t);
+  const { store, output } = await setup(t);
   store.create(RESOURCES.pods, pod('stubborn', { IGNORE_SIGTERM: '1' }));
   const ready = await waitFor(store, 'stubborn', (p) => (p && isPodReady(p) ? p : undefined));
   const events: Array<{ at: number; type: string; ready: boolean; deleting: boolean; phase: string }> = [];
@@ -224,7 +228,7 @@ test('deletion: SIGTERM, probes keep going, SIGKILL after deletionGracePeriodSec
 });
 
 test('deletion of a pod that drains: it turns not ready while draining and goes before the grace period', async (t) => {
-  const { store } = setup(t);
+  const { store } = await setup(t);
   store.create(RESOURCES.pods, pod('drainer', { DRAIN_MS: '400' }, { terminationGracePeriodSeconds: 10 }));
   await waitFor(store, 'drainer', (p) => (p && isPodReady(p) ? p : undefined));
   const t0 = Date.now();
@@ -242,7 +246,7 @@ test('deletion of a pod that drains: it turns not ready while draining and goes 
 });
 
 test('a crashing process is restarted (restartPolicy Always), one that is not stays Failed', async (t) => {
-  const { store } = setup(t);
+  const { store } = await setup(t);
   store.create(RESOURCES.pods, pod('crashy', { EXIT_AFTER_MS: '400' }));
   store.create(RESOURCES.pods, pod('once', { EXIT_AFTER_MS: '400' }, { restartPolicy: 'Never' }));
   const restarted = await waitFor(store, 'crashy', (p) =>
@@ -265,7 +269,7 @@ test('IpPool: skips .0 and .255, reuses released addresses only when fresh ones 
 });
 
 test('a pod removed at once (gracePeriodSeconds 0) loses its process at once; a shortened grace brings SIGKILL sooner', async (t) => {
-  const { store, kubelet } = setup(t);
+  const { store, kubelet } = await setup(t);
   store.create(RESOURCES.pods, pod('quick'));
   store.create(RESOURCES.pods, pod('slow', { IGNORE_SIGTERM: '1' }, { terminationGracePeriodSeconds: 30 }));
   await waitFor(store, 'quick', (p) => (p && isPodReady(p) ? p : undefined));
@@ -288,7 +292,7 @@ test('a pod removed at once (gracePeriodSeconds 0) loses its process at once; a 
 });
 
 test('stop() right after a pod was removed at once still waits for the process of that pod to end', async (t) => {
-  const { store, kubelet, runtime } = setup(t);
+  const { store, kubelet, runtime } = await setup(t);
   store.create(RESOURCES.pods, pod('gone'));
   await waitFor(store, 'gone', (p) => (p && isPodReady(p) ? p : undefined));
   store.delete(RESOURCES.pods, NS, 'gone', { gracePeriodSeconds: 0 });
@@ -297,11 +301,11 @@ test('stop() right after a pod was removed at once still waits for the process o
   assert.equal(runtime.running, 0, 'no pod process outlives stop()');
 });
 
-test('node heartbeats: lastHeartbeatTime renewed every nodeHeartbeatMs; options are checked', async (t) => {
+test('node heartbeats: lastHeartbeatTime renewed every heartbeatMs; options are checked', async (t) => {
   const store = newStore();
   const runtime = new NodeScriptRuntime({ script: FIXTURE });
-  const kubelet = new Kubelet(store, { runtime, nodes: [{ name: 'hb' }], nodeHeartbeatMs: 30 });
-  kubelet.start();
+  const kubelet = new Kubelet(storeKube(store), { runtime, nodes: [{ name: 'hb' }], heartbeatMs: 30 });
+  await kubelet.start();
   t.after(() => kubelet.stop());
   const first =
     store.get<Node>(RESOURCES.nodes, undefined, 'hb')?.status?.conditions?.[0]?.lastHeartbeatTime ?? '';
@@ -322,6 +326,71 @@ test('node heartbeats: lastHeartbeatTime renewed every nodeHeartbeatMs; options 
     store.get<Node>(RESOURCES.nodes, undefined, 'hb')?.metadata.labels?.['topology.kubernetes.io/zone'],
     undefined,
   );
-  assert.throws(() => new Kubelet(store, { runtime, nodes: [] }), { code: 'GK_ERR_INVALID_OPTION' });
-  assert.throws(() => new Kubelet(store, { runtime, probePeriodMs: 1 }), { code: 'GK_ERR_INVALID_OPTION' });
+  const kube = storeKube(store);
+  assert.throws(() => new Kubelet(kube, { runtime, nodes: [] }), { code: 'GK_ERR_INVALID_OPTION' });
+  assert.throws(() => new Kubelet(kube, { runtime, probePeriodMs: 1 }), { code: 'GK_ERR_INVALID_OPTION' });
+  assert.throws(() => new Kubelet(kube, { runtime, heartbeatMs: 5 }), { code: 'GK_ERR_INVALID_OPTION' });
+  assert.throws(() => new Kubelet(kube, { runtime, leaseDurationSeconds: 0 }), {
+    code: 'GK_ERR_INVALID_OPTION',
+  });
+  assert.throws(() => new Kubelet(store as unknown as Kube, { runtime }), { code: 'GK_ERR_INVALID_OPTION' });
 });
+
+test(
+  'over HTTP (the embedded API server): a failed binding is retried; an outage delays status writes until the API is back; stop() ends their retries',
+  {
+    timeout: 60_000,
+  },
+  async (t) => {
+    const store = newStore();
+    const server = new EmbeddedApiServer({ store });
+    await server.start();
+    t.after(() => server.close());
+    const runtime = new NodeScriptRuntime({ script: FIXTURE });
+    const errors: string[] = [];
+    const kubelet = new Kubelet(httpKube(server.kubeConfigYaml()), {
+      runtime,
+      nodes: [{ name: 'node-h' }],
+      ipAllocator: new IpPool({ first: `127.0.${block++}.1` }),
+      onError: (what, e) => void errors.push(`${what}: ${String(e)}`),
+      stopGraceMs: 500,
+    });
+    t.after(() => kubelet.stop());
+    await kubelet.start();
+    // Two 503s for the binding: the kubelet retries it (no later event would bring the pod back).
+    server.failNextRequests(2, { pathPrefix: `/api/v1/namespaces/${NS}/pods/web/binding` });
+    store.create(RESOURCES.pods, pod('web'));
+    const ready = await waitFor(store, 'web', (p) => (p && isPodReady(p) ? p : undefined), 10_000);
+    assert.equal(ready.spec.nodeName, 'node-h');
+    assert.equal(kubelet.stats.binds, 1);
+    assert.deepEqual(errors, []);
+
+    // An outage: the crashed container restarts without the API; its status waits for the API.
+    await server.stop();
+    const proc = kubelet.podProcess(NS, 'web');
+    assert.ok(proc);
+    proc.kill('SIGKILL');
+    await proc.exited;
+    await eventually('restarted', () => (kubelet.podProcess(NS, 'web') ?? proc) !== proc, 10_000);
+    assert.equal(store.get<Pod>(RESOURCES.pods, NS, 'web')?.status?.containerStatuses?.[0]?.restartCount, 0);
+    await server.start();
+    const restarted = await waitFor(
+      store,
+      'web',
+      (p) =>
+        (p?.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1 && p && isPodReady(p) ? p : undefined,
+      20_000,
+    );
+    assert.equal(restarted.status?.podIP, ready.status?.podIP);
+
+    // Down again with a status write pending: stop() ends its retries (they would go on for 2 minutes).
+    await server.stop();
+    const second = kubelet.podProcess(NS, 'web');
+    second?.kill('SIGKILL');
+    await second?.exited;
+    const t0 = Date.now();
+    await kubelet.stop();
+    assert.equal(runtime.running, 0);
+    console.log(`# stop() during an outage with a status write retrying: ${Date.now() - t0} ms`);
+  },
+);

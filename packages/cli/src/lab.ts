@@ -3,12 +3,13 @@
 // --report a self-contained HTML page with per-pod traffic over time. --tls runs every scenario with
 // mutual TLS end to end (a CA made for the run), then again in plaintext, and prints what TLS cost.
 //
-// grpc-js reads GRPC_NODE_USE_ALTERNATIVE_RESOLVER once, when it loads: the lab's headless
-// strategies need it (their dns: targets name the lab's DNS server), so main.ts sets it before any
-// module that loads grpc-js, and this module loads the lab itself with dynamic imports.
+// grpc-js reads GRPC_NODE_USE_ALTERNATIVE_RESOLVER once, when it loads: every strategy whose clients
+// dial dns: needs it (the headless ones; with --manifests each overlay whose client dials dns:), as
+// their targets name the lab's DNS server, so main.ts sets it before any module that loads grpc-js,
+// and this module loads the lab itself with dynamic imports.
 
 import { writeFileSync } from 'node:fs';
-import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
+import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { LAB_FLAGS, parseCommandLine } from './options.js';
 import { startMetrics, writeMetricsFile } from './metrics.js';
 import { textTable } from '@grpc-kube/lab/internal/lab/text-table.js';
@@ -47,12 +48,13 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   const { builtinScenarios, scaleScenario, SCENARIO_NAMES } =
     await import('@grpc-kube/lab/internal/lab/scenario.js');
   const { STRATEGIES, OPTIONAL_STRATEGIES } = await import('@grpc-kube/lab/internal/lab/strategies/index.js');
-  const { runScenario, failureReason } = await import('@grpc-kube/lab/internal/lab/runner.js');
+  const { runScenario, failureReason, dnsDialingStrategies } =
+    await import('@grpc-kube/lab/internal/lab/runner.js');
   const { renderReport } = await import('@grpc-kube/lab/internal/lab/report.js');
   const { SATURATION_ADVICE } = await import('@grpc-kube/lab/internal/lab/harness.js');
   const { seededRandom } = await import('grpc-kube/internal/balancer/index.js');
   const { tlsCostTable } = await import('@grpc-kube/lab/internal/lab/tls-cost.js');
-  const { grpcUsesAlternativeResolver } = await import('@grpc-kube/lab/internal/lab/dns-server.js');
+  const { alternativeResolverError } = await import('@grpc-kube/lab/internal/lab/dns-server.js');
 
   const pick = <T extends { name: string }>(
     all: readonly T[],
@@ -91,15 +93,12 @@ export async function labCommand(args: string[], io: LabCommandIo = {}): Promise
   const timeScale = quick ? 0.3 : 1;
   const seed = values.seed === undefined ? LAB_DEFAULTS.seed : Number(values.seed);
   if (!Number.isInteger(seed)) throw new InvalidOptionError('--seed', 'must be an integer');
-  if (
-    !grpcUsesAlternativeResolver() &&
-    strategies.some((s) => s.name.startsWith('headless') || s.name === 'max-connection-age')
-  ) {
-    throw new GrpcKubeError(
-      'GK_ERR_LAB',
-      'grpc-js was loaded without GRPC_NODE_USE_ALTERNATIVE_RESOLVER=true, so its dns: resolver cannot reach the lab DNS server; run the lab through `grpc-kube lab`',
-    );
-  }
+  // Before anything runs: a strategy dialling dns: (an overlay's TARGET with --manifests) needs
+  // grpc-js's c-ares resolver, which only the environment grpc-js loaded with can give.
+  const resolverError = alternativeResolverError(
+    dnsDialingStrategies(strategies, { manifests: values.manifests ?? false }),
+  );
+  if (resolverError !== undefined) throw resolverError;
   // Assertions are checked before anything runs: a typo must not cost a whole lab run.
   const { parseAssertion, checkAssertions } = await import('@grpc-kube/lab/internal/lab/assert.js');
   const assertions = (values.assert ?? []).map((a) =>

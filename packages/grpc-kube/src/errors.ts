@@ -31,6 +31,10 @@ export const ERROR_CODES = {
   GK_ERR_LAB: 'The lab could not start or run a part of its cluster.',
   GK_ERR_LAB_MANIFESTS:
     'lab --manifests: an overlay of deploy/ cannot run (none for the strategy, a container crash-looping or denied by the API).',
+  GK_ERR_LAB_CANARY_WEIGHTS:
+    "canary-shift: the share of a strategy's RPCs the canary's pods served did not follow the route's weights.",
+  GK_ERR_LAB_DNS_RESOLVER:
+    "A lab strategy dials a dns: target through the lab's DNS server, but grpc-js was loaded without GRPC_NODE_USE_ALTERNATIVE_RESOLVER=true.",
   GK_ERR_LAB_IMAGE:
     "A lab pod's container image has no entry in the lab kubelet's image map; the container waits in ImagePullBackOff.",
   GK_ERR_LAB_POD_SPEC:

@@ -1,10 +1,10 @@
 // The embedded lab cluster: MemoryStore + EmbeddedApiServer (real HTTP, what clients and resolvers
 // talk to) + the Deployment, ReplicaSet and EndpointSlice controllers + the lab kubelet running pods
-// through a given PodRuntime. Controllers and kubelet use the store directly, as kube-controller-manager
-// and the kubelet would through a never-failing API; an API outage (apiServer.stop()) therefore cuts
-// off only the clients, which is what the lab's outage scenario measures.
-// What the lab and the tests do to workloads (apply, scale, waits) is workloads.ts over `kube`, the
-// store behind the Kube contract, as on the real cluster over HTTP.
+// through a given PodRuntime. Controllers use the store directly and the kubelet the store's Kube
+// (storeKube), as kube-controller-manager and the kubelet would a never-failing API; an API outage
+// (apiServer.stop()) therefore cuts off only the clients, which is what the lab's outage scenario
+// measures. What the lab and the tests do to workloads (apply, scale, waits) is workloads.ts over
+// that Kube, as on the real cluster over HTTP.
 
 import { MemoryStore } from './store.js';
 import { EmbeddedApiServer, type AccessRule, type EmbeddedApiServerOptions } from './apiserver.js';
@@ -14,7 +14,6 @@ import { ReplicaSetController } from './controllers/replicaset.js';
 import { EndpointSliceController } from './controllers/endpointslice.js';
 import { IpPool, Kubelet, type IpAllocator, type KubeletNode } from './kubelet.js';
 import type { PodRuntime } from './pod-runtime.js';
-import type { Pod } from './controllers/kinds.js';
 import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { storeKube, type Kube } from './kube-api.js';
 import { workloads, type Workloads } from './workloads.js';
@@ -98,14 +97,9 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
       ...(opts.serviceAccountTokens.rules ? { rules: opts.serviceAccountTokens.rules } : {}),
     });
   }
-  const kubelet = new Kubelet(store, {
+  const kubelet = new Kubelet(storeKube(store), {
     runtime: opts.runtime,
-    ...(accounts
-      ? {
-          podEnvironment: (pod: Pod) => (accounts as EmbeddedServiceAccounts).project(pod),
-          releasePodEnvironment: (pod: Pod) => (accounts as EmbeddedServiceAccounts).release(pod),
-        }
-      : {}),
+    ...(accounts ? { podEnvironment: accounts } : {}),
     nodes: opts.nodes ?? [
       { name: 'lab-node-1', zone: 'zone-a' },
       { name: 'lab-node-2', zone: 'zone-b' },
@@ -118,7 +112,7 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
   replicaSet.start();
   deployment.start();
   endpointSlice.start();
-  kubelet.start();
+  await kubelet.start();
   let stopping: Promise<void> | undefined;
   return {
     ...w,

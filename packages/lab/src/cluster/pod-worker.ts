@@ -1,15 +1,14 @@
-// One pod's containers as the lab kubelets run it — the embedded one (status written to the
-// in-process store) and the real one (status PUT to kube-apiserver, the pod in a network namespace)
-// share this. The pod spec is run as written: the container's env (fieldRef, `$(VAR)` expansion),
-// command and args; startup, liveness and readiness probes (grpc, tcpSocket, httpGet, exec) with their
-// timings and thresholds — a failed startup or liveness probe restarts the container; the preStop
-// hook (exec, httpGet, sleep) before SIGTERM, SIGKILL when terminationGracePeriodSeconds (counting the
-// hook) are over; restarts by restartPolicy with CrashLoopBackOff (exponential backoff, reset after a
-// long enough run), lastState and restartCount; the last lines of output (logs()); several containers
-// per pod, native sidecars (init containers with restartPolicy Always) first and last. The status it
-// implies: phase, podIP(s), conditions with real lastTransitionTime, container statuses with
-// Waiting reasons (ErrImagePull/ImagePullBackOff, CreateContainerConfigError, RunContainerError,
-// CrashLoopBackOff). What differs between the kubelets is behind `PodWorkerHost`.
+// One pod's containers as the lab kubelet (kubelet.ts) runs it, on either lab cluster. The pod spec
+// is run as written: the container's env (fieldRef, `$(VAR)` expansion), command and args; startup,
+// liveness and readiness probes (grpc, tcpSocket, httpGet, exec) with their timings and thresholds —
+// a failed startup or liveness probe restarts the container; the preStop hook (exec, httpGet, sleep)
+// before SIGTERM, SIGKILL when terminationGracePeriodSeconds (counting the hook) are over; restarts by
+// restartPolicy with CrashLoopBackOff (exponential backoff, reset after a long enough run), lastState
+// and restartCount; the last lines of output (logs()); several containers per pod, native sidecars
+// (init containers with restartPolicy Always) first and last. The status it implies: phase,
+// podIP(s), conditions with real lastTransitionTime, container statuses with Waiting reasons
+// (ErrImagePull/ImagePullBackOff, CreateContainerConfigError, RunContainerError, CrashLoopBackOff).
+// What the pod needs from its node is behind `PodWorkerHost`.
 
 import * as grpc from '@grpc/grpc-js';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
@@ -25,7 +24,7 @@ import {
   type Probe,
 } from './controllers/kinds.js';
 import { containerEnv, expandedCommand } from './container-spec.js';
-import type { IpAllocator } from './kubelet.js'; // type only: no cycle at load
+import type { IpAllocator } from './ip-pool.js';
 import type { PodExit, PodProcess, PodRuntime, PodStartSpec } from './pod-runtime.js';
 import { ProbeLoop, handlerKind, probeSettings, runHandler, type HandlerTarget } from './probes.js';
 
@@ -52,7 +51,7 @@ export interface PodWorkerHost {
   /** Apply `mutate` to the pod's status; the host writes it (in order per pod) where it belongs. */
   updateStatus(key: string, uid: string, mutate: (s: PodStatus) => void): void;
   reportError(key: string, err: unknown): void;
-  /** Make a freshly allocated pod address reachable (the real kubelet's network namespace). */
+  /** Make a freshly allocated pod address reachable (the real cluster's network namespace). */
   addPodAddress?(ip: string): Promise<void>;
   /** Undo addPodAddress once the pod's process is gone. */
   removePodAddress?(ip: string): Promise<void>;

@@ -1,11 +1,12 @@
 // The kubelet's probe and hook handlers, as Kubernetes runs them: grpc (grpc.health.v1 Check, with
-// `service`; SERVING = success), tcpSocket (a connection opens), httpGet (a status 200..399; HTTP only,
-// as the kubelet does not verify HTTPS either — here HTTPS is refused as unsupported), exec (the
+// `service`; SERVING = success), tcpSocket (a connection opens), httpGet (a status 200..399, over
+// HTTP or HTTPS — like the kubelet, without verifying the server's certificate), exec (the
 // command in the container's environment exits 0). Each attempt is bounded by its timeout. ProbeLoop
 // is one probe's schedule and thresholds (initialDelaySeconds, periodSeconds, successThreshold,
 // failureThreshold) reporting transitions only.
 
 import * as http from 'node:http';
+import * as https from 'node:https';
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
@@ -74,8 +75,18 @@ function httpCheck(
   return new Promise<boolean>((resolve) => {
     const headers: Record<string, string> = { 'User-Agent': 'kube-probe/lab', Accept: '*/*' };
     for (const x of h.httpHeaders ?? []) headers[x.name] = x.value;
-    const req = http.request(
-      { host, port, path: h.path ?? '/', method: 'GET', headers, agent: false, timeout: timeoutMs },
+    const opts = {
+      host,
+      port,
+      path: h.path ?? '/',
+      method: 'GET',
+      headers,
+      agent: false,
+      timeout: timeoutMs,
+    };
+    // HTTPS as the kubelet probes it: encrypted, the certificate not verified (a pod's own, for its names).
+    const req = (h.scheme === 'HTTPS' ? https : http).request(
+      h.scheme === 'HTTPS' ? { ...opts, rejectUnauthorized: false } : opts,
       (res) => {
         res.resume();
         const code = res.statusCode ?? 0;
@@ -97,7 +108,8 @@ function httpCheck(
 
 /**
  * Runs one probe or hook handler against the target within timeoutMs: true on success. A handler the
- * lab does not run (HTTPS, none given, an exec without a runtime that can) throws GK_ERR_LAB_POD_SPEC.
+ * lab does not run (none given, an unknown scheme, an exec without a runtime that can) throws
+ * GK_ERR_LAB_POD_SPEC.
  */
 export async function runHandler(
   h: Handler | LifecycleHandler,
@@ -116,10 +128,11 @@ export async function runHandler(
     return r.exitCode === 0;
   }
   if (h.httpGet !== undefined) {
-    if (h.httpGet.scheme === 'HTTPS') {
+    const scheme = h.httpGet.scheme ?? 'HTTP';
+    if (scheme !== 'HTTP' && scheme !== 'HTTPS') {
       throw new GrpcKubeError(
         'GK_ERR_LAB_POD_SPEC',
-        `container "${c.name}": httpGet with scheme HTTPS is not run by the lab kubelet; use HTTP, grpc or tcpSocket`,
+        `container "${c.name}": httpGet scheme "${String(scheme)}" is not HTTP or HTTPS`,
       );
     }
     return httpCheck(h.httpGet.host ?? t.ip, resolvePort(c, h.httpGet.port), h.httpGet, timeoutMs);

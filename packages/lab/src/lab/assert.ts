@@ -38,6 +38,7 @@ export const ASSERTABLE_FIGURES: readonly string[] = [
   'durationMs',
   'attempts',
   'retryLoadPct',
+  'canary.maxErrorPct',
   'harness.loopDelayMsP99',
   'harness.loopDelayMsMax',
   'harness.machineCpuBusyPct',

@@ -281,3 +281,16 @@ export function grpcUsesAlternativeResolver(): boolean {
   >;
   return env[GRPC_ALTERNATIVE_RESOLVER_ENV] === true;
 }
+
+/**
+ * The error for strategies that dial a `dns:` target when grpc-js in this process resolves without
+ * c-ares (grpcUsesAlternativeResolver): its native resolver ignores the target's DNS-server
+ * authority, so every RPC of theirs would fail UNAVAILABLE. Undefined when they can run.
+ */
+export function alternativeResolverError(strategies: readonly string[]): GrpcKubeError | undefined {
+  if (strategies.length === 0 || grpcUsesAlternativeResolver()) return undefined;
+  return new GrpcKubeError(
+    'GK_ERR_LAB_DNS_RESOLVER',
+    `${strategies.join(', ')} dial${strategies.length === 1 ? 's' : ''} a dns: target through the lab's DNS server, but grpc-js was loaded without ${GRPC_ALTERNATIVE_RESOLVER_ENV}=true and would ignore that server (every RPC UNAVAILABLE); set ${GRPC_ALTERNATIVE_RESOLVER_ENV}=true before anything imports @grpc/grpc-js (\`grpc-kube lab\` does), or run without these strategies`,
+  );
+}

@@ -84,6 +84,8 @@ export interface LabRunRecord {
   attempts?: number | null;
   /** (attempts − rpcs) / rpcs in %: the extra load retries and hedges put on the pods. */
   retryLoadPct?: number | null;
+  /** canary-shift: the canary's share of the RPCs per weight phase (src/lab/canary.ts); set by the lab runner. */
+  canary?: import('./canary.js').CanaryFigures;
   /** The blackhole scenario's figures (src/lab/blackhole.ts); set by the lab runner. */
   blackhole?: import('./blackhole.js').BlackholeFigures;
   /** How loaded the lab itself was (present in every record the lab writes; see harness.ts). */

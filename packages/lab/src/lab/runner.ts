@@ -16,7 +16,7 @@ import { setup as setupResolvers, type GrpcKube } from 'grpc-kube/internal/resol
 import { registerPolicies } from 'grpc-kube/internal/balancer/index.js';
 import { clientDefaults } from 'grpc-kube/internal/client/defaults.js';
 import { GrpcKubeError, InvalidOptionError } from 'grpc-kube/internal/errors.js';
-import { LabDnsServer } from './dns-server.js';
+import { alternativeResolverError, LabDnsServer } from './dns-server.js';
 import {
   computeRunRecord,
   distinctPodsPerClient,
@@ -28,7 +28,9 @@ import {
 import { GaugeSampler } from './gauge-sampler.js';
 import type { ReportRun, ScenarioEvent } from './report.js';
 import type { PodSignal, Scenario, ScenarioStep } from './scenario.js';
+import { StepScheduler, type StepContext } from './step-scheduler.js';
 import { blackholeFigures, keepaliveWindowMs, watchUnready } from './blackhole.js';
+import { canaryFigures, canaryLine, canaryVerdict, weightPhases } from './canary.js';
 import { MAX_CONNECTION_AGE_GRACE_MS, MAX_CONNECTION_AGE_MS } from './strategies/headless.js';
 import type { AppFlavour, LabEnv, LabStrategy, StrategyHandle } from './strategy.js';
 import { PodTimelineRecorder } from './timeline.js';
@@ -38,7 +40,12 @@ import { createLabTls, LAB_TLS_DNS_ENV, serviceDnsNames } from './tls.js';
 import { readReceivedCounts } from './hello.js';
 import { COUNT_FLUSH_MS } from './pod-main.js';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { planOverlay, serviceAccountRules, type OverlayPlan } from '../manifests/overlays.js';
+import {
+  CANARY_DEPLOYMENT,
+  planOverlay,
+  serviceAccountRules,
+  type OverlayPlan,
+} from '../manifests/overlays.js';
 import {
   applyOverlay,
   failureError,
@@ -333,6 +340,17 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       }
     }
   }
+  // A dns: target needs grpc-js's c-ares resolver: without it each such strategy fails alone, by name.
+  const dnsError = alternativeResolverError(
+    strategies.filter((s) => dialsDns(s, plans.get(s))).map((s) => s.name),
+  );
+  if (dnsError !== undefined) {
+    for (const s of strategies.filter((x) => dialsDns(x, plans.get(x)))) {
+      failedEarly.push({ strategy: s.name, reason: failureReason(dnsError) });
+      strategies.splice(strategies.indexOf(s), 1);
+    }
+    progress(`  ${scenario.name}: FAILED: ${failureReason(dnsError)}`);
+  }
   if (strategies.length === 0)
     return { scenario: scenario.name, runs: [], skipped, failed: failedEarly, incomplete: [] };
 
@@ -502,8 +520,15 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
         progress(`  ${scenario.name}: ${s.name} FAILED to start: ${failureReason(err)}`);
         continue;
       }
-      handles.push({ s, h });
       cleanups.push(() => h.close());
+      // A strategy that did not say it dials dns: (dialsDns) is held to its target.
+      const resolverError = h.target.startsWith('dns:') ? alternativeResolverError([s.name]) : undefined;
+      if (resolverError !== undefined) {
+        failed.push({ strategy: s.name, reason: failureReason(resolverError) });
+        progress(`  ${scenario.name}: ${s.name} FAILED to start: ${failureReason(resolverError)}`);
+        continue;
+      }
+      handles.push({ s, h });
     }
     if (handles.length === 0) return { scenario: scenario.name, runs: [], skipped, failed, incomplete: [] };
 
@@ -578,23 +603,19 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       cleanups.push(() => unready.stop());
     };
     const events: ScenarioEvent[] = [];
-    const timers: NodeJS.Timeout[] = [];
-    const stepErrors: unknown[] = [];
-    for (const step of scenario.steps) {
-      const t = setTimeout(() => {
+    const steps = new StepScheduler<ScenarioStep>(
+      (step, ctx) => applyStep(cluster, apps, step, opts.random, ctx, onKilled),
+      (step) => {
         events.push({ atMs: clock() - origin, label: stepLabel(step) });
         progress(`  ${scenario.name}: ${stepLabel(step)}`);
-        const mark = (label: string): void => {
-          events.push({ atMs: clock() - origin, label });
-          progress(`  ${scenario.name}: ${label}`);
-        };
-        applyStep(cluster, apps, step, opts.random, timers, mark, onKilled).catch((err: unknown) =>
-          stepErrors.push(err),
-        );
-      }, step.atMs);
-      timers.push(t);
-    }
-    cleanups.push(() => timers.forEach((t) => clearTimeout(t)));
+      },
+      (label) => {
+        events.push({ atMs: clock() - origin, label });
+        progress(`  ${scenario.name}: ${label}`);
+      },
+    );
+    steps.start(scenario.steps);
+    cleanups.push(() => steps.stop());
 
     const ticker = setInterval(() => {
       const elapsed = Math.round((clock() - origin) / 1000);
@@ -610,11 +631,11 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
     const gaugeSamples = gauges.stop();
     const verdict = harnessVerdict(measured.figures, { deadlineMs: scenario.deadlineMs });
     if (verdict.saturated) progress(`  ${scenario.name}: SATURATED: ${verdict.reason}`);
-    if (stepErrors.length > 0) {
+    if (steps.errors.length > 0) {
       throw new GrpcKubeError(
         'GK_ERR_LAB',
-        `scenario ${scenario.name}: a step failed: ${String(stepErrors[0])}`,
-        { cause: stepErrors[0] },
+        `scenario ${scenario.name}: a step failed: ${String(steps.errors[0])}`,
+        { cause: steps.errors[0] },
       );
     }
 
@@ -671,6 +692,25 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       // RPCs failed while every container of the overlay ran: its helpers' last words say why.
       if (plan !== undefined && record.failed > 0)
         for (const l of (await watches.get(s)?.helperLogs(3)) ?? []) progress(`  ${s.name}: ${l}`);
+      if (isCanary && scenario.canaryShare !== undefined) {
+        // The canary's pods: deploy/canary's hello-v2 with --manifests, the lab's hello-canary without.
+        const selector = plan?.deployments.find((d) => d.name === CANARY_DEPLOYMENT)?.selector ?? {
+          svc: 'hello-canary',
+        };
+        const canaryName = plan !== undefined ? CANARY_DEPLOYMENT : 'hello-canary';
+        record.canary = canaryFigures(
+          w.log,
+          (pod) => recorder.podMatches(pod, selector),
+          weightPhases(scenario.steps, scenario.durationMs, scenario.canaryShare.settleMs),
+        );
+        progress(`  ${scenario.name}: ${canaryLine(s.name, record.canary, canaryName)}`);
+        const off = canaryVerdict(record.canary, scenario.canaryShare.tolerancePct, canaryName);
+        if (off !== undefined) {
+          const reason = failureReason(new GrpcKubeError('GK_ERR_LAB_CANARY_WEIGHTS', off));
+          failed.push({ strategy: s.name, reason });
+          progress(`  ${scenario.name}: ${s.name} FAILED: ${reason}`);
+        }
+      }
       const hole = blackholes.get(key);
       if (hole !== undefined) {
         const unreadyAt = hole.unready.unreadyAtMs();
@@ -712,6 +752,33 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
   }
 }
 
+/** Its clients dial a `dns:` target: with --manifests its overlay client's TARGET, else its own word. */
+function dialsDns(s: LabStrategy, plan: OverlayPlan | undefined): boolean {
+  return plan !== undefined ? plan.client.target.startsWith('dns:') : s.dialsDns === true;
+}
+
+/**
+ * The strategies of a lab run whose clients dial a `dns:` target (what alternativeResolverError
+ * needs before the run): with `manifests`, what each overlay's client dials; one without an overlay
+ * is not counted (it fails alone, with its own reason).
+ */
+export function dnsDialingStrategies(
+  strategies: readonly LabStrategy[],
+  opts: { manifests: boolean; manifestsRoot?: string },
+): string[] {
+  return strategies
+    .filter((s) => {
+      if (!opts.manifests) return dialsDns(s, undefined);
+      try {
+        const root = opts.manifestsRoot ?? packageRoot();
+        return dialsDns(s, planOverlay({ root, strategy: s.name, canary: false, replicas: 1 }));
+      } catch {
+        return false;
+      }
+    })
+    .map((s) => s.name);
+}
+
 /**
  * Attempts = requests the pods received from a strategy's clients (`<strategy>-<i>`); retryLoadPct =
  * (attempts − calls) / calls, in %: the extra load retries and hedges put on the pods. Null without
@@ -735,8 +802,7 @@ async function applyStep(
   apps: readonly AppDeployments[],
   step: ScenarioStep,
   random: () => number,
-  timers: NodeJS.Timeout[],
-  mark: (label: string) => void,
+  ctx: StepContext,
   onKilled: (app: AppDeployments, pod: string, signal: PodSignal) => void,
 ): Promise<void> {
   switch (step.action) {
@@ -765,14 +831,16 @@ async function applyStep(
     case 'api-down': {
       await cluster.apiDown();
       // The API is back when it answers again (a real kube-apiserver takes seconds to be ready):
-      // the report marks that moment, not the one the restart began.
-      const t = setTimeout(() => {
-        cluster.apiUp().then(
-          () => mark('API back'),
-          (err: unknown) => mark(`API restart failed: ${String(err)}`),
-        );
-      }, step.forMs);
-      timers.push(t);
+      // the report marks that moment, not the one the restart began. If the scenario ends first,
+      // the API comes back before the cluster stops.
+      let up: Promise<void> | undefined;
+      const bringUp = (): Promise<void> =>
+        (up ??= cluster.apiUp().then(
+          () => ctx.mark('API back'),
+          (err: unknown) => ctx.mark(`API restart failed: ${String(err)}`),
+        ));
+      ctx.later(bringUp, step.forMs);
+      ctx.finish(bringUp);
       return;
     }
     case 'set-weights':

@@ -57,6 +57,13 @@ export interface Scenario {
   readonly slowPod?: { readonly factor: number };
   /** The `grpc-retry-pushback-ms` an overloaded pod sends. Default 1000 (the pod's). */
   readonly overloadPushbackMs?: number;
+  /**
+   * With set-weights steps: the canary's share of each strategy's RPCs is measured per weight phase
+   * from `settleMs` after each step (not scaled by --quick: the route takes as long to arrive), and
+   * a run whose share is off its weight by more than `tolerancePct` points (plus 4 standard
+   * deviations of a random pick) fails (canary.ts).
+   */
+  readonly canaryShare?: { readonly settleMs: number; readonly tolerancePct: number };
   readonly steps: readonly ScenarioStep[];
 }
 
@@ -88,6 +95,12 @@ export const SCENARIO_SCHEMA = {
     canaryReplicas: { type: 'integer', minimum: 1, maximum: 50 },
     responseDelayMs: { type: 'integer', minimum: 0, maximum: 10000 },
     overloadPushbackMs: { type: 'integer', minimum: 0, maximum: 60000 },
+    canaryShare: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['settleMs', 'tolerancePct'],
+      properties: { settleMs: ms, tolerancePct: { type: 'number', minimum: 0, maximum: 100 } },
+    },
     slowPod: {
       type: 'object',
       additionalProperties: false,

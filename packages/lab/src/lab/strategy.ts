@@ -67,6 +67,11 @@ export interface LabStrategy {
   /** Can follow canary weights (canary-shift runs only such strategies). */
   readonly canRoute: boolean;
   /**
+   * Its clients dial a `dns:` target naming the lab's DNS server: grpc-js must resolve with c-ares
+   * (dns-server.ts alternativeResolverError). The runner also checks every started target.
+   */
+  readonly dialsDns?: boolean;
+  /**
    * The clients' connection ends at a hop of the lab's (a ClusterIP forwarder, a proxy), not at the
    * pod: which pod answered is known only from the Hello reply, so such a strategy cannot run a
    * user's own server (`--pod-command`).

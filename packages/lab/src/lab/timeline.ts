@@ -18,6 +18,8 @@ export class PodTimelineRecorder {
   private readonly lives = new Map<string, Life>();
   /** Pod IP → pod name, for telling which pod answered by the connection's peer (--pod-command). */
   private readonly byIp = new Map<string, string>();
+  /** Pod name → its labels, as last seen. */
+  private readonly labels = new Map<string, Readonly<Record<string, string>>>();
   private readonly stopWatch: () => void;
   private readonly clock: () => number;
   private originMs: number;
@@ -37,6 +39,7 @@ export class PodTimelineRecorder {
       }
       const ip = pod.status?.podIP;
       if (ip) this.byIp.set(ip, name);
+      this.labels.set(name, { ...(pod.metadata.labels ?? {}) });
       if (type === 'DELETED') {
         life.goneAtMs ??= t;
         return;
@@ -65,6 +68,12 @@ export class PodTimelineRecorder {
 
   stop(): void {
     this.stopWatch();
+  }
+
+  /** Whether the pod's labels include every label of `selector` (false for a pod never seen). */
+  podMatches(name: string, selector: Readonly<Record<string, string>>): boolean {
+    const labels = this.labels.get(name);
+    return labels !== undefined && Object.entries(selector).every(([k, v]) => labels[k] === v);
   }
 
   /** The pod that had this IP (an address `ip:port` or `[ip]:port` is accepted); undefined if none. */

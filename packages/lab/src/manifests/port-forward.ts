@@ -25,6 +25,9 @@ const sockets = new Set<net.Socket>();
 const server = net.createServer((down) => {
   const up = net.connect(to);
   for (const s of [down, up]) {
+    // Each chunk goes on as it came: with Nagle a frame written right after another waits for the
+    // peer's delayed ACK, some 40 ms an RPC (HTTP/2 writes a request in more than one chunk).
+    s.setNoDelay(true);
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
     // Either side failing ends both: the client sees the connection close, as with a dead sidecar.

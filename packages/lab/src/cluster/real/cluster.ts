@@ -1,11 +1,11 @@
 // The real lab cluster as one handle, shaped like EmbeddedCluster: the control plane, the lab
-// network, the RealKubelet, `kube` (kube-apiserver over HTTP) and the same workload helpers over it
+// network, the lab kubelet, `kube` (kube-apiserver over HTTP) and the same workload helpers over it
 // (workloads.ts: apply a Deployment and its headless Service, scale, wait for N ready pods or a
 // finished rollout). stop() ends pods, removes every namespace and route, and stops the control
 // plane, in that order, and is safe to call after a failed start.
 
 import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
-import type { KubeletNode } from '../kubelet.js';
+import { Kubelet, type KubeletNode } from '../kubelet.js';
 import { httpKube, type Kube } from '../kube-api.js';
 import { workloads, type Workloads } from '../workloads.js';
 import {
@@ -14,7 +14,7 @@ import {
   type RealControlPlaneOptions,
 } from './control-plane.js';
 import { installCrds, readCrds } from './crds.js';
-import { RealKubelet } from './kubelet.js';
+import { realNodeOptions } from './kubelet.js';
 import { NetnsScriptRuntime } from './kubelet-runtime.js';
 import type { PodRuntime } from '../pod-runtime.js';
 import { createLabNetwork, type LabNetwork, type LabNetworkOptions } from './netns.js';
@@ -47,7 +47,7 @@ export interface RealLabClusterOptions {
   readonly heartbeatMs?: number;
   readonly onError?: (where: string, err: unknown) => void;
   /**
-   * Project each pod's ServiceAccount token into it (RealKubeletOptions.serviceAccounts): the pods
+   * Project each pod's ServiceAccount token into it (realNodeOptions): the pods
    * talk to the API as their ServiceAccount, under the RBAC applied. Default false.
    */
   readonly serviceAccountTokens?: boolean;
@@ -56,7 +56,7 @@ export interface RealLabClusterOptions {
 export interface RealLabCluster extends Workloads {
   readonly controlPlane: RealControlPlane;
   readonly network: LabNetwork;
-  readonly kubelet: RealKubelet;
+  readonly kubelet: Kubelet;
   /**
    * The admin's API, riding over an outage the lab itself caused (stopApiServer / startApiServer):
    * requests are retried for up to a minute while the server is away.
@@ -73,7 +73,7 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
   }
   let cp: RealControlPlane | undefined;
   let network: LabNetwork | undefined;
-  let kubelet: RealKubelet | undefined;
+  let kubelet: Kubelet | undefined;
   let labKube: Kube | undefined;
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
@@ -94,9 +94,14 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
     });
     // The lab's own writes ride over an API outage the lab itself caused (stopApiServer/startApiServer).
     labKube = httpKube(cp.adminKubeConfig, { retryTransientMs: 60_000 });
-    kubelet = new RealKubelet({
-      kubeConfig: cp.adminKubeConfig,
-      network,
+    // The kubelet's own Kube, which it closes: it retries its writes itself (retryTransientMs).
+    const kube = httpKube(cp.adminKubeConfig);
+    kubelet = new Kubelet(kube, {
+      ...realNodeOptions(
+        kube,
+        network,
+        opts.serviceAccountTokens === true ? { caPem: cp.caPem, apiUrl: cp.url } : undefined,
+      ),
       runtime: (opts.wrapRuntime ?? ((r: PodRuntime) => r))(
         opts.podRuntime !== undefined
           ? opts.podRuntime(network)
@@ -114,7 +119,6 @@ export async function startRealLabCluster(opts: RealLabClusterOptions): Promise<
       ...(opts.probePeriodMs !== undefined ? { probePeriodMs: opts.probePeriodMs } : {}),
       ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
       ...(opts.onError ? { onError: opts.onError } : {}),
-      ...(opts.serviceAccountTokens === true ? { serviceAccounts: { caPem: cp.caPem, apiUrl: cp.url } } : {}),
     });
     await kubelet.start();
   } catch (err) {

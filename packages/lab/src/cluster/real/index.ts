@@ -29,7 +29,7 @@ export {
 } from './netns.js';
 export { reapLeftovers } from './processes.js';
 export type { LabPki } from './pki.js';
-export { RealKubelet, type RealKubeletOptions, type RealKubeletStats } from './kubelet.js';
+export { realNodeOptions, type RealNodeOptions } from './kubelet.js';
 export { NetnsScriptRuntime, netnsWrap, type NetnsScriptRuntimeOptions } from './kubelet-runtime.js';
 export { startRealLabCluster, type RealLabCluster, type RealLabClusterOptions } from './cluster.js';
 export { installCrds, readCrds, type CrdObject } from './crds.js';

@@ -7,8 +7,9 @@
 //
 // Pods live in network namespaces whose only neighbour is the lab gateway, and kube-apiserver listens
 // on 127.0.0.1: ApiRelay is a TCP relay on gateway:port → the API, byte for byte (TLS end to end; the
-// serving certificate names the gateway, see RealControlPlaneOptions.extraServingIps). Tokens are
-// requested for an hour and not rotated: lab runs are shorter.
+// serving certificate names the gateway, see RealControlPlaneOptions.extraServingIps); the projector
+// starts it with the first pod and closes it with close(). Tokens are requested for an hour and not
+// rotated: lab runs are shorter.
 
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as net from 'node:net';
@@ -16,7 +17,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GrpcKubeError } from 'grpc-kube/internal/errors.js';
 import type { Pod } from '../controllers/kinds.js';
-import type { LabApi } from './kube-http.js';
+import { KINDS, type Kube } from '../kube-api.js';
+import type { PodEnvironment } from '../kubelet.js';
 
 const TOKEN_SECONDS = 3600;
 
@@ -63,40 +65,51 @@ export class ApiRelay {
 }
 
 export interface ServiceAccountProjectorOptions {
-  readonly api: LabApi;
+  /** Where TokenRequests go (the kubelet's own Kube). */
+  readonly kube: Kube;
   /** The cluster CA (ca.crt of every pod). */
   readonly caPem: string;
-  /** Where pods reach the API (the relay on the lab gateway). */
+  /** The API server's URL, as this process reaches it. */
+  readonly apiUrl: string;
+  /** Where pods reach the API: the relay listens there (the lab gateway). */
   readonly host: string;
-  readonly port: number;
 }
 
-/** Writes each pod's ServiceAccount mount and says which variables point at it. */
-export class ServiceAccountProjector {
+/** Writes each pod's ServiceAccount mount and says which variables point at it (the kubelet's PodEnvironment). */
+export class ServiceAccountProjector implements PodEnvironment {
   private readonly dirs = new Map<string, string>();
+  private readonly relay: ApiRelay;
+  private relayStarted: Promise<void> | undefined;
 
-  constructor(private readonly opts: ServiceAccountProjectorOptions) {}
+  constructor(private readonly opts: ServiceAccountProjectorOptions) {
+    const u = new URL(opts.apiUrl);
+    this.relay = new ApiRelay(opts.host, {
+      host: u.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(u.port || 443),
+    });
+  }
 
   /** The pod's environment from the node: the API's address, and the token mount unless opted out. */
   async project(pod: Pod): Promise<Record<string, string>> {
+    this.relayStarted ??= this.relay.start().catch((err: unknown) => {
+      this.relayStarted = undefined; // the next pod tries again
+      throw err;
+    });
+    await this.relayStarted;
     const env: Record<string, string> = {
       KUBERNETES_SERVICE_HOST: this.opts.host,
-      KUBERNETES_SERVICE_PORT: String(this.opts.port),
-      KUBERNETES_SERVICE_PORT_HTTPS: String(this.opts.port),
+      KUBERNETES_SERVICE_PORT: String(this.relay.port),
+      KUBERNETES_SERVICE_PORT_HTTPS: String(this.relay.port),
     };
     if (pod.spec.automountServiceAccountToken === false) return env;
     const ns = pod.metadata.namespace ?? 'default';
     const name = pod.metadata.name ?? '';
     const sa = pod.spec.serviceAccountName ?? 'default';
-    const rp = {
-      group: 'authentication.k8s.io',
-      version: 'v1',
-      resource: 'serviceaccounts/token',
-      namespace: ns,
-    };
-    const answer = await this.opts.api.request<{ status?: { token?: string } }>(
-      'POST',
-      `/api/v1/namespaces/${encodeURIComponent(ns)}/serviceaccounts/${encodeURIComponent(sa)}/token`,
+    const answer = await this.opts.kube.post<{ status?: { token?: string } }>(
+      KINDS.serviceaccounts,
+      ns,
+      sa,
+      'token',
       {
         apiVersion: 'authentication.k8s.io/v1',
         kind: 'TokenRequest',
@@ -105,7 +118,6 @@ export class ServiceAccountProjector {
           boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name, uid: pod.metadata.uid },
         },
       },
-      rp,
     );
     const token = answer.status?.token;
     if (!token) {
@@ -130,7 +142,10 @@ export class ServiceAccountProjector {
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
   }
 
-  async releaseAll(): Promise<void> {
+  /** Closes the relay and removes every mount left. */
+  async close(): Promise<void> {
+    await this.relayStarted?.catch(() => undefined);
+    await this.relay.close();
     const dirs = [...this.dirs.values()];
     this.dirs.clear();
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));

@@ -28,6 +28,7 @@ export const headlessPickFirst: LabStrategy = {
   description: 'headless Service + grpc-js dns: resolver, default pick_first',
   flavour: 'plain',
   canRoute: false,
+  dialsDns: true,
   async start(env) {
     return {
       target: dnsTarget(env.dns.address, env.apps.plain.dnsName, env.port),
@@ -42,6 +43,7 @@ export const headlessDnsRoundRobin: LabStrategy = {
   description: 'headless Service + grpc-js dns: resolver + round_robin',
   flavour: 'plain',
   canRoute: false,
+  dialsDns: true,
   async start(env) {
     return {
       target: dnsTarget(env.dns.address, env.apps.plain.dnsName, env.port),
@@ -57,6 +59,7 @@ export const maxConnectionAge: LabStrategy = {
   description: 'headless + dns round_robin, servers with max_connection_age 10 s + grace 20 s',
   flavour: 'maxage',
   canRoute: false,
+  dialsDns: true,
   async start(env) {
     return {
       target: dnsTarget(env.dns.address, env.apps.maxage.dnsName, env.port),
