@@ -26,7 +26,11 @@ import { createLabTls, TlsPodRuntime, type LabTls } from './tls.js';
 
 export type ClusterKind = 'embedded' | 'real';
 
-export interface LabCluster {
+/** Scale, restart a rollout, list pods and wait for N ready: workloads.ts, the same on both. */
+export interface LabCluster extends Pick<
+  Workloads,
+  'scale' | 'restartRollout' | 'listPods' | 'waitForReadyPods'
+> {
   readonly kind: ClusterKind;
   /**
    * `127.B`: the loopback /16 this lab owns for its virtual IPs (`127.B.1.n`) and, on the embedded
@@ -50,10 +54,6 @@ export interface LabCluster {
   containerLog(namespace: string, pod: string, container: string): Promise<string | undefined>;
   /** Create or replace a GRPCRoute (gateway.networking.k8s.io/v1): the canary's weights. */
   applyRoute(route: KubeObject): Promise<void>;
-  scale(namespace: string, name: string, replicas: number): Promise<void>;
-  /** What `kubectl rollout restart` does: a new template annotation, hence a rolling update. */
-  restartRollout(namespace: string, name: string, stamp: string): Promise<void>;
-  listPods(namespace: string, labelSelector: string): Promise<Pod[]>;
   /**
    * Signal a pod's process directly (a crash, an OOM kill): the kubelet sees it die. SIGSTOP is the
    * blackhole: the embedded cluster freezes the process (its kernel still accepts connections); the
@@ -63,12 +63,6 @@ export interface LabCluster {
   /** Take the Kubernetes API away from clients until apiUp(). */
   apiDown(): Promise<void>;
   apiUp(): Promise<void>;
-  waitForReadyPods(
-    namespace: string,
-    selector: Record<string, string>,
-    count: number,
-    timeoutMs: number,
-  ): Promise<void>;
   /** Pod events in order (an initial ADDED per existing pod first); returns the stop function. */
   watchPods(
     namespace: string,
@@ -169,15 +163,14 @@ function labCluster(b: Backend): LabCluster {
         });
       }
     },
-    scale: (ns, name, replicas) => b.scale(ns, name, replicas),
-    restartRollout: (ns, name, stamp) => b.restartRollout(ns, name, stamp),
-    listPods: (ns, labelSelector) => b.listPods(ns, labelSelector),
+    scale: b.scale,
+    restartRollout: b.restartRollout,
+    listPods: b.listPods,
+    waitForReadyPods: b.waitForReadyPods,
     killPodProcess: (ns, name, signal) =>
       signal === 'SIGSTOP' ? b.blackhole(ns, name) : void b.kubelet.podProcess(ns, name)?.kill(signal),
     apiDown: () => b.apiDown(),
     apiUp: () => b.apiUp(),
-    waitForReadyPods: async (ns, selector, count, timeoutMs) =>
-      void (await b.waitForReadyPods(ns, selector, count, timeoutMs)),
     // Over HTTP the watch re-lists after a break and reports pods gone meanwhile as DELETED.
     watchPods: (ns, labelSelector, onEvent) =>
       kube.watch<Pod>(RESOURCES.pods, { namespace: ns, labelSelector }, (ev) => {
