@@ -296,7 +296,7 @@ export function waitForState<T>(
         ),
       timeoutMs,
     );
-    timer.unref();
+    // Not unref()ed: a caller is awaiting the wait (over the store nothing else may keep the process up).
     // Events come in bursts: check once per tick, after the burst, and only once every kind is
     // synced (before that an empty view could pass for "no pods left").
     const recheck = (): void => {
