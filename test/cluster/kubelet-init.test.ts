@@ -6,9 +6,13 @@
 // (FailedPostStartHook). Real processes (fixtures/spec-pod.ts and sh), real hooks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import { IpPool, Kubelet } from '@grpc-kube/lab/internal/cluster/kubelet.js';
+import { KINDS, httpKube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
+import { ImageRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
 import {
   isPodReady,
   type Container,
@@ -17,7 +21,8 @@ import {
 } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
 import { TEST_NAMESPACE as NS } from './fixtures/store.js';
 import { eventually } from '../helpers/wait.js';
-import { IMAGE, specPod, startSpecKubelet, waitForPod } from '../helpers/spec-kubelet.js';
+import { FIXTURE_DIR, IMAGE, specPod, startSpecKubelet, waitForPod } from '../helpers/spec-kubelet.js';
+import { realControlPlaneSkip, startRealApi } from '../helpers/real.js';
 
 const TCP_PORT = 47683;
 
@@ -322,3 +327,76 @@ test('a failing postStart kills the container (FailedPostStartHook) and it resta
   );
   assert.ok(Date.now() - createdAt >= 1000, 'Running only after the postStart sleep');
 });
+
+test(
+  'on the real kube-apiserver: the statuses of an initializing pod are accepted as written, then it runs',
+  { skip: realControlPlaneSkip() },
+  async (t) => {
+    const { cp } = await startRealApi(t);
+    const kube = httpKube(cp.adminKubeConfig);
+    t.after(() => kube.close());
+    await kube.create(KINDS.namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
+    const runtime = new ImageRuntime({ images: { [IMAGE]: { cwd: FIXTURE_DIR } } });
+    const errors: unknown[] = [];
+    const kubelet = new Kubelet(httpKube(cp.adminKubeConfig), {
+      runtime,
+      nodes: [{ name: 'node-a', zone: 'zone-a' }],
+      ipAllocator: new IpPool({ first: '127.0.99.1' }),
+      timestamps: 's',
+      restartBackoffMs: 50,
+      restartBackoffMaxMs: 400,
+      onError: (_w, e) => void errors.push(e),
+    });
+    await kubelet.start();
+    t.after(async () => {
+      await kubelet.stop();
+      assert.equal(runtime.running, 0);
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'kubelet-init-real-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const count = join(dir, 'count');
+    const go = join(dir, 'go');
+    const p = specPod('real-init', {});
+    p.spec.initContainers = [
+      sh('migrate', 'n=$(cat "$COUNT" 2>/dev/null || echo 0); echo $((n+1)) > "$COUNT"; [ $n -ge 1 ]', {
+        COUNT: count,
+      }),
+      sh('wait', 'while [ ! -f "$GO_FILE" ]; do sleep 0.05; done', { GO_FILE: go }),
+    ];
+    await kube.create(KINDS.pods, p);
+    const get = (): Promise<Pod | undefined> => kube.get<Pod>(KINDS.pods, NS, 'real-init');
+    let mid: Pod | undefined;
+    await eventually(
+      'the real API holds the initializing status',
+      async () => {
+        mid = await get();
+        return mid !== undefined && initStatus(mid, 'wait')?.state?.running !== undefined;
+      },
+      60_000,
+    );
+    const m = mid as Pod;
+    assert.equal(m.status?.phase, 'Pending');
+    assert.equal(condition(m, 'Initialized')?.status, 'False');
+    assert.equal(condition(m, 'Initialized')?.message, 'containers with incomplete status: [wait]');
+    assert.equal(m.status?.containerStatuses?.[0]?.state?.waiting?.reason, 'PodInitializing');
+    assert.equal(initStatus(m, 'migrate')?.restartCount, 1);
+    assert.equal(initStatus(m, 'migrate')?.state?.terminated?.reason, 'Completed');
+    assert.equal(initStatus(m, 'migrate')?.lastState?.terminated?.exitCode, 1);
+    writeFileSync(go, '');
+    await eventually(
+      'Running and Ready on the real API',
+      async () => {
+        const x = await get();
+        return x !== undefined && x.status?.phase === 'Running' && isPodReady(x);
+      },
+      60_000,
+    );
+    assert.equal(condition((await get()) as Pod, 'Initialized')?.status, 'True');
+    // A status the API refuses comes back as an error of the write (422 Invalid).
+    assert.deepEqual(
+      errors.map(String).filter((e) => /\b422\b|Invalid/.test(e)),
+      [],
+      'the API accepted every status the kubelet wrote',
+    );
+  },
+);
