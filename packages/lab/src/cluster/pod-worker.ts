@@ -454,9 +454,10 @@ class ContainerRunner {
     try {
       const sleep = hook.sleep;
       if (sleep !== undefined) {
-        const slept = new Promise<undefined>(
-          (r) => (timer = setTimeout(() => r(undefined), sleep.seconds * 1000)),
-        );
+        const slept = new Promise<undefined>((r) => {
+          timer = setTimeout(() => r(undefined), sleep.seconds * 1000);
+          timer.unref();
+        });
         return await Promise.race([cut, slept]);
       }
       const target = this.target();
