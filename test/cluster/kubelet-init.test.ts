@@ -13,6 +13,7 @@ import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
 import { IpPool, Kubelet } from '@grpc-kube/lab/internal/cluster/kubelet.js';
 import { KINDS, httpKube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
 import { ImageRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
+import { podFailure } from '@grpc-kube/lab/internal/manifests/pod-failures.js';
 import {
   isPodReady,
   type Container,
@@ -286,6 +287,11 @@ test('a failing postStart kills the container (FailedPostStartHook) and it resta
     /^FailedPostStartHook: Exec lifecycle hook \(\[sh -c echo hook out; exit 3\]\) for Container "main" in Pod "hookfail_lab\([0-9a-f-]+\)" failed - error: command 'sh -c echo hook out; exit 3' exited with 3, message: "hook out\\n"$/,
   );
   assert.ok(cs.lastState?.terminated, 'the killed run is the last state');
+  // `lab --manifests` fails the run on it, saying why.
+  assert.match(
+    podFailure(store.get<Pod>(RESOURCES.pods, NS, 'hookfail') as Pod, 0)?.reason ?? '',
+    /^pod lab\/hookfail container main: FailedPostStartHook: Exec lifecycle hook/,
+  );
   assert.equal(cs.ready, false);
   assert.ok(
     errors.some(
