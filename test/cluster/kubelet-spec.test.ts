@@ -4,104 +4,32 @@
 // with lastState and the crashed container's log. Real processes (fixtures/spec-pod.ts), real probes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { RESOURCES, type ObjectStore } from '@grpc-kube/lab/internal/cluster/store-api.js';
-import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '@grpc-kube/lab/internal/cluster/kubelet.js';
-import { storeKube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
-import { ImageRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { RESOURCES } from '@grpc-kube/lab/internal/cluster/store-api.js';
+import type { Kubelet } from '@grpc-kube/lab/internal/cluster/kubelet.js';
 import {
   isPodReady,
   type Container,
   type ContainerStatus,
   type Pod,
 } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
-import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
+import { TEST_NAMESPACE as NS } from './fixtures/store.js';
 import { eventually } from '../helpers/wait.js';
+import {
+  FIXTURE_DIR,
+  IMAGE,
+  specPod as pod,
+  startSpecKubelet,
+  waitForPod as waitFor,
+} from '../helpers/spec-kubelet.js';
 
-const FIXTURE_DIR = dirname(fileURLToPath(new URL('./fixtures/spec-pod.js', import.meta.url)));
-const IMAGE = 'spec-pod:test';
 const HTTP_PORT = 47681;
 const TCP_PORT = 47682;
 
-function pod(name: string, container: Partial<Container>, spec: Partial<Pod['spec']> = {}): Pod {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: {
-      name,
-      namespace: NS,
-      labels: { app: 'spec' },
-      annotations: { [PROBE_PERIOD_MS_ANNOTATION]: '50', note: 'from-annotation' },
-    },
-    spec: {
-      terminationGracePeriodSeconds: 5,
-      containers: [{ name: 'main', image: IMAGE, command: ['node', 'spec-pod.js'], ...container }],
-      ...spec,
-    },
-  };
-}
-
 let block = 40;
-async function setup(t: { after: (fn: () => Promise<void> | void) => void }): Promise<{
-  store: ObjectStore;
-  kubelet: Kubelet;
-  dir: string;
-  errors: unknown[];
-}> {
-  const store = newStore();
-  const dir = mkdtempSync(join(tmpdir(), 'kubelet-spec-'));
-  const runtime = new ImageRuntime({ images: { [IMAGE]: { cwd: FIXTURE_DIR, env: { FROM_IMAGE: 'yes' } } } });
-  const errors: unknown[] = [];
-  const kubelet = new Kubelet(storeKube(store), {
-    runtime,
-    nodes: [{ name: 'node-a', zone: 'zone-a' }],
-    ipAllocator: new IpPool({ first: `127.0.${block++}.1` }),
-    onError: (_p, e) => void errors.push(e),
-    stopGraceMs: 500,
-    restartBackoffMs: 50,
-    restartBackoffMaxMs: 400,
-  });
-  await kubelet.start();
-  t.after(async () => {
-    await kubelet.stop();
-    assert.equal(runtime.running, 0, 'every pod process is gone after stop()');
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return { store, kubelet, dir, errors };
-}
-
-/** Resolves with pred's first non-undefined answer on the pod, checked on each of its events. */
-function waitFor<T>(
-  store: ObjectStore,
-  name: string,
-  pred: (p: Pod) => T | undefined,
-  timeoutMs = 10_000,
-): Promise<T> {
-  return new Promise((resolve, reject) => {
-    let stop = (): void => {};
-    const timer = setTimeout(() => {
-      stop();
-      reject(
-        new Error(`timed out waiting on ${name}: ${JSON.stringify(store.get(RESOURCES.pods, NS, name))}`),
-      );
-    }, timeoutMs);
-    const check = (): void => {
-      const p = store.get<Pod>(RESOURCES.pods, NS, name);
-      const v = p ? pred(p) : undefined;
-      if (v !== undefined) {
-        clearTimeout(timer);
-        setImmediate(() => stop());
-        resolve(v);
-      }
-    };
-    stop = store.watch<Pod>(RESOURCES.pods, { resourceVersion: store.resourceVersion }, (ev) => {
-      if ((ev.object as Pod).metadata.name === name) check();
-    });
-    check();
-  });
+function setup(t: { after: (fn: () => Promise<void> | void) => void }): ReturnType<typeof startSpecKubelet> {
+  return startSpecKubelet(t, block++);
 }
 
 function status(p: Pod): ContainerStatus | undefined {
@@ -250,16 +178,6 @@ test('a native sidecar starts first (its startup probe gates the main container)
   await eventually('the pod is gone', () => store.get(RESOURCES.pods, NS, 'sidecar') === undefined);
   // The main container stops first, the sidecar after it.
   assert.deepEqual(readFileSync(events, 'utf8').split('\n'), ['SIGTERM main', 'SIGTERM sidecar', '']);
-});
-
-test('a run-to-completion init container waits in CreateContainerConfigError, saying so', async (t) => {
-  const { store } = await setup(t);
-  const p = pod('init', {});
-  p.spec.initContainers = [{ name: 'migrate', image: IMAGE, command: ['node', 'spec-pod.js'] }];
-  store.create<Pod>(RESOURCES.pods, p);
-  const w = await waitFor(store, 'init', (x) => status(x)?.state?.waiting);
-  assert.equal(w.reason, 'CreateContainerConfigError');
-  assert.match(w.message ?? '', /not run-to-completion init containers: migrate/);
 });
 
 test('terminationGracePeriodSeconds counts the preStop hook: SIGKILL when it is over', async (t) => {

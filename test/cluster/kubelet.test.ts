@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { RESOURCES, type ObjectStore } from '@grpc-kube/lab/internal/cluster/store-api.js';
-import { Kubelet, IpPool, PROBE_PERIOD_MS_ANNOTATION } from '@grpc-kube/lab/internal/cluster/kubelet.js';
+import { Kubelet, IpPool } from '@grpc-kube/lab/internal/cluster/kubelet.js';
 import { httpKube, storeKube, type Kube } from '@grpc-kube/lab/internal/cluster/kube-api.js';
 import { EmbeddedApiServer } from '@grpc-kube/lab/internal/cluster/apiserver.js';
 import { NodeScriptRuntime } from '@grpc-kube/lab/internal/cluster/pod-runtime.js';
@@ -18,25 +18,19 @@ import {
   type Node,
   type Pod,
 } from '@grpc-kube/lab/internal/cluster/controllers/kinds.js';
-import type { WatchEvent } from 'grpc-kube/internal/kube/types.js';
 import { newStore, TEST_NAMESPACE as NS } from './fixtures/store.js';
 import { eventually } from '../helpers/wait.js';
+import { testPod, waitForPodEvent as waitFor } from '../helpers/pods.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/health-pod.js', import.meta.url));
 // Not 50051: a wildcard listener elsewhere on the machine on the same port would block 127.0.x.y binds.
 const POD_PORT = 47651;
 
 function pod(name: string, env: Record<string, string> = {}, extra: Partial<Pod['spec']> = {}): Pod {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: {
-      name,
-      namespace: NS,
-      labels: { app: 'hello' },
-      annotations: { [PROBE_PERIOD_MS_ANNOTATION]: '50' },
-    },
-    spec: {
+  return testPod(
+    name,
+    { app: 'hello' },
+    {
       containers: [
         {
           name: 'hello',
@@ -53,10 +47,9 @@ function pod(name: string, env: Record<string, string> = {}, extra: Partial<Pod[
       ],
       ...extra,
     },
-  };
+  );
 }
 
-// Each test gets its own address block so a process from an earlier test can never answer.
 let block = 10;
 async function setup(t: { after: (fn: () => Promise<void> | void) => void }): Promise<{
   store: ObjectStore;
@@ -88,35 +81,6 @@ async function setup(t: { after: (fn: () => Promise<void> | void) => void }): Pr
     assert.deepEqual(errors, []);
   });
   return { store, kubelet, runtime, output };
-}
-
-function waitFor<T>(
-  store: ObjectStore,
-  name: string,
-  pred: (p: Pod | undefined, ev: WatchEvent<Pod> | undefined) => T | undefined,
-  timeoutMs = 5000,
-): Promise<T> {
-  return new Promise((resolve, reject) => {
-    let stop = (): void => {};
-    const timer = setTimeout(() => {
-      stop();
-      reject(
-        new Error(`timed out waiting on ${name}: ${JSON.stringify(store.get(RESOURCES.pods, NS, name))}`),
-      );
-    }, timeoutMs);
-    const check = (ev?: WatchEvent<Pod>): void => {
-      const v = pred(store.get<Pod>(RESOURCES.pods, NS, name), ev);
-      if (v !== undefined) {
-        clearTimeout(timer);
-        setImmediate(() => stop());
-        resolve(v);
-      }
-    };
-    stop = store.watch<Pod>(RESOURCES.pods, { resourceVersion: store.resourceVersion }, (ev) => {
-      if ((ev.object as Pod).metadata.name === name) check(ev);
-    });
-    check();
-  });
 }
 
 function healthCheck(addr: string): Promise<string> {

@@ -4,10 +4,15 @@
 // a failed startup or liveness probe restarts the container; the preStop hook (exec, httpGet, sleep)
 // before SIGTERM, SIGKILL when terminationGracePeriodSeconds (counting the hook) are over; restarts by
 // restartPolicy with CrashLoopBackOff (exponential backoff, reset after a long enough run), lastState
-// and restartCount; the last lines of output (logs()); several containers per pod, native sidecars
-// (init containers with restartPolicy Always) first and last. The status it implies: phase,
-// podIP(s), conditions with real lastTransitionTime, container statuses with Waiting reasons
-// (ErrImagePull/ImagePullBackOff, CreateContainerConfigError, RunContainerError, CrashLoopBackOff).
+// and restartCount; the postStart hook (exec, httpGet, sleep) between the process's start and the
+// container's Running — a failed one kills the container (FailedPostStartHook); the last lines of
+// output (logs()); several containers per pod: init containers in spec order — a run-to-completion
+// one must exit 0 before the next starts (retried on failure unless restartPolicy is Never, which
+// fails the pod), a native sidecar (restartPolicy Always) must have started — then the main ones;
+// sidecars stop last. The status it implies: phase (Pending while initializing), podIP(s), conditions
+// with real lastTransitionTime (Initialized False until the init containers are done), container and
+// init container statuses with Waiting reasons (PodInitializing, ErrImagePull/ImagePullBackOff,
+// CreateContainerConfigError, RunContainerError, CrashLoopBackOff, PostStartHookError).
 // What the pod needs from its node is behind `PodWorkerHost`.
 
 import * as grpc from '@grpc/grpc-js';
@@ -33,6 +38,12 @@ export const PROBE_PERIOD_MS_ANNOTATION = 'grpc-kube.io/probe-period-ms';
 
 /** Lines of a container's output kept for logs(), per run (the current one and the previous one). */
 export const LOG_TAIL_LINES = 1000;
+
+/**
+ * Longest a postStart exec or httpGet hook may run. Kubernetes sets none (a hung hook holds the
+ * container in Waiting until the pod is deleted); the lab bounds it, and a hook over time has failed.
+ */
+export const POST_START_TIMEOUT_MS = 120_000;
 
 /** What a PodWorker needs from its kubelet. */
 export interface PodWorkerHost {
@@ -74,6 +85,7 @@ export function setCondition(
   status: 'True' | 'False',
   at: string,
   reason?: string,
+  message?: string,
 ): void {
   s.conditions ??= [];
   const prev = s.conditions.find((c) => c.type === type);
@@ -83,6 +95,7 @@ export function setCondition(
     lastProbeTime: null,
     lastTransitionTime: prev && prev.status === status ? (prev.lastTransitionTime ?? at) : at,
     ...(reason ? { reason } : {}),
+    ...(message ? { message } : {}),
   };
   if (prev) s.conditions[s.conditions.indexOf(prev)] = next;
   else s.conditions.push(next);
@@ -127,9 +140,10 @@ function formatDelay(ms: number): string {
   return s >= 60 ? `${Math.floor(s / 60)}m${s % 60}s` : `${s}s`;
 }
 
-/** A native sidecar: an init container with restartPolicy Always, started before the main containers. */
-function isSidecar(c: Container): boolean {
-  return c.restartPolicy === 'Always';
+/** `name_namespace(uid)`: a pod as the kubelet's messages name it. */
+function podDesc(key: string, uid: string): string {
+  const { namespace, name } = splitKey(key);
+  return `${name}_${namespace}(${uid})`;
 }
 
 /**
@@ -143,7 +157,7 @@ class ContainerRunner {
   /** The startup probe has succeeded (or there is none) for the running container. */
   started = false;
   restartCount = 0;
-  state: ContainerState = { waiting: { reason: 'ContainerCreating' } };
+  state: ContainerState;
   lastState: ContainerState | undefined;
   /** The last exit, once the container will not be restarted. */
   final: PodExit | undefined;
@@ -163,15 +177,39 @@ class ContainerRunner {
   private log: string[] = [];
   private previousLog: string[] = [];
   private onStarted: (() => void) | undefined;
-  /** Resolves when the container has started (startup probe passed) for the first time. */
+  private onCompleted: ((ok: boolean) => void) | undefined;
+  /** Why the postStart hook failed, while the container it failed is being killed. */
+  private postStartFailure: string | undefined;
+  /** Resolves when the container has started (postStart done, startup probe passed) for the first time. */
   readonly firstStarted: Promise<void>;
+  /** Resolves once the container will not run again: true if its last exit was 0. */
+  readonly completed: Promise<boolean>;
+  /** A native sidecar: an init container with restartPolicy Always, running beside the main ones. */
+  readonly sidecar: boolean;
 
   constructor(
     private readonly pod: PodWorker,
     readonly container: Container,
+    /** Listed in initContainers: a sidecar, or one that runs to completion before the main ones start. */
     readonly init: boolean,
   ) {
+    this.sidecar = init && container.restartPolicy === 'Always';
     this.firstStarted = new Promise<void>((resolve) => (this.onStarted = resolve));
+    this.completed = new Promise<boolean>((resolve) => (this.onCompleted = resolve));
+    // The kubelet's default Waiting reason: PodInitializing in a pod with init containers.
+    const initializing = (pod.spec.spec.initContainers ?? []).length > 0;
+    this.state = { waiting: { reason: initializing ? 'PodInitializing' : 'ContainerCreating' } };
+  }
+
+  /** A run-to-completion init container. */
+  get runsToCompletion(): boolean {
+    return this.init && !this.sidecar;
+  }
+
+  /** Done as the Initialized condition counts it: a sidecar started, an init container exited 0. */
+  get initDone(): boolean {
+    if (this.sidecar) return this.state.running !== undefined && this.started;
+    return this.state.terminated?.exitCode === 0;
   }
 
   private get host(): PodWorkerHost {
@@ -189,7 +227,8 @@ class ContainerRunner {
   status(): ContainerStatus {
     return {
       name: this.container.name,
-      ready: this.ready,
+      // A completed init container counts as ready, as the kubelet's prober writes it.
+      ready: this.runsToCompletion ? this.state.terminated?.exitCode === 0 : this.ready,
       started: this.state.running !== undefined && this.started,
       restartCount: this.restartCount,
       image: this.container.image ?? '',
@@ -253,9 +292,21 @@ class ContainerRunner {
     const at = h.nowIso();
     this.startedAt = at;
     this.startedAtMs = Date.now();
+    const postStart = c.lifecycle?.postStart;
+    if (postStart !== undefined) {
+      // Not Running (nor started) until the hook returns, as in Kubernetes: the status says Waiting.
+      this.pod.changed();
+      const failure = await this.runPostStart(postStart, proc);
+      // Exited meanwhile (onExit has said so), or the pod is going: terminate() ends the process.
+      if (proc !== this.proc || !this.alive || this.stopped) return;
+      if (failure !== undefined) {
+        this.failPostStart(failure);
+        return;
+      }
+    }
     this.started = c.startupProbe === undefined;
     this.state = { running: { startedAt: at } };
-    this.pod.onRunning(at);
+    this.pod.onRunning(at, !this.init);
     if (this.started) this.onStarted?.();
     this.startProbes();
   }
@@ -388,6 +439,64 @@ class ContainerRunner {
     return exit;
   }
 
+  /**
+   * Runs the postStart hook: undefined when it succeeded, else why not in the kubelet's words. It
+   * ends early (undefined) when the container exits or the pod stops meanwhile; the caller checks.
+   */
+  private async runPostStart(hook: LifecycleHandler, proc: PodProcess): Promise<string | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const cut = new Promise<undefined>((resolve) => {
+      void proc.exited.then(() => resolve(undefined));
+      void this.pod.whenStopping().then(() => resolve(undefined));
+    });
+    const c = this.container;
+    const where = `for Container "${c.name}" in Pod "${podDesc(this.pod.key, this.pod.uid)}" failed`;
+    try {
+      const sleep = hook.sleep;
+      if (sleep !== undefined) {
+        const slept = new Promise<undefined>((r) => {
+          timer = setTimeout(() => r(undefined), sleep.seconds * 1000);
+          timer.unref();
+        });
+        return await Promise.race([cut, slept]);
+      }
+      const target = this.target();
+      const exec = hook.exec;
+      if (exec !== undefined && target.exec !== undefined) {
+        const argv = exec.command ?? [];
+        const r = await Promise.race([cut, target.exec(argv, POST_START_TIMEOUT_MS)]);
+        if (r === undefined || r.exitCode === 0) return undefined;
+        const error =
+          r.exitCode === null
+            ? `command '${argv.join(' ')}' timed out after ${POST_START_TIMEOUT_MS / 1000}s`
+            : `command '${argv.join(' ')}' exited with ${r.exitCode}`;
+        return `Exec lifecycle hook ([${argv.join(' ')}]) ${where} - error: ${error}, message: ${JSON.stringify(r.output)}`;
+      }
+      const ok = await Promise.race([cut, runHandler(hook, target, POST_START_TIMEOUT_MS)]);
+      if (ok !== false) return undefined;
+      const path = hook.httpGet?.path ?? '/';
+      return `HTTP lifecycle hook (${path}) ${where} - error: no answer with a status 200..399`;
+    } catch (err) {
+      return `${handlerKind(hook) ?? 'A'} lifecycle hook ${where} - error: ${err instanceof Error ? err.message : String(err)}`;
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+  }
+
+  /** The postStart hook failed: the container is killed (preStop and grace apply) and restarts by policy. */
+  private failPostStart(failure: string): void {
+    this.postStartFailure = failure;
+    this.host.reportError(
+      this.pod.key,
+      new GrpcKubeError(
+        'GK_ERR_LAB',
+        `pod ${this.pod.key} container ${this.container.name}: FailedPostStartHook: ${failure}; ` +
+          'the container is killed and restarted by restartPolicy',
+      ),
+    );
+    this.killForRestart();
+  }
+
   private async runPreStop(hook: LifecycleHandler, proc: PodProcess): Promise<void> {
     const budgetMs = this.killAt - Date.now();
     if (!(budgetMs > 0)) return;
@@ -442,9 +551,21 @@ class ContainerRunner {
     const at = this.host.nowIso();
     const exitCode = exitCodeOf(exit);
     const failed = exitCode !== 0;
-    // A sidecar restarts always; the main containers by the pod's restartPolicy.
-    const policy = this.init ? 'Always' : (this.pod.spec.spec.restartPolicy ?? 'Always');
-    const restart = policy === 'Always' || (policy === 'OnFailure' && failed);
+    const postStartFailure = this.postStartFailure;
+    this.postStartFailure = undefined;
+    // A sidecar restarts always; an init container on failure unless the pod's restartPolicy is Never;
+    // the main containers by the pod's restartPolicy.
+    const podPolicy = this.pod.spec.spec.restartPolicy ?? 'Always';
+    const policy = this.sidecar
+      ? 'Always'
+      : this.init
+        ? podPolicy === 'Never'
+          ? 'Never'
+          : 'OnFailure'
+        : podPolicy;
+    // A container whose postStart hook failed has failed, whatever its exit code after the kill.
+    const restart =
+      policy === 'Always' || (policy === 'OnFailure' && (failed || postStartFailure !== undefined));
     this.ready = false;
     this.started = false;
     // A container that ran long enough starts its back-off afresh, as the kubelet's does (2 × the cap).
@@ -464,17 +585,23 @@ class ContainerRunner {
       this.lastState = terminated;
       this.restartCount++;
       this.state = {
-        waiting: {
-          reason: 'CrashLoopBackOff',
-          message: `back-off ${formatDelay(delay)} restarting failed container=${this.container.name} pod=${name}_${namespace}(${this.pod.uid})`,
-        },
+        waiting:
+          postStartFailure !== undefined
+            ? { reason: 'PostStartHookError', message: `FailedPostStartHook: ${postStartFailure}` }
+            : {
+                reason: 'CrashLoopBackOff',
+                message: `back-off ${formatDelay(delay)} restarting failed container=${this.container.name} pod=${name}_${namespace}(${this.pod.uid})`,
+              },
       };
       this.pod.onContainerExit(at, false);
       this.scheduleRestart(delay);
     } else {
+      if (postStartFailure !== undefined && terminated.terminated)
+        terminated.terminated.message = `FailedPostStartHook: ${postStartFailure}`;
       this.state = terminated;
       this.final = exit;
       this.pod.onContainerExit(at, true);
+      this.onCompleted?.(!failed && postStartFailure === undefined);
     }
   }
 
@@ -491,6 +618,8 @@ class ContainerRunner {
   async terminate(graceMs: number): Promise<PodExit | undefined> {
     if (this.restartTimer) clearTimeout(this.restartTimer);
     await this.starting;
+    // Over already (a completed init container): its status stays as it ended.
+    if (this.final !== undefined) return this.final;
     const proc = this.proc;
     if (!proc) return undefined;
     this.stopProbing(true);
@@ -532,10 +661,12 @@ class ContainerRunner {
 }
 
 /**
- * One pod as the kubelet runs it: its address, the node's environment, its containers — native
- * sidecars (init containers with restartPolicy Always) first, each started once the one before it
- * has started, then the main containers together — and the status they add up to. Termination stops
- * the main containers first, then the sidecars in reverse order, within one grace period.
+ * One pod as the kubelet runs it: its address, the node's environment, its containers — init
+ * containers first, in spec order, each once the one before is done (a run-to-completion one has
+ * exited 0, a native sidecar has started), then the main containers together — and the status they
+ * add up to. Termination stops the main containers first, then the sidecars in reverse order, within
+ * one grace period. A run-to-completion init container that fails under restartPolicy Never fails
+ * the pod: its sidecars stop and nothing else starts.
  */
 export class PodWorker {
   ip: string | undefined;
@@ -547,6 +678,12 @@ export class PodWorker {
   private done: Promise<void> | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
   private addressAttempts = 0;
+  /** Sticky once the init containers were all done, as the kubelet keeps Initialized once it is True. */
+  private initialized = false;
+  /** A run-to-completion init container failed under restartPolicy Never: the pod has failed. */
+  private initFailed = false;
+  private signalStop: (() => void) | undefined;
+  private readonly stopSignal = new Promise<void>((resolve) => (this.signalStop = resolve));
 
   constructor(
     readonly host: PodWorkerHost,
@@ -569,9 +706,10 @@ export class PodWorker {
     return this.main?.proc;
   }
 
-  /** Ready as the pod's Ready condition: every container ready. */
+  /** Ready as the pod's Ready condition: every main container and sidecar ready. */
   get ready(): boolean {
-    return this.runners.length > 0 && this.runners.every((r) => r.ready);
+    const running = this.runners.filter((r) => !r.runsToCompletion);
+    return running.length > 0 && running.every((r) => r.ready);
   }
 
   get port(): number {
@@ -640,20 +778,6 @@ export class PodWorker {
       }
       this.ip = ip;
     }
-    const classic = (this.spec.spec.initContainers ?? []).filter((c) => !isSidecar(c));
-    if (classic.length > 0) {
-      // The spec cannot change, so no retry: the pod waits, saying why, until it is deleted.
-      const err = new GrpcKubeError(
-        'GK_ERR_LAB_POD_SPEC',
-        `pod ${this.key}: the lab kubelet runs native sidecars (init containers with restartPolicy Always) ` +
-          `but not run-to-completion init containers: ${classic.map((x) => x.name).join(', ')}`,
-      );
-      h.reportError(this.key, err);
-      for (const r of this.runners)
-        r.state = { waiting: { reason: 'CreateContainerConfigError', message: err.message } };
-      this.changed();
-      return;
-    }
     if (this.nodeEnv === undefined) {
       try {
         this.nodeEnv = (await h.podEnvironment?.(this.spec, this.ip)) ?? {};
@@ -667,20 +791,40 @@ export class PodWorker {
         return;
       }
     }
+    // Initialized False and the containers' PodInitializing before any init container runs.
+    if (this.runners.some((r) => r.init)) this.changed();
     for (const r of this.runners.filter((x) => x.init)) {
       if (this.terminating || this.disposed) return;
       await r.start();
-      // The next container waits for this sidecar's start (its startup probe), as the kubelet does.
-      await Promise.race([r.firstStarted, this.whenStopping()]);
+      if (r.sidecar) {
+        // The next container waits for this sidecar's start (its startup probe), as the kubelet does.
+        await Promise.race([r.firstStarted, this.whenStopping()]);
+        continue;
+      }
+      // Restarted by the container itself until it exits 0, unless restartPolicy is Never.
+      const ok = await Promise.race([r.completed, this.whenStopping().then(() => undefined)]);
+      if (ok === false) {
+        // Not awaited: termination waits for this start to return.
+        void this.failInit();
+        return;
+      }
     }
     if (this.terminating || this.disposed) return;
     await Promise.all(this.runners.filter((x) => !x.init).map((r) => r.start()));
   }
 
-  private stopWaiters: Array<() => void> = [];
+  /** Resolves once the pod is terminating or disposed. */
+  whenStopping(): Promise<void> {
+    return this.stopSignal;
+  }
 
-  private whenStopping(): Promise<void> {
-    return new Promise<void>((resolve) => this.stopWaiters.push(resolve));
+  /** An init container failed for good (restartPolicy Never): the pod fails, and its sidecars stop. */
+  private failInit(): Promise<void> {
+    this.initFailed = true;
+    this.changed((s) => {
+      s.phase = 'Failed';
+    }, 'PodFailed');
+    return this.terminate(deletionGraceMs(this.spec));
   }
 
   private retryLater(): void {
@@ -702,10 +846,17 @@ export class PodWorker {
     const ready = this.ready;
     const statuses = this.runners.filter((r) => !r.init).map((r) => r.status());
     const inits = this.runners.filter((r) => r.init).map((r) => r.status());
+    const incomplete = this.runners.filter((r) => r.init && !r.initDone).map((r) => r.container.name);
+    if (incomplete.length === 0) this.initialized = true;
+    const initialized = this.initialized;
     this.host.updateStatus(this.key, this.uid, (s) => {
       s.phase ??= 'Pending';
       extra?.(s);
-      setCondition(s, 'Initialized', 'True', at);
+      if (initialized) setCondition(s, 'Initialized', 'True', at);
+      else {
+        const message = `containers with incomplete status: [${incomplete.join(' ')}]`;
+        setCondition(s, 'Initialized', 'False', at, 'ContainersNotInitialized', message);
+      }
       setCondition(s, 'ContainersReady', ready ? 'True' : 'False', at, ready ? undefined : reason);
       setCondition(s, 'Ready', ready ? 'True' : 'False', at, ready ? undefined : reason);
       s.containerStatuses = statuses;
@@ -713,12 +864,12 @@ export class PodWorker {
     });
   }
 
-  /** A container runs: the pod is Running at its address. */
-  onRunning(at: string): void {
+  /** A container runs: the pod has its address, and is Running once a main container (not an init one) runs. */
+  onRunning(at: string, main: boolean): void {
     const h = this.host;
     const ip = this.ip ?? '';
     this.changed((s) => {
-      s.phase = 'Running';
+      if (main) s.phase = 'Running';
       s.hostIP = h.hostIP;
       s.hostIPs = [{ ip: h.hostIP }];
       s.podIP = ip;
@@ -759,19 +910,23 @@ export class PodWorker {
     }
     this.terminating = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
-    for (const w of this.stopWaiters.splice(0)) w();
+    this.signalStop?.();
     this.done = (async () => {
       await this.starting;
       const mains = this.runners.filter((r) => !r.init);
+      // Init containers (a sidecar, or one still running to completion) in reverse order.
       const sidecars = this.runners.filter((r) => r.init).reverse();
       const exits = await Promise.all(mains.map((r) => r.terminate(Math.max(0, deadline - Date.now()))));
       for (const r of sidecars) await r.terminate(Math.max(0, deadline - Date.now()));
       for (const r of this.runners) r.stopProbing();
       if (this.disposed || !this.runners.some((r) => r.proc)) return;
-      const failed = exits.some((e) => e !== undefined && exitCodeOf(e) !== 0);
-      this.changed((s) => {
-        s.phase = failed ? 'Failed' : 'Succeeded';
-      }, 'PodCompleted');
+      const failed = this.initFailed || exits.some((e) => e !== undefined && exitCodeOf(e) !== 0);
+      this.changed(
+        (s) => {
+          s.phase = failed ? 'Failed' : 'Succeeded';
+        },
+        this.initFailed ? 'PodFailed' : 'PodCompleted',
+      );
     })();
     return this.done;
   }
@@ -785,7 +940,7 @@ export class PodWorker {
     this.disposed = true;
     this.terminating = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
-    for (const w of this.stopWaiters.splice(0)) w();
+    this.signalStop?.();
     await Promise.all(this.runners.map((r) => r.dispose()));
     await this.starting?.catch(() => undefined);
     await Promise.all(this.runners.map((r) => r.dispose()));

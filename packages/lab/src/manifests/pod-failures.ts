@@ -1,5 +1,6 @@
 // `lab --manifests` fails a strategy's run when one of its overlay's containers cannot run: a
-// container in CrashLoopBackOff, one that exited non-zero by itself, or one whose log (or its
+// container in CrashLoopBackOff or restarted by a failing postStart hook (PostStartHookError, whose
+// message says FailedPostStartHook), one that exited non-zero by itself, or one whose log (or its
 // termination message, where the kubelet keeps the last lines) shows the API answering 403 Forbidden.
 // The reason names the pod, the container and the exit code or the log line, as `kubectl describe`
 // and `kubectl logs --previous` would have shown them.
@@ -83,6 +84,9 @@ export function podFailure(pod: Pod, kills: number): PodFailure | undefined {
       return fail(
         `${where}: ${waiting.reason}${waiting.message ? `: ${waiting.message.slice(0, 300)}` : ''}`,
       );
+    // A postStart hook that keeps failing kills and restarts the container as a crash would.
+    if (waiting?.reason === 'PostStartHookError' && (c.restartCount ?? 0) > kills)
+      return fail(`${where}: ${(waiting.message ?? 'PostStartHookError').slice(0, 300)}`);
     if (c.state?.waiting?.reason === 'CrashLoopBackOff' && (c.restartCount ?? 0) > kills) {
       const tail = lastLine(last?.message);
       return fail(

@@ -79,7 +79,7 @@ export interface Container {
 
 export interface PodSpec {
   containers: Container[];
-  /** Native sidecars (restartPolicy Always) are run; run-to-completion ones are not (CreateContainerConfigError). */
+  /** Run in spec order before the main containers: to completion, or (restartPolicy Always) as native sidecars. */
   initContainers?: Container[];
   nodeName?: string;
   restartPolicy?: 'Always' | 'OnFailure' | 'Never';
