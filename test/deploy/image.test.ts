@@ -14,7 +14,6 @@ import { after, describe, it } from 'node:test';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
 const dockerfile = readFileSync(join(repoRoot, 'Dockerfile'), 'utf8');
-const PORT = 51958;
 
 /** `FROM … AS name` stages, each with its instruction lines (continuations joined). */
 function stages(text: string): Map<string, string[]> {
@@ -47,6 +46,8 @@ function run(
   kill: (s: NodeJS.Signals) => void;
   /** Resolves when the output so far matches `re`; rejects if the process exits first. */
   waitFor: (re: RegExp) => Promise<void>;
+  /** Everything it printed so far (stdout and stderr). */
+  output: () => string;
 } {
   const child = spawn(process.execPath, [script], {
     cwd,
@@ -71,6 +72,7 @@ function run(
       }),
     ),
     kill: (s) => void (child.exitCode === null && child.kill(s)),
+    output: () => out,
     waitFor: (re) =>
       new Promise<void>((resolve, reject) => {
         const check = (): void => {
@@ -211,14 +213,18 @@ describe('Dockerfile', () => {
       const server = run('dist/examples/hello/server.js', dir, {
         POD_NAME: 'hello-image-0',
         LISTEN_HOST: '127.0.0.1',
-        PORT: String(PORT),
+        // Port 0: the kernel picks a free one and the server says which (a fixed port can be taken,
+        // e.g. as another program's ephemeral port, and the server then cannot listen).
+        PORT: '0',
         DRAIN_PROPAGATION_MS: '100',
         DRAIN_GRACE_MS: '1000',
       });
       try {
-        await server.waitFor(/listening on 127\.0\.0\.1:/);
+        await server.waitFor(/listening on 127\.0\.0\.1:\d+/);
+        const port = /listening on 127\.0\.0\.1:(\d+)/.exec(server.output())?.[1];
+        assert.ok(port !== undefined && Number(port) > 0, 'the server names the port it listens on');
         const client = run('dist/examples/hello/client.js', dir, {
-          TARGET: `ipv4:127.0.0.1:${PORT}`,
+          TARGET: `ipv4:127.0.0.1:${port}`,
           CLIENT_ID: 'image-test',
           ROUNDS: '2',
           INTERVAL_MS: '0',
