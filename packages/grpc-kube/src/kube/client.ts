@@ -930,6 +930,26 @@ function errorFromResponse(rp: ResourcePath, verb: string, status: number, body:
   return errorFromStatus(rp, verb, status, st);
 }
 
+const READ_VERBS = new Set(['get', 'list', 'watch']);
+
+/** The Kubernetes verb of a request named by its verb or its HTTP method (POST → create …). */
+function kubeVerb(verb: string, rp: ResourcePath): string {
+  switch (verb) {
+    case 'GET':
+      return rp.name === undefined ? 'list' : 'get';
+    case 'POST':
+      return 'create';
+    case 'PUT':
+      return 'update';
+    case 'PATCH':
+      return 'patch';
+    case 'DELETE':
+      return 'delete';
+    default:
+      return verb;
+  }
+}
+
 /** Map an API answer to the error a user can act on. */
 export function errorFromStatus(
   rp: ResourcePath,
@@ -947,15 +967,23 @@ export function errorFromStatus(
       code = 'GK_ERR_KUBE_UNAUTHORIZED';
       message = `the Kubernetes API rejected the credentials for ${verb} ${describe(rp)}${server}; check the token or kubeconfig user`;
       break;
-    case 403:
+    case 403: {
       code = 'GK_ERR_KUBE_FORBIDDEN';
-      message =
-        `RBAC forbids "${verb}" on ${gr}${where}${server}; grant the client's ServiceAccount a Role with ` +
-        (rp.subresource !== undefined
-          ? `verb ${verb} on resource "${rp.resource}/${rp.subresource}"`
-          : `verbs get, list, watch on resource "${rp.resource}"`) +
-        ` in apiGroup "${rp.group}"${where} and a RoleBinding to it`;
+      const v = kubeVerb(verb, rp);
+      // RBAC's denial reads `… is forbidden: User "u" cannot <verb> resource …`; an admission plugin's
+      // (a missing ServiceAccount, a quota, a policy) says what it refused and why, never "cannot".
+      const rbac = typeof st.message !== 'string' || / cannot /.test(st.message);
+      message = rbac
+        ? `RBAC forbids "${v}" on ${gr}${where}${server}; grant the client's ServiceAccount a Role with ` +
+          (rp.subresource !== undefined
+            ? `verb ${v} on resource "${rp.resource}/${rp.subresource}"`
+            : READ_VERBS.has(v)
+              ? `verbs get, list, watch on resource "${rp.resource}"`
+              : `verb ${v} on resource "${rp.resource}"`) +
+          ` in apiGroup "${rp.group}"${where} and a RoleBinding to it`
+        : `the API server refused "${v}" on ${gr}${where} after authorization (an admission check, not RBAC)${server}; fix what it names`;
       break;
+    }
     case 404:
       code = 'GK_ERR_KUBE_NOT_FOUND';
       message = `the Kubernetes API has no ${describe(rp)}${server}; ${rp.group === 'discovery.k8s.io' ? 'EndpointSlices (discovery.k8s.io/v1) need Kubernetes >= 1.21' : 'check the resource name'}`;
