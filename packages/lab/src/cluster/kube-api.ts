@@ -203,7 +203,7 @@ export function storeKube(store: MemoryStore): Kube {
 }
 
 class StoreKube implements Kube {
-  private readonly stops = new Set<() => void>();
+  private readonly following = new Following();
 
   constructor(private readonly store: MemoryStore) {}
 
@@ -276,16 +276,30 @@ class StoreKube implements Kube {
   ): () => void {
     served(rt, '');
     // Without a resourceVersion the store replays what exists as ADDED, synchronously.
-    const stop = this.store.watch<T>(rt, opts, onEvent);
-    this.stops.add(stop);
+    const stop = this.following.add(this.store.watch<T>(rt, opts, onEvent));
     hooks.onSynced?.();
+    return stop;
+  }
+
+  close(): void {
+    this.following.stopAll();
+  }
+}
+
+/** The watches a backend follows, so close() ends every one still running. */
+class Following {
+  private readonly stops = new Set<() => void>();
+
+  /** Keeps `stop` until it is called; returns the caller's stop function. */
+  add(stop: () => void): () => void {
+    this.stops.add(stop);
     return () => {
       this.stops.delete(stop);
       stop();
     };
   }
 
-  close(): void {
+  stopAll(): void {
     for (const s of [...this.stops]) s();
     this.stops.clear();
   }
@@ -354,7 +368,7 @@ class HttpKube implements Kube {
   private readonly client: KubeClient;
   private readonly retryTransientMs: number;
   private readonly timeoutMs: number;
-  private readonly stops = new Set<() => void>();
+  private readonly following = new Following();
   private closed = false;
 
   constructor(kubeConfigYaml: string, opts: HttpKubeOptions) {
@@ -447,18 +461,12 @@ class HttpKube implements Kube {
     onEvent: (event: WatchEvent<T>) => void,
     hooks: FollowHooks = {},
   ): () => void {
-    const stop = follow<T>(this.client, rt, opts, onEvent, hooks);
-    this.stops.add(stop);
-    return () => {
-      this.stops.delete(stop);
-      stop();
-    };
+    return this.following.add(follow<T>(this.client, rt, opts, onEvent, hooks));
   }
 
   close(): void {
     this.closed = true;
-    for (const s of [...this.stops]) s();
-    this.stops.clear();
+    this.following.stopAll();
     this.client.close();
     this.agent.destroy();
   }
