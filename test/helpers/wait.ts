@@ -1,12 +1,14 @@
 // The tests' one way to wait for a condition: poll it with a real deadline (bounded by time, and by
-// count so a stuck clock cannot spin forever), and fail naming what was awaited.
+// count so a stuck clock cannot spin forever), and fail naming what was awaited. The default deadlines
+// are generous on purpose: a wait returns as soon as its condition holds, so a long cap costs a
+// passing test nothing, while a short one fails a correct test on a machine that stalls for a while.
 
 import { setTimeout as delay } from 'node:timers/promises';
 
 /** Poll `check` (at most every `everyMs`) until it holds; throws naming `what` after `timeoutMs`. */
 export async function until(
   check: () => boolean | Promise<boolean>,
-  timeoutMs = 5000,
+  timeoutMs = 30_000,
   everyMs = 5,
   what = 'condition',
 ): Promise<void> {
@@ -23,7 +25,7 @@ export async function until(
 export function eventually(
   what: string,
   check: () => boolean | Promise<boolean>,
-  timeoutMs = 15_000,
+  timeoutMs = 60_000,
 ): Promise<void> {
   return until(check, timeoutMs, 25, what);
 }
