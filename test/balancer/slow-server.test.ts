@@ -26,7 +26,7 @@ async function run(
   try {
     // Warm up: wait until the channel has connected at least once.
     await new Promise<void>((resolve, reject) =>
-      client.waitForReady(Date.now() + 5000, (e) => (e ? reject(e) : resolve())),
+      client.waitForReady(Date.now() + 60_000, (e) => (e ? reject(e) : resolve())),
     );
     const perServer: Record<string, number> = {};
     let failed = 0;
@@ -35,7 +35,7 @@ async function run(
       while (issued < WARMUP + CALLS) {
         const counted = issued >= WARMUP;
         issued++;
-        const r = await echo(client, 'x', 2000);
+        const r = await echo(client, 'x', 30_000);
         if (r.code !== grpc.status.OK) failed++;
         else if (counted) perServer[r.body] = (perServer[r.body] ?? 0) + 1;
       }
