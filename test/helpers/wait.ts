@@ -1,11 +1,12 @@
 // The tests' one way to wait for a condition: poll it with a real deadline (bounded by time, and by
-// count so a stuck clock cannot spin forever), and fail naming what was awaited. The default deadlines
-// are generous on purpose: a wait returns as soon as its condition holds, so a long cap costs a
-// passing test nothing, while a short one fails a correct test on a machine that stalls for a while.
+// count so a stuck clock cannot spin forever), and fail naming what was awaited.
 
 import { setTimeout as delay } from 'node:timers/promises';
 
-/** Poll `check` (at most every `everyMs`) until it holds; throws naming `what` after `timeoutMs`. */
+/**
+ * Poll `check` (at most every `everyMs`) until it holds; throws naming `what` after `timeoutMs`.
+ * The default cap is generous: it only bounds a hang, and a loaded machine may stall for seconds.
+ */
 export async function until(
   check: () => boolean | Promise<boolean>,
   timeoutMs = 30_000,
