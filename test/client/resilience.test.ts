@@ -14,6 +14,7 @@ import { CALL_ID_METADATA_KEY } from 'grpc-kube/internal/balancer/attempts.js';
 import { parseLoadBalancingConfig } from 'grpc-kube/internal/adapter/grpc-js.js';
 import { InvalidOptionError } from 'grpc-kube/internal/errors.js';
 import { echo, ECHO_PATH, startEchoServer, type StartedServer } from '../server/echo.js';
+import { until } from '../helpers/wait.js';
 
 const fastRetry = { initialBackoffMs: 1, maxBackoffMs: 2 };
 
@@ -169,9 +170,26 @@ test('grpc_kube_p2c hedges each call onto servers its earlier attempts did not u
   );
   t.after(() => client.close());
   const CALLS = 4;
-  // The deadline leaves the 3rd attempt (due at 40 ms) 960 ms of slack on a loaded machine.
+  // Each call is cancelled once all three servers have seen it (its 3rd attempt is due at 40 ms; a
+  // deadline could run out first on a stalled machine). A call that hedged onto a server twice leaves
+  // one server without it, and the wait fails.
   for (let i = 0; i < CALLS; i++) {
-    assert.equal((await echo(client, 'x', 1000)).code, grpc.status.DEADLINE_EXCEEDED);
+    const call = client.makeUnaryRequest<Buffer, Buffer>(
+      ECHO_PATH,
+      (b) => b,
+      (b) => b,
+      Buffer.from('x'),
+      new grpc.Metadata(),
+      { deadline: Date.now() + 120_000 },
+      () => {},
+    );
+    await until(
+      () => seen.every((ids) => ids.length === i + 1),
+      60_000,
+      2,
+      `call ${i} reached all 3 servers`,
+    );
+    call.cancel();
   }
   for (const [i, ids] of seen.entries()) {
     assert.equal(new Set(ids).size, ids.length, `server ${i} saw a call twice`);
@@ -287,7 +305,7 @@ for (const lbPolicy of ['grpc_kube_p2c', 'grpc_kube_ewma']) {
       Array.from({ length: 10 }, async () => {
         while (next < RPCS) {
           next++;
-          if ((await echo(client, 'x', 5000)).code !== grpc.status.OK) failed++;
+          if ((await echo(client, 'x')).code !== grpc.status.OK) failed++;
         }
       }),
     );

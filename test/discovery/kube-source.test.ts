@@ -120,7 +120,7 @@ test('endpoints moving between three slices are never removed, even across a 410
   new SliceWriter(api, 'other', 50051).put('o1', [{ ip: '10.9.9.9' }]);
   api.store.compact();
   w.put('s2', [{ ip: ips[3]! }, { ip: ips[0]! }]);
-  await until(() => src.stats.lists >= 2 && src.stats.expired >= 1, 5000);
+  await until(() => src.stats.lists >= 2 && src.stats.expired >= 1, 30_000);
   await until(() => (r.sets.at(-1) ?? []).length === 6 && src.status === 'synced');
   for (const d of r.diffs) assert.deepEqual(d.removed, [], 'no endpoint was ever removed');
   assert.equal(r.last().length, 6);

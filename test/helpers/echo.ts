@@ -6,6 +6,8 @@ import * as grpc from '@grpc/grpc-js';
 
 export interface WhoRequest {
   delayMs?: number;
+  /** Answer only when the test calls the server's release(): in flight for as long as it needs. */
+  hold?: boolean;
 }
 export interface WhoReply {
   server: string;
@@ -40,6 +42,8 @@ export interface EchoServer {
   /** performance.now() when the first RPC arrived, for propagation measurements. */
   firstServedAt: number | undefined;
   delayMs: number;
+  /** Answer every RPC held so far (sent with `hold: true`). */
+  release(): void;
   /** Graceful stop: refuse new streams, let running ones finish. */
   stop(): Promise<void>;
   kill(): void;
@@ -52,6 +56,7 @@ export async function startEchoServer(
   delayMs = 0,
 ): Promise<EchoServer> {
   const server = new grpc.Server();
+  const held: Array<() => void> = [];
   const s: EchoServer = {
     name,
     host,
@@ -60,6 +65,7 @@ export async function startEchoServer(
     inFlight: 0,
     firstServedAt: undefined,
     delayMs,
+    release: () => held.splice(0).forEach((reply) => reply()),
     stop: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
     kill: () => server.forceShutdown(),
   };
@@ -73,7 +79,8 @@ export async function startEchoServer(
         s.inFlight--;
         cb(null, { server: name });
       };
-      if (delay > 0) setTimeout(reply, delay);
+      if (call.request.hold === true) held.push(reply);
+      else if (delay > 0) setTimeout(reply, delay);
       else reply();
     },
   });

@@ -20,7 +20,7 @@ import { servedIps } from '../helpers/kube.js';
 
 /** Far longer than any wait below: finishing before it means the abort, not the time-out, ended it. */
 const CONNECT_TIMEOUT_MS = 120_000;
-const BOUND_MS = 15_000;
+const BOUND_MS = 60_000;
 
 async function silentH2Server(t: { after(fn: () => unknown): void }) {
   const pki = await testPki();

@@ -17,7 +17,7 @@ const SEED = Number(process.env.GK_ADVERSARIAL_SEED ?? 13);
 const ROUNDS = Number(process.env.GK_ADVERSARIAL_ROUNDS ?? 70);
 const SERVICES = 8;
 /** A Service that has not followed the server this long after the faults stop is stale. */
-const FOLLOW_BOUND_MS = 10_000;
+const FOLLOW_BOUND_MS = 30_000;
 
 interface RunResult {
   transport: Transport;

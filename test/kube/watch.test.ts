@@ -218,7 +218,7 @@ test('an empty-watch server sees <= 5 requests per second per channel (injected 
   const c = client(t, api);
   const clock = fakeClock();
   const f = follow(t, c, 'a', { backoff: {} /* defaults: 500 ms .. 15 s */, ...clock.options });
-  await until(() => clock.ms >= 60_000, 20_000);
+  await until(() => clock.ms >= 60_000, 60_000);
   const rate = (api.requests.list + api.requests.watch) / (clock.ms / 1000);
   assert.ok(rate <= 5, `${rate} requests/s`);
   assert.ok(f.src.stats.shortWatches >= 3, 'empty watches count as failures');
@@ -233,7 +233,7 @@ test('a 410 storm backs off instead of looping', async (t) => {
   const c = client(t, api);
   const clock = fakeClock();
   const f = follow(t, c, 'a', { backoff: {}, ...clock.options });
-  await until(() => clock.ms >= 60_000, 20_000);
+  await until(() => clock.ms >= 60_000, 60_000);
   assert.ok(f.src.stats.expired >= 3);
   assert.ok((api.requests.list + api.requests.watch) / (clock.ms / 1000) <= 5);
   assertBackedOff(clock.delays, 15_000);
@@ -254,7 +254,7 @@ test('the GRPCRoute watcher uses the same loop: no hot loop on an empty-watch se
   });
   t.after(() => w.stop());
   await w.start();
-  await until(() => clock.ms >= 60_000, 20_000);
+  await until(() => clock.ms >= 60_000, 60_000);
   assert.ok(changes >= 1);
   assert.ok((api.requests.list + api.requests.watch) / (clock.ms / 1000) <= 5);
   assertBackedOff(clock.delays, 15_000);
@@ -269,14 +269,21 @@ test('a hung list times out (GK_ERR_KUBE_TIMEOUT) and stop() returns at once wha
   await until(() => f.errors.length >= 1);
   assert.equal(f.errors[0]?.code, 'GK_ERR_KUBE_TIMEOUT');
   await until(() => f.ips().join() === '10.0.0.1');
-  // Now every request hangs: stop() and close() must not wait for the server.
+  // Now every request hangs: stop() and close() must not wait for the server. g's list would time
+  // out only after 120 s (past the test's time-out), so a stop() that waited for it stays pending
+  // at the 60 s bound, however slow the machine.
   api.fault = () => 'hang';
-  const g = follow(t, c, 'b');
+  const g = follow(t, c, 'b', { listTimeoutMs: 120_000 });
   await until(() => api.requests.list >= 3);
   const t0 = Date.now();
-  await Promise.all([f.src.stop(), g.src.stop()]);
+  let timer: NodeJS.Timeout | undefined;
+  const stopped = await Promise.race([
+    Promise.all([f.src.stop(), g.src.stop()]).then(() => 'stopped'),
+    new Promise<string>((r) => (timer = setTimeout(() => r('still waiting for the server'), 60_000))),
+  ]).finally(() => clearTimeout(timer));
   c.close();
-  assert.ok(Date.now() - t0 < 1000, `stop took ${Date.now() - t0} ms`);
+  t.diagnostic(`stop took ${Date.now() - t0} ms`);
+  assert.equal(stopped, 'stopped');
 });
 
 for (const transport of ['h2', 'https1', 'http'] as const) {
@@ -322,7 +329,7 @@ for (const transport of ['h2', 'https1'] as const) {
     const f = follow(t, c, 'a', { bookmarkIntervalMs: transport === 'h2' ? 60_000 : 100 });
     await until(() => f.ips().join() === '10.0.0.1');
     api.put(SLICES, slice('default', 'a', ['10.0.0.2']));
-    await until(() => f.ips().join() === '10.0.0.2', 10_000);
+    await until(() => f.ips().join() === '10.0.0.2', 30_000);
     assert.ok(api.requests.watch >= 2);
     if (transport === 'h2') assert.ok(c.stats.pingTimeouts >= 1);
   });
@@ -337,7 +344,7 @@ test('a watch the server accepts and never answers is dropped and opened again (
   const f = follow(t, c, 'a', { bookmarkIntervalMs: 100 });
   await until(() => f.ips().join() === '10.0.0.1' && api.requests.watch >= 1);
   api.put(SLICES, slice('default', 'a', ['10.0.0.2']));
-  await until(() => f.ips().join() === '10.0.0.2', 10_000);
+  await until(() => f.ips().join() === '10.0.0.2', 30_000);
   assert.ok(api.requests.watch >= 2);
 });
 
@@ -359,7 +366,7 @@ test('the GRPCRoute watcher finds a half-open connection (idle time-out) and fol
   // The change comes after the watch went silent, so only a new watch can bring it.
   await until(() => api.requests.watch >= 1);
   api.put('grpcroutes', { metadata: { name: 'r2', namespace: 'default' }, spec: {} });
-  await until(() => names.join() === 'default/r,default/r2', 10_000);
+  await until(() => names.join() === 'default/r,default/r2', 30_000);
   assert.ok(api.requests.watch >= 2, 'the silent watch was dropped and opened again');
 });
 
@@ -369,9 +376,9 @@ test('200 Services over HTTP/2 from one client: every one follows its change (no
   for (let i = 0; i < n; i++) api.put(SLICES, slice('default', `s${i}`, ['10.1.0.1']));
   const c = client(t, api);
   const fs = Array.from({ length: n }, (_, i) => follow(t, c, `s${i}`));
-  await until(() => fs.every((f) => f.src.status === 'synced') && api.openWatches === n, 20_000);
+  await until(() => fs.every((f) => f.src.status === 'synced') && api.openWatches === n, 60_000);
   for (let i = 0; i < n; i++) api.put(SLICES, slice('default', `s${i}`, ['10.1.0.2']));
-  await until(() => fs.every((f) => f.ips().join() === '10.1.0.2'), 20_000);
+  await until(() => fs.every((f) => f.ips().join() === '10.1.0.2'), 60_000);
   assert.equal(c.stats.protocol, 'h2');
   assert.equal(c.stats.activeWatches, n);
   // The server allows 100 streams per connection: the client opened more sessions, queued nothing.
@@ -389,7 +396,7 @@ test('HTTP/2: 120 watches opened at once on a fresh client all start (no stream 
     const w = c.watch(RP, { resourceVersion: '0', onOpen: () => opened++ }, () => {});
     w.done.catch((e: unknown) => failures.push(e));
   }
-  await until(() => opened === n && api.openWatches === n, 20_000);
+  await until(() => opened === n && api.openWatches === n, 60_000);
   assert.deepEqual(failures, []);
   assert.ok(c.stats.sessions >= 2, `${c.stats.sessions} sessions`);
 });
@@ -406,7 +413,7 @@ test('HTTP/1.1: the watch limit is explicit: over it a Service is retrying with 
   // sides agree (under load that takes a moment), then check that they agree on WHO holds a watch.
   await until(
     () => c.stats.watchLimitRejections >= 2 && api.openWatches === 10 && names('synced').length === 10,
-    20_000,
+    60_000,
   );
   assert.equal(c.stats.protocol, 'http/1.1');
   assert.deepEqual(names('synced'), api.watchedSelectors, 'only Services with an open watch say synced');
@@ -414,9 +421,9 @@ test('HTTP/1.1: the watch limit is explicit: over it a Service is retrying with 
   // Free two watches: the two waiting Services get theirs and follow changes.
   await fs[0]?.src.stop();
   await fs[1]?.src.stop();
-  await until(() => fs.slice(2).every((f) => f.src.status === 'synced'), 20_000);
+  await until(() => fs.slice(2).every((f) => f.src.status === 'synced'), 60_000);
   for (let i = 2; i < 12; i++) api.put(SLICES, slice('default', `s${i}`, ['10.2.0.2']));
-  await until(() => fs.slice(2).every((f) => f.ips().join() === '10.2.0.2'), 20_000);
+  await until(() => fs.slice(2).every((f) => f.ips().join() === '10.2.0.2'), 60_000);
   assert.deepEqual(await warnings(), [], '12 TLS handshakes at once on one client are no listener leak');
 });
 
@@ -426,9 +433,9 @@ test('HTTP/1.1 (http://): 80 Services each hold a watch and follow their change 
   for (let i = 0; i < n; i++) api.put(SLICES, slice('default', `s${i}`, ['10.5.0.1']));
   const c = client(t, api);
   const fs = Array.from({ length: n }, (_, i) => follow(t, c, `s${i}`));
-  await until(() => fs.every((f) => f.src.status === 'synced') && api.openWatches === n, 20_000);
+  await until(() => fs.every((f) => f.src.status === 'synced') && api.openWatches === n, 60_000);
   for (let i = 0; i < n; i++) api.put(SLICES, slice('default', `s${i}`, ['10.5.0.2']));
-  await until(() => fs.every((f) => f.ips().join() === '10.5.0.2'), 20_000);
+  await until(() => fs.every((f) => f.ips().join() === '10.5.0.2'), 60_000);
   assert.equal(c.stats.protocol, 'http/1.1');
   assert.equal(c.stats.activeWatches, n);
   assert.equal(c.stats.watchLimitRejections, 0);

@@ -50,7 +50,7 @@ test('xds serve --metrics-address serves ACKs per node and the clients gauge at 
       text = await (await fetch(`http://${metricsAt}/metrics`)).text();
       return text.includes('grpc_kube_xds_acks_total{');
     },
-    5000,
+    30_000,
     20,
   );
   assert.match(text, /^grpc_kube_xds_acks_total\{xds_type="[^"]+Listener",xds_node="cli-node"[^}]*\} 1$/m);

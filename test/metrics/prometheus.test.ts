@@ -149,8 +149,11 @@ test(
       config,
       [
         'global:',
-        '  scrape_interval: 500ms',
-        '  scrape_timeout: 400ms',
+        // A stalled scrape marks the series stale until the next one: the queries below read the last
+        // value of the past minutes (the counters were final before the first scrape), so one slow
+        // scrape cannot empty them.
+        '  scrape_interval: 1s',
+        '  scrape_timeout: 1s',
         'scrape_configs:',
         '  - job_name: grpc-kube-proxy',
         '    static_configs:',
@@ -197,33 +200,31 @@ test(
       250,
     ).catch((err: Error) => assert.fail(`${err.message}; prometheus said: ${stderr}`));
 
-    const up = await query(api, 'up{job="grpc-kube-proxy"}');
+    const up = await query(api, 'max_over_time(up{job="grpc-kube-proxy"}[5m])');
     assert.equal(up[0]?.value[1], '1');
     const byStatus = Object.fromEntries(
-      (await query(api, 'sum by (grpc_status) (grpc_kube_proxy_requests_total)')).map((s) => [
-        s.metric.grpc_status,
-        Number(s.value[1]),
-      ]),
+      (await query(api, 'sum by (grpc_status) (last_over_time(grpc_kube_proxy_requests_total[5m]))')).map(
+        (s) => [s.metric.grpc_status, Number(s.value[1])],
+      ),
     );
     assert.deepEqual(byStatus, { OK: 20, NOT_FOUND: 3 });
     const byBackend = Object.fromEntries(
-      (await query(api, 'sum by (grpc_kube_backend) (grpc_kube_proxy_requests_total)')).map((s) => [
-        s.metric.grpc_kube_backend,
-        Number(s.value[1]),
-      ]),
+      (
+        await query(api, 'sum by (grpc_kube_backend) (last_over_time(grpc_kube_proxy_requests_total[5m]))')
+      ).map((s) => [s.metric.grpc_kube_backend, Number(s.value[1])]),
     );
     assert.deepEqual(byBackend, Object.fromEntries(backends.map((b) => [b.address, b.started.Unary ?? 0])));
-    const count = await query(api, 'sum(grpc_kube_proxy_request_duration_count)');
+    const count = await query(api, 'sum(last_over_time(grpc_kube_proxy_request_duration_count[5m]))');
     assert.equal(count[0]?.value[1], '23');
 
-    assert.equal((await query(api, 'up{job="grpc-kube-xds"}'))[0]?.value[1], '1');
-    const clients = await query(api, 'grpc_kube_xds_clients{job="grpc-kube-xds"}');
+    assert.equal((await query(api, 'max_over_time(up{job="grpc-kube-xds"}[5m])'))[0]?.value[1], '1');
+    const clients = await query(api, 'last_over_time(grpc_kube_xds_clients{job="grpc-kube-xds"}[5m])');
     t.diagnostic(`PromQL grpc_kube_xds_clients{job="grpc-kube-xds"} → ${JSON.stringify(clients)}`);
     assert.equal(clients.length, 1);
     assert.equal(clients[0]?.value[1], '1');
     const acks = await query(
       api,
-      'sum by (xds_node, xds_type) (grpc_kube_xds_acks_total{job="grpc-kube-xds"})',
+      'sum by (xds_node, xds_type) (last_over_time(grpc_kube_xds_acks_total{job="grpc-kube-xds"}[5m]))',
     );
     t.diagnostic(`PromQL sum by (xds_node, xds_type) (grpc_kube_xds_acks_total) → ${JSON.stringify(acks)}`);
     assert.deepEqual(

@@ -34,7 +34,7 @@ test('resolver and balancer series: endpoints by state, list/watch starts, picks
   );
   t.after(() => client.close());
   const N = 40;
-  for (let i = 0; i < N; i++) await who(client);
+  for (let i = 0; i < N; i++) await who(client, 30_000);
 
   const all = await m.collect();
   const target = `default/hello port ${a.port}`;
@@ -87,10 +87,13 @@ test('resolver and balancer series: endpoints by state, list/watch starts, picks
   );
 
   // A call in flight shows as outstanding on the endpoint that holds it.
-  const slow = who(client, 10_000, { delayMs: 1000 });
+  // Held until released: a fixed delay could end before the collection on a stalled machine.
+  const slow = who(client, 120_000, { hold: true });
   await until(() => a.inFlight + b.inFlight === 1);
   const during = await m.collect();
   assert.equal(total(during, 'grpc_kube.balancer.outstanding', policy), 1);
+  a.release();
+  b.release();
   await slow;
 
   // The API refusing the list shows as errors by code.
@@ -106,7 +109,7 @@ test('resolver and balancer series: endpoints by state, list/watch starts, picks
   await until(
     async () =>
       total(await m.collect(), 'grpc_kube.resolver.errors', { 'grpc_kube.service': 'default/other' }) >= 2,
-    5000,
+    30_000,
     20,
   );
   const errors = pointsOf(await m.collect(), 'grpc_kube.resolver.errors', {

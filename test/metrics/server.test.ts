@@ -28,7 +28,7 @@ test('server kit series: serving phase, in-flight calls, one GOAWAY and the drai
     signalSource: signals,
     exit: null,
     propagationDelayMs: 50,
-    graceMs: 10_000,
+    graceMs: 60_000,
   });
   t.after(() => {
     kit.close();
@@ -54,12 +54,12 @@ test('server kit series: serving phase, in-flight calls, one GOAWAY and the drai
   assert.deepEqual(await phaseNow(), { starting: 0, serving: 1, draining: 0, stopped: 0 });
   assert.equal((await echo(client, 'quick')).code, grpc.status.OK);
 
-  const slow = echo(client, 'hold', 20_000);
-  await until(async () => total(await m.collect(), 'grpc_kube.server.in_flight') === 1, 5000, 10);
+  const slow = echo(client, 'hold', 120_000);
+  await until(async () => total(await m.collect(), 'grpc_kube.server.in_flight') === 1, 30_000, 10);
   signals.emit('SIGTERM');
   await until(() => kit.phase === 'draining');
   assert.deepEqual(await phaseNow(), { starting: 0, serving: 0, draining: 1, stopped: 0 });
-  await until(async () => total(await m.collect(), 'grpc_kube.server.goaways') === 1, 5000, 10);
+  await until(async () => total(await m.collect(), 'grpc_kube.server.goaways') === 1, 30_000, 10);
   release();
   assert.equal((await slow).code, grpc.status.OK, 'the call in flight finished after GOAWAY');
   const result = await kit.shutdown();

@@ -78,5 +78,5 @@ test('xDS series: connected clients, ACK and NACK per type and node, ACKed versi
   assert.equal(total(all, 'grpc_kube.xds.push.duration', { 'xds.type': CDS }), 1);
 
   b.close();
-  await until(async () => pointsOf(await m.collect(), 'grpc_kube.xds.clients')[0]?.value === 1, 5000, 10);
+  await until(async () => pointsOf(await m.collect(), 'grpc_kube.xds.clients')[0]?.value === 1, 30_000, 10);
 });

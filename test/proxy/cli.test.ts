@@ -85,7 +85,7 @@ async function proxyProcess(
       '--static',
       `app.prod:9000=${backendPorts.map((port) => `127.0.0.1:${port}`).join(',')}`,
       '--grace-ms',
-      '3000',
+      '30000',
       ...extra,
     ],
     detached,
@@ -109,8 +109,9 @@ test('grpc-kube proxy: serves, then drains on SIGTERM and exits 0', async (t) =>
   const client = newJsonClient(address);
   t.after(() => client.close());
   assert.equal((await unary(client, {})).res?.server, 'b0');
-  const slow = unary(client, { delayMs: 400 });
-  await new Promise((r) => setTimeout(r, 100));
+  const slow = unary(client, { delayMs: 400 }, { deadlineMs: 60_000 });
+  // SIGTERM once the RPC is in flight at the backend (not after a fixed sleep it may not reach by).
+  await until(() => b.inFlight === 1, 30_000);
   child.kill('SIGTERM');
   const r = await slow;
   assert.equal(r.err, undefined, 'the RPC in flight at SIGTERM finished');
@@ -171,27 +172,25 @@ test('grpc-kube proxy --workers 2: connections spread over both workers; SIGTERM
     .map(Number);
   assert.equal(workerPids.length, 2, `workers: ${workerPids.join(',')}`);
   process.kill(workerPids[0] as number, 'SIGKILL');
-  const deadline = Date.now() + 10_000;
-  while (!p.stderr().includes('restarting it') && Date.now() < deadline)
-    await new Promise((r) => setTimeout(r, 50));
+  await until(() => p.stderr().includes('restarting it'), 30_000, 50).catch(() => {});
   assert.match(p.stderr(), new RegExp(`worker ${workerPids[0]} exited \\(SIGKILL\\); restarting it`));
   const fresh = Array.from({ length: 4 }, () => newJsonClient(p.address));
   t.after(() => fresh.forEach((c) => c.close()));
-  while (!p.lines.some((l) => l.endsWith('listening (a replacement)')) && Date.now() < deadline)
-    await new Promise((r) => setTimeout(r, 50));
+  await until(() => p.lines.some((l) => l.endsWith('listening (a replacement)')), 30_000, 50).catch(() => {});
   assert.ok(
     p.lines.some((l) => l.endsWith('listening (a replacement)')),
     p.lines.join('\n'),
   );
-  const again = await Promise.all(fresh.map((c) => unary(c, {}, { deadlineMs: 5000 })));
+  const again = await Promise.all(fresh.map((c) => unary(c, {}, { deadlineMs: 30_000 })));
   assert.deepEqual(
     again.map((r) => r.err?.code ?? 0),
     Array(4).fill(0),
   );
 
   // SIGTERM: RPCs in flight on every worker finish, then the primary exits 0.
-  const slow = clients.map((c) => unary(c, { delayMs: 400 }, { deadlineMs: 5000 }));
-  await new Promise((r) => setTimeout(r, 100));
+  const slow = clients.map((c) => unary(c, { delayMs: 400 }, { deadlineMs: 60_000 }));
+  // SIGTERM once all eight are in flight at the backend, however long reconnecting took.
+  await until(() => b.inFlight === 8, 30_000);
   p.child.kill('SIGTERM');
   const results = await Promise.all(slow);
   const code = await p.exited;
@@ -208,26 +207,28 @@ test('grpc-kube proxy --workers 2: connections spread over both workers; SIGTERM
 test('grpc-kube proxy --workers 2: a signal to the whole process group (Ctrl-C, systemd) drains, with the drain delay, and exits 0', async (t) => {
   const b = await startJsonServer('b0', '127.0.0.1');
   t.after(() => b.kill());
-  const p = await proxyProcess(t, [b.port], ['--workers', '2', '--drain-delay-ms', '2000'], true);
+  // The drain delay must outlast reading the log line and sending the RPCs below: generous, so a stall
+  // of a few seconds does not land those RPCs after it.
+  const p = await proxyProcess(t, [b.port], ['--workers', '2', '--drain-delay-ms', '6000'], true);
   const clients = Array.from({ length: 4 }, () => newJsonClient(p.address));
   t.after(() => clients.forEach((c) => c.close()));
   assert.deepEqual(
     (await Promise.all(clients.map((c) => unary(c, {})))).map((r) => r.err?.code ?? 0),
     Array(4).fill(0),
   );
-  const slow = clients.map((c) => unary(c, { delayMs: 400 }, { deadlineMs: 10_000 }));
-  await until(() => b.inFlight === 4, 5000);
+  const slow = clients.map((c) => unary(c, { delayMs: 400 }, { deadlineMs: 60_000 }));
+  await until(() => b.inFlight === 4, 30_000);
   const signalledAt = Date.now();
   // Every process of the group gets it: the primary and both workers.
   process.kill(-(p.child.pid as number), 'SIGTERM');
-  await until(() => p.lines.filter((l) => l.includes('serving 2000 ms more')).length === 2, 5000);
+  await until(() => p.lines.filter((l) => l.includes('serving 6000 ms more')).length === 2, 30_000);
   // Within the drain delay the workers still serve new RPCs on the connections they have.
-  const during = await Promise.all(clients.map((c) => unary(c, {}, { deadlineMs: 5000 })));
+  const during = await Promise.all(clients.map((c) => unary(c, {}, { deadlineMs: 30_000 })));
   const results = await Promise.all(slow);
   const code = await p.exited;
   const out = `${p.stderr()}\n${p.lines.join('\n')}`;
   assert.equal(code, 0, out);
-  assert.ok(Date.now() - signalledAt >= 2000, `exited before the drain delay was over\n${out}`);
+  assert.ok(Date.now() - signalledAt >= 6000, `exited before the drain delay was over\n${out}`);
   assert.deepEqual(
     [...results, ...during].map((r) => r.err?.code ?? 0),
     Array(8).fill(0),
@@ -299,8 +300,8 @@ test(
       served.add(r.res?.server ?? '');
     }
     assert.deepEqual([...served].sort(), ['x0', 'x1']);
-    const slow = unary(client, { delayMs: 300 }, { deadlineMs: 3000 });
-    await new Promise((r) => setTimeout(r, 100));
+    const slow = unary(client, { delayMs: 300 }, { deadlineMs: 60_000 });
+    await until(() => bs.some((b) => b.inFlight === 1), 30_000);
     p.child.kill('SIGTERM');
     assert.equal((await slow).err, undefined, 'the RPC in flight finished');
     assert.equal(await p.exited, 0, p.stderr());

@@ -14,6 +14,9 @@ import { builtinScenarios, scaleScenario } from '@grpc-kube/lab/internal/lab/sce
 import { proxyNghttpx } from '@grpc-kube/lab/internal/lab/strategies/proxy.js';
 import { seededRandom } from 'grpc-kube/internal/balancer/runtime.js';
 import { newJsonClient, startJsonServer, unary, type JsonServer } from './fixtures/json-service.js';
+import { until } from '../helpers/wait.js';
+import { unsaturatedLab } from '../helpers/lab.js';
+import type { LabRunRecord } from '@grpc-kube/lab/internal/lab/metrics.js';
 
 const skip = existsSync(DEFAULT_NGHTTPX)
   ? false
@@ -58,6 +61,18 @@ test(
     assert.equal(dp.backends.length, 3);
     const client = newJsonClient(dp.address);
     t.after(() => client.close());
+    // Warm up until every backend has answered once: nghttpx passes over a backend whose connection
+    // is still being set up, which a loaded machine can stretch over many RPCs.
+    const seen = new Set<string>();
+    await until(
+      async () => {
+        const r = await unary(client, {}, { deadlineMs: 30_000 });
+        seen.add(r.res?.server ?? '');
+        return ['n0', 'n1', 'n2'].every((n) => seen.has(n));
+      },
+      60_000,
+      0,
+    );
     const counts: Record<string, number> = {};
     for (let i = 0; i < 30; i++) {
       const r = await unary(client, {});
@@ -72,9 +87,11 @@ test(
     for (const [name, n] of Object.entries(counts)) assert.ok(n >= 7 && n <= 13, `${name}: ${n} of 30`);
 
     // Graceful stop: an RPC in flight finishes.
-    const slow = unary(client, { delayMs: 400 }, { deadlineMs: 3000 });
-    await new Promise((r) => setTimeout(r, 100));
-    await dp.stop(3000);
+    const slow = unary(client, { delayMs: 400 }, { deadlineMs: 60_000 });
+    // Stop once the RPC is in flight at a backend (a fixed sleep may end before it gets there), with a
+    // grace no stall uses up.
+    await until(() => servers.some((s) => s.inFlight === 1), 30_000);
+    await dp.stop(30_000);
     const r = await slow;
     assert.equal(r.err, undefined, r.err?.details);
   },
@@ -117,25 +134,36 @@ for (const name of ['scale-up', 'rolling-update', 'pod-kill'] as const) {
     async (t) => {
       const sc = builtinScenarios().find((s) => s.name === name);
       assert.ok(sc !== undefined);
-      const result = await runScenario({
-        scenario: scaleScenario(sc, 0.3),
-        strategies: [proxyNghttpx],
-        timeScale: 0.3,
-        random: seededRandom(13),
-        config: labConfig({ strategyCount: 1 }),
-      });
-      const r = result.runs[0]?.record;
-      assert.ok(r !== undefined);
-      t.diagnostic(
-        `${name}: rpcs ${r.rpcs} failed ${r.failed} balance ${r.balanceMaxOverMean} never served ${r.newPodsNeverServed} ready→first p99 ${r.readyToFirstRpcMs.p99} ms`,
+      // A run the harness calls saturated is accepted only if these still hold; otherwise it is re-run
+      // (load can make a strategy lose RPCs or answer late, never hide a loss).
+      const holds = (result: { runs: ReadonlyArray<{ record: LabRunRecord }> }): void => {
+        const r = result.runs[0]?.record;
+        assert.ok(r !== undefined);
+        t.diagnostic(
+          `${name}: rpcs ${r.rpcs} failed ${r.failed} balance ${r.balanceMaxOverMean} never served ${r.newPodsNeverServed} ready→first p99 ${r.readyToFirstRpcMs.p99} ms`,
+        );
+        assert.ok(r.rpcs > 100);
+        assert.equal(r.newPodsNeverServed, 0);
+        assert.ok((r.balanceMaxOverMean ?? Infinity) < 2, `balance ${r.balanceMaxOverMean}`);
+        // A SIGKILLed pod's RPCs in flight fail (nghttpx, like any proxy, cannot replay what a pod may
+        // have read); rollouts and scale-ups lose none.
+        if (name !== 'pod-kill') assert.equal(r.failed, 0, JSON.stringify(r.failedByCode));
+        else assert.ok(r.failed <= 2, `pod-kill failed ${r.failed}`);
+      };
+      await unsaturatedLab(
+        t,
+        () =>
+          runScenario({
+            scenario: scaleScenario(sc, 0.3),
+            strategies: [proxyNghttpx],
+            timeScale: 0.3,
+            random: seededRandom(13),
+            config: labConfig({ strategyCount: 1 }),
+          }),
+        (result) => result.runs.map((x) => x.record),
+        3,
+        holds,
       );
-      assert.ok(r.rpcs > 100);
-      assert.equal(r.newPodsNeverServed, 0);
-      assert.ok((r.balanceMaxOverMean ?? Infinity) < 2, `balance ${r.balanceMaxOverMean}`);
-      // A SIGKILLed pod's RPCs in flight fail (nghttpx, like any proxy, cannot replay what a pod may
-      // have read); rollouts and scale-ups lose none.
-      if (name !== 'pod-kill') assert.equal(r.failed, 0, JSON.stringify(r.failedByCode));
-      else assert.ok(r.failed <= 2, `pod-kill failed ${r.failed}`);
     },
   );
 }

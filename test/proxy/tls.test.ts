@@ -203,8 +203,13 @@ test('certificate rotation under load: proxy and backend-client files swapped mi
   assert.deepEqual(failures, []);
   // The half-written set (new certificate, old key) was reported, never used.
   assert.ok(tlsErrors.every((c) => c === 'GK_ERR_TLS'));
-  const now = await peerCert(portOf(proxy));
-  assert.notEqual(now.serialNumber, before.serialNumber, 'new handshakes get the new certificate');
+  // The files are re-read every 50 ms: wait for it (a stalled machine may not have reached it yet).
+  await until(
+    async () => (await peerCert(portOf(proxy))).serialNumber !== before.serialNumber,
+    30_000,
+    20,
+    'new handshakes get the new certificate',
+  );
   assert.ok(proxy.stats.connections > 4, `${proxy.stats.connections} client connections (reconnects)`);
   t.diagnostic(
     `${total} RPCs (${total - swappedAt} after the swap), 0 failed; ${proxy.stats.connections} connections`,

@@ -34,8 +34,9 @@ test(
     t.after(() => client.close());
     await until(
       async () =>
-        new Set(await Promise.all([1, 2, 3, 4, 5, 6].map(async () => (await who(client)).server))).size === 3,
-      3000,
+        new Set(await Promise.all([1, 2, 3, 4, 5, 6].map(async () => (await who(client, 30_000)).server)))
+          .size === 3,
+      30_000,
       0,
     );
 
@@ -47,7 +48,8 @@ test(
       // Bounded: stops at the end of the test or after 2 minutes, paced at ~200 RPC/s per loop.
       while (!stop && Date.now() - started < 120_000) {
         try {
-          await who(client, 1000);
+          // A deadline no stall reaches: a call failed here failed for want of endpoints.
+          await who(client, 30_000);
           ok++;
         } catch {
           failed++;
@@ -67,7 +69,7 @@ test(
     const okDuringOutage = ok;
     await api.start();
     const back = Date.now();
-    await until(() => servers[3]!.served > 0 && servers[4]!.served > 0, 15_000, 10);
+    await until(() => servers[3]!.served > 0 && servers[4]!.served > 0, 60_000, 10);
     const resyncMs = Date.now() - back;
     stop = true;
     await Promise.all(loops);

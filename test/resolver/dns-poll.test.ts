@@ -25,25 +25,25 @@ test('dns-poll: a headless Service scaled from 2 to 3 pods is seen within one po
   t.after(() => client.close());
   await until(
     async () =>
-      new Set(await Promise.all([1, 2, 3, 4].map(async () => (await who(client)).server))).size === 2,
-    3000,
+      new Set(await Promise.all([1, 2, 3, 4].map(async () => (await who(client, 30_000)).server))).size === 2,
+    30_000,
     0,
   );
   dns.setRecords(NAME, [a.host, b.host, c.host]);
-  await until(async () => (await who(client)).server === 'pod-c', 3000, 0);
+  await until(async () => (await who(client, 30_000)).server === 'pod-c', 30_000, 0);
   // and a pod leaving the answer gets no new RPC
   dns.setRecords(NAME, [b.host, c.host]);
   await until(
     async () => {
       const before = a.served;
-      await Promise.all(Array.from({ length: 10 }, () => who(client)));
+      await Promise.all(Array.from({ length: 10 }, () => who(client, 30_000)));
       return a.served === before;
     },
-    3000,
+    30_000,
     0,
   );
   const before = a.served;
-  for (let i = 0; i < 20; i++) await who(client);
+  for (let i = 0; i < 20; i++) await who(client, 30_000);
   assert.equal(a.served, before);
 });
 
@@ -68,7 +68,7 @@ test('dns-poll: NXDOMAIN empties the set; a failing server keeps the last answer
     onError: () => assert.fail('no error after a good answer'),
   });
   t.after(() => sub.unsubscribe());
-  await until(() => seen.length === 2, 3000);
+  await until(() => seen.length === 2, 30_000);
   assert.deepEqual(seen, [['10.0.0.1'], []], 'the timeout kept the answer; NXDOMAIN emptied it');
 
   const failing = new DnsPollFeed('svc.example', 80, {
@@ -83,7 +83,7 @@ test('dns-poll: NXDOMAIN empties the set; a failing server keeps the last answer
     onError: (e) => errors.push(e.code),
   });
   t.after(() => sub2.unsubscribe());
-  await until(() => errors.length >= 1, 3000);
+  await until(() => errors.length >= 1, 30_000);
   assert.equal(errors[0], 'GK_ERR_DNS');
 });
 

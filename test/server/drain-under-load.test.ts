@@ -23,7 +23,8 @@ async function startKitServer(
     signals: [],
     exit: null,
     propagationDelayMs: 50,
-    graceMs: 2000,
+    // Longer than any stall: the RPCs take 5 ms, so a forced close would mean the drain lost track.
+    graceMs: 30_000,
     startServing: true,
   });
   const port = await new Promise<number>((resolve, reject) =>
@@ -46,7 +47,7 @@ test('two of three servers drain with the kit under load: 0 failed RPCs, drained
   );
   t.after(() => client.close());
   await new Promise<void>((resolve, reject) =>
-    client.waitForReady(Date.now() + 5000, (e) => (e ? reject(e) : resolve())),
+    client.waitForReady(Date.now() + 60_000, (e) => (e ? reject(e) : resolve())),
   );
 
   const TOTAL = 900;
@@ -59,7 +60,7 @@ test('two of three servers drain with the kit under load: 0 failed RPCs, drained
       issued++;
       if (issued === 150) shutdowns.push((servers[0] as { kit: ServerKit }).kit.shutdown('rollout a'));
       if (issued === 450) shutdowns.push((servers[1] as { kit: ServerKit }).kit.shutdown('rollout b'));
-      const r = await echo(client, 'x', 3000);
+      const r = await echo(client, 'x', 30_000);
       if (r.code !== grpc.status.OK) failures.push(`${grpc.status[r.code]}: ${r.details}`);
       else perServer[r.body] = (perServer[r.body] ?? 0) + 1;
     }

@@ -48,7 +48,7 @@ export interface EchoResult {
   readonly body: string;
 }
 
-export function echo(client: grpc.Client, body: string, deadlineMs = 2000): Promise<EchoResult> {
+export function echo(client: grpc.Client, body: string, deadlineMs = 30_000): Promise<EchoResult> {
   return new Promise((resolve) => {
     client.makeUnaryRequest<Buffer, Buffer>(
       ECHO_PATH,

@@ -38,7 +38,7 @@ const healthPkg = grpc.loadPackageDefinition(
 
 function checkHealth(client: HealthClient, service = ''): Promise<string> {
   return new Promise((resolve) => {
-    client.check({ service }, { deadline: Date.now() + 2000 }, (err, res) =>
+    client.check({ service }, { deadline: Date.now() + 30_000 }, (err, res) =>
       resolve(err ? `ERROR ${grpc.status[err.code]}` : (res?.status ?? '?')),
     );
   });
@@ -65,7 +65,9 @@ function manualDelay(): {
       resolvers[i]?.();
     },
     async until(n) {
-      for (let k = 0; k < 500 && waits.length < n; k++) await new Promise((r) => setTimeout(r, 2));
+      // Bounded by time, not by a count of 2 ms sleeps (which a stalled machine can use up at once).
+      const end = Date.now() + 30_000;
+      while (waits.length < n && Date.now() < end) await new Promise((r) => setTimeout(r, 2));
       assert.ok(waits.length >= n, `expected ${n} waits, got ${waits.length}`);
     },
   };
@@ -174,8 +176,8 @@ test('SIGTERM: NOT_SERVING at once, serve during propagation, then GOAWAY: in-fl
     health.close();
   });
   assert.equal(await checkHealth(health), 'SERVING');
-  const slow = echo(client, 'slow', 5000);
-  await until(() => slowEntered, 5000, 2, 'slow RPC reached the handler');
+  const slow = echo(client, 'slow', 120_000);
+  await until(() => slowEntered, 30_000, 2, 'slow RPC reached the handler');
 
   signals.emit('SIGTERM');
   signals.emit('SIGTERM'); // a second signal does not start a second sequence
@@ -193,9 +195,9 @@ test('SIGTERM: NOT_SERVING at once, serve during propagation, then GOAWAY: in-fl
   // A new channel cannot connect any more.
   const late = new grpc.Client(address, grpc.credentials.createInsecure());
   t.after(() => late.close());
-  assert.equal((await echo(late, 'x', 1000)).code, grpc.status.UNAVAILABLE);
+  assert.equal((await echo(late, 'x')).code, grpc.status.UNAVAILABLE);
   // The old connection got GOAWAY: a new RPC on it is not accepted either.
-  assert.equal((await echo(client, 'x', 1000)).code, grpc.status.UNAVAILABLE);
+  assert.equal((await echo(client, 'x')).code, grpc.status.UNAVAILABLE);
   assert.deepEqual(exits, [], 'no exit while an RPC is in flight');
 
   releaseSlow?.();
@@ -237,7 +239,7 @@ test('SIGTERM: when the grace period runs out, connections are force-closed and 
   const client = new grpc.Client(address, grpc.credentials.createInsecure());
   t.after(() => client.close());
   const stuck = echo(client, 'stuck', 10_000);
-  await until(() => entered, 5000, 2, 'stuck RPC reached the handler');
+  await until(() => entered, 30_000, 2, 'stuck RPC reached the handler');
   signals.emit('SIGTERM');
   await delay.until(1);
   delay.release(0);
@@ -259,17 +261,25 @@ test('default delay: real (small) timers run the whole sequence; shutdown() work
     signals: [],
     exit: null,
     propagationDelayMs: 20,
-    graceMs: 2000,
+    // Far longer than the rest of the sequence: a stop that waited for it would still be pending at the
+    // 30 s bound below, however slow the machine.
+    graceMs: 120_000,
     startServing: true,
   });
   t.after(() => server.forceShutdown());
   const client = new grpc.Client(address, grpc.credentials.createInsecure());
   assert.equal((await echo(client, 'x')).code, grpc.status.OK);
   client.close();
-  const started = Date.now();
-  const result = await kit.shutdown('test');
-  assert.deepEqual(result, { forced: false, reason: 'test' });
-  assert.ok(Date.now() - started < 1500, 'graceful stop did not wait for the grace timer');
+  let timer: NodeJS.Timeout | undefined;
+  const result = await Promise.race([
+    kit.shutdown('test'),
+    new Promise<string>((r) => (timer = setTimeout(() => r('waited for the grace timer'), 30_000))),
+  ]).finally(() => clearTimeout(timer));
+  assert.deepEqual(
+    result,
+    { forced: false, reason: 'test' },
+    'graceful stop did not wait for the grace timer',
+  );
   assert.throws(() => kit.hold('late'), { code: 'GK_ERR_DESTROYED' });
 });
 

@@ -56,7 +56,7 @@ test('serverTlsCredentials: mutual TLS, and files rotated under load with no RPC
       // A fresh connection every 5 RPCs.
       const c = new grpc.Client(s.address, creds, { 'grpc.use_local_subchannel_pool': 1 });
       for (let i = 0; i < 5; i++) {
-        const r = await echo(c, 'x', 10_000);
+        const r = await echo(c, 'x', 30_000);
         total++;
         if (swapped) afterSwap++;
         if (r.code !== 0) failures.push(`${r.code}: ${r.details}`);
@@ -65,10 +65,10 @@ test('serverTlsCredentials: mutual TLS, and files rotated under load with no RPC
       if (total > 20_000) break;
     }
   });
-  await until(() => total >= 50, 20_000);
+  await until(() => total >= 50, 60_000);
   const next = await pki.server('server-next');
   await copyFile(next.certFile, serving.certFile);
-  await until(() => errors.length > 0, 10_000);
+  await until(() => errors.length > 0, 30_000);
   await copyFile(next.keyFile, serving.keyFile);
   swapped = true;
   await Promise.all(loops);
@@ -76,13 +76,13 @@ test('serverTlsCredentials: mutual TLS, and files rotated under load with no RPC
   assert.deepEqual(errors, ['GK_ERR_TLS'], 'the half-written set was reported once');
   await until(
     async () => (await peerCert(s.port, ca, cert, key)).serialNumber !== before.serialNumber,
-    10_000,
+    30_000,
   );
   assert.equal(tls.files.generation, 2);
 
   // Garbage in the key file: reported, the current set stays in use.
   await writeFile(serving.keyFile, 'not a key');
-  await until(() => errors.length === 2, 10_000);
+  await until(() => errors.length === 2, 30_000);
   const c = new grpc.Client(s.address, creds);
   assert.equal((await echo(c, 'still')).body, 'still');
   c.close();

@@ -183,7 +183,7 @@ test('ADS over mutual TLS: the certificate’s namespace outranks metadata, clie
   const next = await pki.server('ads-next');
   await copyFile(next.certFile, server.certFile);
   await copyFile(next.keyFile, server.keyFile);
-  await until(async () => (await peerCert(cp.port, ca)).serialNumber !== before.serialNumber, 10_000);
+  await until(async () => (await peerCert(cp.port, ca)).serialNumber !== before.serialNumber, 30_000);
   assert.equal(cp.ads.tlsFiles?.generation, 2);
   s.send({ type: LDS, names: ['app.other:9090'], nonce: r.nonce, version: r.version_info });
   s.send({ type: EDS, names: ['other/app:9090'] });

@@ -106,7 +106,16 @@ test('lab strategy xds: clients follow the control plane, GRPCRoute weights, and
   assert.equal(h.target, `xds:///hello.lab:${port}`);
   const client = newEchoClient(h.target, h.channelOptions);
   try {
-    await until(() => answers(client, 2000), 10_000, 50);
+    await until(() => answers(client, 2000), 60_000, 50);
+    // Both pods connected first: while one is still connecting, round_robin sends all to the other.
+    await until(
+      async () => {
+        const { by } = await spread(client, 20, 5);
+        return (by['hello-1'] ?? 0) > 0 && (by['hello-2'] ?? 0) > 0;
+      },
+      60_000,
+      20,
+    );
     const even = await spread(client, 400);
     assert.equal(even.failed, 0);
     assert.ok((even.by['hello-1'] ?? 0) > 150 && (even.by['hello-2'] ?? 0) > 150, JSON.stringify(even.by));
@@ -121,7 +130,7 @@ test('lab strategy xds: clients follow the control plane, GRPCRoute weights, and
         weights: { stable: 0, canary: 100 },
       }),
     );
-    await until(async () => (await spread(client, 20, 5)).by['canary-1'] === 20, 5000, 10);
+    await until(async () => (await spread(client, 20, 5)).by['canary-1'] === 20, 30_000, 10);
   } finally {
     client.close();
     await h.close();
@@ -130,7 +139,7 @@ test('lab strategy xds: clients follow the control plane, GRPCRoute weights, and
   const h2 = await xds.start(env);
   const c2 = newEchoClient(h2.target, h2.channelOptions);
   try {
-    await until(async () => (await spread(c2, 20, 5)).by['canary-1'] === 20, 15_000, 50);
+    await until(async () => (await spread(c2, 20, 5)).by['canary-1'] === 20, 60_000, 50);
   } finally {
     c2.close();
     await h2.close();

@@ -75,7 +75,7 @@ before(async () => {
         return false;
       }
     },
-    10_000,
+    30_000,
     50,
   );
   const Client = grpc.makeGenericClientConstructor(csdsServiceDefinition(), 'Csds');
@@ -100,7 +100,7 @@ test('a grpc-js-xds client: every resource it subscribed, ACKED at the version i
       );
       return [LDS, RDS, CDS, EDS].every((t) => types.has(t));
     },
-    10_000,
+    30_000,
     50,
   );
   const c = configOf(await fetch(), 'csds-node');

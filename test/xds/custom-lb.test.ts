@@ -36,7 +36,16 @@ before(async () => {
   });
   await registerXdsClient(cp.address, 'lb-node');
   client = newEchoClient(`xds:///p2c.default:${port}`);
-  await until(() => answers(client), 10_000, 50);
+  await until(() => answers(client), 60_000, 50);
+  // Both endpoints connected before the count: while one is still connecting the other takes all.
+  await until(
+    async () => {
+      const { by } = await spread(client, 40, 20);
+      return (by['fast'] ?? 0) > 0 && (by['slow'] ?? 0) > 0;
+    },
+    60_000,
+    20,
+  );
 });
 
 after(async () => {

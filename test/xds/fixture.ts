@@ -83,7 +83,7 @@ export async function spread(
 export function nextEvent(
   cp: XdsControlPlane,
   pred: (e: AdsEvent) => boolean,
-  timeoutMs = 5000,
+  timeoutMs = 30_000,
 ): Promise<AdsEvent> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {
@@ -129,7 +129,7 @@ function responses<T>(
     else queue.push(r);
   });
   call.on('error', () => {});
-  return (timeoutMs = 3000) => {
+  return (timeoutMs = 30_000) => {
     const r = queue.shift();
     if (r) return Promise.resolve(r);
     return new Promise((resolve, reject) => {

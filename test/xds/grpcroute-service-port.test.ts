@@ -35,9 +35,9 @@ test('backendRef.port 80 is the Service port: the cluster has the pods on target
   t.after(() => s.close());
   // The listener of app's port 80 brings in the route and its backend's cluster.
   s.send({ type: LDS, names: ['app.default:80'] });
-  await s.next(20_000);
+  await s.next(60_000);
   s.send({ type: EDS, names: ['default/app-v2:80'] });
-  const r = await s.next(20_000);
+  const r = await s.next(60_000);
   const [cla] = r.resources.map((a) => decodeMessage(a.type_url, a.value)) as Array<{
     endpoints: Array<{ lb_endpoints: Array<{ endpoint: { address: { socket_address: unknown } } }> }>;
   }>;

@@ -121,7 +121,7 @@ async function serve(
   });
   let exit: number | undefined;
   void done.then((c) => (exit = c));
-  await until(() => address !== '' || exit !== undefined, 20_000);
+  await until(() => address !== '' || exit !== undefined, 60_000);
   assert.equal(exit, undefined, err.join('\n'));
   return {
     err,
@@ -139,10 +139,10 @@ async function routeConfig(address: string): Promise<string> {
   const s = openAds(address);
   try {
     s.send({ type: LDS, names: [listener], nodeId: `${NS}/client`, namespace: NS });
-    const lds = await s.next(10_000);
+    const lds = await s.next(30_000);
     s.send({ type: LDS, names: [listener], nonce: lds.nonce, version: lds.version_info });
     s.send({ type: RDS, names: [listener] });
-    const rds = await s.next(10_000);
+    const rds = await s.next(30_000);
     assert.equal(rds.type_url, RDS);
     return rds.resources.map((r) => Buffer.from(r.value).toString('latin1')).join('\n');
   } finally {
@@ -204,7 +204,7 @@ async function proxy(
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
   try {
-    await until(() => out.includes('listening on') || child.exitCode !== null, 20_000, 20);
+    await until(() => out.includes('listening on') || child.exitCode !== null, 60_000, 20);
     assert.match(out, /listening on/, err);
   } finally {
     child.kill('SIGTERM');
