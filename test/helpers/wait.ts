@@ -3,10 +3,13 @@
 
 import { setTimeout as delay } from 'node:timers/promises';
 
-/** Poll `check` (at most every `everyMs`) until it holds; throws naming `what` after `timeoutMs`. */
+/**
+ * Poll `check` (at most every `everyMs`) until it holds; throws naming `what` after `timeoutMs`.
+ * The default cap is generous: it only bounds a hang, and a loaded machine may stall for seconds.
+ */
 export async function until(
   check: () => boolean | Promise<boolean>,
-  timeoutMs = 5000,
+  timeoutMs = 30_000,
   everyMs = 5,
   what = 'condition',
 ): Promise<void> {
@@ -23,7 +26,7 @@ export async function until(
 export function eventually(
   what: string,
   check: () => boolean | Promise<boolean>,
-  timeoutMs = 15_000,
+  timeoutMs = 60_000,
 ): Promise<void> {
   return until(check, timeoutMs, 25, what);
 }
