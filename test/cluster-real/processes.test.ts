@@ -124,7 +124,7 @@ describe('startProcess / waitHealthy', () => {
     const { port } = srv.address() as { port: number };
     const p = startProcess('sleeper', '/bin/sleep', ['30'], join(work, 's2.log'));
     try {
-      await waitHealthy(p, { url: `http://127.0.0.1:${port}/health` }, 10_000);
+      await waitHealthy(p, { url: `http://127.0.0.1:${port}/health` }, 60_000);
       assert.equal(hits, 3);
     } finally {
       await p.stop(1000);

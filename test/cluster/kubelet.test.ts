@@ -92,7 +92,7 @@ function healthCheck(addr: string): Promise<string> {
       healthService.Check?.responseDeserialize as (b: Buffer) => { status: string },
       { service: '' },
       new grpc.Metadata(),
-      { deadline: Date.now() + 2000 },
+      { deadline: Date.now() + 30_000 },
       (err, res) => (err ? reject(err) : resolve(res?.status ?? '')),
     );
   }).finally(() => client.close());
