@@ -113,16 +113,18 @@ test('rounds (the east-west demo): ten concurrent RPCs, wait for all, loop; roun
   });
   assert.equal(rec.failed, 0);
   assert.equal(rec.successRate, 1);
-  // A round starts only while time is left (400 ms); its ten RPCs start one after another, so on a
-  // busy machine the last round may straddle the bound, but no round starts after it: per client,
-  // fewer than one round's RPCs start at or after 400 ms.
+  // A round starts only while time is left (400 ms); its ten RPCs start one after another, so the
+  // last round may straddle the bound — or lie wholly past it, when the clock crossed 400 ms between
+  // the round's check and its first RPC (a hair, or a stall) — but no further round starts: per
+  // client, at most one round's RPCs start at or after 400 ms.
   const late = new Map<number, number>();
   for (let i = 0; i < log.length; i++) {
     assert.ok((log.tMs[i] as number) >= 0);
     if ((log.tMs[i] as number) >= 400)
       late.set(log.client[i] as number, (late.get(log.client[i] as number) ?? 0) + 1);
   }
-  for (const [client, n] of late) assert.ok(n < 10, `client ${client}: ${n} RPCs started after the duration`);
+  for (const [client, n] of late)
+    assert.ok(n <= 10, `client ${client}: ${n} RPCs started after the duration`);
 });
 
 test('maxRpcs bounds the run exactly', async (t) => {
