@@ -140,7 +140,7 @@ describe('the embedded API server answers as the recorded kube-apiserver', () =>
       api.url,
       `${SLICES_PATH}?watch=1&${SELECTOR}&allowWatchBookmarks=true&resourceVersion=${oldRv}`,
       admin,
-      5_000,
+      30_000,
     );
     check('expiredWatch', {
       status: w.status,
@@ -157,7 +157,7 @@ describe('the embedded API server answers as the recorded kube-apiserver', () =>
       api.url,
       `${SLICES_PATH}?watch=1&${SELECTOR}&allowWatchBookmarks=true&timeoutSeconds=4&resourceVersion=${rv}`,
       admin,
-      5_000,
+      30_000,
       (evs) => evs.some((e) => e.type === 'BOOKMARK'),
     );
     check('bookmark', { status: w.status, contentType: w.contentType, events: w.events });
@@ -168,7 +168,7 @@ describe('the embedded API server answers as the recorded kube-apiserver', () =>
       api.url,
       `${SLICES_PATH}?watch=1&${SELECTOR}&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=30`,
       admin,
-      5_000,
+      30_000,
       (evs) => evs.some((e) => e.type === 'BOOKMARK'),
     );
     const real = recorded['initialEventsEnd'] as { events: { type: string; object: unknown }[] };
@@ -199,7 +199,7 @@ describe('the embedded API server answers as the recorded kube-apiserver', () =>
         api.url,
         `${SLICES_PATH}?watch=1&${SELECTOR}&allowWatchBookmarks=true&timeoutSeconds=2&resourceVersion=${rv}`,
         admin,
-        5_000,
+        30_000,
       );
       assert.equal(w.endedByServer, true);
       assert.deepEqual(

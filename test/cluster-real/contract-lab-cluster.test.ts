@@ -61,8 +61,8 @@ describe('startRealLabCluster', { skip }, () => {
       now.every((p) => !oldNames.has(p.metadata.name)),
       'every pod replaced',
     );
-    // Give the watch a moment to deliver the last DELETED events (they are async over HTTP).
-    for (let i = 0; i < 100; i++) {
+    // Give the watch time to deliver the last DELETED events (they are async over HTTP).
+    for (let i = 0; i < 1200; i++) {
       const tl = timeline.timelines();
       if (tl.filter((l) => !l.isNew && l.goneAtMs !== null).length === 2) break;
       await new Promise((r) => setTimeout(r, 50));

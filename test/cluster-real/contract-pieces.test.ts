@@ -132,7 +132,7 @@ describe('httpKube watch', () => {
       { onSynced: () => void synced++ },
     );
     t.after(stop);
-    for (let i = 0; i < 200 && synced < 1; i++) await delay(10);
+    for (let i = 0; i < 3000 && synced < 1; i++) await delay(10);
     assert.deepEqual(events.sort(), ['ADDED a', 'ADDED b'], 'synced: the existing pods are delivered');
 
     await api.stop();
@@ -144,12 +144,12 @@ describe('httpKube watch', () => {
     api.store.compact();
     events.length = 0;
     await api.start();
-    for (let i = 0; i < 500 && synced < 2; i++) await delay(10);
+    for (let i = 0; i < 3000 && synced < 2; i++) await delay(10);
     assert.deepEqual(events.sort(), ['ADDED c', 'DELETED b', 'MODIFIED a'], 'synced again after the re-list');
 
     // And it keeps watching from there.
     api.store.create(RESOURCES.pods, pod('d'));
-    for (let i = 0; i < 200 && events.length < 4; i++) await delay(10);
+    for (let i = 0; i < 3000 && events.length < 4; i++) await delay(10);
     assert.deepEqual(events.at(-1), 'ADDED d');
     stop();
     api.store.create(RESOURCES.pods, pod('e'));

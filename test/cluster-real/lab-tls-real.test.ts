@@ -42,7 +42,8 @@ test(
     assert.ok(runs.length > 0);
     for (const r of runs) {
       assert.equal(r.cluster, 'real');
-      assert.ok(r.rpcs - r.failed > 20, `${r.strategy} tls=${r.tls}: ${r.rpcs - r.failed} RPCs succeeded`);
+      // (how many depends on the machine's speed over the run's fixed duration: only that some did)
+      assert.ok(r.rpcs - r.failed > 0, `${r.strategy} tls=${r.tls}: ${r.rpcs - r.failed} RPCs succeeded`);
     }
     for (const name of LOSSLESS) {
       const r = runs.find((x) => x.strategy === name && x.tls);

@@ -164,7 +164,7 @@ describe('lab network (netns + veth)', { skip: canRun() }, () => {
       const [file, args] = pod.command(process.execPath, [serverFile, ip, '50051']);
       const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
       servers.push(child);
-      await waitForLine(child, /listening 50051/, 10_000);
+      await waitForLine(child, /listening 50051/, 60_000);
     }
     const Client = grpc.makeGenericClientConstructor(whoAmI, 'Echo');
     for (const ip of [podA, podB]) {
@@ -180,7 +180,7 @@ describe('lab network (netns + veth)', { skip: canRun() }, () => {
                 cb: (e: Error | null, r?: Buffer) => void,
               ): void;
             }
-          ).whoAmI(Buffer.alloc(0), new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (e, r) =>
+          ).whoAmI(Buffer.alloc(0), new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (e, r) =>
             e ? reject(e) : resolve(r ?? Buffer.alloc(0)),
           );
         });
@@ -203,30 +203,30 @@ describe('lab network (netns + veth)', { skip: canRun() }, () => {
       [`${cidr} via ${lab.gateway} dev eth0 src ${pod.ip}`, `${lab.gateway} dev eth0 scope link`].sort(),
     );
     // Nothing outside the CIDR: the connect fails in the pod, no packet leaves it.
-    assert.equal(connectOutcomeFrom(pod, '192.0.2.1', 5_000), 'ENETUNREACH');
+    assert.equal(connectOutcomeFrom(pod, '192.0.2.1', 30_000), 'ENETUNREACH');
   });
 
   it('a pod reaches another pod at its pod IP, and the unreachable route from inside a pod', () => {
     const [a, b] = lab.pods();
     assert.ok(a && b);
-    assert.equal(connectOutcomeFrom(a, podB, 5_000), 'connected');
-    assert.equal(connectOutcomeFrom(b, podA, 5_000), 'connected');
-    assert.equal(connectOutcomeFrom(a, noPod, 5_000), 'EHOSTUNREACH');
+    assert.equal(connectOutcomeFrom(a, podB, 30_000), 'connected');
+    assert.equal(connectOutcomeFrom(b, podA, 30_000), 'connected');
+    assert.equal(connectOutcomeFrom(a, noPod, 30_000), 'EHOSTUNREACH');
     // The lab's veths forward; the machine's ip_forward is left as it was.
     assert.equal(readFileSync(`/proc/sys/net/ipv4/conf/${a.hostVeth}/forwarding`, 'utf8').trim(), '1');
     assert.equal(readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim(), ipForwardBefore);
   });
 
   it('an address of the CIDR without a pod fails locally with EHOSTUNREACH', async () => {
-    assert.equal(await connectOutcome(noPod, 5_000), 'EHOSTUNREACH');
+    assert.equal(await connectOutcome(noPod, 30_000), 'EHOSTUNREACH');
   });
 
   it('blackholePod drops every packet to and from the pod, silently; the other pod still answers', async () => {
-    assert.equal(await connectOutcome(podB, 5_000), 'connected');
+    assert.equal(await connectOutcome(podB, 30_000), 'connected');
     await lab.blackholePod(podB);
     // No RST and no ICMP: the connection attempt just never completes.
     assert.equal(await connectOutcome(podB, 1_500), 'timeout');
-    assert.equal(await connectOutcome(podA, 5_000), 'connected');
+    assert.equal(await connectOutcome(podA, 30_000), 'connected');
     // Pod to pod too: the other pod's connect never completes either.
     const a = lab.pods().find((p) => p.ip === podA);
     assert.ok(a);

@@ -124,7 +124,7 @@ function openWatch(s: EmbeddedApiServer, path: string, token: string = s.adminTo
           headers: res.headers,
           ended,
           close: () => req.destroy(),
-          next: (timeoutMs = 3000) => {
+          next: (timeoutMs = 30_000) => {
             const q = queue.shift();
             if (q) return Promise.resolve(q);
             return new Promise((res2, rej) => {

@@ -83,7 +83,7 @@ function activePods(store: ObjectStore): Pod[] {
 }
 
 /** Resolves when `pred` holds after some store event (checked on every pod/deployment event). */
-function until(store: ObjectStore, pred: () => boolean, timeoutMs = 5000): Promise<void> {
+function until(store: ObjectStore, pred: () => boolean, timeoutMs = 30_000): Promise<void> {
   return new Promise((resolve, reject) => {
     const stops: Array<() => void> = [];
     const done = (err?: Error): void => {
@@ -341,17 +341,20 @@ test('minReadySeconds: a Ready pod counts as available only minReadySeconds afte
         Date.parse(p.status?.conditions?.find((c) => c.type === 'Ready')?.lastTransitionTime ?? ''),
       ),
   );
-  assert.equal(store.get<Deployment>(RESOURCES.deployments, NS, 'hello')?.status?.availableReplicas, 0);
+  // Not available yet (unless this process stalled past minReadySeconds since: then it may be).
+  const early = store.get<Deployment>(RESOURCES.deployments, NS, 'hello')?.status?.availableReplicas;
+  assert.ok(early === 0 || Date.now() - readyAt >= 1000, `available ${early} before minReadySeconds`);
   // No pod event comes when the time is up: the controllers must look again by themselves.
   const keepAlive = setInterval(() => {}, 1000);
   t.after(() => clearInterval(keepAlive));
   await until(
     store,
     () => store.get<Deployment>(RESOURCES.deployments, NS, 'hello')?.status?.availableReplicas === 2,
-    4000,
   );
+  // Only a lower bound: without the controllers' own requeue the wait above times out instead.
   const availableAfter = Date.now() - readyAt;
-  assert.ok(availableAfter >= 1000 && availableAfter < 2000, `${availableAfter} ms`);
+  t.diagnostic(`available ${availableAfter} ms after Ready (minReadySeconds 1)`);
+  assert.ok(availableAfter >= 1000, `${availableAfter} ms`);
   const rs = store.list<ReplicaSet>(RESOURCES.replicasets, { namespace: NS }).items[0];
   assert.equal(rs?.status?.availableReplicas, 2);
 });

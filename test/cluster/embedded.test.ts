@@ -53,9 +53,9 @@ test('embedded cluster: scale 3â†’5, rolling update within its bounds, scale 5â†
     env: { VERSION: 'v1' },
   };
   await c.applyApp(app);
-  await c.waitForReadyPods(NS, { app: 'hello' }, 3, 10_000);
+  await c.waitForReadyPods(NS, { app: 'hello' }, 3, 60_000);
   await c.scale(NS, 'hello', 5);
-  await c.waitForRollout(NS, 'hello', 10_000);
+  await c.waitForRollout(NS, 'hello', 60_000);
   assert.equal(c.store.list<Pod>(RESOURCES.pods, { namespace: NS }).items.length, 5);
 
   let minAvailable = Infinity;
@@ -86,7 +86,7 @@ test('embedded cluster: scale 3â†’5, rolling update within its bounds, scale 5â†
   t.after(stop);
   const t0 = Date.now();
   await c.applyApp({ ...app, replicas: 5, env: { VERSION: 'v2' } });
-  await c.waitForRollout(NS, 'hello', 15_000);
+  await c.waitForRollout(NS, 'hello', 60_000);
   stop();
   const rolloutMs = Date.now() - t0;
   assert.ok(minAvailable >= 3, `available dropped to ${minAvailable}: ${lows.join('\n---\n')}`);
@@ -111,15 +111,15 @@ test('embedded cluster: scale 3â†’5, rolling update within its bounds, scale 5â†
   assert.deepEqual([...new Set(eps.map((e) => e.zone))].sort(), ['zone-a', 'zone-b']);
 
   await c.scale(NS, 'hello', 3);
-  await c.waitForReadyPods(NS, { app: 'hello' }, 3, 10_000);
-  await c.waitForRollout(NS, 'hello', 10_000);
+  await c.waitForReadyPods(NS, { app: 'hello' }, 3, 60_000);
+  await c.waitForRollout(NS, 'hello', 60_000);
   // Terminated pods leave the store once their process has exited.
   await waitForState(
     c.kube,
     [RESOURCES.pods],
     NS,
     (v) => (v.all(RESOURCES.pods).length === 3 ? true : undefined),
-    5000,
+    60_000,
     () => 'terminated pods to leave the store',
   );
   await c.settled();

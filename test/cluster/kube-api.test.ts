@@ -82,7 +82,7 @@ function pod(name: string, ns: string): Pod {
   } as Pod;
 }
 
-async function until(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<void> {
+async function until(what: string, cond: () => boolean, timeoutMs = 60_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);

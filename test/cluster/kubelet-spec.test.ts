@@ -193,7 +193,7 @@ test('terminationGracePeriodSeconds counts the preStop hook: SIGKILL when it is 
   await waitFor(store, 'slow-hook', (p) => (isPodReady(p) ? true : undefined));
   await eventually('the start line', () => startLine(kubelet, 'slow-hook') !== undefined);
   store.delete(RESOURCES.pods, NS, 'slow-hook');
-  const term = await waitFor(store, 'slow-hook', (p) => status(p)?.state?.terminated, 20_000);
+  const term = await waitFor(store, 'slow-hook', (p) => status(p)?.state?.terminated, 60_000);
   assert.equal(term.exitCode, 137, 'killed by SIGKILL at the end of the grace, inside the 30 s hook');
 });
 

@@ -61,16 +61,17 @@ for (const b of BACKENDS) {
   test(`${b.name}: waitForState judges once synced: "no pods" holds in an empty namespace, then only once they go`, async (t) => {
     const kube = await b.open(t);
     // Nothing to watch: only the sync can tell the wait that the view is whole.
-    assert.equal(await noPods(kube, 10_000), true);
+    assert.equal(await noPods(kube, 60_000), true);
 
     await kube.create(KINDS.pods, pod('p1'));
-    await assert.rejects(noPods(kube, 300), (err: unknown) => {
+    // Long enough for the wait's own watch to sync on a loaded machine (before that it sees "now 0").
+    await assert.rejects(noPods(kube, 3000), (err: unknown) => {
       assert.ok(err instanceof GrpcKubeError);
       assert.equal(err.code, 'GK_ERR_LAB');
       assert.match(err.message, /no pods \(now 1\)/);
       return true;
     });
-    const gone = noPods(kube, 10_000);
+    const gone = noPods(kube, 60_000);
     await kube.delete(KINDS.pods, NS, 'p1', { gracePeriodSeconds: 0 });
     assert.equal(await gone, true, 'the DELETED event settles it');
   });

@@ -62,7 +62,7 @@ function run(
   };
   child.stdout.setEncoding('utf8').on('data', onData);
   child.stderr.setEncoding('utf8').on('data', onData);
-  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
   timer.unref();
   return {
     done: new Promise((resolve) =>
@@ -217,7 +217,7 @@ describe('Dockerfile', () => {
         // e.g. as another program's ephemeral port, and the server then cannot listen).
         PORT: '0',
         DRAIN_PROPAGATION_MS: '100',
-        DRAIN_GRACE_MS: '1000',
+        DRAIN_GRACE_MS: '30000',
       });
       try {
         await server.waitFor(/listening on 127\.0\.0\.1:\d+/);
@@ -228,7 +228,7 @@ describe('Dockerfile', () => {
           CLIENT_ID: 'image-test',
           ROUNDS: '2',
           INTERVAL_MS: '0',
-          DEADLINE_MS: '2000',
+          DEADLINE_MS: '30000',
         });
         const { code, out } = await client.done;
         assert.equal(code, 0, out);

@@ -18,7 +18,7 @@ export function checkHealth(
       (m: { service: string }) => healthService['Check']!.requestSerialize(m),
       (b: Buffer) => healthService['Check']!.responseDeserialize(b) as { status: string },
       { service },
-      { deadline: Date.now() + 5000 },
+      { deadline: Date.now() + 30_000 },
       (err, res) => {
         client.close();
         if (err || !res) reject(err);

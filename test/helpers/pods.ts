@@ -25,13 +25,13 @@ export function testPod(
 
 /**
  * Resolves with pred's first non-undefined answer, checked now and on each event of the pod (`p`
- * undefined once it is gone; `ev` the event, none for the first check).
+ * undefined once it is gone; `ev` the event, none for the first check). The cap only bounds a hang.
  */
 export function waitForPodEvent<T>(
   store: ObjectStore,
   name: string,
   pred: (p: Pod | undefined, ev: WatchEvent<Pod> | undefined) => T | undefined,
-  timeoutMs = 5000,
+  timeoutMs = 30_000,
 ): Promise<T> {
   return new Promise((resolve, reject) => {
     let stop = (): void => {};
@@ -61,7 +61,7 @@ export function waitForPod<T>(
   store: ObjectStore,
   name: string,
   pred: (p: Pod) => T | undefined,
-  timeoutMs = 10_000,
+  timeoutMs = 30_000,
 ): Promise<T> {
   return waitForPodEvent(store, name, (p) => (p ? pred(p) : undefined), timeoutMs);
 }

@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ClusterIpForwarder } from '@grpc-kube/lab/internal/lab/clusterip.js';
 import { GreeterClient } from '@grpc-kube/lab/internal/lab/hello.js';
 import { parsePodConfig, startPod, type RunningPod } from '@grpc-kube/lab/internal/lab/pod-main.js';
+import { until } from '../helpers/wait.js';
 
 type T = { after: (fn: () => unknown) => void };
 
@@ -35,11 +36,11 @@ function client(t: T, target: string): GreeterClient {
 
 async function podsReached(c: GreeterClient, n: number): Promise<string[]> {
   const seen = new Set<string>();
-  for (let i = 0; i < n; i++) seen.add((await c.sayHello({ client: 'c', counter: i }, 2000)).pod);
+  for (let i = 0; i < n; i++) seen.add((await c.sayHello({ client: 'c', counter: i }, 30_000)).pod);
   return [...seen];
 }
 
-function code(c: GreeterClient, deadlineMs = 2000): Promise<number> {
+function code(c: GreeterClient, deadlineMs = 30_000): Promise<number> {
   return new Promise((resolve) =>
     c.sayHelloCb({ client: 'c', counter: 0 }, deadlineMs, (err) => resolve(err ? err.code : 0)),
   );
@@ -118,7 +119,8 @@ test('a dead backend closes the client connection; the reconnect is balanced afr
   p1!.close();
   // grpc-js reconnects through the VIP and lands on pod-2 (the next pick).
   assert.deepEqual(await podsReached(c, 3), ['pod-2']);
-  await new Promise((r) => setTimeout(r, 100)); // the half-closed side lingers at most lingerMs
+  // The half-closed side lingers lingerMs, then goes: wait for it (a loaded machine fires that late).
+  await until(() => fwd.connections() === 1, 30_000, 5, 'the pair to the dead pod torn down');
   assert.equal(fwd.connections(), 1, 'the pair to the dead pod was torn down');
 });
 
@@ -150,7 +152,7 @@ test('backpressure and byte integrity: a 4 MiB echo round-trips unchanged', asyn
   await done;
   assert.ok(Buffer.concat(chunks).equals(payload));
   await fwd.close();
-  await new Promise((r) => setTimeout(r, 50));
+  await until(() => sock.destroyed || sock.readableEnded, 30_000, 5, 'the forwarded connection cut');
   assert.equal(sock.destroyed || sock.readableEnded, true, 'close() cut the forwarded connection');
 });
 

@@ -58,8 +58,11 @@ test('endpointSeries: outstanding summed and latency averaged over balancers, ga
 });
 
 test('GaugeSampler reads a real balancer: RPCs outstanding on each endpoint while they wait, and its latency estimate', async (t) => {
-  const a = await startEchoServer('pod-a', '127.0.16.1', 0, 400);
-  const b = await startEchoServer('pod-b', '127.0.16.2', a.port, 400);
+  // The servers hold each call 3 s: the six must all be in flight at once, even when a loaded machine
+  // spreads their arrival or stalls the poll below.
+  const holdMs = 3000;
+  const a = await startEchoServer('pod-a', '127.0.16.1', 0, holdMs);
+  const b = await startEchoServer('pod-b', '127.0.16.2', a.port, holdMs);
   t.after(() => {
     a.kill();
     b.kill();
@@ -69,13 +72,13 @@ test('GaugeSampler reads a real balancer: RPCs outstanding on each endpoint whil
     clientDefaults({ lbPolicy: 'grpc_kube_ewma', retry: false }),
   );
   t.after(() => client.close());
-  await who(client, 5000, { delayMs: 0 });
-  await who(client, 5000, { delayMs: 0 });
+  await who(client, 30_000, { delayMs: 0 });
+  await who(client, 30_000, { delayMs: 0 });
   let now = 1000;
   const sampler = new GaugeSampler({ everyMs: 60_000, clock: () => now });
   sampler.start(1000);
-  const calls = Array.from({ length: 6 }, () => who(client, 5000));
-  await until(() => a.inFlight + b.inFlight === 6, 5000, 5);
+  const calls = Array.from({ length: 6 }, () => who(client, 30_000));
+  await until(() => a.inFlight + b.inFlight === 6, holdMs, 5);
   now = 1250;
   sampler.sample();
   await Promise.all(calls);
@@ -92,7 +95,7 @@ test('GaugeSampler reads a real balancer: RPCs outstanding on each endpoint whil
   // While the six calls waited on the servers, the balancer counted them all, by endpoint.
   assert.equal((ea.outstanding[1] ?? 0) + (eb.outstanding[1] ?? 0), 6);
   assert.deepEqual([ea.outstanding[2], eb.outstanding[2]], [0, 0]);
-  // The estimate of an endpoint that took slow calls (the servers held them 400 ms) rose from what
+  // The estimate of an endpoint that took slow calls (the servers held them 3 s) rose from what
   // the quick first calls left.
   const took = [ea, eb].filter((e) => (e.outstanding[1] ?? 0) > 0);
   assert.ok(took.length > 0);

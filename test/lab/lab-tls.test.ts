@@ -73,10 +73,8 @@ test(
           assert.deepEqual(Object.keys(r).slice(0, 4), ['scenario', 'strategy', 'cluster', 'tls']);
           // Pods speak mutual TLS only (pod-tls.test.ts): an RPC that succeeded went over TLS to the
           // pod, through every hop of its strategy.
-          assert.ok(
-            r.rpcs - r.failed > 20,
-            `${r.strategy} tls=${r.tls}: ${r.rpcs - r.failed} RPCs succeeded`,
-          );
+          // (how many depends on the machine's speed over the run's fixed duration: only that some did)
+          assert.ok(r.rpcs - r.failed > 0, `${r.strategy} tls=${r.tls}: ${r.rpcs - r.failed} RPCs succeeded`);
         }
         // No RPC lost over TLS, and every new pod served. Beside a one-core CPU hog the lossless
         // strategies once lost 1-3 of ~135 to DEADLINE_EXCEEDED: every old pod stopped answering for

@@ -50,7 +50,7 @@ test('SIGUSR2 toggles a pod into shedding RESOURCE_EXHAUSTED with pushback, and 
   t.after(() => client.close());
   const call = (): Promise<{ code: number; pushback: string[] }> =>
     new Promise((resolve) =>
-      client.sayHelloCb({ client: 'c', counter: 1 }, 3000, (err) =>
+      client.sayHelloCb({ client: 'c', counter: 1 }, 30_000, (err) =>
         resolve({
           code: err?.code ?? grpc.status.OK,
           pushback: (err?.metadata?.get('grpc-retry-pushback-ms') ?? []).map(String),
@@ -60,7 +60,7 @@ test('SIGUSR2 toggles a pod into shedding RESOURCE_EXHAUSTED with pushback, and 
   assert.equal((await call()).code, grpc.status.OK);
   // The signal lands asynchronously: call until the answer changes (bounded by count).
   const until = async (code: number): Promise<{ code: number; pushback: string[] }> => {
-    for (let i = 0; i < 200; i++) {
+    for (let i = 0; i < 3000; i++) {
       const r = await call();
       if (r.code === code) return r;
       await new Promise((r) => setTimeout(r, 10));

@@ -45,7 +45,7 @@ test('stop() during a step waits for it, cancels its later work and runs its fin
   );
   s.start([{ atMs: 0, name: 'api-down' }]);
   // The step's timer fires whenever the loaded machine lets it: wait for the step, not for a time.
-  for (let i = 0; i < 1000 && !log.includes('api-down begins'); i++)
+  for (let i = 0; i < 6000 && !log.includes('api-down begins'); i++)
     await new Promise((r) => setTimeout(r, 5));
   assert.deepEqual(log, ['start', 'api-down begins']);
   const stopped = s.stop();
@@ -69,7 +69,7 @@ test('a finisher whose work already ran on time does not run again', async () =>
     () => undefined,
   );
   s.start([{ atMs: 0, name: 'api-down' }]);
-  for (let i = 0; i < 500 && !log.includes('up'); i++) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 3000 && !log.includes('up'); i++) await new Promise((r) => setTimeout(r, 10));
   await s.stop();
   assert.deepEqual(log, ['api-down begins', 'api-down down', 'up']);
 });
@@ -88,7 +88,7 @@ test('steps not yet started when the schedule stops never start; a failing step 
     { atMs: 0, name: 'bad' },
     { atMs: 60_000, name: 'late' },
   ]);
-  for (let i = 0; i < 500 && ran.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 3000 && ran.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
   await s.stop();
   assert.deepEqual(ran, ['bad']);
   assert.equal(s.errors.length, 1);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { ClusterIpForwarder } from '@grpc-kube/lab/internal/lab/clusterip.js';
-import { computeRunRecord, distinctPodsPerClient, rpcsPerPod } from '@grpc-kube/lab/internal/lab/metrics.js';
+import { computeRunRecord, distinctPodsPerClient } from '@grpc-kube/lab/internal/lab/metrics.js';
 import { parsePodConfig, startPod, type RunningPod } from '@grpc-kube/lab/internal/lab/pod-main.js';
 import { incompleteRun } from '@grpc-kube/lab/internal/lab/runner.js';
 import { longestIdle, RpcLog, runWorkload, startWorkload } from '@grpc-kube/lab/internal/lab/workload.js';
@@ -54,10 +54,55 @@ test('RpcLog grows, interns pod names, stores failures as pod -1', () => {
   assert.equal(log.tMs.length, 5000);
 });
 
+/** Float32 latencies: an end may come out a few µs past the next start. */
+const EPSILON_MS = 0.5;
+
+/** The RPCs of `log` by start time, with their end times (one clock), in rounds of `size`. */
+function roundsOf(log: RpcLog, size = 10): Array<Array<{ start: number; end: number; pod: string }>> {
+  const rpcs = Array.from({ length: log.length }, (_, i) => ({
+    start: log.tMs[i] as number,
+    end: (log.tMs[i] as number) + (log.latencyMs[i] as number),
+    pod: log.podNames[log.pod[i] as number] ?? '',
+  })).sort((a, b) => a.start - b.start);
+  const out = [];
+  for (let k = 0; k < rpcs.length; k += size) out.push(rpcs.slice(k, k + size));
+  return out;
+}
+
+/**
+ * Whether an RPC of `slowPod` was overtaken: while it was in flight, another RPC started, ended, and
+ * a further one started after that. Rounds never allow it (a round waits for all of its RPCs).
+ */
+function overtaken(log: RpcLog, slowPod: string): boolean {
+  const rpcs = roundsOf(log, 1).map((r) => r[0] as { start: number; end: number; pod: string });
+  for (const slow of rpcs.filter((r) => r.pod === slowPod))
+    for (const m of rpcs)
+      if (m !== slow && m.start >= slow.start && m.end < slow.end)
+        if (rpcs.some((i) => i.start > m.end + EPSILON_MS && i.start < slow.end - EPSILON_MS)) return true;
+  return false;
+}
+
 test('rounds (the east-west demo): ten concurrent RPCs, wait for all, loop; round_robin spreads them evenly', async (t) => {
   const list = await pods(t, '127.0.9', [0, 0, 0]);
+  // A count-bounded run for the spread: however slowly the machine brings the connections up, the
+  // second half of 30 rounds runs over all three.
+  const even = await runWorkload({
+    target: staticTarget(list),
+    channelOptions: ROUND_ROBIN,
+    durationMs: 60_000,
+    maxRpcs: 300,
+  });
+  const perPod = new Map<string, number>();
+  for (const round of roundsOf(even).slice(15))
+    for (const rpc of round) perPod.set(rpc.pod, (perPod.get(rpc.pod) ?? 0) + 1);
+  assert.deepEqual([...perPod.keys()].sort(), ['pod-1', 'pod-2', 'pod-3']);
+  const counts = [...perPod.values()];
+  assert.ok(Math.max(...counts) - Math.min(...counts) <= 10, `round_robin even: ${counts}`);
+
+  // A time-bounded run for the duration's semantics.
   const log = await runWorkload({ target: staticTarget(list), channelOptions: ROUND_ROBIN, durationMs: 400 });
-  assert.ok(log.length >= 30, `${log.length} RPCs`);
+  t.diagnostic(`${log.length} RPCs in 400 ms`);
+  assert.ok(log.length >= 10, `${log.length} RPCs: the first round starts at once`);
   assert.equal(log.length % 10, 0, 'only whole rounds');
   const rec = computeRunRecord({
     scenario: 's',
@@ -68,58 +113,62 @@ test('rounds (the east-west demo): ten concurrent RPCs, wait for all, loop; roun
   });
   assert.equal(rec.failed, 0);
   assert.equal(rec.successRate, 1);
-  const per = rpcsPerPod(log, 100, 400); // after the three connections are up
-  assert.deepEqual([...per.keys()].sort(), ['pod-1', 'pod-2', 'pod-3']);
-  const counts = [...per.values()];
-  assert.ok(Math.max(...counts) - Math.min(...counts) <= 10, `round_robin even: ${counts}`);
-  // A round starts only while time is left (400 ms); its ten RPCs start one after another, so on a
-  // busy machine the last round may straddle the bound, but no round starts after it: per client,
-  // fewer than one round's RPCs start at or after 400 ms.
+  // A round starts only while time is left (400 ms); its ten RPCs start one after another, so the
+  // last round may straddle the bound — or lie wholly past it, when the clock crossed 400 ms between
+  // the round's check and its first RPC (a hair, or a stall) — but no further round starts: per
+  // client, at most one round's RPCs start at or after 400 ms.
   const late = new Map<number, number>();
   for (let i = 0; i < log.length; i++) {
     assert.ok((log.tMs[i] as number) >= 0);
     if ((log.tMs[i] as number) >= 400)
       late.set(log.client[i] as number, (late.get(log.client[i] as number) ?? 0) + 1);
   }
-  for (const [client, n] of late) assert.ok(n < 10, `client ${client}: ${n} RPCs started after the duration`);
+  for (const [client, n] of late)
+    assert.ok(n <= 10, `client ${client}: ${n} RPCs started after the duration`);
 });
 
 test('maxRpcs bounds the run exactly', async (t) => {
   const list = await pods(t, '127.0.10', [0]);
-  const log = await runWorkload({ target: staticTarget(list), durationMs: 10_000, maxRpcs: 95 });
+  const log = await runWorkload({ target: staticTarget(list), durationMs: 60_000, maxRpcs: 95 });
   assert.equal(log.length, 95);
 });
 
 test('a slow pod holds every round back (rounds), not the independent loops', async (t) => {
   const list = await pods(t, '127.0.11', [100, 0, 0]);
-  const opts = { target: staticTarget(list), channelOptions: ROUND_ROBIN, durationMs: 600 };
-  const starts = (log: RpcLog): number[] => Array.from(log.tMs).sort((a, b) => a - b);
-  const rounds = starts(await runWorkload({ ...opts, mode: 'rounds' }));
-  assert.equal(rounds.length % 10, 0);
-  // Ten RPCs start together; the next ten only once the slowest (a 100 ms pod is in every round of
-  // ten over three pods) has answered. Round 0 may run before the slow pod's connection is up.
-  for (let k = 0; k + 9 < rounds.length; k += 10) {
-    // Ten synchronous starts; a busy machine can still preempt the loop for some ms.
-    assert.ok((rounds[k + 9] as number) - (rounds[k] as number) < 50, `round ${k / 10} starts together`);
-    if (k >= 20)
-      assert.ok((rounds[k] as number) - (rounds[k - 10] as number) >= 95, `round ${k / 10} waited`);
+  // Bounded by count, not time: the claims below are about order, which no stall changes.
+  const opts = { target: staticTarget(list), channelOptions: ROUND_ROBIN, durationMs: 60_000, maxRpcs: 150 };
+  const roundsLog = await runWorkload({ ...opts, mode: 'rounds' });
+  const rounds = roundsOf(roundsLog);
+  assert.equal(roundsLog.length, 150);
+  for (const [k, round] of rounds.entries()) {
+    // Ten RPCs start together: all before the first of them ends.
+    const lastStart = Math.max(...round.map((r) => r.start));
+    assert.ok(lastStart <= Math.min(...round.map((r) => r.end)), `round ${k} starts together`);
+    // The next ten only once the slowest has answered.
+    const prevEnd = Math.max(...(rounds[k - 1] ?? []).map((r) => r.end));
+    if (k > 0)
+      assert.ok((round[0]?.start ?? 0) >= prevEnd - EPSILON_MS, `round ${k} waited for round ${k - 1}`);
   }
-  // Independent loops: a loop on a fast pod goes on at once, so some 100 ms window holds > 10 starts.
-  const loops = starts(await runWorkload({ ...opts, mode: 'loops' }));
-  let busiest = 0;
-  for (let i = 0, j = 0; i < loops.length; i++) {
-    while ((loops[i] as number) - (loops[j] as number) >= 95) j++;
-    busiest = Math.max(busiest, i - j + 1);
-  }
-  assert.ok(busiest > 10, `loops: at most ${busiest} starts in 95 ms`);
+  assert.ok(
+    rounds.some((round) => round.some((r) => r.pod === 'pod-1')),
+    'the slow pod served some rounds',
+  );
+  assert.equal(overtaken(roundsLog, 'pod-1'), false);
+  // Independent loops: a loop on a fast pod goes on at once, while the slow pod's RPC is in flight.
+  const loopsLog = await runWorkload({ ...opts, mode: 'loops' });
+  assert.equal(overtaken(loopsLog, 'pod-1'), true, 'loops overtake the slow pod');
 });
 
 test('pacingMs spaces the rounds', async (t) => {
   const list = await pods(t, '127.0.16', [0]);
-  const log = await runWorkload({ target: staticTarget(list), durationMs: 500, pacingMs: 50 });
+  const log = await runWorkload({
+    target: staticTarget(list),
+    durationMs: 60_000,
+    maxRpcs: 60,
+    pacingMs: 50,
+  });
   const starts = Array.from(log.tMs).sort((a, b) => a - b);
-  assert.ok(log.length >= 60 && log.length <= 100, `${log.length} RPCs`);
-  assert.equal(log.length % 10, 0);
+  assert.equal(log.length, 60);
   for (let k = 10; k < starts.length; k += 10) {
     assert.ok(
       (starts[k] as number) - (starts[k - 10] as number) >= 49,
@@ -140,7 +189,13 @@ test('several clients behind a ClusterIP: each client channel reaches one pod', 
   });
   t.after(() => fwd.close());
   await fwd.listen();
-  const log = await runWorkload({ target: `ipv4:${fwd.address}`, clients: 4, durationMs: 300 });
+  // Each client starts its first round at once, so 80 RPCs reach every client however slow the machine.
+  const log = await runWorkload({
+    target: `ipv4:${fwd.address}`,
+    clients: 4,
+    durationMs: 60_000,
+    maxRpcs: 80,
+  });
   assert.deepEqual(distinctPodsPerClient(log, 4), [1, 1, 1, 1]);
   assert.deepEqual(
     [0, 1, 2, 3].map((c) => {
@@ -173,9 +228,11 @@ test('deadline: a pod slower than deadlineMs yields DEADLINE_EXCEEDED at the dea
   assert.ok(log.length >= 2);
   for (let i = 0; i < log.length; i++) {
     assert.equal(log.code[i], grpc.status.DEADLINE_EXCEEDED);
+    // DEADLINE_EXCEEDED, not the answer at 400 ms; at least the deadline (no upper bound on a loaded machine).
     const lat = log.latencyMs[i] as number;
-    assert.ok(lat >= 95 && lat < 500, `latency ${lat}`);
+    assert.ok(lat >= 95, `latency ${lat}`);
   }
+  t.diagnostic(`latencies ${Array.from(log.latencyMs, (l) => l.toFixed(0)).join(' ')} ms (deadline 100)`);
 });
 
 test('stop() ends a long run early; tMs is measured from originMs on the given clock', async (t) => {
@@ -190,7 +247,8 @@ test('stop() ends a long run early; tMs is measured from originMs on the given c
   await new Promise((r) => setTimeout(r, 150));
   const t0 = performance.now();
   const log = await run.stop();
-  assert.ok(performance.now() - t0 < 500);
+  t.diagnostic(`stop() took ${(performance.now() - t0).toFixed(0)} ms`);
+  assert.ok(performance.now() - t0 < 30_000, 'ended long before its 60 s');
   assert.equal(run.inFlight(), 0);
   assert.equal(run.started(), log.length);
   for (let i = 0; i < log.length; i++) assert.ok((log.tMs[i] as number) >= 1000);
