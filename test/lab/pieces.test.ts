@@ -65,6 +65,8 @@ async function scaleUpRun(
         : `dns-poll://${dns.address}/hello.default.svc.cluster.local:${PORT}`,
     channelOptions: { 'grpc.service_config': ROUND_ROBIN, ...channel },
     durationMs: 90_000, // stopped below, once the new pods have had their chance
+    // Long enough that a stalled machine cannot expire an RPC: a failure here is a cut connection.
+    deadlineMs: 30_000,
     originMs: origin,
   });
   await new Promise((r) => setTimeout(r, 700));
