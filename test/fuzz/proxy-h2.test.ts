@@ -76,7 +76,7 @@ async function healthy(): Promise<void> {
   }
 }
 
-test('raw frames: random types, flags, stream ids and payloads after the preface', async () => {
+test('raw frames: random types, flags, stream ids and payloads after the preface', async (t) => {
   const g = new Gen(21);
   const heap = heapMiB();
   const batch: Promise<void>[] = [];
@@ -98,8 +98,15 @@ test('raw frames: random types, flags, stream ids and payloads after the preface
   await rawConnection(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
   await rawConnection(PREFACE.subarray(0, 10));
   await healthy();
-  await until(() => proxy.stats.active === 0, 60_000);
-  assert.ok(heapMiB() - heap < 64);
+  await until(
+    () => proxy.stats.active === 0,
+    60_000,
+    5,
+    'every proxied stream ended (proxy.stats.active at 0)',
+  );
+  const grown = heapMiB() - heap;
+  t.diagnostic(`live heap +${grown.toFixed(1)} MiB after full collections`);
+  assert.ok(grown < 64, `live heap grew ${grown.toFixed(1)} MiB`);
 });
 
 test('requests: huge and many headers, invalid grpc-timeout, odd paths and content types', async () => {
@@ -158,11 +165,16 @@ test('requests: huge and many headers, invalid grpc-timeout, odd paths and conte
   // Every request ended with a status or a reset, never silently.
   assert.equal(outcomes.get('no-status'), undefined, JSON.stringify([...outcomes]));
   assert.ok((outcomes.get('grpc-0') ?? 0) > 500, JSON.stringify([...outcomes]));
-  await until(() => proxy.stats.active === 0 && backend.inFlight === 0, 60_000);
+  await until(
+    () => proxy.stats.active === 0 && backend.inFlight === 0,
+    60_000,
+    5,
+    'every proxied stream ended (proxy.stats.active and backend.inFlight at 0)',
+  );
   await healthy();
 });
 
-test('stream floods and reset storms on one connection', async () => {
+test('stream floods and reset storms on one connection', async (t) => {
   const g = new Gen(23);
   const heap = heapMiB();
   for (let round = 0; round < 4; round++) {
@@ -193,7 +205,14 @@ test('stream floods and reset storms on one connection', async () => {
     await new Promise((r) => setTimeout(r, 50));
     session.destroy();
   }
-  await until(() => proxy.stats.active === 0 && backend.inFlight === 0, 60_000);
-  assert.ok(heapMiB() - heap < 64);
+  await until(
+    () => proxy.stats.active === 0 && backend.inFlight === 0,
+    60_000,
+    5,
+    'every proxied stream ended (proxy.stats.active and backend.inFlight at 0)',
+  );
+  const grown = heapMiB() - heap;
+  t.diagnostic(`live heap +${grown.toFixed(1)} MiB after full collections`);
+  assert.ok(grown < 64, `live heap grew ${grown.toFixed(1)} MiB`);
   await healthy();
 });
