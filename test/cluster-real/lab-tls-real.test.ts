@@ -30,31 +30,37 @@ test(
     const jsonFile = join(dir, 'lab.json');
     const args = [CLI, 'lab', '--tls', '--cluster', 'real', '--quick', '--scenario', 'rolling-update'];
     args.push('--strategy', LOSSLESS.join(','));
-    const { runs } = await unsaturatedLab(
+    const holds = (runs: readonly LabRunRecord[]): void => {
+      assert.ok(runs.length > 0);
+      for (const r of runs) {
+        assert.equal(r.cluster, 'real');
+        // (how many depends on the machine's speed over the run's fixed duration: only that some did)
+        assert.ok(r.rpcs - r.failed > 0, `${r.strategy} tls=${r.tls}: ${r.rpcs - r.failed} RPCs succeeded`);
+      }
+      for (const name of LOSSLESS) {
+        const r = runs.find((x) => x.strategy === name && x.tls);
+        assert.ok(r, `no TLS run for ${name}`);
+        t.diagnostic(
+          `${name} over TLS: ${r.rpcs} RPCs, ${r.failed} failed ${JSON.stringify(r.failedByCode)}, p50/p99 ${r.latencyMs.p50}/${r.latencyMs.p99} ms`,
+        );
+        assert.equal(r.newPodsNeverServed, 0, `${name} over TLS served every new pod`);
+        // Every path, the proxies' too: the sidecar's one loss of ~135 (DEADLINE_EXCEEDED, beside a
+        // one-core hog) was a pod held by its synchronous count-file write (see lab-tls.test.ts).
+        assert.equal(r.failed, 0, `${name} over TLS: ${JSON.stringify(r.failedByCode)}`);
+      }
+    };
+    // A run the machine saturated is accepted when every assertion still holds (a stall can expire
+    // RPCs, never hide a loss), else re-run.
+    await unsaturatedLab(
       t,
       async () => {
         const r = await runNode([...args, '--json', jsonFile, '--clients', '1', '--pacing', '200']);
         assert.equal(r.code, 0, `grpc-kube lab --tls --cluster real failed:\n${r.stderr.slice(-3000)}`);
-        return JSON.parse(await readFile(jsonFile, 'utf8')) as { runs: LabRunRecord[] };
+        return (JSON.parse(await readFile(jsonFile, 'utf8')) as { runs: LabRunRecord[] }).runs;
       },
-      (r) => r.runs,
+      (runs) => runs,
+      3,
+      holds,
     );
-    assert.ok(runs.length > 0);
-    for (const r of runs) {
-      assert.equal(r.cluster, 'real');
-      // (how many depends on the machine's speed over the run's fixed duration: only that some did)
-      assert.ok(r.rpcs - r.failed > 0, `${r.strategy} tls=${r.tls}: ${r.rpcs - r.failed} RPCs succeeded`);
-    }
-    for (const name of LOSSLESS) {
-      const r = runs.find((x) => x.strategy === name && x.tls);
-      assert.ok(r, `no TLS run for ${name}`);
-      t.diagnostic(
-        `${name} over TLS: ${r.rpcs} RPCs, ${r.failed} failed ${JSON.stringify(r.failedByCode)}, p50/p99 ${r.latencyMs.p50}/${r.latencyMs.p99} ms`,
-      );
-      assert.equal(r.newPodsNeverServed, 0, `${name} over TLS served every new pod`);
-      // Every path, the proxies' too: the sidecar's one loss of ~135 (DEADLINE_EXCEEDED, beside a
-      // one-core hog) was a pod held by its synchronous count-file write (see lab-tls.test.ts).
-      assert.equal(r.failed, 0, `${name} over TLS: ${JSON.stringify(r.failedByCode)}`);
-    }
   },
 );

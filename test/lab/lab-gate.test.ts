@@ -67,36 +67,42 @@ test(
       '--assert',
       'rolling-update/headless-pick-first:rpcs<10',
     ];
-    const { result, lab } = await unsaturatedLab(
+    await unsaturatedLab(
       t,
       async () => {
         const result = await runCli(args);
         return { result, lab: JSON.parse(await readFile(json, 'utf8')) as LabJson };
       },
       (r) => r.lab.runs,
-    );
-    const { code, stderr } = result;
-    // One assertion cannot hold (the run made hundreds of RPCs): the gate exits 1 and says which.
-    assert.equal(code, 1, stderr.slice(-3000));
-    assert.match(stderr, /^assert ok {3}rolling-update\/kubernetes:failed==0$/m);
-    assert.match(stderr, /^assert ok {3}rolling-update\/kubernetes:newPodsNeverServed==0$/m);
-    assert.match(stderr, /^assert FAIL rolling-update\/headless-pick-first:rpcs<10$/m);
-    const m = /rolling-update\/headless-pick-first: rpcs = (\d+) FAILS < 10/.exec(stderr);
-    // (how many RPCs a quick run makes depends on the machine's speed: only that it is the failing value)
-    assert.ok(m !== null && Number(m[1]) >= 10, 'the failing value is printed');
-    t.diagnostic(`headless-pick-first made ${m?.[1]} RPCs`);
-    assert.match(stderr, /assertions: 2 held, 1 failed/);
-    // An L7 hop hides which pod answered a user's server: skipped, with the reason.
-    assert.match(stderr, /proxy skipped \(with --pod-command, a hop of the lab hides which pod answered\)/);
-    assert.deepEqual(lab.runs.map((r) => r.strategy).sort(), ['headless-pick-first', 'kubernetes']);
-    // The pods that answered are known by name (from the peer address): the rollout replaced all 5.
-    const kube = lab.runs.find((r) => r.strategy === 'kubernetes');
-    assert.ok(kube !== undefined && kube.rpcs > 0, `kubernetes ran ${kube?.rpcs} RPCs`);
-    t.diagnostic(`kubernetes made ${kube.rpcs} RPCs`);
-    const per = lab.podsPerClient.find((p) => p.strategy === 'kubernetes')?.podsPerClient ?? [];
-    assert.ok(
-      per.every((n) => n >= 5),
-      `each client reached old and new pods: ${per.join(',')}`,
+      3,
+      ({ result, lab }) => {
+        const { code, stderr } = result;
+        // One assertion cannot hold (the run made hundreds of RPCs): the gate exits 1 and says which.
+        assert.equal(code, 1, stderr.slice(-3000));
+        assert.match(stderr, /^assert ok {3}rolling-update\/kubernetes:failed==0$/m);
+        assert.match(stderr, /^assert ok {3}rolling-update\/kubernetes:newPodsNeverServed==0$/m);
+        assert.match(stderr, /^assert FAIL rolling-update\/headless-pick-first:rpcs<10$/m);
+        const m = /rolling-update\/headless-pick-first: rpcs = (\d+) FAILS < 10/.exec(stderr);
+        // (how many RPCs a quick run makes depends on the machine's speed: only that it is the failing value)
+        assert.ok(m !== null && Number(m[1]) >= 10, 'the failing value is printed');
+        t.diagnostic(`headless-pick-first made ${m?.[1]} RPCs`);
+        assert.match(stderr, /assertions: 2 held, 1 failed/);
+        // An L7 hop hides which pod answered a user's server: skipped, with the reason.
+        assert.match(
+          stderr,
+          /proxy skipped \(with --pod-command, a hop of the lab hides which pod answered\)/,
+        );
+        assert.deepEqual(lab.runs.map((r) => r.strategy).sort(), ['headless-pick-first', 'kubernetes']);
+        // The pods that answered are known by name (from the peer address): the rollout replaced all 5.
+        const kube = lab.runs.find((r) => r.strategy === 'kubernetes');
+        assert.ok(kube !== undefined && kube.rpcs > 0, `kubernetes ran ${kube?.rpcs} RPCs`);
+        t.diagnostic(`kubernetes made ${kube.rpcs} RPCs`);
+        const per = lab.podsPerClient.find((p) => p.strategy === 'kubernetes')?.podsPerClient ?? [];
+        assert.ok(
+          per.every((n) => n >= 5),
+          `each client reached old and new pods: ${per.join(',')}`,
+        );
+      },
     );
   },
 );

@@ -32,7 +32,7 @@ test(
   'blackhole: every run records the blackholed pod, what failed around it and the keepalive window',
   { timeout: 300_000 },
   async (t) => {
-    const result = await unsaturatedLab(
+    await unsaturatedLab(
       t,
       () =>
         runScenario({
@@ -43,25 +43,28 @@ test(
           config: labConfig({ strategyCount: 2, clientDefaults: true }),
         }),
       (r) => r.runs.map((x) => x.record),
+      3,
+      (result) => {
+        assert.equal(result.runs.length, 2);
+        const holes = result.runs.map((x) => x.record.blackhole);
+        for (const [i, b] of holes.entries()) {
+          const r = result.runs[i]?.record;
+          assert.ok(b && r, 'a blackhole record per run');
+          // Both strategies saw the same pod blackholed at the same instant (after the 2.5 s step).
+          assert.equal(b.pod, holes[0]?.pod);
+          assert.ok(b.atMs >= 2500, `at ${b.atMs} ms`);
+          assert.equal(b.failed, r.failed);
+          assert.ok(b.inFlight + b.startedAfter <= b.failed);
+          // The clients run with grpc-kube's client defaults: pings every 10 s, 5 s to answer.
+          assert.equal(b.keepaliveWindowMs, 15_000);
+          // The frozen pod fails its probe, and the clients stop picking it before keepalive would tell.
+          assert.ok(b.unreadyAfterMs !== null && b.unreadyAfterMs > 0, `unready after ${b.unreadyAfterMs}`);
+          assert.ok(b.detectionMs <= b.keepaliveWindowMs, `last pick ${b.detectionMs} ms after`);
+          // A call sent to the frozen pod never reaches its handler: no attempt is counted for it.
+          assert.ok(r.attempts !== null && r.attempts !== undefined && r.attempts <= r.rpcs);
+        }
+      },
     );
-    assert.equal(result.runs.length, 2);
-    const holes = result.runs.map((x) => x.record.blackhole);
-    for (const [i, b] of holes.entries()) {
-      const r = result.runs[i]?.record;
-      assert.ok(b && r, 'a blackhole record per run');
-      // Both strategies saw the same pod blackholed at the same instant (after the 2.5 s step).
-      assert.equal(b.pod, holes[0]?.pod);
-      assert.ok(b.atMs >= 2500, `at ${b.atMs} ms`);
-      assert.equal(b.failed, r.failed);
-      assert.ok(b.inFlight + b.startedAfter <= b.failed);
-      // The clients run with grpc-kube's client defaults: pings every 10 s, 5 s to answer.
-      assert.equal(b.keepaliveWindowMs, 15_000);
-      // The frozen pod fails its probe, and the clients stop picking it before keepalive would tell.
-      assert.ok(b.unreadyAfterMs !== null && b.unreadyAfterMs > 0, `unready after ${b.unreadyAfterMs}`);
-      assert.ok(b.detectionMs <= b.keepaliveWindowMs, `last pick ${b.detectionMs} ms after`);
-      // A call sent to the frozen pod never reaches its handler: no attempt is counted for it.
-      assert.ok(r.attempts !== null && r.attempts !== undefined && r.attempts <= r.rpcs);
-    }
   },
 );
 
@@ -69,7 +72,7 @@ test(
   'overload-retry with SayHello idempotent: the pods count the retried calls',
   { timeout: 300_000 },
   async (t) => {
-    const result = await unsaturatedLab(
+    await unsaturatedLab(
       t,
       () =>
         runScenario({
@@ -80,15 +83,18 @@ test(
           config: labConfig({ strategyCount: 1, clientDefaults: true, idempotent: true }),
         }),
       (r) => r.runs.map((x) => x.record),
+      3,
+      (result) => {
+        const r = result.runs[0]?.record;
+        assert.ok(r);
+        // Round robin lands a fifth of the calls on the shedding pod; each is retried on another pod.
+        assert.ok(
+          r.attempts !== null && r.attempts !== undefined && r.attempts > r.rpcs,
+          `${r.attempts} attempts for ${r.rpcs} calls`,
+        );
+        assert.ok(r.retryLoadPct !== null && r.retryLoadPct !== undefined && r.retryLoadPct > 0);
+        assert.equal(r.blackhole, undefined);
+      },
     );
-    const r = result.runs[0]?.record;
-    assert.ok(r);
-    // Round robin lands a fifth of the calls on the shedding pod; each is retried on another pod.
-    assert.ok(
-      r.attempts !== null && r.attempts !== undefined && r.attempts > r.rpcs,
-      `${r.attempts} attempts for ${r.rpcs} calls`,
-    );
-    assert.ok(r.retryLoadPct !== null && r.retryLoadPct !== undefined && r.retryLoadPct > 0);
-    assert.equal(r.blackhole, undefined);
   },
 );
