@@ -207,6 +207,9 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
         };
       }
     }
+    // Listening for the stop before saying "listening": whoever waits for that line may signal at
+    // once, and a SIGTERM with no handler yet would kill the process instead of draining it.
+    const stopped = cluster.isWorker && io.signal === undefined ? workerStopped() : untilStopped(io.signal);
     const proxy = new GrpcProxy(options);
     const metrics = await startMetrics(values['metrics-address']);
     try {
@@ -222,7 +225,7 @@ export async function proxyCommand(args: string[], io: ProxyCommandIo = {}): Pro
     if (mode === 'ingress' && values.target !== undefined) await proxy.watch(values.target);
     out(`grpc-kube proxy: ${mode} listening on ${proxy.address} (policy ${proxy.options.policy})`);
     io.onListening?.(proxy);
-    await (cluster.isWorker && io.signal === undefined ? workerStopped() : untilStopped(io.signal));
+    await stopped;
     if (drainDelayMs > 0) {
       // Behind a Service: keep serving while the endpoint removal spreads to clients and kube-proxy.
       out(`grpc-kube proxy: terminating; serving ${drainDelayMs} ms more while the endpoint removal spreads`);

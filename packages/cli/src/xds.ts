@@ -338,6 +338,9 @@ async function serve(
     routeNamespace = pod.namespace;
     log(`GRPCRoutes: watching namespace ${pod.namespace} (from ${pod.source})`);
   }
+  // Listening for the stop before saying "listening": whoever waits for that line may signal at
+  // once, and a SIGTERM with no handler yet would kill the process instead of closing it.
+  const stopped = untilStopped(io.signal);
   // The control plane owns the client from here (closing its registry closes it).
   const metrics = await startMetrics(values['metrics-address']);
   if (metrics !== undefined) out(`grpc-kube xds: metrics at http://${metrics.address}/metrics`);
@@ -366,7 +369,7 @@ async function serve(
         `${new Date().toISOString()}  client ${e.node.id} (zone ${e.node.zone || '-'}) subscribes ${e.type.slice(e.type.lastIndexOf('.') + 1)} ${e.names.join(' ')}`,
       );
   });
-  await untilStopped(io.signal);
+  await stopped;
   offEvents();
   await cp.close();
   await metrics?.close();
