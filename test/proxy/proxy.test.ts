@@ -510,7 +510,10 @@ test('a backend SIGKILLed under load: only RPCs already sent to it fail, none af
     const e = m as ProxyEvent;
     // The proxy knows the pod is gone at its first RPC failed on it, or its first retry away from it
     // (when no RPC happened to be on the wire to it at the kill).
-    if (e.backends.at(-1) === killedKey) lostAt = Math.min(lostAt, Date.now());
+    if (e.backends.at(-1) === killedKey && killedAt !== Infinity && lostAt === Infinity) {
+      lostAt = Date.now();
+      noticedBy = `a ${e.kind} on it`;
+    }
     if (e.kind === 'fail') fails.push(e);
   };
   diagnostics.subscribe(PROXY_CHANNEL_NAME, onEvent);
@@ -518,17 +521,27 @@ test('a backend SIGKILLed under load: only RPCs already sent to it fail, none af
 
   // When the proxy saw the pod's connection die.
   let lostAt = Infinity;
+  let noticedBy = 'nothing';
   let killedAt = Infinity;
   // 'close', not 'exit': only then has everything the pod wrote to stdout been read.
   const exited = new Promise((r) => killed.child.once('close', r));
   const outcomes: { id: number; startedAt: number; code: number; server: string; msg: string }[] = [];
   let nextId = 0;
+  // With no RPC on the wire to the pod at the kill, the proxy may learn of it from the connection
+  // closing alone: no RPC fails or retries, and the pool passes the pod over (no handshaken session)
+  // — from then on it knows.
+  const sessionGone = (): boolean =>
+    Object.keys(proxy.services()).some((name) => proxy.pool(name)?.backend(killedKey)?.handshaken === false);
   // Counted, not timed: the kill comes once the killed pod has answered 20 RPCs, and the load goes on
   // until 100 RPCs begun after the proxy noticed are answered, however long a loaded machine takes.
   await loadUntil(12, async () => {
     if (killedAt === Infinity && outcomes.filter((o) => o.server === 'k0').length >= 20) {
       killedAt = Date.now();
       killed.child.kill('SIGKILL');
+    }
+    if (killedAt !== Infinity && lostAt === Infinity && sessionGone()) {
+      lostAt = Date.now();
+      noticedBy = 'its connection closing';
     }
     const id = nextId++;
     const startedAt = Date.now();
@@ -564,7 +577,7 @@ test('a backend SIGKILLed under load: only RPCs already sent to it fail, none af
   t.diagnostic(
     `${outcomes.length} RPCs, ${failed.length} failed, all in flight to the killed pod ` +
       `(${read} read by it, ${failed.length - read} still in its socket); retries ${proxy.stats.retries}; ` +
-      `noticed ${Math.round(lostAt - killedAt)} ms after the kill`,
+      `noticed ${Math.round(lostAt - killedAt)} ms after the kill, by ${noticedBy}`,
   );
 });
 
