@@ -6,7 +6,13 @@ import { ClusterIpForwarder } from '@grpc-kube/lab/internal/lab/clusterip.js';
 import { computeRunRecord, distinctPodsPerClient } from '@grpc-kube/lab/internal/lab/metrics.js';
 import { parsePodConfig, startPod, type RunningPod } from '@grpc-kube/lab/internal/lab/pod-main.js';
 import { incompleteRun } from '@grpc-kube/lab/internal/lab/runner.js';
-import { longestIdle, RpcLog, runWorkload, startWorkload } from '@grpc-kube/lab/internal/lab/workload.js';
+import {
+  FAILURE_SAMPLES,
+  longestIdle,
+  RpcLog,
+  runWorkload,
+  startWorkload,
+} from '@grpc-kube/lab/internal/lab/workload.js';
 
 type T = { after: (fn: () => unknown) => void };
 
@@ -215,6 +221,25 @@ test('failures are recorded with their status; failurePauseMs throttles a failin
     assert.equal(log.code[i], grpc.status.UNAVAILABLE);
     assert.equal(log.pod[i], -1);
   }
+});
+
+test('failures(): the first failed RPCs keep what grpc-js said of them (a deadline: where the time went)', async (t) => {
+  const list = await pods(t, '127.0.17', [400]);
+  const w = startWorkload({ target: staticTarget(list), durationMs: 250, deadlineMs: 100, concurrency: 8 });
+  const log = await w.done;
+  assert.ok(log.length > FAILURE_SAMPLES, `${log.length} RPCs`);
+  const f = w.failures();
+  assert.equal(f.length, FAILURE_SAMPLES, 'the first ones only');
+  for (const x of f) {
+    assert.equal(x.code, grpc.status.DEADLINE_EXCEEDED);
+    assert.equal(x.status, 'DEADLINE_EXCEEDED');
+    assert.equal(x.client, 0);
+    assert.ok(x.tMs >= 0, `started at ${x.tMs} ms`);
+    // grpc-js names where the call's time went and the pod it was on.
+    assert.match(x.details, /Deadline exceeded/);
+    assert.match(x.details, /remote_addr=127\.0\.17\.\d+:\d+/);
+  }
+  t.diagnostic(f[0]?.details ?? '');
 });
 
 test('deadline: a pod slower than deadlineMs yields DEADLINE_EXCEEDED at the deadline', async (t) => {

@@ -689,6 +689,11 @@ export async function runScenario(opts: RunOptions): Promise<ScenarioResult> {
       Object.assign(record, retryLoad(record.rpcs, received, s.name, opts.config.clients));
       const plan = plans.get(s);
       if (plan !== undefined) record.overlay = plan.overlay;
+      // The first failed RPCs as grpc-js told them (a deadline says where its time went).
+      for (const f of w.failures())
+        progress(
+          `  ${scenario.name}: ${s.name}: failed RPC at ${(f.tMs / 1000).toFixed(2)} s, client ${f.client}: ${f.status}: ${f.details}`,
+        );
       // RPCs failed while every container of the overlay ran: its helpers' last words say why.
       if (plan !== undefined && record.failed > 0)
         for (const l of (await watches.get(s)?.helperLogs(3)) ?? []) progress(`  ${s.name}: ${l}`);

@@ -148,6 +148,20 @@ export interface WorkloadOptions {
   originMs?: number;
 }
 
+/** A failed RPC as grpc-js told it: when it started (ms from originMs), which client, and why. */
+export interface WorkloadFailure {
+  readonly tMs: number;
+  readonly client: number;
+  readonly code: grpc.status;
+  /** The code's name (DEADLINE_EXCEEDED…). */
+  readonly status: string;
+  /** grpc-js's details: for a deadline, where the time went (LB pick, remote address…). */
+  readonly details: string;
+}
+
+/** How many failed RPCs a workload keeps with their details (the first ones). */
+export const FAILURE_SAMPLES = 5;
+
 /** Why a workload stopped starting RPCs: its duration was over, its RPC budget spent, or stop() came first. */
 export type WorkloadEnd = 'duration' | 'budget' | 'stopped';
 
@@ -162,6 +176,8 @@ export interface WorkloadRun {
   inFlight(): number;
   /** Why, and when (ms from originMs), it stopped starting RPCs; undefined while it runs. */
   ended(): { by: WorkloadEnd; atMs: number } | undefined;
+  /** The first FAILURE_SAMPLES failed RPCs with grpc-js's details (the log keeps only their codes). */
+  failures(): readonly WorkloadFailure[];
 }
 
 const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
@@ -269,6 +285,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     pauses.add(t);
   };
 
+  const failures: WorkloadFailure[] = [];
   const counters = new Array<number>(clientCount).fill(0);
   const names = Array.from({ length: clientCount }, (_, ci) => `${clientName}-${ci}`);
   /** Start one RPC of client `ci`; `next(ok)` runs when it has ended. Returns false if the budget is spent. */
@@ -285,8 +302,17 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     call(ci, counter, (err, pod) => {
       const latency = clock() - t0;
       inFlight--;
-      if (err) log.push(t0 - origin, latency, err.code, '', ci);
-      else log.push(t0 - origin, latency, grpc.status.OK, pod, ci);
+      if (err) {
+        log.push(t0 - origin, latency, err.code, '', ci);
+        if (failures.length < FAILURE_SAMPLES)
+          failures.push({
+            tMs: t0 - origin,
+            client: ci,
+            code: err.code,
+            status: grpc.status[err.code] ?? String(err.code),
+            details: err.details ?? '',
+          });
+      } else log.push(t0 - origin, latency, grpc.status.OK, pod, ci);
       next(!err);
       maybeFinish();
     });
@@ -348,6 +374,7 @@ export function startWorkload(options: WorkloadOptions): WorkloadRun {
     started: () => started,
     inFlight: () => inFlight,
     ended: () => ended,
+    failures: () => failures,
   };
 }
 
