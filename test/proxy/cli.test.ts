@@ -125,6 +125,38 @@ test('grpc-kube proxy: serves, then drains on SIGTERM and exits 0', async (t) =>
   assert.ok((await unary(late, {}, { deadlineMs: 300 })).err !== undefined);
 });
 
+test('grpc-kube proxy: handles SIGTERM by the time it says it listens (a prompt signal drains it, not kills it)', async () => {
+  // Whoever waits for the line may signal at once; a process with no handler yet dies of it. Call
+  // the handlers the proxy added (not process.emit: the test runner has handlers of its own).
+  const before = new Set(process.listeners('SIGTERM'));
+  let added: NodeJS.SignalsListener[] | undefined;
+  let noHandler!: (e: Error) => void;
+  const unhandled = new Promise<never>((_, reject) => (noHandler = reject));
+  const lines: string[] = [];
+  const code = await Promise.race([
+    proxyCommand([...STATIC_INGRESS], {
+      out: (l) => {
+        lines.push(l);
+        if (!l.includes('listening on')) return;
+        added = process.listeners('SIGTERM').filter((h) => !before.has(h));
+        if (added.length === 0) noHandler(new Error(`no SIGTERM handler when it said: ${l}`));
+        for (const h of added) h('SIGTERM');
+      },
+    }),
+    unhandled,
+    new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error(`no stop 60 s after: ${lines.join(' | ')}`)), 60_000).unref(),
+    ),
+  ]);
+  assert.equal(added?.length, 1, 'one SIGTERM handler, in place when the line was written');
+  assert.equal(code, 0);
+  assert.ok(
+    lines.some((l) => l.includes('draining')),
+    lines.join('\n'),
+  );
+  assert.equal(process.listeners('SIGTERM').length, before.size, 'the handler is gone after the stop');
+});
+
 test('grpc-kube proxy: bad flags are typed errors', async () => {
   await assert.rejects(proxyCommand(['--mode', 'mesh', '--listen', '127.0.0.1:0']), {
     code: 'GK_ERR_INVALID_OPTION',
